@@ -1,0 +1,89 @@
+"""Turn a step's drafts into complete, immutable lead events (the Avro record)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from engine.ids import event_id
+from engine.steps.base import EventDraft, Snapshot
+
+EVENT_SCHEMA_VERSION = "1"
+RETENTION_MS = 90 * 24 * 3600 * 1000
+
+LeadEvent = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StepIdentity:
+    """Who records the event: the flow, the step, and the code that ran it."""
+
+    flow_id: str
+    flow_version: int
+    step_id: str
+    step_name: str
+    step_index: int
+    host: str
+    handler_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    start_ms: int
+    end_ms: int
+    lag_ms: int
+
+
+def stamp_events(
+    drafts: list[EventDraft],
+    who: StepIdentity,
+    lead_id: str,
+    submitted_ms: int,
+    snapshot_before: Snapshot,
+    timing: Timing,
+) -> list[LeadEvent]:
+    """Each draft becomes an event whose ``vars`` is the snapshot before the
+    step plus what the draft changed; positions give deterministic ids."""
+    ms = max(0, timing.end_ms - timing.start_ms)
+    events = []
+    for seq, draft in enumerate(drafts):
+        snapshot = {**snapshot_before, **draft.vars} if draft.vars else snapshot_before
+        request = draft.request
+        if request is not None and "timestamp" not in request:
+            request = {**request, "timestamp": timing.start_ms}
+        events.append(
+            {
+                "id": event_id(lead_id, submitted_ms, who.step_index, seq),
+                "type": draft.type,
+                "outcome": draft.outcome,
+                "reason": draft.reason,
+                "lead_id": lead_id,
+                "flow_id": who.flow_id,
+                "flow_version": who.flow_version,
+                "step_id": who.step_id,
+                "step_name": who.step_name,
+                "entity_id": draft.entity_id,
+                "timestamp": timing.end_ms,
+                "start_timestamp": timing.start_ms,
+                "end_timestamp": timing.end_ms,
+                "ms": ms,
+                "wait_ms": draft.wait_ms,
+                "overhead_ms": max(0, ms - draft.wait_ms),
+                "lag_ms": timing.lag_ms,
+                "total_ms": max(0, timing.end_ms - submitted_ms),
+                "step_count": who.step_index + 1,
+                "vars": snapshot,
+                "appended": draft.appended,
+                "request": request,
+                "response": draft.response,
+                "cost": draft.cost,
+                "revenue": draft.revenue,
+                "cap_reached": None,
+                "ping_limit_reached": None,
+                "expires_at": timing.end_ms + RETENTION_MS,
+                "version": EVENT_SCHEMA_VERSION,
+                "handler_version": who.handler_version,
+                "host": who.host,
+            }
+        )
+    return events

@@ -1,0 +1,62 @@
+"""Lead and event ids: 26-character Crockford base32, sortable, deterministic where it matters.
+
+Lead ids are ULIDs (48-bit submission time in ms + 80 bits). Event ids are
+derived, not random, so that re-running a step on the same input yields the
+same ids and every consumer downstream can de-duplicate by id:
+
+    48 bits  the lead's submission time (ms)
+    64 bits  a hash of the lead id
+    16 bits  the event's position in the lead's flow (step index, sequence)
+
+so ids sort by submission time, then lead, then position - the order of the
+lead's timeline - even when several events share one millisecond.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_DECODE = {c: i for i, c in enumerate(_ALPHABET)}
+
+
+def _encode128(value: int) -> str:
+    chars = []
+    for _ in range(26):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def is_valid_id(text: str) -> bool:
+    return len(text) == 26 and text[0] in "01234567" and all(c in _DECODE for c in text)
+
+
+def id_timestamp_ms(text: str) -> int:
+    """The millisecond timestamp in the first 48 bits of a lead or event id."""
+    value = 0
+    for c in text:
+        value = (value << 5) | _DECODE[c]
+    return value >> 80
+
+
+def new_lead_id(now_ms: int | None = None) -> str:
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    return _encode128((ms << 80) | int.from_bytes(os.urandom(10), "big"))
+
+
+def derived_lead_id(ms: int, *parts: object) -> str:
+    """A lead id for a lead that arrived without one: the same input position
+    (topic, partition, offset) always gives the same id, so a replayed intake
+    message does not become a second lead."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=10).digest()
+    return _encode128((ms << 80) | int.from_bytes(digest, "big"))
+
+
+def event_id(lead_id: str, submitted_ms: int, step_index: int, seq: int) -> str:
+    if not (0 <= step_index < 256 and 0 <= seq < 256):
+        raise ValueError(f"event position out of range: step {step_index}, seq {seq}")
+    lead_hash = int.from_bytes(hashlib.blake2b(lead_id.encode(), digest_size=8).digest(), "big")
+    return _encode128((submitted_ms << 80) | (lead_hash << 16) | (step_index << 8) | seq)

@@ -1,0 +1,40 @@
+"""Structured logging: JSON lines in production, pretty output in a terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+_SECRET_KEYS = ("password", "secret", "token", "authorization", "connection_string", "api_key")
+
+
+def _mask_secrets(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Last line of defence: a value logged under a secret-looking key never
+    leaves the process, whatever the caller passed."""
+    for key in event_dict:
+        if any(s in key.lower() for s in _SECRET_KEYS):
+            event_dict[key] = "***"
+    return event_dict
+
+
+def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:
+    json_output = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _mask_secrets,
+            structlog.processors.format_exc_info if json_output else structlog.processors.StackInfoRenderer(),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )

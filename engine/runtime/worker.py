@@ -1,0 +1,171 @@
+"""The transactional step loop: consume, handle, produce, commit - exactly once.
+
+One transactional producer per worker process. Records are consumed in
+batches; their outputs and the consumer offsets are committed together in a
+Kafka transaction every ``commit_interval_ms`` (never one transaction per
+message). A crash anywhere aborts the open transaction: readers with
+``read_committed`` never see its outputs, and the offsets were not committed,
+so the restarted worker redoes exactly that work with the same event ids.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from typing import Any
+
+import structlog
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from engine.runtime.handlers import PoisonMessageError, Record, StepHandler
+
+log = structlog.get_logger(__name__)
+
+
+class TransactionalStepLoop:
+    def __init__(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        handler: StepHandler,
+        input_topic: str,
+        output_topic: str,
+        dlq_topic: str,
+        batch_size: int = 500,
+        commit_interval_ms: int = 100,
+    ) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.handler = handler
+        self.input_topic = input_topic
+        self.output_topic = output_topic
+        self.dlq_topic = dlq_topic
+        self.batch_size = batch_size
+        self.commit_interval = commit_interval_ms / 1000
+        self.in_txn = False
+        self.txn_started = 0.0
+        self.processed = 0
+        self.dead_lettered = 0
+
+    # -- transaction boundaries -------------------------------------------------
+
+    def _begin(self) -> None:
+        if not self.in_txn:
+            self.producer.begin_transaction()
+            self.in_txn = True
+            self.txn_started = time.monotonic()
+
+    def _commit(self) -> None:
+        if not self.in_txn:
+            return
+        assignment = self.consumer.assignment()
+        positions = [tp for tp in self.consumer.position(assignment) if tp.offset >= 0]
+        try:
+            if positions:
+                self.producer.send_offsets_to_transaction(
+                    positions, self.consumer.consumer_group_metadata()
+                )
+            self.producer.commit_transaction()
+        except KafkaException as exc:
+            self._recover(exc)
+        finally:
+            self.in_txn = False
+
+    def _recover(self, exc: KafkaException) -> None:
+        error: KafkaError = exc.args[0]
+        if error.txn_requires_abort():
+            log.warning("transaction aborted, rewinding", error=str(error))
+            self.producer.abort_transaction()
+            self._rewind()
+        elif error.retriable():
+            # commit_transaction is safe to retry as long as it is not abortable.
+            self.producer.commit_transaction()
+        else:
+            raise exc  # fatal (e.g. fenced by a newer instance): the process must restart
+
+    def _rewind(self) -> None:
+        """After an abort, go back to the last committed offsets so no input is skipped."""
+        assignment = self.consumer.assignment()
+        for tp in self.consumer.committed(assignment, timeout=10):
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+
+    def on_revoke(self, _: Consumer, partitions: list[TopicPartition]) -> None:
+        # Commit before the partitions move, so the next owner starts exactly
+        # where this transaction ends.
+        if self.in_txn:
+            log.info("partitions revoked, committing", partitions=len(partitions))
+            self._commit()
+
+    # -- processing ---------------------------------------------------------------
+
+    def _produce(self, records: list[Record]) -> None:
+        for rec in records:
+            self.producer.produce(self.output_topic, rec.value, rec.key, headers=rec.headers)
+
+    def _dead_letter(self, msg: Message, error: str) -> None:
+        headers = [
+            ("leadflow-error", error.encode()[:1000]),
+            ("leadflow-source-topic", msg.topic().encode()),
+            ("leadflow-source-partition", str(msg.partition()).encode()),
+            ("leadflow-source-offset", str(msg.offset()).encode()),
+        ]
+        self.producer.produce(self.dlq_topic, msg.value(), msg.key(), headers=headers)
+        self.dead_lettered += 1
+        log.warning("dead-lettered", topic=msg.topic(), partition=msg.partition(),
+                    offset=msg.offset(), error=error)
+
+    def process(self, messages: list[Message]) -> None:
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error", error=str(err))
+                continue
+            self._begin()
+            try:
+                self._produce(self.handler.handle(msg))
+            except PoisonMessageError as exc:
+                self._dead_letter(msg, f"PoisonMessage: {exc}")
+            except Exception as exc:  # a bug on one lead must not stop the flow
+                log.error("step failed on a record", exc_info=True)
+                self._dead_letter(msg, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+            self.processed += 1
+            if time.monotonic() - self.txn_started >= self.commit_interval:
+                self._commit()
+
+    def run(self, stop: threading.Event) -> None:
+        self.producer.init_transactions()
+        self.consumer.subscribe([self.input_topic], on_revoke=self.on_revoke, on_lost=self._on_lost)
+        try:
+            while not stop.is_set():
+                messages = self.consumer.consume(self.batch_size, timeout=0.1)
+                self.process(messages)
+                if self.in_txn and time.monotonic() - self.txn_started >= self.commit_interval:
+                    self._commit()
+        finally:
+            self._commit()
+            self.consumer.close()
+            self.producer.flush(10)
+
+    def _on_lost(self, _: Consumer, partitions: list[TopicPartition]) -> None:
+        # Partitions lost (not revoked) belong to someone else already: our open
+        # transaction must not commit their offsets.
+        if self.in_txn:
+            log.warning("partitions lost, aborting", partitions=len(partitions))
+            self.producer.abort_transaction()
+            self.in_txn = False
+            self._rewind()
+
+
+def stats(loop: TransactionalStepLoop) -> dict[str, Any]:
+    return {"processed": loop.processed, "dead_lettered": loop.dead_lettered}

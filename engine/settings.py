@@ -1,0 +1,71 @@
+"""Process settings, read from the environment.
+
+Variables take the ecosystem's usual names where one exists
+(``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_URL``, ``AZURE_STORAGE_CONNECTION_STRING``,
+``AWS_*``) and the ``LEADFLOW_`` prefix otherwise. Defaults point at the local
+stack that ``make up`` starts (see ``stack/README.md``).
+"""
+
+from __future__ import annotations
+
+import socket
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str, *others: str) -> AliasChoices:
+    return AliasChoices(f"LEADFLOW_{name}", *others)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEADFLOW_", frozen=True, extra="ignore")
+
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS")
+    )
+    database_url: SecretStr = Field(
+        SecretStr("postgresql://leadflow:leadflow@127.0.0.1:5433/leadflow"),
+        validation_alias=_env("DATABASE_URL", "DATABASE_URL"),
+    )
+    s3_endpoint_url: str | None = Field(
+        "http://127.0.0.1:8333", validation_alias=_env("S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+    )
+    aws_region: str = Field("us-east-1", validation_alias=_env("AWS_REGION", "AWS_DEFAULT_REGION"))
+    # The local SeaweedFS credentials; production sets the AWS variables (or
+    # leaves both empty to use boto3's own credential chain).
+    aws_access_key_id: str | None = Field(
+        "leadflow", validation_alias=_env("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        SecretStr("leadflow-local-secret"),
+        validation_alias=_env("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+    )
+    azure_storage_connection_string: SecretStr = Field(
+        SecretStr("UseDevelopmentStorage=true"),
+        validation_alias=_env("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_CONNECTION_STRING"),
+    )
+
+    db_schema: str = "leadflow"
+    s3_bucket: str = "leadflow-events"
+    azure_container: str = "leadflow-events"
+
+    flow_file: Path = Path("flows/demo.yaml")
+    topic_partitions: int = 3
+    topic_replication: int = 1
+
+    batch_size: int = 500
+    commit_interval_ms: int = 100
+    transaction_timeout_ms: int = 10_000
+    instance_id: str = Field(default_factory=socket.gethostname)
+
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,67 @@
+"""Topic names of a flow, and creating them.
+
+    leadflow.<flow>.intake           raw leads (JSON), published by producers
+    leadflow.<flow>.events.<step>    Avro events recorded by <step>; the next step's input
+    leadflow.<flow>.dlq              poison messages, with the error in headers
+
+Events of one lead are keyed by its lead id, so they keep their order.
+"""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from engine.flows import Flow
+
+PREFIX = "leadflow"
+EVENTS_PATTERN = r"^leadflow\..+\.events\..+$"
+
+# Message headers the engine sets on event records.
+HANDOFF_HEADER = "leadflow-handoff"  # present on the one record the next step must process
+TYPE_HEADER = "leadflow-type"
+
+
+def intake_topic(flow_id: str) -> str:
+    return f"{PREFIX}.{flow_id}.intake"
+
+
+def events_topic(flow_id: str, step_id: str) -> str:
+    return f"{PREFIX}.{flow_id}.events.{step_id}"
+
+
+def dlq_topic(flow_id: str) -> str:
+    return f"{PREFIX}.{flow_id}.dlq"
+
+
+def flow_topics(flow: Flow) -> list[str]:
+    return [intake_topic(flow.id), dlq_topic(flow.id)] + [events_topic(flow.id, s.id) for s in flow.steps]
+
+
+def input_topic(flow: Flow, step_id: str) -> str:
+    index = flow.index(step_id)
+    return intake_topic(flow.id) if index == 0 else events_topic(flow.id, flow.steps[index - 1].id)
+
+
+def ensure_topics(admin: AdminClient, flow: Flow, timeout: float = 30.0) -> list[str]:
+    """Create the flow's topics that do not exist yet; returns the ones created."""
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [t for t in flow_topics(flow) if t not in existing]
+    if not wanted:
+        return []
+    futures = admin.create_topics(
+        [
+            NewTopic(t, num_partitions=flow.topics.partitions, replication_factor=flow.topics.replication)
+            for t in wanted
+        ],
+        operation_timeout=timeout,
+    )
+    created = []
+    for topic, future in futures.items():
+        try:
+            future.result()
+            created.append(topic)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # a concurrent worker won the race
+                raise
+    return created
