@@ -13,6 +13,19 @@ RETENTION_MS = 90 * 24 * 3600 * 1000
 
 LeadEvent = dict[str, Any]
 
+# Every event type the engine records, object.action as in the seeds.
+EVENT_TYPES = (
+    "source.submitted",
+    "source.accepted",
+    "source.rejected",
+    "filter.passed",
+    "filter.failed",
+    "recipient.delivered",
+    "recipient.failed",
+    "recipient.error",
+    "flow.completed",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class StepIdentity:

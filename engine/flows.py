@@ -47,6 +47,8 @@ class Rule(_Model):
         if self.op in ("in", "not_in") and not isinstance(self.value, list):
             raise ValueError(f"op {self.op!r} needs a list value")
         if self.op == "regex":
+            if not isinstance(self.value, str):
+                raise ValueError("op 'regex' needs a pattern string")
             try:
                 re.compile(str(self.value))
             except re.error as exc:

@@ -1,0 +1,157 @@
+"""The ``leadflow`` command line."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+
+from engine.errors import LeadflowError
+from engine.flows import load_flow
+from engine.logs import configure_logging
+from engine.settings import get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+app.add_typer(db_app, name="db")
+console = Console(stderr=True)
+
+FlowFile = Annotated[
+    Path | None, typer.Option("--flow-file", "-f", help="Flow definition (default: $LEADFLOW_FLOW_FILE).")
+]
+
+
+def _flow_path(flow_file: Path | None) -> Path:
+    return flow_file or get_settings().flow_file
+
+
+@app.callback()
+def _setup() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+
+
+@app.command()
+def run(
+    roles: Annotated[list[str] | None, typer.Argument(help="Roles to run: step ids, projector, streamer. Default: all.")] = None,
+    flow_file: FlowFile = None,
+) -> None:
+    """Run workers in the foreground until SIGTERM/SIGINT (finish the batch, commit, close)."""
+    from engine.runtime.step_worker import prepare_topics
+    from engine.runtime.supervisor import install_stop_handlers, role_names, run_role, supervise
+
+    settings = get_settings()
+    path = _flow_path(flow_file)
+    flow = load_flow(path)
+    wanted = roles or role_names(flow)
+    unknown = sorted(set(wanted) - set(role_names(flow)))
+    if unknown:
+        raise typer.BadParameter(f"unknown role(s) {', '.join(unknown)}; this flow has {', '.join(role_names(flow))}")
+    prepare_topics(settings, flow)
+    if "projector" in wanted:
+        from projectors.store import migrate_database
+
+        migrate_database(settings)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    if len(wanted) == 1:
+        run_role(wanted[0], settings, flow, stop)
+    else:
+        supervise(wanted, path, stop)
+
+
+@app.command()
+def submit(
+    flow_file: FlowFile = None,
+    file: Annotated[Path | None, typer.Option("--file", help="JSON Lines file, one lead per line.")] = None,
+    fake: Annotated[int, typer.Option("--fake", help="Generate this many realistic fake leads.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for --fake.")] = 7,
+) -> None:
+    """Publish leads to the flow's intake topic and print their lead ids."""
+    from engine.intake.fake import fake_leads
+    from engine.intake.submit import publish_leads
+    from engine.runtime.step_worker import prepare_topics
+
+    settings = get_settings()
+    flow = load_flow(_flow_path(flow_file))
+    if (file is None) == (fake == 0):
+        raise typer.BadParameter("give exactly one of --file or --fake N")
+    leads: list[dict[str, object] | str | bytes]
+    if file is not None:
+        leads = [line for line in file.read_bytes().splitlines() if line.strip()]
+    else:
+        leads = list(fake_leads(fake, seed))
+    prepare_topics(settings, flow)
+    ids = publish_leads(settings, flow.id, leads)
+    for lead_id in ids:
+        print(lead_id)
+    console.print(f"published {len(ids)} leads to flow [bold]{flow.id}[/]")
+
+
+@app.command()
+def events(
+    lead: Annotated[str, typer.Option("--lead", help="Lead id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full events as JSON.")] = False,
+) -> None:
+    """Print one lead's timeline from the projection."""
+    from engine.demo.report import timeline_table
+    from projectors.queries import lead_timeline
+    from projectors.store import connect
+
+    settings = get_settings()
+    with connect(settings) as conn:
+        timeline = lead_timeline(conn, lead)
+    if not timeline:
+        console.print(f"no events for lead {lead}")
+        raise typer.Exit(1)
+    if as_json:
+        sys.stdout.write(orjson.dumps(timeline, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+    else:
+        Console().print(timeline_table(timeline))
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply the projection schema migrations (idempotent)."""
+    from projectors.store import migrate_database
+
+    applied = migrate_database(get_settings())
+    console.print(f"migrations applied: {applied or 'none (up to date)'}")
+
+
+@app.command()
+def buyer(
+    port: int = 8765,
+    mix: Annotated[bool, typer.Option(help="Refuse or fail a realistic share of leads.")] = True,
+) -> None:
+    """Serve the local demo buyer endpoint."""
+    from engine.demo.buyer import BuyerServer
+
+    server = BuyerServer(port, mix=mix)
+    console.print(f"buyer listening on {server.url}")
+    server.serve_forever()
+
+
+@app.command()
+def demo(
+    leads: Annotated[int, typer.Option(help="How many fake leads to submit.")] = 1000,
+    flow_file: FlowFile = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every lead to finish.")] = 600,
+) -> None:
+    """Run the whole thing end to end: workers, leads in, timelines and objects out."""
+    from engine.demo.run import run_demo
+
+    run_demo(get_settings(), _flow_path(flow_file), leads, timeout)
+
+
+def main() -> None:
+    try:
+        app()
+    except LeadflowError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(2)

@@ -1,0 +1,115 @@
+"""``make demo``: submit fake leads, run every worker, and show what the events say.
+
+Runs the real thing - workers as processes on the local stack - and finishes
+when every submitted lead has its ``flow.completed`` event in Postgres and
+every one of their events is an object in each destination.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from engine.demo.buyer import BuyerServer
+from engine.demo.report import counts_table, destinations_table, timeline_table
+from engine.errors import LeadflowError
+from engine.flows import Flow, RecipientStep, load_flow
+from engine.intake.fake import fake_leads
+from engine.intake.submit import publish_leads
+from engine.runtime.step_worker import prepare_topics
+from engine.runtime.supervisor import role_names, supervise
+from engine.settings import Settings
+from projectors.queries import completed_count, event_counts_for_leads, lead_timeline
+from projectors.store import connect, migrate_database
+from streamers.destinations import open_store
+from streamers.layout import event_key
+
+console = Console()
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _buyer_ports(flow: Flow) -> set[int]:
+    return {
+        s.settings.url.port or 80
+        for s in flow.steps
+        if isinstance(s, RecipientStep) and s.settings.url.host in ("127.0.0.1", "localhost")
+    }
+
+
+def _wait(description: str, total: int, count: callable, timeout: float) -> int:  # type: ignore[valid-type]
+    deadline = time.monotonic() + timeout
+    with _progress() as progress:
+        task = progress.add_task(description, total=total)
+        done = 0
+        while time.monotonic() < deadline:
+            done = count()  # type: ignore[misc]
+            progress.update(task, completed=done)
+            if done >= total:
+                return done
+            time.sleep(0.5)
+    return done
+
+
+def run_demo(settings: Settings, flow_file: Path, leads: int, timeout: float) -> None:
+    flow = load_flow(flow_file)
+    buyers = [BuyerServer(port, mix=True) for port in _buyer_ports(flow)]
+    for b in buyers:
+        b.start_in_thread()
+    prepare_topics(settings, flow)
+    migrate_database(settings)
+
+    stop = threading.Event()
+    workers = threading.Thread(target=supervise, args=(role_names(flow), flow_file, stop), daemon=True)
+    workers.start()
+    try:
+        console.rule(f"[bold]leadflow demo[/]: flow {flow.id}, {leads} leads")
+        lead_ids = publish_leads(settings, flow.id, fake_leads(leads, seed=int(time.time())))
+        console.print(f"published {len(lead_ids)} leads to the intake topic")
+
+        with connect(settings) as conn:
+            def finished() -> int:
+                return completed_count(conn, lead_ids)
+
+            done = _wait("leads completed (Postgres)", len(lead_ids), finished, timeout)
+            if done < len(lead_ids):
+                raise LeadflowError(f"only {done}/{len(lead_ids)} leads completed within {timeout:.0f}s")
+            counts = event_counts_for_leads(conn, lead_ids)
+            total_events = sum(c for _, _, c in counts)
+            console.print(counts_table(counts))
+            sample = next(
+                (lid for lid in lead_ids if any(e["type"] == "recipient.delivered" for e in lead_timeline(conn, lid))),
+                lead_ids[0],
+            )
+            console.print(f"lead [bold]{sample}[/] (leadflow events --lead {sample}):")
+            console.print(timeline_table(lead_timeline(conn, sample)))
+
+        rows = []
+        for dest in flow.destinations:
+            if not dest.enabled:
+                continue
+            store = open_store(dest, settings)
+            prefix_of = lambda lid, d=dest: event_key(d.prefix, lid, "")  # noqa: E731
+            with ThreadPoolExecutor(16) as pool:
+                def count() -> int:
+                    return sum(pool.map(lambda lid: len(store.list_keys(prefix_of(lid))), lead_ids))
+
+                n = _wait(f"objects in {dest.kind}:{dest.bucket}", total_events, count, timeout)
+            rows.append((f"{dest.kind}://{dest.bucket}", dest.prefix + "/<lead_id>/<event_id>.json", n))
+        console.print(destinations_table(rows))
+        console.rule("[green]demo finished[/]")
+    finally:
+        stop.set()
+        workers.join(60)
+        for b in buyers:
+            b.shutdown()

@@ -1,0 +1,1 @@
+"""Getting leads into a flow: publishing to the intake topic, and generating realistic ones."""

@@ -1,0 +1,58 @@
+"""Wire one step of one flow to Kafka: its consumer group, its transactional producer."""
+
+from __future__ import annotations
+
+import threading
+
+import structlog
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from engine.flows import Flow
+from engine.runtime.handlers import make_handler
+from engine.runtime.kafka import admin_config, consumer_config, transactional_producer_config
+from engine.runtime.worker import TransactionalStepLoop
+from engine.settings import Settings
+from engine.topics import dlq_topic, ensure_topics, events_topic, input_topic
+from schemas.codec import default_codec
+
+log = structlog.get_logger(__name__)
+
+
+def step_group(flow_id: str, step_id: str) -> str:
+    return f"leadflow.{flow_id}.step.{step_id}"
+
+
+def build_step_loop(settings: Settings, flow: Flow, step_id: str, worker_index: int = 0) -> TransactionalStepLoop:
+    group = step_group(flow.id, step_id)
+    # A stable transactional.id per (step, instance): a restarted worker fences
+    # its killed predecessor at once instead of waiting out its transaction.
+    txn_id = f"{group}.{settings.instance_id}.{worker_index}"
+    consumer = Consumer(consumer_config(settings, group))
+    producer = Producer(transactional_producer_config(settings, txn_id))
+    handler = make_handler(flow, step_id, settings.instance_id, default_codec())
+    return TransactionalStepLoop(
+        consumer,
+        producer,
+        handler,
+        input_topic=input_topic(flow, step_id),
+        output_topic=events_topic(flow.id, step_id),
+        dlq_topic=dlq_topic(flow.id),
+        batch_size=settings.batch_size,
+        commit_interval_ms=settings.commit_interval_ms,
+    )
+
+
+def prepare_topics(settings: Settings, flow: Flow) -> list[str]:
+    created = ensure_topics(AdminClient(admin_config(settings)), flow)
+    if created:
+        log.info("topics created", flow=flow.id, topics=created)
+    return created
+
+
+def run_step(settings: Settings, flow: Flow, step_id: str, stop: threading.Event, worker_index: int = 0) -> None:
+    loop = build_step_loop(settings, flow, step_id, worker_index)
+    structlog.contextvars.bind_contextvars(role=f"step:{step_id}", flow=flow.id)
+    log.info("step worker started", input=loop.input_topic, output=loop.output_topic)
+    loop.run(stop)
+    log.info("step worker stopped", processed=loop.processed, dead_lettered=loop.dead_lettered)

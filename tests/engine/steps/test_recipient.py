@@ -1,0 +1,72 @@
+"""Delivery: what is sent to a buyer, and what its answer means."""
+
+import orjson
+import pytest
+
+from engine.flows import RecipientSettings
+from engine.steps.base import TOTAL_DELIVERED, TOTAL_REVENUE
+from engine.steps.recipient import Answer, build_delivery, judge_delivery
+
+SETTINGS = RecipientSettings(
+    url="http://127.0.0.1:8765/leads",  # type: ignore[arg-type]
+    mapping={"email": "lead.email", "phone": "lead.phone_1", "missing": "lead.nope"},
+)
+LEAD = {"lead.email": "ada@example.com", "lead.phone_1": "5125550123", TOTAL_REVENUE: 0.0, TOTAL_DELIVERED: 0}
+
+
+def answer(status: int | None, body: object = None, error: str | None = None) -> Answer:
+    raw = orjson.dumps(body) if body is not None else b""
+    return Answer(status, {}, raw, error, wait_ms=12, sent_at_ms=1, received_at_ms=13)
+
+
+def judge(a: Answer):  # type: ignore[no-untyped-def]
+    delivery = build_delivery(LEAD, SETTINGS, "EVT1")
+    return judge_delivery(LEAD, SETTINGS, "premier", delivery, a)
+
+
+def test_delivery_maps_fields_and_carries_the_idempotency_key() -> None:
+    delivery = build_delivery(LEAD, SETTINGS, "EVT1")
+    assert orjson.loads(delivery.body) == {"email": "ada@example.com", "phone": "5125550123"}
+    assert delivery.headers["Idempotency-Key"] == "EVT1"
+    assert delivery.headers["Content-Type"] == "application/json"
+
+
+def test_form_encoded_delivery() -> None:
+    form = RecipientSettings(url="http://b.example/x", format="form", mapping={"email": "lead.email"})  # type: ignore[arg-type]
+    delivery = build_delivery(LEAD, form, "EVT1")
+    assert delivery.body == b"email=ada%40example.com"
+
+
+def test_accepted_lead_is_delivered_with_revenue_and_buyer_id() -> None:
+    result = judge(answer(200, {"outcome": "success", "price": 31.5, "id": "B-9"}))
+    event = result.last
+    assert event.type == "recipient.delivered"
+    assert event.revenue == 31.5
+    assert event.appended == {"appended.premier.price": 31.5, "appended.premier.id": "B-9"}
+    assert event.vars[TOTAL_REVENUE] == 31.5 and event.vars[TOTAL_DELIVERED] == 1
+    assert event.wait_ms == 12
+    assert event.request is not None and event.request["headers"]["Idempotency-Key"] == "EVT1"
+    assert event.response is not None and event.response["status"] == 200
+
+
+def test_business_rejection_fails_with_the_buyers_reason() -> None:
+    result = judge(answer(200, {"outcome": "failure", "reason": "Duplicate lead"}))
+    assert (result.last.type, result.last.outcome, result.last.reason) == (
+        "recipient.failed", "failure", "Duplicate lead")
+
+
+def test_rejection_without_reason_gets_a_default() -> None:
+    assert judge(answer(200, {"outcome": "nope"})).last.reason == "Rejected by buyer"
+
+
+@pytest.mark.parametrize(
+    ("a", "reason"),
+    [
+        (answer(None, error="Buyer timeout after 5000ms"), "Buyer timeout after 5000ms"),
+        (answer(500, {"error": "boom"}), "Buyer answered HTTP 500"),
+        (answer(200, None), "Unreadable buyer response: not JSON"),
+    ],
+)
+def test_technical_failures_are_errors(a: Answer, reason: str) -> None:
+    result = judge(a)
+    assert (result.last.type, result.last.outcome, result.last.reason) == ("recipient.error", "error", reason)

@@ -1,0 +1,37 @@
+"""Ids: sortable, and deterministic where replays need them to be."""
+
+from engine.ids import derived_lead_id, event_id, id_timestamp_ms, is_valid_id, new_lead_id
+
+
+def test_lead_id_carries_its_submission_time() -> None:
+    lead_id = new_lead_id(1_764_000_000_123)
+    assert is_valid_id(lead_id)
+    assert id_timestamp_ms(lead_id) == 1_764_000_000_123
+
+
+def test_derived_lead_id_is_stable_for_the_same_input_position() -> None:
+    a = derived_lead_id(1000, "leadflow.demo.intake", 2, 41)
+    assert a == derived_lead_id(1000, "leadflow.demo.intake", 2, 41)
+    assert a != derived_lead_id(1000, "leadflow.demo.intake", 2, 42)
+
+
+def test_event_ids_sort_in_timeline_order() -> None:
+    lead = new_lead_id(5000)
+    ids = [event_id(lead, 5000, step, seq) for step in range(3) for seq in range(2)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 6
+
+
+def test_event_ids_of_later_leads_sort_later() -> None:
+    early, late = new_lead_id(1000), new_lead_id(2000)
+    assert event_id(early, 1000, 5, 0) < event_id(late, 2000, 0, 0)
+
+
+def test_event_id_is_deterministic() -> None:
+    lead = new_lead_id(7)
+    assert event_id(lead, 7, 1, 0) == event_id(lead, 7, 1, 0)
+
+
+def test_garbage_is_not_an_id() -> None:
+    assert not is_valid_id("not-an-id")
+    assert not is_valid_id("Z" * 26)  # overflows 128 bits
