@@ -22,7 +22,8 @@ app.add_typer(db_app, name="db")
 console = Console(stderr=True)
 
 FlowFile = Annotated[
-    Path | None, typer.Option("--flow-file", "-f", help="Flow definition (default: $LEADFLOW_FLOW_FILE).")
+    Path | None,
+    typer.Option("--flow-file", "-f", help="Flow definition (default: $LEADFLOW_FLOW_FILE)."),
 ]
 
 
@@ -38,7 +39,10 @@ def _setup() -> None:
 
 @app.command()
 def run(
-    roles: Annotated[list[str] | None, typer.Argument(help="Roles to run: step ids, projector, streamer. Default: all.")] = None,
+    roles: Annotated[
+        list[str] | None,
+        typer.Argument(help="Roles to run: step ids, projector, streamer. Default: all."),
+    ] = None,
     flow_file: FlowFile = None,
 ) -> None:
     """Run workers in the foreground until SIGTERM/SIGINT (finish the batch, commit, close)."""
@@ -51,7 +55,9 @@ def run(
     wanted = roles or role_names(flow)
     unknown = sorted(set(wanted) - set(role_names(flow)))
     if unknown:
-        raise typer.BadParameter(f"unknown role(s) {', '.join(unknown)}; this flow has {', '.join(role_names(flow))}")
+        raise typer.BadParameter(
+            f"unknown role(s) {', '.join(unknown)}; this flow has {', '.join(role_names(flow))}"
+        )
     prepare_topics(settings, flow)
     if "projector" in wanted:
         from projectors.store import migrate_database
@@ -68,8 +74,12 @@ def run(
 @app.command()
 def submit(
     flow_file: FlowFile = None,
-    file: Annotated[Path | None, typer.Option("--file", help="JSON Lines file, one lead per line.")] = None,
-    fake: Annotated[int, typer.Option("--fake", help="Generate this many realistic fake leads.")] = 0,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="JSON Lines file, one lead per line.")
+    ] = None,
+    fake: Annotated[
+        int, typer.Option("--fake", help="Generate this many realistic fake leads.")
+    ] = 0,
     seed: Annotated[int, typer.Option(help="Seed for --fake.")] = 7,
 ) -> None:
     """Publish leads to the flow's intake topic and print their lead ids."""
@@ -99,9 +109,10 @@ def events(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full events as JSON.")] = False,
 ) -> None:
     """Print one lead's timeline from the projection."""
-    from engine.demo.report import timeline_table
     from projectors.queries import lead_timeline
     from projectors.store import connect
+
+    from engine.demo.report import timeline_table
 
     settings = get_settings()
     with connect(settings) as conn:
@@ -110,7 +121,9 @@ def events(
         console.print(f"no events for lead {lead}")
         raise typer.Exit(1)
     if as_json:
-        sys.stdout.write(orjson.dumps(timeline, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+        sys.stdout.write(
+            orjson.dumps(timeline, option=orjson.OPT_INDENT_2, default=str).decode() + "\n"
+        )
     else:
         Console().print(timeline_table(timeline))
 

@@ -38,7 +38,9 @@ class SourceSettings(_Model):
 
 class Rule(_Model):
     field: str
-    op: Literal["equals", "not_equals", "in", "not_in", "exists", "not_exists", "regex", "gte", "lte"]
+    op: Literal[
+        "equals", "not_equals", "in", "not_in", "exists", "not_exists", "regex", "gte", "lte"
+    ]
     value: Any = None
     name: str | None = None
 
@@ -155,7 +157,9 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
         child: yaml.Node | None = None
         if isinstance(node, yaml.MappingNode):
             child = next((v for k, v in node.value if k.value == part), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
             child = node.value[part]
         if child is None:
             continue  # discriminator tags such as 'filter' are not in the document

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -11,7 +12,9 @@ import structlog
 _SECRET_KEYS = ("password", "secret", "token", "authorization", "connection_string", "api_key")
 
 
-def _mask_secrets(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _mask_secrets(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """Last line of defence: a value logged under a secret-looking key never
     leaves the process, whatever the caller passed."""
     for key in event_dict:
@@ -31,7 +34,9 @@ def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _mask_secrets,
-            structlog.processors.format_exc_info if json_output else structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info
+            if json_output
+            else structlog.processors.StackInfoRenderer(),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

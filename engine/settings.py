@@ -25,7 +25,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEADFLOW_", frozen=True, extra="ignore")
 
     kafka_bootstrap_servers: str = Field(
-        "127.0.0.1:9092", validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS")
+        "127.0.0.1:9092",
+        validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
     )
     database_url: SecretStr = Field(
         SecretStr("postgresql://leadflow:leadflow@127.0.0.1:5433/leadflow"),

@@ -10,7 +10,8 @@ Events of one lead are keyed by its lead id, so they keep their order.
 from __future__ import annotations
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from engine.flows import Flow
 
@@ -35,7 +36,9 @@ def dlq_topic(flow_id: str) -> str:
 
 
 def flow_topics(flow: Flow) -> list[str]:
-    return [intake_topic(flow.id), dlq_topic(flow.id)] + [events_topic(flow.id, s.id) for s in flow.steps]
+    return [intake_topic(flow.id), dlq_topic(flow.id)] + [
+        events_topic(flow.id, s.id) for s in flow.steps
+    ]
 
 
 def input_topic(flow: Flow, step_id: str) -> str:
@@ -51,7 +54,9 @@ def ensure_topics(admin: AdminClient, flow: Flow, timeout: float = 30.0) -> list
         return []
     futures = admin.create_topics(
         [
-            NewTopic(t, num_partitions=flow.topics.partitions, replication_factor=flow.topics.replication)
+            NewTopic(
+                t, num_partitions=flow.topics.partitions, replication_factor=flow.topics.replication
+            )
             for t in wanted
         ],
         operation_timeout=timeout,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import pytest
@@ -52,6 +51,6 @@ def stack(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def unique_id() -> Iterator[str]:
+def unique_id() -> str:
     """A fresh id for names that must not collide across tests and runs (flows, schemas)."""
-    yield "t" + uuid.uuid4().hex[:10]
+    return "t" + uuid.uuid4().hex[:10]

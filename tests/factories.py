@@ -14,7 +14,7 @@ _STEPS = ["source", "service-area", "premier"]
 def make_lead_events(
     flow_id: str = "demo", lead_id: str | None = None, submitted_ms: int = 1_764_000_000_000
 ) -> list[LeadEvent]:
-    """A delivered lead's full timeline: submitted, accepted, filter passed, delivered, completed."""
+    """A delivered lead's timeline: submitted, accepted, filter passed, delivered, completed."""
     lead_id = lead_id or new_lead_id(submitted_ms)
     snapshot: dict[str, Any] = {
         "lead.id": lead_id,
@@ -24,18 +24,32 @@ def make_lead_events(
         "lead.state": "TX",
     }
     plan = [
-        [EventDraft("source.submitted", "success", entity_id="source"),
-         EventDraft("source.accepted", "success", cost=2.5, entity_id="source")],
+        [
+            EventDraft("source.submitted", "success", entity_id="source"),
+            EventDraft("source.accepted", "success", cost=2.5, entity_id="source"),
+        ],
         [EventDraft("filter.passed", "success", entity_id="service-area")],
-        [EventDraft("recipient.delivered", "success", revenue=30.0, entity_id="premier",
-                    appended={"appended.premier.id": "B-1"}, vars={"appended.premier.id": "B-1"}),
-         EventDraft("flow.completed", "success", cost=2.5, revenue=30.0, entity_id=flow_id)],
+        [
+            EventDraft(
+                "recipient.delivered",
+                "success",
+                revenue=30.0,
+                entity_id="premier",
+                appended={"appended.premier.id": "B-1"},
+                vars={"appended.premier.id": "B-1"},
+            ),
+            EventDraft("flow.completed", "success", cost=2.5, revenue=30.0, entity_id=flow_id),
+        ],
     ]
     events: list[LeadEvent] = []
     for index, drafts in enumerate(plan):
-        who = StepIdentity(flow_id, 1, _STEPS[index], _STEPS[index].title(), index, "test-host", "0.1.0")
+        who = StepIdentity(
+            flow_id, 1, _STEPS[index], _STEPS[index].title(), index, "test-host", "0.1.0"
+        )
         start = submitted_ms + 10 * index
-        events += stamp_events(drafts, who, lead_id, submitted_ms, snapshot, Timing(start, start + 3, 1))
+        events += stamp_events(
+            drafts, who, lead_id, submitted_ms, snapshot, Timing(start, start + 3, 1)
+        )
     return events
 
 

@@ -29,7 +29,9 @@ def decide(lead: dict[str, Any], mix: bool, slow_seconds: float = 10.0) -> Buyer
     email = str(lead.get("email", ""))
     digest = hashlib.sha256(email.encode()).digest()
     price = 15 + digest[1] % 31
-    accepted = BuyerAnswer(200, {"outcome": "success", "id": "B-" + digest[:5].hex(), "price": price})
+    accepted = BuyerAnswer(
+        200, {"outcome": "success", "id": "B-" + digest[:5].hex(), "price": price}
+    )
     if "+reject" in email:
         return BuyerAnswer(200, {"outcome": "failure", "reason": "Duplicate lead"})
     if "+error" in email:
@@ -55,7 +57,9 @@ class _Handler(BaseHTTPRequestHandler):
             lead = json.loads(raw or b"{}")
         except json.JSONDecodeError:
             lead = {}
-        answer = decide(lead if isinstance(lead, dict) else {}, self.server.mix, self.server.slow_seconds)
+        answer = decide(
+            lead if isinstance(lead, dict) else {}, self.server.mix, self.server.slow_seconds
+        )
         with self.server.lock:
             self.server.received.append(self.headers.get("Idempotency-Key", ""))
         if answer.delay:
@@ -67,7 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
 

@@ -9,32 +9,36 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from projectors.queries import completed_count, event_counts_for_leads, lead_timeline
+from projectors.store import connect, migrate_database
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from streamers.destinations import open_store
+from streamers.layout import event_key
 
 from engine.demo.buyer import BuyerServer
 from engine.demo.report import counts_table, destinations_table, timeline_table
 from engine.errors import LeadflowError
-from engine.flows import Flow, RecipientStep, load_flow
+from engine.flows import Destination, Flow, RecipientStep, load_flow
 from engine.intake.fake import fake_leads
 from engine.intake.submit import publish_leads
 from engine.runtime.step_worker import prepare_topics
 from engine.runtime.supervisor import role_names, supervise
 from engine.settings import Settings
-from projectors.queries import completed_count, event_counts_for_leads, lead_timeline
-from projectors.store import connect, migrate_database
-from streamers.destinations import open_store
-from streamers.layout import event_key
 
 console = Console()
 
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
         console=console,
     )
 
@@ -47,18 +51,35 @@ def _buyer_ports(flow: Flow) -> set[int]:
     }
 
 
-def _wait(description: str, total: int, count: callable, timeout: float) -> int:  # type: ignore[valid-type]
+def _wait(description: str, total: int, count: Callable[[], int], timeout: float) -> int:
     deadline = time.monotonic() + timeout
     with _progress() as progress:
         task = progress.add_task(description, total=total)
         done = 0
         while time.monotonic() < deadline:
-            done = count()  # type: ignore[misc]
+            done = count()
             progress.update(task, completed=done)
             if done >= total:
                 return done
             time.sleep(0.5)
     return done
+
+
+def _wait_for_objects(
+    settings: Settings, dest: Destination, lead_ids: list[str], expected: int, timeout: float
+) -> int:
+    store = open_store(dest, settings)
+
+    def objects_of(lead_id: str) -> int:
+        return len(store.list_keys(event_key(dest.prefix, lead_id, "")))
+
+    with ThreadPoolExecutor(16) as pool:
+        return _wait(
+            f"objects in {dest.kind}:{dest.bucket}",
+            expected,
+            lambda: sum(pool.map(objects_of, lead_ids)),
+            timeout,
+        )
 
 
 def run_demo(settings: Settings, flow_file: Path, leads: int, timeout: float) -> None:
@@ -70,7 +91,9 @@ def run_demo(settings: Settings, flow_file: Path, leads: int, timeout: float) ->
     migrate_database(settings)
 
     stop = threading.Event()
-    workers = threading.Thread(target=supervise, args=(role_names(flow), flow_file, stop), daemon=True)
+    workers = threading.Thread(
+        target=supervise, args=(role_names(flow), flow_file, stop), daemon=True
+    )
     workers.start()
     try:
         console.rule(f"[bold]leadflow demo[/]: flow {flow.id}, {leads} leads")
@@ -78,17 +101,24 @@ def run_demo(settings: Settings, flow_file: Path, leads: int, timeout: float) ->
         console.print(f"published {len(lead_ids)} leads to the intake topic")
 
         with connect(settings) as conn:
+
             def finished() -> int:
                 return completed_count(conn, lead_ids)
 
             done = _wait("leads completed (Postgres)", len(lead_ids), finished, timeout)
             if done < len(lead_ids):
-                raise LeadflowError(f"only {done}/{len(lead_ids)} leads completed within {timeout:.0f}s")
+                raise LeadflowError(
+                    f"only {done}/{len(lead_ids)} leads completed within {timeout:.0f}s"
+                )
             counts = event_counts_for_leads(conn, lead_ids)
             total_events = sum(c for _, _, c in counts)
             console.print(counts_table(counts))
             sample = next(
-                (lid for lid in lead_ids if any(e["type"] == "recipient.delivered" for e in lead_timeline(conn, lid))),
+                (
+                    lid
+                    for lid in lead_ids
+                    if any(e["type"] == "recipient.delivered" for e in lead_timeline(conn, lid))
+                ),
                 lead_ids[0],
             )
             console.print(f"lead [bold]{sample}[/] (leadflow events --lead {sample}):")
@@ -96,16 +126,11 @@ def run_demo(settings: Settings, flow_file: Path, leads: int, timeout: float) ->
 
         rows = []
         for dest in flow.destinations:
-            if not dest.enabled:
-                continue
-            store = open_store(dest, settings)
-            prefix_of = lambda lid, d=dest: event_key(d.prefix, lid, "")  # noqa: E731
-            with ThreadPoolExecutor(16) as pool:
-                def count() -> int:
-                    return sum(pool.map(lambda lid: len(store.list_keys(prefix_of(lid))), lead_ids))
-
-                n = _wait(f"objects in {dest.kind}:{dest.bucket}", total_events, count, timeout)
-            rows.append((f"{dest.kind}://{dest.bucket}", dest.prefix + "/<lead_id>/<event_id>.json", n))
+            if dest.enabled:
+                n = _wait_for_objects(settings, dest, lead_ids, total_events, timeout)
+                rows.append(
+                    (f"{dest.kind}://{dest.bucket}", f"{dest.prefix}/<lead_id>/<event_id>.json", n)
+                )
         console.print(destinations_table(rows))
         console.rule("[green]demo finished[/]")
     finally:

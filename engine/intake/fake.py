@@ -9,14 +9,55 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-FIRST = ["Ada", "Grace", "Alan", "Linus", "Margaret", "Dennis", "Barbara", "Ken", "Frances", "Edsger",
-         "Radia", "Donald", "Katherine", "John", "Hedy", "Tim", "Sophie", "Guido", "Anita", "Niklaus"]
-LAST = ["Lovelace", "Hopper", "Turing", "Torvalds", "Hamilton", "Ritchie", "Liskov", "Thompson",
-        "Allen", "Dijkstra", "Perlman", "Knuth", "Johnson", "McCarthy", "Lamarr", "Berners-Lee",
-        "Wilson", "van Rossum", "Borg", "Wirth"]
+FIRST = [
+    "Ada",
+    "Grace",
+    "Alan",
+    "Linus",
+    "Margaret",
+    "Dennis",
+    "Barbara",
+    "Ken",
+    "Frances",
+    "Edsger",
+    "Radia",
+    "Donald",
+    "Katherine",
+    "John",
+    "Hedy",
+    "Tim",
+    "Sophie",
+    "Guido",
+    "Anita",
+    "Niklaus",
+]
+LAST = [
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Torvalds",
+    "Hamilton",
+    "Ritchie",
+    "Liskov",
+    "Thompson",
+    "Allen",
+    "Dijkstra",
+    "Perlman",
+    "Knuth",
+    "Johnson",
+    "McCarthy",
+    "Lamarr",
+    "Berners-Lee",
+    "Wilson",
+    "van Rossum",
+    "Borg",
+    "Wirth",
+]
 DOMAINS = ["example.com", "mail.example.org", "inbox.example.net", "example.io"]
 # Weighted so most leads land in the demo flow's service area.
-STATES = ["TX"] * 6 + ["CA"] * 6 + ["FL"] * 4 + ["AZ", "NV", "CO", "GA", "NC", "NY", "OH", "WA", "PA"]
+STATES = (
+    ["TX"] * 6 + ["CA"] * 6 + ["FL"] * 4 + ["AZ", "NV", "CO", "GA", "NC", "NY", "OH", "WA", "PA"]
+)
 AREAS = ["512", "713", "214", "310", "415", "305", "602", "702", "303", "404", "704", "212"]
 
 
@@ -47,7 +88,9 @@ def _spoil(rng: random.Random, lead: dict[str, Any]) -> dict[str, Any] | str:
     return lead
 
 
-def fake_leads(count: int, seed: int = 7, bad_share: float = 0.04) -> Iterator[dict[str, Any] | str]:
+def fake_leads(
+    count: int, seed: int = 7, bad_share: float = 0.04
+) -> Iterator[dict[str, Any] | str]:
     """Yields lead dicts, or raw text for leads that are not even JSON."""
     rng = random.Random(seed)
     for n in range(count):

@@ -39,13 +39,20 @@ def publish_leads(
     ids = []
     for lead in leads:
         lead_id = new_lead_id()
-        value = lead if isinstance(lead, bytes) else (
-            lead.encode() if isinstance(lead, str) else orjson.dumps(lead)
+        value = (
+            lead
+            if isinstance(lead, bytes)
+            else (lead.encode() if isinstance(lead, str) else orjson.dumps(lead))
         )
         while True:
             try:
-                producer.produce(topic, value, lead_id.encode(), on_delivery=on_delivery,
-                                 headers=[("content-type", b"application/json")])
+                producer.produce(
+                    topic,
+                    value,
+                    lead_id.encode(),
+                    on_delivery=on_delivery,
+                    headers=[("content-type", b"application/json")],
+                )
                 break
             except BufferError:  # local queue full: let librdkafka drain it
                 producer.poll(0.1)

@@ -26,7 +26,7 @@ from engine.steps.source import Submission, accept_submission
 from engine.topics import HANDOFF_HEADER, TYPE_HEADER
 from schemas.codec import EventCodec, SchemaMismatchError
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +44,11 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _headers(msg: Message) -> dict[str, bytes]:
-    return {k: v for k, v in (msg.headers() or []) if v is not None}
+def header_map(msg: Message) -> dict[str, bytes]:
+    """Message headers as a dict of bytes (the last value wins for repeated keys)."""
+    raw = msg.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return {k: v.encode() if isinstance(v, str) else v for k, v in pairs if v is not None}
 
 
 class StepHandler(Protocol):
@@ -101,7 +104,7 @@ class SourceHandler(_BaseHandler):
         else:
             submitted_ms = produced_ms if produced_ms > 0 else start
             lead_id = derived_lead_id(submitted_ms, msg.topic(), msg.partition(), msg.offset())
-        headers = _headers(msg)
+        headers = header_map(msg)
         sub = Submission(
             body=msg.value() or b"",
             lead_id=lead_id,
@@ -121,7 +124,7 @@ class _EventInputHandler(_BaseHandler):
     """Steps after the source read the previous step's hand-off event."""
 
     def handle(self, msg: Message) -> list[Record]:
-        if not any(k == HANDOFF_HEADER for k, _ in (msg.headers() or [])):
+        if HANDOFF_HEADER not in header_map(msg):
             return []  # terminal or intermediate events of the previous step: not ours
         start = now_ms()
         try:
@@ -160,7 +163,9 @@ class RecipientHandler(_EventInputHandler):
     def decide(self, event: LeadEvent, snapshot: Snapshot) -> StepResult:
         settings = self.step.settings
         # The id this step's first event will get: the buyer's idempotency key.
-        key = event_id(event["lead_id"], int(snapshot.get("submission.timestamp") or 0), self.index, 0)  # type: ignore[arg-type]
+        key = event_id(
+            event["lead_id"], int(snapshot.get("submission.timestamp") or 0), self.index, 0
+        )
         delivery = build_delivery(snapshot, settings, key)
         sent = now_ms()
         t0 = time.perf_counter()
@@ -173,18 +178,36 @@ class RecipientHandler(_EventInputHandler):
             )
             answer = Answer(
                 resp.status_code,
-                {k: v for k, v in resp.headers.items() if k.lower() in ("content-type", "x-request-id")},
+                {
+                    k: v
+                    for k, v in resp.headers.items()
+                    if k.lower() in ("content-type", "x-request-id")
+                },
                 resp.content,
                 wait_ms=int((time.perf_counter() - t0) * 1000),
                 sent_at_ms=sent,
                 received_at_ms=now_ms(),
             )
         except httpx.TimeoutException:
-            answer = Answer(None, {}, b"", f"Buyer timeout after {settings.timeout_ms}ms",
-                            int((time.perf_counter() - t0) * 1000), sent, now_ms())
+            answer = Answer(
+                None,
+                {},
+                b"",
+                f"Buyer timeout after {settings.timeout_ms}ms",
+                int((time.perf_counter() - t0) * 1000),
+                sent,
+                now_ms(),
+            )
         except httpx.HTTPError as exc:
-            answer = Answer(None, {}, b"", f"Delivery failed: {type(exc).__name__}",
-                            int((time.perf_counter() - t0) * 1000), sent, now_ms())
+            answer = Answer(
+                None,
+                {},
+                b"",
+                f"Delivery failed: {type(exc).__name__}",
+                int((time.perf_counter() - t0) * 1000),
+                sent,
+                now_ms(),
+            )
         return judge_delivery(snapshot, settings, self.step.id, delivery, answer)
 
 

@@ -23,7 +23,9 @@ def step_group(flow_id: str, step_id: str) -> str:
     return f"leadflow.{flow_id}.step.{step_id}"
 
 
-def build_step_loop(settings: Settings, flow: Flow, step_id: str, worker_index: int = 0) -> TransactionalStepLoop:
+def build_step_loop(
+    settings: Settings, flow: Flow, step_id: str, worker_index: int = 0
+) -> TransactionalStepLoop:
     group = step_group(flow.id, step_id)
     # A stable transactional.id per (step, instance): a restarted worker fences
     # its killed predecessor at once instead of waiting out its transaction.
@@ -50,7 +52,9 @@ def prepare_topics(settings: Settings, flow: Flow) -> list[str]:
     return created
 
 
-def run_step(settings: Settings, flow: Flow, step_id: str, stop: threading.Event, worker_index: int = 0) -> None:
+def run_step(
+    settings: Settings, flow: Flow, step_id: str, stop: threading.Event, worker_index: int = 0
+) -> None:
     loop = build_step_loop(settings, flow, step_id, worker_index)
     structlog.contextvars.bind_contextvars(role=f"step:{step_id}", flow=flow.id)
     log.info("step worker started", input=loop.input_topic, output=loop.output_topic)

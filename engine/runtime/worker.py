@@ -26,7 +26,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from engine.runtime.handlers import PoisonMessageError, Record, StepHandler
+from engine.runtime.handlers import Headers, PoisonMessageError, Record, StepHandler
 
 log = structlog.get_logger(__name__)
 
@@ -113,16 +113,21 @@ class TransactionalStepLoop:
             self.producer.produce(self.output_topic, rec.value, rec.key, headers=rec.headers)
 
     def _dead_letter(self, msg: Message, error: str) -> None:
-        headers = [
+        headers: Headers = [
             ("leadflow-error", error.encode()[:1000]),
-            ("leadflow-source-topic", msg.topic().encode()),
+            ("leadflow-source-topic", (msg.topic() or "").encode()),
             ("leadflow-source-partition", str(msg.partition()).encode()),
             ("leadflow-source-offset", str(msg.offset()).encode()),
         ]
         self.producer.produce(self.dlq_topic, msg.value(), msg.key(), headers=headers)
         self.dead_lettered += 1
-        log.warning("dead-lettered", topic=msg.topic(), partition=msg.partition(),
-                    offset=msg.offset(), error=error)
+        log.warning(
+            "dead-lettered",
+            topic=msg.topic(),
+            partition=msg.partition(),
+            offset=msg.offset(),
+            error=error,
+        )
 
     def process(self, messages: list[Message]) -> None:
         for msg in messages:
@@ -138,7 +143,9 @@ class TransactionalStepLoop:
                 self._dead_letter(msg, f"PoisonMessage: {exc}")
             except Exception as exc:  # a bug on one lead must not stop the flow
                 log.error("step failed on a record", exc_info=True)
-                self._dead_letter(msg, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+                self._dead_letter(
+                    msg, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+                )
             self.processed += 1
             if time.monotonic() - self.txn_started >= self.commit_interval:
                 self._commit()

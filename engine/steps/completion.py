@@ -7,20 +7,25 @@ its totals come from the snapshot the previous step left.
 
 from __future__ import annotations
 
-from engine.steps.base import TOTAL_COST, TOTAL_DELIVERED, TOTAL_REVENUE, EventDraft, Snapshot
+from engine.steps.base import (
+    TOTAL_COST,
+    TOTAL_DELIVERED,
+    TOTAL_REVENUE,
+    EventDraft,
+    Outcome,
+    Snapshot,
+)
 
 
 def complete_flow(snapshot: Snapshot, last: EventDraft, flow_id: str) -> EventDraft:
-    delivered = int(snapshot.get(TOTAL_DELIVERED) or 0)  # type: ignore[arg-type]
-    if delivered > 0:
-        outcome, reason = "success", None
-    else:
-        outcome, reason = last.outcome, last.reason
+    delivered = int(snapshot.get(TOTAL_DELIVERED) or 0)
+    outcome: Outcome = "success" if delivered > 0 else last.outcome
+    reason = None if delivered > 0 else last.reason
     return EventDraft(
         "flow.completed",
-        outcome,  # type: ignore[arg-type]
+        outcome,
         reason,
         entity_id=flow_id,
-        cost=float(snapshot.get(TOTAL_COST) or 0.0),  # type: ignore[arg-type]
-        revenue=float(snapshot.get(TOTAL_REVENUE) or 0.0),  # type: ignore[arg-type]
+        cost=float(snapshot.get(TOTAL_COST) or 0.0),
+        revenue=float(snapshot.get(TOTAL_REVENUE) or 0.0),
     )

@@ -22,9 +22,9 @@ def _holds(rule: Rule, value: Scalar | object) -> bool:
         case "not_exists":
             return value is _MISSING or value is None or value == ""
         case "equals":
-            return value == rule.value
+            return bool(value == rule.value)
         case "not_equals":
-            return value != rule.value
+            return bool(value != rule.value)
         case "in":
             return value in rule.value
         case "not_in":
@@ -34,7 +34,7 @@ def _holds(rule: Rule, value: Scalar | object) -> bool:
         case "gte" | "lte":
             if isinstance(value, bool) or not isinstance(value, int | float):
                 return False
-            return value >= rule.value if rule.op == "gte" else value <= rule.value
+            return bool(value >= rule.value if rule.op == "gte" else value <= rule.value)
     raise AssertionError(f"unhandled rule op {rule.op}")  # pragma: no cover - the model forbids it
 
 

@@ -16,7 +16,14 @@ from urllib.parse import urlencode
 import orjson
 
 from engine.flows import RecipientSettings
-from engine.steps.base import TOTAL_DELIVERED, TOTAL_REVENUE, EventDraft, Snapshot, StepResult
+from engine.steps.base import (
+    TOTAL_DELIVERED,
+    TOTAL_REVENUE,
+    EventDraft,
+    Outcome,
+    Snapshot,
+    StepResult,
+)
 
 MAX_BODY = 16384
 
@@ -72,7 +79,11 @@ def _text(body: bytes) -> str:
 
 
 def judge_delivery(
-    snapshot: Snapshot, settings: RecipientSettings, step_id: str, delivery: Delivery, answer: Answer
+    snapshot: Snapshot,
+    settings: RecipientSettings,
+    step_id: str,
+    delivery: Delivery,
+    answer: Answer,
 ) -> StepResult:
     request = {
         "method": "POST",
@@ -91,21 +102,31 @@ def judge_delivery(
             "timestamp": answer.received_at_ms,
         }
 
-    def draft(type_: str, outcome: str, reason: str | None, **kw: Any) -> EventDraft:
+    def draft(type_: str, outcome: Outcome, reason: str | None, **kw: Any) -> EventDraft:
         return EventDraft(
-            type_, outcome, reason, entity_id=step_id, request=request, response=response,  # type: ignore[arg-type]
-            wait_ms=answer.wait_ms, **kw,
+            type_,
+            outcome,
+            reason,
+            entity_id=step_id,
+            request=request,
+            response=response,
+            wait_ms=answer.wait_ms,
+            **kw,
         )
 
     if answer.error is not None:
         return StepResult([draft("recipient.error", "error", answer.error)], proceed=True)
     assert answer.status is not None
     if answer.status >= 500 or answer.status in (401, 403, 404, 408, 429):
-        return StepResult([draft("recipient.error", "error", f"Buyer answered HTTP {answer.status}")], True)
+        return StepResult(
+            [draft("recipient.error", "error", f"Buyer answered HTTP {answer.status}")], True
+        )
     try:
         data = orjson.loads(answer.body)
     except orjson.JSONDecodeError:
-        return StepResult([draft("recipient.error", "error", "Unreadable buyer response: not JSON")], True)
+        return StepResult(
+            [draft("recipient.error", "error", "Unreadable buyer response: not JSON")], True
+        )
 
     if _dig(data, settings.accept.path) != settings.accept.value:
         reason = _dig(data, settings.reason_path)
@@ -113,17 +134,23 @@ def judge_delivery(
         return StepResult([draft("recipient.failed", "failure", text, revenue=0.0)], proceed=True)
 
     price = _dig(data, settings.price_path) if settings.price_path else None
-    revenue = float(price) if isinstance(price, int | float) and not isinstance(price, bool) else 0.0
+    revenue = (
+        float(price) if isinstance(price, int | float) and not isinstance(price, bool) else 0.0
+    )
     buyer_id = _dig(data, settings.id_path) if settings.id_path else None
     appended: Snapshot = {f"appended.{step_id}.price": revenue}
     if buyer_id is not None:
         appended[f"appended.{step_id}.id"] = str(buyer_id)
     totals: Snapshot = {
-        TOTAL_REVENUE: float(snapshot.get(TOTAL_REVENUE) or 0.0) + revenue,  # type: ignore[arg-type]
-        TOTAL_DELIVERED: int(snapshot.get(TOTAL_DELIVERED) or 0) + 1,  # type: ignore[arg-type]
+        TOTAL_REVENUE: float(snapshot.get(TOTAL_REVENUE) or 0.0) + revenue,
+        TOTAL_DELIVERED: int(snapshot.get(TOTAL_DELIVERED) or 0) + 1,
     }
     delivered = draft(
-        "recipient.delivered", "success", None, revenue=revenue, appended=appended,
+        "recipient.delivered",
+        "success",
+        None,
+        revenue=revenue,
+        appended=appended,
         vars={**appended, **totals},
     )
     return StepResult([delivered], proceed=True)

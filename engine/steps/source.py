@@ -14,7 +14,14 @@ import orjson
 
 from engine.fields import PARSERS, Scalar
 from engine.flows import SourceSettings
-from engine.steps.base import TOTAL_COST, TOTAL_DELIVERED, TOTAL_REVENUE, EventDraft, Snapshot, StepResult
+from engine.steps.base import (
+    TOTAL_COST,
+    TOTAL_DELIVERED,
+    TOTAL_REVENUE,
+    EventDraft,
+    Snapshot,
+    StepResult,
+)
 
 MAX_RAW_VALUE = 4096
 
@@ -62,6 +69,7 @@ def accept_submission(sub: Submission, settings: SourceSettings) -> StepResult:
         "headers": {"content-type": sub.content_type},
         "body": sub.body[:65536].decode("utf-8", errors="replace"),
     }
+    problem: str | None
     try:
         data = orjson.loads(sub.body)
     except orjson.JSONDecodeError as exc:
@@ -77,7 +85,9 @@ def accept_submission(sub: Submission, settings: SourceSettings) -> StepResult:
         request=request,
     )
     if problem is not None or not isinstance(data, dict):
-        rejected = EventDraft("source.rejected", "failure", problem, vars=dict(base), entity_id=sub.source_id)
+        rejected = EventDraft(
+            "source.rejected", "failure", problem, vars=dict(base), entity_id=sub.source_id
+        )
         return StepResult([submitted, rejected], proceed=False)
 
     typed: Snapshot = dict(base)

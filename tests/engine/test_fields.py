@@ -51,7 +51,9 @@ def test_postal_code_with_plus4() -> None:
     assert parsed.components == {"valid": True, "zip5": "78701", "plus4": "1234"}
 
 
-@pytest.mark.parametrize(("raw", "value"), [(True, True), ("yes", True), ("0", False), ("off", False)])
+@pytest.mark.parametrize(
+    ("raw", "value"), [(True, True), ("yes", True), ("0", False), ("off", False)]
+)
 def test_boolean_spellings(raw: object, value: bool) -> None:
     assert parse_boolean(raw).value is value
 

@@ -17,10 +17,21 @@ def full_draft(type_: str) -> EventDraft:
         type=type_,
         outcome="error" if type_.endswith("error") else "success",
         reason="why",
-        vars={"lead.email": "a@b.co", "lead.age": 42, "lead.score": 0.5, "lead.ok": True, "lead.none": None},
+        vars={
+            "lead.email": "a@b.co",
+            "lead.age": 42,
+            "lead.score": 0.5,
+            "lead.ok": True,
+            "lead.none": None,
+        },
         appended={"appended.premier.id": "B-1"},
         entity_id="premier",
-        request={"method": "POST", "uri": "http://b/x", "headers": {"Idempotency-Key": "k"}, "body": "{}"},
+        request={
+            "method": "POST",
+            "uri": "http://b/x",
+            "headers": {"Idempotency-Key": "k"},
+            "body": "{}",
+        },
         response={"status": 200, "status_text": "OK", "headers": {}, "body": "{}", "timestamp": 5},
         cost=1.25,
         revenue=30.0,
@@ -31,7 +42,9 @@ def full_draft(type_: str) -> EventDraft:
 @pytest.mark.parametrize("type_", EVENT_TYPES)
 def test_every_event_type_round_trips(type_: str) -> None:
     codec = EventCodec()
-    [event] = stamp_events([full_draft(type_)], WHO, "01LEAD", 1_764_000_000_000, {"lead.id": "01LEAD"}, TIMING)
+    [event] = stamp_events(
+        [full_draft(type_)], WHO, "01LEAD", 1_764_000_000_000, {"lead.id": "01LEAD"}, TIMING
+    )
     decoded = codec.decode(codec.encode(event))
     assert decoded["timestamp"] == datetime.fromtimestamp(TIMING.end_ms / 1000, UTC)
     assert {**decoded, "timestamp": event["timestamp"], "expires_at": event["expires_at"]} == event

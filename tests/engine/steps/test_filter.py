@@ -5,7 +5,12 @@ import pytest
 from engine.flows import FilterSettings, Rule
 from engine.steps.filter import evaluate_filter
 
-LEAD = {"lead.state": "WY", "lead.age": 42, "lead.email": "ada@example.com", "lead.tcpa_consent": True}
+LEAD = {
+    "lead.state": "WY",
+    "lead.age": 42,
+    "lead.email": "ada@example.com",
+    "lead.tcpa_consent": True,
+}
 
 
 def run(*rules: Rule, match: str = "all"):  # type: ignore[no-untyped-def]

@@ -11,7 +11,12 @@ SETTINGS = RecipientSettings(
     url="http://127.0.0.1:8765/leads",  # type: ignore[arg-type]
     mapping={"email": "lead.email", "phone": "lead.phone_1", "missing": "lead.nope"},
 )
-LEAD = {"lead.email": "ada@example.com", "lead.phone_1": "5125550123", TOTAL_REVENUE: 0.0, TOTAL_DELIVERED: 0}
+LEAD = {
+    "lead.email": "ada@example.com",
+    "lead.phone_1": "5125550123",
+    TOTAL_REVENUE: 0.0,
+    TOTAL_DELIVERED: 0,
+}
 
 
 def answer(status: int | None, body: object = None, error: str | None = None) -> Answer:
@@ -32,7 +37,9 @@ def test_delivery_maps_fields_and_carries_the_idempotency_key() -> None:
 
 
 def test_form_encoded_delivery() -> None:
-    form = RecipientSettings(url="http://b.example/x", format="form", mapping={"email": "lead.email"})  # type: ignore[arg-type]
+    form = RecipientSettings(
+        url="http://b.example/x", format="form", mapping={"email": "lead.email"}
+    )  # type: ignore[arg-type]
     delivery = build_delivery(LEAD, form, "EVT1")
     assert delivery.body == b"email=ada%40example.com"
 
@@ -52,7 +59,10 @@ def test_accepted_lead_is_delivered_with_revenue_and_buyer_id() -> None:
 def test_business_rejection_fails_with_the_buyers_reason() -> None:
     result = judge(answer(200, {"outcome": "failure", "reason": "Duplicate lead"}))
     assert (result.last.type, result.last.outcome, result.last.reason) == (
-        "recipient.failed", "failure", "Duplicate lead")
+        "recipient.failed",
+        "failure",
+        "Duplicate lead",
+    )
 
 
 def test_rejection_without_reason_gets_a_default() -> None:
@@ -69,4 +79,8 @@ def test_rejection_without_reason_gets_a_default() -> None:
 )
 def test_technical_failures_are_errors(a: Answer, reason: str) -> None:
     result = judge(a)
-    assert (result.last.type, result.last.outcome, result.last.reason) == ("recipient.error", "error", reason)
+    assert (result.last.type, result.last.outcome, result.last.reason) == (
+        "recipient.error",
+        "error",
+        reason,
+    )

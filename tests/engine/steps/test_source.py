@@ -51,7 +51,8 @@ def test_wrong_types_reject_with_every_problem() -> None:
     lead = {**GOOD, "email": 12345, "phone_1": "555-12"}
     result = accept_submission(submit(orjson.dumps(lead)), SETTINGS)
     assert result.last.reason == (
-        "Invalid email: expected an email address, got int; Invalid phone_1: expected 10 digits, got 5"
+        "Invalid email: expected an email address, got int; "
+        "Invalid phone_1: expected 10 digits, got 5"
     )
 
 
