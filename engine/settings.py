@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     )
 
     db_schema: str = "leadflow"
+    # The projector reads every flow's events by default; tests narrow it to one flow.
+    projector_name: str = "timeline"
+    projector_pattern: str = r"^leadflow\..+\.events\..+$"
     s3_bucket: str = "leadflow-events"
     azure_container: str = "leadflow-events"
 

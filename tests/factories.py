@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from engine.events import LeadEvent, StepIdentity, Timing, stamp_events
 from engine.ids import new_lead_id
+from engine.flows import Flow, parse_flow
 from engine.steps.base import EventDraft
+
+DEMO_FLOW = Path(__file__).parents[1] / "flows" / "demo.yaml"
 
 _STEPS = ["source", "service-area", "premier"]
 
@@ -57,3 +63,18 @@ def make_event(**overrides: Any) -> LeadEvent:
     event = make_lead_events()[0]
     event.update(overrides)
     return event
+
+
+def make_flow(flow_id: str, buyer_url: str, partitions: int = 3) -> Flow:
+    """The demo flow under a fresh id (fresh topics and groups), delivering to ``buyer_url``."""
+    text = DEMO_FLOW.read_text(encoding="utf-8")
+    text = text.replace("id: demo\n", f"id: {flow_id}\n", 1)
+    text = text.replace("url: http://127.0.0.1:8765/leads", f"url: {buyer_url}")
+    text = text.replace("partitions: 3", f"partitions: {partitions}")
+    text = text.replace("prefix: demo", f"prefix: {flow_id}")
+    return parse_flow(text, f"{flow_id}.yaml")
+
+
+def write_flow(path: Path, flow: Flow) -> Path:
+    path.write_text(yaml.safe_dump(flow.model_dump(mode="json")), encoding="utf-8")
+    return path

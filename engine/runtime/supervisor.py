@@ -43,9 +43,9 @@ def run_role(role: str, settings: Settings, flow: Flow, stop: threading.Event) -
     """Run one role in this process until ``stop`` is set."""
     structlog.contextvars.bind_contextvars(role=role, flow=flow.id)
     if role == "projector":
-        from projectors.timeline import run_projector
+        from projectors.timeline import TimelineProjector
 
-        run_projector(settings, stop)
+        TimelineProjector(settings, settings.projector_pattern, settings.projector_name).run(stop)
     elif role == "streamer":
         from streamers.worker import run_streamers
 

@@ -1,0 +1,5 @@
+"""``python -m engine`` is the ``leadflow`` command."""
+
+from engine.cli import main
+
+main()

@@ -1,0 +1,45 @@
+"""Reading what the engine wrote, straight from the topics, as a downstream service would."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from engine.flows import Flow
+from engine.runtime.kafka import consumer_config
+from engine.settings import Settings
+from engine.topics import events_topic
+from schemas.codec import EventCodec
+
+
+def read_events(settings: Settings, flow: Flow, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Every committed event of the flow, in partition order (so per lead, in order)."""
+    consumer = Consumer(consumer_config(settings, "unused-reader", **{"enable.partition.eof": True}))
+    topics = [events_topic(flow.id, s.id) for s in flow.steps]
+    metadata = consumer.list_topics(timeout=10).topics
+    parts = [
+        TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in metadata[t].partitions
+    ]
+    consumer.assign(parts)
+    pending = {(tp.topic, tp.partition) for tp in parts}
+    codec = EventCodec()
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for msg in consumer.consume(500, timeout=0.5):
+            if msg.error():
+                pending.discard((msg.topic(), msg.partition()))
+                continue
+            out.append(codec.decode(msg.value() or b""))
+    consumer.close()
+    return out
+
+
+def events_by_lead(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    by_lead: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for event in sorted(events, key=lambda e: e["id"]):
+        by_lead[event["lead_id"]].append(event)
+    return dict(by_lead)

@@ -1,0 +1,124 @@
+"""The whole system, as an operator runs it: ``leadflow run`` in its own process group.
+
+Leads in through the intake topic; out come, for every lead, exactly the
+expected events in Postgres (by type and order) and exactly one JSON object
+per event in S3 and in Azure, with the same content as the event.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+
+from engine.demo.buyer import BuyerServer
+from engine.intake.submit import publish_leads
+from engine.settings import Settings
+from projectors.queries import lead_timeline
+from streamers.destinations import open_store
+from streamers.layout import event_key
+from tests.factories import make_flow, write_flow
+
+pytestmark = pytest.mark.stack
+
+GOOD = {"first_name": "Ada", "last_name": "L", "phone_1": "5125550123", "state": "CA", "tcpa_consent": "yes"}
+LEADS: list[tuple[Any, list[str]]] = [
+    ({**GOOD, "email": f"ada{i}@example.com"},
+     ["source.submitted", "source.accepted", "filter.passed", "recipient.delivered", "flow.completed"])
+    for i in range(12)
+] + [
+    ({**GOOD, "email": "r@example.com", "state": "WY"},
+     ["source.submitted", "source.accepted", "filter.failed", "flow.completed"]),
+    ({**GOOD, "email": "x+reject@example.com"},
+     ["source.submitted", "source.accepted", "filter.passed", "recipient.failed", "flow.completed"]),
+    ("not json at all", ["source.submitted", "source.rejected", "flow.completed"]),
+    ({"first_name": "NoEmail"}, ["source.submitted", "source.rejected", "flow.completed"]),
+]
+
+
+@pytest.fixture
+def buyer() -> Iterator[BuyerServer]:
+    server = BuyerServer(port=0, mix=False)
+    server.start_in_thread()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture
+def db_schema(stack: Settings, unique_id: str) -> Iterator[str]:
+    yield unique_id
+    with psycopg.connect(stack.database_url.get_secret_value(), autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{unique_id}" CASCADE')
+
+
+def test_leads_flow_into_postgres_s3_and_azure_exactly_once(
+    stack: Settings, unique_id: str, buyer: BuyerServer, db_schema: str, tmp_path: Path
+) -> None:
+    flow = make_flow(unique_id, buyer.url)
+    flow_file = write_flow(tmp_path / "flow.yaml", flow)
+    env = {
+        **os.environ,
+        "LEADFLOW_DB_SCHEMA": db_schema,
+        "LEADFLOW_PROJECTOR_NAME": f"timeline-{unique_id}",
+        "LEADFLOW_PROJECTOR_PATTERN": rf"^leadflow\.{unique_id}\.events\..+$",
+        "LEADFLOW_LOG_FORMAT": "json",
+    }
+    workers = subprocess.Popen(
+        [sys.executable, "-m", "engine", "run", "--flow-file", str(flow_file)],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    settings = Settings(db_schema=db_schema)
+    try:
+        ids = publish_leads(stack, flow.id, [lead for lead, _ in LEADS])
+        expected_events = sum(len(types) for _, types in LEADS)
+        stores = [open_store(d, stack) for d in flow.destinations]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            timelines = _timelines(settings, ids)
+            objects = [_objects(store, flow.destinations[i].prefix, ids) for i, store in enumerate(stores)]
+            if sum(map(len, timelines.values())) >= expected_events and all(
+                len(o) >= expected_events for o in objects
+            ):
+                break
+            assert workers.poll() is None, workers.stderr.read().decode()[-3000:]  # type: ignore[union-attr]
+            time.sleep(1)
+    finally:
+        os.killpg(workers.pid, signal.SIGTERM)
+        assert workers.wait(60) == 0
+
+    for lead_id, (_, types) in zip(ids, LEADS, strict=True):
+        assert [e["type"] for e in timelines[lead_id]] == types
+    events = {e["id"]: e for timeline in timelines.values() for e in timeline}
+    assert len(events) == expected_events
+    for store_objects in objects:
+        assert set(store_objects) == set(events)  # one object per event, none extra
+        for event_id, body in store_objects.items():
+            assert body["type"] == events[event_id]["type"]
+            assert body["lead_id"] == events[event_id]["lead_id"]
+    # The same event reads the same in S3 and in Azure.
+    s3_objects, azure_objects = objects
+    assert s3_objects == azure_objects
+
+
+def _timelines(settings: Settings, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    from projectors.store import connect
+
+    with connect(settings) as conn:
+        return {lead_id: lead_timeline(conn, lead_id) for lead_id in ids}
+
+
+def _objects(store: Any, prefix: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for lead_id in ids:
+        for key in store.list_keys(event_key(prefix, lead_id, "")):
+            out[Path(key).stem] = orjson.loads(store.get(key))
+    return out
