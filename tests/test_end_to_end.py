@@ -50,7 +50,7 @@ def buyer() -> Iterator[BuyerServer]:
     server = BuyerServer(port=0, mix=False)
     server.start_in_thread()
     yield server
-    server.shutdown()
+    server.stop()
 
 
 @pytest.fixture

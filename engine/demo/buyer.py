@@ -89,6 +89,10 @@ class BuyerServer(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/leads"
 
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
     def start_in_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="buyer", daemon=True)
         thread.start()

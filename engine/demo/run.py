@@ -137,4 +137,4 @@ def run_demo(settings: Settings, flow_file: Path, leads: int, timeout: float) ->
         stop.set()
         workers.join(60)
         for b in buyers:
-            b.shutdown()
+            b.stop()

@@ -54,6 +54,8 @@ def header_map(msg: Message) -> dict[str, bytes]:
 class StepHandler(Protocol):
     def handle(self, msg: Message) -> list[Record]: ...
 
+    def close(self) -> None: ...
+
 
 class _BaseHandler:
     def __init__(self, flow: Flow, step_id: str, host: str, codec: EventCodec) -> None:
@@ -65,6 +67,9 @@ class _BaseHandler:
         self.who = StepIdentity(
             flow.id, flow.version, step.id, step.name, self.index, host, __version__
         )
+
+    def close(self) -> None:
+        """Release what the handler holds (HTTP connections); nothing by default."""
 
     def _emit(
         self,
@@ -209,6 +214,9 @@ class RecipientHandler(_EventInputHandler):
                 now_ms(),
             )
         return judge_delivery(snapshot, settings, self.step.id, delivery, answer)
+
+    def close(self) -> None:
+        self.http.close()
 
 
 def make_handler(flow: Flow, step_id: str, host: str, codec: EventCodec) -> StepHandler:

@@ -163,6 +163,7 @@ class TransactionalStepLoop:
             self._commit()
             self.consumer.close()
             self.producer.flush(10)
+            self.handler.close()
 
     def _on_lost(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         # Partitions lost (not revoked) belong to someone else already: our open

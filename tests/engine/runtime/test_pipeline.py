@@ -72,7 +72,7 @@ def buyer() -> Iterator[BuyerServer]:
     server = BuyerServer(port=0, mix=False)
     server.start_in_thread()
     yield server
-    server.shutdown()
+    server.stop()
 
 
 def run_steps(settings: Settings, flow: Flow, stop: threading.Event) -> list[threading.Thread]:
