@@ -1,0 +1,93 @@
+"""kill -9 of step workers at random moments loses no event and duplicates none."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.demo.buyer import BuyerServer
+from engine.intake.fake import fake_lead
+from engine.intake.submit import publish_leads
+from engine.runtime.step_worker import prepare_topics
+from engine.settings import Settings
+from tests.factories import make_flow, write_flow
+from tests.kafka_helpers import events_by_lead, read_events
+
+pytestmark = pytest.mark.stack
+
+LEADS = 400
+
+
+@pytest.fixture
+def buyer() -> Iterator[BuyerServer]:
+    server = BuyerServer(port=0, mix=True)
+    server.start_in_thread()
+    yield server
+    server.stop()
+
+
+def start(role: str, flow_file: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "LEADFLOW_LOG_FORMAT": "json", "LEADFLOW_LOG_LEVEL": "WARNING"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine", "run", role, "--flow-file", str(flow_file)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_steps_killed_at_random_lose_and_duplicate_nothing(
+    stack: Settings, unique_id: str, buyer: BuyerServer, tmp_path: Path
+) -> None:
+    flow = make_flow(unique_id, buyer.url)
+    flow_file = write_flow(tmp_path / "flow.yaml", flow)
+    prepare_topics(stack, flow)
+    rng = random.Random(11)
+    leads = [fake_lead(rng, n) for n in range(LEADS)]
+    roles = [s.id for s in flow.steps]
+    procs = {role: start(role, flow_file) for role in roles}
+    kills = 0
+    try:
+        ids: list[str] = []
+        for chunk in range(8):  # leads keep arriving while workers die
+            ids += publish_leads(stack, flow.id, leads[chunk * 50 : (chunk + 1) * 50])
+            time.sleep(rng.uniform(0.3, 1.2))
+            victim = rng.choice(roles)
+            procs[victim].kill()  # SIGKILL: no shutdown code runs
+            procs[victim].wait()
+            kills += 1
+            procs[victim] = start(victim, flow_file)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            events = read_events(stack, flow, 10)
+            if sum(e["type"] == "flow.completed" for e in events) >= LEADS:
+                break
+            time.sleep(2)
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            proc.wait(30)
+
+    assert kills == 8
+    copies = Counter(e["id"] for e in events)
+    assert [i for i, n in copies.items() if n > 1] == []  # no event recorded twice
+    timelines = events_by_lead(events)
+    assert set(timelines) == set(ids)  # no lead lost
+    for lead_id in ids:
+        types = [e["type"] for e in timelines[lead_id]]
+        assert types[0] == "source.submitted"
+        assert types[-1] == "flow.completed"
+        assert types.count("flow.completed") == 1
+        # consecutive steps, no gaps: step_count rises by at most one per event
+        counts = [e["step_count"] for e in timelines[lead_id]]
+        assert counts == sorted(counts)
+        assert set(counts) == set(range(1, counts[-1] + 1))
