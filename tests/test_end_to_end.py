@@ -25,7 +25,7 @@ from engine.intake.submit import publish_leads
 from engine.settings import Settings
 from projectors.queries import lead_timeline
 from streamers.destinations import open_store
-from streamers.layout import event_key
+from streamers.layout import directory
 from tests.factories import make_flow, write_flow
 
 pytestmark = pytest.mark.stack
@@ -119,6 +119,6 @@ def _timelines(settings: Settings, ids: list[str]) -> dict[str, list[dict[str, A
 def _objects(store: Any, prefix: str, ids: list[str]) -> dict[str, dict[str, Any]]:
     out = {}
     for lead_id in ids:
-        for key in store.list_keys(event_key(prefix, lead_id, "")):
+        for key in store.list_keys(f"{directory(prefix)}{lead_id}/"):
             out[Path(key).stem] = orjson.loads(store.get(key))
     return out

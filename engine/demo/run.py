@@ -18,7 +18,7 @@ from projectors.store import connect, migrate_database
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from streamers.destinations import open_store
-from streamers.layout import event_key
+from streamers.layout import directory
 
 from engine.demo.buyer import BuyerServer
 from engine.demo.report import counts_table, destinations_table, timeline_table
@@ -71,7 +71,7 @@ def _wait_for_objects(
     store = open_store(dest, settings)
 
     def objects_of(lead_id: str) -> int:
-        return len(store.list_keys(event_key(dest.prefix, lead_id, "")))
+        return len(store.list_keys(f"{directory(dest.prefix)}{lead_id}/"))
 
     with ThreadPoolExecutor(16) as pool:
         return _wait(

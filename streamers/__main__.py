@@ -1,0 +1,68 @@
+"""Run the streamers of one flow: ``python -m streamers --flow-file flows/demo.yaml``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from engine.errors import ConfigError
+from engine.flows import load_flow
+from engine.logs import configure_logging
+from engine.settings import get_settings
+from streamers.destinations import DEFAULT_THREADS
+from streamers.worker import run_streamers
+
+
+def _librdkafka_property(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m streamers",
+        description="Stream a flow's lead events to its S3 / Azure Blob destinations.",
+    )
+    parser.add_argument("--flow-file", type=Path, help="flow YAML (default: LEADFLOW_FLOW_FILE)")
+    parser.add_argument(
+        "--threads", type=int, default=DEFAULT_THREADS, help="concurrent writes per destination"
+    )
+    parser.add_argument(
+        "-X",
+        dest="consumer_config",
+        metavar="KEY=VALUE",
+        type=_librdkafka_property,
+        action="append",
+        default=[],
+        help="extra librdkafka consumer property, e.g. -X group.instance.id=streamer-1",
+    )
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        flow = load_flow(args.flow_file or settings.flow_file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    run_streamers(
+        settings, flow, stop, threads=args.threads, consumer_overrides=dict(args.consumer_config)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

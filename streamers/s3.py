@@ -1,0 +1,137 @@
+"""The S3 adapter: create-only PUTs (``If-None-Match: *``), boto3 errors translated to ours."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from engine.errors import ConfigError
+from engine.flows import Destination
+from engine.settings import Settings
+from streamers.destinations import PutResult
+from streamers.errors import DestinationError, ObjectNotFoundError, redact
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+# A 409 ConditionalRequestConflict means another conditional write of the same
+# key was in flight; retrying resolves to 200 or 412 within a few attempts.
+_CONFLICT_ATTEMPTS = 5
+_CONFLICT_PAUSE_S = 0.05
+# GetObject answers NoSuchKey; HEAD-style calls a bare 404. NoSuchBucket is a
+# configuration problem, not a missing object.
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+def _code_and_status(exc: ClientError) -> tuple[str, int | None]:
+    code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code, status
+
+
+class S3Store:
+    """One S3 bucket (or an S3-compatible server's), shared by all writer threads;
+    boto3 clients are thread-safe."""
+
+    def __init__(self, client: S3Client, bucket: str, name: str, secret: str | None) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._name = name
+        self._secret = secret
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def _error(self, exc: Exception) -> DestinationError:
+        if isinstance(exc, ClientError):
+            code, status = _code_and_status(exc)
+            cause = f"{code} (HTTP {status}) on {exc.operation_name}"
+            kind = ObjectNotFoundError if code in _NOT_FOUND_CODES else DestinationError
+            return kind(self._name, redact(cause, self._secret))
+        return DestinationError(self._name, redact(f"{type(exc).__name__}: {exc}", self._secret))
+
+    def put_if_absent(self, key: str, body: bytes, content_type: str) -> PutResult:
+        for _ in range(_CONFLICT_ATTEMPTS):
+            try:
+                self._client.put_object(
+                    Bucket=self._bucket,
+                    Key=key,
+                    Body=body,
+                    ContentType=content_type,
+                    IfNoneMatch="*",
+                )
+            except ClientError as exc:
+                code, status = _code_and_status(exc)
+                if status == 412 or code == "PreconditionFailed":
+                    return "exists"
+                if status == 409 and code == "ConditionalRequestConflict":
+                    time.sleep(_CONFLICT_PAUSE_S)
+                    continue
+                raise self._error(exc) from exc
+            except BotoCoreError as exc:
+                raise self._error(exc) from exc
+            return "created"
+        raise DestinationError(self._name, f"ConditionalRequestConflict persisted on {key}")
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc) from exc
+
+    def list_keys(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket, Prefix=prefix
+            )
+            for page in pages:
+                keys.extend(obj["Key"] for obj in page.get("Contents", []) if "Key" in obj)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc) from exc
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self._bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc) from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def open_s3_store(destination: Destination, settings: Settings, max_connections: int) -> S3Store:
+    """A store for an ``s3`` destination; with no keys in settings, boto3's own
+    credential chain (environment, profile, instance role) applies."""
+    key_id = settings.aws_access_key_id
+    secret_str = settings.aws_secret_access_key
+    secret = secret_str.get_secret_value() if secret_str is not None else None
+    if (key_id is None) != (secret is None):
+        raise ConfigError("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither")
+    config = Config(
+        region_name=settings.aws_region,
+        connect_timeout=3,
+        read_timeout=15,
+        # botocore retries 5xx/throttling a few times inside one attempt; the
+        # streamer's own backoff takes over after that, without limit.
+        retries={"max_attempts": 3, "mode": "standard"},
+        max_pool_connections=max_connections,
+        # Checksums only where S3 requires them: S3-compatible servers differ
+        # in their support for the newer default trailing checksums.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        s3={"addressing_style": "path"} if settings.s3_endpoint_url else {},
+    )
+    kwargs: dict[str, Any] = {"config": config, "endpoint_url": settings.s3_endpoint_url}
+    if key_id is not None:
+        kwargs.update(aws_access_key_id=key_id, aws_secret_access_key=secret)
+    # A session per store: boto3's default session is not safe to share while
+    # clients are being created from several threads.
+    client = boto3.session.Session().client("s3", **kwargs)
+    return S3Store(client, destination.bucket, destination.name, secret)

@@ -1,0 +1,70 @@
+"""Objects/s the streamer sustains per local store: ``python -m tests.streamers.bench_streamer``.
+
+Produces N events of a fresh flow, then times one destination's streamer from
+start to all offsets committed (consumer group join included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from typing import Literal
+
+from engine.flows import Destination
+from engine.logs import configure_logging
+from engine.settings import Settings
+from streamers.destinations import count_objects, open_store
+from streamers.worker import Streamer
+from tests.factories import make_flow
+from tests.streamers.support import all_committed, create_topics, make_events, produce_events
+
+
+def bench(
+    settings: Settings, kind: Literal["s3", "azure_blob"], events: int, threads: int
+) -> float:
+    flow_id = f"bench{time.time_ns() % 10**10}"
+    bucket = settings.s3_bucket if kind == "s3" else settings.azure_container
+    destination = Destination(kind=kind, bucket=bucket, prefix=f"bench/{flow_id}")
+    flow = make_flow(flow_id, "http://127.0.0.1:9/unused").model_copy(
+        update={"destinations": [destination]}
+    )
+    topics = create_topics(settings, flow)
+    produce_events(settings, flow.id, make_events(flow_id, leads=events // 5))
+    streamer = Streamer(settings, flow, destination, threads=threads)
+    stop = threading.Event()
+    started = time.monotonic()
+    worker = threading.Thread(target=streamer.run, args=(stop,))
+    worker.start()
+    while not all_committed(settings, flow, topics):
+        time.sleep(0.05)
+    elapsed = time.monotonic() - started
+    stop.set()
+    worker.join()
+    store = open_store(destination, settings)
+    assert count_objects(store, destination.prefix) == events
+    store.close()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--threads", type=int, nargs="+", default=[16])
+    parser.add_argument(
+        "--kinds", nargs="+", choices=["s3", "azure_blob"], default=["s3", "azure_blob"]
+    )
+    args = parser.parse_args()
+    configure_logging("console", "WARNING")
+    settings = Settings()
+    for kind in args.kinds:
+        for threads in args.threads:
+            elapsed = bench(settings, kind, args.events, threads)
+            rate = args.events / elapsed
+            print(
+                f"{kind:10} threads={threads:3} {args.events} objects {elapsed:5.2f}s {rate:4.0f}/s"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Specification of where events land: ``PREFIX/LEAD_ID/EVENT_ID.json``."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamers import layout
+
+LEAD = "01KAQ3Z0000000000000000000"
+EVENT = "01KAQ3Z00000000000000000AB"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expected"),
+    [
+        ("", ""),
+        ("/", ""),
+        ("demo", "demo"),
+        ("/demo/", "demo"),
+        ("a//b///c/", "a/b/c"),
+        ("events/2025", "events/2025"),
+    ],
+)
+def test_prefix_is_normalised_without_duplicate_slashes(prefix: str, expected: str) -> None:
+    assert layout.normalise_prefix(prefix) == expected
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expected"),
+    [
+        ("", f"{LEAD}/{EVENT}.json"),
+        ("/", f"{LEAD}/{EVENT}.json"),
+        ("demo", f"demo/{LEAD}/{EVENT}.json"),
+        ("demo/", f"demo/{LEAD}/{EVENT}.json"),
+        ("/tenants//acme/", f"tenants/acme/{LEAD}/{EVENT}.json"),
+    ],
+)
+def test_event_key_is_prefix_lead_event(prefix: str, expected: str) -> None:
+    assert layout.event_key(prefix, LEAD, EVENT) == expected
+
+
+def test_event_key_is_deterministic() -> None:
+    assert layout.event_key("p", LEAD, EVENT) == layout.event_key("p/", LEAD, EVENT)
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", ".", ".."])
+def test_ids_that_would_move_the_object_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="key segment"):
+        layout.event_key("p", bad, EVENT)
+    with pytest.raises(ValueError, match="key segment"):
+        layout.event_key("p", LEAD, bad)
+
+
+def test_directory_ends_with_one_slash_so_listing_does_not_match_siblings() -> None:
+    assert layout.directory("demo") == "demo/"
+    assert layout.directory("/demo//") == "demo/"
+    assert layout.directory("") == ""
+
+
+def test_dead_letter_key_names_the_kafka_position_zero_padded() -> None:
+    key = layout.dead_letter_key("demo/", "leadflow.f.events.source", 2, 42)
+    assert key == "demo/_dead_letter/leadflow.f.events.source+2+0000000000000000042.bin"
+    assert layout.dead_letter_key("", "t", 0, 0) == "_dead_letter/t+0+0000000000000000000.bin"
+
+
+def test_dead_letter_keys_are_recognised_and_event_keys_are_not() -> None:
+    assert layout.is_dead_letter_key("demo", layout.dead_letter_key("demo", "t", 0, 1))
+    assert not layout.is_dead_letter_key("demo", layout.event_key("demo", LEAD, EVENT))
