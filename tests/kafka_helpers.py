@@ -17,12 +17,12 @@ from schemas.codec import EventCodec, SchemaMismatchError
 
 def read_events(settings: Settings, flow: Flow, timeout: float = 10.0) -> list[dict[str, Any]]:
     """Every committed event of the flow, in partition order (so per lead, in order)."""
-    consumer = Consumer(consumer_config(settings, "unused-reader", **{"enable.partition.eof": True}))
+    consumer = Consumer(
+        consumer_config(settings, "unused-reader", **{"enable.partition.eof": True})
+    )
     topics = [events_topic(flow.id, s.id) for s in flow.steps]
     metadata = consumer.list_topics(timeout=10).topics
-    parts = [
-        TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in metadata[t].partitions
-    ]
+    parts = [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in metadata[t].partitions]
     consumer.assign(parts)
     pending = {(tp.topic, tp.partition) for tp in parts}
     codec = EventCodec()

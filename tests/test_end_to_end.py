@@ -19,27 +19,51 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from projectors.queries import lead_timeline
 
 from engine.demo.buyer import BuyerServer
 from engine.intake.submit import publish_leads
 from engine.settings import Settings
-from projectors.queries import lead_timeline
 from streamers.destinations import open_store
 from streamers.layout import directory
 from tests.factories import make_flow, write_flow
 
 pytestmark = pytest.mark.stack
 
-GOOD = {"first_name": "Ada", "last_name": "L", "phone_1": "5125550123", "state": "CA", "tcpa_consent": "yes"}
+GOOD = {
+    "first_name": "Ada",
+    "last_name": "L",
+    "phone_1": "5125550123",
+    "state": "CA",
+    "tcpa_consent": "yes",
+}
 LEADS: list[tuple[Any, list[str]]] = [
-    ({**GOOD, "email": f"ada{i}@example.com"},
-     ["source.submitted", "source.accepted", "filter.passed", "recipient.delivered", "flow.completed"])
+    (
+        {**GOOD, "email": f"ada{i}@example.com"},
+        [
+            "source.submitted",
+            "source.accepted",
+            "filter.passed",
+            "recipient.delivered",
+            "flow.completed",
+        ],
+    )
     for i in range(12)
 ] + [
-    ({**GOOD, "email": "r@example.com", "state": "WY"},
-     ["source.submitted", "source.accepted", "filter.failed", "flow.completed"]),
-    ({**GOOD, "email": "x+reject@example.com"},
-     ["source.submitted", "source.accepted", "filter.passed", "recipient.failed", "flow.completed"]),
+    (
+        {**GOOD, "email": "r@example.com", "state": "WY"},
+        ["source.submitted", "source.accepted", "filter.failed", "flow.completed"],
+    ),
+    (
+        {**GOOD, "email": "x+reject@example.com"},
+        [
+            "source.submitted",
+            "source.accepted",
+            "filter.passed",
+            "recipient.failed",
+            "flow.completed",
+        ],
+    ),
     ("not json at all", ["source.submitted", "source.rejected", "flow.completed"]),
     ({"first_name": "NoEmail"}, ["source.submitted", "source.rejected", "flow.completed"]),
 ]
@@ -74,7 +98,10 @@ def test_leads_flow_into_postgres_s3_and_azure_exactly_once(
     }
     workers = subprocess.Popen(
         [sys.executable, "-m", "engine", "run", "--flow-file", str(flow_file)],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     settings = Settings(db_schema=db_schema)
     try:
@@ -84,7 +111,9 @@ def test_leads_flow_into_postgres_s3_and_azure_exactly_once(
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             timelines = _timelines(settings, ids)
-            objects = [_objects(store, flow.destinations[i].prefix, ids) for i, store in enumerate(stores)]
+            objects = [
+                _objects(store, flow.destinations[i].prefix, ids) for i, store in enumerate(stores)
+            ]
             if sum(map(len, timelines.values())) >= expected_events and all(
                 len(o) >= expected_events for o in objects
             ):

@@ -17,8 +17,6 @@ from projectors.queries import completed_count, event_counts_for_leads, lead_tim
 from projectors.store import connect, migrate_database
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from streamers.destinations import open_store
-from streamers.layout import directory
 
 from engine.demo.buyer import BuyerServer
 from engine.demo.report import counts_table, destinations_table, timeline_table
@@ -29,6 +27,8 @@ from engine.intake.submit import publish_leads
 from engine.runtime.step_worker import prepare_topics
 from engine.runtime.supervisor import role_names, supervise
 from engine.settings import Settings
+from streamers.destinations import open_store
+from streamers.layout import directory
 
 console = Console()
 

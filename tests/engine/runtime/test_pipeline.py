@@ -29,7 +29,11 @@ GOOD = {
     "tcpa_consent": True,
 }
 DELIVERED = [
-    "source.submitted", "source.accepted", "filter.passed", "recipient.delivered", "flow.completed",
+    "source.submitted",
+    "source.accepted",
+    "filter.passed",
+    "recipient.delivered",
+    "flow.completed",
 ]
 CASES: dict[str, tuple[object, list[str], str | None]] = {
     "delivered": ({**GOOD, "email": "ada@example.com"}, DELIVERED, None),
@@ -131,7 +135,8 @@ def test_each_lead_gets_exactly_the_events_its_data_calls_for(
     assert delivered[-1]["revenue"] == delivered[3]["revenue"]
     assert delivered[-1]["cost"] == 2.5
     assert sorted(buyer.received) == sorted(
-        timelines[ids[names.index(n)]][3]["id"] for n in ("delivered", "buyer_rejects", "buyer_fails")
+        timelines[ids[names.index(n)]][3]["id"]
+        for n in ("delivered", "buyer_rejects", "buyer_fails")
     )
 
 
@@ -147,7 +152,9 @@ def test_poison_event_goes_to_the_dead_letter_topic_and_the_step_goes_on(
     prepare_topics(stack, flow)
     producer = Producer(producer_config(stack))
     # A hand-off record on the filter's input that is not an event at all.
-    producer.produce(events_topic(flow.id, "source"), b"garbage", b"k", headers=[(HANDOFF_HEADER, b"1")])
+    producer.produce(
+        events_topic(flow.id, "source"), b"garbage", b"k", headers=[(HANDOFF_HEADER, b"1")]
+    )
     producer.flush(10)
     stop = threading.Event()
     threads = run_steps(stack, flow, stop)
