@@ -7,8 +7,11 @@ a clear message - tests never fall back to fakes.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -29,13 +32,11 @@ def settings() -> Settings:
     return Settings()
 
 
-@pytest.fixture(scope="session")
-def stack(settings: Settings) -> Settings:
-    """The running stack; fails (never skips) when a service is down."""
+def _down_services(settings: Settings) -> list[str]:
     kafka_host, kafka_port = settings.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)
     pg = urlparse(settings.database_url.get_secret_value())
     s3 = urlparse(settings.s3_endpoint_url or "http://127.0.0.1:8333")
-    down = [
+    return [
         name
         for name, host, port in [
             ("kafka", kafka_host, int(kafka_port)),
@@ -45,9 +46,66 @@ def stack(settings: Settings) -> Settings:
         ]
         if not _reachable(host, port)
     ]
+
+
+def _docker_engine_available() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception:
+        return False
+    return True
+
+
+def _ensure_bucket_and_container(settings: Settings) -> None:
+    """What ``stack/up.sh`` does after start: the bucket and container the flows name."""
+    import boto3
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.blob import BlobServiceClient
+
+    secret = settings.aws_secret_access_key
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.aws_region,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=secret.get_secret_value() if secret else None,
+    )
+    if settings.s3_bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=settings.s3_bucket)
+    conn = settings.azure_storage_connection_string.get_secret_value()
+    with (
+        BlobServiceClient.from_connection_string(conn) as blobs,
+        contextlib.suppress(ResourceExistsError),
+    ):
+        blobs.create_container(settings.azure_container)
+
+
+@pytest.fixture(scope="session")
+def stack(settings: Settings) -> Iterator[Settings]:
+    """The running stack; fails (never skips) when a service is down.
+
+    With no local stack but a Docker engine, the same services come up from
+    ``compose.yaml`` through testcontainers: same ports, same credentials,
+    so the same settings reach them.
+    """
+    down = _down_services(settings)
+    if down and _docker_engine_available():
+        from testcontainers.compose import DockerCompose
+
+        root = Path(__file__).parents[1]
+        compose = DockerCompose(root, compose_file_name="compose.yaml", wait=True)
+        compose.start()
+        _ensure_bucket_and_container(settings)
+        try:
+            yield settings
+        finally:
+            compose.stop()
+        return
     if down:
         pytest.fail(f"local stack not running ({', '.join(down)} down): run `make up` first")
-    return settings
+    yield settings
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from typing import Any
 import yaml
 
 from engine.events import LeadEvent, StepIdentity, Timing, stamp_events
-from engine.ids import new_lead_id
 from engine.flows import Flow, parse_flow
+from engine.ids import new_lead_id
 from engine.steps.base import EventDraft
 
 DEMO_FLOW = Path(__file__).parents[1] / "flows" / "demo.yaml"
