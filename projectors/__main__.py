@@ -1,0 +1,76 @@
+"""Run one timeline projector in the foreground: ``python -m projectors [--pattern R] [--name N]``.
+
+The schema comes from ``LEADFLOW_DB_SCHEMA``, Kafka and Postgres from the
+usual settings. SIGTERM/SIGINT write the batch in hand, then exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+
+from engine.logs import configure_logging
+from engine.settings import get_settings
+from projectors.timeline import DEFAULT_BATCH_MS, DEFAULT_BATCH_SIZE, TimelineProjector
+
+
+def _librdkafka_property(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m projectors", description="Project lead events into Postgres."
+    )
+    parser.add_argument(
+        "--pattern",
+        default=settings.projector_pattern,
+        help="regex of the topics to read (default: LEADFLOW_PROJECTOR_PATTERN, every flow)",
+    )
+    parser.add_argument(
+        "--name",
+        default=settings.projector_name,
+        help="projector name: its consumer group and checkpoint key (default: %(default)s)",
+    )
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--batch-ms", type=int, default=DEFAULT_BATCH_MS)
+    parser.add_argument(
+        "-X",
+        dest="consumer_config",
+        metavar="KEY=VALUE",
+        type=_librdkafka_property,
+        action="append",
+        default=[],
+        help="extra librdkafka consumer property, e.g. -X group.instance.id=projector-1",
+    )
+    args = parser.parse_args(argv)
+    configure_logging(settings.log_format, settings.log_level)
+
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    projector = TimelineProjector(
+        settings,
+        args.pattern,
+        args.name,
+        batch_size=args.batch_size,
+        batch_ms=args.batch_ms,
+        consumer_overrides=dict(args.consumer_config),
+    )
+    projector.run(stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
