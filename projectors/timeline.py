@@ -18,7 +18,6 @@ transaction and the stream goes on.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +27,7 @@ from typing import Any, TypeVar
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from engine.runtime.backoff import backoff_delay
 from engine.runtime.kafka import consumer_config
 from engine.settings import Settings
 from engine.topics import EVENTS_PATTERN
@@ -52,13 +52,6 @@ class ProjectorStopped(Exception):
 def consumer_group(name: str) -> str:
     """The group a projector reads in; its name is also its key in the checkpoints table."""
     return f"leadflow.projector.{name}"
-
-
-def backoff_delay(attempt: int, base_s: float = 0.2, cap_s: float = 10.0) -> float:
-    """Seconds before retry ``attempt`` (1, 2, ...): exponential, capped, half of it jittered
-    so that projectors recovering together do not hit Postgres in lockstep."""
-    ceiling = min(cap_s, base_s * 2.0 ** min(attempt - 1, 30))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 @dataclass(slots=True)
@@ -220,7 +213,7 @@ class TimelineProjector:
                 self.close()
                 attempt += 1
                 self.stats.store_retries += 1
-                delay = backoff_delay(attempt)
+                delay = backoff_delay(attempt, cap_s=10.0)
                 self._log.warning(
                     "postgres unavailable, retrying",
                     attempt=attempt,

@@ -11,7 +11,6 @@ and thread, so one slow store never holds back another.
 
 from __future__ import annotations
 
-import random
 import re
 import threading
 from collections.abc import Iterable, Mapping
@@ -24,6 +23,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from engine.flows import Destination, Flow
+from engine.runtime.backoff import backoff_delay
 from engine.runtime.kafka import consumer_config
 from engine.settings import Settings
 from schemas.codec import EventCodec, SchemaMismatchError, event_to_json_dict
@@ -78,13 +78,6 @@ def object_for_record(
         # orjson.JSONEncodeError is a TypeError; layout refuses ids as ValueError.
         key = layout.dead_letter_key(prefix, topic, partition, offset)
         return ObjectWrite(key, value or b"", BINARY, f"{type(exc).__name__}: {exc}")
-
-
-def backoff_delay(attempt: int, base_s: float = 0.2, cap_s: float = 30.0) -> float:
-    """Seconds before retry ``attempt`` (1, 2, ...): exponential, capped, half of it jittered
-    so that many writers recovering together do not retry in lockstep."""
-    ceiling = min(cap_s, base_s * 2.0 ** min(attempt - 1, 30))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 def next_offsets(messages: Iterable[Message]) -> dict[tuple[str, int], int]:

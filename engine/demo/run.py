@@ -13,8 +13,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from projectors.queries import completed_count, event_counts_for_leads, lead_timeline
-from projectors.store import connect, migrate_database
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -27,6 +25,8 @@ from engine.intake.submit import publish_leads
 from engine.runtime.step_worker import prepare_topics
 from engine.runtime.supervisor import role_names, supervise
 from engine.settings import Settings
+from projectors.queries import completed_count, event_counts_for_leads, lead_timeline
+from projectors.store import connect, migrate_database
 from streamers.destinations import open_store
 from streamers.layout import directory
 

@@ -14,7 +14,7 @@ import uuid
 
 S3_ENDPOINT = "http://127.0.0.1:8333"
 S3_ACCESS_KEY = "leadflow"
-S3_SECRET_KEY = "leadflow-local-secret"
+S3_SECRET_KEY = "leadflow-local-secret"  # noqa: S105 - the local emulator's, not a secret
 S3_REGION = "us-east-1"
 AZURE_CONNECTION_STRING = "UseDevelopmentStorage=true"
 BUCKET = "leadflow-events"
@@ -26,8 +26,9 @@ def kafka_ready(args: argparse.Namespace) -> int:
     """The broker answers a metadata request listing the wanted broker ids."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": args.bootstrap, "socket.timeout.ms": 3000,
-                         "logger": _quiet_logger()})
+    admin = AdminClient(
+        {"bootstrap.servers": args.bootstrap, "socket.timeout.ms": 3000, "logger": _quiet_logger()}
+    )
     try:
         md = admin.list_topics(timeout=args.timeout)
     except Exception as exc:  # KafkaException on timeout
@@ -58,10 +59,18 @@ def _s3():
     from botocore.config import Config
 
     return boto3.client(
-        "s3", endpoint_url=S3_ENDPOINT, aws_access_key_id=S3_ACCESS_KEY,
-        aws_secret_access_key=S3_SECRET_KEY, region_name=S3_REGION,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2},
-                      connect_timeout=3, read_timeout=10))
+        "s3",
+        endpoint_url=S3_ENDPOINT,
+        aws_access_key_id=S3_ACCESS_KEY,
+        aws_secret_access_key=S3_SECRET_KEY,
+        region_name=S3_REGION,
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 2},
+            connect_timeout=3,
+            read_timeout=10,
+        ),
+    )
 
 
 def s3_setup(args: argparse.Namespace) -> int:
@@ -78,7 +87,8 @@ def s3_setup(args: argparse.Namespace) -> int:
         try:
             s3.create_bucket(Bucket=BUCKET)
         except ClientError as exc2:  # raced with someone else: fine
-            if exc2.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            code = exc2.response["Error"]["Code"]
+            if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
         created = True
     print(f"s3: bucket {BUCKET} {'created' if created else 'exists'}")
@@ -94,8 +104,10 @@ def s3_setup(args: argparse.Namespace) -> int:
         body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
         s3.delete_object(Bucket=BUCKET, Key=key)
         good = status == 412 and body == b"first"
-        print(f"s3: PutObject IfNoneMatch='*' on an existing key -> HTTP {status} {code}; "
-              f"object kept first body: {body == b'first'} [{'OK' if good else 'UNEXPECTED'}]")
+        print(
+            f"s3: PutObject IfNoneMatch='*' on an existing key -> HTTP {status} {code}; "
+            f"object kept first body: {body == b'first'} [{'OK' if good else 'UNEXPECTED'}]"
+        )
         if not good:
             return 3
     return 0
@@ -125,8 +137,10 @@ def azure_setup(args: argparse.Namespace) -> int:
         body = blob.download_blob().readall()
         blob.delete_blob()
         good = status == 409 and code == "BlobAlreadyExists" and body == b"first"
-        print(f"azure: upload_blob(overwrite=False) on an existing blob -> HTTP {status} {code}; "
-              f"blob kept first body: {body == b'first'} [{'OK' if good else 'UNEXPECTED'}]")
+        print(
+            f"azure: upload_blob(overwrite=False) on an existing blob -> HTTP {status} {code}; "
+            f"blob kept first body: {body == b'first'} [{'OK' if good else 'UNEXPECTED'}]"
+        )
         if not good:
             return 3
     return 0
@@ -149,13 +163,20 @@ def kafka_smoke(args: argparse.Namespace) -> int:
     conf = {"bootstrap.servers": args.bootstrap, "logger": _quiet_logger()}
     topic = f"stack-smoke-{uuid.uuid4().hex[:8]}"
     admin = AdminClient(conf)
-    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=args.rf)])[topic].result(30)
+    new = NewTopic(topic, num_partitions=1, replication_factor=args.rf)
+    admin.create_topics([new])[topic].result(30)
     value = f"hello {uuid.uuid4()}".encode()
     p = Producer({**conf, "acks": "all", "enable.idempotence": True})
     p.produce(topic, value=value, key=b"k")
     assert p.flush(30) == 0, "produce not acknowledged"
-    c = Consumer({**conf, "group.id": f"{topic}-g", "auto.offset.reset": "earliest",
-                  "enable.auto.commit": False})
+    c = Consumer(
+        {
+            **conf,
+            "group.id": f"{topic}-g",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     c.subscribe([topic])
     t0, got = time.time(), None
     while time.time() - t0 < 60 and got is None:
@@ -164,8 +185,10 @@ def kafka_smoke(args: argparse.Namespace) -> int:
             got = m.value()
     c.close()
     admin.delete_topics([topic])[topic].result(30)
-    print(f"kafka: produced and consumed 1 message on {topic} via {args.bootstrap}: "
-          f"{'OK' if got == value else 'FAILED'} ({time.time() - t0:.1f}s to consume)")
+    print(
+        f"kafka: produced and consumed 1 message on {topic} via {args.bootstrap}: "
+        f"{'OK' if got == value else 'FAILED'} ({time.time() - t0:.1f}s to consume)"
+    )
     return 0 if got == value else 1
 
 

@@ -8,7 +8,6 @@ import orjson
 import pytest
 
 from projectors.batch import EVENT_COLUMNS, Record, UnstorableEventError, build_batch, event_row
-from projectors.timeline import backoff_delay
 from schemas.codec import EventCodec, event_to_json_dict
 from tests.factories import make_event, make_lead_events
 
@@ -101,10 +100,3 @@ def test_an_event_with_a_number_out_of_postgres_range_is_rejected(field: str, va
 def test_a_bigint_column_has_its_range_checked_too() -> None:
     with pytest.raises(UnstorableEventError, match="total_ms"):
         event_row(make_event(total_ms=2**63), record(0, None))
-
-
-def test_retry_delays_grow_exponentially_and_stay_capped() -> None:
-    delays = [backoff_delay(attempt, base_s=0.2, cap_s=10.0) for attempt in range(1, 12)]
-    assert 0.1 <= delays[0] <= 0.2
-    assert 0.8 <= delays[3] <= 1.6
-    assert all(5.0 <= d <= 10.0 for d in delays[7:])

@@ -20,7 +20,6 @@ from streamers.worker import (
     BINARY,
     JSON,
     Streamer,
-    backoff_delay,
     consumer_group_id,
     events_pattern,
     object_for_record,
@@ -79,13 +78,6 @@ def test_the_subscription_matches_only_the_flows_event_topics() -> None:
     assert pattern.match("leadflow.demo.events.source")
     assert not pattern.match("leadflow.demo.intake")
     assert not pattern.match("leadflow.demo2.events.source")
-
-
-def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
-    for attempt, ceiling in [(1, 0.2), (2, 0.4), (5, 3.2), (40, 30.0)]:
-        delays = [backoff_delay(attempt) for _ in range(50)]
-        assert all(ceiling / 2 <= d <= ceiling for d in delays)
-        assert len(set(delays)) > 1
 
 
 # -- end to end ------------------------------------------------------------------------
