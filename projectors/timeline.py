@@ -234,7 +234,9 @@ class TimelineProjector:
                 tp.offset = checkpoints.get((tp.topic, tp.partition), OFFSET_BEGINNING)
             self._log.info(
                 "partitions assigned",
-                partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions],
+                partitions=len(partitions),
+                topics=len(topics),
+                from_checkpoint=sum(1 for tp in partitions if tp.offset >= 0),
             )
         # The client would assign on its own after this callback, but with the
         # offsets it received: the ones set above only count if we assign.

@@ -109,6 +109,27 @@ def stack(settings: Settings) -> Iterator[Settings]:
 
 
 @pytest.fixture
-def unique_id() -> str:
-    """A fresh id for names that must not collide across tests and runs (flows, schemas)."""
-    return "t" + uuid.uuid4().hex[:10]
+def unique_id(settings: Settings) -> Iterator[str]:
+    """A fresh id for names that must not collide across tests and runs (flows, schemas).
+
+    Topics named after it are deleted afterwards, so a developer's stack does
+    not accumulate test flows that the demo's all-flows projector then reads.
+    """
+    value = "t" + uuid.uuid4().hex[:10]
+    yield value
+    _delete_topics_of(settings, value)
+
+
+def _delete_topics_of(settings: Settings, unique: str) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    from engine.runtime.kafka import admin_config
+
+    try:
+        admin = AdminClient(admin_config(settings))
+        names = [t for t in admin.list_topics(timeout=5).topics if unique in t]
+        if names:
+            for future in admin.delete_topics(names, operation_timeout=10).values():
+                future.result()
+    except Exception as exc:  # cleanup must never fail a test that passed
+        print(f"could not delete test topics of {unique}: {exc}")

@@ -7,6 +7,7 @@ every one of their events is an object in each destination.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -90,6 +91,8 @@ def run_demo(settings: Settings, flow_file: Path, leads: int, timeout: float) ->
     prepare_topics(settings, flow)
     migrate_database(settings)
 
+    # The workers' logs would bury the demo's tables: they show warnings only.
+    os.environ.setdefault("LEADFLOW_LOG_LEVEL", "WARNING")
     stop = threading.Event()
     workers = threading.Thread(
         target=supervise, args=(role_names(flow), flow_file, stop), daemon=True
