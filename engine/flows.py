@@ -6,82 +6,22 @@ file, the line and the field, before any worker runs it.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from engine.errors import FlowConfigError
+from engine.model import ConfigModel
+from engine.steps.filter import FilterSettings
+from engine.steps.recipient import RecipientSettings
+from engine.steps.source import SourceSettings
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-FieldType = Literal["string", "email", "phone", "state", "postal_code", "boolean", "number"]
-
-
-class FieldSpec(_Model):
-    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
-    type: FieldType = "string"
-    required: bool = False
-
-
-class SourceSettings(_Model):
-    fields: list[FieldSpec]
-    cost: float = 0.0
-
-
-class Rule(_Model):
-    field: str
-    op: Literal[
-        "equals", "not_equals", "in", "not_in", "exists", "not_exists", "regex", "gte", "lte"
-    ]
-    value: Any = None
-    name: str | None = None
-
-    @model_validator(mode="after")
-    def _value_fits_op(self) -> Rule:
-        if self.op in ("in", "not_in") and not isinstance(self.value, list):
-            raise ValueError(f"op {self.op!r} needs a list value")
-        if self.op == "regex":
-            if not isinstance(self.value, str):
-                raise ValueError("op 'regex' needs a pattern string")
-            try:
-                re.compile(str(self.value))
-            except re.error as exc:
-                raise ValueError(f"bad regex {self.value!r}: {exc}") from exc
-        if self.op in ("gte", "lte") and not isinstance(self.value, int | float):
-            raise ValueError(f"op {self.op!r} needs a number")
-        return self
-
-
-class FilterSettings(_Model):
-    rules: Annotated[list[Rule], Field(min_length=1)]
-    match: Literal["all", "any"] = "all"
-
-
-class AcceptRule(_Model):
-    path: str = "outcome"
-    value: Any = "success"
-
-
-class RecipientSettings(_Model):
-    url: HttpUrl
-    format: Literal["json", "form"] = "json"
-    timeout_ms: Annotated[int, Field(gt=0, le=120_000)] = 5000
-    mapping: dict[str, str] = Field(default_factory=dict)
-    accept: AcceptRule = AcceptRule()
-    reason_path: str = "reason"
-    price_path: str | None = "price"
-    id_path: str | None = "id"
-
-
-class _Step(_Model):
+class _Step(ConfigModel):
     id: Annotated[str, Field(pattern=SLUG)]
     name: str
 
@@ -104,12 +44,12 @@ class RecipientStep(_Step):
 Step = Annotated[SourceStep | FilterStep | RecipientStep, Field(discriminator="kind")]
 
 
-class TopicSettings(_Model):
+class TopicSettings(ConfigModel):
     partitions: Annotated[int, Field(ge=1, le=1000)] = 3
     replication: Annotated[int, Field(ge=1, le=5)] = 1
 
 
-class Destination(_Model):
+class Destination(ConfigModel):
     kind: Literal["s3", "azure_blob"]
     bucket: Annotated[str, Field(min_length=3, max_length=63)]
     prefix: str = ""
@@ -120,7 +60,7 @@ class Destination(_Model):
         return f"{self.kind}:{self.bucket}/{self.prefix}"
 
 
-class Flow(_Model):
+class Flow(ConfigModel):
     id: Annotated[str, Field(pattern=SLUG)]
     name: str
     version: Annotated[int, Field(ge=1)] = 1

@@ -7,10 +7,43 @@ a seller can tell from the event alone why a lead went no further.
 from __future__ import annotations
 
 import re
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
 
 from engine.fields import Scalar
-from engine.flows import FilterSettings, Rule
+from engine.model import ConfigModel
 from engine.steps.base import EventDraft, Snapshot, StepResult
+
+
+class Rule(ConfigModel):
+    field: str
+    op: Literal[
+        "equals", "not_equals", "in", "not_in", "exists", "not_exists", "regex", "gte", "lte"
+    ]
+    value: Any = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> Rule:
+        if self.op in ("in", "not_in") and not isinstance(self.value, list):
+            raise ValueError(f"op {self.op!r} needs a list value")
+        if self.op == "regex":
+            if not isinstance(self.value, str):
+                raise ValueError("op 'regex' needs a pattern string")
+            try:
+                re.compile(str(self.value))
+            except re.error as exc:
+                raise ValueError(f"bad regex {self.value!r}: {exc}") from exc
+        if self.op in ("gte", "lte") and not isinstance(self.value, int | float):
+            raise ValueError(f"op {self.op!r} needs a number")
+        return self
+
+
+class FilterSettings(ConfigModel):
+    rules: Annotated[list[Rule], Field(min_length=1)]
+    match: Literal["all", "any"] = "all"
+
 
 _MISSING = object()
 

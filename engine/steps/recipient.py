@@ -10,12 +10,13 @@ means): ``recipient.delivered`` with revenue and the buyer's own id,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 import orjson
+from pydantic import Field, HttpUrl
 
-from engine.flows import RecipientSettings
+from engine.model import ConfigModel
 from engine.steps.base import (
     TOTAL_DELIVERED,
     TOTAL_REVENUE,
@@ -26,6 +27,22 @@ from engine.steps.base import (
 )
 
 MAX_BODY = 16384
+
+
+class AcceptRule(ConfigModel):
+    path: str = "outcome"
+    value: Any = "success"
+
+
+class RecipientSettings(ConfigModel):
+    url: HttpUrl
+    format: Literal["json", "form"] = "json"
+    timeout_ms: Annotated[int, Field(gt=0, le=120_000)] = 5000
+    mapping: dict[str, str] = Field(default_factory=dict)
+    accept: AcceptRule = AcceptRule()
+    reason_path: str = "reason"
+    price_path: str | None = "price"
+    id_path: str | None = "id"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,12 +8,13 @@ reason a source can act on, e.g. ``Missing required field: email``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import orjson
+from pydantic import Field
 
 from engine.fields import PARSERS, Scalar
-from engine.flows import SourceSettings
+from engine.model import ConfigModel
 from engine.steps.base import (
     TOTAL_COST,
     TOTAL_DELIVERED,
@@ -24,6 +25,19 @@ from engine.steps.base import (
 )
 
 MAX_RAW_VALUE = 4096
+
+FieldType = Literal["string", "email", "phone", "state", "postal_code", "boolean", "number"]
+
+
+class FieldSpec(ConfigModel):
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    type: FieldType = "string"
+    required: bool = False
+
+
+class SourceSettings(ConfigModel):
+    fields: list[FieldSpec]
+    cost: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from engine.flows import FilterSettings, Rule
+from engine.steps.filter import FilterSettings, Rule
 from engine.steps.filter import evaluate_filter
 
 LEAD = {

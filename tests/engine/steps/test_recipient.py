@@ -3,7 +3,7 @@
 import orjson
 import pytest
 
-from engine.flows import RecipientSettings
+from engine.steps.recipient import RecipientSettings
 from engine.steps.base import TOTAL_DELIVERED, TOTAL_REVENUE
 from engine.steps.recipient import Answer, build_delivery, judge_delivery
 

@@ -2,7 +2,7 @@
 
 import orjson
 
-from engine.flows import FieldSpec, SourceSettings
+from engine.steps.source import FieldSpec, SourceSettings
 from engine.steps.base import TOTAL_COST
 from engine.steps.source import Submission, accept_submission
 
