@@ -8,7 +8,7 @@ from typing import Any
 from engine.ids import event_id
 from engine.steps.base import EventDraft, Snapshot
 
-EVENT_SCHEMA_VERSION = "1"
+EVENT_SCHEMA_VERSION = "2"
 RETENTION_MS = 90 * 24 * 3600 * 1000
 
 LeadEvent = dict[str, Any]
@@ -54,6 +54,7 @@ def stamp_events(
     submitted_ms: int,
     snapshot_before: Snapshot,
     timing: Timing,
+    attempt: int = 1,
 ) -> list[LeadEvent]:
     """Each draft becomes an event whose ``vars`` is the snapshot before the
     step plus what the draft changed; positions give deterministic ids."""
@@ -66,7 +67,7 @@ def stamp_events(
             request = {**request, "timestamp": timing.start_ms}
         events.append(
             {
-                "id": event_id(lead_id, submitted_ms, who.step_index, seq),
+                "id": event_id(lead_id, submitted_ms, who.step_index, seq, attempt),
                 "type": draft.type,
                 "outcome": draft.outcome,
                 "reason": draft.reason,
@@ -91,8 +92,14 @@ def stamp_events(
                 "response": draft.response,
                 "cost": draft.cost,
                 "revenue": draft.revenue,
-                "cap_reached": None,
+                "cap_reached": draft.cap_reached,
                 "ping_limit_reached": None,
+                "module_id": draft.module_id,
+                "package_version": who.handler_version if draft.module_id else None,
+                "acceptance_criteria": draft.acceptance_criteria,
+                "attempt": attempt,
+                "retry_status": draft.retry_status,
+                "key": draft.key,
                 "expires_at": timing.end_ms + RETENTION_MS,
                 "version": EVENT_SCHEMA_VERSION,
                 "handler_version": who.handler_version,

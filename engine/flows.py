@@ -12,8 +12,10 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from engine.caps import CapSpec
 from engine.errors import FlowConfigError
 from engine.model import ConfigModel
+from engine.steps.enhancement import EnhancementSettings
 from engine.steps.filter import FilterSettings
 from engine.steps.recipient import RecipientSettings
 from engine.steps.source import SourceSettings
@@ -41,7 +43,14 @@ class RecipientStep(_Step):
     settings: RecipientSettings
 
 
-Step = Annotated[SourceStep | FilterStep | RecipientStep, Field(discriminator="kind")]
+class EnhancementStep(_Step):
+    kind: Literal["enhancement"]
+    settings: EnhancementSettings
+
+
+Step = Annotated[
+    SourceStep | EnhancementStep | FilterStep | RecipientStep, Field(discriminator="kind")
+]
 
 
 class TopicSettings(ConfigModel):
@@ -67,6 +76,9 @@ class Flow(ConfigModel):
     topics: TopicSettings = TopicSettings()
     steps: Annotated[list[Step], Field(min_length=1, max_length=200)]
     destinations: list[Destination] = Field(default_factory=list)
+    caps: list[CapSpec] = Field(default_factory=list)
+    # Multi-buyer path: stop at the first recipient that accepts, or offer every buyer.
+    stop_at_first_delivery: bool = False
 
     @model_validator(mode="after")
     def _shape(self) -> Flow:

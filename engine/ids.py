@@ -5,8 +5,8 @@ derived, not random, so that re-running a step on the same input yields the
 same ids and every consumer downstream can de-duplicate by id:
 
     48 bits  the lead's submission time (ms)
-    64 bits  a hash of the lead id
-    16 bits  the event's position in the lead's flow (step index, sequence)
+    56 bits  a hash of the lead id
+    24 bits  the event's position in the lead's flow: step index, attempt, sequence
 
 so ids sort by submission time, then lead, then position - the order of the
 lead's timeline - even when several events share one millisecond.
@@ -55,8 +55,12 @@ def derived_lead_id(ms: int, *parts: object) -> str:
     return _encode128((ms << 80) | int.from_bytes(digest, "big"))
 
 
-def event_id(lead_id: str, submitted_ms: int, step_index: int, seq: int) -> str:
-    if not (0 <= step_index < 256 and 0 <= seq < 256):
-        raise ValueError(f"event position out of range: step {step_index}, seq {seq}")
-    lead_hash = int.from_bytes(hashlib.blake2b(lead_id.encode(), digest_size=8).digest(), "big")
-    return _encode128((submitted_ms << 80) | (lead_hash << 16) | (step_index << 8) | seq)
+def event_id(lead_id: str, submitted_ms: int, step_index: int, seq: int, attempt: int = 1) -> str:
+    """Step ``step_index``'s event number ``seq`` on its ``attempt``-th try (1-based)."""
+    if not (0 <= step_index < 256 and 0 <= seq < 256 and 1 <= attempt <= 256):
+        raise ValueError(
+            f"event position out of range: step {step_index}, attempt {attempt}, seq {seq}"
+        )
+    lead_hash = int.from_bytes(hashlib.blake2b(lead_id.encode(), digest_size=7).digest(), "big")
+    position = (step_index << 16) | ((attempt - 1) << 8) | seq
+    return _encode128((submitted_ms << 80) | (lead_hash << 24) | position)

@@ -25,7 +25,6 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
-SCHEMA_VERSION = "1"
 
 
 class SchemaMismatchError(ValueError):
@@ -36,6 +35,13 @@ def load_schema(name: str = "lead_event.avsc") -> dict[str, Any]:
     text = resources.files("schemas").joinpath(name).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
+
+
+def historical_schemas() -> list[dict[str, Any]]:
+    """Every earlier version of the event schema, oldest first (``schemas/history``)."""
+    folder = resources.files("schemas").joinpath("history")
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".avsc"))
+    return [json.loads(folder.joinpath(n).read_text(encoding="utf-8")) for n in names]
 
 
 class EventCodec:
@@ -54,6 +60,12 @@ class EventCodec:
         )
         self.header = MAGIC + self.fingerprint
         self._writers: dict[bytes, Any] = {self.fingerprint: self.schema}
+        # Events written by earlier versions stay readable: their writer schema
+        # is resolved against the current one (new fields take their defaults).
+        for old in historical_schemas():
+            parsed = fastavro.parse_schema(old)
+            fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+            self._writers.setdefault(fp, parsed)
 
     def encode(self, event: dict[str, Any]) -> bytes:
         buf = io.BytesIO()

@@ -30,6 +30,11 @@ class EventDraft:
     cost: float | None = None
     revenue: float | None = None
     wait_ms: int = 0
+    cap_reached: bool | None = None
+    key: str | None = None
+    module_id: str | None = None
+    acceptance_criteria: str | None = None
+    retry_status: str | None = None
 
 
 @dataclass(slots=True)

@@ -16,7 +16,9 @@ from urllib.parse import urlencode
 import orjson
 from pydantic import Field, HttpUrl
 
+from engine.caps import CapSpec
 from engine.model import ConfigModel
+from engine.retries import RetrySettings
 from engine.steps.base import (
     TOTAL_DELIVERED,
     TOTAL_REVENUE,
@@ -43,6 +45,8 @@ class RecipientSettings(ConfigModel):
     reason_path: str = "reason"
     price_path: str | None = "price"
     id_path: str | None = "id"
+    caps: list[CapSpec] = Field(default_factory=list)
+    retry: RetrySettings | None = None
 
 
 @dataclass(frozen=True, slots=True)

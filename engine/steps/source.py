@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import Field
 
+from engine.caps import CapSpec
 from engine.fields import PARSERS, Scalar
 from engine.model import ConfigModel
 from engine.steps.base import (
@@ -38,6 +39,10 @@ class FieldSpec(ConfigModel):
 class SourceSettings(ConfigModel):
     fields: list[FieldSpec]
     cost: float = 0.0
+    caps: list[CapSpec] = Field(default_factory=list)
+    # Reject a lead whose duplicate_fields match a lead accepted within the window.
+    duplicate_window_days: Annotated[int, Field(ge=1, le=365)] | None = None
+    duplicate_fields: list[str] = Field(default_factory=lambda: ["email", "phone_1"])
 
 
 @dataclass(frozen=True, slots=True)

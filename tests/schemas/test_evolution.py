@@ -1,0 +1,41 @@
+"""Schema evolution: every event ever written stays readable by the current code."""
+
+import io
+
+import fastavro
+import pytest
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from schemas.codec import MAGIC, EventCodec, historical_schemas, load_schema
+from tests.factories import make_lead_events
+
+CURRENT = load_schema()
+
+
+@pytest.mark.parametrize("old", historical_schemas(), ids=lambda s: str(len(s["fields"])))
+def test_fields_added_since_an_old_version_all_have_defaults(old: dict) -> None:  # type: ignore[type-arg]
+    old_names = {f["name"] for f in old["fields"]}
+    added = [f for f in CURRENT["fields"] if f["name"] not in old_names]
+    assert [f["name"] for f in added if "default" not in f] == []
+
+
+@pytest.mark.parametrize("old", historical_schemas(), ids=lambda s: str(len(s["fields"])))
+def test_no_field_was_removed_or_retyped(old: dict) -> None:  # type: ignore[type-arg]
+    current = {f["name"]: f["type"] for f in CURRENT["fields"]}
+    for field in old["fields"]:
+        assert field["name"] in current, f"{field['name']} removed"
+        assert current[field["name"]] == field["type"], f"{field['name']} retyped"
+
+
+@pytest.mark.parametrize("old", historical_schemas(), ids=lambda s: str(len(s["fields"])))
+def test_an_event_written_with_an_old_schema_decodes_with_defaults(old: dict) -> None:  # type: ignore[type-arg]
+    parsed = fastavro.parse_schema(old)
+    old_names = {f["name"] for f in old["fields"]}
+    event = {k: v for k, v in make_lead_events()[1].items() if k in old_names}
+    buf = io.BytesIO()
+    buf.write(MAGIC + bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO")))
+    fastavro.schemaless_writer(buf, parsed, event)
+    decoded = EventCodec().decode(buf.getvalue())
+    assert decoded["id"] == event["id"]
+    assert decoded["attempt"] == 1  # a field the old writer never knew
+    assert decoded["module_id"] is None
