@@ -20,3 +20,9 @@ class FlowConfigError(ConfigError):
 
 class StackUnavailableError(LeadflowError):
     """A service the worker needs (Kafka, Postgres, object storage) cannot be reached."""
+
+
+class TransientStepError(LeadflowError):
+    """A step cannot decide right now (its state store is unreachable): the worker aborts
+    the open transaction, rewinds to the last commit and tries again after a backoff -
+    never skipping the lead and never deciding without the state it needs."""

@@ -2,7 +2,8 @@
 
     leadflow.<flow>.intake           raw leads (JSON), published by producers
     leadflow.<flow>.events.<step>    Avro events recorded by <step>; the next step's input
-    leadflow.<flow>.dlq              poison messages, with the error in headers
+    leadflow.<flow>.retry.<step>     hand-offs waiting for another attempt at <step>
+    leadflow.<flow>.dlq              poison messages and exhausted retries, the cause in headers
 
 Events of one lead are keyed by its lead id, so they keep their order.
 """
@@ -21,6 +22,11 @@ EVENTS_PATTERN = r"^leadflow\..+\.events\..+$"
 # Message headers the engine sets on event records.
 HANDOFF_HEADER = "leadflow-handoff"  # present on the one record the next step must process
 TYPE_HEADER = "leadflow-type"
+ATTEMPT_HEADER = "leadflow-attempt"  # on retry records: which attempt this one is (2, 3, ...)
+DUE_HEADER = "leadflow-due-ms"  # on retry records: not to be processed before this epoch ms
+ERROR_HEADER = "leadflow-error"
+
+RETRYING_KINDS = ("recipient", "enhancement")
 
 
 def intake_topic(flow_id: str) -> str:
@@ -35,10 +41,16 @@ def dlq_topic(flow_id: str) -> str:
     return f"{PREFIX}.{flow_id}.dlq"
 
 
+def retry_topic(flow_id: str, step_id: str) -> str:
+    return f"{PREFIX}.{flow_id}.retry.{step_id}"
+
+
 def flow_topics(flow: Flow) -> list[str]:
-    return [intake_topic(flow.id), dlq_topic(flow.id)] + [
-        events_topic(flow.id, s.id) for s in flow.steps
-    ]
+    return (
+        [intake_topic(flow.id), dlq_topic(flow.id)]
+        + [events_topic(flow.id, s.id) for s in flow.steps]
+        + [retry_topic(flow.id, s.id) for s in flow.steps if s.kind in RETRYING_KINDS]
+    )
 
 
 def input_topic(flow: Flow, step_id: str) -> str:

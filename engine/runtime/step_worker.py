@@ -13,7 +13,14 @@ from engine.runtime.handlers import make_handler
 from engine.runtime.kafka import admin_config, consumer_config, transactional_producer_config
 from engine.runtime.worker import TransactionalStepLoop
 from engine.settings import Settings
-from engine.topics import dlq_topic, ensure_topics, events_topic, input_topic
+from engine.topics import (
+    RETRYING_KINDS,
+    dlq_topic,
+    ensure_topics,
+    events_topic,
+    input_topic,
+    retry_topic,
+)
 from schemas.codec import default_codec
 
 log = structlog.get_logger(__name__)
@@ -33,6 +40,7 @@ def build_step_loop(
     consumer = Consumer(consumer_config(settings, group))
     producer = Producer(transactional_producer_config(settings, txn_id))
     handler = make_handler(flow, step_id, settings.instance_id, default_codec())
+    retries = flow.step(step_id).kind in RETRYING_KINDS
     return TransactionalStepLoop(
         consumer,
         producer,
@@ -42,6 +50,7 @@ def build_step_loop(
         dlq_topic=dlq_topic(flow.id),
         batch_size=settings.batch_size,
         commit_interval_ms=settings.commit_interval_ms,
+        retry_topic=retry_topic(flow.id, step_id) if retries else None,
     )
 
 

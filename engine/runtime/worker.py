@@ -26,7 +26,10 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from engine.runtime.handlers import Headers, PoisonMessageError, Record, StepHandler
+from engine.errors import TransientStepError
+from engine.runtime.backoff import backoff_delay
+from engine.runtime.handlers import Headers, PoisonMessageError, Record, StepHandler, header_map
+from engine.topics import DUE_HEADER
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +45,7 @@ class TransactionalStepLoop:
         dlq_topic: str,
         batch_size: int = 500,
         commit_interval_ms: int = 100,
+        retry_topic: str | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -51,6 +55,10 @@ class TransactionalStepLoop:
         self.dlq_topic = dlq_topic
         self.batch_size = batch_size
         self.commit_interval = commit_interval_ms / 1000
+        self.retry_topic = retry_topic
+        # Retry-topic partitions held back until their head record is due (epoch ms).
+        self.held: dict[tuple[str, int], int] = {}
+        self.transient_failures = 0
         self.in_txn = False
         self.txn_started = 0.0
         self.processed = 0
@@ -102,6 +110,8 @@ class TransactionalStepLoop:
     def on_revoke(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         # Commit before the partitions move, so the next owner starts exactly
         # where this transaction ends.
+        for tp in partitions:
+            self.held.pop((tp.topic, tp.partition), None)
         if self.in_txn:
             log.info("partitions revoked, committing", partitions=len(partitions))
             self._commit()
@@ -110,7 +120,38 @@ class TransactionalStepLoop:
 
     def _produce(self, records: list[Record]) -> None:
         for rec in records:
-            self.producer.produce(self.output_topic, rec.value, rec.key, headers=rec.headers)
+            topic = rec.topic or self.output_topic
+            self.producer.produce(topic, rec.value, rec.key, headers=rec.headers)
+
+    def _hold_if_not_due(self, msg: Message) -> bool:
+        """A retry record that is not due yet: rewind its partition to it and pause the
+        partition until then (no sleeping: other partitions and topics keep flowing)."""
+        if msg.topic() != self.retry_topic:
+            return False
+        due = int(header_map(msg).get(DUE_HEADER, b"0"))
+        if due <= time.time() * 1000:
+            return False
+        tp = TopicPartition(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+        self.consumer.seek(tp)
+        self.consumer.pause([tp])
+        self.held[(tp.topic, tp.partition)] = due
+        return True
+
+    def _release_due(self) -> None:
+        now = time.time() * 1000
+        due = [key for key, at in self.held.items() if at <= now]
+        if due:
+            self.consumer.resume([TopicPartition(t, p) for t, p in due])
+            for key in due:
+                del self.held[key]
+
+    def _abort_and_rewind(self, stop: threading.Event) -> None:
+        if self.in_txn:
+            self.producer.abort_transaction()
+            self.in_txn = False
+        self._rewind()
+        self.transient_failures += 1
+        stop.wait(backoff_delay(self.transient_failures, cap_s=10.0))
 
     def _dead_letter(self, msg: Message, error: str) -> None:
         headers: Headers = [
@@ -129,16 +170,22 @@ class TransactionalStepLoop:
             error=error,
         )
 
-    def process(self, messages: list[Message]) -> None:
+    def process(self, messages: list[Message], stop: threading.Event | None = None) -> None:
         for msg in messages:
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error", error=str(err))
                 continue
+            if (msg.topic(), msg.partition()) in self.held or self._hold_if_not_due(msg):
+                continue  # rewound: this partition's records come again once due
             self._begin()
             try:
                 self._produce(self.handler.handle(msg))
+            except TransientStepError as exc:
+                log.warning("step cannot decide now, aborting and rewinding", error=str(exc))
+                self._abort_and_rewind(stop or threading.Event())
+                return  # the rest of this batch is re-read after the rewind
             except PoisonMessageError as exc:
                 self._dead_letter(msg, f"PoisonMessage: {exc}")
             except Exception as exc:  # a bug on one lead must not stop the flow
@@ -147,16 +194,19 @@ class TransactionalStepLoop:
                     msg, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
                 )
             self.processed += 1
+            self.transient_failures = 0
             if time.monotonic() - self.txn_started >= self.commit_interval:
                 self._commit()
 
     def run(self, stop: threading.Event) -> None:
         self.producer.init_transactions()
-        self.consumer.subscribe([self.input_topic], on_revoke=self.on_revoke, on_lost=self._on_lost)
+        topics = [self.input_topic] + ([self.retry_topic] if self.retry_topic else [])
+        self.consumer.subscribe(topics, on_revoke=self.on_revoke, on_lost=self._on_lost)
         try:
             while not stop.is_set():
+                self._release_due()
                 messages = self.consumer.consume(self.batch_size, timeout=0.1)
-                self.process(messages)
+                self.process(messages, stop)
                 if self.in_txn and time.monotonic() - self.txn_started >= self.commit_interval:
                     self._commit()
         finally:
