@@ -19,6 +19,8 @@ from engine.settings import get_settings
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
+flow_app = typer.Typer(no_args_is_help=True, help="Flow definitions (the registry).")
+app.add_typer(flow_app, name="flow")
 console = Console(stderr=True)
 
 FlowFile = Annotated[
@@ -41,18 +43,32 @@ def _setup() -> None:
 def run(
     roles: Annotated[
         list[str] | None,
-        typer.Argument(help="Roles to run: step ids, projector, streamer. Default: all."),
+        typer.Argument(
+            help="Roles to run (default: all). With -f: step ids, projector, streamer; "
+            "from the registry: <flow>:<step>, streamer:<flow>, projector."
+        ),
     ] = None,
-    flow_file: FlowFile = None,
+    flow_file: Annotated[
+        Path | None,
+        typer.Option("--flow-file", "-f", help="Run this flow file instead of the applied flows."),
+    ] = None,
 ) -> None:
     """Run workers in the foreground until SIGTERM/SIGINT (finish the batch, commit, close)."""
     from engine.runtime.step_worker import prepare_topics
     from engine.runtime.supervisor import install_stop_handlers, role_names, run_role, supervise
+    from projectors.store import migrate_database
 
     settings = get_settings()
-    path = _flow_path(flow_file)
-    flow = load_flow(path)
-    wanted = roles or role_names(flow)
+    stop = threading.Event()
+    wanted = roles or []
+    if flow_file is None:
+        if not wanted or "projector" in wanted:
+            migrate_database(settings)
+        install_stop_handlers(stop)
+        supervise(wanted, None, stop)
+        return
+    flow = load_flow(flow_file)
+    wanted = wanted or role_names(flow)
     unknown = sorted(set(wanted) - set(role_names(flow)))
     if unknown:
         raise typer.BadParameter(
@@ -60,15 +76,54 @@ def run(
         )
     prepare_topics(settings, flow)
     if "projector" in wanted:
-        from projectors.store import migrate_database
-
         migrate_database(settings)
-    stop = threading.Event()
     install_stop_handlers(stop)
     if len(wanted) == 1:
         run_role(wanted[0], settings, flow, stop)
     else:
-        supervise(wanted, path, stop)
+        supervise(wanted, flow_file, stop)
+
+
+@flow_app.command("apply")
+def flow_apply(file: Annotated[Path, typer.Argument(help="Flow definition (YAML).")]) -> None:
+    """Validate a flow, create its topics and record it; running workers pick it up."""
+    from engine.registry import apply_flow
+
+    result = apply_flow(get_settings(), load_flow(file))
+    console.print(
+        f"{result.type}: flow [bold]{result.flow.id}[/] version {result.flow.version}"
+        + (f", topics created: {', '.join(result.created_topics)}" if result.created_topics else "")
+    )
+
+
+@flow_app.command("delete")
+def flow_delete(flow_id: str) -> None:
+    """Remove a flow from the registry: its workers stop; its topics and events stay."""
+    from engine.registry import delete_flow
+
+    delete_flow(get_settings(), flow_id)
+    console.print(f"flow.deleted: {flow_id}")
+
+
+@flow_app.command("list")
+def flow_list() -> None:
+    """The applied flows, their versions and steps."""
+    from rich.table import Table
+
+    from engine.registry import FlowRegistry
+
+    registry = FlowRegistry(get_settings())
+    try:
+        registry.refresh()
+        table = Table(title="Applied flows")
+        for col in ("flow", "version", "steps", "destinations"):
+            table.add_column(col)
+        for flow in registry.flows():
+            steps = " → ".join(f"{s.id} ({s.kind})" for s in flow.steps)
+            table.add_row(flow.id, str(flow.version), steps, str(len(flow.destinations)))
+        Console().print(table)
+    finally:
+        registry.close()
 
 
 @app.command()
@@ -109,10 +164,9 @@ def events(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full events as JSON.")] = False,
 ) -> None:
     """Print one lead's timeline from the projection."""
+    from engine.demo.report import timeline_table
     from projectors.queries import lead_timeline
     from projectors.store import connect
-
-    from engine.demo.report import timeline_table
 
     settings = get_settings()
     with connect(settings) as conn:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import structlog
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from engine.errors import LeadflowError
 from engine.flows import Flow
-from engine.runtime.handlers import make_handler
+from engine.registry import FlowRegistry
+from engine.runtime.handlers import StepHandler, make_handler
 from engine.runtime.kafka import admin_config, consumer_config, transactional_producer_config
 from engine.runtime.worker import TransactionalStepLoop
 from engine.settings import Settings
@@ -26,12 +29,45 @@ from schemas.codec import default_codec
 log = structlog.get_logger(__name__)
 
 
+class FlowChangedError(LeadflowError):
+    """The step's place in its flow changed (removed, or a new input topic): the worker
+    must be restarted with the new topology rather than patched in place."""
+
+
 def step_group(flow_id: str, step_id: str) -> str:
     return f"leadflow.{flow_id}.step.{step_id}"
 
 
+def follow_registry(
+    settings: Settings, registry: FlowRegistry, flow: Flow, step_id: str
+) -> Callable[[], StepHandler | None]:
+    """A watch for the step loop: a new handler when a newer version of the flow is applied."""
+    version, source = flow.version, input_topic(flow, step_id)
+
+    def watch() -> StepHandler | None:
+        nonlocal version
+        registry.refresh(timeout=0.5)
+        latest = registry.get(flow.id)
+        if latest is None or latest.version == version:
+            return None
+        moved = (
+            step_id not in [s.id for s in latest.steps] or input_topic(latest, step_id) != source
+        )
+        if moved:
+            raise FlowChangedError(f"step {step_id} of {flow.id} moved in v{latest.version}")
+        version = latest.version
+        log.info("flow version applied", flow=flow.id, version=version, step=step_id)
+        return make_handler(latest, step_id, settings.instance_id, default_codec())
+
+    return watch
+
+
 def build_step_loop(
-    settings: Settings, flow: Flow, step_id: str, worker_index: int = 0
+    settings: Settings,
+    flow: Flow,
+    step_id: str,
+    worker_index: int = 0,
+    registry: FlowRegistry | None = None,
 ) -> TransactionalStepLoop:
     group = step_group(flow.id, step_id)
     # A stable transactional.id per (step, instance): a restarted worker fences
@@ -51,6 +87,7 @@ def build_step_loop(
         batch_size=settings.batch_size,
         commit_interval_ms=settings.commit_interval_ms,
         retry_topic=retry_topic(flow.id, step_id) if retries else None,
+        watch=follow_registry(settings, registry, flow, step_id) if registry else None,
     )
 
 
@@ -62,10 +99,18 @@ def prepare_topics(settings: Settings, flow: Flow) -> list[str]:
 
 
 def run_step(
-    settings: Settings, flow: Flow, step_id: str, stop: threading.Event, worker_index: int = 0
+    settings: Settings,
+    flow: Flow,
+    step_id: str,
+    stop: threading.Event,
+    worker_index: int = 0,
+    registry: FlowRegistry | None = None,
 ) -> None:
-    loop = build_step_loop(settings, flow, step_id, worker_index)
+    loop = build_step_loop(settings, flow, step_id, worker_index, registry)
     structlog.contextvars.bind_contextvars(role=f"step:{step_id}", flow=flow.id)
     log.info("step worker started", input=loop.input_topic, output=loop.output_topic)
-    loop.run(stop)
+    try:
+        loop.run(stop)
+    except FlowChangedError as exc:
+        log.info("step moved in its flow, restarting", reason=str(exc))
     log.info("step worker stopped", processed=loop.processed, dead_lettered=loop.dead_lettered)

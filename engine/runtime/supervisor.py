@@ -1,8 +1,16 @@
-"""Run a flow's workers: one OS process per role, restarted if one dies.
+"""Run workers: one OS process per role, restarted if one dies.
 
-Roles are the flow's step ids plus ``projector`` and ``streamer``. One process
-per role because the GIL makes threads useless for CPU-bound steps, and
-because a role that crashes must not take the others down.
+Two ways to say what runs:
+
+* **a flow file** (``leadflow run -f FLOW``): roles are the flow's step ids
+  plus ``projector`` and ``streamer``;
+* **the flow registry** (``leadflow run``): every applied flow's steps
+  (``<flow>:<step>``), a ``streamer:<flow>`` per flow, and one ``projector``
+  for all flows. Flows applied later get their workers within seconds, and
+  running steps switch to a new version of their flow without a restart.
+
+One process per role because the GIL makes threads useless for CPU-bound
+steps, and because a role that crashes must not take the others down.
 """
 
 from __future__ import annotations
@@ -24,10 +32,18 @@ from engine.settings import Settings, get_settings
 log = structlog.get_logger(__name__)
 
 SERVICE_ROLES = ("projector", "streamer")
+REGISTRY_POLL_S = 3.0
 
 
 def role_names(flow: Flow) -> list[str]:
     return [s.id for s in flow.steps] + list(SERVICE_ROLES)
+
+
+def registry_roles(flows: list[Flow]) -> list[str]:
+    roles = ["projector"]
+    for flow in flows:
+        roles += [f"{flow.id}:{s.id}" for s in flow.steps] + [f"streamer:{flow.id}"]
+    return roles
 
 
 def install_stop_handlers(stop: threading.Event) -> None:
@@ -40,12 +56,10 @@ def install_stop_handlers(stop: threading.Event) -> None:
 
 
 def run_role(role: str, settings: Settings, flow: Flow, stop: threading.Event) -> None:
-    """Run one role in this process until ``stop`` is set."""
+    """Run one role of a flow-file deployment in this process until ``stop`` is set."""
     structlog.contextvars.bind_contextvars(role=role, flow=flow.id)
     if role == "projector":
-        from projectors.timeline import TimelineProjector
-
-        TimelineProjector(settings, settings.projector_pattern, settings.projector_name).run(stop)
+        _run_projector(settings, stop)
     elif role == "streamer":
         from streamers.worker import run_streamers
 
@@ -57,41 +71,113 @@ def run_role(role: str, settings: Settings, flow: Flow, stop: threading.Event) -
         run_step(settings, flow, role, stop)
 
 
-def _child(role: str, flow_file: str) -> None:
+def _run_projector(settings: Settings, stop: threading.Event) -> None:
+    from projectors.timeline import TimelineProjector
+
+    TimelineProjector(settings, settings.projector_pattern, settings.projector_name).run(stop)
+
+
+def run_registry_role(role: str, settings: Settings, stop: threading.Event) -> None:
+    """Run one role of a registry deployment: its flow comes from ``leadflow.flows``."""
+    from engine.registry import FlowRegistry
+
+    structlog.contextvars.bind_contextvars(role=role)
+    if role == "projector":
+        _run_projector(settings, stop)
+        return
+    registry = FlowRegistry(settings)
+    registry.refresh()
+    head, _, tail = role.partition(":")
+    flow_id = tail if head == "streamer" else head
+    flow = registry.get(flow_id)
+    if flow is None:
+        raise KeyError(f"flow {flow_id} is not in the registry")
+    if head == "streamer":
+        from streamers.worker import run_streamers
+
+        registry.close()
+        run_streamers(settings, flow, stop)
+    else:
+        from engine.runtime.step_worker import run_step
+
+        run_step(settings, flow, tail, stop, registry=registry)
+
+
+def _child(role: str, flow_file: str | None) -> None:
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
     stop = threading.Event()
     install_stop_handlers(stop)
-    run_role(role, settings, load_flow(Path(flow_file)), stop)
+    if flow_file is None:
+        run_registry_role(role, settings, stop)
+    else:
+        run_role(role, settings, load_flow(Path(flow_file)), stop)
 
 
-def supervise(roles: list[str], flow_file: Path, stop: threading.Event) -> None:
-    """Start each role in its own process; restart one that exits unexpectedly."""
-    ctx = mp.get_context("spawn")
-    procs: dict[str, BaseProcess] = {}
+class _Processes:
+    def __init__(self, flow_file: Path | None) -> None:
+        self.ctx = mp.get_context("spawn")
+        self.flow_file = str(flow_file) if flow_file else None
+        self.procs: dict[str, BaseProcess] = {}
 
-    def start(role: str) -> None:
-        proc = ctx.Process(target=_child, args=(role, str(flow_file)), name=f"leadflow-{role}")
+    def start(self, role: str) -> None:
+        proc = self.ctx.Process(target=_child, args=(role, self.flow_file), name=f"leadflow-{role}")
         proc.start()
-        procs[role] = proc
+        self.procs[role] = proc
         log.info("role started", role=role, pid=proc.pid)
 
-    for role in roles:
-        start(role)
-    try:
-        while not stop.wait(0.5):
-            for role, proc in list(procs.items()):
-                if not proc.is_alive():
-                    log.error("role exited, restarting", role=role, exitcode=proc.exitcode)
-                    time.sleep(1.0)
-                    start(role)
-    finally:
-        for proc in procs.values():
-            if proc.is_alive() and proc.pid is not None:
+    def stop(self, roles: list[str], timeout: float = 30.0) -> None:
+        for role in roles:
+            proc = self.procs[role]
+            if proc.is_alive():
                 proc.terminate()  # SIGTERM: finish the batch, commit, close
-        deadline = time.monotonic() + 30
-        for role, proc in procs.items():
+        deadline = time.monotonic() + timeout
+        for role in roles:
+            proc = self.procs.pop(role)
             proc.join(max(0.1, deadline - time.monotonic()))
             if proc.is_alive():
                 log.warning("role did not stop in time, killing", role=role)
                 proc.kill()
+
+    def restart_dead(self) -> None:
+        for role, proc in list(self.procs.items()):
+            if not proc.is_alive():
+                log.warning("role exited, restarting", role=role, exitcode=proc.exitcode)
+                time.sleep(1.0)
+                self.start(role)
+
+
+def supervise(roles: list[str], flow_file: Path | None, stop: threading.Event) -> None:
+    """Start each role in its own process; restart one that exits unexpectedly.
+
+    Without a flow file, the roles follow the flow registry (``roles`` then
+    only narrows them: an empty list means every role)."""
+    procs = _Processes(flow_file)
+    registry = None
+    if flow_file is None:
+        from engine.registry import FlowRegistry
+
+        registry = FlowRegistry(get_settings())
+    try:
+        next_poll = 0.0
+        while True:
+            if registry is not None and time.monotonic() >= next_poll:
+                registry.refresh(timeout=2.0)
+                wanted = [r for r in registry_roles(registry.flows()) if not roles or r in roles]
+                gone = [r for r in procs.procs if r not in wanted]
+                if gone:
+                    procs.stop(gone)
+                for role in wanted:
+                    if role not in procs.procs:
+                        procs.start(role)
+                next_poll = time.monotonic() + REGISTRY_POLL_S
+            elif registry is None and not procs.procs:
+                for role in roles:
+                    procs.start(role)
+            if stop.wait(0.5):
+                break
+            procs.restart_dead()
+    finally:
+        procs.stop(list(procs.procs))
+        if registry is not None:
+            registry.close()

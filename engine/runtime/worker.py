@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -46,6 +47,8 @@ class TransactionalStepLoop:
         batch_size: int = 500,
         commit_interval_ms: int = 100,
         retry_topic: str | None = None,
+        watch: Callable[[], StepHandler | None] | None = None,
+        watch_interval_s: float = 2.0,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -56,6 +59,10 @@ class TransactionalStepLoop:
         self.batch_size = batch_size
         self.commit_interval = commit_interval_ms / 1000
         self.retry_topic = retry_topic
+        # Asked between batches for a handler built from a newer flow version.
+        self.watch = watch
+        self.watch_interval = watch_interval_s
+        self.watched_at = time.monotonic()
         # Retry-topic partitions held back until their head record is due (epoch ms).
         self.held: dict[tuple[str, int], int] = {}
         self.transient_failures = 0
@@ -204,6 +211,7 @@ class TransactionalStepLoop:
         self.consumer.subscribe(topics, on_revoke=self.on_revoke, on_lost=self._on_lost)
         try:
             while not stop.is_set():
+                self._follow_flow_changes()
                 self._release_due()
                 messages = self.consumer.consume(self.batch_size, timeout=0.1)
                 self.process(messages, stop)
@@ -214,6 +222,20 @@ class TransactionalStepLoop:
             self.consumer.close()
             self.producer.flush(10)
             self.handler.close()
+
+    def _follow_flow_changes(self) -> None:
+        """Swap in the handler of a newly applied flow version, between transactions:
+        everything before the swap commits under the old version, everything after
+        is processed (and stamped) under the new one."""
+        if self.watch is None or time.monotonic() - self.watched_at < self.watch_interval:
+            return
+        self.watched_at = time.monotonic()
+        new = self.watch()
+        if new is not None:
+            self._commit()
+            self.handler.close()
+            self.handler = new
+            log.info("flow definition updated")
 
     def _on_lost(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         # Partitions lost (not revoked) belong to someone else already: our open

@@ -1,0 +1,166 @@
+"""Flows as data: applied to a compacted topic, followed by running workers without a restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.cli import app
+from engine.demo.buyer import BuyerServer
+from engine.flows import Flow, parse_flow
+from engine.intake.submit import publish_leads
+from engine.registry import FlowRegistry, apply_flow, delete_flow
+from engine.runtime.step_worker import build_step_loop
+from engine.settings import Settings
+from tests.factories import make_flow
+from tests.kafka_helpers import events_by_lead, read_events
+
+pytestmark = pytest.mark.stack
+
+LEAD = {"first_name": "A", "last_name": "B", "phone_1": "5125550123", "tcpa_consent": True}
+
+
+@pytest.fixture
+def buyer() -> Iterator[BuyerServer]:
+    server = BuyerServer(port=0, mix=False)
+    server.start_in_thread()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _forget_test_flows(stack: Settings, unique_id: str) -> Iterator[None]:
+    """Tests apply flows to the shared registry; tombstone them so no later
+    ``leadflow run`` starts workers for flows whose topics are gone."""
+    yield
+    for flow_id in (unique_id, f"{unique_id}-b"):
+        delete_flow(stack, flow_id)
+
+
+def with_states(flow: Flow, states: list[str]) -> Flow:
+    """The same flow with its service-area filter allowing ``states``."""
+    data = flow.model_dump(mode="json")
+    data["steps"][1]["settings"]["rules"][0]["value"] = states
+    return Flow.model_validate(data)
+
+
+def test_apply_records_created_then_unchanged_then_updated(stack: Settings, unique_id: str) -> None:
+    flow = make_flow(unique_id, "http://127.0.0.1:9/leads")
+    first = apply_flow(stack, flow)
+    assert (first.type, first.flow.version) == ("flow.created", 1)
+    assert f"leadflow.{unique_id}.events.premier" in first.created_topics
+    assert apply_flow(stack, flow).type == "flow.unchanged"
+    changed = apply_flow(stack, with_states(flow, ["TX", "WY"]))
+    assert (changed.type, changed.flow.version) == ("flow.updated", 2)
+    registry = FlowRegistry(stack)
+    try:
+        registry.refresh()
+        latest = registry.get(unique_id)
+    finally:
+        registry.close()
+    assert latest is not None
+    assert latest.version == 2
+    assert latest == changed.flow
+
+
+def test_running_steps_pick_up_a_new_version_without_restart(
+    stack: Settings, unique_id: str, buyer: BuyerServer
+) -> None:
+    v1 = apply_flow(stack, with_states(make_flow(unique_id, buyer.url), ["TX"])).flow
+    registry = FlowRegistry(stack)
+    registry.refresh()
+    stop = threading.Event()
+    loops = [build_step_loop(stack, v1, s.id, registry=FlowRegistry(stack)) for s in v1.steps]
+    threads = [threading.Thread(target=lp.run, args=(stop,), daemon=True) for lp in loops]
+    for t in threads:
+        t.start()
+    try:
+        [before] = publish_leads(stack, v1.id, [{**LEAD, "email": "a@example.com", "state": "WY"}])
+        wait_completed(stack, v1, 1)
+        apply_flow(stack, with_states(v1, ["TX", "WY"]))
+        time.sleep(4)  # the loops look at the registry every 2 s between batches
+        [after] = publish_leads(stack, v1.id, [{**LEAD, "email": "b@example.com", "state": "WY"}])
+        wait_completed(stack, v1, 2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        registry.close()
+    timelines = events_by_lead(read_events(stack, v1))
+    assert [e["type"] for e in timelines[before]][2] == "filter.failed"
+    assert {e["flow_version"] for e in timelines[before]} == {1}
+    assert [e["type"] for e in timelines[after]][2:] == [
+        "filter.passed",
+        "recipient.delivered",
+        "flow.completed",
+    ]
+    assert {e["flow_version"] for e in timelines[after][2:]} == {2}
+
+
+def wait_completed(stack: Settings, flow: Flow, n: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if sum(e["type"] == "flow.completed" for e in read_events(stack, flow, 5)) >= n:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"fewer than {n} leads completed")
+
+
+def test_bad_configuration_is_refused_at_apply_with_line_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "id: bad\nname: Bad\nsteps:\n"
+        "  - {id: s, kind: source, name: S, settings: {fields: []}}\n"
+        "  - {id: x, kind: teleport, name: X, settings: {}}\n"
+    )
+    result = CliRunner().invoke(app, ["flow", "apply", str(bad)])
+    assert result.exit_code != 0
+    message = str(result.exception) + result.output
+    assert "line 5" in message
+    assert "steps.1" in message
+    assert parse_flow  # the same validation as loading a file
+
+
+def test_leadflow_run_starts_workers_for_flows_applied_while_it_runs(
+    stack: Settings, unique_id: str, buyer: BuyerServer
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    first = make_flow(unique_id, buyer.url)
+    second = make_flow(f"{unique_id}-b", buyer.url)
+    roles = [f"{f.id}:{s.id}" for f in (first, second) for s in f.steps]
+    apply_flow(stack, first)
+    env = {**os.environ, "LEADFLOW_LOG_LEVEL": "WARNING"}
+    workers = subprocess.Popen(
+        [sys.executable, "-m", "engine", "run", *roles],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        publish_leads(stack, first.id, [{**LEAD, "email": "a@example.com", "state": "TX"}])
+        wait_completed(stack, first, 1)
+        apply_flow(stack, second)  # applied while the workers run
+        publish_leads(stack, second.id, [{**LEAD, "email": "b@example.com", "state": "TX"}])
+        wait_completed(stack, second, 1)
+    finally:
+        os.killpg(workers.pid, signal.SIGTERM)
+        workers.wait(60)
+        delete_flow(stack, first.id)
+        delete_flow(stack, second.id)
+    assert workers.returncode == 0
+    registry = FlowRegistry(stack)
+    try:
+        registry.refresh()
+        assert registry.get(first.id) is None  # tombstoned
+    finally:
+        registry.close()
