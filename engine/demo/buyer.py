@@ -5,6 +5,12 @@ an email containing ``+reject`` is refused as a duplicate, ``+error`` gets
 HTTP 500, ``+slow`` answers after ``slow_seconds``; with ``mix`` on, other
 leads are accepted or refused by a hash of the email (about 80/15/5 accept,
 reject, error), which gives the demo a realistic spread.
+
+``POST /enhance/phone`` is a phone-check service for enhancement steps: it
+answers the carrier and line type of the ``phone`` it is sent. Markers in any
+value it is sent (the buyer ignores them) choose other answers: ``+unknown``
+"Phone not found", ``+voip`` a VoIP line, ``+down`` HTTP 503, ``+hang`` an
+answer after ``slow_seconds``.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl
 
 
 @dataclass(frozen=True)
@@ -47,29 +54,63 @@ def decide(lead: dict[str, Any], mix: bool, slow_seconds: float = 10.0) -> Buyer
     return accepted
 
 
+CARRIERS = ("Verizon", "AT&T", "T-Mobile", "US Cellular")
+PHONE_CHECK_PATH = "/enhance/phone"
+
+
+def check_phone(request: dict[str, Any], slow_seconds: float = 10.0) -> BuyerAnswer:
+    """The phone-check service's answer to one request (its fields as sent)."""
+    marked = " ".join(str(v) for v in request.values())
+    if "+unknown" in marked:
+        return BuyerAnswer(200, {"outcome": "failure", "reason": "Phone not found"})
+    if "+down" in marked:
+        return BuyerAnswer(503, {"error": "service unavailable"})
+    phone = str(request.get("phone", ""))
+    digest = hashlib.sha256(phone.encode()).digest()
+    found = {
+        "outcome": "success",
+        "carrier": CARRIERS[digest[0] % len(CARRIERS)],
+        "line_type": "voip" if "+voip" in marked else ("mobile", "landline")[digest[1] % 2],
+        "location": {"area_code": phone[:3]},
+    }
+    return BuyerAnswer(200, found, delay=slow_seconds if "+hang" in marked else 0.0)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: BuyerServer
 
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length)
+    def _fields(self) -> dict[str, Any]:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+            return dict(parse_qsl(raw.decode("utf-8", errors="replace")))
         try:
-            lead = json.loads(raw or b"{}")
+            data = json.loads(raw or b"{}")
         except json.JSONDecodeError:
-            lead = {}
-        answer = decide(
-            lead if isinstance(lead, dict) else {}, self.server.mix, self.server.slow_seconds
-        )
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def do_POST(self) -> None:
+        fields = self._fields()
+        key = self.headers.get("Idempotency-Key", "")
+        if self.path == PHONE_CHECK_PATH:
+            answer = check_phone(fields, self.server.slow_seconds)
+            calls = self.server.enhanced
+        else:
+            answer = decide(fields, self.server.mix, self.server.slow_seconds)
+            calls = self.server.received
         with self.server.lock:
-            self.server.received.append(self.headers.get("Idempotency-Key", ""))
+            calls.append(key)
         if answer.delay:
             time.sleep(answer.delay)
         body = json.dumps(answer.body).encode()
-        self.send_response(answer.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(answer.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # a slow answer the caller stopped waiting for: what ``+slow`` is for
 
     def log_message(self, format: str, *args: Any) -> None:
         return
@@ -83,11 +124,17 @@ class BuyerServer(ThreadingHTTPServer):
         self.mix = mix
         self.slow_seconds = slow_seconds
         self.lock = threading.Lock()
+        # Idempotency keys of the calls received, leads and phone checks apart.
         self.received: list[str] = []
+        self.enhanced: list[str] = []
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/leads"
+
+    @property
+    def phone_check_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{PHONE_CHECK_PATH}"
 
     def stop(self) -> None:
         self.shutdown()

@@ -15,6 +15,7 @@ from engine.runtime.handlers.base import (
     header_map,
     now_ms,
 )
+from engine.runtime.handlers.enhancement import enhancement_handler
 from engine.runtime.handlers.filter import FilterHandler
 from engine.runtime.handlers.recipient import RecipientHandler
 from engine.runtime.handlers.source import SourceHandler
@@ -40,6 +41,7 @@ FACTORIES: dict[str, Callable[[Flow, Step, str, EventCodec], StepHandler]] = {
     "source": SourceHandler,  # type: ignore[dict-item]
     "filter": FilterHandler,  # type: ignore[dict-item]
     "recipient": _recipient,
+    "enhancement": enhancement_handler,
 }
 
 

@@ -101,7 +101,9 @@ class BaseHandler:
             if self.retry.attempts > 1:
                 # Out of attempts: the lead goes on with the error, the input is kept.
                 extra.append(self._exhausted(source, key, last.reason))
-        finished = not proceed or self.is_last
+        # Multi-buyer flows may stop at the first buyer that takes the lead.
+        sold = last.type == "recipient.delivered" and self.flow.stop_at_first_delivery
+        finished = not proceed or self.is_last or sold
         if finished:
             last_vars = {**before, **last.vars}
             drafts.append(complete_flow(last_vars, last, self.flow.id))
