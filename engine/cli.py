@@ -182,6 +182,20 @@ def events(
         Console().print(timeline_table(timeline))
 
 
+@app.command()
+def feedback(
+    event_id: Annotated[str, typer.Argument(help="The recipient event the buyer reports on.")],
+    type_: Annotated[str, typer.Option("--type", help="conversion or return")],
+    reason: Annotated[str | None, typer.Option(help="The buyer's reason.")] = None,
+) -> None:
+    """Publish a buyer's feedback (conversion or return) to the feedback topic."""
+    from engine.runtime.feedback_worker import publish_feedback
+
+    body = orjson.dumps({"event_id": event_id, "type": type_, "reason": reason})
+    publish_feedback(get_settings(), body)
+    console.print(f"feedback published for event {event_id}")
+
+
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply the projection schema migrations (idempotent)."""

@@ -18,11 +18,16 @@ EVENT_TYPES = (
     "source.submitted",
     "source.accepted",
     "source.rejected",
+    "enhancement.success",
+    "enhancement.failure",
+    "enhancement.error",
     "filter.passed",
     "filter.failed",
     "recipient.delivered",
     "recipient.failed",
     "recipient.error",
+    "retry.scheduled",
+    "retry.attempted",
     "flow.completed",
 )
 
@@ -55,6 +60,7 @@ def stamp_events(
     snapshot_before: Snapshot,
     timing: Timing,
     attempt: int = 1,
+    first_seq: int = 0,
 ) -> list[LeadEvent]:
     """Each draft becomes an event whose ``vars`` is the snapshot before the
     step plus what the draft changed; positions give deterministic ids."""
@@ -67,7 +73,7 @@ def stamp_events(
             request = {**request, "timestamp": timing.start_ms}
         events.append(
             {
-                "id": event_id(lead_id, submitted_ms, who.step_index, seq, attempt),
+                "id": event_id(lead_id, submitted_ms, who.step_index, first_seq + seq, attempt),
                 "type": draft.type,
                 "outcome": draft.outcome,
                 "reason": draft.reason,

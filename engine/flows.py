@@ -86,6 +86,8 @@ class Flow(ConfigModel):
             raise ValueError("the first step must be the source")
         if any(s.kind == "source" for s in self.steps[1:]):
             raise ValueError("only the first step may be a source")
+        if any(s.id == "feedback" for s in self.steps):
+            raise ValueError("step id 'feedback' is reserved for buyer feedback events")
         ids = [s.id for s in self.steps]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:

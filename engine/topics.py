@@ -45,11 +45,17 @@ def retry_topic(flow_id: str, step_id: str) -> str:
     return f"{PREFIX}.{flow_id}.retry.{step_id}"
 
 
+def flow_event_topics(flow: Flow) -> list[str]:
+    """Every topic holding the flow's lead events: one per step, and feedback."""
+    return [events_topic(flow.id, s.id) for s in flow.steps] + [events_topic(flow.id, "feedback")]
+
+
 def flow_topics(flow: Flow) -> list[str]:
     return (
         [intake_topic(flow.id), dlq_topic(flow.id)]
         + [events_topic(flow.id, s.id) for s in flow.steps]
         + [retry_topic(flow.id, s.id) for s in flow.steps if s.kind in RETRYING_KINDS]
+        + [events_topic(flow.id, "feedback")]  # feedback.received / feedback.processed
     )
 
 

@@ -11,7 +11,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from engine.flows import Flow
 from engine.runtime.kafka import consumer_config
 from engine.settings import Settings
-from engine.topics import events_topic
+from engine.topics import flow_event_topics
 from schemas.codec import EventCodec, SchemaMismatchError
 
 
@@ -20,7 +20,7 @@ def read_events(settings: Settings, flow: Flow, timeout: float = 10.0) -> list[d
     consumer = Consumer(
         consumer_config(settings, "unused-reader", **{"enable.partition.eof": True})
     )
-    topics = [events_topic(flow.id, s.id) for s in flow.steps]
+    topics = flow_event_topics(flow)
     metadata = consumer.list_topics(timeout=10).topics
     parts = [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in metadata[t].partitions]
     consumer.assign(parts)

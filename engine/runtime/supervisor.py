@@ -31,7 +31,7 @@ from engine.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
 
-SERVICE_ROLES = ("projector", "streamer")
+SERVICE_ROLES = ("projector", "streamer", "feedback")
 REGISTRY_POLL_S = 3.0
 
 
@@ -40,7 +40,7 @@ def role_names(flow: Flow) -> list[str]:
 
 
 def registry_roles(flows: list[Flow]) -> list[str]:
-    roles = ["projector"]
+    roles = ["projector", "feedback"]
     for flow in flows:
         roles += [f"{flow.id}:{s.id}" for s in flow.steps] + [f"streamer:{flow.id}"]
     return roles
@@ -60,6 +60,10 @@ def run_role(role: str, settings: Settings, flow: Flow, stop: threading.Event) -
     structlog.contextvars.bind_contextvars(role=role, flow=flow.id)
     if role == "projector":
         _run_projector(settings, stop)
+    elif role == "feedback":
+        from engine.runtime.feedback_worker import run_feedback
+
+        run_feedback(settings, stop)
     elif role == "streamer":
         from streamers.worker import run_streamers
 
@@ -84,6 +88,11 @@ def run_registry_role(role: str, settings: Settings, stop: threading.Event) -> N
     structlog.contextvars.bind_contextvars(role=role)
     if role == "projector":
         _run_projector(settings, stop)
+        return
+    if role == "feedback":
+        from engine.runtime.feedback_worker import run_feedback
+
+        run_feedback(settings, stop)
         return
     registry = FlowRegistry(settings)
     registry.refresh()

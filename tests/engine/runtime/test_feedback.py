@@ -1,0 +1,151 @@
+"""Buyer feedback: new events that refer to the delivery, applied to the lead's revenue."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import orjson
+import psycopg
+import pytest
+from confluent_kafka import Consumer
+
+from engine.demo.buyer import BuyerServer
+from engine.intake.submit import publish_leads
+from engine.runtime.feedback_worker import build_feedback_loop, publish_feedback
+from engine.runtime.handlers.feedback import FEEDBACK_REJECTED_TOPIC
+from engine.runtime.kafka import consumer_config
+from engine.runtime.step_worker import build_step_loop, prepare_topics
+from engine.settings import Settings
+from engine.steps.feedback import Feedback, FeedbackRejectedError, apply_feedback, parse_feedback
+from projectors.store import connect, migrate_database
+from projectors.timeline import TimelineProjector
+from tests.factories import make_flow
+from tests.kafka_helpers import events_by_lead, read_events
+
+LEAD = {
+    "first_name": "A",
+    "last_name": "B",
+    "email": "a@example.com",
+    "phone_1": "5125550123",
+    "state": "TX",
+    "tcpa_consent": True,
+}
+DELIVERY = {"type": "recipient.delivered", "step_id": "premier", "revenue": 31.0, "vars": {}}
+
+
+def test_a_return_takes_the_revenue_back() -> None:
+    result = apply_feedback(Feedback(event_id="E1", type="return", reason="Bad number"), DELIVERY)
+    received, processed = result.events
+    assert (received.type, received.reason) == ("feedback.received", "Bad number")
+    assert received.vars["feedback.recipient_event_id"] == "E1"
+    assert (processed.type, processed.revenue) == ("feedback.processed", 0.0)
+
+
+def test_a_conversion_keeps_the_revenue() -> None:
+    result = apply_feedback(Feedback(event_id="E1", type="conversion"), DELIVERY)
+    assert result.events[1].revenue == 31.0
+
+
+def test_feedback_for_an_unknown_event_is_rejected_with_a_reason() -> None:
+    with pytest.raises(FeedbackRejectedError, match="Unknown event: NOPE"):
+        apply_feedback(Feedback(event_id="NOPE", type="return"), None)
+
+
+def test_feedback_on_a_non_delivery_event_is_rejected() -> None:
+    with pytest.raises(FeedbackRejectedError, match="not a delivery"):
+        apply_feedback(Feedback(event_id="E", type="return"), {"type": "filter.passed"})
+
+
+def test_malformed_feedback_is_rejected_with_the_field() -> None:
+    with pytest.raises(
+        FeedbackRejectedError, match="type: Input should be 'conversion' or 'return'"
+    ):
+        parse_feedback(b'{"event_id": "E", "type": "sold"}')
+
+
+@pytest.fixture
+def buyer() -> Iterator[BuyerServer]:
+    server = BuyerServer(port=0, mix=False)
+    server.start_in_thread()
+    yield server
+    server.stop()
+
+
+@pytest.mark.stack
+def test_feedback_flows_from_the_topic_to_events_and_the_lead(
+    stack: Settings, unique_id: str, buyer: BuyerServer
+) -> None:
+    settings = Settings(db_schema=unique_id)
+    migrate_database(settings)
+    flow = make_flow(unique_id, buyer.url)
+    prepare_topics(stack, flow)
+    stop = threading.Event()
+    runners = [build_step_loop(stack, flow, s.id).run for s in flow.steps]
+    runners.append(
+        TimelineProjector(settings, rf"^leadflow\.{unique_id}\.events\..+$", unique_id).run
+    )
+    runners.append(build_feedback_loop(settings).run)
+    threads = [threading.Thread(target=r, args=(stop,), daemon=True) for r in runners]
+    for t in threads:
+        t.start()
+    try:
+        [lead_id] = publish_leads(stack, flow.id, [LEAD])
+        delivered = wait_for(stack, flow, lead_id, "recipient.delivered")
+        time.sleep(2)  # let the projector catch up
+        with connect(settings) as conn:
+            for _ in range(30):
+                if conn.execute("SELECT 1 FROM events WHERE id = %s", (delivered,)).fetchone():
+                    break
+                time.sleep(0.5)
+        publish_feedback(
+            stack, orjson.dumps({"event_id": delivered, "type": "return", "reason": "Wrong number"})
+        )
+        publish_feedback(stack, orjson.dumps({"event_id": "UNKNOWN", "type": "conversion"}))
+        wait_for(stack, flow, lead_id, "feedback.processed")
+        with connect(settings) as conn:
+            for _ in range(30):
+                row = conn.execute(
+                    "SELECT revenue, last_event_type FROM leads WHERE lead_id = %s", (lead_id,)
+                ).fetchone()
+                if row and row[1] == "feedback.processed":
+                    break
+                time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        with psycopg.connect(stack.database_url.get_secret_value(), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{unique_id}" CASCADE')
+    timeline = events_by_lead(read_events(stack, flow))[lead_id]
+    assert [e["type"] for e in timeline][-2:] == ["feedback.received", "feedback.processed"]
+    assert timeline[-2]["vars"]["feedback.recipient_event_id"] == delivered
+    assert timeline[-1]["revenue"] == 0.0
+    assert row == (0.0, "feedback.processed")
+    rejected = read_topic(stack, FEEDBACK_REJECTED_TOPIC, unique_id)
+    assert b"Unknown event: UNKNOWN" in [dict(h).get("leadflow-error") for h in rejected]
+
+
+def wait_for(stack: Settings, flow: object, lead_id: str, type_: str) -> str:
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline:
+        for event in events_by_lead(read_events(stack, flow, 5)).get(lead_id, []):  # type: ignore[arg-type]
+            if event["type"] == type_:
+                return str(event["id"])
+        time.sleep(0.5)
+    raise AssertionError(f"no {type_} for {lead_id}")
+
+
+def read_topic(stack: Settings, topic: str, group: str) -> list[list[tuple[str, bytes]]]:
+    consumer = Consumer(consumer_config(stack, f"{group}-reader", **{"enable.partition.eof": True}))
+    consumer.subscribe([topic])
+    out, deadline = [], time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for msg in consumer.consume(100, timeout=0.5):
+            if not msg.error():
+                out.append(list(msg.headers() or []))
+        if out and any(b"UNKNOWN" in (v or b"") for h in out for _, v in h):
+            break
+    consumer.close()
+    return out
