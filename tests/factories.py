@@ -12,7 +12,7 @@ from engine.flows import Flow, parse_flow
 from engine.ids import new_lead_id
 from engine.steps.base import EventDraft
 
-DEMO_FLOW = Path(__file__).parents[1] / "flows" / "demo.yaml"
+DEMO_FLOW = Path(__file__).parent / "flows" / "basic.yaml"
 
 _STEPS = ["source", "service-area", "premier"]
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -23,11 +24,12 @@ from engine.errors import LeadflowError
 from engine.flows import Destination, Flow, RecipientStep, load_flow
 from engine.intake.fake import fake_leads
 from engine.intake.submit import publish_leads
+from engine.runtime.feedback_worker import publish_feedback
 from engine.runtime.step_worker import prepare_topics
 from engine.runtime.supervisor import role_names, supervise
 from engine.settings import Settings
 from projectors.queries import completed_count, event_counts_for_leads, lead_timeline
-from projectors.store import connect, migrate_database
+from projectors.store import Connection, connect, migrate_database
 from streamers.destinations import open_store
 from streamers.layout import directory
 
@@ -83,6 +85,30 @@ def _wait_for_objects(
         )
 
 
+def _send_feedback(
+    settings: Settings, conn: Connection, lead_ids: list[str], timeout: float
+) -> None:
+    """A few buyers report back: some delivered leads converted, some were returned."""
+    rows = conn.execute(
+        "SELECT id FROM events WHERE type = 'recipient.delivered' AND lead_id = ANY(%s)"
+        " ORDER BY id LIMIT 40",
+        (lead_ids,),
+    ).fetchall()
+    for n, (event_id,) in enumerate(rows):
+        kind, reason = ("return", "Disconnected number") if n % 4 == 0 else ("conversion", "Sold")
+        body = orjson.dumps({"event_id": event_id, "type": kind, "reason": reason})
+        publish_feedback(settings, body)
+
+    def processed() -> int:
+        row = conn.execute(
+            "SELECT count(*) FROM events WHERE type = 'feedback.processed' AND lead_id = ANY(%s)",
+            (lead_ids,),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    _wait("buyer feedback processed", len(rows), processed, timeout)
+
+
 def run_demo(settings: Settings, flow_file: Path, leads: int, timeout: float) -> None:
     flow = load_flow(flow_file)
     buyers = [BuyerServer(port, mix=True) for port in _buyer_ports(flow)]
@@ -113,6 +139,7 @@ def run_demo(settings: Settings, flow_file: Path, leads: int, timeout: float) ->
                 raise LeadflowError(
                     f"only {done}/{len(lead_ids)} leads completed within {timeout:.0f}s"
                 )
+            _send_feedback(settings, conn, lead_ids, timeout)
             counts = event_counts_for_leads(conn, lead_ids)
             total_events = sum(c for _, _, c in counts)
             console.print(counts_table(counts))

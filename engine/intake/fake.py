@@ -88,11 +88,25 @@ def _spoil(rng: random.Random, lead: dict[str, Any]) -> dict[str, Any] | str:
     return lead
 
 
+# Markers the demo's local services react to (engine.demo.buyer): a phone the
+# phone check cannot find, a VoIP line the filter refuses, the service down.
+_SERVICE_MARKERS = [("+unknown", 0.03), ("+voip", 0.04), ("+down", 0.01)]
+
+
+def _mark(rng: random.Random, lead: dict[str, Any]) -> dict[str, Any]:
+    for marker, share in _SERVICE_MARKERS:
+        if rng.random() < share:
+            local, _, domain = str(lead["email"]).partition("@")
+            lead["email"] = f"{local}{marker}@{domain}"
+            break
+    return lead
+
+
 def fake_leads(
     count: int, seed: int = 7, bad_share: float = 0.04
 ) -> Iterator[dict[str, Any] | str]:
     """Yields lead dicts, or raw text for leads that are not even JSON."""
     rng = random.Random(seed)
     for n in range(count):
-        lead = fake_lead(rng, n)
+        lead = _mark(rng, fake_lead(rng, n))
         yield _spoil(rng, lead) if rng.random() < bad_share else lead

@@ -7,13 +7,26 @@ import pytest
 from engine.errors import FlowConfigError
 from engine.flows import load_flow, parse_flow
 
-DEMO = Path(__file__).parents[2] / "flows" / "demo.yaml"
+DEMO = Path(__file__).parents[1] / "flows" / "basic.yaml"
+DEMO_RUN = Path(__file__).parents[2] / "flows" / "demo.yaml"
 
 
-def test_the_demo_flow_loads() -> None:
+def test_the_basic_flow_loads() -> None:
     flow = load_flow(DEMO)
     assert [s.kind for s in flow.steps] == ["source", "filter", "recipient"]
     assert {d.kind for d in flow.destinations} == {"s3", "azure_blob"}
+
+
+def test_the_demo_flow_uses_every_step_kind() -> None:
+    flow = load_flow(DEMO_RUN)
+    assert [s.kind for s in flow.steps] == [
+        "source",
+        "enhancement",
+        "filter",
+        "recipient",
+        "recipient",
+    ]
+    assert flow.stop_at_first_delivery
 
 
 def test_errors_point_at_the_line_and_field() -> None:
