@@ -196,6 +196,18 @@ def feedback(
     console.print(f"feedback published for event {event_id}")
 
 
+@app.command()
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    workers: Annotated[int, typer.Option(help="Server worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP API (feedback for now) with uvicorn."""
+    import uvicorn
+
+    uvicorn.run("engine.api.app:create_app", factory=True, host=host, port=port, workers=workers)
+
+
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply the projection schema migrations (idempotent)."""

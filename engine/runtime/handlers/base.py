@@ -73,6 +73,9 @@ class BaseHandler:
             flow.id, flow.version, step.id, step.name, self.index, host, __version__
         )
         self.retry: RetrySettings | None = getattr(step.settings, "retry", None)
+        # LeadConduit's "integration module": which built-in integration ran the step.
+        fmt = getattr(step.settings, "format", None)
+        self.module_id = f"leadflow.{step.kind}" + (f".{fmt}" if fmt else "")
         self.retry_topic = retry_topic(flow.id, step.id)
         self.dlq_topic = dlq_topic(flow.id)
         # The attempt being handled; subclasses' decide() may read it.
@@ -91,6 +94,9 @@ class BaseHandler:
         source: Message | None = None,
     ) -> list[Record]:
         drafts = list(result.events)
+        for draft in drafts:
+            if draft.module_id is None:
+                draft.module_id = self.module_id
         key = lead_id.encode()
         extra: list[Record] = []
         last = drafts[-1]

@@ -1,0 +1,1 @@
+"""leadflow's HTTP surface (FastAPI): what lead sources and buyers call."""

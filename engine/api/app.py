@@ -1,0 +1,21 @@
+"""The ASGI application: ``uvicorn engine.api.app:create_app --factory`` or ``leadflow serve``."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from engine import __version__
+from engine.api.feedback import router as feedback_router
+from engine.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(title="leadflow", version=__version__)
+    app.state.settings = settings or get_settings()
+    app.include_router(feedback_router)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

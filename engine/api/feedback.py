@@ -1,0 +1,51 @@
+"""``POST /feedback``: a buyer reports a conversion or a return on a delivery.
+
+The feedback is checked against the timeline projection first, so a buyer
+learns at once that an event id is unknown (404 with the reason) instead of
+the feedback vanishing; accepted feedback is published to the feedback topic
+and becomes ``feedback.received``/``feedback.processed`` events.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from engine.runtime.feedback_worker import publish_feedback
+from engine.settings import Settings
+
+router = APIRouter()
+
+
+class FeedbackBody(BaseModel):
+    type: Literal["conversion", "return"]
+    reason: str | None = Field(default=None, max_length=1000)
+    value: str | float | None = None
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+@router.post("/feedback", status_code=202)
+def post_feedback(
+    body: FeedbackBody,
+    event_id: Annotated[str, Query(min_length=1, max_length=64)],
+    settings: Annotated[Settings, Depends(_settings)],
+) -> dict[str, str]:
+    from projectors.queries import get_event
+    from projectors.store import connect
+
+    with connect(settings, application_name="leadflow-api") as conn:
+        delivery = get_event(conn, event_id)
+    if delivery is None:
+        raise HTTPException(404, detail=f"Unknown event: {event_id}")
+    if not str(delivery.get("type", "")).startswith("recipient."):
+        raise HTTPException(422, detail=f"Event {event_id} is not a delivery to a buyer")
+    message = {"event_id": event_id, **body.model_dump(exclude_none=True)}
+    publish_feedback(settings, orjson.dumps(message), str(delivery["lead_id"]).encode())
+    return {"status": "accepted", "event_id": event_id, "lead_id": str(delivery["lead_id"])}

@@ -1,0 +1,90 @@
+"""POST /feedback: known deliveries are accepted and published, unknown ones refused at once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer
+from fastapi.testclient import TestClient
+
+from engine.api.app import create_app
+from engine.runtime.feedback_worker import ensure_feedback_topics
+from engine.runtime.handlers.feedback import FEEDBACK_TOPIC
+from engine.runtime.kafka import consumer_config
+from engine.settings import Settings
+from projectors.batch import Record, build_batch
+from projectors.store import connect, migrate_database, write_batch
+from schemas.codec import EventCodec
+from tests.factories import make_lead_events
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture
+def settings_with_a_delivery(stack: Settings, unique_id: str) -> Iterator[tuple[Settings, dict]]:  # type: ignore[type-arg]
+    settings = stack.model_copy(update={"db_schema": unique_id})
+    migrate_database(settings)
+    codec = EventCodec()
+    events = make_lead_events(flow_id=unique_id)
+    records = [Record("t", 0, i, codec.encode(e)) for i, e in enumerate(events)]
+    with connect(settings) as conn:
+        write_batch(conn, "test", build_batch(codec, records))
+    yield settings, events[3]  # recipient.delivered
+    with psycopg.connect(stack.database_url.get_secret_value(), autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{unique_id}" CASCADE')
+
+
+def test_feedback_on_a_delivery_is_accepted_and_published(
+    settings_with_a_delivery: tuple[Settings, dict],  # type: ignore[type-arg]
+) -> None:
+    settings, delivered = settings_with_a_delivery
+    ensure_feedback_topics(settings)
+    consumer = Consumer(
+        consumer_config(settings, f"api-test-{delivered['id']}", **{"auto.offset.reset": "latest"})
+    )
+    consumer.subscribe([FEEDBACK_TOPIC])
+    consumer.consume(1, timeout=5)  # join the group before publishing
+    client = TestClient(create_app(settings))
+    answer = client.post(
+        "/feedback",
+        params={"event_id": delivered["id"]},
+        json={"type": "return", "reason": "Bad number"},
+    )
+    assert answer.status_code == 202
+    assert answer.json()["lead_id"] == delivered["lead_id"]
+    found = []
+    for _ in range(20):
+        found += [
+            m
+            for m in consumer.consume(10, timeout=0.5)
+            if not m.error() and m.key() == delivered["lead_id"].encode()
+        ]
+        if found:
+            break
+    consumer.close()
+    assert len(found) == 1
+    assert b'"type":"return"' in (found[0].value() or b"")
+
+
+def test_feedback_on_an_unknown_event_is_refused_with_the_reason(
+    settings_with_a_delivery: tuple[Settings, dict],  # type: ignore[type-arg]
+) -> None:
+    settings, _ = settings_with_a_delivery
+    answer = TestClient(create_app(settings)).post(
+        "/feedback", params={"event_id": "NOPE"}, json={"type": "conversion"}
+    )
+    assert answer.status_code == 404
+    assert answer.json() == {"detail": "Unknown event: NOPE"}
+
+
+def test_malformed_feedback_is_a_clear_422(
+    settings_with_a_delivery: tuple[Settings, dict],  # type: ignore[type-arg]
+) -> None:
+    settings, delivered = settings_with_a_delivery
+    answer = TestClient(create_app(settings)).post(
+        "/feedback", params={"event_id": delivered["id"]}, json={"type": "sold"}
+    )
+    assert answer.status_code == 422
+    assert "conversion" in answer.text
