@@ -126,7 +126,7 @@ def parse_flow(text: str, path: str = "<flow>") -> Flow:
     try:
         data = yaml.safe_load(text)
         tree = yaml.compose(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: e.g. an impossible date
         raise FlowConfigError(path, [f"not valid YAML: {exc}"]) from exc
     try:
         return Flow.model_validate(data)

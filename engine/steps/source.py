@@ -2,19 +2,27 @@
 
 Records ``source.submitted`` (the raw data, before any parsing) and then
 ``source.accepted`` (typed fields, cost assigned) or ``source.rejected`` with a
-reason a source can act on, e.g. ``Missing required field: email``.
+reason a source can act on, e.g. ``Missing required field: email`` or
+``Acceptance criteria not met: Adult: lead.age is 16``.
+
+Only declared fields reach the accepted snapshot, under ``lead.<name>`` and
+their parsed components: a submitted ``outcome``, ``appended.x`` or
+``email.valid`` stays in ``source.submitted``'s raw record and goes no further.
+A masked type (an SSN) is masked in ``source.submitted`` too, request included.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from itertools import islice
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from engine.caps import CapSpec
-from engine.fields import PARSERS, Scalar
+from engine.fields import COMPONENTS, MASKED_TYPES, PARSERS, Scalar
 from engine.model import ConfigModel
 from engine.steps.base import (
     TOTAL_COST,
@@ -24,10 +32,30 @@ from engine.steps.base import (
     Snapshot,
     StepResult,
 )
+from engine.steps.filter import RuleSet, referenced_fields
 
 MAX_RAW_VALUE = 4096
+# source.submitted keeps what was sent, within bounds: its event must still fit
+# in a Kafka message however many keys a source invents.
+MAX_RAW_FIELDS = 256
+MAX_RAW_KEY = 128
+MAX_REQUEST_BODY = 65536
 
-FieldType = Literal["string", "email", "phone", "state", "postal_code", "boolean", "number"]
+FieldType = Literal[
+    "string",
+    "email",
+    "phone",
+    "state",
+    "postal_code",
+    "boolean",
+    "number",
+    "date",
+    "datetime",
+    "ssn",
+]
+_BASE_VARS = ("lead.id", "submission.timestamp", "flow.id", "flow.name", "source.id", "source.name")
+# A 3-2-4 digit run: how an SSN is masked in a body that is not JSON.
+_SSN_LIKE = re.compile(r"(?<!\d)\d{3}[-. ]?\d{2}[-. ]?(\d{4})(?!\d)")
 
 
 class FieldSpec(ConfigModel):
@@ -43,6 +71,38 @@ class SourceSettings(ConfigModel):
     # Reject a lead whose duplicate_fields match a lead accepted within the window.
     duplicate_window_days: Annotated[int, Field(ge=1, le=365)] | None = None
     duplicate_fields: list[str] = Field(default_factory=lambda: ["email", "phone_1"])
+    # Judged on the typed snapshot once every required field is present and valid.
+    acceptance: RuleSet | None = None
+
+    @model_validator(mode="after")
+    def _fields_are_distinct(self) -> SourceSettings:
+        names = [spec.name for spec in self.fields]
+        if repeated := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"field names must be unique, repeated: {', '.join(repeated)}")
+        if "id" in names:
+            raise ValueError("'id' is reserved: lead.id is the lead's own id")
+        return self
+
+    @field_validator("acceptance")
+    @classmethod
+    def _acceptance_reads_known_fields(
+        cls, acceptance: RuleSet | None, info: ValidationInfo
+    ) -> RuleSet | None:
+        # Acceptance runs before any enhancement, on base and typed fields only: a
+        # rule on anything else (a typo, appended.*) could never see a value.
+        fields: list[FieldSpec] | None = info.data.get("fields")
+        if acceptance is None or fields is None:  # no fields: already reported as invalid
+            return acceptance
+        known = set(_BASE_VARS)
+        for spec in fields:
+            known.add(f"lead.{spec.name}")
+            known.update(f"lead.{spec.name}.{c}" for c in COMPONENTS[spec.type])
+        if unknown := sorted(set(referenced_fields(acceptance.rules)) - known):
+            raise ValueError(
+                f"acceptance rules read {', '.join(unknown)}, which this source never sets "
+                "(acceptance sees lead.<field>, its components and submission/flow/source vars)"
+            )
+        return acceptance
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,16 +117,43 @@ class Submission:
     content_type: str = "application/json"
 
 
-def _raw_vars(data: dict[str, Any]) -> Snapshot:
+def _masked_names(settings: SourceSettings) -> dict[str, str]:
+    """Field name -> masked type, for the fields a source must never see stored."""
+    return {spec.name: spec.type for spec in settings.fields if spec.type in MASKED_TYPES}
+
+
+def _masked(key: str, value: Any, masked: dict[str, str]) -> Any:
+    # Matched however the source spells the key ("SSN ", "Ssn"): the value is no
+    # less sensitive for being sent under an unexpected spelling.
+    kind = masked.get(key.strip().lower()) if masked else None
+    return value if kind is None else PARSERS[kind](value).value
+
+
+def _raw_vars(data: dict[str, Any], masked: dict[str, str]) -> Snapshot:
     """The submitted values as they came, for source.submitted; structures are
-    kept as JSON text so the snapshot stays flat."""
+    kept as JSON text so the snapshot stays flat, masked types are masked."""
     out: Snapshot = {}
-    for key, value in data.items():
-        if isinstance(value, bool | int | float | str) or value is None:
-            out[f"lead.{key}"] = value[:MAX_RAW_VALUE] if isinstance(value, str) else value
+    for key, value in islice(data.items(), MAX_RAW_FIELDS):
+        shown = _masked(key, value, masked)
+        name = f"lead.{key[:MAX_RAW_KEY]}"
+        if isinstance(shown, bool | int | float | str) or shown is None:
+            out[name] = shown[:MAX_RAW_VALUE] if isinstance(shown, str) else shown
         else:
-            out[f"lead.{key}"] = orjson.dumps(value).decode()[:MAX_RAW_VALUE]
+            out[name] = orjson.dumps(shown).decode()[:MAX_RAW_VALUE]
     return out
+
+
+def _request_body(sub: Submission, data: Any, masked: dict[str, str]) -> str:
+    """The body as received, unless the source takes a masked type: then the JSON is
+    rewritten with those values masked, and a body that is not JSON has its
+    SSN-shaped digit runs masked (best effort: it cannot be parsed)."""
+    if not masked:
+        return sub.body[:MAX_REQUEST_BODY].decode("utf-8", errors="replace")
+    if isinstance(data, dict):
+        clean = {key: _masked(key, value, masked) for key, value in data.items()}
+        return orjson.dumps(clean).decode()[:MAX_REQUEST_BODY]
+    text = sub.body.decode("utf-8", errors="replace")
+    return _SSN_LIKE.sub(r"***-**-\1", text)[:MAX_REQUEST_BODY]
 
 
 def _base_vars(sub: Submission) -> Snapshot:
@@ -82,12 +169,8 @@ def _base_vars(sub: Submission) -> Snapshot:
 
 def accept_submission(sub: Submission, settings: SourceSettings) -> StepResult:
     base = _base_vars(sub)
-    request = {
-        "method": "POST",
-        "uri": f"kafka://intake/{sub.flow_id}",
-        "headers": {"content-type": sub.content_type},
-        "body": sub.body[:65536].decode("utf-8", errors="replace"),
-    }
+    criteria = settings.acceptance.as_json() if settings.acceptance is not None else None
+    masked = _masked_names(settings)
     problem: str | None
     try:
         data = orjson.loads(sub.body)
@@ -96,16 +179,29 @@ def accept_submission(sub: Submission, settings: SourceSettings) -> StepResult:
     else:
         problem = None if isinstance(data, dict) else "Invalid lead: expected a JSON object"
 
+    request = {
+        "method": "POST",
+        "uri": f"kafka://intake/{sub.flow_id}",
+        "headers": {"content-type": sub.content_type},
+        "body": _request_body(sub, data, masked),
+    }
+    raw_vars = _raw_vars(data, masked) if isinstance(data, dict) else {}
     submitted = EventDraft(
         type="source.submitted",
         outcome="success",
-        vars={**base, **(_raw_vars(data) if isinstance(data, dict) else {})},
+        vars={**raw_vars, **base},  # a submitted "id" must not pass for the lead's id
         entity_id=sub.source_id,
         request=request,
+        acceptance_criteria=criteria,
     )
     if problem is not None or not isinstance(data, dict):
         rejected = EventDraft(
-            "source.rejected", "failure", problem, vars=dict(base), entity_id=sub.source_id
+            "source.rejected",
+            "failure",
+            problem,
+            vars=dict(base),
+            entity_id=sub.source_id,
+            acceptance_criteria=criteria,
         )
         return StepResult([submitted, rejected], proceed=False)
 
@@ -124,9 +220,18 @@ def accept_submission(sub: Submission, settings: SourceSettings) -> StepResult:
         if parsed.problem and spec.required:
             problems.append(f"Invalid {spec.name}: {parsed.problem}")
 
+    if not problems and settings.acceptance is not None:
+        unmet = settings.acceptance.check(typed)
+        if unmet is not None:
+            problems.append(f"Acceptance criteria not met: {unmet}")
     if problems:
         rejected = EventDraft(
-            "source.rejected", "failure", "; ".join(problems), vars=typed, entity_id=sub.source_id
+            "source.rejected",
+            "failure",
+            "; ".join(problems),
+            vars=typed,
+            entity_id=sub.source_id,
+            acceptance_criteria=criteria,
         )
         return StepResult([submitted, rejected], proceed=False)
 
@@ -137,5 +242,6 @@ def accept_submission(sub: Submission, settings: SourceSettings) -> StepResult:
         vars={**typed, **totals},
         entity_id=sub.source_id,
         cost=settings.cost,
+        acceptance_criteria=criteria,
     )
     return StepResult([submitted, accepted], proceed=True)

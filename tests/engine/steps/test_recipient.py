@@ -3,9 +3,8 @@
 import orjson
 import pytest
 
-from engine.steps.recipient import RecipientSettings
 from engine.steps.base import TOTAL_DELIVERED, TOTAL_REVENUE
-from engine.steps.recipient import Answer, build_delivery, judge_delivery
+from engine.steps.recipient import Answer, RecipientSettings, build_delivery, judge_delivery
 
 SETTINGS = RecipientSettings(
     url="http://127.0.0.1:8765/leads",  # type: ignore[arg-type]
