@@ -24,6 +24,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from engine.caps import CapSpec
 from engine.fields import COMPONENTS, MASKED_TYPES, PARSERS, Scalar
 from engine.model import ConfigModel
+from engine.rules import RuleSet, referenced_fields
 from engine.steps.base import (
     TOTAL_COST,
     TOTAL_DELIVERED,
@@ -32,7 +33,6 @@ from engine.steps.base import (
     Snapshot,
     StepResult,
 )
-from engine.steps.filter import RuleSet, referenced_fields
 
 MAX_RAW_VALUE = 4096
 # source.submitted keeps what was sent, within bounds: its event must still fit
