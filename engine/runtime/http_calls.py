@@ -12,7 +12,7 @@ import time
 import httpx
 
 from engine.runtime.handlers.base import now_ms
-from engine.steps.recipient import Answer, Delivery
+from engine.steps.calls import Answer, Delivery
 
 _KEPT_HEADERS = ("content-type", "x-request-id")
 

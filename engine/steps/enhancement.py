@@ -12,7 +12,6 @@ Neither of the last two stops the lead unless the step is marked ``required``.
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
-from urllib.parse import urlencode
 
 import orjson
 from pydantic import Field, HttpUrl
@@ -21,7 +20,8 @@ from engine.fields import Scalar
 from engine.model import ConfigModel
 from engine.retries import RetrySettings
 from engine.steps.base import EventDraft, Outcome, Snapshot, StepResult
-from engine.steps.recipient import MAX_BODY, AcceptRule, Answer, Delivery
+from engine.steps.calls import Answer, Delivery, build_call, dig, read_answer, transaction
+from engine.steps.recipient import AcceptRule
 
 # The appended answer travels in the snapshot of every later event of the lead,
 # so one verbose service must not make them all huge: long values are cut,
@@ -33,7 +33,6 @@ _LONG = range(-(2**63), 2**63)  # Avro ``long``: larger integers are kept as tex
 
 NO_DATA = "Service found no data"
 # Technical answers: the service is down, refuses us or throttles us - not "no data".
-ERROR_STATUSES = frozenset({401, 403, 404, 408, 429})
 
 
 class EnhancementSettings(ConfigModel):
@@ -51,28 +50,9 @@ class EnhancementSettings(ConfigModel):
     retry: RetrySettings | None = None
 
 
-def _form_value(value: Scalar) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def build_request(snapshot: Snapshot, settings: EnhancementSettings, event_id: str) -> Delivery:
-    """The service call for one lead: mapped fields as JSON or a form, keyed by the event id."""
-    fields = {
-        target: snapshot[source]
-        for target, source in settings.mapping.items()
-        if snapshot.get(source) is not None
-    }
-    # Retries of this step carry the same key, so a paid lookup is not paid twice.
-    headers = {"Idempotency-Key": event_id, "Accept": "application/json"}
-    if settings.format == "json":
-        headers["Content-Type"] = "application/json"
-        body = orjson.dumps(fields)
-    else:
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
-        body = urlencode({k: _form_value(v) for k, v in fields.items()}).encode()
-    return Delivery(str(settings.url), headers, body)
+    """The service call for one lead; retries carry the same key, so a paid lookup is paid once."""
+    return build_call(snapshot, str(settings.url), settings.mapping, settings.format, event_id)
 
 
 def _scalar(value: Any) -> Scalar:
@@ -104,55 +84,6 @@ def flatten_answer(data: dict[str, Any], prefix: str) -> Snapshot:
     return out
 
 
-def _dig(data: Any, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(data, dict) or part not in data:
-            return None
-        data = data[part]
-    return data
-
-
-def _text(body: bytes) -> str:
-    return body[:MAX_BODY].decode("utf-8", errors="replace")
-
-
-def _transaction(request: Delivery, answer: Answer) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The request and response as events record them (LeadConduit's ``transactions``)."""
-    sent = {
-        "method": "POST",
-        "uri": request.url,
-        "headers": dict(request.headers),
-        "body": _text(request.body),
-        "timestamp": answer.sent_at_ms,
-    }
-    if answer.status is None:
-        return sent, None
-    received = {
-        "status": answer.status,
-        "status_text": "",
-        "headers": dict(answer.headers),
-        "body": _text(answer.body),
-        "timestamp": answer.received_at_ms,
-    }
-    return sent, received
-
-
-def _problem(answer: Answer) -> tuple[dict[str, Any] | None, str | None]:
-    """The answer as a JSON object, or why it is a technical error instead."""
-    if answer.error is not None:
-        return None, answer.error
-    assert answer.status is not None
-    if answer.status >= 500 or answer.status in ERROR_STATUSES:
-        return None, f"Service answered HTTP {answer.status}"
-    try:
-        data = orjson.loads(answer.body)
-    except orjson.JSONDecodeError:
-        return None, "Unreadable service response: not JSON"
-    if not isinstance(data, dict):
-        return None, "Unreadable service response: not a JSON object"
-    return data, None
-
-
 def judge_enhancement(
     snapshot: Snapshot,
     settings: EnhancementSettings,
@@ -161,7 +92,7 @@ def judge_enhancement(
     answer: Answer,
 ) -> StepResult:
     """What the service's answer means for the lead; ``snapshot`` is the lead before the call."""
-    sent, received = _transaction(request, answer)
+    sent, received = transaction(request, answer)
     proceed_unless_required = not settings.required
 
     def draft(type_: str, outcome: Outcome, reason: str | None, **kw: Any) -> EventDraft:
@@ -177,13 +108,13 @@ def judge_enhancement(
             **kw,
         )
 
-    data, error = _problem(answer)
+    data, error = read_answer(answer, "Service")
     if data is None:
         failed = draft("enhancement.error", "error", error)
         return StepResult([failed], proceed=proceed_unless_required)
 
-    if _dig(data, settings.success.path) != settings.success.value:
-        reason = _dig(data, settings.reason_path)
+    if dig(data, settings.success.path) != settings.success.value:
+        reason = dig(data, settings.reason_path)
         text = str(reason)[:MAX_VALUE] if reason not in (None, "") else NO_DATA
         return StepResult(
             [draft("enhancement.failure", "failure", text)], proceed=proceed_unless_required

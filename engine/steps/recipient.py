@@ -9,11 +9,8 @@ means): ``recipient.delivered`` with revenue and the buyer's own id,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
-from urllib.parse import urlencode
 
-import orjson
 from pydantic import Field, HttpUrl
 
 from engine.caps import CapSpec
@@ -27,8 +24,7 @@ from engine.steps.base import (
     Snapshot,
     StepResult,
 )
-
-MAX_BODY = 16384
+from engine.steps.calls import Answer, Delivery, build_call, dig, read_answer, transaction
 
 
 class AcceptRule(ConfigModel):
@@ -49,54 +45,8 @@ class RecipientSettings(ConfigModel):
     retry: RetrySettings | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    url: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What came back from the buyer: a response, or the technical error instead."""
-
-    status: int | None
-    headers: dict[str, str]
-    body: bytes
-    error: str | None = None
-    wait_ms: int = 0
-    sent_at_ms: int = 0
-    received_at_ms: int = 0
-
-
 def build_delivery(snapshot: Snapshot, settings: RecipientSettings, event_id: str) -> Delivery:
-    fields = {
-        target: snapshot[source]
-        for target, source in settings.mapping.items()
-        if snapshot.get(source) is not None
-    }
-    # The event id doubles as an idempotency key: a delivery retried after a
-    # crash carries the same key, so a buyer can recognise the duplicate.
-    headers = {"Idempotency-Key": event_id, "Accept": "application/json"}
-    if settings.format == "json":
-        headers["Content-Type"] = "application/json"
-        body = orjson.dumps(fields)
-    else:
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
-        body = urlencode({k: str(v) for k, v in fields.items()}).encode()
-    return Delivery(str(settings.url), headers, body)
-
-
-def _dig(data: Any, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(data, dict) or part not in data:
-            return None
-        data = data[part]
-    return data
-
-
-def _text(body: bytes) -> str:
-    return body[:MAX_BODY].decode("utf-8", errors="replace")
+    return build_call(snapshot, str(settings.url), settings.mapping, settings.format, event_id)
 
 
 def judge_delivery(
@@ -106,22 +56,7 @@ def judge_delivery(
     delivery: Delivery,
     answer: Answer,
 ) -> StepResult:
-    request = {
-        "method": "POST",
-        "uri": delivery.url,
-        "headers": dict(delivery.headers),
-        "body": _text(delivery.body),
-        "timestamp": answer.sent_at_ms,
-    }
-    response = None
-    if answer.status is not None:
-        response = {
-            "status": answer.status,
-            "status_text": "",
-            "headers": dict(answer.headers),
-            "body": _text(answer.body),
-            "timestamp": answer.received_at_ms,
-        }
+    request, response = transaction(delivery, answer)
 
     def draft(type_: str, outcome: Outcome, reason: str | None, **kw: Any) -> EventDraft:
         return EventDraft(
@@ -135,30 +70,20 @@ def judge_delivery(
             **kw,
         )
 
-    if answer.error is not None:
-        return StepResult([draft("recipient.error", "error", answer.error)], proceed=True)
-    assert answer.status is not None
-    if answer.status >= 500 or answer.status in (401, 403, 404, 408, 429):
-        return StepResult(
-            [draft("recipient.error", "error", f"Buyer answered HTTP {answer.status}")], True
-        )
-    try:
-        data = orjson.loads(answer.body)
-    except orjson.JSONDecodeError:
-        return StepResult(
-            [draft("recipient.error", "error", "Unreadable buyer response: not JSON")], True
-        )
+    data, error = read_answer(answer, "Buyer")
+    if data is None:
+        return StepResult([draft("recipient.error", "error", error)], proceed=True)
 
-    if _dig(data, settings.accept.path) != settings.accept.value:
-        reason = _dig(data, settings.reason_path)
+    if dig(data, settings.accept.path) != settings.accept.value:
+        reason = dig(data, settings.reason_path)
         text = str(reason) if reason not in (None, "") else "Rejected by buyer"
         return StepResult([draft("recipient.failed", "failure", text, revenue=0.0)], proceed=True)
 
-    price = _dig(data, settings.price_path) if settings.price_path else None
+    price = dig(data, settings.price_path) if settings.price_path else None
     revenue = (
         float(price) if isinstance(price, int | float) and not isinstance(price, bool) else 0.0
     )
-    buyer_id = _dig(data, settings.id_path) if settings.id_path else None
+    buyer_id = dig(data, settings.id_path) if settings.id_path else None
     appended: Snapshot = {f"appended.{step_id}.price": revenue}
     if buyer_id is not None:
         appended[f"appended.{step_id}.id"] = str(buyer_id)

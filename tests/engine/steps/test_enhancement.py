@@ -7,6 +7,7 @@ import pytest
 
 from engine.flows import parse_flow
 from engine.steps.base import Snapshot, StepResult
+from engine.steps.calls import Answer
 from engine.steps.enhancement import (
     MAX_DEPTH,
     MAX_FIELDS,
@@ -16,7 +17,6 @@ from engine.steps.enhancement import (
     flatten_answer,
     judge_enhancement,
 )
-from engine.steps.recipient import Answer
 
 URL = "http://127.0.0.1:8765/enhance/phone"
 SETTINGS = EnhancementSettings(

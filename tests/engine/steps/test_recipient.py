@@ -4,7 +4,8 @@ import orjson
 import pytest
 
 from engine.steps.base import TOTAL_DELIVERED, TOTAL_REVENUE
-from engine.steps.recipient import Answer, RecipientSettings, build_delivery, judge_delivery
+from engine.steps.calls import Answer
+from engine.steps.recipient import RecipientSettings, build_delivery, judge_delivery
 
 SETTINGS = RecipientSettings(
     url="http://127.0.0.1:8765/leads",  # type: ignore[arg-type]
