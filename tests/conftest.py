@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from engine.demo.buyer import BuyerServer
 from engine.settings import Settings
 
 
@@ -106,6 +107,16 @@ def stack(settings: Settings) -> Iterator[Settings]:
     if down:
         pytest.fail(f"local stack not running ({', '.join(down)} down): run `make up` first")
     yield settings
+
+
+@pytest.fixture
+def buyer() -> Iterator[BuyerServer]:
+    """The local buyer on a free port; it accepts every lead unless the lead's
+    email carries one of its markers (``+reject``, ``+error``, ``+slow``)."""
+    server = BuyerServer(port=0, mix=False)
+    server.start_in_thread()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

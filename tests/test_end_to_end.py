@@ -70,14 +70,6 @@ LEADS: list[tuple[Any, list[str]]] = [
 
 
 @pytest.fixture
-def buyer() -> Iterator[BuyerServer]:
-    server = BuyerServer(port=0, mix=False)
-    server.start_in_thread()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def db_schema(stack: Settings, unique_id: str) -> Iterator[str]:
     yield unique_id
     with psycopg.connect(stack.database_url.get_secret_value(), autocommit=True) as conn:

@@ -25,14 +25,6 @@ pytestmark = pytest.mark.stack
 LEAD = {"first_name": "A", "last_name": "B", "phone_1": "5125550123", "tcpa_consent": True}
 
 
-@pytest.fixture
-def buyer() -> Iterator[BuyerServer]:
-    server = BuyerServer(port=0, mix=False)
-    server.start_in_thread()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(autouse=True)
 def _forget_test_flows(stack: Settings, unique_id: str) -> Iterator[None]:
     """Tests apply flows to the shared registry; tombstone them so no later

@@ -70,14 +70,6 @@ steps:
 
 
 @pytest.fixture
-def buyer() -> Iterator[BuyerServer]:
-    server = BuyerServer(port=0, mix=False)
-    server.start_in_thread()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def service() -> Iterator[BuyerServer]:
     """The demo server's phone check; ``+hang`` answers after 1 s, long after the timeout."""
     server = BuyerServer(port=0, mix=False, slow_seconds=1.0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import orjson
 import psycopg
@@ -63,14 +62,6 @@ def test_malformed_feedback_is_rejected_with_the_field() -> None:
         FeedbackRejectedError, match="type: Input should be 'conversion' or 'return'"
     ):
         parse_feedback(b'{"event_id": "E", "type": "sold"}')
-
-
-@pytest.fixture
-def buyer() -> Iterator[BuyerServer]:
-    server = BuyerServer(port=0, mix=False)
-    server.start_in_thread()
-    yield server
-    server.stop()
 
 
 @pytest.mark.stack

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Consumer
@@ -69,14 +68,6 @@ CASES: dict[str, tuple[object, list[str], str | None]] = {
         None,
     ),
 }
-
-
-@pytest.fixture
-def buyer() -> Iterator[BuyerServer]:
-    server = BuyerServer(port=0, mix=False)
-    server.start_in_thread()
-    yield server
-    server.stop()
 
 
 def run_steps(settings: Settings, flow: Flow, stop: threading.Event) -> list[threading.Thread]:

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,14 +25,6 @@ from tests.factories import DEMO_FLOW, make_flow, write_flow
 from tests.kafka_helpers import events_by_lead, read_events
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture
-def buyer() -> Iterator[BuyerServer]:
-    server = BuyerServer(port=0, mix=False)
-    server.start_in_thread()
-    yield server
-    server.stop()
 
 
 def start(role: str, flow_file: Path, instance: str) -> subprocess.Popen[bytes]:
