@@ -56,9 +56,11 @@ def run(
     """Run workers in the foreground until SIGTERM/SIGINT (finish the batch, commit, close)."""
     from engine.runtime.step_worker import prepare_topics
     from engine.runtime.supervisor import install_stop_handlers, role_names, run_role, supervise
+    from engine.state import migrate_state
     from projectors.store import migrate_database
 
     settings = get_settings()
+    migrate_state(settings)  # caps and duplicate checks: before any step decides
     stop = threading.Event()
     wanted = roles or []
     if flow_file is None:
@@ -211,9 +213,11 @@ def serve(
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply the projection schema migrations (idempotent)."""
+    from engine.state import migrate_state
     from projectors.store import migrate_database
 
-    applied = migrate_database(get_settings())
+    settings = get_settings()
+    applied = migrate_database(settings) + migrate_state(settings)
     console.print(f"migrations applied: {applied or 'none (up to date)'}")
 
 

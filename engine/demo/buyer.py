@@ -100,8 +100,9 @@ class _Handler(BaseHTTPRequestHandler):
             calls = self.server.received
         with self.server.lock:
             calls.append(key)
-        if answer.delay:
-            time.sleep(answer.delay)
+        delay = answer.delay + self.server.latency_s
+        if delay:
+            time.sleep(delay)
         body = json.dumps(answer.body).encode()
         try:
             self.send_response(answer.status)
@@ -119,10 +120,14 @@ class _Handler(BaseHTTPRequestHandler):
 class BuyerServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int = 8765, mix: bool = True, slow_seconds: float = 10.0) -> None:
+    def __init__(
+        self, port: int = 8765, mix: bool = True, slow_seconds: float = 10.0, latency_s: float = 0.0
+    ) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.mix = mix
         self.slow_seconds = slow_seconds
+        # Added to every answer: a buyer that takes its time, like real ones.
+        self.latency_s = latency_s
         self.lock = threading.Lock()
         # Idempotency keys of the calls received, leads and phone checks apart.
         self.received: list[str] = []

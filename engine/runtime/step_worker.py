@@ -57,7 +57,7 @@ def follow_registry(
             raise FlowChangedError(f"step {step_id} of {flow.id} moved in v{latest.version}")
         version = latest.version
         log.info("flow version applied", flow=flow.id, version=version, step=step_id)
-        return make_handler(latest, step_id, settings.instance_id, default_codec())
+        return make_handler(latest, step_id, settings.instance_id, default_codec(), settings)
 
     return watch
 
@@ -73,9 +73,11 @@ def build_step_loop(
     # A stable transactional.id per (step, instance): a restarted worker fences
     # its killed predecessor at once instead of waiting out its transaction.
     txn_id = f"{group}.{settings.instance_id}.{worker_index}"
-    consumer = Consumer(consumer_config(settings, group))
+    # Static membership under the same stable id: a restarted worker takes its
+    # partitions back at once instead of waiting out the dead one's session.
+    consumer = Consumer(consumer_config(settings, group, **{"group.instance.id": txn_id}))
     producer = Producer(transactional_producer_config(settings, txn_id))
-    handler = make_handler(flow, step_id, settings.instance_id, default_codec())
+    handler = make_handler(flow, step_id, settings.instance_id, default_codec(), settings)
     retries = flow.step(step_id).kind in RETRYING_KINDS
     return TransactionalStepLoop(
         consumer,

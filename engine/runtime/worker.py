@@ -67,6 +67,11 @@ class TransactionalStepLoop:
         self.held: dict[tuple[str, int], int] = {}
         self.transient_failures = 0
         self.in_txn = False
+        # Per partition, the offset after the last record handled in the open
+        # transaction: what the transaction commits. Not consumer.position(),
+        # which is past the whole consumed batch - committing that mid-batch
+        # would skip the batch's unhandled records after a crash.
+        self.pending: dict[tuple[str, int], int] = {}
         self.txn_started = 0.0
         self.processed = 0
         self.dead_lettered = 0
@@ -79,33 +84,36 @@ class TransactionalStepLoop:
             self.in_txn = True
             self.txn_started = time.monotonic()
 
-    def _commit(self) -> None:
+    def _commit(self) -> bool:
+        """Commit the open transaction; False if it had to be aborted (input rewound)."""
         if not self.in_txn:
-            return
-        assignment = self.consumer.assignment()
-        positions = [tp for tp in self.consumer.position(assignment) if tp.offset >= 0]
+            return True
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self.pending.items()]
         try:
-            if positions:
+            if offsets:
                 self.producer.send_offsets_to_transaction(
-                    positions, self.consumer.consumer_group_metadata()
+                    offsets, self.consumer.consumer_group_metadata()
                 )
             self.producer.commit_transaction()
         except KafkaException as exc:
-            self._recover(exc)
+            return self._recover(exc)
         finally:
             self.in_txn = False
+            self.pending.clear()
+        return True
 
-    def _recover(self, exc: KafkaException) -> None:
+    def _recover(self, exc: KafkaException) -> bool:
         error: KafkaError = exc.args[0]
         if error.txn_requires_abort():
             log.warning("transaction aborted, rewinding", error=str(error))
             self.producer.abort_transaction()
             self._rewind()
-        elif error.retriable():
+            return False
+        if error.retriable():
             # commit_transaction is safe to retry as long as it is not abortable.
             self.producer.commit_transaction()
-        else:
-            raise exc  # fatal (e.g. fenced by a newer instance): the process must restart
+            return True
+        raise exc  # fatal (e.g. fenced by a newer instance): the process must restart
 
     def _rewind(self) -> None:
         """After an abort, go back to the last committed offsets so no input is skipped."""
@@ -156,6 +164,7 @@ class TransactionalStepLoop:
         if self.in_txn:
             self.producer.abort_transaction()
             self.in_txn = False
+        self.pending.clear()
         self._rewind()
         self.transient_failures += 1
         stop.wait(backoff_delay(self.transient_failures, cap_s=10.0))
@@ -200,10 +209,11 @@ class TransactionalStepLoop:
                 self._dead_letter(
                     msg, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
                 )
+            self.pending[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
             self.processed += 1
             self.transient_failures = 0
-            if time.monotonic() - self.txn_started >= self.commit_interval:
-                self._commit()
+            if time.monotonic() - self.txn_started >= self.commit_interval and not self._commit():
+                return  # aborted and rewound: the rest of this batch is read again
 
     def run(self, stop: threading.Event) -> None:
         self.producer.init_transactions()
@@ -244,6 +254,7 @@ class TransactionalStepLoop:
             log.warning("partitions lost, aborting", partitions=len(partitions))
             self.producer.abort_transaction()
             self.in_txn = False
+            self.pending.clear()
             self._rewind()
 
 

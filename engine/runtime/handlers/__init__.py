@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import httpx
 
-from engine.flows import Flow, Step
+from engine.flows import FilterStep, Flow, RecipientStep, SourceStep, Step
 from engine.runtime.handlers.base import (
     Headers,
     PoisonMessageError,
@@ -19,6 +19,8 @@ from engine.runtime.handlers.enhancement import enhancement_handler
 from engine.runtime.handlers.filter import FilterHandler
 from engine.runtime.handlers.recipient import RecipientHandler
 from engine.runtime.handlers.source import SourceHandler
+from engine.settings import Settings, get_settings
+from engine.state import StateStore
 from schemas.codec import EventCodec
 
 __all__ = [
@@ -32,19 +34,43 @@ __all__ = [
 ]
 
 
-def _recipient(flow: Flow, step: Step, host: str, codec: EventCodec) -> StepHandler:
-    return RecipientHandler(flow, step, host, codec, httpx.Client())  # type: ignore[arg-type]
+def _source(flow: Flow, step: Step, host: str, codec: EventCodec, state: StateStore) -> StepHandler:
+    assert isinstance(step, SourceStep)
+    return SourceHandler(flow, step, host, codec, state)
 
 
-# Step kind -> handler factory. A new step kind adds its module and one line here.
-FACTORIES: dict[str, Callable[[Flow, Step, str, EventCodec], StepHandler]] = {
-    "source": SourceHandler,  # type: ignore[dict-item]
-    "filter": FilterHandler,  # type: ignore[dict-item]
+def _filter(flow: Flow, step: Step, host: str, codec: EventCodec, _: StateStore) -> StepHandler:
+    assert isinstance(step, FilterStep)
+    return FilterHandler(flow, step, host, codec)
+
+
+def _recipient(
+    flow: Flow, step: Step, host: str, codec: EventCodec, state: StateStore
+) -> StepHandler:
+    assert isinstance(step, RecipientStep)
+    return RecipientHandler(flow, step, host, codec, httpx.Client(), state)
+
+
+def _enhancement(
+    flow: Flow, step: Step, host: str, codec: EventCodec, _: StateStore
+) -> StepHandler:
+    return enhancement_handler(flow, step, host, codec)
+
+
+# Step kind -> handler factory. A new step kind adds its module and one entry here.
+# ``state`` holds the Postgres-backed counters (caps, duplicates): it connects
+# lazily, only for steps whose settings use them.
+FACTORIES: dict[str, Callable[[Flow, Step, str, EventCodec, StateStore], StepHandler]] = {
+    "source": _source,
+    "filter": _filter,
     "recipient": _recipient,
-    "enhancement": enhancement_handler,
+    "enhancement": _enhancement,
 }
 
 
-def make_handler(flow: Flow, step_id: str, host: str, codec: EventCodec) -> StepHandler:
+def make_handler(
+    flow: Flow, step_id: str, host: str, codec: EventCodec, settings: Settings | None = None
+) -> StepHandler:
     step = flow.step(step_id)
-    return FACTORIES[step.kind](flow, step, host, codec)
+    state = StateStore(settings or get_settings())
+    return FACTORIES[step.kind](flow, step, host, codec, state)

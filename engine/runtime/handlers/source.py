@@ -1,4 +1,9 @@
-"""The source step's I/O: read a raw intake record, assign the lead id, accept or reject."""
+"""The source step's I/O: read a raw intake record, assign the lead id, accept or reject.
+
+A lead the field checks accept is then put to the flow's shared state: a
+duplicate of an earlier lead, or a lead over a flow or source cap, is
+rejected instead (``source.rejected``), and only admitted leads count.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,42 @@ from engine.events import Timing
 from engine.flows import Flow, SourceStep
 from engine.ids import derived_lead_id, id_timestamp_ms, is_valid_id
 from engine.runtime.handlers.base import BaseHandler, Record, header_map, now_ms
+from engine.settings import get_settings
+from engine.state import (
+    DuplicateCheck,
+    LeadOrder,
+    StateStore,
+    cap_checks,
+    duplicate_reason,
+    fingerprint,
+    flow_scope,
+    source_cap_reason,
+    source_scope,
+)
+from engine.steps.base import TOTAL_COST, TOTAL_DELIVERED, TOTAL_REVENUE, EventDraft, StepResult
 from engine.steps.source import Submission, accept_submission
 from schemas.codec import EventCodec
 
+_TOTALS = (TOTAL_COST, TOTAL_REVENUE, TOTAL_DELIVERED)
+
 
 class SourceHandler(BaseHandler):
-    def __init__(self, flow: Flow, step: SourceStep, host: str, codec: EventCodec) -> None:
+    def __init__(
+        self,
+        flow: Flow,
+        step: SourceStep,
+        host: str,
+        codec: EventCodec,
+        state: StateStore | None = None,
+    ) -> None:
         super().__init__(flow, step.id, host, codec)
         self.step = step
+        settings = step.settings
+        if state is None and (flow.caps or settings.caps or settings.duplicate_window_days):
+            # The process settings' database: a step whose flow has caps or
+            # duplicate checking never runs without its state.
+            state = StateStore(get_settings())
+        self.state = state
 
     def handle(self, msg: Message) -> list[Record]:
         start = now_ms()
@@ -38,5 +71,45 @@ class SourceHandler(BaseHandler):
             content_type=headers.get("content-type", b"application/json").decode(errors="replace"),
         )
         result = accept_submission(sub, self.step.settings)
+        if result.proceed and self.state is not None:
+            result = self._admit(sub, result, self.state)
         timing = Timing(start, now_ms(), max(0, start - produced_ms) if produced_ms > 0 else 0)
         return self._emit(result, lead_id, submitted_ms, {}, timing)
+
+    def _admit(self, sub: Submission, result: StepResult, state: StateStore) -> StepResult:
+        """Duplicates first, then caps: a duplicate takes no cap slot. Raises
+        ``StateUnavailableError`` when Postgres cannot answer (the lead is retried)."""
+        settings = self.step.settings
+        submitted, accepted = result.events
+        checks = cap_checks(flow_scope(self.flow.id), self.flow.caps, sub.submitted_ms)
+        checks += cap_checks(
+            source_scope(self.flow.id, self.step.id), settings.caps, sub.submitted_ms
+        )
+        duplicates = None
+        if settings.duplicate_window_days is not None:
+            fp = fingerprint(self.flow.id, accepted.vars, settings.duplicate_fields)
+            if fp is not None:
+                duplicates = DuplicateCheck(self.flow.id, fp, settings.duplicate_window_days)
+        admission = state.admit(LeadOrder(sub.submitted_ms, sub.lead_id), checks, duplicates)
+        if checks:
+            accepted.cap_reached = admission.capped is not None
+        if admission.admitted:
+            return result
+        if admission.duplicate_of is not None:
+            reason = duplicate_reason(admission.duplicate_of)
+        else:
+            assert admission.capped is not None
+            reason = source_cap_reason(admission.capped)
+        rejected = EventDraft(
+            "source.rejected",
+            "failure",
+            reason,
+            vars={k: v for k, v in accepted.vars.items() if k not in _TOTALS},
+            entity_id=accepted.entity_id,
+            cap_reached=accepted.cap_reached,
+        )
+        return StepResult([submitted, rejected], proceed=False)
+
+    def close(self) -> None:
+        if self.state is not None:
+            self.state.close()

@@ -28,7 +28,9 @@ LEADS = 400
 
 @pytest.fixture
 def buyer() -> Iterator[BuyerServer]:
-    server = BuyerServer(port=0, mix=True)
+    # 20 ms per delivery: a batch spans several commit intervals, so kills land
+    # between a mid-batch commit and the end of the batch.
+    server = BuyerServer(port=0, mix=True, latency_s=0.03)
     server.start_in_thread()
     yield server
     server.stop()
@@ -59,8 +61,9 @@ def test_steps_killed_at_random_lose_and_duplicate_nothing(
         ids: list[str] = []
         for chunk in range(8):  # leads keep arriving while workers die
             ids += publish_leads(stack, flow.id, leads[chunk * 50 : (chunk + 1) * 50])
-            time.sleep(rng.uniform(0.3, 1.2))
-            victim = rng.choice(roles)
+            time.sleep(rng.uniform(0.4, 1.0))
+            # Every other kill hits the buyer step mid-batch (50 leads x 30 ms).
+            victim = "premier" if chunk % 2 == 0 else rng.choice(roles)
             procs[victim].kill()  # SIGKILL: no shutdown code runs
             procs[victim].wait()
             kills += 1
