@@ -23,6 +23,17 @@ def _mask_secrets(
     return event_dict
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of writing, not at configuration:
+    a test runner or a CLI runner that swaps (and closes) stderr must not break logging."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:
     json_output = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: Any = (
@@ -40,6 +51,6 @@ def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )

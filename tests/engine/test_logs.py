@@ -1,0 +1,40 @@
+"""Structured logs: JSON lines, secrets masked, and robust to a swapped stderr."""
+
+import io
+import json
+import sys
+
+import pytest
+import structlog
+
+from engine.logs import configure_logging
+
+
+def test_json_logs_mask_secret_looking_keys_and_follow_the_current_stderr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    configure_logging("json", "INFO")
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    log = structlog.get_logger("test")
+    log.info("connected", database_password="hunter2", connection_string="AccountKey=abc")
+    first.close()  # what a test or CLI runner does to the stream it lent
+    monkeypatch.setattr(sys, "stderr", second)
+    log.info("still logging")
+    [record] = [json.loads(line) for line in first_lines(second)]
+    assert record["event"] == "still logging"
+
+
+def first_lines(stream: io.StringIO) -> list[str]:
+    return [line for line in stream.getvalue().splitlines() if line.strip()]
+
+
+def test_secrets_never_reach_the_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    configure_logging("json", "INFO")
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    structlog.get_logger("test").info("connected", database_password="hunter2", api_key="k-123")
+    record = json.loads(out.getvalue())
+    assert record["database_password"] == "***"
+    assert record["api_key"] == "***"
+    assert "hunter2" not in out.getvalue()
