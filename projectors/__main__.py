@@ -7,21 +7,14 @@ usual settings. SIGTERM/SIGINT write the batch in hand, then exit.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
-from types import FrameType
 
 from engine.logs import configure_logging
+from engine.runtime.kafka import librdkafka_property
+from engine.runtime.supervisor import install_stop_handlers
 from engine.settings import get_settings
 from projectors.timeline import DEFAULT_BATCH_MS, DEFAULT_BATCH_SIZE, TimelineProjector
-
-
-def _librdkafka_property(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         "-X",
         dest="consumer_config",
         metavar="KEY=VALUE",
-        type=_librdkafka_property,
+        type=librdkafka_property,
         action="append",
         default=[],
         help="extra librdkafka consumer property, e.g. -X group.instance.id=projector-1",
@@ -55,11 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = threading.Event()
 
-    def request_stop(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    install_stop_handlers(stop)
     projector = TimelineProjector(
         settings,
         args.pattern,

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from pathlib import Path
-from types import FrameType
 
 from engine.errors import ConfigError
 from engine.flows import load_flow
 from engine.logs import configure_logging
+from engine.runtime.kafka import librdkafka_property
+from engine.runtime.supervisor import install_stop_handlers
 from engine.settings import get_settings
 from streamers.destinations import DEFAULT_THREADS
 from streamers.worker import run_streamers
-
-
-def _librdkafka_property(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         "-X",
         dest="consumer_config",
         metavar="KEY=VALUE",
-        type=_librdkafka_property,
+        type=librdkafka_property,
         action="append",
         default=[],
         help="extra librdkafka consumer property, e.g. -X group.instance.id=streamer-1",
@@ -53,11 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = threading.Event()
 
-    def request_stop(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    install_stop_handlers(stop)
     run_streamers(
         settings, flow, stop, threads=args.threads, consumer_overrides=dict(args.consumer_config)
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from engine.settings import Settings
@@ -52,3 +53,11 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
 
 def admin_config(settings: Settings) -> dict[str, Any]:
     return {"bootstrap.servers": settings.kafka_bootstrap_servers}
+
+
+def librdkafka_property(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` from a command line (``-X group.instance.id=w1``): an argparse type."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
