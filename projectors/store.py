@@ -7,12 +7,9 @@ to decide whether to retry.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import orjson
@@ -22,6 +19,8 @@ from psycopg import sql
 from psycopg.types.json import set_json_loads
 
 from engine.errors import ConfigError
+from engine.pgmigrate import Migration, MigrationChangedError, apply_migrations
+from engine.pgmigrate import load_migrations as load_files
 from engine.settings import Settings
 from projectors.batch import EVENT_COLUMNS, Batch
 from projectors.errors import MigrationError, StoreUnavailableError
@@ -77,23 +76,9 @@ def connect(settings: Settings, *, application_name: str = "leadflow") -> Connec
 # -- migrations -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """One versioned SQL file; ``version`` is its name without ``.sql``, e.g. ``001_events``."""
-
-    version: str
-    sql: str
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
-
-
 def load_migrations() -> list[Migration]:
     """The SQL files shipped in ``projectors/migrations``, in version order."""
-    folder = resources.files("projectors").joinpath("migrations")
-    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
-    return [Migration(f.name.removesuffix(".sql"), f.read_text(encoding="utf-8")) for f in files]
+    return load_files("projectors")
 
 
 def migrate(
@@ -109,35 +94,11 @@ def migrate(
     """
     schema = checked_schema(schema)
     wanted = list(load_migrations() if migrations is None else migrations)
-    with translate_errors(), conn.transaction(), conn.cursor() as cur:
-        cur.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"leadflow.migrate.{schema}",)
-        )
-        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        cur.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
-        cur.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version text PRIMARY KEY, checksum text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        rows = cur.execute("SELECT version, checksum FROM schema_migrations").fetchall()
-        applied: dict[str, str] = dict(rows)
-        done = []
-        for migration in wanted:
-            if migration.version in applied:
-                if applied[migration.version] != migration.checksum:
-                    raise MigrationError(
-                        f"migration {migration.version} was changed after it was applied to "
-                        f"schema {schema}; add a new migration instead"
-                    )
-                continue
-            # No parameters: psycopg sends the file as one multi-statement query.
-            cur.execute(migration.sql.encode())
-            cur.execute(
-                "INSERT INTO schema_migrations (version, checksum) VALUES (%s, %s)",
-                (migration.version, migration.checksum),
-            )
-            done.append(migration.version)
+    try:
+        with translate_errors(), conn.transaction(), conn.cursor() as cur:
+            done = apply_migrations(cur, schema, "schema_migrations", wanted)
+    except MigrationChangedError as exc:
+        raise MigrationError(str(exc)) from None
     if done:
         log.info("migrations applied", schema=schema, versions=done)
     return done

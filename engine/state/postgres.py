@@ -7,17 +7,15 @@ side evolves on its own.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from typing import Any
 
 import psycopg
 import structlog
-from psycopg import sql
 
 from engine.errors import ConfigError
+from engine.pgmigrate import MigrationChangedError, apply_migrations, load_migrations
 from engine.settings import Settings
 from engine.state.errors import StateMigrationError, StateUnavailableError
 
@@ -62,13 +60,6 @@ def connect(settings: Settings, *, statement_timeout_ms: int | None = None) -> C
         raise StateUnavailableError(f"state store unreachable: {exc}") from exc
 
 
-def load_migrations() -> list[tuple[str, str]]:
-    """(version, sql) of each file in ``engine/state/migrations``, in version order."""
-    folder = resources.files("engine.state").joinpath("migrations")
-    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
-    return [(f.name.removesuffix(".sql"), f.read_text(encoding="utf-8")) for f in files]
-
-
 def migrate_state(settings: Settings) -> list[str]:
     """Create ``settings.db_schema`` if needed and apply the state migrations it lacks.
 
@@ -80,42 +71,13 @@ def migrate_state(settings: Settings) -> list[str]:
     with connect(settings) as conn:
         try:
             with conn.transaction(), conn.cursor() as cur:
-                done = _apply_migrations(cur, schema)
+                done = apply_migrations(
+                    cur, schema, "engine_state_migrations", load_migrations("engine.state")
+                )
+        except MigrationChangedError as exc:
+            raise StateMigrationError(str(exc)) from None
         except psycopg.Error as exc:
             raise StateUnavailableError(f"state migrations failed: {exc}") from exc
     if done:
         log.info("state migrations applied", schema=schema, versions=done)
-    return done
-
-
-def _apply_migrations(cur: Cursor, schema: str) -> list[str]:
-    cur.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"leadflow.migrate.{schema}",)
-    )
-    cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    cur.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
-    cur.execute(
-        "CREATE TABLE IF NOT EXISTS engine_state_migrations ("
-        " version text PRIMARY KEY, checksum text NOT NULL,"
-        " applied_at timestamptz NOT NULL DEFAULT now())"
-    )
-    applied: dict[str, str] = dict(
-        cur.execute("SELECT version, checksum FROM engine_state_migrations").fetchall()
-    )
-    done = []
-    for version, text in load_migrations():
-        checksum = hashlib.sha256(text.encode()).hexdigest()
-        if version in applied:
-            if applied[version] != checksum:
-                raise StateMigrationError(
-                    f"state migration {version} was changed after it was applied "
-                    f"to schema {schema}; add a new migration instead"
-                )
-            continue
-        cur.execute(text.encode())  # no parameters: psycopg sends it as one multi-statement query
-        cur.execute(
-            "INSERT INTO engine_state_migrations (version, checksum) VALUES (%s, %s)",
-            (version, checksum),
-        )
-        done.append(version)
     return done
