@@ -7,12 +7,14 @@ from fastapi import FastAPI
 from engine import __version__
 from engine.api.feedback import router as feedback_router
 from engine.settings import Settings, get_settings
+from projectors.api import router as events_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="leadflow", version=__version__)
     app.state.settings = settings or get_settings()
     app.include_router(feedback_router)
+    app.include_router(events_router)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""Operators' tooling: inspecting and moving what the engine's consumer groups committed."""

@@ -1,0 +1,218 @@
+"""Consumer group lag, and resetting a group's committed offsets (replay).
+
+Replaying is safe for the engine's own groups: event ids are deterministic and
+every consumer is idempotent, so re-reading a range re-derives the same events.
+Resets are dry-run first: :func:`plan_reset` only reads, :func:`apply_reset` writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaException,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+
+from engine.errors import LeadflowError
+from engine.runtime.kafka import admin_config, consumer_config
+from engine.settings import Settings
+from engine.topics import PREFIX
+
+DEFAULT_GROUP_PREFIX = f"{PREFIX}."
+# Reads watermarks and offsets by timestamp only; it never subscribes or commits,
+# so this group id never appears on the broker.
+_READER_GROUP = "leadflow-ops-reader"
+_TIMEOUT = 10.0
+
+
+class OffsetsError(LeadflowError):
+    """A consumer group's offsets could not be read or moved."""
+
+
+class GroupActiveError(OffsetsError):
+    """The group has live members; Kafka only lets an empty group's offsets be altered."""
+
+    def __init__(self, group: str, members: int) -> None:
+        self.group = group
+        self.members = members
+        super().__init__(
+            f"group {group} has {members} active member(s): stop its workers before resetting"
+        )
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int
+    # The last stable offset under read_committed: what the group's readers can reach.
+    end: int
+
+    @property
+    def lag(self) -> int:
+        return max(self.end - self.committed, 0)
+
+
+@dataclass(frozen=True)
+class GroupLag:
+    group: str
+    state: str
+    members: int
+    partitions: list[PartitionLag]
+
+    @property
+    def lag(self) -> int:
+        return sum(p.lag for p in self.partitions)
+
+
+@dataclass(frozen=True)
+class Move:
+    topic: str
+    partition: int
+    current: int
+    target: int
+
+    @property
+    def delta(self) -> int:
+        return self.target - self.current
+
+
+ResetTarget = Literal["earliest"] | datetime
+
+
+def _admin(settings: Settings) -> AdminClient:
+    return AdminClient(admin_config(settings))
+
+
+def _reader(settings: Settings) -> Consumer:
+    return Consumer(consumer_config(settings, _READER_GROUP))
+
+
+def _describe(admin: AdminClient, groups: list[str]) -> dict[str, tuple[str, int]]:
+    """(state, member count) of each group."""
+    if not groups:
+        return {}
+    out = {}
+    for group, future in admin.describe_consumer_groups(groups, request_timeout=_TIMEOUT).items():
+        description = future.result()
+        state = description.state.name if description.state is not None else "UNKNOWN"
+        out[group] = (state, len(description.members))
+    return out
+
+
+def _committed(admin: AdminClient, group: str) -> list[TopicPartition]:
+    """The group's committed positions; partitions it never committed are absent."""
+    # librdkafka accepts one group per ListConsumerGroupOffsets request.
+    request = [ConsumerGroupTopicPartitions(group)]
+    futures = admin.list_consumer_group_offsets(request, request_timeout=_TIMEOUT)
+    result = futures[group].result()
+    parts = [tp for tp in result.topic_partitions or [] if tp.offset >= 0]
+    return sorted(parts, key=lambda tp: (tp.topic, tp.partition))
+
+
+def _watermarks(reader: Consumer, topic: str, partition: int) -> tuple[int, int]:
+    low, high = reader.get_watermark_offsets(
+        TopicPartition(topic, partition), timeout=_TIMEOUT, cached=False
+    )
+    return low, high
+
+
+def group_lag(settings: Settings, group_prefix: str | None = None) -> list[GroupLag]:
+    """Lag of every consumer group whose id starts with the prefix (``leadflow.`` by default)."""
+    prefix = DEFAULT_GROUP_PREFIX if group_prefix is None else group_prefix
+    admin = _admin(settings)
+    try:
+        listing = admin.list_consumer_groups(request_timeout=_TIMEOUT).result()
+        groups = sorted(g.group_id for g in listing.valid if g.group_id.startswith(prefix))
+        described = _describe(admin, groups)
+        reader = _reader(settings)
+        try:
+            out = []
+            for group in groups:
+                partitions = [
+                    PartitionLag(
+                        tp.topic,
+                        tp.partition,
+                        tp.offset,
+                        _watermarks(reader, tp.topic, tp.partition)[1],
+                    )
+                    for tp in _committed(admin, group)
+                ]
+                state, members = described[group]
+                out.append(GroupLag(group, state, members, partitions))
+            return out
+        finally:
+            reader.close()
+    except KafkaException as exc:
+        raise OffsetsError(f"could not read consumer group lag: {exc}") from exc
+
+
+def plan_reset(settings: Settings, group: str, to: ResetTarget) -> list[Move]:
+    """Where each committed partition of the group would move; reads only.
+
+    ``to`` is ``"earliest"`` (the oldest retained offset) or a time: the first
+    offset whose timestamp is at or after it, or the end when there is none
+    (as ``kafka-consumer-groups --to-datetime`` does).
+    """
+    admin = _admin(settings)
+    reader = _reader(settings)
+    try:
+        current = _committed(admin, group)
+        if to == "earliest":
+            targets = [_watermarks(reader, tp.topic, tp.partition)[0] for tp in current]
+        else:
+            targets = _offsets_at(reader, current, to)
+        return [
+            Move(tp.topic, tp.partition, tp.offset, target)
+            for tp, target in zip(current, targets, strict=True)
+        ]
+    except KafkaException as exc:
+        raise OffsetsError(f"could not plan a reset of group {group}: {exc}") from exc
+    finally:
+        reader.close()
+
+
+def _offsets_at(reader: Consumer, parts: list[TopicPartition], when: datetime) -> list[int]:
+    if not parts:
+        return []
+    aware = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    ms = int(aware.timestamp() * 1000)
+    query = [TopicPartition(tp.topic, tp.partition, ms) for tp in parts]
+    found = reader.offsets_for_times(query, timeout=_TIMEOUT)
+    targets = []
+    for tp in found:
+        if tp.error is not None:
+            raise KafkaException(tp.error)
+        # No record at or after the time: the end, so the group skips to new records.
+        end = _watermarks(reader, tp.topic, tp.partition)[1]
+        targets.append(end if tp.offset < 0 else tp.offset)
+    return targets
+
+
+def apply_reset(settings: Settings, group: str, moves: list[Move]) -> None:
+    """Commit the moves' targets as the group's offsets; the group must have no members."""
+    if not moves:
+        return
+    admin = _admin(settings)
+    try:
+        _, members = _describe(admin, [group])[group]
+        if members:
+            raise GroupActiveError(group, members)
+        request = ConsumerGroupTopicPartitions(
+            group, [TopicPartition(m.topic, m.partition, m.target) for m in moves]
+        )
+        result = admin.alter_consumer_group_offsets([request], request_timeout=_TIMEOUT)
+        altered = result[group].result()
+    except KafkaException as exc:
+        # A member that joined after the check makes the broker refuse the whole request.
+        raise OffsetsError(f"could not reset group {group}: {exc}") from exc
+    failed = [tp for tp in altered.topic_partitions or [] if tp.error is not None]
+    if failed:
+        detail = ", ".join(f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in failed)
+        raise OffsetsError(f"could not reset group {group}: {detail}")

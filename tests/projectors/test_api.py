@@ -1,0 +1,222 @@
+"""The events API on a real projection: filters, time ranges, keyset paging, timelines, changes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from itertools import pairwise
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from engine.settings import Settings
+from projectors.api import router
+from projectors.batch import Record, build_batch
+from projectors.store import Connection, write_batch
+from schemas.codec import EventCodec, event_to_json_dict
+from tests.factories import make_lead_events
+
+pytestmark = pytest.mark.stack
+
+BASE_MS = 1_764_000_000_000  # 2025-11-24T16:00:00Z
+Events = list[dict[str, Any]]
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+@pytest.fixture
+def leads(db: Connection, pg_schema: str) -> list[Events]:
+    """Three delivered leads of flow ``pg_schema``, a second apart (events at +3, +13, +23 ms
+    after each submission), and one lead of another flow that must never show up."""
+    codec = EventCodec()
+    timelines = [
+        make_lead_events(flow_id=pg_schema, submitted_ms=BASE_MS + 1000 * i) for i in range(3)
+    ]
+    other = make_lead_events(flow_id=f"other{pg_schema}", submitted_ms=BASE_MS + 500)
+    every = [e for timeline in timelines for e in timeline] + other
+    records = [Record("t", 0, i, codec.encode(e)) for i, e in enumerate(every)]
+    write_batch(db, "test", build_batch(codec, records))
+    return timelines
+
+
+@pytest.fixture
+def client(pg_settings: Settings) -> TestClient:
+    app = FastAPI()
+    app.state.settings = pg_settings
+    app.include_router(router)
+    return TestClient(app)
+
+
+def ids(answer: Any) -> list[str]:
+    assert answer.status_code == 200, answer.text
+    return [e["id"] for e in answer.json()]
+
+
+def all_ids(leads: list[Events]) -> list[str]:
+    return sorted(e["id"] for timeline in leads for e in timeline)
+
+
+# -- GET /flows/{flow_id}/events ----------------------------------------------------------
+
+
+def test_a_flows_events_come_newest_first_as_a_bare_array_of_stored_json(
+    client: TestClient, leads: list[Events], pg_schema: str
+) -> None:
+    answer = client.get(f"/flows/{pg_schema}/events")
+    assert ids(answer) == all_ids(leads)[::-1]
+    assert answer.json()[-1] == event_to_json_dict(leads[0][0])
+    assert ids(client.get(f"/flows/{pg_schema}/events", params={"sort": "asc"})) == all_ids(leads)
+
+
+def test_filters_by_lead_type_and_outcome(
+    client: TestClient, leads: list[Events], pg_schema: str
+) -> None:
+    url = f"/flows/{pg_schema}/events"
+    lead = leads[1]
+    assert ids(client.get(url, params={"lead_id": lead[0]["lead_id"], "sort": "asc"})) == [
+        e["id"] for e in lead
+    ]
+    both = client.get(url, params={"type": ["filter.passed", "flow.completed"]})
+    assert sorted(ids(both)) == sorted(
+        e["id"] for t in leads for e in t if e["type"] in ("filter.passed", "flow.completed")
+    )
+    assert {e["type"] for e in both.json()} == {"filter.passed", "flow.completed"}
+    assert len(ids(client.get(url, params={"outcome": "success"}))) == 15
+    assert ids(client.get(url, params={"outcome": "failure"})) == []
+    assert ids(client.get("/flows/nosuchflow/events")) == []
+
+
+def test_start_is_inclusive_and_end_exclusive(
+    client: TestClient, leads: list[Events], pg_schema: str
+) -> None:
+    # Lead 1's filter.passed is at exactly +1013 ms; lead 2's first events at exactly +2003.
+    params = {"start": iso(BASE_MS + 1013), "end": iso(BASE_MS + 2003), "sort": "asc"}
+    answer = client.get(f"/flows/{pg_schema}/events", params=params)
+    assert ids(answer) == [e["id"] for e in leads[1][2:]]
+    assert answer.json()[0]["timestamp"].startswith("2025-11-24T16:00:01.013")
+
+
+def test_a_bare_date_or_a_time_without_offset_is_utc(
+    client: TestClient, leads: list[Events], pg_schema: str
+) -> None:
+    url = f"/flows/{pg_schema}/events"
+    assert len(ids(client.get(url, params={"start": "2025-11-24"}))) == 15
+    assert ids(client.get(url, params={"start": "2025-11-25"})) == []
+    assert len(ids(client.get(url, params={"end": "2025-11-24T16:00:01"}))) == 5
+
+
+def test_paging_with_after_id_asc_returns_every_event_exactly_once(
+    client: TestClient, leads: list[Events], pg_schema: str
+) -> None:
+    seen: list[str] = []
+    after: str | None = None
+    for _ in range(10):
+        params: dict[str, Any] = {"sort": "asc", "limit": 4}
+        if after is not None:
+            params["after_id"] = after
+        page = ids(client.get(f"/flows/{pg_schema}/events", params=params))
+        if not page:
+            break
+        assert len(page) <= 4
+        seen += page
+        after = page[-1]
+    assert seen == all_ids(leads)
+
+
+def test_paging_back_with_before_id_desc(
+    client: TestClient, leads: list[Events], pg_schema: str
+) -> None:
+    everything = all_ids(leads)
+    params = {"before_id": everything[5], "limit": 3}
+    assert ids(client.get(f"/flows/{pg_schema}/events", params=params)) == everything[2:5][::-1]
+
+
+def test_limit_is_between_1_and_1000(
+    client: TestClient, leads: list[Events], pg_schema: str
+) -> None:
+    url = f"/flows/{pg_schema}/events"
+    assert len(ids(client.get(url, params={"limit": 1}))) == 1
+    assert len(ids(client.get(url, params={"limit": 1000}))) == 15
+    for bad in (0, 1001, "many"):
+        answer = client.get(url, params={"limit": bad})
+        assert answer.status_code == 422
+        assert "limit" in answer.text
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"start": "yesterday"}, {"end": "2025-13-01"}, {"sort": "sideways"}, {"after_id": ""}],
+)
+def test_bad_parameters_are_a_422_naming_the_parameter(
+    client: TestClient, pg_schema: str, params: dict[str, str]
+) -> None:
+    answer = client.get(f"/flows/{pg_schema}/events", params=params)
+    assert answer.status_code == 422
+    assert next(iter(params)) in answer.text
+
+
+# -- GET /leads/{lead_id}/events, GET /events/{event_id} --------------------------------------
+
+
+def test_a_leads_timeline_is_in_order_and_an_unknown_lead_is_a_404(
+    client: TestClient, leads: list[Events]
+) -> None:
+    lead = leads[2]
+    answer = client.get(f"/leads/{lead[0]['lead_id']}/events")
+    assert answer.json() == [event_to_json_dict(e) for e in lead]
+    missing = client.get("/leads/NOPE/events")
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "Unknown lead: NOPE"}
+
+
+def test_one_event_in_full_and_an_unknown_one_is_a_404(
+    client: TestClient, leads: list[Events]
+) -> None:
+    delivered = leads[0][3]
+    answer = client.get(f"/events/{delivered['id']}")
+    assert answer.status_code == 200
+    assert answer.json() == event_to_json_dict(delivered)
+    missing = client.get("/events/NOPE")
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "Unknown event: NOPE"}
+
+
+# -- GET /leads/{lead_id}/changes -------------------------------------------------------------
+
+
+def test_changes_between_each_consecutive_pair_show_the_delivery_appending_the_buyer_id(
+    client: TestClient, leads: list[Events]
+) -> None:
+    lead = leads[0]
+    answer = client.get(f"/leads/{lead[0]['lead_id']}/changes")
+    assert answer.status_code == 200
+    pairs = answer.json()
+    assert [(p["from"], p["to"]) for p in pairs] == [(a["id"], b["id"]) for a, b in pairwise(lead)]
+    assert pairs[0]["from_type"] == "source.submitted"
+    assert pairs[0]["added"] == pairs[0]["removed"] == pairs[0]["changed"] == {}
+    delivery = pairs[2]
+    assert (delivery["from_type"], delivery["to_type"]) == ("filter.passed", "recipient.delivered")
+    assert delivery["added"] == {"appended.premier.id": "B-1"}
+    assert delivery["appended"] == {"appended.premier.id": "B-1"}
+    assert delivery["removed"] == delivery["changed"] == {}
+
+
+def test_changes_between_two_chosen_events(client: TestClient, leads: list[Events]) -> None:
+    lead = leads[1]
+    url = f"/leads/{lead[0]['lead_id']}/changes"
+    answer = client.get(url, params={"from_event": lead[0]["id"], "to_event": lead[3]["id"]})
+    assert answer.status_code == 200
+    [pair] = answer.json()
+    assert (pair["from"], pair["to"]) == (lead[0]["id"], lead[3]["id"])
+    assert pair["added"] == {"appended.premier.id": "B-1"}
+    half = client.get(url, params={"from_event": lead[0]["id"]})
+    assert half.status_code == 422
+    other_leads = client.get(
+        url, params={"from_event": lead[0]["id"], "to_event": leads[0][3]["id"]}
+    )
+    assert other_leads.status_code == 404
+    assert leads[0][3]["id"] in other_leads.json()["detail"]
+    assert client.get("/leads/NOPE/changes").status_code == 404
