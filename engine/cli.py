@@ -14,6 +14,7 @@ from rich.console import Console
 from engine.errors import LeadflowError
 from engine.flows import load_flow
 from engine.logs import configure_logging
+from engine.ops.offsets_cli import offsets_app
 from engine.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -21,6 +22,7 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(db_app, name="db")
 flow_app = typer.Typer(no_args_is_help=True, help="Flow definitions (the registry).")
 app.add_typer(flow_app, name="flow")
+app.add_typer(offsets_app, name="offsets")
 console = Console(stderr=True)
 
 FlowFile = Annotated[

@@ -10,8 +10,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+from typer.testing import CliRunner
 
 from engine.ops.offsets import GroupActiveError, GroupLag, apply_reset, group_lag, plan_reset
+from engine.ops.offsets_cli import offsets_app
 from engine.runtime.kafka import admin_config, consumer_config, producer_config
 from engine.settings import Settings
 
@@ -104,9 +106,7 @@ def test_apply_moves_to_earliest(stack: Settings, group: str, topic: str) -> Non
     assert _lag_of(stack, group).lag == 2 * PER_PARTITION
 
 
-def test_to_time_picks_first_offset_at_or_after_it(
-    stack: Settings, group: str, topic: str
-) -> None:
+def test_to_time_picks_first_offset_at_or_after_it(stack: Settings, group: str, topic: str) -> None:
     between = datetime.fromtimestamp((T0_MS + GAP_MS / 2) / 1000, tz=UTC)
 
     moves = plan_reset(stack, group, between)
@@ -138,3 +138,24 @@ def test_reset_refused_while_a_member_is_active(stack: Settings, group: str, top
     finally:
         member.close()
     assert _committed(stack, group, topic) == COMMITTED
+
+
+def test_cli_dry_run_then_execute(stack: Settings, group: str, topic: str) -> None:
+    runner = CliRunner(env={"COLUMNS": "200"})  # so rich does not wrap the long names
+
+    shown = runner.invoke(offsets_app, ["--group-prefix", group])
+    dry = runner.invoke(offsets_app, ["reset", group, "--to-earliest"])
+    after_dry = _committed(stack, group, topic)
+    done = runner.invoke(offsets_app, ["reset", group, "--to-earliest", "--execute"])
+
+    assert shown.exit_code == 0 and group in shown.output and "EMPTY" in shown.output
+    assert dry.exit_code == 0 and "dry run" in dry.output
+    assert after_dry == COMMITTED
+    assert done.exit_code == 0, done.output
+    assert _committed(stack, group, topic) == {0: 0, 1: 0}
+
+
+def test_cli_needs_exactly_one_target(group: str) -> None:
+    result = CliRunner().invoke(offsets_app, ["reset", group])
+
+    assert result.exit_code != 0
