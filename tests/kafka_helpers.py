@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from typing import Any
@@ -10,6 +11,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from engine.flows import Flow
 from engine.runtime.kafka import consumer_config
+from engine.runtime.step_worker import build_step_loop
 from engine.settings import Settings
 from engine.topics import flow_event_topics
 from schemas.codec import EventCodec, SchemaMismatchError
@@ -46,3 +48,24 @@ def events_by_lead(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any
     for event in sorted(events, key=lambda e: e["id"]):
         by_lead[event["lead_id"]].append(event)
     return dict(by_lead)
+
+
+def run_steps(settings: Settings, flow: Flow, stop: threading.Event) -> list[threading.Thread]:
+    """Every step of the flow as a transactional loop in a thread, until ``stop`` is set."""
+    threads = []
+    for step in flow.steps:
+        loop = build_step_loop(settings, flow, step.id)
+        thread = threading.Thread(target=loop.run, args=(stop,), name=step.id, daemon=True)
+        thread.start()
+        threads.append(thread)
+    return threads
+
+
+def wait_for_completion(settings: Settings, flow: Flow, leads: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = [e for e in read_events(settings, flow, 5) if e["type"] == "flow.completed"]
+        if len(done) >= leads:
+            return
+        time.sleep(1)
+    raise AssertionError(f"only {len(done)}/{leads} leads completed")

@@ -10,15 +10,14 @@ import psycopg
 import pytest
 
 from engine.demo.buyer import BuyerServer
-from engine.flows import Flow
 from engine.intake.submit import publish_leads
 from engine.ops.offsets import GroupActiveError, apply_reset, plan_reset
-from engine.runtime.step_worker import build_step_loop, prepare_topics, step_group
+from engine.runtime.step_worker import prepare_topics, step_group
 from engine.settings import Settings
 from projectors.store import connect, migrate_database
 from projectors.timeline import TimelineProjector
 from tests.factories import make_flow
-from tests.kafka_helpers import read_events
+from tests.kafka_helpers import read_events, run_steps
 
 pytestmark = pytest.mark.stack
 
@@ -29,16 +28,6 @@ LEAD = {
     "state": "TX",
     "tcpa_consent": True,
 }
-
-
-def run_steps(stack: Settings, flow: Flow, stop: threading.Event) -> list[threading.Thread]:
-    threads = [
-        threading.Thread(target=build_step_loop(stack, flow, s.id).run, args=(stop,), daemon=True)
-        for s in flow.steps
-    ]
-    for t in threads:
-        t.start()
-    return threads
 
 
 def until(check: object, timeout: float = 45) -> None:

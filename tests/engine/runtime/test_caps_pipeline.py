@@ -23,12 +23,12 @@ from engine.demo.buyer import BuyerServer
 from engine.flows import Flow, parse_flow
 from engine.ids import new_lead_id
 from engine.runtime.kafka import producer_config
-from engine.runtime.step_worker import build_step_loop, prepare_topics
+from engine.runtime.step_worker import prepare_topics
 from engine.settings import Settings, get_settings
 from engine.state import StateStore, cap_checks, recipient_scope
 from engine.topics import intake_topic
 from tests.factories import write_flow
-from tests.kafka_helpers import events_by_lead, read_events
+from tests.kafka_helpers import events_by_lead, read_events, run_steps
 
 pytestmark = pytest.mark.stack
 
@@ -111,16 +111,6 @@ def publish(
         ids.append(lead_id)
     assert producer.flush(15) == 0
     return ids
-
-
-def run_steps(settings: Settings, flow: Flow, stop: threading.Event) -> list[threading.Thread]:
-    threads = []
-    for step in flow.steps:
-        loop = build_step_loop(settings, flow, step.id)
-        thread = threading.Thread(target=loop.run, args=(stop,), name=step.id, daemon=True)
-        thread.start()
-        threads.append(thread)
-    return threads
 
 
 def completed_leads(settings: Settings, flow: Flow, wanted: int, timeout: float = 60) -> list[Any]:

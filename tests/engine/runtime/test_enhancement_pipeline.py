@@ -15,8 +15,7 @@ from engine.flows import Flow, parse_flow
 from engine.intake.submit import publish_leads
 from engine.runtime.step_worker import prepare_topics
 from engine.settings import Settings
-from tests.engine.runtime.test_pipeline import run_steps, wait_for_completion
-from tests.kafka_helpers import events_by_lead, read_events
+from tests.kafka_helpers import events_by_lead, read_events, run_steps, wait_for_completion
 
 pytestmark = pytest.mark.stack
 

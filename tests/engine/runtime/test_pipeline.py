@@ -9,14 +9,13 @@ import pytest
 from confluent_kafka import Consumer
 
 from engine.demo.buyer import BuyerServer
-from engine.flows import Flow
 from engine.intake.submit import publish_leads
 from engine.runtime.kafka import consumer_config
-from engine.runtime.step_worker import build_step_loop, prepare_topics
+from engine.runtime.step_worker import prepare_topics
 from engine.settings import Settings
 from engine.topics import dlq_topic, events_topic
 from tests.factories import make_flow
-from tests.kafka_helpers import events_by_lead, read_events
+from tests.kafka_helpers import events_by_lead, read_events, run_steps, wait_for_completion
 
 pytestmark = pytest.mark.stack
 
@@ -68,26 +67,6 @@ CASES: dict[str, tuple[object, list[str], str | None]] = {
         None,
     ),
 }
-
-
-def run_steps(settings: Settings, flow: Flow, stop: threading.Event) -> list[threading.Thread]:
-    threads = []
-    for step in flow.steps:
-        loop = build_step_loop(settings, flow, step.id)
-        thread = threading.Thread(target=loop.run, args=(stop,), name=step.id, daemon=True)
-        thread.start()
-        threads.append(thread)
-    return threads
-
-
-def wait_for_completion(settings: Settings, flow: Flow, leads: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = [e for e in read_events(settings, flow, 5) if e["type"] == "flow.completed"]
-        if len(done) >= leads:
-            return
-        time.sleep(1)
-    raise AssertionError(f"only {len(done)}/{leads} leads completed")
 
 
 def test_each_lead_gets_exactly_the_events_its_data_calls_for(
