@@ -18,6 +18,7 @@ transaction and the stream goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -271,11 +272,4 @@ class TimelineProjector:
             self._log.debug("offset commit failed", error=str(exc.args[0]))
 
     def _stats_dict(self) -> dict[str, int]:
-        s = self.stats
-        return {
-            "records": s.records,
-            "inserted": s.inserted,
-            "rejects": s.rejects,
-            "batches": s.batches,
-            "store_retries": s.store_retries,
-        }
+        return dataclasses.asdict(self.stats)

@@ -11,6 +11,7 @@ and thread, so one slow store never holds back another.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from collections.abc import Iterable, Mapping
@@ -248,14 +249,7 @@ class Streamer:
             self._uncommitted.pop((tp.topic, tp.partition), None)
 
     def _stats_dict(self) -> dict[str, int]:
-        s = self.stats
-        return {
-            "created": s.created,
-            "existed": s.existed,
-            "dead_lettered": s.dead_lettered,
-            "failed_attempts": s.failed_attempts,
-            "batches_committed": s.batches_committed,
-        }
+        return dataclasses.asdict(self.stats)
 
 
 def run_streamers(
