@@ -15,6 +15,7 @@ from engine.errors import LeadflowError
 from engine.flows import load_flow
 from engine.logs import configure_logging
 from engine.ops.offsets_cli import offsets_app
+from engine.ops.projections_cli import projections_app, replay
 from engine.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -23,6 +24,8 @@ app.add_typer(db_app, name="db")
 flow_app = typer.Typer(no_args_is_help=True, help="Flow definitions (the registry).")
 app.add_typer(flow_app, name="flow")
 app.add_typer(offsets_app, name="offsets")
+app.add_typer(projections_app, name="projections")
+app.command()(replay)
 console = Console(stderr=True)
 
 FlowFile = Annotated[
@@ -46,8 +49,9 @@ def run(
     roles: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Roles to run (default: all). With -f: step ids, projector, streamer; "
-            "from the registry: <flow>:<step>, streamer:<flow>, projector."
+            help="Roles to run (default: all). With -f: step ids, projector, analytics, "
+            "streamer, feedback; from the registry: <flow>:<step>, streamer:<flow>, projector, "
+            "analytics, feedback."
         ),
     ] = None,
     flow_file: Annotated[
@@ -59,7 +63,7 @@ def run(
     from engine.runtime.step_worker import prepare_topics
     from engine.runtime.supervisor import install_stop_handlers, role_names, run_role, supervise
     from engine.state import migrate_state
-    from projectors.store import migrate_database
+    from projectors.generations import migrate_database
 
     settings = get_settings()
     migrate_state(settings)  # caps and duplicate checks: before any step decides
@@ -216,7 +220,7 @@ def serve(
 def db_migrate() -> None:
     """Apply the projection schema migrations (idempotent)."""
     from engine.state import migrate_state
-    from projectors.store import migrate_database
+    from projectors.generations import migrate_database
 
     settings = get_settings()
     applied = migrate_database(settings) + migrate_state(settings)

@@ -1,4 +1,4 @@
-"""The projection's Postgres side: connections, migrations, the one-transaction batch write.
+"""The projections' Postgres side: connections, staging, the one-transaction batch write.
 
 Driver errors that mean "Postgres is not there right now" become
 ``StoreUnavailableError`` here, so nothing above this module imports psycopg
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import psycopg
@@ -19,11 +19,13 @@ from psycopg import sql
 from psycopg.types.json import set_json_loads
 
 from engine.errors import ConfigError
-from engine.pgmigrate import Migration, MigrationChangedError, apply_migrations
-from engine.pgmigrate import load_migrations as load_files
 from engine.settings import Settings
 from projectors.batch import EVENT_COLUMNS, Batch
-from projectors.errors import MigrationError, StoreUnavailableError
+from projectors.errors import StoreUnavailableError
+
+if TYPE_CHECKING:
+    from projectors.generations import Generation
+    from projectors.projections import Projection
 
 log = structlog.get_logger(__name__)
 
@@ -73,43 +75,6 @@ def connect(settings: Settings, *, application_name: str = "leadflow") -> Connec
     return conn
 
 
-# -- migrations -------------------------------------------------------------------------
-
-
-def load_migrations() -> list[Migration]:
-    """The SQL files shipped in ``projectors/migrations``, in version order."""
-    return load_files("projectors")
-
-
-def migrate(
-    conn: Connection, schema: str, migrations: Sequence[Migration] | None = None
-) -> list[str]:
-    """Create ``schema`` if needed and apply the migrations it lacks; returns their versions.
-
-    Idempotent, and safe when several processes start at once: everything
-    runs in one transaction holding an advisory lock for this schema, so the
-    second process waits, then finds the work done. A migration changed after
-    it was applied is refused rather than silently skipped. ``conn`` must not
-    be inside a transaction (``connect`` gives an autocommit one).
-    """
-    schema = checked_schema(schema)
-    wanted = list(load_migrations() if migrations is None else migrations)
-    try:
-        with translate_errors(), conn.transaction(), conn.cursor() as cur:
-            done = apply_migrations(cur, schema, "schema_migrations", wanted)
-    except MigrationChangedError as exc:
-        raise MigrationError(str(exc)) from None
-    if done:
-        log.info("migrations applied", schema=schema, versions=done)
-    return done
-
-
-def migrate_database(settings: Settings) -> list[str]:
-    """``migrate`` on ``settings.db_schema`` with a connection of its own (CLI, demo, workers)."""
-    with connect(settings, application_name="leadflow-migrate") as conn:
-        return migrate(conn, settings.db_schema)
-
-
 # -- the batch write ---------------------------------------------------------------------
 
 _COLUMNS = [name for name, _ in EVENT_COLUMNS]
@@ -131,52 +96,6 @@ _COPY_STAGE = sql.SQL("COPY events_stage ({}) FROM STDIN (FORMAT BINARY)").forma
     sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
 )
 
-_INSERT_EVENTS = sql.SQL(
-    "INSERT INTO events ({columns}) SELECT {values} FROM events_stage ON CONFLICT (id) DO NOTHING"
-).format(
-    columns=sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)),
-    values=sql.SQL(", ").join(
-        sql.SQL("convert_from(snapshot, 'UTF8')::jsonb")
-        if name == "snapshot"
-        else sql.Identifier(name)
-        for name in _COLUMNS
-    ),
-)
-
-# Per lead in the batch: its newest event's state. The WHERE keeps the row
-# from moving backwards when the batch holds only older events (a replay, or
-# one topic read ahead of another). submitted_at comes from any event:
-# end_timestamp - total_ms is the submission time.
-_UPSERT_LEADS = """
-INSERT INTO leads AS l (lead_id, flow_id, status, last_event_id, last_event_type, last_step_id,
-                        cost, revenue, submitted_at, updated_at, completed)
-SELECT lead_id,
-       (array_agg(flow_id ORDER BY id DESC))[1],
-       (array_agg(outcome ORDER BY id DESC))[1],
-       max(id),
-       (array_agg(type ORDER BY id DESC))[1],
-       (array_agg(step_id ORDER BY id DESC))[1],
-       (array_agg(cost ORDER BY id DESC) FILTER (WHERE cost IS NOT NULL))[1],
-       (array_agg(revenue ORDER BY id DESC) FILTER (WHERE revenue IS NOT NULL))[1],
-       min(to_timestamp((end_timestamp - total_ms) / 1000.0)),
-       max(ts),
-       bool_or(type = 'flow.completed')
-FROM events_stage
-GROUP BY lead_id
-ON CONFLICT (lead_id) DO UPDATE SET
-    flow_id = EXCLUDED.flow_id,
-    status = EXCLUDED.status,
-    last_event_id = EXCLUDED.last_event_id,
-    last_event_type = EXCLUDED.last_event_type,
-    last_step_id = EXCLUDED.last_step_id,
-    cost = COALESCE(EXCLUDED.cost, l.cost),
-    revenue = COALESCE(EXCLUDED.revenue, l.revenue),
-    submitted_at = LEAST(l.submitted_at, EXCLUDED.submitted_at),
-    updated_at = GREATEST(l.updated_at, EXCLUDED.updated_at),
-    completed = l.completed OR EXCLUDED.completed
-WHERE EXCLUDED.last_event_id > l.last_event_id
-"""
-
 _INSERT_REJECT = """
 INSERT INTO projector_rejects
     (projector, kafka_topic, kafka_partition, kafka_offset, error, raw, key)
@@ -187,7 +106,7 @@ ON CONFLICT DO NOTHING
 # GREATEST: a checkpoint never moves back, even when a member that lost its
 # partitions in a rebalance commits a stale batch after the new owner.
 _UPSERT_CHECKPOINTS = """
-INSERT INTO projector_checkpoints AS c (projector, topic, partition, next_offset, updated_at)
+INSERT INTO {table} AS c (projector, topic, partition, next_offset, updated_at)
 SELECT %s, topic, partition, next_offset, now()
 FROM unnest(%s::text[], %s::int4[], %s::int8[]) AS n(topic, partition, next_offset)
 ON CONFLICT (projector, topic, partition) DO UPDATE SET
@@ -196,24 +115,55 @@ ON CONFLICT (projector, topic, partition) DO UPDATE SET
 """
 
 
-def write_batch(conn: Connection, projector: str, batch: Batch) -> int:
-    """Write a batch and ``projector``'s checkpoints in one transaction; returns events inserted.
+def stage_events(cur: psycopg.Cursor[Any], batch: Batch) -> None:
+    """COPY the batch's event rows into the session's ``events_stage`` (emptied at commit)."""
+    cur.execute(_CREATE_STAGE)
+    # Empty already, unless an earlier batch of the same outer transaction
+    # (a rebuild's final drain, written in savepoints) staged rows.
+    cur.execute("DELETE FROM events_stage")
+    with cur.copy(_COPY_STAGE) as copy:
+        copy.set_types(_COPY_TYPES)
+        for row in batch.events:
+            copy.write_row(row)
 
-    Writing the same batch again inserts nothing and changes nothing: events
-    are keyed by id, leads only move forward, checkpoints only grow. That is
-    what makes a retry after an unknown commit outcome safe.
+
+def write_batch(
+    conn: Connection,
+    projector: str,
+    batch: Batch,
+    generation: Generation | None = None,
+    projection: Projection | None = None,
+) -> int:
+    """Write a batch and ``projector``'s checkpoints in one transaction; returns events new
+    to the projection.
+
+    Into ``generation`` (default: the active one of ``projection``, default the
+    timeline), guarded so that a generation switched away meanwhile raises
+    ``GenerationChangedError`` instead of being written. Writing the same
+    batch again inserts nothing and changes nothing: each projection is
+    idempotent per event id and checkpoints only grow. That is what makes a
+    retry after an unknown commit outcome safe.
     """
+    from projectors.generations import current, guard
+    from projectors.projections import projection as named
+
+    if generation is None:
+        schema = conn.execute("SELECT current_schema()").fetchone()
+        found = current(
+            conn, str(schema[0]) if schema else "", (projection or named("timeline")).name, "active"
+        )
+        if found is None:
+            raise LookupError("no active generation: run leadflow db migrate")
+        generation = found
+    applies = (projection or named(generation.projection)).apply
     inserted = 0
     with translate_errors(), conn.transaction(), conn.cursor() as cur:
+        guard(cur, generation)
+        cur.execute(
+            sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(generation.schema))
+        )
         if batch.events:
-            cur.execute(_CREATE_STAGE)
-            with cur.copy(_COPY_STAGE) as copy:
-                copy.set_types(_COPY_TYPES)
-                for row in batch.events:
-                    copy.write_row(row)
-            cur.execute(_INSERT_EVENTS)
-            inserted = cur.rowcount
-            cur.execute(_UPSERT_LEADS)
+            inserted = applies(cur, batch)
         if batch.rejects:
             cur.executemany(
                 _INSERT_REJECT,
@@ -224,27 +174,52 @@ def write_batch(conn: Connection, projector: str, batch: Batch) -> int:
                 ],
             )  # fmt: skip
         if batch.next_offsets:
-            keys = list(batch.next_offsets)
-            cur.execute(
-                _UPSERT_CHECKPOINTS,
-                (
-                    projector,
-                    [topic for topic, _ in keys],
-                    [partition for _, partition in keys],
-                    [batch.next_offsets[k] for k in keys],
-                ),
-            )
+            write_checkpoints(cur, projector, batch.next_offsets)
     return inserted
 
 
+def write_checkpoints(
+    cur: psycopg.Cursor[Any],
+    projector: str,
+    offsets: dict[tuple[str, int], int],
+    schema: str | None = None,
+) -> None:
+    """Upsert next offsets into ``projector_checkpoints`` of generation ``schema``
+    (default: the one on the search path)."""
+    table = (
+        sql.Identifier(schema, "projector_checkpoints")
+        if schema
+        else sql.Identifier("projector_checkpoints")
+    )
+    keys = list(offsets)
+    cur.execute(
+        sql.SQL(_UPSERT_CHECKPOINTS).format(table=table),
+        (
+            projector,
+            [topic for topic, _ in keys],
+            [partition for _, partition in keys],
+            [offsets[k] for k in keys],
+        ),
+    )
+
+
 def load_checkpoints(
-    conn: Connection, projector: str, topics: Sequence[str]
+    conn: Connection, projector: str, topics: Sequence[str], schema: str | None = None
 ) -> dict[tuple[str, int], int]:
-    """``projector``'s next offset per (topic, partition) of ``topics``; absent = never written."""
+    """``projector``'s next offset per (topic, partition) of ``topics`` in generation
+    ``schema`` (default: the active timeline's); absent = never written."""
+    if schema is None:
+        from projectors.generations import current
+
+        serving = conn.execute("SELECT current_schema()").fetchone()
+        found = current(conn, str(serving[0]) if serving else "", "timeline", "active")
+        if found is None:
+            return {}
+        schema = found.schema
+    query = sql.SQL(
+        "SELECT topic, partition, next_offset FROM {}.projector_checkpoints"
+        " WHERE projector = %s AND topic = ANY(%s)"
+    ).format(sql.Identifier(schema))
     with translate_errors():
-        rows = conn.execute(
-            "SELECT topic, partition, next_offset FROM projector_checkpoints"
-            " WHERE projector = %s AND topic = ANY(%s)",
-            (projector, list(topics)),
-        ).fetchall()
+        rows = conn.execute(query, (projector, list(topics))).fetchall()
     return {(topic, partition): offset for topic, partition, offset in rows}

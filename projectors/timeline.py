@@ -1,76 +1,104 @@
-"""The timeline projector: every events topic into Postgres exactly once, no Kafka transactions.
+"""The timeline projection: one row per event and each lead's latest state.
 
-Delivery: each batch of records is written together with the offset after the
-last record of each of its partitions, in one Postgres transaction
-(``store.write_batch``). On assignment a partition starts from that stored
-checkpoint (or the beginning), never from the consumer group's offset, which
-is committed afterwards only so that lag shows up in the usual tools. So:
-
-* a crash before the commit loses nothing: the batch is read again;
-* a crash after it duplicates nothing: reading resumes after the batch, and
-  even a replay would only meet primary keys (``ON CONFLICT DO NOTHING``);
-* when Postgres goes away the same batch is retried, with backoff, until it
-  is written or the projector is stopped; nothing is ever skipped.
-
-Undecodable records are written to ``projector_rejects`` in the same
-transaction and the stream goes on.
+Tables (``projectors/migrations/timeline``): ``events``, keyed by event id,
+the whole event as JSONB next to its columns; ``leads``, one row per lead
+that only ever moves forward. Readers use them through the serving schema's
+views of the same names.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
-import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from psycopg import Cursor, sql
 
-from engine.runtime.backoff import backoff_delay
-from engine.runtime.kafka import consumer_config
 from engine.settings import Settings
 from engine.topics import EVENTS_PATTERN
-from projectors.batch import Batch, Record, build_batch
-from projectors.errors import StoreUnavailableError
-from projectors.store import Connection, connect, load_checkpoints, migrate, write_batch
-from schemas.codec import EventCodec
+from projectors.batch import EVENT_COLUMNS, Batch
+from projectors.projections import Projection
+from projectors.projector import (
+    DEFAULT_BATCH_MS,
+    DEFAULT_BATCH_SIZE,
+    Projector,
+    ProjectorStats,
+    ProjectorStopped,
+    consumer_group,
+)
+from projectors.store import stage_events
 
-log = structlog.get_logger(__name__)
+__all__ = [
+    "DEFAULT_BATCH_MS",
+    "DEFAULT_BATCH_SIZE",
+    "TIMELINE",
+    "ProjectorStats",
+    "ProjectorStopped",
+    "TimelineProjector",
+    "consumer_group",
+]
 
-T = TypeVar("T")
+_COLUMNS = [name for name, _ in EVENT_COLUMNS]
 
-DEFAULT_BATCH_SIZE = 2000
-DEFAULT_BATCH_MS = 200
-_IDLE_POLL_S = 0.5
+_INSERT_EVENTS = sql.SQL(
+    "INSERT INTO events ({columns}) SELECT {values} FROM events_stage ON CONFLICT (id) DO NOTHING"
+).format(
+    columns=sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)),
+    values=sql.SQL(", ").join(
+        sql.SQL("convert_from(snapshot, 'UTF8')::jsonb")
+        if name == "snapshot"
+        else sql.Identifier(name)
+        for name in _COLUMNS
+    ),
+)
+
+# Per lead in the batch: its newest event's state. The WHERE keeps the row
+# from moving backwards when the batch holds only older events (a replay, or
+# one topic read ahead of another). submitted_at comes from any event:
+# end_timestamp - total_ms is the submission time.
+_UPSERT_LEADS = """
+INSERT INTO leads AS l (lead_id, flow_id, status, last_event_id, last_event_type, last_step_id,
+                        cost, revenue, submitted_at, updated_at, completed)
+SELECT lead_id,
+       (array_agg(flow_id ORDER BY id DESC))[1],
+       (array_agg(outcome ORDER BY id DESC))[1],
+       max(id),
+       (array_agg(type ORDER BY id DESC))[1],
+       (array_agg(step_id ORDER BY id DESC))[1],
+       (array_agg(cost ORDER BY id DESC) FILTER (WHERE cost IS NOT NULL))[1],
+       (array_agg(revenue ORDER BY id DESC) FILTER (WHERE revenue IS NOT NULL))[1],
+       min(to_timestamp((end_timestamp - total_ms) / 1000.0)),
+       max(ts),
+       bool_or(type = 'flow.completed')
+FROM events_stage
+GROUP BY lead_id
+ON CONFLICT (lead_id) DO UPDATE SET
+    flow_id = EXCLUDED.flow_id,
+    status = EXCLUDED.status,
+    last_event_id = EXCLUDED.last_event_id,
+    last_event_type = EXCLUDED.last_event_type,
+    last_step_id = EXCLUDED.last_step_id,
+    cost = COALESCE(EXCLUDED.cost, l.cost),
+    revenue = COALESCE(EXCLUDED.revenue, l.revenue),
+    submitted_at = LEAST(l.submitted_at, EXCLUDED.submitted_at),
+    updated_at = GREATEST(l.updated_at, EXCLUDED.updated_at),
+    completed = l.completed OR EXCLUDED.completed
+WHERE EXCLUDED.last_event_id > l.last_event_id
+"""
 
 
-class ProjectorStopped(Exception):
-    """``stop`` was set while the projector was waiting for Postgres."""
+def apply_timeline(cur: Cursor[Any], batch: Batch) -> int:
+    stage_events(cur, batch)
+    cur.execute(_INSERT_EVENTS)
+    inserted = cur.rowcount
+    cur.execute(_UPSERT_LEADS)
+    return inserted
 
 
-def consumer_group(name: str) -> str:
-    """The group a projector reads in; its name is also its key in the checkpoints table."""
-    return f"leadflow.projector.{name}"
+TIMELINE = Projection("timeline", views=("events", "leads"), apply=apply_timeline)
 
 
-@dataclass(slots=True)
-class ProjectorStats:
-    records: int = 0  # Kafka records written, events and rejects
-    inserted: int = 0  # events new to the table (replays insert none)
-    rejects: int = 0
-    batches: int = 0
-    store_retries: int = 0
-
-
-class TimelineProjector:
-    """Projects every topic matching ``pattern`` into the ``events`` and ``leads`` tables.
-
-    ``name`` keys the checkpoints: two instances with the same name share the
-    work (one consumer group) and the position; a new name replays every topic
-    from the beginning into the same tables, which the primary keys make harmless.
-    """
+class TimelineProjector(Projector):
+    """The projector of ``TIMELINE``; what ``leadflow run``'s ``projector`` role runs."""
 
     def __init__(
         self,
@@ -82,194 +110,12 @@ class TimelineProjector:
         batch_ms: int = DEFAULT_BATCH_MS,
         consumer_overrides: Mapping[str, Any] | None = None,
     ) -> None:
-        self.settings = settings
-        self.pattern = pattern
-        self.name = name
-        self.group_id = consumer_group(name)
-        self.batch_size = batch_size
-        self.batch_ms = batch_ms
-        self.stats = ProjectorStats()
-        # The partitions this instance owns right now. Replaced, never mutated,
-        # so other threads (health checks, tests) can read it without a lock.
-        self.assigned: frozenset[tuple[str, int]] = frozenset()
-        self._overrides = dict(consumer_overrides or {})
-        self._codec = EventCodec()
-        self._conn: Connection | None = None
-        self._stop = threading.Event()
-        self._pending: list[Record] = []
-        self._log = log.bind(projector=name)
-
-    # -- the loop ------------------------------------------------------------------------
-
-    def run(self, stop: threading.Event) -> None:
-        """Project until ``stop`` is set, then write the batch in hand, close and return."""
-        self._stop = stop
-        try:
-            self._with_store(lambda conn: migrate(conn, self.settings.db_schema))
-        except ProjectorStopped:
-            self.close()
-            return
-        consumer = Consumer(consumer_config(self.settings, self.group_id, **self._overrides))
-        consumer.subscribe(
-            [self.pattern],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
+        super().__init__(
+            settings,
+            TIMELINE,
+            pattern,
+            name,
+            batch_size=batch_size,
+            batch_ms=batch_ms,
+            consumer_overrides=consumer_overrides,
         )
-        self._log.info("projector started", pattern=self.pattern, batch_size=self.batch_size)
-        try:
-            while True:
-                self._fill(consumer)
-                if self._pending:
-                    records, self._pending = self._pending, []
-                    batch = self.process_batch(records)
-                    self._commit_to_kafka(consumer, batch)
-                if stop.is_set():
-                    break
-        except ProjectorStopped:
-            self._log.warning("stopped while postgres was unavailable; resumes from checkpoint")
-        finally:
-            consumer.close()
-            self.close()
-            self._log.info("projector stopped", **self._stats_dict())
-
-    def process_batch(self, records: Sequence[Record]) -> Batch:
-        """Decode ``records`` and write them with their checkpoints in one transaction.
-
-        Retries the same batch until it is written (the write is idempotent, so
-        a commit whose outcome was lost is safe to repeat); raises
-        ``ProjectorStopped`` if ``stop`` comes first.
-        """
-        started = time.monotonic()
-        batch = build_batch(self._codec, records)
-        for reject in batch.rejects:
-            r = reject.record
-            self._log.warning(
-                "undecodable record rejected",
-                topic=r.topic,
-                partition=r.partition,
-                offset=r.offset,
-                error=reject.error,
-            )
-        inserted = self._with_store(lambda conn: write_batch(conn, self.name, batch))
-        self.stats.records += batch.records
-        self.stats.inserted += inserted
-        self.stats.rejects += len(batch.rejects)
-        self.stats.batches += 1
-        self._log.debug(
-            "batch written",
-            records=batch.records,
-            inserted=inserted,
-            rejects=len(batch.rejects),
-            ms=round((time.monotonic() - started) * 1000, 1),
-        )
-        return batch
-
-    def close(self) -> None:
-        """Close the Postgres connection (``run`` does this itself)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _fill(self, consumer: Consumer) -> None:
-        """Add records to the batch in hand until it is full or ``batch_ms`` after its first."""
-        deadline: float | None = None
-        while len(self._pending) < self.batch_size:
-            timeout = _IDLE_POLL_S if deadline is None else deadline - time.monotonic()
-            if timeout <= 0:
-                return
-            wanted = self.batch_size - len(self._pending)
-            for msg in consumer.consume(num_messages=wanted, timeout=timeout):
-                err = msg.error()
-                if err is None:
-                    self._pending.append(
-                        Record(
-                            msg.topic() or "",
-                            msg.partition() or 0,
-                            msg.offset() or 0,
-                            msg.value(),
-                            msg.key(),
-                        )
-                    )
-                elif err.fatal():
-                    raise KafkaException(err)
-                elif err.code() != KafkaError._PARTITION_EOF:
-                    self._log.warning("consume error", error=str(err))
-            if self._stop.is_set() or not self._pending:
-                return  # stopping, or idle: let run() look at stop
-            if deadline is None:
-                deadline = time.monotonic() + self.batch_ms / 1000
-
-    # -- Postgres, with retries -------------------------------------------------------------
-
-    def _with_store(self, action: Callable[[Connection], T]) -> T:
-        attempt = 0
-        while True:
-            try:
-                if self._conn is None or self._conn.closed:
-                    app_name = f"leadflow-projector-{self.name}"
-                    self._conn = connect(self.settings, application_name=app_name)
-                return action(self._conn)
-            except StoreUnavailableError as exc:
-                self.close()
-                attempt += 1
-                self.stats.store_retries += 1
-                delay = backoff_delay(attempt, cap_s=10.0)
-                self._log.warning(
-                    "postgres unavailable, retrying",
-                    attempt=attempt,
-                    retry_in_s=round(delay, 2),
-                    error=str(exc),
-                )
-                if self._stop.wait(delay):
-                    raise ProjectorStopped from exc
-
-    # -- Kafka ------------------------------------------------------------------------------
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Start each new partition at our checkpoint, or at the beginning if it has none."""
-        if partitions:
-            topics = sorted({tp.topic for tp in partitions})
-            checkpoints = self._with_store(lambda conn: load_checkpoints(conn, self.name, topics))
-            for tp in partitions:
-                tp.offset = checkpoints.get((tp.topic, tp.partition), OFFSET_BEGINNING)
-            self._log.info(
-                "partitions assigned",
-                partitions=len(partitions),
-                topics=len(topics),
-                from_checkpoint=sum(1 for tp in partitions if tp.offset >= 0),
-            )
-        # The client would assign on its own after this callback, but with the
-        # offsets it received: the ones set above only count if we assign.
-        strategy = str(self._overrides.get("partition.assignment.strategy", "cooperative"))
-        added = frozenset((tp.topic, tp.partition) for tp in partitions)
-        if "cooperative" in strategy:
-            consumer.incremental_assign(partitions)
-            self.assigned = self.assigned | added
-        else:
-            consumer.assign(partitions)
-            self.assigned = added
-
-    def _on_revoke(self, _: Consumer, partitions: list[TopicPartition]) -> None:
-        # Records of partitions moving away are dropped, not written: their new
-        # owner reads them again from the checkpoint, which does not include them.
-        gone = {(tp.topic, tp.partition) for tp in partitions}
-        self._pending = [r for r in self._pending if (r.topic, r.partition) not in gone]
-        self.assigned = self.assigned - gone
-
-    def _commit_to_kafka(self, consumer: Consumer, batch: Batch) -> None:
-        """Mirror the checkpoints to the group's offsets, for lag monitoring only."""
-        offsets = [
-            TopicPartition(topic, partition, offset)
-            for (topic, partition), offset in batch.next_offsets.items()
-            if (topic, partition) in self.assigned
-        ]
-        if not offsets:
-            return
-        try:
-            consumer.commit(offsets=offsets, asynchronous=True)
-        except KafkaException as exc:
-            self._log.debug("offset commit failed", error=str(exc.args[0]))
-
-    def _stats_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self.stats)

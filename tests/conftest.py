@@ -129,6 +129,30 @@ def unique_id(settings: Settings) -> Iterator[str]:
     value = "t" + uuid.uuid4().hex[:10]
     yield value
     _delete_topics_of(settings, value)
+    _drop_schemas_of(settings, value)
+
+
+def _drop_schemas_of(settings: Settings, unique: str) -> None:
+    """Drop the schema named ``unique`` and its projections' generation schemas
+    (``<unique>_timeline_1``...), which dropping the serving schema leaves behind."""
+    import psycopg
+    from psycopg import sql
+
+    try:
+        with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True) as conn:
+            names = [
+                name
+                for (name,) in conn.execute(
+                    "SELECT nspname FROM pg_namespace WHERE nspname = %s OR nspname LIKE %s",
+                    (unique, unique + "\\_%"),
+                ).fetchall()
+            ]
+            for name in names:
+                conn.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
+                )
+    except Exception as exc:  # cleanup must never fail a test that passed
+        print(f"could not drop test schemas of {unique}: {exc}")
 
 
 def _delete_topics_of(settings: Settings, unique: str) -> None:

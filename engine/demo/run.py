@@ -28,8 +28,9 @@ from engine.runtime.feedback_worker import publish_feedback
 from engine.runtime.step_worker import prepare_topics
 from engine.runtime.supervisor import role_names, supervise
 from engine.settings import Settings
+from projectors.generations import migrate_database
 from projectors.queries import completed_count, event_counts_for_leads, lead_timeline
-from projectors.store import Connection, connect, migrate_database
+from projectors.store import Connection, connect
 from streamers.destinations import open_store
 from streamers.layout import directory
 

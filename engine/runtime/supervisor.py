@@ -3,10 +3,10 @@
 Two ways to say what runs:
 
 * **a flow file** (``leadflow run -f FLOW``): roles are the flow's step ids
-  plus ``projector`` and ``streamer``;
+  plus ``projector`` (the timeline), ``analytics``, ``streamer`` and ``feedback``;
 * **the flow registry** (``leadflow run``): every applied flow's steps
   (``<flow>:<step>``), a ``streamer:<flow>`` per flow, and one ``projector``
-  for all flows. Flows applied later get their workers within seconds, and
+  and one ``analytics`` projector for all flows. Flows applied later get their workers within seconds, and
   running steps switch to a new version of their flow without a restart.
 
 One process per role because the GIL makes threads useless for CPU-bound
@@ -31,7 +31,7 @@ from engine.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
 
-SERVICE_ROLES = ("projector", "streamer", "feedback")
+SERVICE_ROLES = ("projector", "analytics", "streamer", "feedback")
 REGISTRY_POLL_S = 3.0
 
 
@@ -40,7 +40,7 @@ def role_names(flow: Flow) -> list[str]:
 
 
 def registry_roles(flows: list[Flow]) -> list[str]:
-    roles = ["projector", "feedback"]
+    roles = ["projector", "analytics", "feedback"]
     for flow in flows:
         roles += [f"{flow.id}:{s.id}" for s in flow.steps] + [f"streamer:{flow.id}"]
     return roles
@@ -58,8 +58,8 @@ def install_stop_handlers(stop: threading.Event) -> None:
 def run_role(role: str, settings: Settings, flow: Flow, stop: threading.Event) -> None:
     """Run one role of a flow-file deployment in this process until ``stop`` is set."""
     structlog.contextvars.bind_contextvars(role=role, flow=flow.id)
-    if role == "projector":
-        _run_projector(settings, stop)
+    if role in ("projector", "analytics"):
+        _run_projector(settings, role, stop)
     elif role == "feedback":
         from engine.runtime.feedback_worker import run_feedback
 
@@ -75,7 +75,12 @@ def run_role(role: str, settings: Settings, flow: Flow, stop: threading.Event) -
         run_step(settings, flow, role, stop)
 
 
-def _run_projector(settings: Settings, stop: threading.Event) -> None:
+def _run_projector(settings: Settings, role: str, stop: threading.Event) -> None:
+    if role == "analytics":
+        from projectors.analytics import AnalyticsProjector
+
+        AnalyticsProjector(settings, settings.projector_pattern).run(stop)
+        return
     from projectors.timeline import TimelineProjector
 
     TimelineProjector(settings, settings.projector_pattern, settings.projector_name).run(stop)
@@ -86,8 +91,8 @@ def run_registry_role(role: str, settings: Settings, stop: threading.Event) -> N
     from engine.registry import FlowRegistry
 
     structlog.contextvars.bind_contextvars(role=role)
-    if role == "projector":
-        _run_projector(settings, stop)
+    if role in ("projector", "analytics"):
+        _run_projector(settings, role, stop)
         return
     if role == "feedback":
         from engine.runtime.feedback_worker import run_feedback

@@ -24,7 +24,8 @@ from engine.logs import configure_logging
 from engine.runtime.kafka import admin_config, producer_config
 from engine.settings import Settings
 from projectors.batch import Record, build_batch
-from projectors.store import connect, migrate, write_batch
+from projectors.generations import migrate
+from projectors.store import connect, write_batch
 from projectors.timeline import TimelineProjector
 from schemas.codec import EventCodec
 from tests.factories import make_lead_events

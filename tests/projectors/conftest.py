@@ -9,7 +9,8 @@ import pytest
 from psycopg import sql
 
 from engine.settings import Settings
-from projectors.store import Connection, connect, migrate
+from projectors.generations import current, migrate
+from projectors.store import Connection, connect
 
 
 @pytest.fixture
@@ -31,7 +32,20 @@ def pg_settings(stack: Settings, pg_schema: str) -> Settings:
 
 @pytest.fixture
 def db(pg_settings: Settings) -> Iterator[Connection]:
-    """A connection to the test's schema, migrated."""
+    """A connection to the test's schema, migrated.
+
+    Its search path also reaches the active timeline generation, so tests can
+    name its bookkeeping tables (``projector_checkpoints``, ``projector_rejects``)
+    that the serving schema does not expose; ``events`` and ``leads`` still
+    resolve to the serving views first.
+    """
     with connect(pg_settings) as conn:
         migrate(conn, pg_settings.db_schema)
+        timeline = current(conn, pg_settings.db_schema, "timeline", "active")
+        assert timeline is not None
+        conn.execute(
+            sql.SQL("SET search_path TO {}, {}").format(
+                sql.Identifier(pg_settings.db_schema), sql.Identifier(timeline.schema)
+            )
+        )
         yield conn

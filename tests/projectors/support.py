@@ -15,8 +15,8 @@ from confluent_kafka.cimpl import NewTopic
 from engine.runtime.kafka import admin_config, consumer_config, producer_config
 from engine.settings import Settings
 from engine.topics import events_topic
+from projectors.projector import Projector
 from projectors.store import Connection
-from projectors.timeline import TimelineProjector
 from schemas.codec import EventCodec
 from tests.factories import make_lead_events
 
@@ -98,7 +98,7 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, every: floa
 
 
 @contextmanager
-def running(projector: TimelineProjector) -> Iterator[TimelineProjector]:
+def running(projector: Projector) -> Iterator[Projector]:
     """``projector.run`` in a thread for the block; then stopped, joined, its error re-raised."""
     stop = threading.Event()
     errors: list[BaseException] = []

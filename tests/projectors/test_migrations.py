@@ -1,4 +1,5 @@
-"""Schema migrations: versioned, idempotent, safe when several projectors start at once."""
+"""Schema migrations: versioned, idempotent, safe when several projectors start at once,
+and laid out as a serving schema of views over one active generation per projection."""
 
 from __future__ import annotations
 
@@ -10,48 +11,74 @@ import pytest
 from psycopg import sql
 
 from engine.errors import ConfigError
+from engine.pgmigrate import Migration, apply_migrations, load_migrations
 from engine.settings import Settings
 from projectors.errors import MigrationError
-from projectors.store import Migration, connect, load_migrations, migrate
+from projectors.generations import current, generations, migrate
+from projectors.projections import NAMES, projection
+from projectors.store import connect
 
-TABLES = {"events", "leads", "projector_checkpoints", "projector_rejects", "schema_migrations"}
+Conn = psycopg.Connection[tuple[object, ...]]
+
+SERVING_TABLES = {"projection_generations", "projection_migrations"}
+VIEWS = {"events", "leads", "daily_event_counts"}
+TIMELINE_TABLES = {
+    "events",
+    "leads",
+    "projector_checkpoints",
+    "projector_rejects",
+    "schema_migrations",
+}
 
 
-def tables(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> set[str]:
+def relations(conn: Conn, schema: str, kind: str = "BASE TABLE") -> set[str]:
     rows = conn.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        "SELECT table_name FROM information_schema.tables"
+        " WHERE table_schema = %s AND table_type = %s",
+        (schema, kind),
     ).fetchall()
     return {str(name) for (name,) in rows}
 
 
-def drop(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+def drop(conn: Conn, schema: str) -> None:
     conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
-ALL_VERSIONS = [m.version for m in load_migrations()]
+def every_version(schema: str) -> list[str]:
+    serving = [m.version for m in load_migrations("projectors", "migrations/serving")]
+    return serving + [
+        f"{schema}_{name}_1.{m.version}" for name in NAMES for m in projection(name).migrations()
+    ]
 
 
-def test_the_shipped_migrations_are_versioned_sql_files_in_order() -> None:
-    versions = [m.version for m in load_migrations()]
-    assert versions[0] == "001_events"
-    assert versions == sorted(versions)
+def test_each_projection_ships_versioned_sql_files_in_order() -> None:
+    for name in NAMES:
+        versions = [m.version for m in projection(name).migrations()]
+        assert versions and versions[0].startswith("001_")
+        assert versions == sorted(versions)
 
 
-def test_migrate_creates_the_schema_and_tables_and_a_second_run_does_nothing(
+def test_migrate_builds_the_serving_views_over_a_first_active_generation_and_is_idempotent(
     pg_settings: Settings, pg_schema: str
 ) -> None:
     with connect(pg_settings) as conn:
         drop(conn, pg_schema)
 
-        assert migrate(conn, pg_schema) == ALL_VERSIONS
+        assert migrate(conn, pg_schema) == every_version(pg_schema)
         assert migrate(conn, pg_schema) == []
 
-        assert tables(conn, pg_schema) == TABLES
-        applied = conn.execute("SELECT version FROM schema_migrations").fetchall()
-        assert applied == [(v,) for v in ALL_VERSIONS]
+        assert relations(conn, pg_schema) == SERVING_TABLES
+        assert relations(conn, pg_schema, "VIEW") == VIEWS
+        timeline = current(conn, pg_schema, "timeline", "active")
+        assert timeline is not None and timeline.number == 1
+        assert relations(conn, timeline.schema) == TIMELINE_TABLES
+        assert [(g.projection, g.state) for g in generations(conn, pg_schema)] == [
+            ("analytics", "active"),
+            ("timeline", "active"),
+        ]
 
 
-def test_projectors_migrating_at_the_same_moment_apply_each_version_once(
+def test_projectors_migrating_at_the_same_moment_create_one_generation_each(
     pg_settings: Settings, pg_schema: str
 ) -> None:
     with connect(pg_settings) as conn:
@@ -66,36 +93,45 @@ def test_projectors_migrating_at_the_same_moment_apply_each_version_once(
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: migrate_on_own_connection(), range(4)))
 
-    assert sorted(results) == [[], [], [], ALL_VERSIONS]
+    assert sorted(results) == [[], [], [], every_version(pg_schema)]
     with connect(pg_settings) as conn:
-        assert tables(conn, pg_schema) == TABLES
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
-            len(ALL_VERSIONS),
+        assert len(generations(conn, pg_schema)) == len(NAMES)
+
+
+def test_the_layout_from_before_generations_is_moved_into_generation_1_with_its_rows(
+    pg_settings: Settings, pg_schema: str
+) -> None:
+    with connect(pg_settings) as conn, conn.transaction(), conn.cursor() as cur:
+        # What 0.2 left: the timeline's tables right in the configured schema.
+        apply_migrations(cur, pg_schema, "schema_migrations", projection("timeline").migrations())
+        cur.execute(
+            "INSERT INTO leads VALUES ('L1', 'f', 'success', 'E1', 'flow.completed', 'c',"
+            " 1, 2, now(), now(), true)"
+        )
+    with connect(pg_settings) as conn:
+        migrate(conn, pg_schema)
+
+        assert relations(conn, pg_schema) == SERVING_TABLES
+        assert conn.execute("SELECT lead_id FROM leads").fetchall() == [("L1",)]
+        timeline = current(conn, pg_schema, "timeline", "active")
+        assert timeline is not None and relations(conn, timeline.schema) == TIMELINE_TABLES
+
+
+def test_a_generation_whose_migration_was_edited_after_it_was_applied_is_refused(
+    pg_settings: Settings, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with connect(pg_settings) as conn:
+        migrate(conn, pg_schema)
+        original = projection("timeline").migrations()
+        edited = Migration(original[0].version, original[0].sql + "\nCREATE TABLE sneaky (x int);")
+        monkeypatch.setattr(
+            type(projection("timeline")), "migrations", lambda self: [edited, *original[1:]]
         )
 
-
-def test_a_new_migration_is_applied_on_top_of_the_applied_ones(
-    pg_settings: Settings, pg_schema: str
-) -> None:
-    with connect(pg_settings) as conn:
-        migrate(conn, pg_schema)
-        newer = [*load_migrations(), Migration("002_notes", "CREATE TABLE notes (body text);")]
-
-        assert migrate(conn, pg_schema, newer) == ["002_notes"]
-        assert "notes" in tables(conn, pg_schema)
-
-
-def test_a_migration_edited_after_it_was_applied_is_refused(
-    pg_settings: Settings, pg_schema: str
-) -> None:
-    with connect(pg_settings) as conn:
-        migrate(conn, pg_schema)
-        original = load_migrations()[0]
-        edited = Migration(original.version, original.sql + "\nCREATE TABLE sneaky (x int);\n")
-
         with pytest.raises(MigrationError, match="001_events was changed"):
-            migrate(conn, pg_schema, [edited])
-        assert "sneaky" not in tables(conn, pg_schema)
+            migrate(conn, pg_schema)
+        timeline = current(conn, pg_schema, "timeline", "active")
+        assert timeline is not None and "sneaky" not in relations(conn, timeline.schema)
 
 
 @pytest.mark.parametrize("schema", ["Leadflow", "lead-flow", "x; DROP TABLE events", ""])

@@ -15,7 +15,8 @@ from engine.runtime.handlers.feedback import FEEDBACK_TOPIC
 from engine.runtime.kafka import consumer_config
 from engine.settings import Settings
 from projectors.batch import Record, build_batch
-from projectors.store import connect, migrate_database, write_batch
+from projectors.generations import migrate_database
+from projectors.store import connect, write_batch
 from schemas.codec import EventCodec
 from tests.factories import make_lead_events
 

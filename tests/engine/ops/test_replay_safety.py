@@ -14,7 +14,8 @@ from engine.intake.submit import publish_leads
 from engine.ops.offsets import GroupActiveError, apply_reset, plan_reset
 from engine.runtime.step_worker import prepare_topics, step_group
 from engine.settings import Settings
-from projectors.store import connect, migrate_database
+from projectors.generations import migrate_database
+from projectors.store import connect
 from projectors.timeline import TimelineProjector
 from tests.factories import make_flow
 from tests.kafka_helpers import read_events, run_steps

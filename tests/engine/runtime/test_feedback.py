@@ -18,7 +18,8 @@ from engine.runtime.kafka import consumer_config
 from engine.runtime.step_worker import build_step_loop, prepare_topics
 from engine.settings import Settings
 from engine.steps.feedback import Feedback, FeedbackRejectedError, apply_feedback, parse_feedback
-from projectors.store import connect, migrate_database
+from projectors.generations import migrate_database
+from projectors.store import connect
 from projectors.timeline import TimelineProjector
 from tests.factories import make_flow
 from tests.kafka_helpers import events_by_lead, read_events

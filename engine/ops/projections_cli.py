@@ -1,0 +1,163 @@
+"""``leadflow replay`` and ``leadflow projections``: rebuild a projection blue/green, list and
+drop its generations."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from engine.runtime.supervisor import install_stop_handlers
+from engine.settings import get_settings
+
+projections_app = typer.Typer(
+    invoke_without_command=True, help="Projection generations: list, drop retired ones."
+)
+console = Console(stderr=True)
+
+
+class RateColumn(ProgressColumn):
+    """Events per second, as rich measures it over its recent samples."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(
+            f"{speed:,.0f} events/s" if speed else "- events/s", style="progress.data.speed"
+        )
+
+
+def replay(
+    projection: Annotated[str, typer.Argument(help="timeline or analytics")],
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="Rebuild from each topic's oldest record.")
+    ] = False,
+    from_time: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="ISO 8601 time (UTC unless it has an offset): the new generation holds only "
+            "the events recorded from then on.",
+        ),
+    ] = None,
+    restart: Annotated[
+        bool,
+        typer.Option("--restart", help="Drop an interrupted rebuild and start over."),
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 2000,
+) -> None:
+    """Rebuild PROJECTION from the topics into a new generation while the current one keeps
+    serving, then switch atomically. Interrupted (Ctrl-C), it resumes when run again."""
+    from projectors.replay import Rebuild
+
+    if from_beginning and from_time is not None:
+        raise typer.BadParameter("give --from-beginning or --from, not both")
+    start: datetime | None = None
+    if from_time is not None:
+        try:
+            start = datetime.fromisoformat(from_time)
+        except ValueError as exc:
+            raise typer.BadParameter(f"not an ISO 8601 time: {from_time!r}") from exc
+        start = start if start.tzinfo else start.replace(tzinfo=UTC)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(f"rebuilding {projection}", total=None)
+
+        def show(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        result = Rebuild(
+            get_settings(),
+            projection,
+            from_time=start,
+            restart=restart,
+            batch_size=batch_size,
+            on_progress=show,
+        ).run(stop)
+    rate = result.records / result.seconds if result.seconds else 0.0
+    summary = (
+        f"{result.records:,} events in {result.seconds:.1f}s ({rate:,.0f}/s)"
+        f"{' after resuming' if result.resumed else ''}"
+    )
+    if result.switched:
+        console.print(
+            f"{projection}: generation {result.generation.number} is active "
+            f"(schema {result.generation.schema}); {summary}"
+        )
+        return
+    console.print(
+        f"{projection}: interrupted; generation {result.generation.number} is still building "
+        f"({summary}). Run the same command again to resume."
+    )
+    raise typer.Exit(130)
+
+
+@projections_app.callback()
+def list_generations(ctx: typer.Context) -> None:
+    """Every generation of every projection, with its state and schema."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from projectors.generations import generations
+    from projectors.store import connect
+
+    settings = get_settings()
+    table = Table("projection", "generation", "state", "schema", "from", "created", "activated")
+    with connect(settings) as conn:
+        for g in generations(conn, settings.db_schema):
+            table.add_row(
+                g.projection,
+                str(g.number),
+                g.state,
+                g.schema,
+                g.started_from.isoformat() if g.started_from else "beginning",
+                g.created_at.isoformat(timespec="seconds"),
+                g.activated_at.isoformat(timespec="seconds") if g.activated_at else "-",
+            )
+    Console().print(table)
+
+
+@projections_app.command("drop")
+def drop_generation(
+    projection: Annotated[str, typer.Argument(help="timeline or analytics")],
+    generation: Annotated[int, typer.Argument(help="A retired (or building) generation.")],
+) -> None:
+    """Drop a retired or interrupted generation's schema; the active one is refused."""
+    from projectors.generations import drop, generations
+    from projectors.store import connect
+
+    settings = get_settings()
+    with connect(settings) as conn:
+        found = [
+            g for g in generations(conn, settings.db_schema, projection) if g.number == generation
+        ]
+        if not found:
+            raise typer.BadParameter(f"{projection} has no generation {generation}")
+        try:
+            drop(conn, found[0])
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+    console.print(f"dropped generation {generation} of {projection} ({found[0].schema})")

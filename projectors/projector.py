@@ -1,0 +1,339 @@
+"""The projector loop: every events topic into one projection, exactly once, no Kafka transactions.
+
+Delivery: each batch of records is written together with the offset after the
+last record of each of its partitions, in one Postgres transaction
+(``store.write_batch``). On assignment a partition starts from that stored
+checkpoint (or the beginning), never from the consumer group's offset, which
+is committed afterwards only so that lag shows up in the usual tools. So:
+
+* a crash before the commit loses nothing: the batch is read again;
+* a crash after it duplicates nothing: reading resumes after the batch, and
+  even a replay would only meet primary keys (``ON CONFLICT DO NOTHING``);
+* when Postgres goes away the same batch is retried, with backoff, until it
+  is written or the projector is stopped; nothing is ever skipped.
+
+Undecodable records are written to ``projector_rejects`` in the same
+transaction and the stream goes on.
+
+Rows and checkpoints go to the projection's active generation
+(``projectors.generations``). When a rebuild switches generations, the next
+batch fails its guard; the projector drops what it holds, seeks every
+partition to the new generation's checkpoints and goes on there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from engine.runtime.backoff import backoff_delay
+from engine.runtime.kafka import consumer_config
+from engine.settings import Settings
+from engine.topics import EVENTS_PATTERN
+from projectors.batch import Batch, Record, build_batch
+from projectors.errors import StoreUnavailableError
+from projectors.generations import Generation, GenerationChangedError, current, migrate
+from projectors.projections import Projection
+from projectors.store import Connection, connect, load_checkpoints, write_batch
+from schemas.codec import EventCodec
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_BATCH_SIZE = 2000
+DEFAULT_BATCH_MS = 200
+_IDLE_POLL_S = 0.5
+
+
+class ProjectorStopped(Exception):
+    """``stop`` was set while the projector was waiting for Postgres."""
+
+
+def consumer_group(name: str) -> str:
+    """The group a projector reads in; its name is also its key in the checkpoints table."""
+    return f"leadflow.projector.{name}"
+
+
+@dataclass(slots=True)
+class ProjectorStats:
+    records: int = 0  # Kafka records written, events and rejects
+    inserted: int = 0  # events new to the table (replays insert none)
+    rejects: int = 0
+    batches: int = 0
+    store_retries: int = 0
+
+
+class Projector:
+    """Projects every topic matching ``pattern`` into ``projection``.
+
+    ``name`` keys the checkpoints: two instances with the same name share the
+    work (one consumer group) and the position; a new name replays every topic
+    from the beginning into the same tables, which the projections' keys make harmless.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        projection: Projection,
+        pattern: str = EVENTS_PATTERN,
+        name: str | None = None,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_ms: int = DEFAULT_BATCH_MS,
+        consumer_overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.projection = projection
+        self.pattern = pattern
+        self.name = name or projection.name
+        self.group_id = consumer_group(self.name)
+        self.batch_size = batch_size
+        self.batch_ms = batch_ms
+        self.stats = ProjectorStats()
+        # The partitions this instance owns right now. Replaced, never mutated,
+        # so other threads (health checks, tests) can read it without a lock.
+        self.assigned: frozenset[tuple[str, int]] = frozenset()
+        self._overrides = dict(consumer_overrides or {})
+        self._codec = EventCodec()
+        self._conn: Connection | None = None
+        self._stop = threading.Event()
+        self._pending: list[Record] = []
+        self._generation: Generation | None = None
+        self._log = log.bind(projector=self.name, projection=projection.name)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Project until ``stop`` is set, then write the batch in hand, close and return."""
+        self._stop = stop
+        try:
+            self._with_store(lambda conn: migrate(conn, self.settings.db_schema))
+            self._generation = self._with_store(self._active_generation)
+        except ProjectorStopped:
+            self.close()
+            return
+        consumer = Consumer(consumer_config(self.settings, self.group_id, **self._overrides))
+        consumer.subscribe(
+            [self.pattern],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        self._log.info("projector started", pattern=self.pattern, batch_size=self.batch_size)
+        try:
+            while True:
+                self._fill(consumer)
+                if self._pending:
+                    records, self._pending = self._pending, []
+                    try:
+                        batch = self.process_batch(records)
+                    except GenerationChangedError:
+                        self._follow_switch(consumer)
+                        continue
+                    self._commit_to_kafka(consumer, batch)
+                if stop.is_set():
+                    break
+        except ProjectorStopped:
+            self._log.warning("stopped while postgres was unavailable; resumes from checkpoint")
+        finally:
+            consumer.close()
+            self.close()
+            self._log.info("projector stopped", **self._stats_dict())
+
+    def process_batch(self, records: Sequence[Record]) -> Batch:
+        """Decode ``records`` and write them with their checkpoints in one transaction.
+
+        Retries the same batch until it is written (the write is idempotent, so
+        a commit whose outcome was lost is safe to repeat); raises
+        ``ProjectorStopped`` if ``stop`` comes first.
+        """
+        started = time.monotonic()
+        batch = build_batch(self._codec, records)
+        for reject in batch.rejects:
+            r = reject.record
+            self._log.warning(
+                "undecodable record rejected",
+                topic=r.topic,
+                partition=r.partition,
+                offset=r.offset,
+                error=reject.error,
+            )
+        generation = self._generation
+        inserted = self._with_store(
+            lambda conn: write_batch(conn, self.name, batch, generation, self.projection)
+        )
+        self.stats.records += batch.records
+        self.stats.inserted += inserted
+        self.stats.rejects += len(batch.rejects)
+        self.stats.batches += 1
+        self._log.debug(
+            "batch written",
+            records=batch.records,
+            inserted=inserted,
+            rejects=len(batch.rejects),
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        return batch
+
+    def close(self) -> None:
+        """Close the Postgres connection (``run`` does this itself)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _fill(self, consumer: Consumer) -> None:
+        """Add records to the batch in hand until it is full or ``batch_ms`` after its first."""
+        deadline: float | None = None
+        while len(self._pending) < self.batch_size:
+            timeout = _IDLE_POLL_S if deadline is None else deadline - time.monotonic()
+            if timeout <= 0:
+                return
+            wanted = self.batch_size - len(self._pending)
+            for msg in consumer.consume(num_messages=wanted, timeout=timeout):
+                err = msg.error()
+                if err is None:
+                    self._pending.append(
+                        Record(
+                            msg.topic() or "",
+                            msg.partition() or 0,
+                            msg.offset() or 0,
+                            msg.value(),
+                            msg.key(),
+                        )
+                    )
+                elif err.fatal():
+                    raise KafkaException(err)
+                elif err.code() != KafkaError._PARTITION_EOF:
+                    self._log.warning("consume error", error=str(err))
+            if self._stop.is_set() or not self._pending:
+                return  # stopping, or idle: let run() look at stop
+            if deadline is None:
+                deadline = time.monotonic() + self.batch_ms / 1000
+
+    # -- Postgres, with retries -------------------------------------------------------------
+
+    def _with_store(self, action: Callable[[Connection], T]) -> T:
+        attempt = 0
+        while True:
+            try:
+                if self._conn is None or self._conn.closed:
+                    app_name = f"leadflow-projector-{self.name}"
+                    self._conn = connect(self.settings, application_name=app_name)
+                return action(self._conn)
+            except StoreUnavailableError as exc:
+                self.close()
+                attempt += 1
+                self.stats.store_retries += 1
+                delay = backoff_delay(attempt, cap_s=10.0)
+                self._log.warning(
+                    "postgres unavailable, retrying",
+                    attempt=attempt,
+                    retry_in_s=round(delay, 2),
+                    error=str(exc),
+                )
+                if self._stop.wait(delay):
+                    raise ProjectorStopped from exc
+
+    # -- Kafka ------------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Start each new partition at our checkpoint, or at the beginning if it has none."""
+        if partitions:
+            topics = sorted({tp.topic for tp in partitions})
+            schema = self._generation.schema if self._generation else None
+            checkpoints = self._with_store(
+                lambda conn: load_checkpoints(conn, self.name, topics, schema)
+            )
+            for tp in partitions:
+                tp.offset = checkpoints.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+            self._log.info(
+                "partitions assigned",
+                partitions=len(partitions),
+                topics=len(topics),
+                from_checkpoint=sum(1 for tp in partitions if tp.offset >= 0),
+            )
+        # The client would assign on its own after this callback, but with the
+        # offsets it received: the ones set above only count if we assign.
+        added = frozenset((tp.topic, tp.partition) for tp in partitions)
+        if self._cooperative:
+            consumer.incremental_assign(partitions)
+            self.assigned = self.assigned | added
+        else:
+            consumer.assign(partitions)
+            self.assigned = added
+
+    @property
+    def generation(self) -> Generation | None:
+        """The generation this projector writes to (None until it has started)."""
+        return self._generation
+
+    @property
+    def _cooperative(self) -> bool:
+        strategy = str(self._overrides.get("partition.assignment.strategy", "cooperative"))
+        return "cooperative" in strategy
+
+    def _active_generation(self, conn: Connection) -> Generation:
+        found = current(conn, self.settings.db_schema, self.projection.name, "active")
+        if found is None:  # migrate() creates one; only a hand-made mess gets here
+            raise LookupError(f"{self.projection.name} has no active generation")
+        return found
+
+    def _follow_switch(self, consumer: Consumer) -> None:
+        """Move to the newly active generation: drop what is held, resume from its checkpoints."""
+        old = self._generation
+        self._generation = self._with_store(self._active_generation)
+        self._pending = []
+        schema = self._generation.schema
+        topics = sorted({topic for topic, _ in self.assigned})
+        checkpoints = self._with_store(
+            lambda conn: load_checkpoints(conn, self.name, topics, schema)
+        )
+        partitions = [
+            TopicPartition(topic, partition, checkpoints.get((topic, partition), OFFSET_BEGINNING))
+            for topic, partition in sorted(self.assigned)
+        ]
+        # Re-assigning, not seek(): a seek fails on a partition whose first
+        # fetch has not started yet, and records already fetched are dropped either way.
+        if self._cooperative:
+            consumer.incremental_unassign(partitions)
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+        self._log.info(
+            "generation switched; resuming from its checkpoints",
+            retired=old.number if old else None,
+            active=self._generation.number,
+            partitions=len(self.assigned),
+        )
+
+    def _on_revoke(self, _: Consumer, partitions: list[TopicPartition]) -> None:
+        # Records of partitions moving away are dropped, not written: their new
+        # owner reads them again from the checkpoint, which does not include them.
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._pending = [r for r in self._pending if (r.topic, r.partition) not in gone]
+        self.assigned = self.assigned - gone
+
+    def _commit_to_kafka(self, consumer: Consumer, batch: Batch) -> None:
+        """Mirror the checkpoints to the group's offsets, for lag monitoring only."""
+        offsets = [
+            TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in batch.next_offsets.items()
+            if (topic, partition) in self.assigned
+        ]
+        if not offsets:
+            return
+        try:
+            consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            self._log.debug("offset commit failed", error=str(exc.args[0]))
+
+    def _stats_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self.stats)
