@@ -26,10 +26,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._listoffsets import OffsetSpec
 
 from engine.errors import ConfigError
-from engine.runtime.kafka import consumer_config
+from engine.runtime.kafka import admin_config, consumer_config
 from engine.settings import Settings
 from projectors.batch import Record, build_batch
 from projectors.generations import (
@@ -50,6 +52,10 @@ log = structlog.get_logger(__name__)
 TopicPart = tuple[str, int]
 # (records written so far in this run, records to write in all, as last measured)
 ProgressCallback = Callable[[int, int], None]
+
+# confluent-kafka's OffsetSpec constructors are not annotated.
+_EARLIEST: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+_LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 
 _POLL_S = 0.5
 _WATERMARK_EVERY_S = 2.0
@@ -100,7 +106,9 @@ class Rebuild:
         self.written = 0
         self._codec = EventCodec()
         self._positions: dict[TopicPart, int] = {}
+        self._heads: dict[TopicPart, int] = {}
         self._at_end: set[TopicPart] = set()
+        self._admin = AdminClient(admin_config(settings))
         self._log = log.bind(projection=name)
 
     def run(self, stop: threading.Event) -> RebuildResult:
@@ -198,29 +206,36 @@ class Rebuild:
         if not partitions:
             return {}
         if building.started_from is None:
-            return {tp: self._watermarks(consumer, tp)[0] for tp in partitions}
+            return self._list_offsets(partitions, _EARLIEST)
         ms = int(building.started_from.timestamp() * 1000)
-        found = consumer.offsets_for_times(
-            [TopicPartition(t, p, ms) for t, p in partitions], timeout=10
-        )
+        at: OffsetSpec = OffsetSpec.for_timestamp(ms)
+        found = self._list_offsets(partitions, at)
         # -1: no record at or after the time; start at the end.
-        return {
-            (tp.topic, tp.partition): tp.offset
-            if tp.offset >= 0
-            else self._watermarks(consumer, (tp.topic, tp.partition))[1]
-            for tp in found
-        }
+        ends = self._list_offsets([tp for tp, offset in found.items() if offset < 0], _LATEST)
+        return {tp: offset if offset >= 0 else ends[tp] for tp, offset in found.items()}
 
-    @staticmethod
-    def _watermarks(consumer: Consumer, tp: TopicPart) -> tuple[int, int]:
-        low, high = consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10, cached=False)
-        return int(low), int(high)
+    def _list_offsets(self, partitions: list[TopicPart], spec: OffsetSpec) -> dict[TopicPart, int]:
+        """One request for all partitions: a consumer's per-partition watermark query waits
+        behind its fetches (tens of ms each) once it reads."""
+        if not partitions:
+            return {}
+        futures = self._admin.list_offsets(
+            {TopicPartition(t, p): spec for t, p in partitions},
+            isolation_level=IsolationLevel.READ_COMMITTED,
+            request_timeout=10,
+        )
+        return {(tp.topic, tp.partition): int(f.result().offset) for tp, f in futures.items()}
 
     def _remaining(self, consumer: Consumer) -> int:
-        return sum(
-            max(0, self._watermarks(consumer, tp)[1] - position)
-            for tp, position in self._positions.items()
-        )
+        """Records between each partition's position and its head, as last fetched (the
+        consumer's cached high watermark, else a listed end offset)."""
+        unknown = [tp for tp in self._positions if tp not in self._heads]
+        self._heads.update(self._list_offsets(unknown, _LATEST))
+        for tp in self._positions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+            if high >= 0:
+                self._heads[tp] = max(self._heads[tp], int(high))
+        return sum(max(0, self._heads[tp] - pos) for tp, pos in self._positions.items())
 
     def _read(self, consumer: Consumer) -> list[Record]:
         """One poll's records; partitions that report their end join ``_at_end``."""
