@@ -57,9 +57,10 @@ class ProjectorStopped(Exception):
     """``stop`` was set while the projector was waiting for Postgres."""
 
 
-def consumer_group(name: str) -> str:
-    """The group a projector reads in; its name is also its key in the checkpoints table."""
-    return f"leadflow.projector.{name}"
+def consumer_group(name: str, schema: str) -> str:
+    """The group a projector reads in: per serving schema, as two deployments sharing a
+    cluster must not split each other's partitions. ``name`` also keys its checkpoints."""
+    return f"leadflow.projector.{schema}.{name}"
 
 
 @dataclass(slots=True)
@@ -94,7 +95,7 @@ class Projector:
         self.projection = projection
         self.pattern = pattern
         self.name = name or projection.name
-        self.group_id = consumer_group(self.name)
+        self.group_id = consumer_group(self.name, settings.db_schema)
         self.batch_size = batch_size
         self.batch_ms = batch_ms
         self.stats = ProjectorStats()

@@ -110,15 +110,14 @@ def reference(stack: Settings, unique_id: str) -> Settings:
 
 
 @contextmanager
-def live(settings: Settings, suffix: str = "") -> Iterator[list[Projector]]:
-    """The live projectors of ``settings``' schema; ``suffix`` keeps their consumer groups
-    apart from another schema's (a group splits its partitions among its members)."""
+def live(settings: Settings) -> Iterator[list[Projector]]:
+    """The live projectors of ``settings``' schema, in consumer groups of that schema."""
     with connect(settings) as conn:
         migrate(conn, settings.db_schema)
     pattern = settings.projector_pattern
     projectors: list[Projector] = [
-        TimelineProjector(settings, pattern, f"timeline{suffix}", batch_ms=50),
-        AnalyticsProjector(settings, pattern, f"analytics{suffix}", batch_ms=50),
+        TimelineProjector(settings, pattern, batch_ms=50),
+        AnalyticsProjector(settings, pattern, batch_ms=50),
     ]
     with running(projectors[0]), running(projectors[1]):
         yield projectors
@@ -129,7 +128,7 @@ def test_a_rebuild_under_load_switches_atomically_and_equals_the_projection_buil
 ) -> None:
     create_topics(main, unique_id)
     total = publish(main, unique_id, leads=150)
-    with connect(main) as conn, live(main) as projectors, live(reference, "-ref"):
+    with connect(main) as conn, live(main) as projectors, live(reference):
         wait_until(lambda: events_in(conn, active(conn, unique_id, "timeline").schema) == total,
                    60, "the live projection")  # fmt: skip
         first = active(conn, unique_id, "timeline")
@@ -206,7 +205,9 @@ def test_a_rebuild_killed_mid_way_resumes_from_its_checkpoints_and_ends_identica
             "LEADFLOW_LOG_FORMAT": "json",
         }
         command = [sys.executable, "-m", "engine", "replay", "timeline", "--batch-size", "20"]
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             wait_until(lambda: _building_rows(main) >= 200, 60, "the rebuild to be half way")
         finally:

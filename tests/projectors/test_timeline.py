@@ -88,7 +88,7 @@ def test_a_restarted_projector_resumes_from_its_checkpoint_not_the_group_offsets
     # Someone rewinds the consumer group: a projector that trusted it would re-read everything.
     admin = AdminClient(admin_config(pg_settings))
     rewind = [TopicPartition(topic, p, 0) for _, p in high_watermarks(pg_settings, topic)]
-    group = consumer_group(f"timeline-{unique_id}")
+    group = consumer_group(f"timeline-{unique_id}", pg_settings.db_schema)
     admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, rewind)])[group].result(
         10
     )
