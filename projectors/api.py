@@ -1,31 +1,38 @@
-"""Read the timeline projection over HTTP: a flow's events, a lead's timeline, one event,
-and what changed in a lead's data from one event to the next.
+"""Read the timeline projection over HTTP: events by flow or across flows, a lead's timeline,
+one event, and what changed in a lead's data from one event to the next.
 
 Query habits follow LeadConduit's events API: ``start`` inclusive and ``end``
-exclusive ISO 8601 times, ``after_id``/``before_id`` exclusive keyset paging,
-``limit`` 1..1000 (default 100), ``sort`` asc|desc (default desc), a bare
-JSON array as the answer. Clients page with ``sort=asc`` + ``after_id``.
+exclusive ISO 8601 times (UTC when they carry no offset), ``after_id``/``before_id``
+exclusive cursors, ``limit`` 1..1000 (default 100), ``sort`` asc|desc (default
+desc), a bare JSON array as the answer. Pages are in the order events were
+stored (see ``projectors.search``), so a client that pages with ``sort=asc`` and
+``after_id`` = the last id it got sees every event exactly once, late ones included.
+Unknown query parameters are a 422, like bad values.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import StringConstraints
 
 from engine.settings import Settings
 from projectors.diff import diff_snapshots
 from projectors.errors import StoreUnavailableError
+from projectors.params import Range, StrictQuery, query_error
 from projectors.queries import get_event, lead_timeline
-from projectors.search import EventFilter, flow_events
+from projectors.search import EventQuery, UnknownCursorError, search_events
 from projectors.store import Connection, connect
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], dependencies=[StrictQuery])
 
-EventId = Annotated[str | None, Query(min_length=1, max_length=64)]
+Id = Annotated[str | None, Query(min_length=1, max_length=64)]
+EventType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")]
+Outcome = Literal["success", "failure", "error"]
 
 
 def _settings(request: Request) -> Settings:
@@ -44,38 +51,61 @@ def _connection(settings: Annotated[Settings, Depends(_settings)]) -> Iterator[C
 Conn = Annotated[Connection, Depends(_connection)]
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    # A time without an offset (or a bare date, "2024-01-15") is read as UTC,
-    # not as the server's local time.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
-@router.get("/flows/{flow_id}/events")
-def get_flow_events(
-    flow_id: str,
-    conn: Conn,
-    lead_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-    type: Annotated[list[str] | None, Query()] = None,
-    outcome: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-    start: Annotated[datetime | None, Query(description="inclusive, ISO 8601")] = None,
-    end: Annotated[datetime | None, Query(description="exclusive, ISO 8601")] = None,
-    after_id: EventId = None,
-    before_id: EventId = None,
+def _event_query(
+    when: Range,
+    lead_id: Id = None,
+    type: Annotated[
+        list[EventType] | None, Query(max_length=50, description="repeatable, e.g. source.accepted")
+    ] = None,
+    outcome: Outcome | None = None,
+    step_id: Id = None,
+    after_id: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="an event id")
+    ] = None,
+    before_id: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="an event id")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     sort: Literal["asc", "desc"] = "desc",
-) -> list[dict[str, Any]]:
-    where = EventFilter(
+) -> EventQuery:
+    """The query parameters both events routes take."""
+    return EventQuery(
         lead_id=lead_id,
         types=tuple(type or ()),
         outcome=outcome,
-        start=_utc(start),
-        end=_utc(end),
+        step_id=step_id,
+        start=when.start,
+        end=when.end,
         after_id=after_id,
         before_id=before_id,
+        limit=limit,
+        descending=sort == "desc",
     )
-    return flow_events(conn, flow_id, where, limit=limit, descending=sort == "desc")
+
+
+Events = Annotated[EventQuery, Depends(_event_query)]
+
+
+def _page(conn: Connection, query: EventQuery) -> list[dict[str, Any]]:
+    try:
+        return search_events(conn, query)
+    except UnknownCursorError as exc:
+        raise query_error(
+            exc.param,
+            f"Unknown event id {exc.event_id!r}: a cursor must be a stored event's id",
+            exc.event_id,
+        ) from None
+
+
+@router.get("/events")
+def get_events(conn: Conn, query: Events, flow_id: Id = None) -> list[dict[str, Any]]:
+    """Events of every flow, or of ``flow_id``: LeadConduit's ``GET /events``."""
+    return _page(conn, dataclasses.replace(query, flow_id=flow_id))
+
+
+@router.get("/flows/{flow_id}/events")
+def get_flow_events(flow_id: str, conn: Conn, query: Events) -> list[dict[str, Any]]:
+    return _page(conn, dataclasses.replace(query, flow_id=flow_id))
 
 
 def _timeline(conn: Connection, lead_id: str) -> list[dict[str, Any]]:
@@ -110,7 +140,7 @@ def _change(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/leads/{lead_id}/changes")
 def get_lead_changes(
-    lead_id: str, conn: Conn, from_event: EventId = None, to_event: EventId = None
+    lead_id: str, conn: Conn, from_event: Id = None, to_event: Id = None
 ) -> list[dict[str, Any]]:
     """Each consecutive pair of the lead's events, or the one pair ``from_event`` -> ``to_event``.
 
@@ -120,7 +150,11 @@ def get_lead_changes(
     if from_event is None and to_event is None:
         return [_change(a, b) for a, b in pairwise(events)]
     if from_event is None or to_event is None:
-        raise HTTPException(422, detail="Give both from_event and to_event, or neither")
+        raise query_error(
+            "to_event" if to_event is None else "from_event",
+            "Give both from_event and to_event, or neither",
+            from_event or to_event,
+        )
     by_id = {e["id"]: e for e in events}
     for wanted in (from_event, to_event):
         if wanted not in by_id:

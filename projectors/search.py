@@ -1,8 +1,15 @@
-"""Filtered, keyset-paged reads of one flow's events, for the events API.
+"""Filtered, keyset-paged reads of events, in the order they were written, for the events API.
 
-Paging is by event id, never OFFSET: ids are unique and sort in timeline
-order, so ``id > after_id`` resumes exactly where the last page ended even
-while new events arrive.
+Pages follow insertion order, ``(xid, id)``: the id of the Postgres transaction
+that wrote the row, then the event id. Event ids alone sort by submission time,
+so a late event of an early lead (a delivery after a retry, buyer feedback)
+would get an id below a cursor a client already holds, and paging by id would
+skip it. Transaction ids only grow, but they are handed out at the first write
+and committed in any order, so a page reads only rows whose transaction is
+older than every one still running (``pg_snapshot_xmin``): nothing can commit
+behind a cursor afterwards. The price is that a row shows up once every writer
+that started before it has finished - milliseconds with the projector's short
+batches, longer while any transaction on the server holds a write open.
 """
 
 from __future__ import annotations
@@ -14,51 +21,86 @@ from typing import Any
 
 from psycopg import sql
 
+from projectors.errors import ProjectorError
 from projectors.store import Connection, translate_errors
+
+# Every row at or past this transaction id may still have company on its way.
+_HORIZON = sql.SQL("xid < pg_snapshot_xmin(pg_current_snapshot())")
+
+
+class UnknownCursorError(ProjectorError):
+    """``after_id``/``before_id`` names no stored event, so there is no position to page from."""
+
+    def __init__(self, param: str, event_id: str) -> None:
+        self.param = param
+        self.event_id = event_id
+        super().__init__(f"{param}: no event has id {event_id}")
 
 
 @dataclass(frozen=True, slots=True)
-class EventFilter:
-    """What ``flow_events`` selects: every field left as None (or empty) selects everything."""
+class EventQuery:
+    """What ``search_events`` selects: every filter left as None (or empty) selects everything."""
 
+    flow_id: str | None = None
     lead_id: str | None = None
     types: Sequence[str] = ()
     outcome: str | None = None
-    start: datetime | None = None  # inclusive
+    step_id: str | None = None
+    start: datetime | None = None  # inclusive, on the event's timestamp
     end: datetime | None = None  # exclusive
-    after_id: str | None = None  # exclusive
-    before_id: str | None = None  # exclusive
+    after_id: str | None = None  # exclusive: events written after this one
+    before_id: str | None = None  # exclusive: events written before this one
+    limit: int = 100
+    descending: bool = True
 
 
-def flow_events(
-    conn: Connection,
-    flow_id: str,
-    where: EventFilter,
-    *,
-    limit: int = 100,
-    descending: bool = True,
-) -> list[dict[str, Any]]:
-    """One page of the flow's events matching ``where``, ordered by id."""
-    clauses: list[sql.Composable] = [sql.SQL("flow_id = %s")]
-    params: list[Any] = [flow_id]
+def _positions(conn: Connection, query: EventQuery) -> dict[str, tuple[str, str]]:
+    """The (xid, id) of each cursor; xid as text, since it goes back as a parameter."""
+    wanted = {p: v for p, v in (("after_id", query.after_id), ("before_id", query.before_id)) if v}
+    if not wanted:
+        return {}
+    with translate_errors():
+        rows = conn.execute(
+            "SELECT id, xid::text FROM events WHERE id = ANY(%s)", (list(wanted.values()),)
+        ).fetchall()
+    found = {event_id: (xid, event_id) for event_id, xid in rows}
+    for param, event_id in wanted.items():
+        if event_id not in found:
+            raise UnknownCursorError(param, event_id)
+    return {param: found[event_id] for param, event_id in wanted.items()}
+
+
+def search_events(conn: Connection, query: EventQuery) -> list[dict[str, Any]]:
+    """One page of events matching ``query``, in insertion order (newest first if descending).
+
+    Raises ``UnknownCursorError`` when a cursor is not a stored event id.
+    """
+    positions = _positions(conn, query)
+    clauses: list[sql.Composable] = [_HORIZON]
+    params: list[Any] = []
     for column, op, value in (
-        ("lead_id", "=", where.lead_id),
-        ("outcome", "=", where.outcome),
-        ("ts", ">=", where.start),
-        ("ts", "<", where.end),
-        ("id", ">", where.after_id),
-        ("id", "<", where.before_id),
+        ("flow_id", "=", query.flow_id),
+        ("lead_id", "=", query.lead_id),
+        ("outcome", "=", query.outcome),
+        ("step_id", "=", query.step_id),
+        ("ts", ">=", query.start),
+        ("ts", "<", query.end),
     ):
         if value is not None:
             clauses.append(sql.SQL("{} {} %s").format(sql.Identifier(column), sql.SQL(op)))
             params.append(value)
-    if where.types:
+    if query.types:
         clauses.append(sql.SQL("type = ANY(%s)"))
-        params.append(list(where.types))
-    query = sql.SQL("SELECT snapshot FROM events WHERE {} ORDER BY id {} LIMIT %s").format(
-        sql.SQL(" AND ").join(clauses), sql.SQL("DESC" if descending else "ASC")
-    )
-    params.append(limit)
+        params.append(list(query.types))
+    for param, op in (("after_id", ">"), ("before_id", "<")):
+        if param in positions:
+            clauses.append(sql.SQL("(xid, id) {} (%s::xid8, %s)").format(sql.SQL(op)))
+            params.extend(positions[param])
+    direction = sql.SQL("DESC" if query.descending else "ASC")
+    statement = sql.SQL(
+        "SELECT snapshot FROM events WHERE {} ORDER BY xid {}, id {} LIMIT %s"
+    ).format(sql.SQL(" AND ").join(clauses), direction, direction)
+    params.append(query.limit)
     with translate_errors():
-        rows = conn.execute(query, params).fetchall()
+        rows = conn.execute(statement, params).fetchall()
     return [row[0] for row in rows]

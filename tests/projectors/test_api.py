@@ -1,4 +1,5 @@
-"""The events API on a real projection: filters, time ranges, keyset paging, timelines, changes."""
+"""The events API on a real projection: filters, time ranges, keyset paging, timelines, changes,
+and strict query parameters."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from projectors.batch import Record, build_batch
 from projectors.store import Connection, write_batch
 from schemas.codec import EventCodec, event_to_json_dict
 from tests.factories import make_lead_events
+from tests.projectors.test_search import wait_visible
 
 pytestmark = pytest.mark.stack
 
@@ -39,6 +41,7 @@ def leads(db: Connection, pg_schema: str) -> list[Events]:
     every = [e for timeline in timelines for e in timeline] + other
     records = [Record("t", 0, i, codec.encode(e)) for i, e in enumerate(every)]
     write_batch(db, "test", build_batch(codec, records))
+    wait_visible(db)
     return timelines
 
 
@@ -148,7 +151,15 @@ def test_limit_is_between_1_and_1000(
 
 @pytest.mark.parametrize(
     "params",
-    [{"start": "yesterday"}, {"end": "2025-13-01"}, {"sort": "sideways"}, {"after_id": ""}],
+    [
+        {"start": "yesterday"},
+        {"end": "2025-13-01"},
+        {"sort": "sideways"},
+        {"after_id": ""},
+        {"outcome": "maybe"},
+        {"type": "delivered"},
+        {"lead": "L1"},
+    ],
 )
 def test_bad_parameters_are_a_422_naming_the_parameter(
     client: TestClient, pg_schema: str, params: dict[str, str]
@@ -156,6 +167,77 @@ def test_bad_parameters_are_a_422_naming_the_parameter(
     answer = client.get(f"/flows/{pg_schema}/events", params=params)
     assert answer.status_code == 422
     assert next(iter(params)) in answer.text
+
+
+def test_an_end_not_after_start_is_a_422(client: TestClient, pg_schema: str) -> None:
+    params = {"start": "2025-11-24T12:00:00Z", "end": "2025-11-24T12:00:00Z"}
+    answer = client.get(f"/flows/{pg_schema}/events", params=params)
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["msg"] == "end must be after start"
+
+
+def test_a_cursor_that_is_no_stored_event_is_a_422_that_says_so(
+    client: TestClient, leads: list[Events], pg_schema: str
+) -> None:
+    answer = client.get(f"/flows/{pg_schema}/events", params={"after_id": "01NOSUCHEVENT"})
+    assert answer.status_code == 422
+    [error] = answer.json()["detail"]
+    assert error["loc"] == ["query", "after_id"]
+    assert error["msg"] == "Unknown event id '01NOSUCHEVENT': a cursor must be a stored event's id"
+
+
+# -- GET /events ----------------------------------------------------------------------------
+
+
+def test_events_of_every_flow_or_of_one_flow_as_the_flows_own_route_gives_them(
+    client: TestClient, leads: list[Events], pg_schema: str
+) -> None:
+    everything = ids(client.get("/events", params={"sort": "asc", "limit": 1000}))
+    assert len(everything) == 20  # the other flow's lead included
+    assert set(all_ids(leads)) < set(everything)
+    for params in ({}, {"sort": "asc", "limit": 4}, {"type": "flow.completed", "sort": "asc"}):
+        one_flow = client.get("/events", params={**params, "flow_id": pg_schema})
+        assert ids(one_flow) == ids(client.get(f"/flows/{pg_schema}/events", params=params))
+
+
+def test_events_filter_by_step_and_answer_times_in_utc(
+    client: TestClient, leads: list[Events], pg_schema: str
+) -> None:
+    answer = client.get("/events", params={"flow_id": pg_schema, "step_id": "premier"})
+    assert sorted(ids(answer)) == sorted(
+        e["id"] for t in leads for e in t if e["step_id"] == "premier"
+    )
+    assert all(e["timestamp"].endswith("Z") for e in answer.json())
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/events",
+        "/flows/f/events",
+        "/leads/L/events",
+        "/events/E",
+        "/leads/L/changes",
+    ],
+)
+def test_every_events_route_refuses_a_query_parameter_it_does_not_take(
+    client: TestClient, url: str
+) -> None:
+    answer = client.get(url, params={"flow": "f"})
+    assert answer.status_code == 422
+    [error] = answer.json()["detail"]
+    assert error["loc"] == ["query", "flow"]
+    assert error["msg"].startswith("Unknown query parameter 'flow'; this route takes: ")
+
+
+def test_a_single_valued_parameter_given_twice_is_a_422_and_type_may_repeat(
+    client: TestClient, leads: list[Events], pg_schema: str
+) -> None:
+    twice = client.get("/events", params=[("limit", "1"), ("limit", "2")])
+    assert twice.status_code == 422
+    assert twice.json()["detail"][0]["msg"] == "'limit' takes one value, got 2"
+    types = [("type", "source.accepted"), ("type", "flow.completed"), ("flow_id", pg_schema)]
+    assert len(ids(client.get("/events", params=types))) == 6
 
 
 # -- GET /leads/{lead_id}/events, GET /events/{event_id} --------------------------------------
