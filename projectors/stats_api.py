@@ -1,0 +1,150 @@
+"""Event counts and per-flow analytics over HTTP, as JSON arrays or CSV.
+
+``GET /events/stats`` counts events per time bucket and per ``group_by`` value;
+``GET /flows/{flow_id}/analytics/{steps,reasons,sources,recipients}`` answer the
+seeds' reporting questions for a time range. Every route answers a bare JSON
+array of rows, or CSV with ``format=csv`` (or ``Accept: text/csv``). Times in
+are ISO 8601 (UTC when they carry no offset); times out are ISO 8601 UTC, bucket
+starts included: a bucket computed in another ``timezone`` is named by the UTC
+instant its local start falls on.
+
+Mount this router before ``projectors.api``'s, whose ``/events/{event_id}``
+would otherwise take ``/events/stats`` for an event id.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import zoneinfo
+from functools import cache
+from typing import Annotated, Literal, get_args
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from projectors.api import Conn, EventType, Id
+from projectors.params import Range, StrictQuery, query_error
+from projectors.stats import (
+    GroupBy,
+    Interval,
+    StatsQuery,
+    Table,
+    TooManyRowsError,
+    event_stats,
+    reason_analytics,
+    recipient_analytics,
+    source_analytics,
+    step_analytics,
+)
+
+router = APIRouter(tags=["stats"], dependencies=[StrictQuery])
+
+Format = Annotated[Literal["json", "csv"] | None, Query(description="default json")]
+_GROUPS: dict[str, GroupBy] = {name: name for name in get_args(GroupBy)}
+
+
+@cache
+def _time_zones() -> frozenset[str]:
+    # "localtime" is the server's zone under a file name, not a zone a client can mean.
+    return frozenset(zoneinfo.available_timezones() - {"localtime"})
+
+
+def _respond(table: Table, request: Request, format: str | None) -> Response:
+    if format is None:
+        format = "csv" if "text/csv" in request.headers.get("accept", "") else "json"
+    if format == "json":
+        return JSONResponse(table.rows)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(table.columns)
+    writer.writerows([row[c] for c in table.columns] for row in table.rows)
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
+
+
+def _group_by(values: list[str]) -> tuple[GroupBy, ...]:
+    """Repeated (``group_by=type&group_by=outcome``) or comma-separated, in the order given."""
+    names: list[GroupBy] = []
+    for value in values:
+        for name in filter(None, (part.strip() for part in value.split(","))):
+            if name not in _GROUPS:
+                raise query_error(
+                    "group_by", f"Unknown group_by {name!r}; use any of: {', '.join(_GROUPS)}", name
+                )
+            if name not in names:
+                names.append(_GROUPS[name])
+    return tuple(names)
+
+
+@router.get("/events/stats")
+def get_event_stats(
+    request: Request,
+    conn: Conn,
+    when: Range,
+    group_by: Annotated[
+        list[str] | None,
+        Query(max_length=6, description=f"repeatable or comma-separated: {', '.join(_GROUPS)}"),
+    ] = None,
+    interval: Interval | None = None,
+    timezone: Annotated[
+        str, Query(max_length=64, description="IANA name; buckets start at local midnight etc.")
+    ] = "UTC",
+    flow_id: Id = None,
+    type: Annotated[list[EventType] | None, Query(max_length=50)] = None,
+    format: Format = None,
+) -> Response:
+    """Event counts per ``interval`` bucket (in ``timezone``) and ``group_by`` value."""
+    if timezone not in _time_zones():
+        raise query_error("timezone", f"Unknown time zone {timezone!r}; use an IANA name", timezone)
+    query = StatsQuery(
+        group_by=_group_by(group_by or []),
+        interval=interval,
+        timezone=timezone,
+        when=when,
+        flow_id=flow_id,
+        types=tuple(type or ()),
+    )
+    try:
+        table = event_stats(conn, query)
+    except TooManyRowsError as exc:
+        raise HTTPException(422, detail=str(exc)) from None
+    return _respond(table, request, format)
+
+
+@router.get("/flows/{flow_id}/analytics/steps")
+def get_step_analytics(
+    flow_id: str, request: Request, conn: Conn, when: Range, format: Format = None
+) -> Response:
+    """Per step: count, success/failure/error rates, duration (``ms``) p50/p95/max."""
+    return _respond(step_analytics(conn, flow_id, when), request, format)
+
+
+@router.get("/flows/{flow_id}/analytics/reasons")
+def get_reason_analytics(
+    flow_id: str,
+    request: Request,
+    conn: Conn,
+    when: Range,
+    step_id: Id = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    format: Format = None,
+) -> Response:
+    """Failure and error reasons, most frequent first, with their share of all of them."""
+    return _respond(reason_analytics(conn, flow_id, when, step_id, limit), request, format)
+
+
+@router.get("/flows/{flow_id}/analytics/sources")
+def get_source_analytics(
+    flow_id: str, request: Request, conn: Conn, when: Range, format: Format = None
+) -> Response:
+    """Per source, over the leads it submitted in the range: submitted, accepted, delivered,
+    cost, revenue, profit."""
+    return _respond(source_analytics(conn, flow_id, when), request, format)
+
+
+@router.get("/flows/{flow_id}/analytics/recipients")
+def get_recipient_analytics(
+    flow_id: str, request: Request, conn: Conn, when: Range, format: Format = None
+) -> Response:
+    """Per recipient: acceptance rate, response time p50/p95, revenue net of returns."""
+    return _respond(recipient_analytics(conn, flow_id, when), request, format)
