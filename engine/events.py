@@ -29,6 +29,8 @@ EVENT_TYPES = (
     "retry.scheduled",
     "retry.attempted",
     "flow.completed",
+    "feedback.received",
+    "feedback.processed",
 )
 
 

@@ -2,7 +2,8 @@
 
 ``GET /events/stats`` counts events per time bucket and per ``group_by`` value;
 ``GET /flows/{flow_id}/analytics/{steps,reasons,sources,recipients}`` answer the
-seeds' reporting questions for a time range. Every route answers a bare JSON
+seeds' reporting questions for a time range; ``GET /flows/{flow_id}/analytics/daily``
+reads whole UTC days from the analytics projection, for long ranges. Every route answers a bare JSON
 array of rows, or CSV with ``format=csv`` (or ``Accept: text/csv``). Times in
 are ISO 8601 (UTC when they carry no offset); times out are ISO 8601 UTC, bucket
 starts included: a bucket computed in another ``timezone`` is named by the UTC
@@ -17,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import zoneinfo
+from datetime import date
 from functools import cache
 from typing import Annotated, Literal, get_args
 
@@ -24,6 +26,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from projectors.api import Conn, EventType, Id
+from projectors.daily import DailyGroup, daily_counts
 from projectors.params import Range, StrictQuery, query_error
 from projectors.stats import (
     GroupBy,
@@ -148,3 +151,38 @@ def get_recipient_analytics(
 ) -> Response:
     """Per recipient: acceptance rate, response time p50/p95, revenue net of returns."""
     return _respond(recipient_analytics(conn, flow_id, when), request, format)
+
+
+_DAILY_GROUPS: dict[str, DailyGroup] = {name: name for name in get_args(DailyGroup)}
+
+
+@router.get("/flows/{flow_id}/analytics/daily")
+def get_daily_analytics(
+    flow_id: str,
+    request: Request,
+    conn: Conn,
+    start: Annotated[date | None, Query(description="first UTC day, inclusive")] = None,
+    end: Annotated[date | None, Query(description="UTC day after the last, exclusive")] = None,
+    group_by: Annotated[
+        list[str] | None,
+        Query(
+            max_length=5, description=f"repeatable or comma-separated: {', '.join(_DAILY_GROUPS)}"
+        ),
+    ] = None,
+    format: Format = None,
+) -> Response:
+    """Per UTC day (and ``group_by`` value): events, mean and max ``ms``, cost, revenue."""
+    if start is not None and end is not None and start >= end:
+        raise query_error("end", "end must be after start", end.isoformat())
+    names: list[DailyGroup] = []
+    for value in group_by or []:
+        for name in filter(None, (part.strip() for part in value.split(","))):
+            if name not in _DAILY_GROUPS:
+                raise query_error(
+                    "group_by",
+                    f"Unknown group_by {name!r}; use any of: {', '.join(_DAILY_GROUPS)}",
+                    name,
+                )
+            if name not in names:
+                names.append(_DAILY_GROUPS[name])
+    return _respond(daily_counts(conn, flow_id, start, end, names), request, format)
