@@ -2,11 +2,14 @@
 
 Feedback never changes the delivery event it refers to: it adds
 ``feedback.received`` (what the buyer said) and ``feedback.processed`` (what it
-changed: a return takes the lead's revenue back to zero).
+changed). The lead's revenue after it is the price of every delivery that has
+not been returned: a return takes back that one buyer's price, not the
+revenue of a lead sold to several; returning a delivery twice takes it back once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -41,8 +44,31 @@ def parse_feedback(raw: bytes) -> Feedback:
         raise FeedbackRejectedError(f"Invalid feedback: {problems}") from None
 
 
-def apply_feedback(feedback: Feedback, delivery: dict[str, Any] | None) -> StepResult:
-    """``delivery`` is the recipient event the feedback refers to (None if unknown)."""
+def lead_revenue(timeline: Sequence[dict[str, Any]], returned: set[str]) -> float:
+    """What the buyers pay for the lead: every delivery's price but the returned ones'."""
+    return sum(
+        float(e.get("revenue") or 0.0)
+        for e in timeline
+        if e.get("type") == "recipient.delivered" and e.get("id") not in returned
+    )
+
+
+def returned_deliveries(timeline: Sequence[dict[str, Any]]) -> set[str]:
+    """Ids of the deliveries earlier feedback returned."""
+    return {
+        str(e["vars"].get("feedback.recipient_event_id"))
+        for e in timeline
+        if e.get("type") == "feedback.processed" and e["vars"].get("feedback.type") == "return"
+    }
+
+
+def apply_feedback(
+    feedback: Feedback,
+    delivery: dict[str, Any] | None,
+    timeline: Sequence[dict[str, Any]] | None = None,
+) -> StepResult:
+    """``delivery`` is the recipient event the feedback refers to (None if unknown);
+    ``timeline`` the lead's events so far (default: the delivery alone)."""
     if delivery is None:
         raise FeedbackRejectedError(f"Unknown event: {feedback.event_id}")
     if not str(delivery.get("type", "")).startswith("recipient."):
@@ -58,7 +84,11 @@ def apply_feedback(feedback: Feedback, delivery: dict[str, Any] | None) -> StepR
     received = EventDraft(
         "feedback.received", "success", feedback.reason, vars=fields, entity_id=entity
     )
-    revenue = 0.0 if feedback.type == "return" else float(delivery.get("revenue") or 0.0)
+    events = list(timeline) if timeline else [delivery]
+    returned = returned_deliveries(events)
+    if feedback.type == "return":
+        returned.add(feedback.event_id)
+    revenue = lead_revenue(events, returned)
     processed = EventDraft(
         "feedback.processed",
         "success",

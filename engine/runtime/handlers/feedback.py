@@ -10,6 +10,7 @@ with its reason - never silently dropped.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import psycopg
 from confluent_kafka import Message
@@ -40,14 +41,18 @@ class FeedbackHandler:
         self.codec = codec
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
 
-    def _lookup(self, event_id: str) -> dict[str, object] | None:
-        from projectors.queries import get_event
+    def _lookup(self, event_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The event, and its lead's timeline (for the lead's revenue after the feedback)."""
+        from projectors.queries import get_event, lead_timeline
         from projectors.store import connect
 
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = connect(self.settings, application_name="leadflow-feedback")
-            return get_event(self._conn, event_id)
+            event = get_event(self._conn, event_id)
+            if event is None:
+                return None, []
+            return event, lead_timeline(self._conn, str(event["lead_id"]))
         except Exception as exc:  # the projection is unreachable: decide later, not wrongly
             self._conn = None
             raise TransientStepError(
@@ -59,13 +64,13 @@ class FeedbackHandler:
         raw = msg.value() or b""
         try:
             feedback = parse_feedback(raw)
-            delivery = self._lookup(feedback.event_id)
-            result = apply_feedback(feedback, delivery)
+            delivery, timeline = self._lookup(feedback.event_id)
+            result = apply_feedback(feedback, delivery, timeline)
         except FeedbackRejectedError as exc:
             headers: Headers = [(ERROR_HEADER, str(exc).encode())]
             return [Record(msg.key(), raw, headers, FEEDBACK_REJECTED_TOPIC)]
         assert delivery is not None
-        snapshot = dict(delivery["vars"])  # type: ignore[call-overload]
+        snapshot = dict(delivery["vars"])
         lead_id, flow_id = str(delivery["lead_id"]), str(delivery["flow_id"])
         submitted = snapshot.get("submission.timestamp")
         submitted_ms = submitted if isinstance(submitted, int) else start
@@ -82,7 +87,7 @@ class FeedbackHandler:
         )
         who = StepIdentity(
             flow_id,
-            int(delivery.get("flow_version") or 1),  # type: ignore[call-overload]
+            int(delivery.get("flow_version") or 1),
             FEEDBACK_STEP_ID,
             "Feedback",
             _FEEDBACK_INDEX,
@@ -104,7 +109,7 @@ class FeedbackHandler:
         )
         records = []
         for event in events:
-            event["step_count"] = int(delivery.get("step_count") or 0)  # type: ignore[call-overload]
+            event["step_count"] = int(delivery.get("step_count") or 0)
             records.append(
                 Record(
                     lead_id.encode(),

@@ -32,7 +32,13 @@ LEAD = {
     "state": "TX",
     "tcpa_consent": True,
 }
-DELIVERY = {"type": "recipient.delivered", "step_id": "premier", "revenue": 31.0, "vars": {}}
+DELIVERY = {
+    "id": "E1",
+    "type": "recipient.delivered",
+    "step_id": "premier",
+    "revenue": 31.0,
+    "vars": {},
+}
 
 
 def test_a_return_takes_the_revenue_back() -> None:
@@ -41,6 +47,25 @@ def test_a_return_takes_the_revenue_back() -> None:
     assert (received.type, received.reason) == ("feedback.received", "Bad number")
     assert received.vars["feedback.recipient_event_id"] == "E1"
     assert (processed.type, processed.revenue) == ("feedback.processed", 0.0)
+
+
+def delivered(event_id: str, step_id: str, price: float) -> dict[str, object]:
+    return {"id": event_id, "type": "recipient.delivered", "step_id": step_id,
+            "revenue": price, "vars": {}}  # fmt: skip
+
+
+def test_a_return_takes_back_one_buyers_price_from_a_lead_sold_to_several_once() -> None:
+    first, second = delivered("E1", "premier", 31.0), delivered("E2", "summit", 12.5)
+    timeline: list[dict[str, object]] = [first, second]
+    returned = apply_feedback(Feedback(event_id="E2", type="return"), second, timeline)
+    assert returned.events[1].revenue == 31.0
+
+    processed = returned.events[1]
+    timeline.append({"type": "feedback.processed", "vars": processed.vars})
+    again = apply_feedback(Feedback(event_id="E2", type="return"), second, timeline)
+    assert again.events[1].revenue == 31.0
+    converted = apply_feedback(Feedback(event_id="E1", type="conversion"), first, timeline)
+    assert converted.events[1].revenue == 31.0
 
 
 def test_a_conversion_keeps_the_revenue() -> None:
