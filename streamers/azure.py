@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import BinaryIO
+
 import requests
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from azure.core.pipeline.transport import RequestsTransport
-from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings, LinearRetry
+from azure.storage.blob import (
+    BlobServiceClient,
+    ContainerClient,
+    ContentSettings,
+    LinearRetry,
+    StorageStreamDownloader,
+)
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -14,6 +23,11 @@ from engine.flows import Destination
 from engine.settings import Settings
 from streamers.destinations import PutResult
 from streamers.errors import DestinationError, ObjectNotFoundError, redact
+
+# Uploads and downloads of large files move in parts of this size (the SDK's
+# defaults read up to 64 MiB into memory for one request); events are far
+# smaller and still go up in one request.
+_PART_BYTES = 4 * 1024 * 1024
 
 
 def _error_code(exc: HttpResponseError) -> str:
@@ -67,6 +81,31 @@ class AzureBlobStore:
         except AzureError as exc:
             raise self._error(exc) from exc
 
+    def upload_file(self, key: str, file: BinaryIO, content_type: str) -> None:
+        try:
+            self._container.upload_blob(
+                key,
+                file,
+                overwrite=True,
+                content_settings=ContentSettings(content_type=content_type),
+                max_concurrency=2,
+            )
+        except AzureError as exc:
+            raise self._error(exc) from exc
+
+    def read_chunks(self, key: str) -> Iterator[bytes]:
+        try:
+            downloader = self._container.download_blob(key)
+        except AzureError as exc:
+            raise self._error(exc) from exc
+        return self._downloaded_chunks(downloader)
+
+    def _downloaded_chunks(self, downloader: StorageStreamDownloader[bytes]) -> Iterator[bytes]:
+        try:
+            yield from downloader.chunks()
+        except AzureError as exc:
+            raise self._error(exc) from exc
+
     def list_keys(self, prefix: str) -> list[str]:
         try:
             return sorted(self._container.list_blob_names(name_starts_with=prefix or None))
@@ -115,6 +154,10 @@ def open_azure_store(
             # The SDK's default waits 15 s before its first retry; two quick
             # retries (0-2 s apart) here, then the streamer's own backoff.
             retry_policy=LinearRetry(backoff=1, random_jitter_range=1, retry_total=2),
+            max_single_put_size=_PART_BYTES,
+            max_block_size=_PART_BYTES,
+            max_single_get_size=_PART_BYTES,
+            max_chunk_get_size=_PART_BYTES,
         )
     except ValueError:
         # The SDK's message may quote the connection string.

@@ -8,7 +8,8 @@ compared (that would cost a GET per retry).
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from collections.abc import Iterator
+from typing import BinaryIO, Literal, Protocol
 
 from engine.flows import Destination
 from engine.settings import Settings
@@ -36,6 +37,23 @@ class ObjectStore(Protocol):
 
     def list_keys(self, prefix: str) -> list[str]:
         """Every key starting with ``prefix`` (a plain string prefix), sorted."""
+        ...
+
+    def upload_file(self, key: str, file: BinaryIO, content_type: str) -> None:
+        """Write ``key`` from ``file`` (from its current position), replacing any object there.
+
+        Read and sent in parts, so a file of any size costs bounded memory
+        (export files; events use ``put_if_absent``).
+        """
+        ...
+
+    def read_chunks(self, key: str) -> Iterator[bytes]:
+        """The object's content in parts of bounded size.
+
+        The request is made before this returns, so a missing object raises
+        ``ObjectNotFoundError`` here rather than at the first chunk, when an
+        HTTP answer streaming it may already have sent its status.
+        """
         ...
 
     def delete(self, key: str) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -17,6 +20,7 @@ from streamers.errors import DestinationError, ObjectNotFoundError, redact
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import GetObjectOutputTypeDef
 
 # A 409 ConditionalRequestConflict means another conditional write of the same
 # key was in flight; retrying resolves to 200 or 412 within a few attempts.
@@ -25,6 +29,13 @@ _CONFLICT_PAUSE_S = 0.05
 # GetObject answers NoSuchKey; HEAD-style calls a bare 404. NoSuchBucket is a
 # configuration problem, not a missing object.
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+# Large files go up in multipart parts, a few at a time: memory stays at
+# parts x concurrency whatever the file's size.
+_PART_BYTES = 8 * 1024 * 1024
+_TRANSFER = TransferConfig(
+    multipart_threshold=_PART_BYTES, multipart_chunksize=_PART_BYTES, max_concurrency=4
+)
+_READ_CHUNK_BYTES = 1024 * 1024
 
 
 def _code_and_status(exc: ClientError) -> tuple[str, int | None]:
@@ -83,6 +94,31 @@ class S3Store:
             return self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc) from exc
+
+    def upload_file(self, key: str, file: BinaryIO, content_type: str) -> None:
+        try:
+            self._client.upload_fileobj(
+                file, self._bucket, key, ExtraArgs={"ContentType": content_type}, Config=_TRANSFER
+            )
+        # A multipart upload reports a refused part as S3UploadFailedError.
+        except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
+            raise self._error(exc) from exc
+
+    def read_chunks(self, key: str) -> Iterator[bytes]:
+        try:
+            answer = self._client.get_object(Bucket=self._bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc) from exc
+        return self._body_chunks(answer)
+
+    def _body_chunks(self, answer: GetObjectOutputTypeDef) -> Iterator[bytes]:
+        body = answer["Body"]
+        try:
+            yield from body.iter_chunks(_READ_CHUNK_BYTES)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc) from exc
+        finally:
+            body.close()
 
     def list_keys(self, prefix: str) -> list[str]:
         keys: list[str] = []
