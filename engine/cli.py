@@ -252,6 +252,79 @@ def demo(
     run_demo(get_settings(), _flow_path(flow_file), leads, timeout)
 
 
+@app.command("export")
+def export_events(
+    flow: Annotated[str | None, typer.Option("--flow", help="Flow id.")] = None,
+    lead: Annotated[str | None, typer.Option("--lead", help="Lead id.")] = None,
+    type_: Annotated[
+        list[str] | None, typer.Option("--type", help="Event type; repeat for several.")
+    ] = None,
+    outcome: Annotated[str | None, typer.Option(help="success, failure or error.")] = None,
+    step: Annotated[str | None, typer.Option("--step", help="Step id.")] = None,
+    start: Annotated[str | None, typer.Option(help="Inclusive, ISO 8601; no offset = UTC.")] = None,
+    end: Annotated[str | None, typer.Option(help="Exclusive, ISO 8601; no offset = UTC.")] = None,
+    format_: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "csv",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
+    ] = None,
+) -> None:
+    """Export events from the projection as CSV or JSON lines, in constant memory."""
+    from pydantic import ValidationError
+
+    from projectors.exports.files import write_export
+    from projectors.exports.selection import ExportQuery
+
+    try:
+        query = ExportQuery.model_validate(
+            {"flow_id": flow, "lead_id": lead, "type": type_ or (), "outcome": outcome,
+             "step_id": step, "start": start, "end": end, "format": format_}
+        )  # fmt: skip
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise typer.BadParameter(problems) from None
+    rows = write_export(get_settings(), query, output, console)
+    if output is not None:
+        console.print(f"{rows:,} events written to {output}")
+
+
+exports_app = typer.Typer(no_args_is_help=True, help="Export jobs (POST /exports).")
+app.add_typer(exports_app, name="exports")
+
+
+@exports_app.command("work")
+def exports_work() -> None:
+    """Run export jobs until SIGTERM/SIGINT (alongside or instead of the API's worker thread)."""
+    from engine.runtime.supervisor import install_stop_handlers
+    from projectors.exports.worker import ExportWorker
+
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    ExportWorker(get_settings()).run(stop)
+
+
+@exports_app.command("list")
+def exports_list(
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+) -> None:
+    """Print the newest export jobs and their status."""
+    from rich.table import Table
+
+    from projectors.exports.jobs import list_jobs, migrate_exports
+    from projectors.store import connect
+
+    settings = get_settings()
+    migrate_exports(settings)
+    table = Table("id", "status", "format", "created", "rows", "bytes", "object / error")
+    with connect(settings) as conn:
+        for job in list_jobs(conn, limit=limit):
+            shown = job.as_json()
+            table.add_row(
+                shown["id"], job.status, job.format, shown["created_at"], str(job.row_count or ""),
+                str(job.byte_count or ""), job.error or job.object_key,
+            )  # fmt: skip
+    Console().print(table)
+
+
 def main() -> None:
     try:
         app()

@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     projector_pattern: str = r"^leadflow\..+\.events\..+$"
     s3_bucket: str = "leadflow-events"
     azure_container: str = "leadflow-events"
+    # Where export jobs write their files (projectors.exports), with the S3 or
+    # Azure credentials above; the defaults are the local stack's bucket.
+    export_store_kind: Literal["s3", "azure_blob"] = "s3"
+    export_bucket: str = "leadflow-events"
+    export_prefix: str = "exports/"
+    # Run the export worker as a thread of every API process (leadflow serve);
+    # False when `leadflow exports work` runs it as its own process.
+    export_worker_in_api: bool = True
 
     flow_file: Path = Path("flows/demo.yaml")
     topic_partitions: int = 3

@@ -8,6 +8,7 @@ from engine import __version__
 from engine.api.feedback import router as feedback_router
 from engine.settings import Settings, get_settings
 from projectors.api import router as events_router
+from projectors.exports.api import router as exports_router
 from projectors.stats_api import router as stats_router
 
 
@@ -16,6 +17,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings or get_settings()
     app.include_router(feedback_router)
     app.include_router(stats_router)  # before events: /events/stats is no event id
+    app.include_router(exports_router)  # before events: /events/export is no event id
     app.include_router(events_router)
 
     @app.get("/healthz")

@@ -1,0 +1,207 @@
+"""The export worker: claims jobs, writes each file to object storage, records the outcome.
+
+A job's file is spooled gzip'd to a temporary file on disk, then uploaded in
+parts: memory stays bounded by the read chunk and the upload part, whatever
+the export's size. The lease is renewed by a side thread for as long as the
+job runs (the upload included), and checked before the upload and the final
+write, so a worker that lost its job to another records nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import socket
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import IO, Any
+from urllib.parse import urlparse
+
+import structlog
+from pydantic import ValidationError
+
+from engine.flows import Destination
+from engine.settings import Settings
+from projectors.errors import StoreUnavailableError
+from projectors.exports import jobs
+from projectors.exports.errors import LeaseLostError
+from projectors.exports.jobs import ExportJob
+from projectors.exports.query import CHUNK_ROWS, ExportStream
+from projectors.store import Connection, connect
+from streamers.destinations import open_store
+from streamers.errors import DestinationError, redact
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_LEASE_S = 60.0
+_UNAVAILABLE_BACKOFF_S = 5.0
+
+
+class _Stopped(Exception):
+    """The worker is shutting down in the middle of a job."""
+
+
+class _LeaseKeeper(threading.Thread):
+    """Renews a job's lease every third of its length until told to stop."""
+
+    def __init__(self, conn: Connection, job: ExportJob, lease_s: float) -> None:
+        super().__init__(name=f"export-lease-{job.id}", daemon=True)
+        self._conn, self._job, self._lease_s = conn, job, lease_s
+        self.done = threading.Event()
+        self.lost = False
+
+    def run(self) -> None:
+        while not self.done.wait(self._lease_s / 3):
+            try:
+                jobs.renew_lease(self._conn, self._job, self._lease_s)
+            except LeaseLostError:
+                self.lost = True
+                return
+            except StoreUnavailableError:
+                continue  # the lease may run out meanwhile; the checks before writing tell
+
+
+class ExportWorker:
+    """Runs export jobs one at a time; several workers (threads or processes) share the queue."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        lease_s: float = DEFAULT_LEASE_S,
+        poll_s: float = 1.0,
+        max_attempts: int = jobs.MAX_ATTEMPTS,
+        chunk_rows: int = CHUNK_ROWS,
+        name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.lease_s = lease_s
+        self.poll_s = poll_s
+        self.max_attempts = max_attempts
+        self.chunk_rows = chunk_rows
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_native_id()}"
+        self._secrets = _secrets(settings)
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set, riding out Postgres outages with a backoff."""
+        migrated = False
+        while not stop.is_set():
+            try:
+                if not migrated:
+                    jobs.migrate_exports(self.settings)
+                    migrated = True
+                with connect(self.settings, application_name="leadflow-export-worker") as conn:
+                    while not stop.is_set():
+                        if self.run_once(conn, stop) is None:
+                            stop.wait(self.poll_s)
+            except StoreUnavailableError as exc:
+                log.warning("export worker waiting for postgres", error=self._clean(exc))
+                stop.wait(_UNAVAILABLE_BACKOFF_S)
+            except Exception as exc:
+                # A worker thread inside the API has nobody to raise to: dying
+                # would leave every later job waiting without a word.
+                log.error("export worker failed", error_type=type(exc).__name__,
+                          error=self._clean(exc))  # fmt: skip
+                stop.wait(_UNAVAILABLE_BACKOFF_S)
+
+    def run_once(self, conn: Connection, stop: threading.Event | None = None) -> ExportJob | None:
+        """Claim one job and run it; the job as recorded afterwards, or None if none was waiting."""
+        job = jobs.claim_job(conn, self.name, self.lease_s, self.max_attempts)
+        if job is None:
+            return None
+        logger = log.bind(job=str(job.id), attempt=job.attempts)
+        logger.info("export started", format=job.format, filters=job.filters)
+        keeper = _LeaseKeeper(conn, job, self.lease_s)
+        keeper.start()
+        try:
+            rows, size = self._write(job, keeper, stop or threading.Event())
+            jobs.complete_job(conn, job, rows, size)
+            logger.info("export complete", rows=rows, bytes=size, key=job.object_key)
+        except LeaseLostError:
+            logger.warning("export abandoned: another worker took it over")
+        except _Stopped:
+            self._unless_lost(jobs.release_job, conn, job)
+            logger.info("export released for another worker: shutting down")
+        except StoreUnavailableError as exc:
+            # Nothing reliable can be recorded now; the lease runs out and the
+            # job is tried again (one attempt spent).
+            logger.warning("export interrupted: postgres unavailable", error=self._clean(exc))
+            raise
+        except (DestinationError, ValidationError) as exc:
+            self._unless_lost(jobs.fail_job, conn, job, self._clean(exc))
+            logger.warning("export failed", error=self._clean(exc))
+        except Exception as exc:
+            message = f"internal error ({type(exc).__name__}); see the worker log"
+            self._unless_lost(jobs.fail_job, conn, job, message)
+            logger.error("export failed", error_type=type(exc).__name__, error=self._clean(exc))
+        finally:
+            keeper.done.set()
+            keeper.join()
+        return jobs.get_job(conn, job.id)
+
+    @staticmethod
+    def _unless_lost(record: Callable[..., None], *args: Any) -> None:
+        # The job's outcome is now its new owner's to record.
+        with contextlib.suppress(LeaseLostError):
+            record(*args)
+
+    def _write(
+        self, job: ExportJob, keeper: _LeaseKeeper, stop: threading.Event
+    ) -> tuple[int, int]:
+        """Spool the job's file, then upload it; returns (rows, bytes of the gzip'd file)."""
+        with tempfile.TemporaryFile(prefix="leadflow-export-") as spool:
+            rows = self._spool(job, spool, keeper, stop)
+            size = spool.tell()
+            spool.seek(0)
+            self._check(job, keeper, stop)
+            destination = Destination(kind=job.store_kind, bucket=job.bucket)
+            store = open_store(destination, self.settings, threads=4)
+            try:
+                store.upload_file(job.object_key, spool, "application/gzip")
+            finally:
+                store.close()
+        return rows, size
+
+    def _spool(
+        self, job: ExportJob, spool: IO[bytes], keeper: _LeaseKeeper, stop: threading.Event
+    ) -> int:
+        with (
+            connect(self.settings, application_name="leadflow-export") as conn,
+            # mtime 0: a re-run of the same data writes the same bytes.
+            gzip.GzipFile(fileobj=spool, mode="wb", mtime=0) as zipped,
+        ):
+            stream = ExportStream(conn, job.query(), self.chunk_rows)
+            try:
+                for chunk in stream:
+                    zipped.write(chunk)
+                    self._check(job, keeper, stop)
+            finally:
+                stream.close()
+            return stream.rows
+
+    def _check(self, job: ExportJob, keeper: _LeaseKeeper, stop: threading.Event) -> None:
+        if keeper.lost:
+            raise LeaseLostError(f"export {job.id}: lease lost to another worker")
+        if stop.is_set():
+            raise _Stopped
+
+    def _clean(self, exc: BaseException) -> str:
+        return redact(str(exc), *self._secrets)
+
+
+def _secrets(settings: Settings) -> tuple[str, ...]:
+    """Every credential an error message could quote, for ``redact``."""
+    url = settings.database_url.get_secret_value()
+    aws = settings.aws_secret_access_key
+    azure = settings.azure_storage_connection_string.get_secret_value()
+    azure_parts = (part.partition("=") for part in azure.split(";"))
+    values = (
+        url,
+        urlparse(url).password,
+        aws.get_secret_value() if aws else None,
+        azure,
+        *(value for key, _, value in azure_parts if key in ("AccountKey", "SharedAccessSignature")),
+    )
+    return tuple(v for v in values if v)
