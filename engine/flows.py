@@ -13,6 +13,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from engine.caps import CapSpec
+from engine.destinations import Destination
 from engine.errors import FlowConfigError
 from engine.model import ConfigModel
 from engine.steps.enhancement import EnhancementSettings
@@ -58,17 +59,6 @@ class TopicSettings(ConfigModel):
     replication: Annotated[int, Field(ge=1, le=5)] = 1
 
 
-class Destination(ConfigModel):
-    kind: Literal["s3", "azure_blob"]
-    bucket: Annotated[str, Field(min_length=3, max_length=63)]
-    prefix: str = ""
-    enabled: bool = True
-
-    @property
-    def name(self) -> str:
-        return f"{self.kind}:{self.bucket}/{self.prefix}"
-
-
 class Flow(ConfigModel):
     id: Annotated[str, Field(pattern=SLUG)]
     name: str
@@ -92,6 +82,12 @@ class Flow(ConfigModel):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"step ids must be unique, repeated: {', '.join(dupes)}")
+        keys = [d.key for d in self.destinations]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ValueError(
+                f"destinations must differ (give each an id), repeated: {', '.join(twice)}"
+            )
         return self
 
     def step(self, step_id: str) -> Step:

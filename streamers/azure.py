@@ -18,8 +18,8 @@ from azure.storage.blob import (
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from engine.destinations import AzureCredentials, Destination
 from engine.errors import ConfigError
-from engine.flows import Destination
 from engine.settings import Settings
 from streamers.destinations import PutResult
 from streamers.errors import DestinationError, ObjectNotFoundError, redact
@@ -143,8 +143,18 @@ def _transport(max_connections: int) -> RequestsTransport:
 def open_azure_store(
     destination: Destination, settings: Settings, max_connections: int
 ) -> AzureBlobStore:
-    """A store for an ``azure_blob`` destination; ``destination.bucket`` is the container."""
-    connection_string = settings.azure_storage_connection_string.get_secret_value()
+    """A store for an ``azure_blob`` destination; ``destination.bucket`` is the container.
+
+    The connection string is the destination's own (resolved from its reference
+    now), else the settings'.
+    """
+    if isinstance(destination.credentials, AzureCredentials):
+        reference = destination.credentials.connection_string
+        connection_string = reference.resolve().get_secret_value()
+        source = f"the connection string in {reference.describe()}"
+    else:
+        connection_string = settings.azure_storage_connection_string.get_secret_value()
+        source = "AZURE_STORAGE_CONNECTION_STRING"
     try:
         service = BlobServiceClient.from_connection_string(
             connection_string,
@@ -161,7 +171,7 @@ def open_azure_store(
         )
     except ValueError:
         # The SDK's message may quote the connection string.
-        raise ConfigError("AZURE_STORAGE_CONNECTION_STRING is malformed") from None
+        raise ConfigError(f"{source} is malformed") from None
     account_key = getattr(service.credential, "account_key", None)
     secrets = tuple(s for s in (connection_string, account_key) if isinstance(s, str) and s)
     container = service.get_container_client(destination.bucket)

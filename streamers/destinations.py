@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import BinaryIO, Literal, Protocol
 
-from engine.flows import Destination
+from engine.destinations import Destination
 from engine.settings import Settings
 from streamers import layout
 

@@ -11,9 +11,10 @@ from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import SecretStr
 
+from engine.destinations import Destination, S3Credentials
 from engine.errors import ConfigError
-from engine.flows import Destination
 from engine.settings import Settings
 from streamers.destinations import PutResult
 from streamers.errors import DestinationError, ObjectNotFoundError, redact
@@ -143,10 +144,15 @@ class S3Store:
 
 
 def open_s3_store(destination: Destination, settings: Settings, max_connections: int) -> S3Store:
-    """A store for an ``s3`` destination; with no keys in settings, boto3's own
-    credential chain (environment, profile, instance role) applies."""
-    key_id = settings.aws_access_key_id
-    secret_str = settings.aws_secret_access_key
+    """A store for an ``s3`` destination: its own credentials (resolved from their
+    references now), else the settings' keys, else boto3's own credential chain
+    (environment, profile, instance role)."""
+    secret_str: SecretStr | None
+    if isinstance(destination.credentials, S3Credentials):
+        key_id: str | None = destination.credentials.access_key_id.resolve().get_secret_value()
+        secret_str = destination.credentials.secret_access_key.resolve()
+    else:
+        key_id, secret_str = settings.aws_access_key_id, settings.aws_secret_access_key
     secret = secret_str.get_secret_value() if secret_str is not None else None
     if (key_id is None) != (secret is None):
         raise ConfigError("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither")

@@ -23,7 +23,8 @@ import orjson
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from engine.flows import Destination, Flow
+from engine.destinations import Destination
+from engine.flows import Flow
 from engine.runtime.backoff import backoff_delay
 from engine.runtime.kafka import consumer_config
 from engine.settings import Settings

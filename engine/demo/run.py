@@ -20,8 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from engine.demo.buyer import BuyerServer
 from engine.demo.report import counts_table, destinations_table, timeline_table
+from engine.destinations import Destination
 from engine.errors import LeadflowError
-from engine.flows import Destination, Flow, RecipientStep, load_flow
+from engine.flows import Flow, RecipientStep, load_flow
 from engine.intake.fake import fake_leads
 from engine.intake.submit import publish_leads
 from engine.runtime.feedback_worker import publish_feedback

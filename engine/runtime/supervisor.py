@@ -6,8 +6,9 @@ Two ways to say what runs:
   plus ``projector`` (the timeline), ``analytics``, ``streamer`` and ``feedback``;
 * **the flow registry** (``leadflow run``): every applied flow's steps
   (``<flow>:<step>``), a ``streamer:<flow>`` per flow, and one ``projector``
-  and one ``analytics`` projector for all flows. Flows applied later get their workers within seconds, and
-  running steps switch to a new version of their flow without a restart.
+  and one ``analytics`` projector for all flows. Flows applied later get their
+  workers within seconds, and running steps switch to a new version of their
+  flow without a restart.
 
 One process per role because the GIL makes threads useless for CPU-bound
 steps, and because a role that crashes must not take the others down.

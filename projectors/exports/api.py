@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, R
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
-from engine.flows import Destination
+from engine.destinations import Destination
 from engine.settings import Settings
 from projectors.errors import StoreUnavailableError
 from projectors.exports import jobs

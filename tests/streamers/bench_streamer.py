@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Literal
 
-from engine.flows import Destination
+from engine.destinations import Destination
 from engine.logs import configure_logging
 from engine.settings import Settings
 from streamers.destinations import count_objects, open_store

@@ -11,7 +11,8 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from engine.flows import Destination, Flow
+from engine.destinations import Destination
+from engine.flows import Flow
 from engine.runtime.kafka import admin_config, consumer_config, producer_config
 from engine.settings import Settings
 from engine.topics import ensure_topics, events_topic

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 
-from engine.flows import Destination
+from engine.destinations import Destination
 from engine.settings import Settings
 from streamers.destinations import ObjectStore, count_objects, open_store
 from streamers.errors import DestinationError, ObjectNotFoundError

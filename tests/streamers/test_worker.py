@@ -10,7 +10,8 @@ import orjson
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from engine.flows import Destination, Flow
+from engine.destinations import Destination
+from engine.flows import Flow
 from engine.settings import Settings
 from engine.topics import events_topic
 from schemas.codec import EventCodec, event_to_json_dict

@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from engine.flows import Destination
+from engine.destinations import Destination
 from engine.settings import Settings
 from projectors.batch import Record, build_batch
 from projectors.exports.api import router

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import uvicorn
 
-from engine.flows import Destination
+from engine.destinations import Destination
 from engine.settings import Settings
 from projectors.exports.jobs import create_job
 from projectors.exports.query import ExportStream

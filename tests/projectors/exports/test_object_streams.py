@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.flows import Destination
+from engine.destinations import Destination
 from engine.settings import Settings
 from streamers.destinations import ObjectStore, open_store
 from streamers.errors import ObjectNotFoundError
