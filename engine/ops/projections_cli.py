@@ -32,10 +32,12 @@ console = Console(stderr=True)
 
 
 class RateColumn(ProgressColumn):
-    """Events per second, as rich measures it over its recent samples."""
+    """Events per second: rich's recent-samples rate while running, the average once done."""
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
+        speed = task.speed
+        if not speed and task.elapsed:
+            speed = task.completed / task.elapsed
         return Text(
             f"{speed:,.0f} events/s" if speed else "- events/s", style="progress.data.speed"
         )
