@@ -23,6 +23,8 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from engine.caps import CapSpec
 from engine.fields import COMPONENTS, MASKED_TYPES, PARSERS, Scalar
+from engine.intake.bodies import decode_body
+from engine.intake.config import IntakeSettings
 from engine.model import ConfigModel
 from engine.rules import RuleSet, referenced_fields
 from engine.steps.base import (
@@ -73,6 +75,8 @@ class SourceSettings(ConfigModel):
     duplicate_fields: list[str] = Field(default_factory=lambda: ["email", "phone_1"])
     # Judged on the typed snapshot once every required field is present and valid.
     acceptance: RuleSet | None = None
+    # Leads POSTed over HTTP (engine.api.intake); None: the intake topic only.
+    intake: IntakeSettings | None = None
 
     @model_validator(mode="after")
     def _fields_are_distinct(self) -> SourceSettings:
@@ -115,17 +119,31 @@ class Submission:
     source_id: str
     source_name: str
     content_type: str = "application/json"
+    # A lead POSTed over HTTP: method, uri and headers (credentials masked) as received.
+    http_request: dict[str, Any] | None = None
+    # The price a ping offered for this lead (ping/post): it replaces the source's cost.
+    price: float | None = None
+
+
+_PII = "pii"  # a field the source's intake settings mask, whatever its type
 
 
 def _masked_names(settings: SourceSettings) -> dict[str, str]:
     """Field name -> masked type, for the fields a source must never see stored."""
-    return {spec.name: spec.type for spec in settings.fields if spec.type in MASKED_TYPES}
+    names: dict[str, str] = {
+        spec.name: spec.type for spec in settings.fields if spec.type in MASKED_TYPES
+    }
+    if settings.intake is not None:
+        names.update((name.lower(), _PII) for name in settings.intake.mask if name not in names)
+    return names
 
 
 def _masked(key: str, value: Any, masked: dict[str, str]) -> Any:
     # Matched however the source spells the key ("SSN ", "Ssn"): the value is no
     # less sensitive for being sent under an unexpected spelling.
     kind = masked.get(key.strip().lower()) if masked else None
+    if kind == _PII:
+        return "[masked]" if value not in (None, "") else value
     return value if kind is None else PARSERS[kind](value).value
 
 
@@ -172,17 +190,14 @@ def accept_submission(sub: Submission, settings: SourceSettings) -> StepResult:
     criteria = settings.acceptance.as_json() if settings.acceptance is not None else None
     masked = _masked_names(settings)
     problem: str | None
-    try:
-        data = orjson.loads(sub.body)
-    except orjson.JSONDecodeError as exc:
-        data, problem = None, f"Invalid JSON: {exc.msg} at position {exc.pos}"
-    else:
-        problem = None if isinstance(data, dict) else "Invalid lead: expected a JSON object"
+    decoded = decode_body(sub.body, sub.content_type)
+    data, problem = (None, decoded.reason) if not isinstance(decoded, dict) else (decoded, None)
 
     request = {
         "method": "POST",
         "uri": f"kafka://intake/{sub.flow_id}",
         "headers": {"content-type": sub.content_type},
+        **(sub.http_request or {}),
         "body": _request_body(sub, data, masked),
     }
     raw_vars = _raw_vars(data, masked) if isinstance(data, dict) else {}
@@ -235,13 +250,14 @@ def accept_submission(sub: Submission, settings: SourceSettings) -> StepResult:
         )
         return StepResult([submitted, rejected], proceed=False)
 
-    totals: dict[str, Scalar] = {TOTAL_COST: settings.cost, TOTAL_REVENUE: 0.0, TOTAL_DELIVERED: 0}
+    cost = settings.cost if sub.price is None else sub.price
+    totals: dict[str, Scalar] = {TOTAL_COST: cost, TOTAL_REVENUE: 0.0, TOTAL_DELIVERED: 0}
     accepted = EventDraft(
         "source.accepted",
         "success",
         vars={**typed, **totals},
         entity_id=sub.source_id,
-        cost=settings.cost,
+        cost=cost,
         acceptance_criteria=criteria,
     )
     return StepResult([submitted, accepted], proceed=True)

@@ -7,11 +7,15 @@ rejected instead (``source.rejected``), and only admitted leads count.
 
 from __future__ import annotations
 
+import orjson
 from confluent_kafka import Message
 
 from engine.events import Timing
 from engine.flows import Flow, SourceStep
 from engine.ids import derived_lead_id, id_timestamp_ms, is_valid_id
+from engine.intake.answers import lead_answer, recorded_response
+from engine.intake.bodies import decode_body
+from engine.intake.records import HttpIntake, read_http_intake
 from engine.runtime.handlers.base import BaseHandler, Record, header_map, now_ms
 from engine.settings import get_settings
 from engine.state import (
@@ -60,6 +64,7 @@ class SourceHandler(BaseHandler):
             submitted_ms = produced_ms if produced_ms > 0 else start
             lead_id = derived_lead_id(submitted_ms, msg.topic(), msg.partition(), msg.offset())
         headers = header_map(msg)
+        http = read_http_intake(headers)
         sub = Submission(
             body=msg.value() or b"",
             lead_id=lead_id,
@@ -69,10 +74,14 @@ class SourceHandler(BaseHandler):
             source_id=headers.get("source-id", self.step.id.encode()).decode(errors="replace"),
             source_name=self.step.name,
             content_type=headers.get("content-type", b"application/json").decode(errors="replace"),
+            http_request=http.request if http is not None else None,
+            price=http.price if http is not None else None,
         )
         result = accept_submission(sub, self.step.settings)
         if result.proceed and self.state is not None:
             result = self._admit(sub, result, self.state)
+        if http is not None:
+            self._record_answer(sub, http, result)
         timing = Timing(start, now_ms(), max(0, start - produced_ms) if produced_ms > 0 else 0)
         return self._emit(result, lead_id, submitted_ms, {}, timing)
 
@@ -109,6 +118,26 @@ class SourceHandler(BaseHandler):
             cap_reached=accepted.cap_reached,
         )
         return StepResult([submitted, rejected], proceed=False)
+
+    def _record_answer(self, sub: Submission, http: HttpIntake, result: StepResult) -> None:
+        """Put on ``source.submitted`` the answer the HTTP endpoint gives, when this step
+        decides it: always for a rejection, for an acceptance unless the source waits for
+        ``flow.completed`` (then the answer is that event's outcome, reason and cost)."""
+        submitted, verdict = result.events[0], result.events[-1]
+        if http.ping_id is not None:
+            for draft in result.events:
+                draft.vars["ping.id"] = http.ping_id
+        intake = self.step.settings.intake
+        waits = intake is not None and intake.wait_for == "completion"
+        if verdict.type == "source.accepted" and waits:
+            return
+        malformed = not result.proceed and not isinstance(
+            decode_body(sub.body, sub.content_type), dict
+        )
+        price = verdict.cost if verdict.type == "source.accepted" else 0.0
+        answer = lead_answer(sub.lead_id, verdict.outcome, verdict.reason, price, malformed)
+        body = orjson.dumps(answer.body)
+        submitted.response = recorded_response(answer, now_ms(), body)
 
     def close(self) -> None:
         if self.state is not None:
