@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from engine import __version__
 from engine.api.feedback import router as feedback_router
+from engine.api.intake import router as intake_router
+from engine.api.metrics import router as metrics_router
 from engine.settings import Settings, get_settings
 from projectors.api import router as events_router
 from projectors.exports.api import router as exports_router
 from projectors.stats_api import router as stats_router
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    if app.state.intake is not None:  # started by the first intake request
+        await app.state.intake.close()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    app = FastAPI(title="leadflow", version=__version__)
+    app = FastAPI(title="leadflow", version=__version__, lifespan=_lifespan)
     app.state.settings = settings or get_settings()
+    app.state.intake = None
+    app.state.intake_lock = asyncio.Lock()
     app.include_router(feedback_router)
+    app.include_router(intake_router)
+    app.include_router(metrics_router)
     app.include_router(stats_router)  # before events: /events/stats is no event id
     app.include_router(exports_router)  # before events: /events/export is no event id
     app.include_router(events_router)
