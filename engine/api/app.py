@@ -12,6 +12,7 @@ from engine import __version__
 from engine.api.feedback import router as feedback_router
 from engine.api.intake import router as intake_router
 from engine.api.metrics import router as metrics_router
+from engine.api.pings import router as pings_router
 from engine.settings import Settings, get_settings
 from projectors.api import router as events_router
 from projectors.exports.api import router as exports_router
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.intake_lock = asyncio.Lock()
     app.include_router(feedback_router)
     app.include_router(intake_router)
+    app.include_router(pings_router)
     app.include_router(metrics_router)
     app.include_router(stats_router)  # before events: /events/stats is no event id
     app.include_router(exports_router)  # before events: /events/export is no event id

@@ -26,6 +26,7 @@ from engine.intake.publisher import IntakePublisher
 from engine.intake.records import intake_headers
 from engine.intake.store import IntakeStore
 from engine.settings import Settings
+from engine.state import Admission, CapCheck, LeadOrder, StateStore, migrate_state
 from engine.topics import intake_topic
 
 log = structlog.get_logger(__name__)
@@ -73,6 +74,9 @@ class IntakeService:
         self.publisher = IntakePublisher(settings)
         self.store = IntakeStore(settings)
         self._late: set[asyncio.Task[None]] = set()
+        # Ping limits use the caps' counters; one connection, used by one thread at a time.
+        self._state: StateStore | None = None
+        self._state_lock = asyncio.Lock()
 
     async def start(self) -> None:
         from engine.intake.store import migrate_intake
@@ -81,7 +85,18 @@ class IntakeService:
         await self.store.open()
         self.hub.start()
 
+    async def admit_ping(self, ping: LeadOrder, checks: list[CapCheck]) -> Admission:
+        """Count the ping in every limit, or say which limit is full."""
+        async with self._state_lock:
+            if self._state is None:
+                await asyncio.to_thread(migrate_state, self.settings)
+                self._state = StateStore(self.settings)
+            state = self._state
+            return await asyncio.to_thread(state.admit, ping, checks, None)
+
     async def close(self) -> None:
+        if self._state is not None:
+            self._state.close()
         for task in list(self._late):
             task.cancel()
         self.hub.close()

@@ -76,6 +76,18 @@ def check_phone(request: dict[str, Any], slow_seconds: float = 10.0) -> BuyerAns
     return BuyerAnswer(200, found, delay=slow_seconds if "+hang" in marked else 0.0)
 
 
+PING_PATH = "/ping"
+
+
+def bid(fields: dict[str, Any]) -> BuyerAnswer:
+    """A ping's answer, from the non-PII fields it carries: no bid outside the service
+    area (state WY), else a price from the postal code, so a test can predict it."""
+    if str(fields.get("state", "")).upper() == "WY":
+        return BuyerAnswer(200, {"bid": False})
+    digest = hashlib.sha256(str(fields.get("postal_code", "")).encode()).digest()
+    return BuyerAnswer(200, {"bid": True, "price": float(10 + digest[0] % 20)})
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: BuyerServer
 
@@ -95,6 +107,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == PHONE_CHECK_PATH:
             answer = check_phone(fields, self.server.slow_seconds)
             calls = self.server.enhanced
+        elif self.path == PING_PATH:
+            answer, calls = bid(fields), self.server.pinged
         else:
             answer = decide(fields, self.server.mix, self.server.slow_seconds)
             calls = self.server.received
@@ -132,10 +146,15 @@ class BuyerServer(ThreadingHTTPServer):
         # Idempotency keys of the calls received, leads and phone checks apart.
         self.received: list[str] = []
         self.enhanced: list[str] = []
+        self.pinged: list[str] = []
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/leads"
+
+    @property
+    def ping_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{PING_PATH}"
 
     @property
     def phone_check_url(self) -> str:

@@ -43,6 +43,8 @@ class RecipientSettings(ConfigModel):
     id_path: str | None = "id"
     caps: list[CapSpec] = Field(default_factory=list)
     retry: RetrySettings | None = None
+    # Where the buyer answers pings (a price for a lead's non-PII fields): engine.api.pings.
+    ping_url: HttpUrl | None = None
 
 
 def build_delivery(snapshot: Snapshot, settings: RecipientSettings, event_id: str) -> Delivery:

@@ -36,9 +36,11 @@ GOOD_LEAD = {
 
 
 def intake_flow(flow_id: str, buyer_url: str, **intake: Any) -> Flow:
-    """tests/flows/basic.yaml whose source takes JSON, form and XML leads over HTTP."""
+    """tests/flows/basic.yaml whose source takes JSON, form and XML leads over HTTP,
+    and whose buyer answers pings."""
     definition = make_flow(flow_id, buyer_url).model_dump(mode="json")
     definition["destinations"] = []
+    definition["steps"][2]["settings"]["ping_url"] = buyer_url.replace("/leads", "/ping")
     definition["steps"][0]["settings"]["intake"] = {
         "auth": {"key_env": KEY_ENV},
         "formats": ["json", "form", "xml"],

@@ -1,0 +1,144 @@
+"""``POST /flows/{flow_id}/sources/{source_id}/ping``: a price for a lead before its post.
+
+Buyers with a ``ping_url`` are asked in parallel, with only the fields the
+source's ``ping.fields`` allow (no PII); the best bid is the answer (200 with
+the price, or "No bid") and is kept for ``ping.ttl_seconds``: a post that
+names the ping (``?ping_id=`` or ``X-Ping-Id``) gets that price. Ping limits
+count every ping in Postgres (``engine.state``'s cap counters); over a limit
+the answer is 429 with ``retry_after``. Each ping is one ``source.pinged``
+event on the source's topic, ``ping_limit_reached`` set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from engine import __version__
+from engine.api import metrics
+from engine.api.intake import Checked, IntakeRefusedError, check_request, intake_service, refusal
+from engine.api.intake_service import IntakeService
+from engine.events import StepIdentity, Timing, stamp_events
+from engine.flows import RecipientStep
+from engine.ids import new_lead_id
+from engine.intake.config import PingSettings
+from engine.intake.pings import (
+    best_bid,
+    ping_fields,
+    ping_limit_checks,
+    ping_limit_reason,
+    retry_after_seconds,
+)
+from engine.state import LeadOrder
+from engine.steps.base import EventDraft, Outcome
+from engine.topics import TYPE_HEADER, events_topic
+from schemas.codec import default_codec
+
+router = APIRouter()
+HOST = socket.gethostname()
+
+
+async def _ask_buyers(checked: Checked, fields: dict[str, Any]) -> float | None:
+    buyers = [s for s in checked.flow.steps if isinstance(s, RecipientStep) and s.settings.ping_url]
+
+    async def ask(client: httpx.AsyncClient, step: RecipientStep) -> Any:
+        try:
+            answer = await client.post(
+                str(step.settings.ping_url), json=fields, timeout=step.settings.timeout_ms / 1000
+            )
+            return answer.json() if answer.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None  # a buyer that cannot answer does not bid
+
+    async with httpx.AsyncClient() as client:
+        answers = await asyncio.gather(*(ask(client, step) for step in buyers))
+    return best_bid(list(answers))
+
+
+async def _record(
+    service: IntakeService,
+    checked: Checked,
+    ping_id: str,
+    fields: dict[str, Any],
+    draft: EventDraft,
+    timing: Timing,
+    limit_reached: bool | None,
+) -> None:
+    flow, source = checked.flow, checked.source
+    who = StepIdentity(flow.id, flow.version, source.id, source.name, 0, HOST, __version__)
+    draft.vars = {
+        **{f"lead.{k}": str(v) for k, v in fields.items()},
+        "ping.id": ping_id,
+        "submission.timestamp": timing.start_ms,
+        "flow.id": flow.id,
+        "flow.name": flow.name,
+        "source.id": source.id,
+        "source.name": source.name,
+    }
+    (event,) = stamp_events([draft], who, ping_id, timing.start_ms, {}, timing)
+    event["ping_limit_reached"] = limit_reached
+    await service.publisher.publish(
+        events_topic(flow.id, source.id),
+        ping_id,
+        default_codec().encode(event),
+        [(TYPE_HEADER, b"source.pinged")],
+    )
+
+
+@router.post("/flows/{flow_id}/sources/{source_id}/ping")
+async def ping(flow_id: str, source_id: str, request: Request) -> JSONResponse:
+    started = time.perf_counter()
+    service = await intake_service(request)
+    try:
+        checked = await check_request(service, request, flow_id, source_id)
+        settings = checked.intake.ping
+        if settings is None:
+            raise IntakeRefusedError(404, "no_pings", f"Source {source_id} takes no pings")
+        if checked.data is None:
+            raise IntakeRefusedError(400, "invalid_body", checked.malformed_reason or "")
+        response = await _ping(service, checked, settings, checked.data)
+    except IntakeRefusedError as exc:
+        response = refusal(exc)
+    metrics.observe("ping", response.status_code, time.perf_counter() - started)
+    return response
+
+
+async def _ping(
+    service: IntakeService, checked: Checked, settings: PingSettings, data: dict[str, Any]
+) -> JSONResponse:
+    start_ms = time.time_ns() // 1_000_000
+    ping_id = new_lead_id(start_ms)
+    fields = ping_fields(data, settings)
+    checks = ping_limit_checks(checked.flow.id, checked.source.id, settings.limits, start_ms)
+    if checks:
+        admission = await service.admit_ping(LeadOrder(start_ms, ping_id), checks)
+        if admission.capped is not None:
+            why = ping_limit_reason(admission.capped)
+            retry_after = retry_after_seconds(admission.capped, start_ms)
+            draft = EventDraft("source.pinged", "failure", why, entity_id=checked.source.id)
+            timing = Timing(start_ms, time.time_ns() // 1_000_000, 0)
+            await _record(service, checked, ping_id, fields, draft, timing, True)
+            body = {
+                "outcome": "failure",
+                "reason": why,
+                "retry_after": retry_after,
+                "ping_limit_reached": True,
+            }
+            return JSONResponse(body, 429, headers={"Retry-After": str(retry_after)})
+    price = await _ask_buyers(checked, fields)
+    await service.store.add_ping(
+        ping_id, checked.flow.id, checked.source.id, price, settings.ttl_seconds
+    )
+    outcome: Outcome = "success" if price is not None else "failure"
+    reason: str | None = None if price is not None else "No bid"
+    draft = EventDraft("source.pinged", outcome, reason, entity_id=checked.source.id, cost=price)
+    timing = Timing(start_ms, time.time_ns() // 1_000_000, 0)
+    await _record(service, checked, ping_id, fields, draft, timing, False if checks else None)
+    body = {"outcome": outcome, "reason": reason, "price": price or 0.0, "ping": {"id": ping_id}}
+    return JSONResponse(body, 200)
