@@ -16,6 +16,7 @@ from engine.flows import load_flow
 from engine.logs import configure_logging
 from engine.ops.offsets_cli import offsets_app
 from engine.ops.projections_cli import projections_app, replay
+from engine.ops.streamer_cli import streamer_app, verify_applied_destinations
 from engine.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -25,6 +26,7 @@ flow_app = typer.Typer(no_args_is_help=True, help="Flow definitions (the registr
 app.add_typer(flow_app, name="flow")
 app.add_typer(offsets_app, name="offsets")
 app.add_typer(projections_app, name="projections")
+app.add_typer(streamer_app, name="streamer")
 app.command()(replay)
 console = Console(stderr=True)
 
@@ -94,7 +96,8 @@ def run(
 
 @flow_app.command("apply")
 def flow_apply(file: Annotated[Path, typer.Argument(help="Flow definition (YAML).")]) -> None:
-    """Validate a flow, create its topics and record it; running workers pick it up."""
+    """Validate a flow, create its topics and record it; running workers pick it up.
+    Then verify its enabled destinations (a failing one is reported and deactivated)."""
     from engine.registry import apply_flow
 
     result = apply_flow(get_settings(), load_flow(file))
@@ -102,6 +105,8 @@ def flow_apply(file: Annotated[Path, typer.Argument(help="Flow definition (YAML)
         f"{result.type}: flow [bold]{result.flow.id}[/] version {result.flow.version}"
         + (f", topics created: {', '.join(result.created_topics)}" if result.created_topics else "")
     )
+    # After recording: a destination failing verification must not hold back the flow.
+    verify_applied_destinations(get_settings(), result.flow)
 
 
 @flow_app.command("delete")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import BinaryIO
+from collections.abc import Iterator, Mapping
+from typing import IO, BinaryIO
 
 import requests
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
@@ -74,6 +74,37 @@ class AzureBlobStore:
         except AzureError as exc:
             raise self._error(exc) from exc
         return "created"
+
+    def put_file_if_absent(
+        self, key: str, file: IO[bytes], content_type: str, metadata: Mapping[str, str]
+    ) -> PutResult:
+        file.seek(0, 2)
+        length = file.tell()
+        file.seek(0)
+        try:
+            # overwrite=False: If-None-Match: * on the single put or the block list commit.
+            self._container.upload_blob(
+                key,
+                file,
+                length=length,
+                overwrite=False,
+                metadata=dict(metadata),
+                content_settings=ContentSettings(content_type=content_type),
+            )
+        except HttpResponseError as exc:
+            if exc.status_code == 409 and _error_code(exc) == "BlobAlreadyExists":
+                return "exists"
+            raise self._error(exc) from exc
+        except AzureError as exc:
+            raise self._error(exc) from exc
+        return "created"
+
+    def metadata(self, key: str) -> dict[str, str]:
+        try:
+            properties = self._container.get_blob_client(key).get_blob_properties()
+        except AzureError as exc:
+            raise self._error(exc) from exc
+        return {name.lower(): value for name, value in (properties.metadata or {}).items()}
 
     def get(self, key: str) -> bytes:
         try:

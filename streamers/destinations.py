@@ -8,8 +8,8 @@ compared (that would cost a GET per retry).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import BinaryIO, Literal, Protocol
+from collections.abc import Iterator, Mapping
+from typing import IO, BinaryIO, Literal, Protocol
 
 from engine.destinations import Destination
 from engine.settings import Settings
@@ -30,6 +30,22 @@ class ObjectStore(Protocol):
         ...
 
     def put_if_absent(self, key: str, body: bytes, content_type: str) -> PutResult: ...
+
+    def put_file_if_absent(
+        self, key: str, file: IO[bytes], content_type: str, metadata: Mapping[str, str]
+    ) -> PutResult:
+        """Create ``key`` from ``file`` (from its start) with ``metadata``, unless it exists.
+
+        Metadata names are ``[a-z0-9_]`` (each adapter spells them as its
+        store allows); batched objects record the Kafka range they hold there,
+        so a retry that finds the object can tell what it covers.
+        """
+        ...
+
+    def metadata(self, key: str) -> dict[str, str]:
+        """The object's metadata, names as given to ``put_file_if_absent``;
+        ``ObjectNotFoundError`` if there is no object."""
+        ...
 
     def get(self, key: str) -> bytes:
         """The object's content; ``ObjectNotFoundError`` if there is none."""

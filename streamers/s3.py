@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO
+from collections.abc import Iterator, Mapping
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -89,6 +89,43 @@ class S3Store:
                 raise self._error(exc) from exc
             return "created"
         raise DestinationError(self._name, f"ConditionalRequestConflict persisted on {key}")
+
+    def put_file_if_absent(
+        self, key: str, file: IO[bytes], content_type: str, metadata: Mapping[str, str]
+    ) -> PutResult:
+        # S3 user metadata travels as x-amz-meta-* headers: dashes, not underscores
+        # (proxies may drop header names with underscores).
+        headers = {name.replace("_", "-"): value for name, value in metadata.items()}
+        for _ in range(_CONFLICT_ATTEMPTS):
+            file.seek(0)
+            try:
+                self._client.put_object(
+                    Bucket=self._bucket,
+                    Key=key,
+                    Body=file,
+                    ContentType=content_type,
+                    Metadata=headers,
+                    IfNoneMatch="*",
+                )
+            except ClientError as exc:
+                code, status = _code_and_status(exc)
+                if status == 412 or code == "PreconditionFailed":
+                    return "exists"
+                if status == 409 and code == "ConditionalRequestConflict":
+                    time.sleep(_CONFLICT_PAUSE_S)
+                    continue
+                raise self._error(exc) from exc
+            except BotoCoreError as exc:
+                raise self._error(exc) from exc
+            return "created"
+        raise DestinationError(self._name, f"ConditionalRequestConflict persisted on {key}")
+
+    def metadata(self, key: str) -> dict[str, str]:
+        try:
+            answer = self._client.head_object(Bucket=self._bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc) from exc
+        return {name.lower().replace("-", "_"): v for name, v in answer["Metadata"].items()}
 
     def get(self, key: str) -> bytes:
         try:

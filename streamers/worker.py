@@ -1,12 +1,19 @@
-"""The streamer loop: consume a flow's events, write them to a destination, commit what is durable.
+"""The streamer loop: consume a flow's events, hand them to a sink, write what it hands back,
+commit what is durable.
 
-Delivery: each consumed batch is written in full (concurrently), then its
-offsets are committed synchronously. A crash before the commit replays the
-batch; the replay hits the same deterministic keys and create-only writes
-answer "exists", so every event ends up as exactly one object. A failing
-destination is retried with capped exponential backoff forever (lag grows,
-nothing is dropped or skipped); each destination has its own consumer group
-and thread, so one slow store never holds back another.
+Delivery: a sink (``per_event`` or ``batched``) turns records into rounds of
+idempotent jobs (create-only writes under deterministic keys). A round's jobs
+run concurrently; failed ones are retried with capped exponential backoff and
+jitter, forever (lag grows, nothing is dropped or skipped); only once the whole
+round is durable are its offsets committed. A crash before the commit replays
+the records, and the replay finds the objects already there.
+
+Back-pressure: while a round is slow or failing, and while the observer says
+the destination is inactive, every assigned partition is paused and the
+consumer keeps polling: it stays in its group past ``max.poll.interval.ms``,
+fetches nothing (memory stays bounded) and keeps its position. Each
+destination has its own consumer group and thread, so one failing store never
+holds back another.
 """
 
 from __future__ import annotations
@@ -14,12 +21,12 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
-from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Mapping
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-import orjson
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -28,15 +35,24 @@ from engine.flows import Flow
 from engine.runtime.backoff import backoff_delay
 from engine.runtime.kafka import consumer_config
 from engine.settings import Settings
-from schemas.codec import EventCodec, SchemaMismatchError, event_to_json_dict
+from schemas.codec import EventCodec
 from streamers import layout
-from streamers.destinations import DEFAULT_THREADS, ObjectStore, PutResult, open_store
+from streamers.batched import BatchedSink
+from streamers.destinations import DEFAULT_THREADS, ObjectStore, open_store
 from streamers.errors import DestinationError
+from streamers.observer import NullObserver, StreamerObserver
+from streamers.per_event import ObjectWrite as ObjectWrite
+from streamers.per_event import PerEventSink
+from streamers.per_event import object_for_record as object_for_record
+from streamers.work import Job, Outcome, Round, TopicPartitionKey, merge_offsets
 
+# ObjectWrite and object_for_record are re-exported (``as``) for modules written
+# against the loop's earlier home of these names (streamers.backfill).
 log = structlog.get_logger(__name__)
 
-JSON = "application/json"
-BINARY = "application/octet-stream"
+# A round that is not done by then is "slow": partitions are paused and polled.
+_FAST_ROUND_S = 1.0
+_POLL_WHILE_WAITING_S = 0.2
 
 
 def events_pattern(flow_id: str) -> str:
@@ -54,41 +70,24 @@ def consumer_group_id(flow_id: str, destination: Destination) -> str:
     return ".".join(re.sub(r"[^A-Za-z0-9._-]", "_", part) for part in parts)
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectWrite:
-    """One object to create; ``dead_letter_reason`` is set when the record was undecodable."""
+class Sink(Protocol):
+    """Turns consumed records into rounds of writes (``per_event``, ``batched``)."""
 
-    key: str
-    body: bytes
-    content_type: str
-    dead_letter_reason: str | None = None
+    def add(self, records: list[Message]) -> None: ...
 
+    def take_round(self, now: float, active: bool) -> Round | None:
+        """The next writes to make durable, or None when nothing is ready."""
+        ...
 
-def object_for_record(
-    codec: EventCodec, prefix: str, topic: str, partition: int, offset: int, value: bytes | None
-) -> ObjectWrite:
-    """The object one Kafka record becomes: the event's JSON, or the raw bytes as a dead letter.
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        """Partitions revoked: drop what is held for them."""
+        ...
 
-    A bad record is data, not an exception: it is kept (once, at a key named
-    by its position) and the stream moves on.
-    """
-    try:
-        event = codec.decode(value or b"")
-        key = layout.event_key(prefix, event["lead_id"], event["id"])
-        return ObjectWrite(key, orjson.dumps(event_to_json_dict(event)), JSON)
-    except (SchemaMismatchError, ValueError, TypeError, KeyError) as exc:
-        # orjson.JSONEncodeError is a TypeError; layout refuses ids as ValueError.
-        key = layout.dead_letter_key(prefix, topic, partition, offset)
-        return ObjectWrite(key, value or b"", BINARY, f"{type(exc).__name__}: {exc}")
+    def rewind(self, tp: TopicPartitionKey) -> None:
+        """The partition's position is about to move: drop what is held for it."""
+        ...
 
-
-def next_offsets(messages: Iterable[Message]) -> dict[tuple[str, int], int]:
-    """Per partition, the offset to commit after these messages: the last one + 1."""
-    out: dict[tuple[str, int], int] = {}
-    for msg in messages:
-        tp = (msg.topic() or "", msg.partition() or 0)
-        out[tp] = max(out.get(tp, 0), (msg.offset() or 0) + 1)
-    return out
+    def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -98,6 +97,8 @@ class StreamerStats:
     dead_lettered: int = 0
     failed_attempts: int = 0
     batches_committed: int = 0
+    rewinds: int = 0
+    partitions_revoked: int = 0
 
 
 class Streamer:
@@ -113,6 +114,7 @@ class Streamer:
         threads: int = DEFAULT_THREADS,
         batch_size: int | None = None,
         consumer_overrides: Mapping[str, Any] | None = None,
+        observer: StreamerObserver | None = None,
     ) -> None:
         self.settings = settings
         self.flow = flow
@@ -121,41 +123,81 @@ class Streamer:
         self.threads = threads
         self.batch_size = batch_size or settings.batch_size
         self.stats = StreamerStats()
+        self.observer: StreamerObserver = observer or NullObserver()
         self._store = store
         self._overrides = dict(consumer_overrides or {})
         self._codec = EventCodec()
-        # Offsets of durable batches whose commit failed; retried with the next commit.
-        self._uncommitted: dict[tuple[str, int], int] = {}
+        self._sink = self._make_sink()
+        self._paused = False
+        # Offsets of durable rounds whose commit failed; retried with the next commit.
+        self._uncommitted: dict[TopicPartitionKey, int] = {}
         self._log = log.bind(destination=destination.name, group=self.group_id)
 
+    def _make_sink(self) -> Sink:
+        d = self.destination
+        if d.batched:
+            return BatchedSink(
+                self._codec,
+                d.prefix,
+                self.flow.id,
+                d.format,
+                d.batch,
+                self._dead_lettered,
+                time.monotonic,
+            )
+        return PerEventSink(self._codec, d.prefix, d.effective_layout, self._dead_lettered)
+
     def run(self, stop: threading.Event) -> None:
-        """Stream until ``stop`` is set. A batch interrupted by ``stop`` is not committed."""
+        """Stream until ``stop`` is set. Work interrupted by ``stop`` is not committed."""
         store = self._store or open_store(self.destination, self.settings, threads=self.threads)
         consumer = Consumer(consumer_config(self.settings, self.group_id, **self._overrides))
         consumer.subscribe(
             [events_pattern(self.flow.id)], on_revoke=self._forget, on_lost=self._forget
         )
-        self._log.info("streamer started", threads=self.threads, batch_size=self.batch_size)
+        self._log.info(
+            "streamer started",
+            threads=self.threads,
+            batch_size=self.batch_size,
+            format=self.destination.format,
+            layout=self.destination.effective_layout,
+        )
         try:
             with ThreadPoolExecutor(self.threads, thread_name_prefix="put") as pool:
-                while not stop.is_set():
-                    records = self._consume(consumer)
-                    if not records:
-                        continue
-                    writes = self._plan(records)
-                    if not self._write_all(pool, store, writes, stop):
-                        self._log.info("stopped mid-batch, not committing", objects=len(writes))
-                        break
-                    self._commit(consumer, next_offsets(records))
+                self._loop(consumer, pool, store, stop)
         finally:
+            self._sink.close()
             consumer.close()
             if self._store is None:
                 store.close()
-            self._log.info("streamer stopped", **self._stats_dict())
+            self._log.info("streamer stopped", **dataclasses.asdict(self.stats))
 
-    def _consume(self, consumer: Consumer) -> list[Message]:
+    def _loop(
+        self,
+        consumer: Consumer,
+        pool: ThreadPoolExecutor,
+        store: ObjectStore,
+        stop: threading.Event,
+    ) -> None:
+        while not stop.is_set():
+            if not self.observer.active():
+                # Deactivated: hold the position, stay in the group, fetch nothing.
+                self._pause(consumer)
+                self._wait_polling(consumer, 1.0, stop)
+                continue
+            self._resume(consumer)
+            self._sink.add(self._consume(consumer, timeout=0.5))
+            while (work := self._sink.take_round(time.monotonic(), True)) is not None:
+                if not self._complete(consumer, pool, store, work, stop):
+                    self._log.info("stopped mid-round, not committing", jobs=len(work.jobs))
+                    for done in work.done:
+                        done()
+                    return
+
+    # -- consuming ---------------------------------------------------------------------
+
+    def _consume(self, consumer: Consumer, timeout: float) -> list[Message]:
         records = []
-        for msg in consumer.consume(num_messages=self.batch_size, timeout=0.5):
+        for msg in consumer.consume(num_messages=self.batch_size, timeout=timeout):
             err = msg.error()
             if err is None:
                 records.append(msg)
@@ -165,57 +207,75 @@ class Streamer:
                 self._log.warning("consume error", error=str(err))
         return records
 
-    def _plan(self, records: list[Message]) -> list[ObjectWrite]:
-        writes: dict[str, ObjectWrite] = {}
-        prefix = self.destination.prefix
-        for msg in records:
-            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-            write = object_for_record(self._codec, prefix, topic, partition, offset, msg.value())
-            if write.dead_letter_reason is not None:
-                self.stats.dead_lettered += 1
-                self._log.warning(
-                    "undecodable record, dead-lettered",
-                    topic=topic,
-                    partition=partition,
-                    offset=offset,
-                    key=write.key,
-                    reason=write.dead_letter_reason,
-                )
-            # A key seen twice in one batch is one object: write it once.
-            writes.setdefault(write.key, write)
-        return list(writes.values())
+    def _pause(self, consumer: Consumer) -> None:
+        if not self._paused:
+            consumer.pause(consumer.assignment())
+            self._paused = True
 
-    def _write_all(
+    def _resume(self, consumer: Consumer) -> None:
+        if self._paused:
+            consumer.resume(consumer.assignment())
+            self._paused = False
+
+    def _wait_polling(self, consumer: Consumer, seconds: float, stop: threading.Event) -> bool:
+        """Wait ``seconds`` while polling the paused consumer; False if ``stop`` came first."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            self._poll_paused(consumer, min(remaining, _POLL_WHILE_WAITING_S))
+        return False
+
+    def _poll_paused(self, consumer: Consumer, timeout: float) -> None:
+        # Polling keeps the member in its group and serves rebalances. Records can
+        # still arrive (prefetched, or of a partition assigned since the pause):
+        # they are not ours to handle now, so their partitions go back to them.
+        records = self._consume(consumer, timeout)
+        first: dict[TopicPartitionKey, int] = {}
+        for msg in records:
+            tp = (msg.topic() or "", msg.partition() or 0)
+            first[tp] = min(first.get(tp, msg.offset() or 0), msg.offset() or 0)
+        if first:
+            partitions = [TopicPartition(t, p, o) for (t, p), o in first.items()]
+            consumer.pause(partitions)
+            for partition in partitions:
+                consumer.seek(partition)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _complete(
         self,
+        consumer: Consumer,
         pool: ThreadPoolExecutor,
         store: ObjectStore,
-        writes: list[ObjectWrite],
+        work: Round,
         stop: threading.Event,
     ) -> bool:
-        """Write every object, retrying the failed ones until all are durable.
-        False if ``stop`` came first."""
-
-        def put(write: ObjectWrite) -> PutResult | DestinationError | None:
-            if stop.is_set():
-                return None  # shutting down: do not start new writes
-            try:
-                return store.put_if_absent(write.key, write.body, write.content_type)
-            except DestinationError as exc:
-                return exc
-
-        pending, attempt = writes, 0
-        while True:
-            results = list(pool.map(put, pending))
-            self.stats.created += results.count("created")
-            self.stats.existed += results.count("exists")
-            if None in results:
+        """Run the round's jobs until all are durable, then commit and apply its seeks.
+        False if ``stop`` came first (nothing of the round is committed)."""
+        pending, outcomes, attempt = work.jobs, list[Outcome](), 0
+        while pending:
+            futures = [pool.submit(self._attempt, job, store, stop) for job in pending]
+            if not self._await(consumer, futures, stop):
                 return False
-            outcomes = zip(pending, results, strict=True)
-            failed = [(w, r) for w, r in outcomes if isinstance(r, DestinationError)]
+            failed: list[Job] = []
+            errors: list[DestinationError] = []
+            for job, future in zip(pending, futures, strict=True):
+                result = future.result()
+                if result is None:
+                    return False
+                if isinstance(result, DestinationError):
+                    failed.append(job)
+                    errors.append(result)
+                else:
+                    outcomes.append(result)
             if not failed:
-                return True
+                break
             attempt += 1
             self.stats.failed_attempts += len(failed)
+            for error in errors:
+                self.observer.failed(error)
             delay = backoff_delay(attempt)
             self._log.warning(
                 "writes failed, retrying",
@@ -223,34 +283,101 @@ class Streamer:
                 of=len(pending),
                 attempt=attempt,
                 retry_in_s=round(delay, 2),
-                error=str(failed[0][1]),
+                error=str(errors[0]),
             )
-            if stop.wait(delay):
+            self._pause(consumer)
+            if not self._wait_polling(consumer, delay, stop):
                 return False
-            pending = [w for w, _ in failed]
+            pending = failed
+        self._apply(consumer, work, outcomes)
+        return True
 
-    def _commit(self, consumer: Consumer, offsets: dict[tuple[str, int], int]) -> None:
-        for tp, offset in offsets.items():
-            self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), offset)
+    def _attempt(
+        self, job: Job, store: ObjectStore, stop: threading.Event
+    ) -> Outcome | DestinationError | None:
+        if stop.is_set():
+            return None  # shutting down: do not start new writes
+        try:
+            return job(store)
+        except DestinationError as exc:
+            return exc
+
+    def _await(self, consumer: Consumer, futures: list[Future[Any]], stop: threading.Event) -> bool:
+        _, running = wait(futures, timeout=_FAST_ROUND_S, return_when=FIRST_EXCEPTION)
+        while running:
+            # A slow store: keep the consumer in its group without fetching more.
+            self._pause(consumer)
+            self._poll_paused(consumer, 0)
+            if stop.is_set():
+                return False
+            _, running = wait(running, timeout=_POLL_WHILE_WAITING_S)
+        return True
+
+    def _apply(self, consumer: Consumer, work: Round, outcomes: list[Outcome]) -> None:
+        commit = dict(work.commit)
+        seeks: dict[TopicPartitionKey, int] = {}
+        for outcome in outcomes:
+            for written in outcome.written:
+                if written.created:
+                    self.stats.created += 1
+                else:
+                    self.stats.existed += 1
+                self.observer.written(written.key, written.size, written.created)
+            merge_offsets(commit, outcome.commit)
+            seeks.update(outcome.seek)
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        self._commit(consumer, {tp: o for tp, o in commit.items() if tp in assigned})
+        for (topic, partition), offset in seeks.items():
+            if (topic, partition) not in assigned:
+                continue
+            # The store already held a different range under this name: it is the
+            # truth up to its last offset; read on from just after it.
+            self._sink.rewind((topic, partition))
+            consumer.seek(TopicPartition(topic, partition, offset))
+            self.stats.rewinds += 1
+            self._log.info(
+                "object already covers another range, continuing after it",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+            )
+        for done in work.done:
+            done()
+
+    def _commit(self, consumer: Consumer, offsets: dict[TopicPartitionKey, int]) -> None:
+        if not offsets and not self._uncommitted:
+            return
+        merge_offsets(self._uncommitted, offsets)
         partitions = [TopicPartition(t, p, o) for (t, p), o in self._uncommitted.items()]
         try:
             consumer.commit(offsets=partitions, asynchronous=False)
         except KafkaException as exc:
             # The objects are durable; a failed commit only means a replay that
-            # finds them already there. Kept and retried with the next batch.
+            # finds them already there. Kept and retried with the next round.
             self._log.warning("offset commit failed", error=str(exc.args[0]))
             return
-        self._uncommitted.clear()
+        committed, self._uncommitted = self._uncommitted, {}
         self.stats.batches_committed += 1
+        self.observer.committed(committed)
 
     def _forget(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         # Partitions moving to another member: their new owner resumes from the
         # last commit, so our uncommitted offsets must not overwrite its progress.
+        self.stats.partitions_revoked += len(partitions)
+        self._sink.forget(partitions)
         for tp in partitions:
             self._uncommitted.pop((tp.topic, tp.partition), None)
 
-    def _stats_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self.stats)
+    def _dead_lettered(self, topic: str, partition: int, offset: int, write: ObjectWrite) -> None:
+        self.stats.dead_lettered += 1
+        self._log.warning(
+            "undecodable record, dead-lettered",
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=write.key,
+            reason=write.dead_letter_reason,
+        )
 
 
 def run_streamers(
@@ -260,16 +387,25 @@ def run_streamers(
     *,
     threads: int = DEFAULT_THREADS,
     consumer_overrides: Mapping[str, Any] | None = None,
+    observers: Mapping[str, StreamerObserver] | None = None,
 ) -> list[Streamer]:
     """Stream ``flow``'s events to each enabled destination, one thread each, until ``stop``.
 
     Write failures are retried inside each streamer and never end it; an
     unexpected error (a bug, a fatal Kafka error) stops all streamers and is
     re-raised, so the process exits and its supervisor restarts it. Returns
-    the streamers (for their stats) once all have stopped.
+    the streamers (for their stats) once all have stopped. ``observers`` maps a
+    destination's ``key`` to its observer (default: none).
     """
     streamers = [
-        Streamer(settings, flow, d, threads=threads, consumer_overrides=consumer_overrides)
+        Streamer(
+            settings,
+            flow,
+            d,
+            threads=threads,
+            consumer_overrides=consumer_overrides,
+            observer=(observers or {}).get(d.key),
+        )
         for d in flow.destinations
         if d.enabled
     ]

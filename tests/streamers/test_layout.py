@@ -1,6 +1,8 @@
-"""Specification of where events land: ``PREFIX/LEAD_ID/EVENT_ID.json``."""
+"""Specification of where events land: lead and time layouts, batched object names."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -66,3 +68,24 @@ def test_dead_letter_key_names_the_kafka_position_zero_padded() -> None:
 def test_dead_letter_keys_are_recognised_and_event_keys_are_not() -> None:
     assert layout.is_dead_letter_key("demo", layout.dead_letter_key("demo", "t", 0, 1))
     assert not layout.is_dead_letter_key("demo", layout.event_key("demo", LEAD, EVENT))
+
+
+def test_time_layout_partitions_by_flow_and_the_events_own_utc_date_and_hour() -> None:
+    at = datetime(2026, 3, 1, 23, 59, 59, 999000, tzinfo=UTC)
+    key = layout.time_event_key("/p/", "demo", at, LEAD, EVENT)
+    assert key == f"p/flow_id=demo/dt=2026-03-01/hour=23/{LEAD}/{EVENT}.json"
+
+
+def test_time_layout_converts_an_offset_timestamp_to_utc() -> None:
+    # 01:30 at UTC+2 is 23:30 UTC the day before.
+    at = datetime(2026, 3, 2, 1, 30, tzinfo=timezone(timedelta(hours=2)))
+    assert layout.time_partition("demo", at) == "flow_id=demo/dt=2026-03-01/hour=23"
+
+
+def test_a_batched_object_is_named_by_topic_partition_and_first_offset_zero_padded() -> None:
+    at = datetime(2026, 3, 1, 7, 5, tzinfo=UTC)
+    key = layout.batch_key("p", "demo", at, "leadflow.demo.events.source", 2, 42, "jsonl.gz")
+    assert key == (
+        "p/flow_id=demo/dt=2026-03-01/hour=07/"
+        "leadflow.demo.events.source+2+0000000000000000042.jsonl.gz"
+    )

@@ -6,6 +6,7 @@ Subclass ``ObjectStoreContract`` and implement ``make_store`` to admit a new bac
 from __future__ import annotations
 
 import base64
+import io
 import os
 import threading
 import traceback
@@ -88,6 +89,21 @@ class ObjectStoreContract(ABC):
             t.join()
         assert sorted(results) == ["created"] + ["exists"] * 7
         assert store.get(key) in {f"{n}".encode() for n in range(8)}
+
+    def test_a_file_is_created_once_with_its_metadata_then_reports_exists(
+        self, store: ObjectStore, unique_id: str
+    ) -> None:
+        key = f"{unique_id}/t+0+0000000000000000000.jsonl.gz"
+        first = {"leadflow_first_offset": "0", "leadflow_last_offset": "41"}
+        with io.BytesIO(b"first") as file:
+            file.seek(3)  # written from its start whatever its position
+            assert store.put_file_if_absent(key, file, "application/gzip", first) == "created"
+        with io.BytesIO(b"second") as file:
+            assert store.put_file_if_absent(key, file, "application/gzip", {}) == "exists"
+        assert store.get(key) == b"first"
+        assert store.metadata(key) == first
+        with pytest.raises(ObjectNotFoundError):
+            store.metadata(f"{unique_id}/none")
 
     def test_list_keys_returns_only_keys_under_the_prefix_sorted(
         self, store: ObjectStore, unique_id: str

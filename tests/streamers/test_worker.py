@@ -17,15 +17,8 @@ from engine.topics import events_topic
 from schemas.codec import EventCodec, event_to_json_dict
 from streamers import layout
 from streamers.destinations import ObjectStore, open_store
-from streamers.worker import (
-    BINARY,
-    JSON,
-    Streamer,
-    consumer_group_id,
-    events_pattern,
-    object_for_record,
-    run_streamers,
-)
+from streamers.per_event import BINARY, JSON, object_for_record
+from streamers.worker import Streamer, consumer_group_id, events_pattern, run_streamers
 from tests.factories import make_lead_events
 from tests.streamers.support import (
     all_committed,
