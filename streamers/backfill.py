@@ -32,8 +32,8 @@ from engine.settings import Settings
 from schemas.codec import EventCodec
 from streamers.destinations import DEFAULT_THREADS, ObjectStore, open_store
 from streamers.errors import DestinationError
+from streamers.per_event import ObjectWrite, object_for_record
 from streamers.topic_offsets import TopicPart, ends, flow_partitions, offsets_at
-from streamers.worker import ObjectWrite, object_for_record
 
 log = structlog.get_logger(__name__)
 
@@ -62,17 +62,13 @@ def _ms(when: datetime) -> int:
 
 
 def check_backfillable(destination: Destination) -> None:
-    """Per-event objects at the lead layout only, for now: batched objects and the time
-    layout are named by the data path's own modules, which a backfill must share."""
+    """Per-event objects (either layout) only, for now: a batched object's name and
+    content depend on where its batch started, which the streaming loop's batcher
+    decides; a backfill writing its own batches would duplicate events under other names."""
     if destination.batched:
         raise BackfillError(
-            f"backfill of format {destination.format} is not supported yet: batched objects "
-            "must be named by the streaming loop's batcher so a backfill writes the same files"
-        )
-    if destination.effective_layout != "lead":
-        raise BackfillError(
-            f"backfill of layout {destination.effective_layout} is not supported yet; "
-            "per-event objects at the lead layout are"
+            f"backfill of format {destination.format} is not supported yet: only per-event "
+            "objects (format json) can be backfilled"
         )
 
 
@@ -130,8 +126,10 @@ def backfill(
                     if ms < start_ms or (end_ms is not None and ms >= end_ms):
                         continue
                     result.in_range += 1
-                    write = object_for_record(codec, destination.prefix, topic, part, offset,
-                                              msg.value())  # fmt: skip
+                    write = object_for_record(
+                        codec, destination.prefix, topic, part, offset, msg.value(),
+                        key_layout=destination.effective_layout,
+                    )  # fmt: skip
                     result.dead_lettered += write.dead_letter_reason is not None
                     writes.setdefault(write.key, write)
                 _write_all(pool, target, list(writes.values()), result, stop)
