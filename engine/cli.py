@@ -223,12 +223,13 @@ def serve(
 
 @db_app.command("migrate")
 def db_migrate() -> None:
-    """Apply the projection schema migrations (idempotent)."""
+    """Apply every migration: projections, engine state, export jobs (idempotent)."""
     from engine.state import migrate_state
+    from projectors.exports.jobs import migrate_exports
     from projectors.generations import migrate_database
 
     settings = get_settings()
-    applied = migrate_database(settings) + migrate_state(settings)
+    applied = migrate_database(settings) + migrate_state(settings) + migrate_exports(settings)
     console.print(f"migrations applied: {applied or 'none (up to date)'}")
 
 
