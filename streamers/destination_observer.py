@@ -193,3 +193,16 @@ def observe_destination(
     lifecycle.ensure_known(flow, destination)
     bound = metrics.for_destination(flow.id, destination.key) if metrics is not None else None
     return DestinationObserver(lifecycle, flow.id, destination, metrics=bound)
+
+
+def observers_for(
+    settings: Settings, flow: Flow, *, metrics: StreamerMetrics | None = None
+) -> dict[str, DestinationObserver]:
+    """An observer per enabled destination of ``flow``, keyed as ``run_streamers`` takes them
+    (``observers=``); close each when the streamers have stopped."""
+    lifecycle = Lifecycle(settings)
+    return {
+        d.key: observe_destination(settings, flow, d, lifecycle=lifecycle, metrics=metrics)
+        for d in flow.destinations
+        if d.enabled
+    }

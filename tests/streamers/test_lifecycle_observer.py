@@ -10,7 +10,7 @@ import pytest
 from engine.destinations import Deactivation, Destination
 from engine.flows import Flow
 from engine.settings import Settings
-from streamers.destination_observer import DestinationObserver, observe_destination
+from streamers.destination_observer import DestinationObserver, observers_for
 from streamers.destinations import open_store
 from streamers.errors import DestinationError
 from streamers.lifecycle import ACTIVATED, DEACTIVATED, Lifecycle, read_events
@@ -128,8 +128,7 @@ def test_the_last_object_and_error_are_recorded_at_most_once_per_interval(
 def test_a_destination_never_verified_is_verified_when_its_streamer_starts(
     schema_settings: Settings, flow: Flow
 ) -> None:
-    destination = flow.destinations[0]
-    observer = observe_destination(schema_settings, flow, destination)
+    observer = observers_for(schema_settings, flow)[flow.destinations[0].key]
     try:
         assert observer.active()
     finally:
