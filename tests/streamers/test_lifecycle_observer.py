@@ -137,3 +137,24 @@ def test_a_destination_never_verified_is_verified_when_its_streamer_starts(
     assert [(e.type, e.reason) for e in read_events(schema_settings, flow.id)] == [
         (ACTIVATED, "verified at streamer start")
     ]
+
+
+def test_metrics_are_exposed_over_http() -> None:
+    import httpx
+
+    from streamers.metrics import serve_metrics
+
+    metrics = StreamerMetrics()
+    metrics.for_destination("demo", "s3-events").written(42, created=True)
+    server, thread = serve_metrics(metrics, port=0)
+    try:
+        text = httpx.get(f"http://127.0.0.1:{server.server_port}/metrics").text
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert (
+        'leadflow_streamer_objects_total{destination="s3-events",flow="demo",result="created"} 1.0'
+        in text
+    )
+    assert 'leadflow_streamer_bytes_total{destination="s3-events",flow="demo"} 42.0' in text
