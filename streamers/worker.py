@@ -99,6 +99,8 @@ class StreamerStats:
     batches_committed: int = 0
     rewinds: int = 0
     partitions_revoked: int = 0
+    # Taken away without a revoke: e.g. the member was evicted for not polling in time.
+    partitions_lost: int = 0
 
 
 class Streamer:
@@ -152,7 +154,7 @@ class Streamer:
         store = self._store or open_store(self.destination, self.settings, threads=self.threads)
         consumer = Consumer(consumer_config(self.settings, self.group_id, **self._overrides))
         consumer.subscribe(
-            [events_pattern(self.flow.id)], on_revoke=self._forget, on_lost=self._forget
+            [events_pattern(self.flow.id)], on_revoke=self._forget, on_lost=self._lost
         )
         self._log.info(
             "streamer started",
@@ -367,6 +369,11 @@ class Streamer:
         self._sink.forget(partitions)
         for tp in partitions:
             self._uncommitted.pop((tp.topic, tp.partition), None)
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.stats.partitions_lost += len(partitions)
+        self._log.warning("partitions lost", partitions=len(partitions))
+        self._forget(consumer, partitions)
 
     def _dead_lettered(self, topic: str, partition: int, offset: int, write: ObjectWrite) -> None:
         self.stats.dead_lettered += 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,23 +19,62 @@ from engine.topics import ensure_topics, events_topic
 from schemas.codec import EventCodec, event_to_json_dict
 from streamers import layout
 from streamers.destinations import ObjectStore
+from streamers.readback import duplicate_ids, read_events
 from streamers.worker import consumer_group_id
 from tests.factories import make_flow, make_lead_events
 
 CODEC = EventCodec()
 
 
-def streaming_flow(settings: Settings, flow_id: str, prefix: str) -> Flow:
-    """The demo flow under ``flow_id``, streaming to the local S3 bucket and Azure container."""
+def streaming_flow(
+    settings: Settings,
+    flow_id: str,
+    prefix: str,
+    s3: Mapping[str, Any] | None = None,
+    azure: Mapping[str, Any] | None = None,
+) -> Flow:
+    """The demo flow under ``flow_id``, streaming to the local S3 bucket and Azure container;
+    ``s3`` and ``azure`` set more of each destination's fields (format, layout, batch...)."""
     flow = make_flow(flow_id, "http://127.0.0.1:9/unused")
     return flow.model_copy(
         update={
             "destinations": [
-                Destination(kind="s3", bucket=settings.s3_bucket, prefix=prefix),
-                Destination(kind="azure_blob", bucket=settings.azure_container, prefix=prefix),
+                Destination(kind="s3", bucket=settings.s3_bucket, prefix=prefix, **(s3 or {})),
+                Destination(
+                    kind="azure_blob",
+                    bucket=settings.azure_container,
+                    prefix=prefix,
+                    **(azure or {}),
+                ),
             ]
         }
     )
+
+
+def events_across_an_hour(flow_id: str, leads: int) -> list[dict[str, Any]]:
+    """Leads submitted 100 ms apart from 16:59:58 UTC: their events straddle an hour."""
+    start_ms = 1_764_003_598_000
+    return [
+        e
+        for i in range(leads)
+        for e in make_lead_events(flow_id=flow_id, submitted_ms=start_ms + 100 * i)
+    ]
+
+
+def expected_events(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Event id -> the JSON the destination must hold for it (in any layout or format)."""
+    out = {}
+    for event in events:
+        decoded = CODEC.decode(CODEC.encode(event))
+        out[decoded["id"]] = orjson.loads(orjson.dumps(event_to_json_dict(decoded)))
+    return out
+
+
+def assert_holds_exactly(store: ObjectStore, prefix: str, expected: dict[str, Any]) -> None:
+    """The destination's objects, read back, are the expected events: each once, no other."""
+    events = list(read_events(store, prefix))
+    assert duplicate_ids(events) == [], store.name
+    assert {e["id"]: e for e in events} == expected, store.name
 
 
 def create_topics(settings: Settings, flow: Flow) -> list[str]:
