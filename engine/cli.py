@@ -223,13 +223,20 @@ def serve(
 
 @db_app.command("migrate")
 def db_migrate() -> None:
-    """Apply every migration: projections, engine state, export jobs (idempotent)."""
+    """Apply every migration: projections, engine state, export jobs, destination states
+    (idempotent)."""
     from engine.state import migrate_state
     from projectors.exports.jobs import migrate_exports
     from projectors.generations import migrate_database
+    from streamers.destination_state import migrate_destination_state
 
     settings = get_settings()
-    applied = migrate_database(settings) + migrate_state(settings) + migrate_exports(settings)
+    applied = [
+        *migrate_database(settings),
+        *migrate_state(settings),
+        *migrate_exports(settings),
+        *migrate_destination_state(settings),
+    ]
     console.print(f"migrations applied: {applied or 'none (up to date)'}")
 
 
