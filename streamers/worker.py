@@ -53,6 +53,8 @@ log = structlog.get_logger(__name__)
 # A round that is not done by then is "slow": partitions are paused and polled.
 _FAST_ROUND_S = 1.0
 _POLL_WHILE_WAITING_S = 0.2
+# Retries of a failing store back off up to this: an outage's end is noticed within it.
+_MAX_BACKOFF_S = 10.0
 
 
 def events_pattern(flow_id: str) -> str:
@@ -278,7 +280,7 @@ class Streamer:
             self.stats.failed_attempts += len(failed)
             for error in errors:
                 self.observer.failed(error)
-            delay = backoff_delay(attempt)
+            delay = backoff_delay(attempt, cap_s=_MAX_BACKOFF_S)
             self._log.warning(
                 "writes failed, retrying",
                 failed=len(failed),
