@@ -215,9 +215,15 @@ def serve(
     port: int = 8080,
     workers: Annotated[int, typer.Option(help="Server worker processes.")] = 1,
 ) -> None:
-    """Serve the HTTP API (feedback for now) with uvicorn."""
+    """Serve the HTTP API with uvicorn: queries, feedback, lead intake, /metrics."""
+    import os
+    import tempfile
+
     import uvicorn
 
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker is a process: /metrics sums their counters from files here.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="leadflow-metrics-")
     uvicorn.run("engine.api.app:create_app", factory=True, host=host, port=port, workers=workers)
 
 
