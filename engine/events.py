@@ -31,6 +31,7 @@ EVENT_TYPES = (
     "flow.completed",
     "feedback.received",
     "feedback.processed",
+    "source.pinged",
 )
 
 
