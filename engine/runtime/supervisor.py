@@ -66,9 +66,9 @@ def run_role(role: str, settings: Settings, flow: Flow, stop: threading.Event) -
 
         run_feedback(settings, stop)
     elif role == "streamer":
-        from streamers.worker import run_streamers
+        from streamers.service import stream_flow
 
-        run_streamers(settings, flow, stop)
+        stream_flow(settings, flow, stop)
     else:
         from engine.runtime.step_worker import run_step
 
@@ -108,10 +108,10 @@ def run_registry_role(role: str, settings: Settings, stop: threading.Event) -> N
     if flow is None:
         raise KeyError(f"flow {flow_id} is not in the registry")
     if head == "streamer":
-        from streamers.worker import run_streamers
+        from streamers.service import stream_flow
 
         registry.close()
-        run_streamers(settings, flow, stop)
+        stream_flow(settings, flow, stop)
     else:
         from engine.runtime.step_worker import run_step
 
