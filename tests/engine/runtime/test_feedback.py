@@ -9,7 +9,9 @@ import orjson
 import psycopg
 import pytest
 from confluent_kafka import Consumer
+from fastapi.testclient import TestClient
 
+from engine.api.app import create_app
 from engine.demo.buyer import BuyerServer
 from engine.intake.submit import publish_leads
 from engine.runtime.feedback_worker import build_feedback_loop, publish_feedback
@@ -91,7 +93,7 @@ def test_malformed_feedback_is_rejected_with_the_field() -> None:
 
 
 @pytest.mark.stack
-def test_feedback_flows_from_the_topic_to_events_and_the_lead(
+def test_feedback_posted_over_http_flows_to_events_and_the_leads_revenue(
     stack: Settings, unique_id: str, buyer: BuyerServer
 ) -> None:
     settings = Settings(db_schema=unique_id)
@@ -116,9 +118,12 @@ def test_feedback_flows_from_the_topic_to_events_and_the_lead(
                 if conn.execute("SELECT 1 FROM events WHERE id = %s", (delivered,)).fetchone():
                     break
                 time.sleep(0.5)
-        publish_feedback(
-            stack, orjson.dumps({"event_id": delivered, "type": "return", "reason": "Wrong number"})
+        answer = TestClient(create_app(settings)).post(
+            "/feedback",
+            params={"event_id": delivered},
+            json={"type": "return", "reason": "Wrong number"},
         )
+        assert answer.status_code == 202, answer.text
         publish_feedback(stack, orjson.dumps({"event_id": "UNKNOWN", "type": "conversion"}))
         wait_for(stack, flow, lead_id, "feedback.processed")
         with connect(settings) as conn:
