@@ -7,14 +7,14 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv up down status demo test test-unit lint bench clean
+.PHONY: help venv up down status demo test test-unit lint bench bench-profile clean
 
 help:
 	@echo "make demo   - start the local stack, run 1,000 leads end to end, show the results"
 	@echo "make test   - start the local stack and run the test suite"
 	@echo "make up / down / status - the local stack (Kafka, Postgres, SeaweedFS S3, Azurite)"
 	@echo "make lint   - ruff and mypy --strict"
-	@echo "make bench  - benchmarks (placeholder until the benchmark issue)"
+	@echo "make bench  - benchmarks side by side (QUICK=1: under 3 minutes); results in bench/results/"
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,8 +47,28 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench:
-	@echo "make bench: not implemented yet - the benchmark suite arrives with its own issue (#7)."
+# The bench has its own venv: quixstreams (the peer) pins confluent-kafka below the dev
+# venv's, and leadflow and its peer must run on the same client to be compared.
+BENCH_VENV := bench/.venv
+BENCH_INSTALLED := $(BENCH_VENV)/.installed
+BENCH_ARGS ?=
+PROFILE_ROLE ?= step
+
+$(BENCH_INSTALLED): pyproject.toml
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q -e '.[bench]'
+	touch $@
+
+bench: $(BENCH_INSTALLED) up
+	$(BENCH_VENV)/bin/python -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+# py-spy flame graph of one scenario's worker (PROFILE_ROLE: step, passthrough, peer,
+# projector, replay): bench/results/profile-<role>.svg; --native shows librdkafka/fastavro C.
+bench-profile: $(BENCH_INSTALLED) up
+	$(BENCH_VENV)/bin/py-spy record --subprocesses --rate 200 --format flamegraph \
+		-o bench/results/profile-$(PROFILE_ROLE).svg -- \
+		$(BENCH_VENV)/bin/python -m bench --only $(PROFILE_ROLE) --rounds 1 --events 60000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

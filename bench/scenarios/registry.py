@@ -1,0 +1,166 @@
+"""Which scenarios exist, in the order they run, and what each records beside its figures."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from bench.kafka_admin import delete_topics
+from bench.results_model import ScenarioResult
+from bench.runner import RunConfig, child_scenario, console, run_child, run_rounds
+from engine.settings import Settings
+
+Scenario = Callable[[RunConfig, int], ScenarioResult]
+
+
+def _passthrough(config: RunConfig, _: int) -> ScenarioResult:
+    passes = max(1, 300_000 // config.events)
+    result = child_scenario("passthrough", "events_s", "events/s", config, 300, passes=passes)
+    result.units["mb_s"] = "MB/s"
+    result.settings = {
+        "commit_interval_ms": config.commit_interval_ms,
+        "passes_over_input": passes,
+        "configs": "engine.runtime.kafka consumer/transactional producer",
+    }
+    return result
+
+
+def _step(config: RunConfig, _: int) -> ScenarioResult:
+    result = child_scenario("step", "events_s", "events/s", config, 300)
+    result.settings = {"step": "filter (service-area, 2 rules)", "worker": "build_step_loop"}
+    return result
+
+
+def _peer(config: RunConfig, _: int) -> ScenarioResult:
+    result = ScenarioResult("peer", "events_s", "events/s")
+    try:
+        with warnings.catch_warnings():  # quixstreams' dependencies warn on import
+            warnings.simplefilter("ignore")
+            from bench.scenarios.peer import SETTINGS
+    except ImportError as exc:
+        result.errors.append(f"quixstreams not installed ({exc}): run `make bench`")
+        return result
+    result.settings = {**SETTINGS, "commit_interval_s": config.commit_interval_ms / 1000}
+    result.notes.append("Quix Streams: one poll() per message; the hand-off header is not checked")
+    return run_rounds(result, config, lambda i: run_child("peer", config.params(round=i), 300))
+
+
+def _broker(config: RunConfig, record_size: int) -> ScenarioResult:
+    from bench.scenarios.broker import PRODUCER_PROPS
+
+    result = ScenarioResult("broker", "produce_mb_s", "MB/s")
+    records = max(300_000, config.events * 3)  # enough for the JVM's JIT to warm up
+    result.settings = {
+        "records": records,
+        "record_size": record_size,
+        "producer_props": list(PRODUCER_PROPS),
+    }
+    result.units.update(consume_mb_s="MB/s", produce_records_s="rec/s", consume_records_s="rec/s")
+    result.notes.append(
+        "perf-tool payloads are random text lz4 barely compresses, leadflow's Avro compresses"
+        " well: MB/s ratios compare record bytes moved, not bytes on the wire"
+    )
+    params = config.params(broker_records=records, record_size=record_size)
+    return run_rounds(result, config, lambda i: run_child("broker", {**params, "round": i}, 600))
+
+
+def _projector(config: RunConfig, _: int) -> ScenarioResult:
+    result = child_scenario("projector", "events_s", "events/s", config, 600)
+    result.units.update(bare_copy_events_s="events/s", decode_events_s="events/s")
+    result.settings = {
+        "path": "projectors.store.write_batch (timeline)",
+        "batch": 2000,
+        "bare": "binary COPY into LIKE events INCLUDING ALL",
+    }
+    result.notes.append("one event per lead: the leads upsert's worst case")
+    return result
+
+
+def _replay(config: RunConfig, _: int) -> ScenarioResult:
+    result = child_scenario("replay", "events_s", "events/s", config, 600)
+    result.units["seconds"] = "s"
+    result.settings = {"path": "projectors.replay.Rebuild('timeline')", "batch": 2000}
+    return result
+
+
+def _e2e(config: RunConfig, _: int) -> ScenarioResult:
+    from bench.scenarios.e2e import SERVICE_ROLES
+
+    result = ScenarioResult("e2e", "leads_s", "leads/s")
+    leads = 800 if config.quick else 5_000
+    seconds = 8.0 if config.quick else 30.0
+    result.settings = {
+        "burst_leads": leads,
+        "latency_seconds": seconds,
+        "workers": "5 steps + " + " + ".join(SERVICE_ROLES),
+        "streamer": "s3 jsonl.gz (batched)",
+    }
+    params = config.params(round=1, rounds=config.rounds, e2e_leads=leads, latency_seconds=seconds)
+    try:
+        out: dict[str, Any] = run_child("e2e", params, 1200)
+    except Exception as exc:
+        result.errors.append(f"{type(exc).__name__}: {exc}")
+        return result
+    for leads_s, mb_s in zip(out["leads_s"], out["mb_s"], strict=True):
+        result.add({"leads_s": leads_s, "mb_s": mb_s})
+    result.add(
+        {
+            k: out[k]
+            for k in (
+                "offered_rate",
+                "latency_p50_ms",
+                "latency_p95_ms",
+                "latency_p99_ms",
+                "overhead_ms_median",
+                "projected_events",
+            )
+        }
+    )
+    result.units.update(
+        mb_s="MB/s",
+        offered_rate="leads/s",
+        latency_p50_ms="ms",
+        latency_p95_ms="ms",
+        latency_p99_ms="ms",
+        overhead_ms_median="ms",
+        projected_events="events",
+    )
+    for step, ms in out["overhead_ms_median_by_step"].items():
+        result.add({f"overhead_ms.{step}": ms}, {f"overhead_ms.{step}": "ms"})
+    for role, mb in out["rss_peak_mb"].items():
+        result.add({f"rss_peak_mb.{role}": mb}, {f"rss_peak_mb.{role}": "MiB"})
+    result.notes.extend(out["notes"])
+    return result
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "broker": _broker,
+    "passthrough": _passthrough,
+    "step": _step,
+    "peer": _peer,
+    "projector": _projector,
+    "replay": _replay,
+    "e2e": _e2e,
+}
+
+
+def run_scenario(name: str, config: RunConfig, record_size: int) -> ScenarioResult:
+    console.rule(name)
+    return SCENARIOS[name](config, record_size)
+
+
+def cleanup(settings: Settings, config: RunConfig) -> None:
+    """The run's topics and Postgres schemas; consumer groups expire on their own."""
+    deleted = delete_topics(settings, f"bench.{config.run_id}.")
+    deleted += delete_topics(settings, f"leadflow.b{config.run_id}")
+    with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True) as conn:
+        names = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (f"b{config.run_id}%",)
+        ).fetchall()
+        for (schema,) in names:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    console.print(f"cleaned up {len(deleted)} topics, {len(names)} schemas")
