@@ -20,18 +20,11 @@ from quixstreams.models.serializers import Deserializer, Serializer
 
 from bench.clock import RateClock
 from bench.inputs import SERVICE_AREA
+from bench.scenarios.peer_settings import SETTINGS
 from engine.ids import event_id
 from schemas.codec import default_codec
 
 STEP_ID, STEP_NAME, STEP_INDEX = "service-area", "Service area", 1
-
-SETTINGS: dict[str, Any] = {
-    "processing_guarantee": "exactly-once",
-    "auto_offset_reset": "earliest",
-    "producer_extra_config": {"linger.ms": 5, "compression.type": "lz4"},
-    "use_changelog_topics": False,  # a stateless filter: no state, no changelog
-    "loglevel": "WARNING",
-}
 
 
 class LeadEventDeserializer(Deserializer):  # type: ignore[misc]  # quixstreams is untyped here

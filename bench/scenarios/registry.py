@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
+import importlib.metadata
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ from psycopg import sql
 from bench.kafka_admin import delete_topics
 from bench.results_model import ScenarioResult
 from bench.runner import RunConfig, child_scenario, console, run_child, run_rounds
+from bench.scenarios.peer_settings import SETTINGS
 from engine.settings import Settings
 
 Scenario = Callable[[RunConfig, int], ScenarioResult]
@@ -37,15 +39,14 @@ def _step(config: RunConfig, _: int) -> ScenarioResult:
 
 def _peer(config: RunConfig, _: int) -> ScenarioResult:
     result = ScenarioResult("peer", "events_s", "events/s")
-    try:
-        with warnings.catch_warnings():  # quixstreams' dependencies warn on import
-            warnings.simplefilter("ignore")
-            from bench.scenarios.peer import SETTINGS
-    except ImportError as exc:
-        result.errors.append(f"quixstreams not installed ({exc}): run `make bench`")
-        return result
     result.settings = {**SETTINGS, "commit_interval_s": config.commit_interval_ms / 1000}
-    result.notes.append("Quix Streams: one poll() per message; the hand-off header is not checked")
+    if importlib.util.find_spec("quixstreams") is None:
+        result.errors.append("quixstreams is not installed here: run `make bench` (bench/.venv)")
+        return result
+    version = importlib.metadata.version("quixstreams")
+    result.notes.append(
+        f"Quix Streams {version}: one poll() per message; the hand-off header is not checked"
+    )
     return run_rounds(result, config, lambda i: run_child("peer", config.params(round=i), 300))
 
 
