@@ -13,12 +13,34 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _env(name: str, *others: str) -> AliasChoices:
     return AliasChoices(f"LEADFLOW_{name}", *others)
+
+
+UiScope = Literal["read", "pii"]
+
+
+class UiKey(BaseModel):
+    """A read-side API key of the operator UI (``engine.ui``), by reference: the repository
+    and the settings name where the key lives (an environment variable or a file holding
+    the key or ``sha256:<hex>``), never the key. ``pii`` shows emails and phones unmasked."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    key_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    key_file: Path | None = None
+    scopes: tuple[UiScope, ...] = ("read",)
+
+    @model_validator(mode="after")
+    def _one_place(self) -> UiKey:
+        if (self.key_env is None) == (self.key_file is None):
+            raise ValueError("a UI key needs exactly one of key_env or key_file")
+        return self
 
 
 class Settings(BaseSettings):
@@ -64,6 +86,12 @@ class Settings(BaseSettings):
     # Run the export worker as a thread of every API process (leadflow serve);
     # False when `leadflow exports work` runs it as its own process.
     export_worker_in_api: bool = True
+
+    # LEADFLOW_UI_KEYS, JSON: [{"name": "ops", "key_env": "OPS_UI_KEY", "scopes": ["read", "pii"]}].
+    # The default is the local stack's key file, which `leadflow demo` creates.
+    ui_keys: tuple[UiKey, ...] = (
+        UiKey(name="local", key_file=Path(".stack/ui.key"), scopes=("read", "pii")),
+    )
 
     flow_file: Path = Path("flows/demo.yaml")
     topic_partitions: int = 3

@@ -14,6 +14,7 @@ from engine.api.intake import router as intake_router
 from engine.api.metrics import router as metrics_router
 from engine.api.pings import router as pings_router
 from engine.settings import Settings, get_settings
+from engine.ui.routes import router as ui_router
 from projectors.api import router as events_router
 from projectors.exports.api import router as exports_router
 from projectors.stats_api import router as stats_router
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stats_router)  # before events: /events/stats is no event id
     app.include_router(exports_router)  # before events: /events/export is no event id
     app.include_router(events_router)
+    app.include_router(ui_router)  # the operator UI: /ui pages and /ui/api reads
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -1,0 +1,198 @@
+"""The operator UI's JSON reads, under ``/ui/api``: every route needs a read key.
+
+They reuse the projection's own queries (``projectors``) and add what a page
+needs and the public read API does not answer in one call: a search box, a
+lead's summary with its timeline page, a diff with both sides named, one
+dashboard payload. What leaves here has passed ``masking.for_reader``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.ui.auth import ReaderDep, require_reader
+from engine.ui.dashboard import dashboard
+from engine.ui.masking import for_reader
+from engine.ui.objects import locate
+from engine.ui.queries import (
+    LeadFilter,
+    browse_leads,
+    classify,
+    find_leads,
+    flow_ids,
+    lead_summary,
+    neighbour_before,
+    timeline_page,
+)
+from projectors.api import Conn, EventType, Id
+from projectors.diff import diff_snapshots
+from projectors.params import Range, StrictQuery
+from projectors.queries import get_event
+from projectors.store import Connection
+
+# A page must answer within a screen refresh or two; a scan that would take
+# longer is cut off (a 503 saying so) rather than left running on the server.
+_STATEMENT_TIMEOUT = "15s"
+
+
+def _no_store(response: Response) -> None:
+    response.headers["Cache-Control"] = "no-store"
+
+
+def _bounded(conn: Conn) -> Iterator[Connection]:
+    conn.execute(f"SET statement_timeout = '{_STATEMENT_TIMEOUT}'")
+    yield conn
+
+
+Bounded = Annotated[Connection, Depends(_bounded)]
+
+router = APIRouter(
+    prefix="/ui/api",
+    tags=["ui"],
+    dependencies=[Depends(require_reader), StrictQuery, Depends(_no_store)],
+)
+
+
+@router.get("/whoami")
+def whoami(reader: ReaderDep) -> dict[str, Any]:
+    return {"name": reader.name, "scopes": sorted(reader.scopes)}
+
+
+@router.get("/flows")
+def get_flows(conn: Bounded) -> list[str]:
+    return flow_ids(conn)
+
+
+class Search(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    q: str = Field(min_length=1, max_length=256)
+    flow_id: str | None = Field(None, min_length=1, max_length=64)
+
+
+@router.post("/leads/search")
+def search_leads(reader: ReaderDep, conn: Bounded, search: Search) -> dict[str, Any]:
+    """A lead id, an email or a phone number; ``kind`` says which the box was taken for.
+
+    A POST: what an operator searches for is PII, and a URL ends up in access logs.
+    """
+    kind, _ = classify(search.q)
+    found = find_leads(conn, search.q, search.flow_id)
+    return {"kind": kind, "leads": for_reader(found, sees_pii=reader.sees_pii)}
+
+
+@router.get("/flows/{flow_id}/leads")
+def get_flow_leads(
+    flow_id: str,
+    reader: ReaderDep,
+    conn: Bounded,
+    when: Range,
+    type: EventType = "source.submitted",
+    outcome: Literal["success", "failure", "error"] | None = None,
+    before_id: Id = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    """Recent leads of a flow by one of their events; page on with ``before_id=next``."""
+    f = LeadFilter(flow_id, type, outcome, when.start, when.end, before_id, limit + 1)
+    rows = browse_leads(conn, f)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "rows": for_reader(rows, sees_pii=reader.sees_pii),
+        "next": rows[-1]["event_id"] if more else None,
+    }
+
+
+@router.get("/leads/{lead_id}")
+def get_lead(
+    lead_id: str,
+    reader: ReaderDep,
+    conn: Bounded,
+    after_id: Id = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+) -> dict[str, Any]:
+    """The lead's current state and a page of its timeline (``next`` continues it)."""
+    lead = lead_summary(conn, lead_id)
+    if lead is None:
+        raise HTTPException(404, detail=f"Unknown lead: {lead_id}")
+    events = timeline_page(conn, lead_id, after_id, limit)
+    more = len(events) > limit
+    events = events[:limit]
+    return {
+        "lead": for_reader(lead, sees_pii=reader.sees_pii),
+        "events": for_reader(events, sees_pii=reader.sees_pii),
+        "next": events[-1]["id"] if more else None,
+    }
+
+
+def _event(conn: Connection, event_id: str) -> dict[str, Any]:
+    event = get_event(conn, event_id)
+    if event is None:
+        raise HTTPException(404, detail=f"Unknown event: {event_id}")
+    return event
+
+
+@router.get("/events/{event_id}")
+def get_ui_event(event_id: str, reader: ReaderDep, conn: Bounded) -> dict[str, Any]:
+    """One full snapshot, masked for the reader, with the event before it (for a diff link)."""
+    event = _event(conn, event_id)
+    return {
+        "event": for_reader(event, sees_pii=reader.sees_pii),
+        "previous_id": neighbour_before(conn, event_id),
+    }
+
+
+@router.get("/events/{event_id}/objects")
+async def get_event_objects(event_id: str, request: Request, conn: Bounded) -> dict[str, Any]:
+    """The event's raw object in each per-event destination of its flow, and if it is there."""
+    event = await run_in_threadpool(_event, conn, event_id)
+    return await locate(request, event)
+
+
+_TOP_LEVEL = ("type", "outcome", "reason", "step_id", "step_name", "cost", "revenue", "attempt")
+
+
+def _side(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: event.get(k) for k in ("id", "type", "outcome", "step_name", "timestamp")}
+
+
+@router.get("/leads/{lead_id}/diff")
+def get_diff(
+    lead_id: str,
+    reader: ReaderDep,
+    conn: Bounded,
+    to: Annotated[str, Query(min_length=1, max_length=64)],
+    from_: Annotated[str | None, Query(alias="from", min_length=1, max_length=64)] = None,
+) -> Any:
+    """What changed from event ``from`` to event ``to`` (default: the one before ``to``):
+    the event's own fields, then ``vars`` added, removed and changed, and what ``to`` appended."""
+    after = _event(conn, to)
+    from_ = from_ or neighbour_before(conn, to)
+    if from_ is None:
+        raise HTTPException(404, detail=f"Event {to} is the lead's first: nothing to compare")
+    before = _event(conn, from_)
+    if before["lead_id"] != lead_id or after["lead_id"] != lead_id:
+        raise HTTPException(404, detail=f"Lead {lead_id} has no such pair of events")
+    fields = {
+        k: {"before": before.get(k), "after": after.get(k)}
+        for k in _TOP_LEVEL
+        if before.get(k) != after.get(k)
+    }
+    answer = {
+        "from": _side(before),
+        "to": _side(after),
+        "event_fields": fields,
+        **diff_snapshots(before, after).as_dict(),
+    }
+    return for_reader(answer, sees_pii=reader.sees_pii)
+
+
+@router.get("/flows/{flow_id}/dashboard")
+def get_dashboard(flow_id: str, reader: ReaderDep, conn: Bounded, when: Range) -> Any:
+    """Everything the flow dashboard draws, for ``start``..``end`` (default: the last 7 days)."""
+    return for_reader(dashboard(conn, flow_id, when), sees_pii=reader.sees_pii)

@@ -1,0 +1,203 @@
+"""The operator UI's reads of the timeline projection: find, browse and page a lead's events.
+
+Every query is bounded (a ``LIMIT`` and keyset cursors, never an offset) and
+walks an index the projection already has: ``events (lead_id, id)`` for a
+lead, ``events (flow_id, ts)`` for browsing a flow, ``events (flow_id, id)`` to
+list flows. Email and phone search read ``source.accepted`` snapshots (where
+the values are normalised) under the connection's statement timeout; on a
+very large projection it wants an expression index (see the README).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from projectors.params import iso_utc
+from projectors.store import Connection, translate_errors
+
+_LEAD_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$", re.I)
+_PHONE_FIELDS = ("lead.phone_1", "lead.phone_2", "lead.phone_3", "lead.phone")
+MAX_FOUND = 50
+
+# Who the lead is, from one event's snapshot: enough to recognise it in a list.
+_IDENTITY = """
+    e.snapshot #>> '{vars,lead.first_name}' AS first_name,
+    e.snapshot #>> '{vars,lead.last_name}' AS last_name,
+    e.snapshot #>> '{vars,lead.email}' AS email,
+    e.snapshot #>> '{vars,lead.phone_1}' AS phone
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class LeadFilter:
+    """Browse a flow: events of ``type`` (with ``outcome``), newest first, before ``before_id``."""
+
+    flow_id: str
+    type: str = "source.submitted"
+    outcome: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    before_id: str | None = None
+    limit: int = 50
+
+
+def _rows(conn: Connection, query: sql.Composed | str, params: Any) -> list[dict[str, Any]]:
+    with translate_errors(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, params)
+        return [
+            {k: iso_utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
+            for row in cur.fetchall()
+        ]
+
+
+def classify(q: str) -> tuple[str, str]:
+    """What a search box holds: ``("lead_id"|"email"|"phone"|"unknown", normalised value)``.
+
+    Emails are compared lower-cased and phones as 10 digits, as the source step
+    stores them (``engine.fields``).
+    """
+    text = q.strip()
+    if _LEAD_ID.match(text):
+        return "lead_id", text.upper()
+    if "@" in text:
+        return "email", text.lower()
+    digits = re.sub(r"\D", "", text)
+    if len(digits) == 11 and digits.startswith("1"):
+        digits = digits[1:]
+    if len(digits) == 10 and re.fullmatch(r"[\d\s().+-]+", text):
+        return "phone", digits
+    return "unknown", text
+
+
+def find_leads(conn: Connection, q: str, flow_id: str | None = None) -> list[dict[str, Any]]:
+    """Leads by id, email or phone (exact, normalised), newest first, at most ``MAX_FOUND``."""
+    kind, value = classify(q)
+    if kind == "unknown":
+        return []
+    if kind == "lead_id":
+        ids = sql.SQL("SELECT %(v)s::text AS lead_id").format()
+    else:
+        fields = ("lead.email",) if kind == "email" else _PHONE_FIELDS
+        matches = sql.SQL(" OR ").join(
+            sql.SQL("snapshot @> {}::jsonb").format(
+                sql.Literal('{"vars": {' + _json_str(f) + ": " + _json_str(value) + "}}")
+            )
+            for f in fields
+        )
+        ids = sql.SQL(
+            "SELECT DISTINCT lead_id FROM events WHERE type = 'source.accepted'"
+            " AND ({}) AND (%(flow)s::text IS NULL OR flow_id = %(flow)s) LIMIT %(cap)s"
+        ).format(matches)
+    query = sql.SQL(
+        "SELECT l.lead_id, l.flow_id, l.status, l.last_event_type, l.submitted_at, l.updated_at,"
+        " l.completed, l.cost, l.revenue, {identity}"
+        " FROM ({ids}) found JOIN leads l USING (lead_id)"
+        " LEFT JOIN events e ON e.id = l.last_event_id"
+        " ORDER BY l.submitted_at DESC, l.lead_id LIMIT %(cap)s"
+    ).format(identity=sql.SQL(_IDENTITY), ids=ids)
+    return _rows(conn, query, {"v": value, "flow": flow_id, "cap": MAX_FOUND})
+
+
+def _json_str(text: str) -> str:
+    return orjson.dumps(text).decode()
+
+
+def browse_leads(conn: Connection, f: LeadFilter) -> list[dict[str, Any]]:
+    """One page of a flow's events of ``f.type``, each with its lead's current state."""
+    query = sql.SQL(
+        "SELECT e.id AS event_id, e.lead_id, e.type, e.outcome, e.reason, e.ts AS timestamp,"
+        " l.status, l.last_event_type, l.completed, {identity}"
+        " FROM events e JOIN leads l USING (lead_id)"
+        " WHERE e.flow_id = %(flow)s AND e.type = %(type)s"
+        " AND (%(outcome)s::text IS NULL OR e.outcome = %(outcome)s)"
+        " AND (%(start)s::timestamptz IS NULL OR e.ts >= %(start)s)"
+        " AND (%(end)s::timestamptz IS NULL OR e.ts < %(end)s)"
+        " AND (%(before)s::text IS NULL"
+        "      OR (e.ts, e.id) < (SELECT ts, id FROM events WHERE id = %(before)s))"
+        " ORDER BY e.ts DESC, e.id DESC LIMIT %(limit)s"
+    ).format(identity=sql.SQL(_IDENTITY))
+    params = {
+        "flow": f.flow_id,
+        "type": f.type,
+        "outcome": f.outcome,
+        "start": f.start,
+        "end": f.end,
+        "before": f.before_id,
+        "limit": f.limit,
+    }
+    return _rows(conn, query, params)
+
+
+def lead_summary(conn: Connection, lead_id: str) -> dict[str, Any] | None:
+    rows = _rows(
+        conn,
+        sql.SQL(
+            "SELECT l.*, {identity} FROM leads l LEFT JOIN events e ON e.id = l.last_event_id"
+            " WHERE l.lead_id = %(lead)s"
+        ).format(identity=sql.SQL(_IDENTITY)),
+        {"lead": lead_id},
+    )
+    return rows[0] if rows else None
+
+
+def timeline_page(
+    conn: Connection, lead_id: str, after_id: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """A page of the lead's events in time order (feedback and retries where they happened),
+    each with ``gap_ms`` since the one before it; ``limit + 1`` rows tell there is more."""
+    query = """
+        SELECT * FROM (
+            SELECT id, type, outcome, reason, step_id, step_name, entity_id, ts AS timestamp,
+                   ms, wait_ms, cost, revenue,
+                   (snapshot ->> 'attempt')::int AS attempt,
+                   snapshot ->> 'retry_status' AS retry_status,
+                   end_timestamp - lag(end_timestamp) OVER (ORDER BY ts, id) AS gap_ms,
+                   ts AS sort_ts
+            FROM events WHERE lead_id = %(lead)s
+        ) t
+        WHERE %(after)s::text IS NULL
+           OR (sort_ts, id) > (SELECT ts, id FROM events WHERE id = %(after)s)
+        ORDER BY sort_ts, id LIMIT %(limit)s
+    """
+    rows = _rows(conn, query, {"lead": lead_id, "after": after_id, "limit": limit + 1})
+    for row in rows:
+        del row["sort_ts"]
+    return rows
+
+
+def neighbour_before(conn: Connection, event_id: str) -> str | None:
+    """The id of the lead's event just before ``event_id`` in time order, for a default diff."""
+    rows = _rows(
+        conn,
+        "SELECT p.id FROM events e JOIN events p ON p.lead_id = e.lead_id"
+        " AND (p.ts, p.id) < (e.ts, e.id) WHERE e.id = %(id)s ORDER BY p.ts DESC, p.id DESC"
+        " LIMIT 1",
+        {"id": event_id},
+    )
+    return str(rows[0]["id"]) if rows else None
+
+
+def flow_ids(conn: Connection, limit: int = 200) -> list[str]:
+    """Every flow with events: a skip scan of ``events (flow_id, id)``, one probe per flow."""
+    rows = _rows(
+        conn,
+        """
+        WITH RECURSIVE f AS (
+            (SELECT flow_id FROM events ORDER BY flow_id LIMIT 1)
+            UNION ALL
+            SELECT (SELECT e.flow_id FROM events e WHERE e.flow_id > f.flow_id
+                    ORDER BY e.flow_id LIMIT 1)
+            FROM f WHERE f.flow_id IS NOT NULL
+        )
+        SELECT flow_id FROM f WHERE flow_id IS NOT NULL LIMIT %(limit)s
+        """,
+        {"limit": limit},
+    )
+    return [str(r["flow_id"]) for r in rows]

@@ -1,0 +1,100 @@
+"use strict";
+// Flow dashboard: outcomes over time as a stacked SVG bar chart, reasons and steps as bars,
+// sources and recipients as tables. SVG is built with createElementNS and textContent.
+(function () {
+  const { $, el, api, status, onReady, duration, money, pct, time, enc, table, utcInput, fromInput } = window.LF;
+  const flowId = document.getElementById("main").dataset.flowId;
+  const url = new URL(location.href);
+  const NS = "http://www.w3.org/2000/svg";
+  const OUTCOMES = ["success", "failure", "error"];
+
+  function svg(tag, attrs, text) {
+    const node = document.createElementNS(NS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function outcomeChart(rows) {
+    const buckets = [...new Set(rows.map((r) => r.bucket))].sort();
+    if (!buckets.length) return el("p", { class: "hint" }, "No completed leads in this range.");
+    const by = {};
+    for (const r of rows) (by[r.bucket] = by[r.bucket] || {})[r.outcome] = r.count;
+    const max = Math.max(...buckets.map((b) => OUTCOMES.reduce((s, o) => s + ((by[b] || {})[o] || 0), 0)));
+    const W = 900, H = 240, L = 48, B = 28, bw = Math.min(48, Math.max(2, (W - L) / buckets.length - 2));
+    const chart = svg("svg", { viewBox: "0 0 " + W + " " + (H + B), class: "chart", role: "img", "aria-labelledby": "oc-desc" });
+    chart.append(svg("desc", { id: "oc-desc" }, "Completed leads per bucket by outcome; up to " + max + " per bucket."));
+    for (const f of [0, 0.5, 1]) {
+      const y = H - f * H;
+      chart.append(svg("line", { x1: L, x2: W, y1: y, y2: y, class: "grid" }));
+      chart.append(svg("text", { x: L - 6, y: y + 4, "text-anchor": "end", class: "axis" }, String(Math.round(f * max))));
+    }
+    buckets.forEach((b, i) => {
+      let y = H;
+      const x = L + i * ((W - L) / buckets.length) + 1;
+      for (const o of OUTCOMES) {
+        const n = (by[b] || {})[o] || 0;
+        if (!n) continue;
+        const h = (n / max) * H;
+        y -= h;
+        const bar = svg("rect", { x: x, y: y, width: bw, height: h, class: "bar " + o });
+        bar.append(svg("title", {}, time(b) + ": " + n + " " + o));
+        chart.append(bar);
+      }
+    });
+    chart.append(svg("text", { x: L, y: H + 20, class: "axis" }, time(buckets[0])));
+    chart.append(svg("text", { x: W, y: H + 20, "text-anchor": "end", class: "axis" }, time(buckets[buckets.length - 1])));
+    const legend = el("ul", { class: "legend" }, OUTCOMES.map((o) =>
+      el("li", {}, el("span", { class: "swatch " + o, "aria-hidden": "true" }), o + " (" + rows.filter((r) => r.outcome === o).reduce((s, r) => s + r.count, 0) + ")")));
+    const data = table([{ label: "Bucket", render: (r) => time(r.bucket) }, { label: "Outcome", key: "outcome" }, { label: "Leads", key: "count", num: true }], rows);
+    return el("div", {}, chart, legend, el("details", {}, el("summary", {}, "As a table"), data));
+  }
+
+  // Horizontal bars, labelled with text: for ranked values (reasons, durations).
+  function hbars(items, unit) {
+    if (!items.length) return el("p", { class: "hint" }, "Nothing in this range.");
+    const max = Math.max(...items.map((i) => Math.max(...i.values.map((v) => v.value || 0)))) || 1;
+    const rowH = 22 * Math.max(...items.map((i) => i.values.length)) + 8;
+    const W = 600, L = 0;
+    const chart = svg("svg", { viewBox: "0 0 " + W + " " + (items.length * (rowH + 18)), class: "chart hbars", role: "img", "aria-label": "bar chart" });
+    items.forEach((item, i) => {
+      const y0 = i * (rowH + 18);
+      chart.append(svg("text", { x: L, y: y0 + 12, class: "label" }, item.label));
+      item.values.forEach((v, j) => {
+        const w = ((v.value || 0) / max) * (W - 160);
+        const y = y0 + 16 + j * 22;
+        chart.append(svg("rect", { x: L, y: y, width: Math.max(1, w), height: 16, class: "bar " + (v.cls || "") }));
+        chart.append(svg("text", { x: L + w + 6, y: y + 12, class: "axis" }, (v.name ? v.name + " " : "") + unit(v.value)));
+      });
+    });
+    return chart;
+  }
+
+  async function load() {
+    const d = await api("/flows/" + enc(flowId) + "/dashboard", { start: fromInput($("start")), end: fromInput($("end")) });
+    utcInput($("start"), d.start);
+    utcInput($("end"), d.end);
+    status(time(d.start) + " to " + time(d.end) + ", per " + d.interval);
+    $("outcomes").replaceChildren(outcomeChart(d.outcomes));
+    $("reasons").replaceChildren(hbars(d.reasons.map((r) => ({ label: r.reason + " (" + r.step_id + ")", values: [{ value: r.count, cls: "failure" }] })), (v) => v + " leads"),
+      d.reasons.length ? table([{ label: "Reason", key: "reason" }, { label: "Step", key: "step_id" }, { label: "Leads", key: "count", num: true }, { label: "Share", render: (r) => pct(r.share), num: true }], d.reasons) : "");
+    $("steps").replaceChildren(hbars(d.steps.map((s) => ({ label: s.step_name || s.step_id, values: [{ name: "p50", value: s.ms_p50, cls: "p50" }, { name: "p95", value: s.ms_p95, cls: "p95" }] })), duration),
+      table([{ label: "Step", render: (s) => s.step_name || s.step_id }, { label: "Count", key: "count", num: true }, { label: "Success", render: (s) => pct(s.success_rate), num: true }, { label: "Failure", render: (s) => pct(s.failure_rate), num: true }, { label: "Error", render: (s) => pct(s.error_rate), num: true }, { label: "p50", render: (s) => duration(s.ms_p50), num: true }, { label: "p95", render: (s) => duration(s.ms_p95), num: true }], d.steps));
+    $("sources").replaceChildren(table([{ label: "Source", render: (s) => s.source_name || s.source_id }, { label: "Submitted", key: "submitted", num: true }, { label: "Accepted", render: (s) => pct(s.acceptance_rate), num: true }, { label: "Delivered", key: "delivered", num: true }, { label: "Cost", render: (s) => money(s.cost), num: true }, { label: "Revenue", render: (s) => money(s.revenue), num: true }, { label: "Profit", render: (s) => money(s.profit), num: true }], d.sources));
+    $("recipients").replaceChildren(table([{ label: "Recipient", render: (r) => r.step_name || r.step_id }, { label: "Leads", key: "leads", num: true }, { label: "Accepted", render: (r) => pct(r.acceptance_rate), num: true }, { label: "Failed", key: "failed", num: true }, { label: "Errors", key: "errors", num: true }, { label: "Response p50", render: (r) => duration(r.response_ms_p50), num: true }, { label: "p95", render: (r) => duration(r.response_ms_p95), num: true }, { label: "Returned", key: "returned", num: true }, { label: "Revenue", render: (r) => money(r.revenue), num: true }], d.recipients));
+  }
+
+  onReady(async () => {
+    utcInput($("start"), url.searchParams.get("start"));
+    utcInput($("end"), url.searchParams.get("end"));
+    $("range").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const p = new URLSearchParams();
+      if ($("start").value) p.set("start", fromInput($("start")));
+      if ($("end").value) p.set("end", fromInput($("end")));
+      history.replaceState(null, "", location.pathname + "?" + p);
+      load().catch((x) => status(x.message, true));
+    });
+    await load();
+  });
+})();
