@@ -36,7 +36,11 @@ status:
 demo: venv up
 	$(BIN)/leadflow demo
 
-test: venv up
+# Debian's Chromium for the operator UI's browser tests (tests/engine/ui); installed if missing.
+chromium:
+	bash stack/chromium.sh
+
+test: venv up chromium
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: venv
