@@ -111,6 +111,17 @@ def _send_feedback(
     _wait("buyer feedback processed", len(rows), processed, timeout)
 
 
+def _print_ui_url(settings: Settings, lead_id: str) -> None:
+    """The demo stops its workers when it ends, so it prints how to serve the UI, not a server."""
+    from engine.ui.auth import ensure_key_file
+
+    key_file = ensure_key_file(settings)
+    console.print(
+        f"Operator UI: run [bold]leadflow serve[/], then open http://127.0.0.1:8080/ui/leads/{lead_id}"
+        + (f" (API key: the contents of {key_file})" if key_file else "")
+    )
+
+
 def run_demo(settings: Settings, flow_file: Path, leads: int, timeout: float) -> None:
     flow = load_flow(flow_file)
     buyers = [BuyerServer(port, mix=True) for port in _buyer_ports(flow)]
@@ -164,6 +175,7 @@ def run_demo(settings: Settings, flow_file: Path, leads: int, timeout: float) ->
                     (f"{dest.kind}://{dest.bucket}", f"{dest.prefix}/<lead_id>/<event_id>.json", n)
                 )
         console.print(destinations_table(rows))
+        _print_ui_url(settings, sample)
         console.rule("[green]demo finished[/]")
     finally:
         stop.set()
