@@ -1,6 +1,7 @@
 """The flows the bench runs, as YAML like any user's (``engine.flows.parse_flow`` validates them).
 
-The filter is the demo's service-area filter: two rules over the lead's own fields.
+The filter is the demo's service-area filter: two rules over the lead's own fields,
+followed by a buyer as in the demo, so a lead it stops gets its ``flow.completed`` there.
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ steps:
         - {{name: Service area, field: lead.state, op: in,
            value: [TX, CA, FL, AZ, NV, NM, CO, UT, GA, NC]}}
         - {{name: Consent given, field: lead.tcpa_consent, op: equals, value: true}}
+  # Never run by the bench: it keeps the filter from being the last step, which would
+  # add a flow.completed to every lead instead of only to the ones it stops.
+  - id: buyer
+    kind: recipient
+    name: Buyer
+    settings:
+      url: http://127.0.0.1:9/leads
+      mapping: {{email: lead.email}}
 """
 
 # source -> enhancement -> filter -> two buyers; flow.completed comes with the last

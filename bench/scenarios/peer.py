@@ -1,8 +1,9 @@
 """peer: the same filter as a Quix Streams application, exactly-once, same commit interval.
 
 Written the way Quix's docs show: an ``Application``, a ``StreamingDataFrame``
-with one ``apply`` that turns the hand-off event into the filter's event, and
-``to_topic``; the Avro single-object framing as a custom (de)serializer on
+with one ``apply(expand=True)`` that turns the hand-off event into the events
+leadflow's filter records (``filter.passed``, or ``filter.failed`` and
+``flow.completed``), and ``to_topic``; the Avro single-object framing as a custom (de)serializer on
 leadflow's codec (parsed schema cached, as Quix's own Avro serializer does).
 Settings, all documented ``Application`` parameters: ``processing_guarantee=
 "exactly-once"``, ``commit_interval`` = leadflow's, ``auto_offset_reset="earliest"``,
@@ -37,8 +38,9 @@ class LeadEventSerializer(Serializer):  # type: ignore[misc]
         return default_codec().encode(value)
 
 
-def service_area_event(event: dict[str, Any]) -> dict[str, Any]:
-    """filter.passed or filter.failed for a hand-off event: the two rules of the bench flow."""
+def service_area_events(event: dict[str, Any], flow_id: str) -> list[dict[str, Any]]:
+    """What leadflow's filter records for a hand-off event: ``filter.passed``, or
+    ``filter.failed`` and the lead's ``flow.completed`` (the two rules of the bench flow)."""
     start = time.time_ns() // 1_000_000
     snapshot = event["vars"]
     if snapshot.get("lead.state") not in SERVICE_AREA:
@@ -49,7 +51,7 @@ def service_area_event(event: dict[str, Any]) -> dict[str, Any]:
         outcome, reason = "success", None
     submitted = snapshot.get("submission.timestamp", start)
     end = time.time_ns() // 1_000_000
-    return {
+    decided = {
         **event,
         "id": event_id(event["lead_id"], submitted, STEP_INDEX, 0),
         "type": "filter.passed" if outcome == "success" else "filter.failed",
@@ -69,6 +71,17 @@ def service_area_event(event: dict[str, Any]) -> dict[str, Any]:
         "appended": {},
         "cost": None,
     }
+    if outcome == "success":
+        return [decided]
+    completed = {
+        **decided,
+        "id": event_id(event["lead_id"], submitted, STEP_INDEX, 1),
+        "type": "flow.completed",
+        "entity_id": flow_id,
+        "cost": float(snapshot.get("source.cost") or 0.0),
+        "revenue": 0.0,
+    }
+    return [decided, completed]
 
 
 def run_round(params: dict[str, Any]) -> dict[str, float]:
@@ -86,13 +99,15 @@ def run_round(params: dict[str, Any]) -> dict[str, float]:
     )
     clock = RateClock(params["events"])
 
-    def counted(event: dict[str, Any]) -> dict[str, Any]:
-        out = service_area_event(event)
-        clock.tick()
+    def counted(event: dict[str, Any]) -> list[dict[str, Any]]:
+        out = service_area_events(event, event["flow_id"])
+        if clock.tick():
+            app.stop()  # after this message: the loop exits and commits its checkpoint
         return out
 
-    sdf = app.dataframe(source).apply(counted)
+    # expand=True: each event of the list becomes a message of its own downstream.
+    sdf = app.dataframe(source).apply(counted, expand=True)
     sdf.to_topic(sink)
-    app.run(count=params["events"], timeout=60)  # returns after its last checkpoint commits
+    app.run()  # returns once the final checkpoint is committed
     clock.finish()
     return {"events_s": clock.rate()}

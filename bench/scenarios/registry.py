@@ -33,7 +33,11 @@ def _passthrough(config: RunConfig, _: int) -> ScenarioResult:
 
 def _step(config: RunConfig, _: int) -> ScenarioResult:
     result = child_scenario("step", "events_s", "events/s", config, 300)
-    result.settings = {"step": "filter (service-area, 2 rules)", "worker": "build_step_loop"}
+    result.settings = {
+        "step": "filter (service-area, 2 rules), followed by a buyer step",
+        "worker": "build_step_loop",
+        "events_out": "filter.passed, or filter.failed + flow.completed (~26% of leads)",
+    }
     return result
 
 
