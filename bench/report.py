@@ -7,6 +7,7 @@ Targets are goals to report against, never assertions.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import operator
 import os
@@ -107,7 +108,7 @@ def machine() -> dict[str, Any]:
         "load_average": list(os.getloadavg()),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": importlib.metadata.version("confluent-kafka"),
         "librdkafka": confluent_kafka.libversion()[0],
     }
 
