@@ -1,4 +1,5 @@
-"""Objects/s the streamer sustains per local store: ``python -m tests.streamers.bench_streamer``.
+"""Events/s the streamer sustains per local store and format:
+``python -m tests.streamers.bench_streamer --events 20000 --formats json jsonl.gz avro``.
 
 Produces N events of a fresh flow, then times one destination's streamer from
 start to all offsets committed (consumer group join included).
@@ -11,21 +12,33 @@ import threading
 import time
 from typing import Literal
 
-from engine.destinations import Destination
+from engine.destinations import BatchSettings, Destination, Format
 from engine.logs import configure_logging
 from engine.settings import Settings
-from streamers.destinations import count_objects, open_store
+from streamers.destinations import open_store
+from streamers.readback import read_events
 from streamers.worker import Streamer
 from tests.factories import make_flow
 from tests.streamers.support import all_committed, create_topics, make_events, produce_events
 
 
 def bench(
-    settings: Settings, kind: Literal["s3", "azure_blob"], events: int, threads: int
+    settings: Settings,
+    kind: Literal["s3", "azure_blob"],
+    events: int,
+    threads: int,
+    fmt: Format = "json",
 ) -> float:
     flow_id = f"bench{time.time_ns() % 10**10}"
     bucket = settings.s3_bucket if kind == "s3" else settings.azure_container
-    destination = Destination(kind=kind, bucket=bucket, prefix=f"bench/{flow_id}")
+    destination = Destination(
+        kind=kind,
+        bucket=bucket,
+        prefix=f"bench/{flow_id}",
+        format=fmt,
+        # Objects of 1,000 events; the last ones of each partition close after 1 s idle.
+        batch=BatchSettings(max_records=1000, max_seconds=1),
+    )
     flow = make_flow(flow_id, "http://127.0.0.1:9/unused").model_copy(
         update={"destinations": [destination]}
     )
@@ -42,7 +55,7 @@ def bench(
     stop.set()
     worker.join()
     store = open_store(destination, settings)
-    assert count_objects(store, destination.prefix) == events
+    assert sum(1 for _ in read_events(store, destination.prefix)) == events
     store.close()
     return elapsed
 
@@ -52,18 +65,23 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--threads", type=int, nargs="+", default=[16])
     parser.add_argument(
+        "--formats", nargs="+", choices=["json", "jsonl.gz", "avro"], default=["json"]
+    )
+    parser.add_argument(
         "--kinds", nargs="+", choices=["s3", "azure_blob"], default=["s3", "azure_blob"]
     )
     args = parser.parse_args()
     configure_logging("console", "WARNING")
     settings = Settings()
     for kind in args.kinds:
-        for threads in args.threads:
-            elapsed = bench(settings, kind, args.events, threads)
-            rate = args.events / elapsed
-            print(
-                f"{kind:10} threads={threads:3} {args.events} objects {elapsed:5.2f}s {rate:4.0f}/s"
-            )
+        for fmt in args.formats:
+            for threads in args.threads:
+                elapsed = bench(settings, kind, args.events, threads, fmt)
+                rate = args.events / elapsed
+                print(
+                    f"{kind:10} {fmt:8} threads={threads:3} {args.events} events"
+                    f" {elapsed:5.2f}s {rate:6.0f} events/s"
+                )
 
 
 if __name__ == "__main__":
