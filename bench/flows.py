@@ -107,3 +107,42 @@ def filter_flow(flow_id: str, partitions: int) -> Flow:
 def e2e_flow(flow_id: str, partitions: int, buyer_url: str) -> Flow:
     text = E2E_FLOW.format(flow_id=flow_id, partitions=partitions, buyer_url=buyer_url)
     return parse_flow(text, "bench-e2e")
+
+
+# The HTTP intake scenario: a source taking leads over HTTP (key by env reference), the
+# service-area filter, and a buyer; the POST waits for the source's verdict.
+INTAKE_KEY_ENV = "LEADFLOW_BENCH_INTAKE_KEY"
+INTAKE_FLOW = """
+id: {flow_id}
+name: Bench HTTP intake
+version: 1
+topics: {{partitions: {partitions}, replication: 1}}
+steps:
+  - id: source
+    kind: source
+    name: Web form A
+    settings:
+      intake:
+        auth: {{key_env: {key_env}}}
+        wait_for: source
+        timeout_ms: 30000
+      fields:
+        - {{name: email, type: email, required: true}}
+        - {{name: state, type: state, required: true}}
+  - id: service-area
+    kind: filter
+    name: Service area
+    settings:
+      rules:
+        - {{name: Service area, field: lead.state, op: in,
+           value: [TX, CA, FL, AZ, NV, NM, CO, UT, GA, NC]}}
+        - {{name: Consent given, field: lead.tcpa_consent, op: equals, value: true}}
+"""
+
+
+def intake_flow_text(flow_id: str, partitions: int) -> str:
+    return INTAKE_FLOW.format(flow_id=flow_id, partitions=partitions, key_env=INTAKE_KEY_ENV)
+
+
+def intake_flow(flow_id: str, partitions: int) -> Flow:
+    return parse_flow(intake_flow_text(flow_id, partitions), "bench-intake")

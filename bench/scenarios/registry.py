@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -142,6 +143,44 @@ def _e2e(config: RunConfig, _: int) -> ScenarioResult:
     return result
 
 
+def _intake(config: RunConfig, _: int) -> ScenarioResult:
+    from bench.scenarios.intake import SERVE_WORKERS
+
+    result = ScenarioResult("intake", "requests_s", "requests/s")
+    rate, seconds = (200.0, 10.0) if config.quick else (200.0, 30.0)
+    result.settings = {
+        "endpoint": "POST /flows/{flow}/sources/{source}, JSON, X-API-Key (key_env)",
+        "server": f"leadflow serve --workers {SERVE_WORKERS}",
+        "workers": "source + filter, one `leadflow run -f FLOW ROLE` each",
+        "wait_for": "source",
+        "offered_rps": rate,
+        "seconds": seconds,
+        "load": "bench/intake_load.py, open loop, its own process",
+    }
+    params = config.params(intake_rate=rate, intake_seconds=seconds)
+
+    def one_round(index: int) -> dict[str, float]:
+        out: dict[str, Any] = run_child("intake", {**params, "round": index}, 300)
+        result.notes.extend(note for note in out.pop("notes") if note not in result.notes)
+        statuses: dict[str, int] = out.pop("status")
+        # Every status a round saw, and 0 for the ones it did not (so medians stay honest).
+        seen = {k.removeprefix("status.") for k in result.rounds if k.startswith("status.")}
+        for status in seen | set(statuses):
+            result.units[f"status.{status}"] = "requests"
+            out[f"status.{status}"] = statuses.get(status, 0)
+        return {k: float(v) for k, v in out.items()}
+
+    result.units.update(
+        offered_rps="requests/s",
+        requests="requests",
+        latency_p50_ms="ms",
+        latency_p99_ms="ms",
+        latency_max_ms="ms",
+    )
+    rounds = 1 if config.quick else config.rounds
+    return run_rounds(result, replace(config, rounds=rounds), one_round)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "broker": _broker,
     "passthrough": _passthrough,
@@ -150,6 +189,7 @@ SCENARIOS: dict[str, Scenario] = {
     "projector": _projector,
     "replay": _replay,
     "e2e": _e2e,
+    "intake": _intake,
 }
 
 
