@@ -14,7 +14,7 @@ from engine.runtime.kafka import librdkafka_property
 from engine.runtime.supervisor import install_stop_handlers
 from engine.settings import get_settings
 from streamers.destinations import DEFAULT_THREADS
-from streamers.worker import run_streamers
+from streamers.service import stream_flow
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
 
     install_stop_handlers(stop)
-    run_streamers(
+    stream_flow(
         settings, flow, stop, threads=args.threads, consumer_overrides=dict(args.consumer_config)
     )
     return 0

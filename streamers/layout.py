@@ -84,3 +84,13 @@ def dead_letter_key(prefix: str, topic: str, partition: int, offset: int) -> str
 
 def is_dead_letter_key(prefix: str, key: str) -> bool:
     return key.startswith(f"{directory(prefix)}{DEAD_LETTER_DIR}/")
+
+
+VERIFICATION_PREFIX = "leadflow_verification_"
+
+
+def is_verification_key(prefix: str, key: str) -> bool:
+    """A destination's verification probe (``streamers.verification``): deleted right after
+    it is read back, but left behind when the process is killed in between."""
+    name = key.removeprefix(directory(prefix))
+    return "/" not in name and name.startswith(VERIFICATION_PREFIX) and name.endswith(".txt")

@@ -2,7 +2,8 @@
 
 What a consumer of the bucket (or an audit) does: per-event ``.json`` objects,
 ``.jsonl.gz`` batches and ``.avro`` container files are all decoded into the
-same JSON event dicts the per-event objects hold; dead letters are skipped.
+same JSON event dicts the per-event objects hold; dead letters and verification
+probes are skipped.
 """
 
 from __future__ import annotations
@@ -41,9 +42,15 @@ def decode_object(key: str, body: bytes) -> list[dict[str, Any]]:
 
 
 def event_object_keys(store: ObjectStore, prefix: str) -> list[str]:
-    """Every event object under ``prefix`` (normalised like the streamer's), dead letters aside."""
+    """Every event object under ``prefix`` (normalised like the streamer's), dead letters and
+    verification probes aside."""
     keys = store.list_keys(layout.directory(prefix))
-    return [key for key in keys if not layout.is_dead_letter_key(prefix, key)]
+    return [
+        key
+        for key in keys
+        if not layout.is_dead_letter_key(prefix, key)
+        and not layout.is_verification_key(prefix, key)
+    ]
 
 
 def read_events(store: ObjectStore, prefix: str, *, threads: int = 16) -> Iterator[dict[str, Any]]:

@@ -28,7 +28,7 @@ def probe_key(prefix: str, flow_id: str, now: datetime) -> str:
     """``PREFIX/leadflow_verification_FLOWID_YYYYMMDDHHMMSSmmm.txt`` at ``now`` (UTC)."""
     utc = now.astimezone(UTC)
     stamp = f"{utc:%Y%m%d%H%M%S}{utc.microsecond // 1000:03d}"
-    return f"{layout.directory(prefix)}leadflow_verification_{flow_id}_{stamp}.txt"
+    return f"{layout.directory(prefix)}{layout.VERIFICATION_PREFIX}{flow_id}_{stamp}.txt"
 
 
 def verify_store(store: ObjectStore, prefix: str, flow_id: str, now: datetime) -> None:

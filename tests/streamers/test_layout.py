@@ -89,3 +89,10 @@ def test_a_batched_object_is_named_by_topic_partition_and_first_offset_zero_padd
         "p/flow_id=demo/dt=2026-03-01/hour=07/"
         "leadflow.demo.events.source+2+0000000000000000042.jsonl.gz"
     )
+
+
+def test_a_verification_probe_left_by_a_killed_process_is_not_an_event_object() -> None:
+    probe = "demo/leadflow_verification_f1_20261124125111696.txt"
+    assert layout.is_verification_key("demo", probe)
+    assert not layout.is_verification_key("demo", "demo/L1/leadflow_verification_x.txt")
+    assert not layout.is_verification_key("demo", "demo/L1/E1.json")
