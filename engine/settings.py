@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # The projector reads every flow's events by default; tests narrow it to one flow.
     projector_name: str = "timeline"
     projector_pattern: str = r"^leadflow\..+\.events\..+$"
+    # 0: off. Serves the streamer role's metrics at http://127.0.0.1:PORT/metrics (one
+    # streamer process per port: registry deployments run one per flow).
+    streamer_metrics_port: int = 0
     s3_bucket: str = "leadflow-events"
     azure_container: str = "leadflow-events"
     # Where export jobs write their files (projectors.exports), with the S3 or

@@ -35,6 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="extra librdkafka consumer property, e.g. -X group.instance.id=streamer-1",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve prometheus metrics at http://127.0.0.1:PORT/metrics "
+        "(default: LEADFLOW_STREAMER_METRICS_PORT; 0: off)",
+    )
     args = parser.parse_args(argv)
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -48,7 +55,15 @@ def main(argv: list[str] | None = None) -> int:
 
     install_stop_handlers(stop)
     stream_flow(
-        settings, flow, stop, threads=args.threads, consumer_overrides=dict(args.consumer_config)
+        settings,
+        flow,
+        stop,
+        threads=args.threads,
+        consumer_overrides=dict(args.consumer_config),
+        metrics_port=(
+            args.metrics_port if args.metrics_port is not None else settings.streamer_metrics_port
+        )
+        or None,
     )
     return 0
 

@@ -68,7 +68,7 @@ def run_role(role: str, settings: Settings, flow: Flow, stop: threading.Event) -
     elif role == "streamer":
         from streamers.service import stream_flow
 
-        stream_flow(settings, flow, stop)
+        stream_flow(settings, flow, stop, metrics_port=settings.streamer_metrics_port or None)
     else:
         from engine.runtime.step_worker import run_step
 
@@ -111,7 +111,7 @@ def run_registry_role(role: str, settings: Settings, stop: threading.Event) -> N
         from streamers.service import stream_flow
 
         registry.close()
-        stream_flow(settings, flow, stop)
+        stream_flow(settings, flow, stop, metrics_port=settings.streamer_metrics_port or None)
     else:
         from engine.runtime.step_worker import run_step
 
