@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import requests
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
@@ -59,21 +59,7 @@ class AzureBlobStore:
         return kind(self._name, redact(cause, *self._secrets))
 
     def put_if_absent(self, key: str, body: bytes, content_type: str) -> PutResult:
-        try:
-            # overwrite=False sends If-None-Match: * ; an existing blob answers 409.
-            self._container.upload_blob(
-                key,
-                body,
-                overwrite=False,
-                content_settings=ContentSettings(content_type=content_type),
-            )
-        except HttpResponseError as exc:
-            if exc.status_code == 409 and _error_code(exc) == "BlobAlreadyExists":
-                return "exists"
-            raise self._error(exc) from exc
-        except AzureError as exc:
-            raise self._error(exc) from exc
-        return "created"
+        return self._create(key, body, content_type)
 
     def put_file_if_absent(
         self, key: str, file: IO[bytes], content_type: str, metadata: Mapping[str, str]
@@ -81,15 +67,21 @@ class AzureBlobStore:
         file.seek(0, 2)
         length = file.tell()
         file.seek(0)
+        return self._create(key, file, content_type, length=length, metadata=dict(metadata))
+
+    def _create(
+        self, key: str, data: bytes | IO[bytes], content_type: str, **extra: Any
+    ) -> PutResult:
+        """An upload that never overwrites - "exists" when the blob is there."""
         try:
-            # overwrite=False: If-None-Match: * on the single put or the block list commit.
+            # overwrite=False sends If-None-Match: * (on the single put, or on the
+            # block list commit of a large file); an existing blob answers 409.
             self._container.upload_blob(
                 key,
-                file,
-                length=length,
+                data,
                 overwrite=False,
-                metadata=dict(metadata),
                 content_settings=ContentSettings(content_type=content_type),
+                **extra,
             )
         except HttpResponseError as exc:
             if exc.status_code == 409 and _error_code(exc) == "BlobAlreadyExists":

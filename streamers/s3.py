@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 import boto3
@@ -68,27 +68,7 @@ class S3Store:
         return DestinationError(self._name, redact(f"{type(exc).__name__}: {exc}", self._secret))
 
     def put_if_absent(self, key: str, body: bytes, content_type: str) -> PutResult:
-        for _ in range(_CONFLICT_ATTEMPTS):
-            try:
-                self._client.put_object(
-                    Bucket=self._bucket,
-                    Key=key,
-                    Body=body,
-                    ContentType=content_type,
-                    IfNoneMatch="*",
-                )
-            except ClientError as exc:
-                code, status = _code_and_status(exc)
-                if status == 412 or code == "PreconditionFailed":
-                    return "exists"
-                if status == 409 and code == "ConditionalRequestConflict":
-                    time.sleep(_CONFLICT_PAUSE_S)
-                    continue
-                raise self._error(exc) from exc
-            except BotoCoreError as exc:
-                raise self._error(exc) from exc
-            return "created"
-        raise DestinationError(self._name, f"ConditionalRequestConflict persisted on {key}")
+        return self._create(key, content_type, lambda: body)
 
     def put_file_if_absent(
         self, key: str, file: IO[bytes], content_type: str, metadata: Mapping[str, str]
@@ -96,16 +76,31 @@ class S3Store:
         # S3 user metadata travels as x-amz-meta-* headers: dashes, not underscores
         # (proxies may drop header names with underscores).
         headers = {name.replace("_", "-"): value for name, value in metadata.items()}
+
+        def rewound() -> IO[bytes]:
+            file.seek(0)  # each attempt sends the whole file
+            return file
+
+        return self._create(key, content_type, rewound, headers)
+
+    def _create(
+        self,
+        key: str,
+        content_type: str,
+        body: Callable[[], bytes | IO[bytes]],
+        metadata: Mapping[str, str] | None = None,
+    ) -> PutResult:
+        """PutObject with If-None-Match: * - "exists" when the key is taken."""
+        extra: dict[str, Any] = {"Metadata": dict(metadata)} if metadata else {}
         for _ in range(_CONFLICT_ATTEMPTS):
-            file.seek(0)
             try:
                 self._client.put_object(
                     Bucket=self._bucket,
                     Key=key,
-                    Body=file,
+                    Body=body(),
                     ContentType=content_type,
-                    Metadata=headers,
                     IfNoneMatch="*",
+                    **extra,
                 )
             except ClientError as exc:
                 code, status = _code_and_status(exc)
