@@ -70,28 +70,53 @@ def _positions(conn: Connection, query: EventQuery) -> dict[str, tuple[str, str]
     return {param: found[event_id] for param, event_id in wanted.items()}
 
 
+def event_filters(
+    *,
+    flow_id: str | None = None,
+    lead_id: str | None = None,
+    outcome: str | None = None,
+    step_id: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    types: Sequence[str] = (),
+) -> tuple[list[sql.Composable], list[Any]]:
+    """The SQL conditions on ``events`` every read route filters by (None selects all), and
+    their parameters; ``start`` inclusive, ``end`` exclusive, on the event's timestamp."""
+    clauses: list[sql.Composable] = []
+    params: list[Any] = []
+    for column, op, value in (
+        ("flow_id", "=", flow_id),
+        ("lead_id", "=", lead_id),
+        ("outcome", "=", outcome),
+        ("step_id", "=", step_id),
+        ("ts", ">=", start),
+        ("ts", "<", end),
+    ):
+        if value is not None:
+            clauses.append(sql.SQL("{} {} %s").format(sql.Identifier(column), sql.SQL(op)))
+            params.append(value)
+    if types:
+        clauses.append(sql.SQL("type = ANY(%s)"))
+        params.append(list(types))
+    return clauses, params
+
+
 def search_events(conn: Connection, query: EventQuery) -> list[dict[str, Any]]:
     """One page of events matching ``query``, in insertion order (newest first if descending).
 
     Raises ``UnknownCursorError`` when a cursor is not a stored event id.
     """
     positions = _positions(conn, query)
-    clauses: list[sql.Composable] = [_HORIZON]
-    params: list[Any] = []
-    for column, op, value in (
-        ("flow_id", "=", query.flow_id),
-        ("lead_id", "=", query.lead_id),
-        ("outcome", "=", query.outcome),
-        ("step_id", "=", query.step_id),
-        ("ts", ">=", query.start),
-        ("ts", "<", query.end),
-    ):
-        if value is not None:
-            clauses.append(sql.SQL("{} {} %s").format(sql.Identifier(column), sql.SQL(op)))
-            params.append(value)
-    if query.types:
-        clauses.append(sql.SQL("type = ANY(%s)"))
-        params.append(list(query.types))
+    clauses, params = event_filters(
+        flow_id=query.flow_id,
+        lead_id=query.lead_id,
+        outcome=query.outcome,
+        step_id=query.step_id,
+        start=query.start,
+        end=query.end,
+        types=query.types,
+    )
+    clauses.insert(0, _HORIZON)
     for param, op in (("after_id", ">"), ("before_id", "<")):
         if param in positions:
             clauses.append(sql.SQL("(xid, id) {} (%s::xid8, %s)").format(sql.SQL(op)))

@@ -17,6 +17,7 @@ from psycopg import sql
 
 from projectors.exports.formats import FORMATS, Format
 from projectors.exports.selection import ExportQuery
+from projectors.search import event_filters
 from projectors.store import Connection, translate_errors
 
 # Rows per fetch from the server and per encoded chunk: a few MB of JSON at most.
@@ -25,22 +26,16 @@ CHUNK_ROWS = 1000
 
 def where_clause(query: ExportQuery) -> tuple[sql.Composable, list[Any]]:
     """The SQL condition selecting ``query``'s events, and its parameters."""
-    clauses: list[sql.Composable] = [sql.SQL("true")]
-    params: list[Any] = []
-    for column, op, value in (
-        ("flow_id", "=", query.flow_id),
-        ("lead_id", "=", query.lead_id),
-        ("outcome", "=", query.outcome),
-        ("step_id", "=", query.step_id),
-        ("ts", ">=", query.start),
-        ("ts", "<", query.end),
-    ):
-        if value is not None:
-            clauses.append(sql.SQL("{} {} %s").format(sql.Identifier(column), sql.SQL(op)))
-            params.append(value)
-    if query.type:
-        clauses.append(sql.SQL("type = ANY(%s)"))
-        params.append(list(query.type))
+    clauses, params = event_filters(
+        flow_id=query.flow_id,
+        lead_id=query.lead_id,
+        outcome=query.outcome,
+        step_id=query.step_id,
+        start=query.start,
+        end=query.end,
+        types=query.type,
+    )
+    clauses.insert(0, sql.SQL("true"))
     return sql.SQL(" AND ").join(clauses), params
 
 
