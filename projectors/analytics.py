@@ -8,16 +8,13 @@ met again (a replayed step, a rebuilt consumer) adds nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from psycopg import Cursor
 
-from engine.settings import Settings
-from engine.topics import EVENTS_PATTERN
 from projectors.batch import Batch
 from projectors.projections import Projection
-from projectors.projector import DEFAULT_BATCH_MS, DEFAULT_BATCH_SIZE, Projector
+from projectors.projector import Projector
 from projectors.store import stage_events
 
 # ORDER BY: rows are upserted, and so locked, in key order, which keeps two
@@ -63,22 +60,4 @@ ANALYTICS = Projection("analytics", views=("daily_event_counts",), apply=apply_a
 class AnalyticsProjector(Projector):
     """The projector of ``ANALYTICS``: ``leadflow run``'s ``analytics`` role."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        pattern: str = EVENTS_PATTERN,
-        name: str = "analytics",
-        *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        batch_ms: int = DEFAULT_BATCH_MS,
-        consumer_overrides: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            settings,
-            ANALYTICS,
-            pattern,
-            name,
-            batch_size=batch_size,
-            batch_ms=batch_ms,
-            consumer_overrides=consumer_overrides,
-        )
+    projection = ANALYTICS

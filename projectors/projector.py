@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
@@ -73,17 +73,19 @@ class ProjectorStats:
 
 
 class Projector:
-    """Projects every topic matching ``pattern`` into ``projection``.
+    """Projects every topic matching ``pattern`` into the class's ``projection``.
 
-    ``name`` keys the checkpoints: two instances with the same name share the
-    work (one consumer group) and the position; a new name replays every topic
-    from the beginning into the same tables, which the projections' keys make harmless.
+    ``name`` (default: the projection's) keys the checkpoints: two instances
+    with the same name share the work (one consumer group) and the position; a
+    new name replays every topic from the beginning into the same tables, which
+    the projections' keys make harmless.
     """
+
+    projection: ClassVar[Projection]
 
     def __init__(
         self,
         settings: Settings,
-        projection: Projection,
         pattern: str = EVENTS_PATTERN,
         name: str | None = None,
         *,
@@ -92,9 +94,8 @@ class Projector:
         consumer_overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
-        self.projection = projection
         self.pattern = pattern
-        self.name = name or projection.name
+        self.name = name or self.projection.name
         self.group_id = consumer_group(self.name, settings.db_schema)
         self.batch_size = batch_size
         self.batch_ms = batch_ms
@@ -108,7 +109,7 @@ class Projector:
         self._stop = threading.Event()
         self._pending: list[Record] = []
         self._generation: Generation | None = None
-        self._log = log.bind(projector=self.name, projection=projection.name)
+        self._log = log.bind(projector=self.name, projection=self.projection.name)
 
     # -- the loop ------------------------------------------------------------------------
 

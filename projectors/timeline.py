@@ -8,13 +8,10 @@ views of the same names.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from psycopg import Cursor, sql
 
-from engine.settings import Settings
-from engine.topics import EVENTS_PATTERN
 from projectors.batch import EVENT_COLUMNS, Batch
 from projectors.projections import Projection
 from projectors.projector import (
@@ -100,22 +97,4 @@ TIMELINE = Projection("timeline", views=("events", "leads"), apply=apply_timelin
 class TimelineProjector(Projector):
     """The projector of ``TIMELINE``; what ``leadflow run``'s ``projector`` role runs."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        pattern: str = EVENTS_PATTERN,
-        name: str = "timeline",
-        *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        batch_ms: int = DEFAULT_BATCH_MS,
-        consumer_overrides: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            settings,
-            TIMELINE,
-            pattern,
-            name,
-            batch_size=batch_size,
-            batch_ms=batch_ms,
-            consumer_overrides=consumer_overrides,
-        )
+    projection = TIMELINE
