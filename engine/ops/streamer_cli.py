@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -71,11 +72,8 @@ def verify_applied_destinations(settings: Settings, flow: Flow) -> bool:
     """
     from streamers.lifecycle import Lifecycle, verify_flow
 
-    lifecycle = Lifecycle(settings)
-    try:
+    with closing(Lifecycle(settings)) as lifecycle:
         outcomes = verify_flow(lifecycle, flow, by="flow apply")
-    finally:
-        lifecycle.close()
     if outcomes:
         console.print("destinations:")
     for outcome in outcomes:
@@ -102,13 +100,10 @@ def verify(
 
     settings = get_settings()
     flow = _flow(settings, flow_id, flow_file)
-    lifecycle = Lifecycle(settings)
-    try:
+    with closing(Lifecycle(settings)) as lifecycle:
         outcomes = verify_flow(
             lifecycle, flow, [destination] if destination else None, by="leadflow streamer verify"
         )
-    finally:
-        lifecycle.close()
     for outcome in outcomes:
         _print_outcome(outcome)
     if not outcomes:
@@ -128,11 +123,8 @@ def enable(
 
     settings = get_settings()
     flow = _flow(settings, flow_id, flow_file)
-    lifecycle = Lifecycle(settings)
-    try:
+    with closing(Lifecycle(settings)) as lifecycle:
         outcome = lifecycle.enable(flow, find_destination(flow, destination))
-    finally:
-        lifecycle.close()
     _print_outcome(outcome)
     if outcome.verification_failed:
         raise typer.Exit(1)
@@ -149,11 +141,8 @@ def disable(
 
     settings = get_settings()
     flow = _flow(settings, flow_id, flow_file)
-    lifecycle = Lifecycle(settings)
-    try:
+    with closing(Lifecycle(settings)) as lifecycle:
         outcome = lifecycle.disable(flow.id, find_destination(flow, destination))
-    finally:
-        lifecycle.close()
     _print_outcome(outcome)
 
 
