@@ -1,6 +1,17 @@
 """Ids: sortable, and deterministic where replays need them to be."""
 
-from engine.ids import derived_lead_id, event_id, id_timestamp_ms, is_valid_id, new_lead_id
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.ids import (
+    _DECODE,
+    _encode128,
+    derived_lead_id,
+    event_id,
+    id_timestamp_ms,
+    is_valid_id,
+    new_lead_id,
+)
 
 
 def test_lead_id_carries_its_submission_time() -> None:
@@ -35,3 +46,10 @@ def test_event_id_is_deterministic() -> None:
 def test_garbage_is_not_an_id() -> None:
     assert not is_valid_id("not-an-id")
     assert not is_valid_id("Z" * 26)  # overflows 128 bits
+
+
+@given(st.integers(min_value=0, max_value=2**128 - 1))
+def test_every_128_bit_value_is_26_crockford_digits_that_read_back(value: int) -> None:
+    text = _encode128(value)
+    assert len(text) == 26 and is_valid_id(text)
+    assert sum(_DECODE[c] << (5 * i) for i, c in enumerate(reversed(text))) == value

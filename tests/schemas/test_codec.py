@@ -1,12 +1,22 @@
 """The Avro codec: every event type survives a round trip, and the schema and code agree."""
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.events import EVENT_TYPES, StepIdentity, Timing, stamp_events
 from engine.steps.base import EventDraft
-from schemas.codec import MAGIC, EventCodec, SchemaMismatchError, event_to_json_dict, load_schema
+from schemas.codec import (
+    MAGIC,
+    EncodedSnapshot,
+    EventCodec,
+    SchemaMismatchError,
+    event_to_json_dict,
+    load_schema,
+)
 
 WHO = StepIdentity("demo", 3, "premier", "Premier", 2, "host-1", "0.1.0")
 TIMING = Timing(1_764_000_000_100, 1_764_000_000_142, 7)
@@ -85,3 +95,65 @@ def test_json_form_uses_iso_timestamps_and_epoch_ms_durations() -> None:
     assert as_json["timestamp"] == "2025-11-24T16:00:00.142Z"
     assert as_json["start_timestamp"] == TIMING.start_ms
     assert as_json["expires_at"] == "2026-02-22T16:00:00.142Z"
+
+
+snapshot_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=40),
+)
+
+
+@given(st.dictionaries(st.text(max_size=20), snapshot_values, max_size=20))
+def test_a_step_writes_the_snapshot_it_read_byte_for_byte_as_a_fresh_encoding(
+    snapshot: dict[str, Any],
+) -> None:
+    codec = EventCodec()
+    [previous] = stamp_events([full_draft("filter.passed")], WHO, "01LEAD", 0, snapshot, TIMING)
+    handed_off = codec.decode_handoff(codec.encode(previous))
+    assert isinstance(handed_off["vars"], EncodedSnapshot)
+    assert handed_off["vars"] == previous["vars"]
+    assert handed_off["lead_id"] == "01LEAD"
+    # The next step passes the snapshot on unchanged: its bytes are spliced in, and the
+    # event is exactly what encoding it from scratch would give.
+    [next_event] = stamp_events(
+        [EventDraft("filter.failed", "failure", "no")], WHO, "01LEAD", 0, handed_off["vars"], TIMING
+    )
+    assert next_event["vars"] is handed_off["vars"]
+    spliced = codec.encode(next_event)
+    assert spliced == codec.encode({**next_event, "vars": dict(next_event["vars"])})
+    assert codec.decode(spliced)["vars"] == previous["vars"]
+
+
+def test_a_handed_off_snapshot_cannot_be_changed_in_place() -> None:
+    codec = EventCodec()
+    [event] = stamp_events([full_draft("filter.passed")], WHO, "01LEAD", 0, {"a": 1}, TIMING)
+    snapshot = codec.decode_handoff(codec.encode(event))["vars"]
+    with pytest.raises(TypeError, match="read-only"):
+        snapshot["a"] = 2
+    with pytest.raises(TypeError, match="read-only"):
+        snapshot.update(a=2)
+    assert {**snapshot, "a": 2} == {**event["vars"], "a": 2}  # a changed copy is a plain dict
+
+
+def test_a_step_does_not_decode_the_previous_steps_outputs() -> None:
+    codec = EventCodec()
+    [event] = stamp_events([full_draft("recipient.delivered")], WHO, "01LEAD", 0, {}, TIMING)
+    handed_off = codec.decode_handoff(codec.encode(event))
+    assert "request" not in handed_off and "appended" not in handed_off
+    assert handed_off["type"] == "recipient.delivered"
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\xc3\x01", b"\xc3\x01" + b"\x00" * 8 + b"\xff"])
+def test_a_handoff_that_is_not_an_event_is_a_schema_mismatch(garbage: bytes) -> None:
+    with pytest.raises(SchemaMismatchError):
+        EventCodec().decode_handoff(garbage)
+
+
+def test_a_truncated_handoff_is_a_schema_mismatch() -> None:
+    codec = EventCodec()
+    [event] = stamp_events([full_draft("filter.passed")], WHO, "01LEAD", 0, {"a": "b"}, TIMING)
+    with pytest.raises(SchemaMismatchError):
+        codec.decode_handoff(codec.encode(event)[:40])

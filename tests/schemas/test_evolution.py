@@ -35,7 +35,12 @@ def test_an_event_written_with_an_old_schema_decodes_with_defaults(old: dict) ->
     buf = io.BytesIO()
     buf.write(MAGIC + bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO")))
     fastavro.schemaless_writer(buf, parsed, event)
-    decoded = EventCodec().decode(buf.getvalue())
+    codec = EventCodec()
+    decoded = codec.decode(buf.getvalue())
     assert decoded["id"] == event["id"]
     assert decoded["attempt"] == 1  # a field the old writer never knew
     assert decoded["module_id"] is None
+    # A step reading it gets the whole event, and writes it on in the current layout.
+    handed_off = codec.decode_handoff(buf.getvalue())
+    assert handed_off == decoded
+    assert codec.decode(codec.encode(handed_off)) == decoded

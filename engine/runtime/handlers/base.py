@@ -180,7 +180,7 @@ class EventInputHandler(BaseHandler):
             return []  # terminal or intermediate events of the previous step: not ours
         start = now_ms()
         try:
-            event = self.codec.decode(msg.value() or b"")
+            event = self.codec.decode_handoff(msg.value() or b"")
             self.attempt = int(headers.get(ATTEMPT_HEADER, b"1"))
         except (SchemaMismatchError, ValueError) as exc:
             raise PoisonMessageError(str(exc)) from exc
