@@ -7,10 +7,12 @@
 # package-lock.json are copied to .stack/tools/azurite and installed there with
 # `npm ci` (again only when the lock file changes; ~/.npm caches the tarballs).
 
-AZ_PORT=10000
-AZ_DIR="$STACK_DIR/azurite"
+# STACK_AZ_PORT / STACK_AZ_DIR / STACK_AZ_LOG start a second, private instance (make chaos
+# stops its own store, never the shared one); unset, they are the stack's defaults.
+AZ_PORT=${STACK_AZ_PORT:-10000}
+AZ_DIR=${STACK_AZ_DIR:-$STACK_DIR/azurite}
 AZ_TOOL="$TOOLS_DIR/azurite"
-AZ_LOG="$LOG_DIR/azurite.log"
+AZ_LOG=${STACK_AZ_LOG:-$LOG_DIR/azurite.log}
 AZ_PIDFILE="$AZ_DIR/azurite.pid"
 AZ_MARKER="$AZ_TOOL/node_modules"
 AZ_START_TIMEOUT=${AZ_START_TIMEOUT:-60}
@@ -65,7 +67,7 @@ up_azure() {
   ((rc == 0)) || fail_with_log "azure: no HTTP answer on $HOST:$AZ_PORT (rc=$rc: 1 = azurite exited, 2 = timeout ${AZ_START_TIMEOUT}s)" "$AZ_LOG"
   local first=() out
   [[ -f $AZ_DIR/.conditional-write-checked ]] || first=(--check-conditional)
-  out=$("$VPY" "$PROBE" azure-setup "${first[@]}" 2>&1) ||
+  out=$(STACK_AZ_BLOB_ENDPOINT="http://$HOST:$AZ_PORT/devstoreaccount1" "$VPY" "$PROBE" azure-setup "${first[@]}" 2>&1) ||
     { echo "$out" >>"$AZ_LOG"; fail_with_log "azure: creating container $AZ_CONTAINER failed: $(tail -1 <<<"$out")" "$AZ_LOG"; }
   if ((${#first[@]})); then
     sed 's/^/[stack]   /' <<<"$out"

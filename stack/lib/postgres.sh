@@ -5,11 +5,13 @@
 # initdb/postgres refuse to run as root: as root everything server-side runs as
 # the `postgres` system user (runuser), otherwise as the current user.
 
-PG_PORT=5433
-PG_DIR="$STACK_DIR/postgres"
+# STACK_PG_PORT / STACK_PG_DIR / STACK_PG_LOG start a second, private cluster (make chaos
+# restarts its own Postgres, never the shared one); unset, they are the stack's defaults.
+PG_PORT=${STACK_PG_PORT:-5433}
+PG_DIR=${STACK_PG_DIR:-$STACK_DIR/postgres}
 PG_DATA="$PG_DIR/data"
 PG_SOCK="$PG_DIR/run"
-PG_LOG="$LOG_DIR/postgres.log"
+PG_LOG=${STACK_PG_LOG:-$LOG_DIR/postgres.log}
 PG_START_TIMEOUT=${PG_START_TIMEOUT:-60}
 PG_APP_URL="postgresql://leadflow:leadflow@$HOST:$PG_PORT/leadflow"
 

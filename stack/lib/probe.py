@@ -8,15 +8,27 @@ also works against the compose.yaml services (same ports and credentials).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import uuid
 
-S3_ENDPOINT = "http://127.0.0.1:8333"
+# A private instance (stack/lib/s3.sh, azurite.sh with STACK_S3_PORT / STACK_AZ_PORT) is
+# named by these; unset, the stack's default ports.
+S3_ENDPOINT = os.environ.get("STACK_S3_ENDPOINT", "http://127.0.0.1:8333")
 S3_ACCESS_KEY = "leadflow"
 S3_SECRET_KEY = "leadflow-local-secret"  # noqa: S105 - the local emulator's, not a secret
 S3_REGION = "us-east-1"
-AZURE_CONNECTION_STRING = "UseDevelopmentStorage=true"
+# Azurite's well-known development account (public, in Microsoft's docs): not a secret.
+AZURITE_DEV_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+AZURE_CONNECTION_STRING = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    f"AccountKey={AZURITE_DEV_KEY};BlobEndpoint={os.environ['STACK_AZ_BLOB_ENDPOINT']};"
+    if os.environ.get("STACK_AZ_BLOB_ENDPOINT")
+    else "UseDevelopmentStorage=true"
+)
 BUCKET = "leadflow-events"
 CONTAINER = "leadflow-events"
 CHECK_KEY = "_stack/conditional-write-check"

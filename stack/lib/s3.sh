@@ -7,9 +7,13 @@
 #   internal gRPC   19333, 19340, 18888, 18333, 33646 (HTTP port + 10000)
 # WebDAV, the admin UI, the Iceberg/Lance catalogs and telemetry are switched off.
 
-S3_PORT=8333
-S3_DIR="$STACK_DIR/s3"
-S3_LOG="$LOG_DIR/s3.log"
+# STACK_S3_PORT, STACK_S3_INTERNAL_PORTS ("MASTER VOLUME FILER ADMIN"), STACK_S3_DIR and
+# STACK_S3_LOG start a second, private instance (make chaos stops its own store, never the
+# shared one); unset, they are the stack's defaults.
+S3_PORT=${STACK_S3_PORT:-8333}
+read -r S3_MASTER_PORT S3_VOLUME_PORT S3_FILER_PORT S3_ADMIN_PORT <<<"${STACK_S3_INTERNAL_PORTS:-9333 9340 8888 23646}"
+S3_DIR=${STACK_S3_DIR:-$STACK_DIR/s3}
+S3_LOG=${STACK_S3_LOG:-$LOG_DIR/s3.log}
 S3_PIDFILE="$S3_DIR/weed.pid"
 S3_MARKER="$S3_DIR/data" # appears in weed's command line (-dir=...)
 S3_START_TIMEOUT=${S3_START_TIMEOUT:-60}
@@ -32,7 +36,7 @@ up_s3() {
   fi
   if ! s3_alive; then
     local p
-    for p in "$S3_PORT" 9333 9340 8888 23646; do
+    for p in "$S3_PORT" "$S3_MASTER_PORT" "$S3_VOLUME_PORT" "$S3_FILER_PORT" "$S3_ADMIN_PORT"; do
       port_open "$p" && die "s3: port $p (weed mini) is already in use by another process $(port_owner "$p")"
     done
     mkdir -p "$S3_DIR/data" "$S3_DIR/run"
@@ -45,7 +49,8 @@ up_s3() {
       env AWS_ACCESS_KEY_ID="$S3_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$S3_SECRET_KEY" \
       "$VENV/bin/weed" mini \
       -dir="$S3_DIR/data" -ip="$HOST" -ip.bind="$HOST" \
-      -s3.port="$S3_PORT" -master.port=9333 -volume.port=9340 -filer.port=8888 -admin.port=23646 \
+      -s3.port="$S3_PORT" -master.port="$S3_MASTER_PORT" -volume.port="$S3_VOLUME_PORT" \
+      -filer.port="$S3_FILER_PORT" -admin.port="$S3_ADMIN_PORT" \
       -webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 \
       -master.telemetry=false \
       -filer.localSocket="$S3_DIR/run/filer.sock" -s3.localSocket="$S3_DIR/run/s3.sock"
@@ -59,7 +64,7 @@ up_s3() {
   [[ -f $S3_DIR/.conditional-write-checked ]] || first=(--check-conditional)
   local i out
   for i in {1..20}; do
-    if out=$("$VPY" "$PROBE" s3-setup "${first[@]}" 2>&1); then break; fi
+    if out=$(STACK_S3_ENDPOINT="http://$HOST:$S3_PORT" "$VPY" "$PROBE" s3-setup "${first[@]}" 2>&1); then break; fi
     sleep 1
   done
   [[ $i -lt 20 ]] || { echo "$out" >>"$S3_LOG"; fail_with_log "s3: creating bucket $S3_BUCKET failed: $(tail -1 <<<"$out")" "$S3_LOG"; }
