@@ -1,5 +1,5 @@
-"""The UI's JSON reads: the key is required, travels only in a header, and PII is masked
-unless the key has the ``pii`` scope."""
+"""The UI's JSON reads, on leads the pipeline projected: the key is required, travels only
+in a header, and PII is masked unless the key has the ``pii`` scope."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from engine.api.app import create_app
 from engine.settings import Settings
 from engine.ui.masking import for_reader, mask_text
 from engine.ui.queries import classify
-from tests.engine.ui.conftest import HOSTILE_REASON, MASKED_KEY, PII_KEY, Leads
+from tests.engine.ui.conftest import HOSTILE_REASON, MASKED_KEY, PII_KEY, UiStack
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def client(ui_settings: Settings) -> TestClient:
     return TestClient(create_app(ui_settings))
 
@@ -23,8 +23,8 @@ def bearer(key: str) -> dict[str, str]:
 
 
 @pytest.mark.stack
-def test_every_data_route_needs_a_valid_key(client: TestClient, ui_leads: Leads) -> None:
-    lead = ui_leads.good[0]["lead_id"]
+def test_every_data_route_needs_a_valid_key(client: TestClient, ui_stack: UiStack) -> None:
+    lead = ui_stack.good.lead_id
     for path in ("/ui/api/whoami", "/ui/api/flows", f"/ui/api/leads/{lead}"):
         assert client.get(path).status_code == 401
         assert client.get(path, headers=bearer("wrong")).status_code == 401
@@ -38,42 +38,45 @@ def test_every_data_route_needs_a_valid_key(client: TestClient, ui_leads: Leads)
 
 
 @pytest.mark.stack
-def test_pii_is_masked_without_the_pii_scope(client: TestClient, ui_leads: Leads) -> None:
-    lead = ui_leads.good[0]["lead_id"]
+def test_pii_is_masked_without_the_pii_scope(client: TestClient, ui_stack: UiStack) -> None:
+    lead = ui_stack.good.lead_id
     full = client.get(f"/ui/api/leads/{lead}", headers=bearer(PII_KEY)).json()["lead"]
     masked = client.get(f"/ui/api/leads/{lead}", headers=bearer(MASKED_KEY)).json()["lead"]
     assert (full["email"], full["phone"]) == ("ada@example.com", "5125550147")
     assert (masked["email"], masked["phone"]) == ("a***@example.com", "***-***-0147")
-    delivered = next(e for e in ui_leads.good if e["type"] == "recipient.delivered")
+    delivered = ui_stack.good.first("recipient.delivered")
     event = client.get(f"/ui/api/events/{delivered['id']}", headers=bearer(MASKED_KEY)).json()
     assert "ada@example.com" not in str(event) and "5125550147" not in str(event)
 
 
 @pytest.mark.stack
-def test_search_by_email_phone_and_id(client: TestClient, ui_leads: Leads) -> None:
-    lead = ui_leads.good[0]["lead_id"]
+def test_search_by_email_phone_and_id(client: TestClient, ui_stack: UiStack) -> None:
+    lead = ui_stack.good.lead_id
     for q in ("ADA@example.com ", lead.lower()):
         answer = client.post("/ui/api/leads/search", json={"q": q}, headers=bearer(PII_KEY))
         assert [r["lead_id"] for r in answer.json()["leads"]] == [lead], q
 
 
 @pytest.mark.stack
-def test_browse_and_diff(client: TestClient, ui_leads: Leads) -> None:
-    flow = ui_leads.flow_id
+def test_browse_and_diff(client: TestClient, ui_stack: UiStack) -> None:
+    flow = ui_stack.flow_id
     failed = client.get(
         f"/ui/api/flows/{flow}/leads",
         params={"type": "filter.failed", "outcome": "failure"},
         headers=bearer(PII_KEY),
     ).json()
     assert [r["reason"] for r in failed["rows"]] == [HOSTILE_REASON]
-    good = ui_leads.good
+    good = ui_stack.good
+    delivered = good.first("recipient.delivered")
     diff = client.get(
-        f"/ui/api/leads/{good[0]['lead_id']}/diff",
-        params={"to": good[3]["id"]},
+        f"/ui/api/leads/{good.lead_id}/diff",
+        params={"to": delivered["id"]},
         headers=bearer(PII_KEY),
     ).json()
-    assert diff["from"]["id"] == good[2]["id"]
-    assert diff["added"] == {"appended.premier.id": "B-1"}
+    # By default the event is compared with the one before it: the filter's verdict.
+    assert diff["from"]["id"] == good.first("filter.passed")["id"]
+    assert "appended.premier.id" in diff["added"]
+    assert diff["added"] == delivered["appended"]
 
 
 def test_masking_rules() -> None:

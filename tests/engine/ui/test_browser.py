@@ -1,21 +1,36 @@
-"""The operator UI in headless Chromium (Debian's, via Playwright) against the real stack:
-find a lead, read its timeline, inspect an event, diff two events, see the dashboard; a
-hostile lead renders as text. Screenshots are kept in ``tests/artifacts/ui/``."""
+"""The operator UI in headless Chromium (Debian's, via Playwright) on leads that went through
+the real pipeline: find a lead, read its timeline, inspect an event, diff two events, see the
+dashboard; a hostile lead renders as text; every page passes an axe-core audit (no serious or
+critical violation) and the find → timeline path works from the keyboard alone. Screenshots
+are kept in ``tests/artifacts/ui/``."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, Request, expect, sync_playwright
 
-from tests.engine.ui.conftest import HOSTILE_LAST, HOSTILE_NAME, HOSTILE_REASON, PII_KEY, Leads
+from tests.engine.ui.conftest import (
+    HOSTILE_CITY,
+    HOSTILE_LAST,
+    HOSTILE_NAME,
+    HOSTILE_REASON,
+    LONG_EVENTS,
+    PII_KEY,
+    UiStack,
+)
 
 pytestmark = pytest.mark.stack
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).parents[2] / "artifacts" / "ui"
+ROOT = Path(__file__).parents[3]
+ARTIFACTS = ROOT / "tests" / "artifacts" / "ui"
+# Installed by `make test` (stack/chromium.sh: npm ci from stack/axe/package-lock.json).
+AXE = ROOT / ".stack" / "tools" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
 # polyglot.md: without the background-networking flags, Chromium's own connections are
 # refused by this closed network at every start.
 FLAGS = [
@@ -30,12 +45,10 @@ FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: `make test` installs it (stack/chromium.sh, Debian's"
-            " chromium package); run `bash stack/chromium.sh` as root"
-        )
+def browser() -> Iterator[Browser]:
+    for path, how in ((CHROMIUM, "Debian's chromium package"), (AXE, "npm ci in stack/axe")):
+        if not path.exists():
+            pytest.fail(f"{path} is missing: `make test` installs it ({how}, stack/chromium.sh)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
@@ -44,12 +57,20 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, ui_server: str) -> Iterator[Page]:
-    context = browser.new_context(base_url=ui_server, viewport={"width": 1366, "height": 900})
+def page(browser: Browser, ui_stack: UiStack) -> Iterator[Page]:
+    context = browser.new_context(base_url=ui_stack.url, viewport={"width": 1366, "height": 900})
+    # axe is injected by the browser before each document's own scripts (not as a <script>
+    # element, and not weakening the page's Content-Security-Policy).
+    context.add_init_script(path=AXE)
     page = context.new_page()
     page.set_default_timeout(10_000)
     dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     yield page
@@ -65,55 +86,167 @@ def sign_in(page: Page, path: str) -> None:
     expect(page.locator("#who")).to_contain_text("Key ops")
 
 
-def test_find_timeline_inspect_diff_dashboard(page: Page, ui_leads: Leads) -> None:
-    good = ui_leads.good
-    lead_id = good[0]["lead_id"]
+def audit(page: Page, name: str) -> None:
+    """axe-core on the page as it is now; fails on serious or critical violations and keeps
+    every finding in ``tests/artifacts/ui/axe-NAME.json``."""
+    result: dict[str, Any] = page.evaluate("() => axe.run(document, {resultTypes: ['violations']})")
+    violations = result["violations"]
+    (ARTIFACTS / f"axe-{name}.json").write_text(json.dumps(violations, indent=2))
+    blocking = [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:5]}"
+        for v in violations
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert blocking == [], f"accessibility violations on the {name} page: {blocking}"
+
+
+def test_find_timeline_inspect_diff_dashboard(page: Page, ui_stack: UiStack) -> None:
+    good = ui_stack.good
     sign_in(page, "/ui/")
-    page.get_by_label("Lead id, email or phone").fill(ui_leads.email)
+    page.get_by_label("Lead id, email or phone").fill(ui_stack.email)
     page.get_by_label("Lead id, email or phone").press("Enter")
-    page.get_by_role("link", name=lead_id).click()
-    expect(page.locator("#timeline tbody tr")).to_have_count(len(good))
-    expect(page.locator("#summary")).to_contain_text("ada@example.com")
+    expect(page.locator("#search-results")).to_contain_text(good.lead_id)
+    audit(page, "find")
+    page.get_by_role("link", name=good.lead_id).click()
+    expect(page.locator("#timeline tbody tr")).to_have_count(len(good.events))
+    expect(page.locator("#summary")).to_contain_text(ui_stack.email)
+    audit(page, "timeline")
     page.screenshot(path=ARTIFACTS / "timeline.png", full_page=True)
 
     # The key stays in this tab's session: the next page loads without asking again.
     page.get_by_role("link", name="recipient.delivered").click()
     expect(page.locator("#tree")).to_contain_text("appended.premier.id")
     expect(page.locator("#facts")).to_contain_text("Premier")
+    expect(page.locator("#http-body")).to_contain_text("Response")
+    audit(page, "event")
     page.screenshot(path=ARTIFACTS / "event.png", full_page=True)
 
     page.go_back()
+    delivered = [e["type"] for e in good.events].index("recipient.delivered") + 1
     page.get_by_label("Select event 1 to compare").check()
-    page.get_by_label("Select event 4 to compare").check()
-    page.get_by_role("link", name="Compare #1 → #4").click()
+    page.get_by_label(f"Select event {delivered} to compare").check()
+    page.get_by_role("link", name=f"Compare #1 → #{delivered}").click()
     expect(page.locator("#diff")).to_contain_text("appended.premier.id")
     expect(page.locator("#diff")).to_contain_text("Event fields changed")
+    audit(page, "diff")
     page.screenshot(path=ARTIFACTS / "diff.png", full_page=True)
 
-    page.goto(f"/ui/flows/{ui_leads.flow_id}")
+    page.goto(f"/ui/flows/{ui_stack.flow_id}")
     expect(page.locator("#outcomes svg rect.bar")).not_to_have_count(0)
     expect(page.locator("#reasons")).to_contain_text(HOSTILE_REASON)
+    expect(page.locator("#reasons")).to_contain_text("Duplicate lead")
+    audit(page, "dashboard")
     page.screenshot(path=ARTIFACTS / "dashboard.png", full_page=True)
 
 
-def test_hostile_lead_renders_as_text(page: Page, ui_leads: Leads) -> None:
-    lead_id = ui_leads.hostile[0]["lead_id"]
-    sign_in(page, f"/ui/?flow={ui_leads.flow_id}&type=filter.failed")
+def test_hostile_lead_renders_as_text(page: Page, ui_stack: UiStack) -> None:
+    hostile = ui_stack.hostile
+    sign_in(page, f"/ui/?flow={ui_stack.flow_id}&type=filter.failed")
     expect(page.locator("#browse-results")).to_contain_text(HOSTILE_NAME)
+    expect(page.locator("#browse-results")).to_contain_text(HOSTILE_REASON)
+    audit(page, "hostile-find")
     page.screenshot(path=ARTIFACTS / "find.png", full_page=True)
 
-    page.goto(f"/ui/leads/{lead_id}")
+    page.goto(f"/ui/leads/{hostile.lead_id}")
     expect(page.locator("#summary")).to_contain_text(f"{HOSTILE_NAME} {HOSTILE_LAST}")
     expect(page.locator("#timeline")).to_contain_text(HOSTILE_REASON)
-    expect(page.locator("#timeline tr.bad")).to_have_count(1)
+    failed_rows = sum(e["outcome"] != "success" for e in hostile.events)
+    expect(page.locator("#timeline tr.bad")).to_have_count(failed_rows)
+    audit(page, "hostile-timeline")
     page.screenshot(path=ARTIFACTS / "hostile-timeline.png", full_page=True)
 
-    failed = next(e for e in ui_leads.hostile if e["type"] == "filter.failed")
-    page.goto(f"/ui/events/{failed['id']}")
+    page.goto(f"/ui/events/{hostile.first('filter.failed')['id']}")
     page.get_by_role("button", name="Expand all").click()
-    expect(page.locator("#tree")).to_contain_text("Zoë 🚀 العربية 漢字")
+    expect(page.locator("#facts")).to_contain_text(HOSTILE_REASON)
+    expect(page.locator("#tree")).to_contain_text(HOSTILE_CITY)
     expect(page.locator("#tree")).to_contain_text("<script>alert(4)</script>")
     # Only the page's own scripts: nothing from the data became an element.
     assert page.locator("script").count() == 2
     assert page.locator("img, svg[onload], b").count() == 0
+    audit(page, "hostile-event")
     page.screenshot(path=ARTIFACTS / "hostile-event.png", full_page=True)
+
+
+def test_a_lead_with_hundreds_of_events(page: Page, ui_stack: UiStack) -> None:
+    """The whole timeline in one request, whatever its length (no request per event), and a
+    diff between its first and last events."""
+    long = ui_stack.long
+    assert len(long.events) == LONG_EVENTS
+    sign_in(page, "/ui/")
+    api_calls: list[str] = []
+
+    def on_request(request: Request) -> None:
+        if "/ui/api/" in request.url:
+            api_calls.append(request.url)
+
+    page.on("request", on_request)
+    page.goto(f"/ui/leads/{long.lead_id}")
+    expect(page.locator("#timeline tbody tr")).to_have_count(LONG_EVENTS)
+    expect(page.locator("#timeline tr.err")).to_have_count(LONG_EVENTS // 2 - 1)
+    assert len(api_calls) == 2, api_calls  # whoami and the lead: not one per event
+    audit(page, "long-timeline")
+    page.screenshot(path=ARTIFACTS / "long-timeline.png")
+
+    first, last = long.events[0]["id"], long.events[-1]["id"]
+    page.goto(f"/ui/leads/{long.lead_id}/diff?from={first}&to={last}")
+    expect(page.locator("#diff")).to_contain_text("appended.premier.last_error")
+    expect(page.locator("#to option")).to_have_count(LONG_EVENTS)
+    expect(page.locator("#to")).to_have_value(last)
+    page.screenshot(path=ARTIFACTS / "long-diff.png")
+
+
+def _focused(page: Page) -> dict[str, Any]:
+    """What has the keyboard focus, and whether the focus ring is drawn."""
+    found: dict[str, Any] = page.evaluate(
+        """() => {
+            const el = document.activeElement;
+            const style = getComputedStyle(el);
+            return {id: el.id, tag: el.tagName, text: (el.textContent || "").trim(),
+                    label: el.getAttribute("aria-label") || "",
+                    inTimeline: Boolean(el.closest("#timeline tbody")),
+                    ring: style.outlineStyle !== "none" && parseFloat(style.outlineWidth) >= 2};
+        }"""
+    )
+    return found
+
+
+def _tab_to(page: Page, wanted: Any, limit: int = 40) -> dict[str, Any]:
+    """Press Tab until ``wanted(focused)`` holds; the focused element then."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        focused = _focused(page)
+        if wanted(focused):
+            return focused
+    raise AssertionError(f"never reached by Tab; focus ended on {_focused(page)}")
+
+
+def test_keyboard_only(page: Page, ui_stack: UiStack) -> None:
+    """Sign in, search, open the result and walk the timeline rows with the keyboard alone;
+    whatever has the focus shows it."""
+    good = ui_stack.good
+    page.goto("/ui/")
+    expect(page.get_by_label("API key")).to_be_focused()
+    audit(page, "sign-in")
+    page.keyboard.type(PII_KEY)  # the key field has the focus when the page asks for a key
+    page.keyboard.press("Enter")
+    expect(page.locator("#who")).to_contain_text("Key ops")
+
+    search = _tab_to(page, lambda f: f["id"] == "q")
+    assert search["ring"], "the search field shows no focus ring"
+    page.keyboard.type(ui_stack.phone)
+    page.keyboard.press("Enter")
+    result = _tab_to(page, lambda f: f["tag"] == "A" and f["text"] == good.lead_id)
+    assert result["ring"], "the result link shows no focus ring"
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{ui_stack.url}/ui/leads/{good.lead_id}")
+    expect(page.locator("#timeline tbody tr")).to_have_count(len(good.events))
+
+    first = _tab_to(page, lambda f: f["inTimeline"])
+    assert first["label"] == "Select event 1 to compare" and first["ring"]
+    page.keyboard.press("Space")
+    expect(page.get_by_label("Select event 1 to compare")).to_be_checked()
+    link = _tab_to(page, lambda f: f["inTimeline"] and f["tag"] == "A")
+    assert link["text"] == good.events[0]["type"] and link["ring"]
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{ui_stack.url}/ui/events/{good.events[0]['id']}")
+    expect(page.locator("#facts")).to_contain_text(good.events[0]["type"])
