@@ -1,0 +1,309 @@
+"""One chaos run: services up, flow and workers started, leads submitted while faults are
+injected, then the run settles and every invariant is checked over what it left behind."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import structlog
+from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka.admin import AdminClient
+from psycopg import sql
+
+from chaos import faults, invariants, observe
+from chaos.flow import SLOW_BUYER_S, chaos_flow
+from chaos.services import CHAOS_DIR, ChaosServices, worker_env
+from chaos.soak import Sampler
+from chaos.workers import WorkerPool, flow_workers
+from chaos.workload import Lead, junk_leads, poison_messages, regular_leads
+from engine.demo.buyer import BuyerServer
+from engine.flows import Flow
+from engine.runtime.kafka import admin_config, producer_config
+from engine.settings import Settings
+from engine.topics import HANDOFF_HEADER, ensure_topics, events_topic, intake_topic
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    leads: int = 3000
+    rate: float = 50.0  # leads per second, submitted steadily
+    seed: int = 7
+    faults: tuple[str, ...] = faults.ALL_FAULTS
+    kills: int = 15
+    store_outage_s: float = 30.0
+    malformed: int = 80
+    oversized: int = 6
+    poison: int = 25
+    slow: int = 20
+    settle_timeout_s: float = 300.0
+    soak_s: float = 0.0
+    sample_every_s: float = 10.0
+    keep_kafka3: bool = False
+
+
+@dataclass
+class Submitter:
+    """Publishes leads to the intake topic keyed by their id; remembers which Kafka refused."""
+
+    settings: Settings
+    flow: Flow
+    producer: Producer = field(init=False)
+    sent: list[Lead] = field(default_factory=list)
+    refused: set[str] = field(default_factory=set)
+    poison: list[bytes] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        # Retried for as long as a broker outage may last: a lead is refused only if
+        # the cluster stays unwritable for five minutes.
+        self.producer = Producer(producer_config(self.settings, **{"message.timeout.ms": 300_000}))
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.refused.add((msg.key() or b"").decode())
+
+    def _produce(self, topic: str, value: bytes, key: bytes, headers: list[Any]) -> None:
+        while True:
+            try:
+                with self.lock:
+                    self.producer.produce(
+                        topic, value, key, headers=headers, on_delivery=self._delivered
+                    )
+                    self.producer.poll(0)
+                return
+            except BufferError:
+                self.producer.poll(0.1)
+
+    def submit(self, leads: list[Lead]) -> None:
+        for lead in leads:
+            headers = [("content-type", b"application/json")]
+            self._produce(intake_topic(self.flow.id), lead.body, lead.lead_id.encode(), headers)
+            self.sent.append(lead)
+
+    def plant_poison(self, values: list[bytes]) -> None:
+        """Undecodable hand-offs on the filter step's input: it must dead-letter each once."""
+        for value in values:
+            topic = events_topic(self.flow.id, "source")
+            self._produce(topic, value, b"chaos-poison", [(HANDOFF_HEADER, b"1")])
+            self.poison.append(value)
+
+    def flush(self) -> None:
+        remaining = self.producer.flush(330)
+        if remaining:
+            raise RuntimeError(f"{remaining} records never acknowledged")
+
+
+def _settings(run_id: str, flow: Flow) -> tuple[Settings, dict[str, str]]:
+    env = {
+        **worker_env(),
+        "LEADFLOW_DB_SCHEMA": f"chaos_{run_id}",
+        "LEADFLOW_PROJECTOR_PATTERN": rf"^leadflow\.{flow.id}\.events\..+$",
+        "LEADFLOW_INSTANCE_ID": f"chaos-{run_id}",
+    }
+    settings = Settings(
+        KAFKA_BOOTSTRAP_SERVERS=env["KAFKA_BOOTSTRAP_SERVERS"],
+        DATABASE_URL=env["DATABASE_URL"],
+        AWS_ENDPOINT_URL_S3=env["AWS_ENDPOINT_URL_S3"],
+        AZURE_STORAGE_CONNECTION_STRING=env["AZURE_STORAGE_CONNECTION_STRING"],
+        db_schema=env["LEADFLOW_DB_SCHEMA"],
+        projector_pattern=env["LEADFLOW_PROJECTOR_PATTERN"],
+    )
+    return settings, env
+
+
+def _completed(settings: Settings, flow: Flow) -> int:
+    query = sql.SQL(
+        "SELECT count(*) FROM {}.events WHERE flow_id = %s AND type = 'flow.completed'"
+    ).format(sql.Identifier(settings.db_schema))
+    try:
+        with psycopg.connect(settings.database_url.get_secret_value(), connect_timeout=5) as conn:
+            row = conn.execute(query, (flow.id,)).fetchone()
+            return int(row[0]) if row else 0
+    except psycopg.Error:
+        return -1  # not migrated yet, or Postgres restarting
+
+
+def _settle(settings: Settings, flow: Flow, leads: int, timeout: float) -> float:
+    """Wait until every lead is completed in Postgres and no group has anything left."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if _completed(settings, flow) >= leads:
+            try:
+                if not invariants.stuck_groups(observe.group_lag(settings, flow)):
+                    return time.monotonic() - began
+            except Exception as exc:  # a metadata timeout while a broker returns: ask again
+                log.warning("lag not readable yet", error=str(exc))
+        time.sleep(3)
+    return time.monotonic() - began
+
+
+def run(config: RunConfig) -> dict[str, Any]:
+    rng = random.Random(config.seed)
+    run_id = time.strftime("%m%d%H%M%S") + f"{rng.randrange(16**4):04x}"
+    workdir = CHAOS_DIR / "runs" / run_id
+    workdir.mkdir(parents=True, exist_ok=True)
+    services = ChaosServices()
+    buyer = BuyerServer(port=0, mix=False, slow_seconds=SLOW_BUYER_S)
+    buyer.start_in_thread()
+    flow_id = f"chaos-{run_id}"
+    flow = chaos_flow(flow_id, buyer.url, f"chaos/{run_id}", workdir / "flow.yaml")
+    settings, env = _settings(run_id, flow)
+    started = time.monotonic()
+    pool: WorkerPool | None = None
+    try:
+        services.up()
+        ensure_topics(AdminClient(admin_config(settings)), flow)
+        steps = [s.id for s in flow.steps]
+        pool = WorkerPool(flow_workers(workdir / "flow.yaml", steps, env, workdir / "logs", run_id))
+        pool.start()
+        return _drive(config, rng, run_id, flow, settings, services, pool, started)
+    finally:
+        if pool is not None:
+            pool.stop()
+        buyer.stop()
+        services.down(keep_kafka3=config.keep_kafka3)
+
+
+def _drive(
+    config: RunConfig,
+    rng: random.Random,
+    run_id: str,
+    flow: Flow,
+    settings: Settings,
+    services: ChaosServices,
+    pool: WorkerPool,
+    started: float,
+) -> dict[str, Any]:
+    soak = config.soak_s > 0
+    leads = int(config.rate * config.soak_s) if soak else config.leads
+    window_s = leads / config.rate
+    plan = faults.FaultPlan(config.faults, config.kills, config.store_outage_s)
+    junk = (
+        junk_leads(flow, run_id, config.malformed, config.oversized, config.seed, start=leads)
+        if "poison_burst" in config.faults
+        else []
+    )
+    slow = (
+        regular_leads(rng, run_id, config.slow, start=leads + len(junk), kind="slow_buyer")
+        if "slow_buyer" in config.faults
+        else []
+    )
+    regular = regular_leads(rng, run_id, max(0, leads - len(junk) - len(slow)))
+    poison = poison_messages(rng, config.poison) if "poison_burst" in config.faults else []
+    submitter = Submitter(settings, flow)
+
+    def poison_burst() -> str:
+        submitter.submit(junk)
+        submitter.plant_poison(poison)
+        sizes = sum(1 for lead in junk if lead.kind == "oversized")
+        return f"{len(junk) - sizes} malformed + {sizes} oversized leads, {len(poison)} poison"
+
+    def slow_buyer() -> str:
+        submitter.submit(slow)
+        return f"{len(slow)} leads to a buyer answering in {SLOW_BUYER_S}s (timeout 500 ms)"
+
+    stop = threading.Event()
+    injector = faults.Injector(
+        services, pool, random.Random(config.seed + 1),
+        {"poison_burst": poison_burst, "slow_buyer": slow_buyer},
+    )  # fmt: skip
+    timeline = faults.schedule(random.Random(config.seed + 2), plan, window_s)
+    service_faults = [(at, k) for at, k in timeline if k in faults.SERVICE_FAULTS]
+    other_faults = [(at, k) for at, k in timeline if k not in faults.SERVICE_FAULTS]
+    threads = [
+        threading.Thread(target=injector.run, args=(part, plan, stop), daemon=True)
+        for part in (service_faults, other_faults)
+    ]
+    sampler = Sampler(settings, flow, pool, config.sample_every_s) if soak else None
+    if sampler is not None:
+        sampler.start()
+    for thread in threads:
+        thread.start()
+    t0 = time.monotonic()
+    for n, lead in enumerate(regular):
+        # Steady rate: each lead at its own moment, not in bursts per second.
+        delay = t0 + n / config.rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        submitter.submit([lead])
+    for thread in threads:
+        thread.join()
+    submitter.flush()
+    submitted = [lead for lead in submitter.sent if lead.lead_id not in submitter.refused]
+    settle_s = _settle(settings, flow, len(submitted), config.settle_timeout_s)
+    if sampler is not None:
+        sampler.stop()
+    restarts = pool.restarts()
+    pool.stop()  # SIGTERM: what is left is exactly what the run wrote
+    result = _check(settings, flow, submitted, submitter.poison)
+    result.update(
+        run_id=run_id,
+        flow_id=flow.id,
+        config={k: v for k, v in vars(config).items() if k != "faults"} | {
+            "faults": list(config.faults)},
+        leads_submitted=len(submitted),
+        leads_refused_by_kafka=len(submitter.refused),
+        lead_kinds=_kinds(submitted),
+        faults=[vars(r) for r in injector.records],
+        fault_counts=faults.summary(injector.records),
+        fault_errors=injector.errors,
+        worker_restarts=restarts,
+        submit_s=round(window_s, 1),
+        settle_s=round(settle_s, 1),
+        total_s=round(time.monotonic() - started, 1),
+        soak=sampler.samples if sampler is not None else None,
+    )  # fmt: skip
+    return result
+
+
+def _kinds(leads: list[Lead]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for lead in leads:
+        out[lead.kind] = out.get(lead.kind, 0) + 1
+    return out
+
+
+def _check(
+    settings: Settings, flow: Flow, leads: list[Lead], poison: list[bytes]
+) -> dict[str, Any]:
+    expected = {i: t for lead in leads for i, t in lead.expected()}
+    rows = observe.postgres_events(settings, flow)
+    sinks = [
+        invariants.check_sink("kafka topics", expected, observe.topic_events(settings, flow)),
+        invariants.check_sink("postgres", expected, [(i, t) for i, _, t in rows]),
+    ]
+    dead_objects = {}
+    for destination in flow.destinations:
+        found, dead_objects[destination.kind] = observe.store_events(settings, destination)
+        sinks.append(invariants.check_sink(destination.kind, expected, found))
+    by_lead: dict[str, list[str]] = {}
+    for event_id, lead_id, _ in rows:
+        by_lead.setdefault(lead_id, []).append(event_id)
+    wrong_leads = invariants.lead_sequences_ok(
+        {lead.lead_id: [i for i, _ in lead.expected()] for lead in leads}, by_lead
+    )
+    dlq = invariants.check_dead_letters(poison, observe.dead_letters(settings, flow))
+    stuck = invariants.stuck_groups(observe.group_lag(settings, flow))
+    ok = (
+        all(s.ok for s in sinks)
+        and dlq.ok
+        and not stuck
+        and not wrong_leads
+        and all(n == len(poison) for n in dead_objects.values())
+    )
+    return {
+        "ok": ok,
+        "events_expected": len(expected),
+        "sinks": [vars(s) | {"ok": s.ok} for s in sinks],
+        "leads_with_wrong_timeline": wrong_leads,
+        "dead_letter_topic": vars(dlq) | {"ok": dlq.ok},
+        "dead_letter_objects": dead_objects,
+        "stuck_groups": stuck,
+    }

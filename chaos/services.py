@@ -1,0 +1,130 @@
+"""The services a chaos run breaks: the 3-node Kafka cluster and private Postgres, S3 and Azure.
+
+Other engineers run tests on the shared single-node stack at the same time, so a chaos run
+never stops a shared service: its Kafka is the 3-node cluster (``stack/up.sh kafka3``) and
+its Postgres, SeaweedFS and Azurite are second instances the stack scripts start on other
+ports with their data under ``.stack/chaos/`` (``STACK_PG_*``, ``STACK_S3_*``, ``STACK_AZ_*``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STACK = REPO / "stack"
+CHAOS_DIR = REPO / ".stack" / "chaos"
+
+KAFKA3_PORTS = (19092, 29092, 39092)
+KAFKA3_BOOTSTRAP = ",".join(f"127.0.0.1:{p}" for p in KAFKA3_PORTS)
+PG_PORT, S3_PORT, AZ_PORT = 55433, 18433, 10100
+# weed mini's master, volume, filer and admin ports (their gRPC ports are these + 10000):
+# clear of the shared instance's and of the 3-node cluster's.
+S3_INTERNAL_PORTS = "19433 19440 18988 23746"
+AZURITE_BLOB_ENDPOINT = f"http://127.0.0.1:{AZ_PORT}/devstoreaccount1"
+# Azurite's well-known development account key (public, in Microsoft's documentation).
+AZURITE_DEV_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+class ServiceError(RuntimeError):
+    """A stack script failed: its output is in the message."""
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def private_env() -> dict[str, str]:
+    """What the stack scripts need to act on the private instances instead of the shared ones."""
+    logs = CHAOS_DIR / "logs"
+    return {
+        "STACK_PG_PORT": str(PG_PORT),
+        "STACK_PG_DIR": str(CHAOS_DIR / "postgres"),
+        "STACK_PG_LOG": str(logs / "postgres.log"),
+        "STACK_S3_PORT": str(S3_PORT),
+        "STACK_S3_INTERNAL_PORTS": S3_INTERNAL_PORTS,
+        "STACK_S3_DIR": str(CHAOS_DIR / "s3"),
+        "STACK_S3_LOG": str(logs / "s3.log"),
+        "STACK_AZ_PORT": str(AZ_PORT),
+        "STACK_AZ_DIR": str(CHAOS_DIR / "azurite"),
+        "STACK_AZ_LOG": str(logs / "azurite.log"),
+    }
+
+
+def worker_env() -> dict[str, str]:
+    """The application settings (``engine.settings``) pointing at the chaos services."""
+    azure = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        f"AccountKey={AZURITE_DEV_KEY};BlobEndpoint={AZURITE_BLOB_ENDPOINT};"
+    )
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": KAFKA3_BOOTSTRAP,
+        "DATABASE_URL": f"postgresql://leadflow:leadflow@127.0.0.1:{PG_PORT}/leadflow",
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{S3_PORT}",
+        "AZURE_STORAGE_CONNECTION_STRING": azure,
+    }
+
+
+def _script(*args: str, timeout: float = 300) -> str:
+    (CHAOS_DIR / "logs").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **private_env()}
+    done = subprocess.run(  # noqa: S603 - our own stack scripts, fixed arguments
+        ["bash", *args],  # noqa: S607
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ServiceError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return done.stdout
+
+
+@dataclass
+class ChaosServices:
+    """Starts what a run needs, breaks it on demand, and stops what it started."""
+
+    started_kafka3: bool = False
+    nodes_down: set[int] = field(default_factory=set)
+
+    def up(self) -> None:
+        if not all(port_open(p) for p in KAFKA3_PORTS):
+            self.started_kafka3 = True
+        _script("stack/up.sh", "kafka3", "postgres", "s3", "azure")
+
+    def down(self, keep_kafka3: bool = False) -> None:
+        """Private instances always; the cluster only if this run started it."""
+        for node in sorted(self.nodes_down):
+            self.start_broker(node)
+        _script("stack/down.sh", "postgres", "s3", "azure")
+        if self.started_kafka3 and not keep_kafka3:
+            _script("stack/down.sh", "kafka3")
+
+    def kill_broker(self, node: int) -> None:
+        _script("stack/kafka-node.sh", "kill", str(node))
+        self.nodes_down.add(node)
+
+    def start_broker(self, node: int) -> None:
+        _script("stack/kafka-node.sh", "start", str(node))
+        self.nodes_down.discard(node)
+
+    def restart_broker(self, node: int) -> None:
+        """A controlled restart (SIGTERM, then start and wait until back in the cluster)."""
+        self.nodes_down.add(node)
+        _script("stack/kafka-node.sh", "restart", str(node))
+        self.nodes_down.discard(node)
+
+    def stop(self, *services: str) -> None:
+        _script("stack/down.sh", *services)
+
+    def start(self, *services: str) -> None:
+        _script("stack/up.sh", *services)
