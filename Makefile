@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv up down status demo test test-unit lint bench bench-profile clean
+.PHONY: help venv up down status demo test test-unit lint bench bench-profile chaos clean
 
 help:
 	@echo "make demo   - start the local stack, run 1,000 leads end to end, show the results"
@@ -15,6 +15,7 @@ help:
 	@echo "make up / down / status - the local stack (Kafka, Postgres, SeaweedFS S3, Azurite)"
 	@echo "make lint   - ruff and mypy --strict"
 	@echo "make bench  - benchmarks side by side (QUICK=1: under 3 minutes); results in bench/results/"
+	@echo "make chaos  - fault injection: leads under faults, nothing lost or duplicated (SOAK=600)"
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,6 +74,13 @@ bench-profile: $(BENCH_INSTALLED) up
 	$(BENCH_VENV)/bin/py-spy record --subprocesses --rate 200 --format flamegraph \
 		-o bench/results/profile-$(PROFILE_ROLE).svg -- \
 		$(BENCH_VENV)/bin/python -m bench --only $(PROFILE_ROLE) --rounds 1 --events 60000
+
+# Fault injection (chaos/): its own 3-node Kafka cluster and private Postgres/S3/Azure, so the
+# shared stack is never stopped. SOAK=SECONDS: a steady-rate soak with lag and RSS over time.
+CHAOS_ARGS ?=
+
+chaos: venv
+	$(BIN)/python -m chaos $(if $(SOAK),--soak $(SOAK)) $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -3,6 +3,7 @@ injected, then the run settles and every invariant is checked over what it left 
 
 from __future__ import annotations
 
+import fcntl
 import random
 import threading
 import time
@@ -145,6 +146,14 @@ def _settle(settings: Settings, flow: Flow, leads: int, timeout: float) -> float
 
 
 def run(config: RunConfig) -> dict[str, Any]:
+    """One run; runs on this machine take turns (they share the private instances' ports)."""
+    CHAOS_DIR.mkdir(parents=True, exist_ok=True)
+    with (CHAOS_DIR / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _run(config)
+
+
+def _run(config: RunConfig) -> dict[str, Any]:
     rng = random.Random(config.seed)
     run_id = time.strftime("%m%d%H%M%S") + f"{rng.randrange(16**4):04x}"
     workdir = CHAOS_DIR / "runs" / run_id

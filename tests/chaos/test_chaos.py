@@ -1,0 +1,43 @@
+"""The reduced chaos run of ``make test``: fewer leads and a subset of the faults (kill -9 of
+workers, one broker killed on the 3-node cluster, a short store outage, a poison burst, a slow
+buyer); every event must still be exactly once in the topics, Postgres, S3 and Azure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chaos.report import save
+from chaos.run import RunConfig, run
+
+REDUCED = RunConfig(
+    leads=500,
+    rate=25,
+    seed=20261124,
+    faults=("worker_kill", "broker_kill", "store_outage", "poison_burst", "slow_buyer"),
+    kills=4,
+    store_outage_s=10,
+    malformed=30,
+    oversized=3,
+    poison=10,
+    slow=6,
+    settle_timeout_s=150,
+)
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(420)
+def test_reduced_chaos_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    result = run(REDUCED)
+    save(result, tmp_path)
+    assert result["fault_errors"] == []
+    assert set(result["fault_counts"]) == set(REDUCED.faults)
+    for sink in result["sinks"]:
+        assert sink["ok"], {k: v[:5] if isinstance(v, list) else v for k, v in sink.items()}
+    assert result["dead_letter_topic"]["ok"], result["dead_letter_topic"]
+    assert result["dead_letter_objects"] == {"s3": REDUCED.poison, "azure_blob": REDUCED.poison}
+    assert result["leads_with_wrong_timeline"] == []
+    assert result["stuck_groups"] == {}
+    assert result["leads_refused_by_kafka"] == 0
+    assert result["ok"]
