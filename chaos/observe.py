@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from typing import Any
 
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -84,6 +85,33 @@ def postgres_events(settings: Settings, flow: Flow) -> list[tuple[str, str, str]
     )
     with psycopg.connect(settings.database_url.get_secret_value(), connect_timeout=10) as conn:
         return [(r[0], r[1], r[2]) for r in conn.execute(query, (flow.id,)).fetchall()]
+
+
+def projector_rejects(settings: Settings) -> list[dict[str, Any]]:
+    """Records the timeline projector refused (poison, or events Postgres cannot hold), with
+    why: where an event is missing from Postgres, this says what happened to it."""
+    with psycopg.connect(settings.database_url.get_secret_value(), connect_timeout=10) as conn:
+        schemas = [
+            r[0]
+            for r in conn.execute(
+                "SELECT table_schema FROM information_schema.tables"
+                " WHERE table_name = 'projector_rejects' AND table_schema LIKE %s",
+                (f"{settings.db_schema}_timeline_%",),
+            ).fetchall()
+        ]
+        out = []
+        for schema in schemas:
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT kafka_topic, kafka_partition, kafka_offset, error"
+                    " FROM {}.projector_rejects ORDER BY 1, 2, 3"
+                ).format(sql.Identifier(schema))
+            ).fetchall()
+            out += [
+                {"topic": r[0], "partition": r[1], "offset": r[2], "error": r[3][:200]}
+                for r in rows
+            ]
+        return out
 
 
 def store_events(settings: Settings, destination: Destination) -> tuple[list[tuple[str, str]], int]:

@@ -55,6 +55,11 @@ def summary_tables(result: dict[str, Any]) -> list[Table]:
     verdict.add_column("result")
     verdict.add_row("leads with a wrong timeline", str(len(result["leads_with_wrong_timeline"])))
     verdict.add_row("dead letters in each store", json.dumps(result["dead_letter_objects"]))
+    refused = [r["error"].split(":")[0] for r in result.get("projector_rejects", [])]
+    verdict.add_row(
+        "records the projector refused",
+        ", ".join(f"{refused.count(e)} {e}" for e in sorted(set(refused))) or "none",
+    )
     verdict.add_row("stuck consumer groups", json.dumps(result["stuck_groups"]) or "none")
     verdict.add_row("worker restarts", json.dumps(result["worker_restarts"]))
     verdict.add_row(
@@ -85,7 +90,7 @@ def soak_table(samples: list[dict[str, Any]]) -> Table:
 
 
 def show(result: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or Console(width=120)
     for table in summary_tables(result):
         console.print(table)
     if result.get("soak"):

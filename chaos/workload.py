@@ -163,12 +163,26 @@ def rejected_by_source(flow: Flow) -> Callable[[bytes], bool]:
     return rejects
 
 
+def has_nul(body: bytes) -> bool:
+    """A NUL character, raw or JSON-escaped: Postgres cannot store it in text or JSONB."""
+    return b"\x00" in body or b"\\u0000" in body
+
+
 def junk_leads(
-    flow: Flow, run_id: str, malformed: int, oversized: int, at_seed: int, start: int
+    flow: Flow,
+    run_id: str,
+    malformed: int,
+    oversized: int,
+    at_seed: int,
+    start: int,
+    nul: bool = True,
 ) -> list[Lead]:
-    """Malformed and oversized leads the source step must reject (others drawn are dropped)."""
+    """Malformed and oversized leads the source step must reject (others drawn are dropped).
+    ``nul=False`` drops bodies with a NUL character (see README, Reliability: the timeline
+    projector refuses such events)."""
     rejects = rejected_by_source(flow)
-    bodies = [("malformed", b) for b in draw(MALFORMED, malformed * 2, at_seed) if rejects(b)]
+    drawn = draw(MALFORMED, malformed * 2, at_seed)
+    bodies = [("malformed", b) for b in drawn if rejects(b) and (nul or not has_nul(b))]
     bodies = bodies[:malformed]
     bodies += [("oversized", b) for b in draw(OVERSIZED, oversized, at_seed + 1) if rejects(b)]
     ids = lead_ids(run_id, len(bodies), start)
