@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from engine.demo.buyer import BuyerServer
 from engine.demo.report import counts_table, destinations_table, timeline_table
+from engine.demo.ui_server import UiServerError, serve_for_demo
 from engine.destinations import Destination
 from engine.errors import LeadflowError
 from engine.flows import Flow, RecipientStep, load_flow
@@ -112,14 +113,20 @@ def _send_feedback(
 
 
 def _print_ui_url(settings: Settings, lead_id: str) -> None:
-    """The demo stops its workers when it ends, so it prints how to serve the UI, not a server."""
-    from engine.ui.auth import ensure_key_file
-
-    key_file = ensure_key_file(settings)
+    """The workers stop with the demo; the UI server stays (``make down`` stops it), so the
+    URL printed here opens a real lead's timeline after the demo has ended."""
+    try:
+        ui = serve_for_demo(settings, lead_id)
+    except UiServerError as exc:
+        console.print(f"[yellow]Operator UI: could not start it in the background[/]: {exc}")
+        console.print("Run [bold]leadflow serve[/] and open /ui/ on it instead.")
+        return
     console.print(
-        f"Operator UI: run [bold]leadflow serve[/], then open http://127.0.0.1:8080/ui/leads/{lead_id}"
-        + (f" (API key: the contents of {key_file})" if key_file else "")
+        f"Operator UI: [bold]{ui.lead_url}[/] (server pid {ui.server.pid}, log"
+        f" {ui.server.log}; stopped by [bold]make down[/])"
     )
+    if ui.key_file is not None:
+        console.print(f"API key: the contents of {ui.key_file} (paste it once per browser tab)")
 
 
 def run_demo(settings: Settings, flow_file: Path, leads: int, timeout: float) -> None:
