@@ -11,11 +11,27 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/services.sh"
 
 usage() { print_usage "${BASH_SOURCE[0]}"; }
 
-parse_services kafka kafka3 postgres s3 azure -- "$@"
+# The operator UI server `leadflow demo` leaves running (engine/demo/ui_server.py): its
+# process group, stopped first (it reads Postgres) and only with everything else.
+down_ui() {
+  local pid_file="$STACK_DIR/ui/server.pid" pid
+  [[ -f $pid_file ]] || return 0
+  pid=$(<"$pid_file")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    for _ in {1..50}; do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    ok "ui: stopped (pid $pid)"
+  fi
+  rm -f "$pid_file" "$STACK_DIR/ui/server.port"
+}
+
+parse_services ui kafka kafka3 postgres s3 azure -- "$@"
 take_lock
 
 for s in "${SERVICES[@]}"; do
   case $s in
+    ui) down_ui ;;
     kafka) down_kafka ;;
     kafka3) down_kafka3 ;;
     postgres) down_postgres ;;
