@@ -189,7 +189,7 @@ def ensure_ui_server(
     deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline and not _exited(pid):
         if _answers(chosen):
-            log.info("ui_server_started", pid=pid, port=chosen, log=str(log_path))
+            log.debug("ui_server_started", pid=pid, port=chosen, log=str(log_path))
             return UiServer(pid, chosen, log_path)
         time.sleep(0.2)
     stop_ui_server(state_dir)
