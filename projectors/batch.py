@@ -114,9 +114,12 @@ def event_row(event: dict[str, Any], record: Record) -> EventRow:
             if not -bound <= event[name] < bound:
                 raise UnstorableEventError(f"{name}={event[name]} is out of range for Postgres")
     snapshot = orjson.dumps(event_to_json_dict(event))
-    # Postgres text and jsonb cannot hold NUL; orjson writes it as \u0000.
+    # Postgres text and jsonb cannot hold NUL (orjson writes it as \u0000). A lead can
+    # carry one (a web form's garbage, an attacker's probe): the projection shows it as
+    # U+FFFD rather than lose the event; the topics and the stored objects keep it.
     if b"\\u0000" in snapshot:
-        raise UnstorableEventError("event contains a NUL character, which Postgres cannot store")
+        event = _without_nul(event)
+        snapshot = orjson.dumps(event_to_json_dict(event))
     return (
         *_copied_fields(event),
         snapshot,
@@ -124,6 +127,20 @@ def event_row(event: dict[str, Any], record: Record) -> EventRow:
         record.partition,
         record.offset,
     )
+
+
+NUL_STAND_IN = "\ufffd"
+
+
+def _without_nul(value: Any) -> Any:
+    """``value`` with every NUL in its strings (keys too) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_STAND_IN)
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def build_batch(codec: EventCodec, records: Iterable[Record]) -> Batch:

@@ -77,13 +77,17 @@ def test_an_undecodable_record_is_rejected_with_its_reason_and_still_moves_the_c
     assert batch.next_offsets == {(TOPIC, 0): 3}
 
 
-def test_an_event_postgres_cannot_store_is_rejected_instead_of_failing_its_batch() -> None:
-    nul = CODEC.encode(make_event(reason="bad\x00byte"))
+def test_a_nul_character_is_projected_as_a_replacement_character_not_lost() -> None:
+    # Postgres text and jsonb cannot hold NUL; a lead field with one must not cost the
+    # lead its event in the timeline (a literal backslash-u0000 text stays as it is).
+    event = make_event(reason="bad\x00byte")
+    event["vars"] = {**event["vars"], "lead.comments": "a\x00b", "lead.note": "\\u0000"}
+    [row] = build_batch(CODEC, [record(0, CODEC.encode(event))]).events
 
-    batch = build_batch(CODEC, [record(0, nul)])
-
-    assert batch.events == []
-    assert "NUL" in batch.rejects[0].error
+    assert row[COLUMNS.index("reason")] == "bad\ufffdbyte"
+    snapshot = orjson.loads(row[COLUMNS.index("snapshot")])
+    assert snapshot["vars"]["lead.comments"] == "a\ufffdb"
+    assert snapshot["vars"]["lead.note"] == "\\u0000"
 
 
 @pytest.mark.parametrize(("field", "value"), [("ms", 2**31), ("step_count", -(2**31) - 1)])

@@ -203,3 +203,18 @@ def test_counts_by_flow_and_by_leads(db: Connection) -> None:
     ids = [done[0]["lead_id"], in_progress[0]["lead_id"]]
     assert completed_count(db, ids) == 1
     assert sum(n for _, _, n in event_counts_for_leads(db, ids)) == 7
+
+
+def test_a_lead_with_nul_characters_keeps_every_event_in_its_timeline(db: Connection) -> None:
+    events = make_lead_events(flow_id="f", submitted_ms=SUBMITTED_MS)
+    for e in events:
+        e["vars"] = {**e["vars"], "lead.first_name": "Ada\x00", "lead.email": "a\x00@b.co"}
+    events[-1]["reason"] = "no\x00pe"
+
+    write_batch(db, "test", batch_of(events))
+
+    timeline = lead_timeline(db, events[0]["lead_id"])
+    assert [e["id"] for e in timeline] == [e["id"] for e in events]
+    assert timeline[-1]["vars"]["lead.first_name"] == "Ada\ufffd"
+    assert timeline[-1]["reason"] == "no\ufffdpe"
+    assert count(db, "projector_rejects") == 0
