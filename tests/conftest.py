@@ -8,6 +8,7 @@ a clear message - tests never fall back to fakes.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,11 @@ import pytest
 
 from engine.demo.buyer import BuyerServer
 from engine.settings import Settings
+
+# The CLIs print rich tables sized to the terminal; a test runs in none (and under
+# pytest-xdist in a worker without even a parent tty), so fix one wide enough that
+# ids and paths are never wrapped in the output the tests read.
+os.environ["COLUMNS"] = "200"
 
 
 def _reachable(host: str, port: int) -> bool:

@@ -17,6 +17,8 @@ from engine.topics import events_topic
 from schemas.codec import EventCodec, event_to_json_dict
 from streamers import layout
 from streamers.destinations import ObjectStore, open_store
+from streamers.errors import DestinationError
+from streamers.observer import NullObserver
 from streamers.per_event import BINARY, JSON, object_for_record
 from streamers.worker import Streamer, consumer_group_id, events_pattern, run_streamers
 from tests.factories import make_lead_events
@@ -147,6 +149,16 @@ def test_a_poison_record_is_dead_lettered_once_and_the_stream_goes_on(
     assert [s.stats.dead_lettered for s in streamers] == [1, 1]
 
 
+class FailureCounter(NullObserver):
+    """Counts a destination's failed writes, so the test knows the outage was felt."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def failed(self, error: DestinationError) -> None:
+        self.count += 1
+
+
 def test_a_failing_destination_holds_back_nothing_skips_nothing_and_catches_up(
     stack: Settings, unique_id: str, stores: dict[str, ObjectStore]
 ) -> None:
@@ -166,10 +178,15 @@ def test_a_failing_destination_holds_back_nothing_skips_nothing_and_catches_up(
     # During the outage: S3 streams everything, Azure retries and commits nothing.
     stop = threading.Event()
     result: dict[str, list[Streamer]] = {}
-    thread = threading.Thread(target=lambda: result.update(s=run_streamers(stack, flow, stop)))
+    azure_failures = FailureCounter()
+    observers = {flow.destinations[1].key: azure_failures}
+    thread = threading.Thread(
+        target=lambda: result.update(s=run_streamers(stack, flow, stop, observers=observers))
+    )
     thread.start()
     try:
         wait_until(lambda: all_committed(stack, flow, topics, only=s3), 30, "S3 to finish")
+        wait_until(lambda: azure_failures.count > 0, 30, "Azure to have failed a write")
     finally:
         stop.set()
         thread.join(10)
