@@ -88,6 +88,10 @@ def test_leads_flow_into_postgres_s3_and_azure_exactly_once(
         "LEADFLOW_PROJECTOR_PATTERN": rf"^leadflow\.{unique_id}\.events\..+$",
         "LEADFLOW_LOG_FORMAT": "json",
     }
+    # The schema exists before the first look at it (the workers would migrate it too,
+    # but maybe only after this test's first query on a busy machine).
+    leadflow = [sys.executable, "-m", "engine"]
+    subprocess.run([*leadflow, "db", "migrate"], env=env, check=True, capture_output=True)
     log_file = (tmp_path / "workers.log").open("wb")
     workers = subprocess.Popen(
         [sys.executable, "-m", "engine", "run", "--flow-file", str(flow_file)],
