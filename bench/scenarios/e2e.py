@@ -66,10 +66,14 @@ def _latency_phase(
         (seen.completed[k] - t) * 1000 for k, t in publisher.sent_at.items() if k in seen.completed
     ]
     overhead: dict[str, list[int]] = defaultdict(list)
+    # Where the latency goes: how long each step's input waited in Kafka (the previous
+    # step's transaction commit plus the fetch), per step, at the 95th percentile.
+    lag: dict[str, list[float]] = defaultdict(list)
     codec = default_codec()
     for value in seen.values:
         event = codec.decode(value)
         overhead[event["step_id"]].append(event["overhead_ms"])
+        lag[event["step_id"]].append(event["lag_ms"])
     every = [ms for values in overhead.values() for ms in values]
     return {
         "offered_rate": rate,
@@ -78,6 +82,7 @@ def _latency_phase(
         "latency_p99_ms": percentile(latencies, 99),
         "overhead_ms_median": statistics.median(every) if every else 0.0,
         "overhead_ms_median_by_step": {s: statistics.median(v) for s, v in overhead.items()},
+        "lag_ms_p95_by_step": {s: percentile(v, 95) for s, v in lag.items()},
     }
 
 
