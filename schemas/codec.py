@@ -23,6 +23,8 @@ from typing import Any, NoReturn
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from schemas.compiled_writer import SlowPath, record_encoder
+
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
 
@@ -98,8 +100,26 @@ class EventCodec:
             fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
             self._writers.setdefault(fp, parsed)
         self._head, self._snapshot, self._tail = _split_at_snapshot(raw)
+        # Compiled writers (schemas.compiled_writer) for the whole record and for the
+        # parts around the snapshot: about twice fastavro's speed on these records.
+        self._write_all = record_encoder(self.schema)
+        self._write_head = record_encoder(self._head)
+        self._write_tail = record_encoder(self._tail)
 
     def encode(self, event: dict[str, Any]) -> bytes:
+        snapshot = event.get(SNAPSHOT_FIELD)
+        try:
+            if isinstance(snapshot, EncodedSnapshot):
+                return b"".join(
+                    (self.header, self._write_head(event), snapshot.avro, self._write_tail(event))
+                )
+            return self.header + self._write_all(event)
+        except SlowPath:
+            return self._encode_with_fastavro(event)
+
+    def _encode_with_fastavro(self, event: dict[str, Any]) -> bytes:
+        """Values the compiled writers leave to fastavro (datetimes, out-of-range or
+        mistyped values): fastavro converts them, or raises its own error."""
         buf = io.BytesIO()
         buf.write(self.header)
         snapshot = event.get(SNAPSHOT_FIELD)
