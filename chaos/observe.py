@@ -89,7 +89,8 @@ def postgres_events(settings: Settings, flow: Flow) -> list[tuple[str, str, str]
 
 def projector_rejects(settings: Settings) -> list[dict[str, Any]]:
     """Records the timeline projector refused (poison, or events Postgres cannot hold), with
-    why: where an event is missing from Postgres, this says what happened to it."""
+    why and their bytes: where an event is missing from Postgres, this says what happened to
+    it."""
     with psycopg.connect(settings.database_url.get_secret_value(), connect_timeout=10) as conn:
         schemas = [
             r[0]
@@ -103,12 +104,18 @@ def projector_rejects(settings: Settings) -> list[dict[str, Any]]:
         for schema in schemas:
             rows = conn.execute(
                 sql.SQL(
-                    "SELECT kafka_topic, kafka_partition, kafka_offset, error"
+                    "SELECT kafka_topic, kafka_partition, kafka_offset, error, raw"
                     " FROM {}.projector_rejects ORDER BY 1, 2, 3"
                 ).format(sql.Identifier(schema))
             ).fetchall()
             out += [
-                {"topic": r[0], "partition": r[1], "offset": r[2], "error": r[3][:200]}
+                {
+                    "topic": r[0],
+                    "partition": r[1],
+                    "offset": r[2],
+                    "error": r[3][:200],
+                    "raw": bytes(r[4] or b""),
+                }
                 for r in rows
             ]
         return out

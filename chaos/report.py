@@ -55,9 +55,15 @@ def summary_tables(result: dict[str, Any]) -> list[Table]:
     verdict.add_column("result")
     verdict.add_row("leads with a wrong timeline", str(len(result["leads_with_wrong_timeline"])))
     verdict.add_row("dead letters in each store", json.dumps(result["dead_letter_objects"]))
+    refusals = result.get("projector_refusals")
+    if refusals is not None:
+        verdict.add_row(
+            "planted poison the projector refused",
+            f"{refusals['found'] - refusals['extra']} of {refusals['expected']}",
+        )
     refused = [r["error"].split(":")[0] for r in result.get("projector_rejects", [])]
     verdict.add_row(
-        "records the projector refused",
+        "other records the projector refused",
         ", ".join(f"{refused.count(e)} {e}" for e in sorted(set(refused))) or "none",
     )
     verdict.add_row("stuck consumer groups", json.dumps(result["stuck_groups"]) or "none")

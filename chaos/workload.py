@@ -164,7 +164,8 @@ def rejected_by_source(flow: Flow) -> Callable[[bytes], bool]:
 
 
 def has_nul(body: bytes) -> bool:
-    """A NUL character, raw or JSON-escaped: Postgres cannot store it in text or JSONB."""
+    """A NUL character, raw or JSON-escaped: Postgres cannot store it in text or JSONB (the
+    timeline shows it as U+FFFD); the run's junk should hold one."""
     return b"\x00" in body or b"\\u0000" in body
 
 
@@ -175,14 +176,11 @@ def junk_leads(
     oversized: int,
     at_seed: int,
     start: int,
-    nul: bool = True,
 ) -> list[Lead]:
-    """Malformed and oversized leads the source step must reject (others drawn are dropped).
-    ``nul=False`` drops bodies with a NUL character (see README, Reliability: the timeline
-    projector refuses such events)."""
+    """Malformed and oversized leads the source step must reject (others drawn are dropped)."""
     rejects = rejected_by_source(flow)
     drawn = draw(MALFORMED, malformed * 2, at_seed)
-    bodies = [("malformed", b) for b in drawn if rejects(b) and (nul or not has_nul(b))]
+    bodies = [("malformed", b) for b in drawn if rejects(b)]
     bodies = bodies[:malformed]
     bodies += [("oversized", b) for b in draw(OVERSIZED, oversized, at_seed + 1) if rejects(b)]
     ids = lead_ids(run_id, len(bodies), start)

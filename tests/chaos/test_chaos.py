@@ -1,6 +1,7 @@
 """The reduced chaos run of ``make test``: fewer leads and a subset of the faults (kill -9 of
-workers, one broker killed on the 3-node cluster, a short store outage, a poison burst, a slow
-buyer); every event must still be exactly once in the topics, Postgres, S3 and Azure."""
+workers, one broker killed on the 3-node cluster, a short store outage, a poison burst with a
+NUL-character lead, a slow buyer); every event must still be exactly once in the topics,
+Postgres, S3 and Azure."""
 
 from __future__ import annotations
 
@@ -22,9 +23,6 @@ REDUCED = RunConfig(
     oversized=3,
     poison=10,
     slow=6,
-    # The timeline projector refuses events holding a NUL character (README, Reliability):
-    # a known, reported loss that make chaos shows; kept out of make test until it is fixed.
-    nul=False,
     settle_timeout_s=150,
 )
 
@@ -42,5 +40,8 @@ def test_reduced_chaos_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     assert result["dead_letter_objects"] == {"s3": REDUCED.poison, "azure_blob": REDUCED.poison}
     assert result["leads_with_wrong_timeline"] == []
     assert result["stuck_groups"] == {}
+    # The projector refuses the planted poison and nothing else: the NUL lead is in its timeline.
+    assert result["projector_refusals"]["ok"], result["projector_refusals"]
+    assert result["projector_rejects"] == []
     assert result["leads_refused_by_kafka"] == 0
     assert result["ok"]

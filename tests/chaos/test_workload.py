@@ -7,7 +7,8 @@ from pathlib import Path
 
 from chaos.faults import FaultPlan, schedule
 from chaos.flow import chaos_flow
-from chaos.workload import PATHS, junk_leads, regular_leads, rejected_by_source
+from chaos.workload import PATHS, has_nul, junk_leads, regular_leads, rejected_by_source
+from tests.chaos.test_chaos import REDUCED
 
 
 def test_junk_is_reproducible_and_rejected_by_the_source_step(tmp_path: Path) -> None:
@@ -19,6 +20,13 @@ def test_junk_is_reproducible_and_rejected_by_the_source_step(tmp_path: Path) ->
     rejects = rejected_by_source(flow)
     assert all(rejects(lead.body) for lead in first)
     assert all(len(lead.body) >= 150_000 for lead in first if lead.kind == "oversized")
+
+
+def test_the_reduced_run_submits_a_lead_with_a_nul_character(tmp_path: Path) -> None:
+    # Postgres cannot store NUL (the timeline shows U+FFFD): make test must cover such a lead.
+    flow = chaos_flow("chaos-unit", "http://127.0.0.1:9/leads", "chaos/unit", tmp_path / "f.yaml")
+    junk = junk_leads(flow, "unit", REDUCED.malformed, REDUCED.oversized, REDUCED.seed, 0)
+    assert any(has_nul(lead.body) for lead in junk)
 
 
 def test_expected_event_ids_follow_the_timeline_and_differ_between_leads() -> None:
