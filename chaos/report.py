@@ -95,9 +95,23 @@ def soak_table(samples: list[dict[str, Any]]) -> Table:
     return table
 
 
+def soak_summary_table(summary: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"soak: {summary['samples']} samples; total lag peak {summary['max_total_lag']},"
+        f" last {summary['last_total_lag']}"
+    )
+    for col in ("worker", "RSS start (MiB)", "end", "peak"):
+        table.add_column(col, justify="left" if col == "worker" else "right")
+    for role, mb in summary["rss_mb"].items():
+        table.add_row(role, *(f"{mb[k]:.1f}" for k in ("start", "end", "max")))
+    return table
+
+
 def show(result: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console(width=120)
     for table in summary_tables(result):
         console.print(table)
     if result.get("soak"):
         console.print(soak_table(result["soak"]))
+    if result.get("soak_summary"):
+        console.print(soak_summary_table(result["soak_summary"]))

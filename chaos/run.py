@@ -20,6 +20,7 @@ from chaos import faults, invariants, observe
 from chaos.flow import SLOW_BUYER_S, chaos_flow
 from chaos.services import CHAOS_DIR, ChaosServices, worker_env
 from chaos.soak import Sampler
+from chaos.soak import summary as soak_summary
 from chaos.workers import WorkerPool, flow_workers
 from chaos.workload import Lead, junk_leads, poison_messages, regular_leads
 from engine.demo.buyer import BuyerServer
@@ -271,6 +272,7 @@ def _drive(
         settle_s=round(settle_s, 1),
         total_s=round(time.monotonic() - started, 1),
         soak=sampler.samples if sampler is not None else None,
+        soak_summary=soak_summary(sampler.samples) if sampler is not None else None,
     )  # fmt: skip
     return result
 

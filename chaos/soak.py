@@ -48,3 +48,25 @@ class Sampler:
                     "lag": lag,
                 }
             )
+
+
+def summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per worker, RSS (MiB) at the first and last sample it was running and its peak; per
+    group, the peak lag; and the peak and last total lag (samples without a lag aside)."""
+    rss: dict[str, dict[str, float]] = {}
+    for sample in samples:
+        for role, mb in sample["rss_mb"].items():
+            if mb is None:
+                continue
+            seen = rss.setdefault(role, {"start": mb, "end": mb, "max": mb})
+            seen["end"], seen["max"] = mb, max(seen["max"], mb)
+    lags = [s["lag"] for s in samples if s["lag"] is not None]
+    groups = sorted({g for lag in lags for g in lag})
+    return {
+        "rss_mb": dict(sorted(rss.items())),
+        "max_lag": {g: max(lag.get(g, 0) for lag in lags) for g in groups},
+        "max_total_lag": max((sum(lag.values()) for lag in lags), default=None),
+        "last_total_lag": sum(lags[-1].values()) if lags else None,
+        "samples": len(samples),
+        "samples_without_lag": len(samples) - len(lags),
+    }

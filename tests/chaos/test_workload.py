@@ -7,6 +7,7 @@ from pathlib import Path
 
 from chaos.faults import FaultPlan, schedule
 from chaos.flow import chaos_flow
+from chaos.soak import summary
 from chaos.workload import PATHS, has_nul, junk_leads, regular_leads, rejected_by_source
 from tests.chaos.test_chaos import REDUCED
 
@@ -48,3 +49,19 @@ def test_the_fault_schedule_is_seeded_and_service_faults_do_not_overlap() -> Non
     (broker,) = [at for at, k in one if k == "broker_kill"]
     (store,) = [at for at, k in one if k == "store_outage"]
     assert broker < store
+
+
+def test_the_soak_summary_takes_each_workers_first_last_and_peak_rss_and_the_peak_lag() -> None:
+    samples = [
+        {"t_s": 10, "rss_mb": {"source": None, "projector": 80.0}, "lag": {"a": 5, "b": 1}},
+        {"t_s": 20, "rss_mb": {"source": 60.0, "projector": 95.0}, "lag": None},
+        {"t_s": 30, "rss_mb": {"source": 61.5, "projector": 82.0}, "lag": {"a": 2, "b": 9}},
+    ]
+    got = summary(samples)
+    assert got["rss_mb"] == {
+        "projector": {"start": 80.0, "end": 82.0, "max": 95.0},
+        "source": {"start": 60.0, "end": 61.5, "max": 61.5},
+    }
+    assert got["max_lag"] == {"a": 5, "b": 9}
+    assert (got["max_total_lag"], got["last_total_lag"]) == (11, 11)
+    assert (got["samples"], got["samples_without_lag"]) == (3, 1)
