@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -25,6 +26,7 @@ from psycopg import sql
 
 from engine.api.app import create_app
 from engine.settings import Settings
+from engine.ui import dashboard
 from projectors.generations import current, migrate
 from projectors.store import connect
 from tests.conftest import _drop_schemas_of
@@ -52,6 +54,12 @@ SELECT event_id, lead_id, flow,
 FROM (SELECT n, CASE WHEN n %% 10 = 0 THEN 'other' ELSE %(flow)s END AS flow,
              now() - (n * interval '90 days' / %(leads)s) AS submitted
       FROM generate_series(1, %(leads)s) n) l
+-- Ids start with the submission time in ms, as engine.ids makes them (10 Crockford digits).
+CROSS JOIN LATERAL (
+    SELECT string_agg(substr('0123456789ABCDEFGHJKMNPQRSTVWXYZ',
+                             ((floor(extract(epoch FROM submitted) * 1000)::bigint
+                               >> (5 * (9 - i))) & 31)::int + 1, 1), '' ORDER BY i) AS prefix
+    FROM generate_series(0, 9) i) p
 CROSS JOIN LATERAL (VALUES
     (0, 'source', 'source.submitted', 'success', NULL),
     (1, 'source', 'source.accepted', 'success', NULL),
@@ -61,14 +69,24 @@ CROSS JOIN LATERAL (VALUES
     (3, 'buyer', 'flow.completed', 'success', NULL)
 ) s(pos, step, type, outcome, reason)
 CROSS JOIN LATERAL (SELECT submitted + pos * interval '10 ms' AS at,
-                           lpad(n::text, 24, '0') || lpad(pos::text, 2, '0') AS event_id,
-                           lpad(n::text, 26, '0') AS lead_id) t
+                           prefix || lpad(n::text, 14, '0') || lpad(pos::text, 2, '0')
+                               AS event_id,
+                           prefix || lpad(n::text, 16, '0') AS lead_id) t
 """
 _GENERATE_LEADS = """
 INSERT INTO leads (lead_id, flow_id, status, last_event_id, last_event_type, last_step_id,
                    submitted_at, updated_at, completed)
 SELECT lead_id, flow_id, outcome, id, type, step_id, ts, ts, true
 FROM events WHERE type = 'flow.completed'
+"""
+# The analytics projection's per-day aggregate of the same events (projectors/analytics.py).
+_GENERATE_DAILY = """
+INSERT INTO {daily} (flow_id, day, step_id, type, outcome, entity_id, reason, events, ms_total,
+                     ms_max, cost, revenue)
+SELECT flow_id, (ts AT TIME ZONE 'UTC')::date, step_id, type, outcome, coalesce(entity_id, ''),
+       coalesce(reason, ''), count(*), sum(ms), max(ms), coalesce(sum(cost::numeric), 0),
+       coalesce(sum(revenue::numeric), 0)
+FROM events GROUP BY 1, 2, 3, 4, 5, 6, 7
 """
 
 
@@ -100,9 +118,14 @@ def big_settings(stack: Settings, _ui_env: None) -> Iterator[Settings]:
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(timeline.schema)))
             conn.execute(_GENERATE_EVENTS, {"flow": FLOW, "leads": LEADS})
             conn.execute(_GENERATE_LEADS)
+            analytics = current(conn, schema, "analytics", "active")
+            assert analytics is not None
+            daily = sql.Identifier(analytics.schema, "daily_event_counts")
+            conn.execute(sql.SQL(_GENERATE_DAILY).format(daily=daily))
             conn.commit()
             conn.execute("ANALYZE events")
             conn.execute("ANALYZE leads")
+            conn.execute(sql.SQL("ANALYZE {}").format(daily))
             conn.commit()
         yield settings
     finally:
@@ -143,10 +166,24 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
-def _plan(settings: Settings, statement: Statement) -> dict[str, Any]:
-    query = sql.SQL(statement.query) if isinstance(statement.query, str) else statement.query
+def _lead_and_event(settings: Settings, n: int) -> tuple[str, str]:
+    """Lead ``n``'s id and the id of its filter event (generated ids start with a time)."""
     with connect(settings) as conn:
-        row = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query), statement.params)
+        row = conn.execute(
+            "SELECT lead_id, id FROM events WHERE kafka_topic = 'gen' AND kafka_offset = %s",
+            (n * 4 + 2,),
+        ).fetchone()
+    assert row is not None
+    return str(row[0]), str(row[1])
+
+
+def _plan(settings: Settings, statement: Statement, analyze: bool = False) -> dict[str, Any]:
+    query = sql.SQL(statement.query) if isinstance(statement.query, str) else statement.query
+    explain = sql.SQL(
+        "EXPLAIN (ANALYZE, FORMAT JSON) {}" if analyze else "EXPLAIN (FORMAT JSON) {}"
+    )
+    with connect(settings) as conn:
+        row = conn.execute(explain.format(query), statement.params)
         found = row.fetchone()
     assert found is not None
     plan: dict[str, Any] = found[0][0]["Plan"]
@@ -166,7 +203,7 @@ def _page_reads(settings: Settings, captured: list[Statement]) -> dict[str, list
     client = TestClient(create_app(settings))
     headers = {"Authorization": f"Bearer {PII_KEY}"}
     n = LEADS // 2 + 1  # a lead of the big flow, half-way back in time
-    lead, event = f"{n:026d}", f"{n:024d}02"
+    lead, event = _lead_and_event(settings, n)
     requests = {
         "flows": ("GET", "/ui/api/flows", None),
         "find by email": ("POST", "/ui/api/leads/search", {"q": f"lead{n}@example.com"}),
@@ -189,6 +226,113 @@ def _page_reads(settings: Settings, captured: list[Statement]) -> dict[str, list
         reads[name] = _reads(captured, settings.db_schema)
         assert reads[name], f"{name}: no query captured"
     return reads
+
+
+def _get_reads(settings: Settings, captured: list[Statement], path: str) -> list[Statement]:
+    """The statements one GET of the UI's API sent."""
+    client = TestClient(create_app(settings))
+    captured.clear()
+    answer = client.get(path, headers={"Authorization": f"Bearer {PII_KEY}"})
+    assert answer.status_code == 200, answer.text
+    reads = _reads(captured, settings.db_schema)
+    captured.clear()
+    return reads
+
+
+def _scans(plan: dict[str, Any], relation: str) -> list[dict[str, Any]]:
+    return [node for node in _nodes(plan) if node.get("Relation Name") == relation]
+
+
+def _index_names(plan: dict[str, Any]) -> set[str]:
+    return {str(node["Index Name"]) for node in _nodes(plan) if "Index Name" in node}
+
+
+def _rows_read(plan: dict[str, Any], relation: str = "events") -> int:
+    """Rows of ``relation`` an analysed plan fetched, kept or filtered out, over all loops."""
+    return sum(
+        round(
+            (
+                node.get("Actual Rows", 0)
+                + node.get("Rows Removed by Filter", 0)
+                + node.get("Rows Removed by Index Recheck", 0)
+            )
+            * node.get("Actual Loops", 1)
+        )
+        for node in _scans(plan, relation)
+    )
+
+
+def test_a_rare_type_is_browsed_on_its_own_index(
+    big_settings: Settings, captured: list[Statement]
+) -> None:
+    """filter.failed is one event in 200: its page reads that type's index entries alone,
+    newest first, instead of walking every type's events (flow_id, ts) backwards."""
+    _, event = _lead_and_event(big_settings, LEADS // 2 + 50)  # n % 50 == 0: filter.failed
+    for path in (
+        f"/ui/api/flows/{FLOW}/leads?type=filter.failed",
+        f"/ui/api/flows/{FLOW}/leads?type=filter.failed&before_id={event}",
+    ):
+        (browse,) = [
+            s for s in _get_reads(big_settings, captured, path) if "e.type = %(type)s" in s.text
+        ]
+        plan = _plan(big_settings, browse, analyze=True)
+        assert plan["Node Type"] == "Limit", path
+        indexes = _index_names(plan)
+        assert "events_flow_id_type_ts_id" in indexes, (path, indexes)
+        assert "events_flow_id_ts" not in indexes, (path, indexes)
+        # The page's scan (the cursor's own event is one lookup by primary key).
+        (scan,) = [n for n in _scans(plan, "events") if n.get("Index Name") != "events_pkey"]
+        assert scan["Index Name"] == "events_flow_id_type_ts_id", path
+        # Every row it read is a row of the page (51: a page and one to tell there is more).
+        assert scan.get("Rows Removed by Filter", 0) == 0, path
+        assert scan["Actual Rows"] <= 51, path
+
+
+def test_the_dashboard_reads_whole_days_from_the_daily_aggregate(
+    big_settings: Settings, captured: list[Statement]
+) -> None:
+    """Sixty days (noon to noon) cost the aggregate's rows for 59 whole days, the events of
+    the two half days at the edges, and a LIMITed sample of durations: never the events of
+    the 60 days. The sources panel is one statement, one pass over an index."""
+    end = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(1)
+    start = end - timedelta(days=60)
+    when = f"start={start:%Y-%m-%dT%H:%M:%SZ}&end={end:%Y-%m-%dT%H:%M:%SZ}"
+    reads = _get_reads(big_settings, captured, f"/ui/api/flows/{FLOW}/dashboard?{when}")
+    by_query = {
+        name: [s for s in reads if s.query is query]
+        for name, query in (
+            ("outcomes", dashboard._OUTCOMES),
+            ("reasons", dashboard._REASONS),
+            ("steps", dashboard._STEPS),
+            ("sources", dashboard._SOURCES),
+        )
+    }
+    assert {name: len(found) for name, found in by_query.items()} == dict.fromkeys(by_query, 1)
+    assert len(reads) == 5, [s.text[:80] for s in reads]  # and the recipients'
+    first, last = start.date() + timedelta(1), end.date()
+    with connect(big_settings) as conn:
+        edge_row, range_row = conn.execute(
+            "SELECT count(*) FILTER (WHERE ts < %(first)s OR ts >= %(last)s), count(*)"
+            " FROM events WHERE flow_id = %(flow)s AND ts >= %(start)s AND ts < %(end)s",
+            {"flow": FLOW, "start": start, "end": end, "first": first, "last": last},
+        ).fetchone() or (0, 0)
+    bound = edge_row + 2 * dashboard.DURATION_SAMPLE  # decisions are half the events
+    assert range_row > 4 * bound, "the range should hold far more events than the bound"
+    for name in ("outcomes", "reasons", "steps"):
+        (statement,) = by_query[name]
+        plan = _plan(big_settings, statement, analyze=True)
+        assert _scans(plan, "daily_event_counts"), name
+        limit = edge_row + (2 * dashboard.DURATION_SAMPLE if name == "steps" else 0)
+        assert _rows_read(plan) <= limit, (name, _rows_read(plan), limit)
+    # The sources of the default week (sixty of ninety days is most of the table, where a
+    # sequential scan is the right plan; a big flow's week is not).
+    week = _get_reads(big_settings, captured, f"/ui/api/flows/{FLOW}/dashboard")
+    (sources,) = [s for s in week if s.query is dashboard._SOURCES]
+    plan = _plan(big_settings, sources, analyze=True)
+    # A range of ids: events (flow_id, id), or the primary key when the flow is most of it.
+    assert _index_names(plan) & {"events_flow_id_id", "events_pkey"}, _index_names(plan)
+    # One pass: no index probe per lead (a nested loop would show loops > 1).
+    assert [n.get("Actual Loops") for n in _scans(plan, "events")] == [1], plan
 
 
 def test_every_page_query_is_index_driven(
