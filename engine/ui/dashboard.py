@@ -4,9 +4,10 @@ A range is cut at UTC midnights: its whole days are read from the analytics
 projection's per-day aggregate (``daily_event_counts``, a few rows per day
 however busy the flow), and only the partial days at its edges from the
 events themselves. So a week of a million-lead flow reads seven days of
-aggregate rows plus at most two partial days of one event type each, never
-the week's events. A range of two days or less is drawn per hour, which the
-aggregate cannot answer: it is read from events, and is at most two days.
+aggregate rows plus the events of the (at most two) partial days of the types
+each figure counts, never the week's events. A range of two days or less is
+drawn per hour, which the aggregate cannot answer: it is read from events, and
+is at most two days.
 
 What sums cannot give is bounded instead of exact:
 

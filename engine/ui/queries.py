@@ -2,10 +2,11 @@
 
 Every query is bounded (a ``LIMIT`` and keyset cursors, never an offset) and
 walks an index the projection already has: ``events (lead_id, id)`` for a
-lead, ``events (flow_id, ts)`` for browsing a flow, ``events (flow_id, id)`` to
-list flows. Email and phone search read ``source.accepted`` snapshots (where
-the values are normalised) under the connection's statement timeout; on a
-very large projection it wants an expression index (see the README).
+lead, ``events (flow_id, type, ts, id)`` for browsing a flow by event type (timeline
+migration 005: a rare type reads its own entries, not every event back to a page's
+worth of it), ``events (flow_id, id)`` to list flows. Email and phone search
+read ``source.accepted`` snapshots (where the values are normalised) on the
+partial indexes of timeline migration 004.
 """
 
 from __future__ import annotations
