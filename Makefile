@@ -41,8 +41,14 @@ demo: venv up
 chromium:
 	bash stack/chromium.sh
 
+# Most tests wait on Kafka, Postgres and the stores rather than compute, so they run in
+# TEST_WORKERS processes; the `serial` ones (they stop shared services, or load the whole
+# machine) run alone afterwards. Exit 5 is "nothing selected" (PYTEST_ARGS picked a subset).
+TEST_WORKERS ?= 3
+
 test: venv up chromium
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not serial" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/pytest -m serial $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-unit: venv
 	$(BIN)/pytest tests/engine tests/schemas $(PYTEST_ARGS)

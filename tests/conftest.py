@@ -99,6 +99,9 @@ def stack(settings: Settings) -> Iterator[Settings]:
     """
     down = _down_services(settings)
     if down and _docker_engine_available():
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            # Each xdist worker would start its own copy of the same ports.
+            pytest.fail("start the stack once first (docker compose up -d), or TEST_WORKERS=0")
         from testcontainers.compose import DockerCompose
 
         root = Path(__file__).parents[1]

@@ -155,6 +155,12 @@ def all_committed(
     return all(committed == high for committed in state.values())
 
 
+# How long a test waits for every event to be committed: a liveness bound, not a speed
+# claim. Per-event tests write hundreds of objects to Azurite (single-threaded), which
+# shares two cores with the other test workers under `make test`.
+SETTLE_S = 180
+
+
 def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.3) -> None:
     deadline = time.monotonic() + timeout
     while not check():

@@ -19,6 +19,7 @@ from engine.settings import Settings
 from streamers.destinations import ObjectStore, count_objects
 from tests.factories import write_flow
 from tests.streamers.support import (
+    SETTLE_S,
     all_committed,
     assert_holds_exactly,
     create_topics,
@@ -34,6 +35,9 @@ from tests.streamers.test_object_store_contract import AZURITE_ACCOUNT_KEY, azur
 AZURITE_BLOB_ENDPOINT = "http://127.0.0.1:10000/devstoreaccount1"
 
 REPO = Path(__file__).parents[2]
+# kill -9 at chosen moments needs the machine to itself to hit them.
+pytestmark = pytest.mark.serial
+
 KILLS = 3
 
 
@@ -143,7 +147,7 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(
             written_at_kill.append(count_objects(stores["s3"], prefix))
             proc = start_streamer(flow_file, f"crash-{unique_id}", log, env)
         producer.join(60)
-        wait_until(lambda: all_committed(stack, flow, topics), 60, "offsets committed")
+        wait_until(lambda: all_committed(stack, flow, topics), SETTLE_S, "offsets committed")
     finally:
         proc.terminate()
         proc.wait(20)

@@ -15,6 +15,7 @@ from streamers.destinations import ObjectStore
 from streamers.readback import event_object_keys
 from streamers.worker import Streamer, run_streamers
 from tests.streamers.support import (
+    SETTLE_S,
     all_committed,
     assert_holds_exactly,
     create_topics,
@@ -35,7 +36,7 @@ def stream_until_committed(settings: Settings, flow: Flow, topics: list[str]) ->
     thread = threading.Thread(target=lambda: result.update(s=run_streamers(settings, flow, stop)))
     thread.start()
     try:
-        wait_until(lambda: all_committed(settings, flow, topics), 60, "offsets committed")
+        wait_until(lambda: all_committed(settings, flow, topics), SETTLE_S, "offsets committed")
     finally:
         stop.set()
         thread.join(30)

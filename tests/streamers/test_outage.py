@@ -18,6 +18,7 @@ from streamers.destinations import ObjectStore
 from streamers.errors import DestinationError
 from streamers.worker import Streamer, run_streamers
 from tests.streamers.support import (
+    SETTLE_S,
     all_committed,
     assert_holds_exactly,
     create_topics,
@@ -30,6 +31,9 @@ from tests.streamers.support import (
 from tests.streamers.test_object_store_contract import AZURITE_ACCOUNT_KEY
 
 REPO = Path(__file__).parents[2]
+# It stops the shared S3 and Azurite: nothing else may run meanwhile.
+pytestmark = pytest.mark.serial
+
 OUTAGE_S = 30
 BATCH = {"max_records": 40, "max_seconds": 2}
 # Far below the outage: a streamer that stopped polling while it retries would be
@@ -122,7 +126,7 @@ def test_a_store_down_for_30s_loses_nothing_duplicates_nothing_and_holds_back_no
             time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
         finally:
             stack_service("up", service)
-        wait_until(lambda: all_committed(stack, flow, topics), 60, "everything committed")
+        wait_until(lambda: all_committed(stack, flow, topics), SETTLE_S, "everything committed")
     finally:
         stop.set()
         thread.join(30)

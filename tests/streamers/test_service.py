@@ -13,6 +13,7 @@ from engine.settings import Settings
 from streamers.metrics import StreamerMetrics
 from streamers.service import measure_lag_once, stream_flow
 from tests.streamers.support import (
+    SETTLE_S,
     all_committed,
     create_topics,
     make_events,
@@ -51,7 +52,7 @@ def test_the_service_counts_objects_and_lag_and_serves_them(
     )
     runner.start()
     try:
-        wait_until(lambda: all_committed(settings, flow, topics), 60, "every event committed")
+        wait_until(lambda: all_committed(settings, flow, topics), SETTLE_S, "every event committed")
         measure_lag_once(settings, flow, metrics)
         exposed = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     finally:

@@ -23,6 +23,7 @@ from streamers.per_event import BINARY, JSON, object_for_record
 from streamers.worker import Streamer, consumer_group_id, events_pattern, run_streamers
 from tests.factories import make_lead_events
 from tests.streamers.support import (
+    SETTLE_S,
     all_committed,
     create_topics,
     event_keys,
@@ -89,7 +90,7 @@ def run_until_committed(settings: Settings, flow: Flow, topics: list[str]) -> li
     thread = threading.Thread(target=run)
     thread.start()
     try:
-        wait_until(lambda: all_committed(settings, flow, topics), 60, "offsets committed")
+        wait_until(lambda: all_committed(settings, flow, topics), SETTLE_S, "offsets committed")
     finally:
         stop.set()
         thread.join(30)
