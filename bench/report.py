@@ -64,6 +64,12 @@ RATIOS = (
         ("projector", "bare_copy_events_s"),
         Target(">=", 0.5),
     ),
+    RatioSpec(
+        "step RSS after / before 1M events",
+        ("step_rss", "rss_last_mb"),
+        ("step_rss", "rss_first_mb"),
+        Target("<=", 1.05),
+    ),
     RatioSpec("e2e MB/s / broker produce MB/s", ("e2e", "mb_s"), ("broker", "produce_mb_s"), None),
     RatioSpec(
         "passthrough MB/s / broker produce MB/s",

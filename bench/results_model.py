@@ -21,6 +21,8 @@ class ScenarioResult:
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Measurements over time within a round (e.g. RSS every N events), by name.
+    series: dict[str, list[Any]] = field(default_factory=dict)
 
     def add(self, figures: dict[str, float], units: dict[str, str] | None = None) -> None:
         """Record one round's figures (a round may report several)."""
@@ -45,4 +47,5 @@ class ScenarioResult:
             "settings": self.settings,
             "notes": self.notes,
             "errors": self.errors,
+            **({"series": self.series} if self.series else {}),
         }

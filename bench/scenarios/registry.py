@@ -42,6 +42,28 @@ def _step(config: RunConfig, _: int) -> ScenarioResult:
     return result
 
 
+def _step_rss(config: RunConfig, _: int) -> ScenarioResult:
+    """One long round: a step worker's memory over a million events (200k quick)."""
+    events = 200_000 if config.quick else 1_000_000
+    result = ScenarioResult("step_rss", "rss_growth_mb", "MiB")
+    result.units.update(
+        events="events",
+        events_s="events/s",
+        rss_first_mb="MiB",
+        rss_last_mb="MiB",
+        rss_max_mb="MiB",
+    )
+    result.settings = {"events": events, "sample_every": events // 20, "worker": "build_step_loop"}
+    params = config.params(round=1, rss_events=events, sample_every=events // 20)
+
+    def one_round(_: int) -> dict[str, float]:
+        out: dict[str, Any] = run_child("step_rss", params, 1800)
+        result.series["rss_mb_by_events"] = out.pop("series")
+        return {k: float(v) for k, v in out.items()}
+
+    return run_rounds(result, replace(config, rounds=1), one_round)
+
+
 def _peer(config: RunConfig, _: int) -> ScenarioResult:
     result = ScenarioResult("peer", "events_s", "events/s")
     result.settings = {**SETTINGS, "commit_interval_s": config.commit_interval_ms / 1000}
@@ -188,6 +210,7 @@ SCENARIOS: dict[str, Scenario] = {
     "passthrough": _passthrough,
     "step": _step,
     "peer": _peer,
+    "step_rss": _step_rss,
     "projector": _projector,
     "replay": _replay,
     "e2e": _e2e,
