@@ -66,7 +66,8 @@ def summary_tables(result: dict[str, Any]) -> list[Table]:
         "other records the projector refused",
         ", ".join(f"{refused.count(e)} {e}" for e in sorted(set(refused))) or "none",
     )
-    verdict.add_row("stuck consumer groups", json.dumps(result["stuck_groups"]) or "none")
+    stuck = result["stuck_groups"]
+    verdict.add_row("stuck consumer groups", json.dumps(stuck) if stuck else "none")
     verdict.add_row("worker restarts", json.dumps(result["worker_restarts"]))
     verdict.add_row(
         "time", f"submit {result['submit_s']}s, settle {result['settle_s']}s, "
