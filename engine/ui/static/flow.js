@@ -70,6 +70,14 @@
     return chart;
   }
 
+  // A table wider than its card scrolls: keyboard users reach it (Tab, then arrow keys).
+  function focusable(scroll, label) {
+    scroll.tabIndex = 0;
+    scroll.setAttribute("role", "region");
+    scroll.setAttribute("aria-label", label);
+    return scroll;
+  }
+
   async function load() {
     const d = await api("/flows/" + enc(flowId) + "/dashboard", { start: fromInput($("start")), end: fromInput($("end")) });
     utcInput($("start"), d.start);
@@ -79,7 +87,7 @@
     $("reasons").replaceChildren(hbars(d.reasons.map((r) => ({ label: r.reason + " (" + r.step_id + ")", values: [{ value: r.count, cls: "failure" }] })), (v) => v + " leads"),
       d.reasons.length ? table([{ label: "Reason", key: "reason" }, { label: "Step", key: "step_id" }, { label: "Leads", key: "count", num: true }, { label: "Share", render: (r) => pct(r.share), num: true }], d.reasons) : "");
     $("steps").replaceChildren(hbars(d.steps.map((s) => ({ label: s.step_name || s.step_id, values: [{ name: "p50", value: s.ms_p50, cls: "p50" }, { name: "p95", value: s.ms_p95, cls: "p95" }] })), duration),
-      table([{ label: "Step", render: (s) => s.step_name || s.step_id }, { label: "Count", key: "count", num: true }, { label: "Success", render: (s) => pct(s.success_rate), num: true }, { label: "Failure", render: (s) => pct(s.failure_rate), num: true }, { label: "Error", render: (s) => pct(s.error_rate), num: true }, { label: "Mean", render: (s) => duration(s.ms_mean), num: true }, { label: "p50", render: (s) => duration(s.ms_p50), num: true }, { label: "p95", render: (s) => duration(s.ms_p95), num: true }, { label: "Sampled", key: "sampled", num: true }], d.steps),
+      focusable(table([{ label: "Step", render: (s) => s.step_name || s.step_id }, { label: "Count", key: "count", num: true }, { label: "Success", render: (s) => pct(s.success_rate), num: true }, { label: "Failure", render: (s) => pct(s.failure_rate), num: true }, { label: "Error", render: (s) => pct(s.error_rate), num: true }, { label: "Mean", render: (s) => duration(s.ms_mean), num: true }, { label: "p50", render: (s) => duration(s.ms_p50), num: true }, { label: "p95", render: (s) => duration(s.ms_p95), num: true }, { label: "Sampled", key: "sampled", num: true }], d.steps), "Step durations table"),
       el("p", { class: "hint" }, "Counts and mean: every decision in the range. p50/p95: the latest " + d.duration_sample.rows + " decisions (at most " + d.duration_sample.limit + ")."));
     $("sources").replaceChildren(table([{ label: "Source", render: (s) => s.source_name || s.source_id }, { label: "Submitted", key: "submitted", num: true }, { label: "Accepted", render: (s) => pct(s.acceptance_rate), num: true }, { label: "Delivered", key: "delivered", num: true }, { label: "Cost", render: (s) => money(s.cost), num: true }, { label: "Revenue", render: (s) => money(s.revenue), num: true }, { label: "Profit", render: (s) => money(s.profit), num: true }], d.sources));
     $("recipients").replaceChildren(table([{ label: "Recipient", render: (r) => r.step_name || r.step_id }, { label: "Leads", key: "leads", num: true }, { label: "Accepted", render: (r) => pct(r.acceptance_rate), num: true }, { label: "Failed", key: "failed", num: true }, { label: "Errors", key: "errors", num: true }, { label: "Response p50", render: (r) => duration(r.response_ms_p50), num: true }, { label: "p95", render: (r) => duration(r.response_ms_p95), num: true }, { label: "Returned", key: "returned", num: true }, { label: "Revenue", render: (r) => money(r.revenue), num: true }], d.recipients));
