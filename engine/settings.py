@@ -102,6 +102,10 @@ class Settings(BaseSettings):
 
     batch_size: int = 500
     commit_interval_ms: int = 100
+    # A drained step still keeps its transaction open this long, so a quiet flow hands
+    # each lead on at once while a busy one does not cascade into a transaction per
+    # handful of records (each costs the broker a marker per partition and an offset commit).
+    commit_linger_ms: int = 10
     transaction_timeout_ms: int = 10_000
     instance_id: str = Field(default_factory=socket.gethostname)
 

@@ -54,6 +54,7 @@ def build_feedback_loop(settings: Settings) -> TransactionalStepLoop:
         dlq_topic=FEEDBACK_REJECTED_TOPIC,
         batch_size=settings.batch_size,
         commit_interval_ms=settings.commit_interval_ms,
+        commit_linger_ms=settings.commit_linger_ms,
     )
 
 

@@ -88,6 +88,7 @@ def build_step_loop(
         dlq_topic=dlq_topic(flow.id),
         batch_size=settings.batch_size,
         commit_interval_ms=settings.commit_interval_ms,
+        commit_linger_ms=settings.commit_linger_ms,
         retry_topic=retry_topic(flow.id, step_id) if retries else None,
         watch=follow_registry(settings, registry, flow, step_id) if registry else None,
     )

@@ -2,12 +2,13 @@
 
 One transactional producer per worker process. Records are consumed in
 batches; their outputs and the consumer offsets are committed together in a
-Kafka transaction as soon as the consumer has nothing more waiting, and at
-the latest every ``commit_interval_ms`` (never one transaction per message
-under load: a busy step's batches stay full and commit on the interval, a quiet
-step hands each lead on at once). A crash anywhere aborts the open transaction: readers with
-``read_committed`` never see its outputs, and the offsets were not committed,
-so the restarted worker redoes exactly that work with the same event ids.
+Kafka transaction once the consumer has nothing more waiting and the
+transaction is ``commit_linger_ms`` old, and at the latest every
+``commit_interval_ms``: a busy step's batches stay full and commit on the
+interval, a quiet step hands each lead on within the linger. A crash anywhere
+aborts the open transaction: readers with ``read_committed`` never see its
+outputs, and the offsets were not committed, so the restarted worker redoes
+exactly that work with the same event ids.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class TransactionalStepLoop:
         dlq_topic: str,
         batch_size: int = 500,
         commit_interval_ms: int = 100,
+        commit_linger_ms: int = 10,
         idle_wait_s: float = 0.1,
         retry_topic: str | None = None,
         watch: Callable[[], StepHandler | None] | None = None,
@@ -61,6 +63,7 @@ class TransactionalStepLoop:
         self.dlq_topic = dlq_topic
         self.batch_size = batch_size
         self.commit_interval = commit_interval_ms / 1000
+        self.linger = commit_linger_ms / 1000
         self.idle_wait = idle_wait_s
         self.retry_topic = retry_topic
         # Asked between batches for a handler built from a newer flow version.
@@ -227,23 +230,29 @@ class TransactionalStepLoop:
             while not stop.is_set():
                 self._follow_flow_changes()
                 self._release_due()
-                messages = self._fetch()
+                messages = self._fetch(self._wait())
                 self.process(messages, stop)
-                # Drained (a short batch): nothing to wait for, so the lead goes on now.
-                drained = len(messages) < self.batch_size
-                if self.in_txn and (
-                    drained or time.monotonic() - self.txn_started >= self.commit_interval
-                ):
-                    self._commit()
+                # Drained (a short batch) and lingered: nothing to wait for, the leads go on.
+                if self.in_txn:
+                    age = time.monotonic() - self.txn_started
+                    drained = len(messages) < self.batch_size
+                    if age >= self.commit_interval or (drained and age >= self.linger):
+                        self._commit()
         finally:
             self._commit()
             self.consumer.close()
             self.producer.flush(10)
             self.handler.close()
 
-    def _fetch(self) -> list[Message]:
-        """What is already fetched, up to a batch; when that is nothing, wait for the first
-        record and take whatever came with it.
+    def _wait(self) -> float:
+        """How long a fetch may block: with a transaction open, only until its linger ends."""
+        if not self.in_txn:
+            return self.idle_wait
+        return max(0.0, min(self.idle_wait, self.txn_started + self.linger - time.monotonic()))
+
+    def _fetch(self, wait: float) -> list[Message]:
+        """What is already fetched, up to a batch; when that is nothing, wait (at most
+        ``wait``) for the first record and take whatever came with it.
 
         ``consume(n, timeout)`` waits for a *full* batch until the timeout, which puts
         the whole timeout on every quiet lead's latency at every step; ``poll``
@@ -252,7 +261,7 @@ class TransactionalStepLoop:
         messages = self.consumer.consume(self.batch_size, timeout=0)
         if messages:
             return messages
-        first = self.consumer.poll(self.idle_wait)
+        first = self.consumer.poll(wait)
         if first is None:
             return []
         return [first, *self.consumer.consume(self.batch_size - 1, timeout=0)]
