@@ -10,6 +10,8 @@ Events of one lead are keyed by its lead id, so they keep their order.
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
@@ -87,4 +89,30 @@ def ensure_topics(admin: AdminClient, flow: Flow, timeout: float = 30.0) -> list
         except KafkaException as exc:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # a concurrent worker won the race
                 raise
+    wait_for_leaders(admin, wanted, timeout)
     return created
+
+
+def wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float = 30.0) -> None:
+    """Return once every partition of ``topics`` has a leader in the cluster's metadata.
+
+    ``create_topics`` returns when the controller has the topic, which can be before
+    any broker leads its partitions; offset lookups (replay, lag, watermarks) fail
+    with NOT_LEADER_FOR_PARTITION until then, so a flow's topics are ready only now.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        metadata = admin.list_topics(timeout=max(1.0, deadline - time.monotonic()))
+        pending = [
+            t
+            for t in topics
+            if t not in metadata.topics
+            or metadata.topics[t].error is not None
+            or not metadata.topics[t].partitions
+            or any(p.leader < 0 for p in metadata.topics[t].partitions.values())
+        ]
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"no leader after {timeout:.0f}s for partitions of {pending}")
+        time.sleep(0.1)

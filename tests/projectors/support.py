@@ -14,7 +14,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from engine.runtime.kafka import admin_config, consumer_config, producer_config
 from engine.settings import Settings
-from engine.topics import events_topic
+from engine.topics import events_topic, wait_for_leaders
 from projectors.projector import Projector
 from projectors.store import Connection
 from schemas.codec import EventCodec
@@ -32,6 +32,7 @@ def create_source_topic(settings: Settings, flow_id: str, partitions: int = 3) -
     topic = events_topic(flow_id, "source")
     admin = AdminClient(admin_config(settings))
     admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
+    wait_for_leaders(admin, [topic])
     return topic
 
 
