@@ -63,6 +63,13 @@ def events_pattern(flow_id: str) -> str:
     return rf"^leadflow\.{flow_id}\.events\..+$"
 
 
+def is_fatal(err: KafkaError) -> bool:
+    """The consumer cannot go on (e.g. a static member fenced by its own instance id after a
+    broker failure). Such an error reaches ``consume``/``commit`` with code ``_FATAL`` but
+    ``fatal()`` False: librdkafka flags only the client's own fatal error."""
+    return bool(err.fatal()) or err.code() == KafkaError._FATAL
+
+
 def consumer_group_id(flow_id: str, destination: Destination) -> str:
     """One group per destination: ``leadflow.<flow>.streamer.<kind>.<bucket>[.<prefix>]``."""
     parts = ["leadflow", flow_id, "streamer", destination.kind, destination.bucket]
@@ -205,7 +212,7 @@ class Streamer:
             err = msg.error()
             if err is None:
                 records.append(msg)
-            elif err.fatal():
+            elif is_fatal(err):
                 raise KafkaException(err)
             elif err.code() != KafkaError._PARTITION_EOF:
                 self._log.warning("consume error", error=str(err))
@@ -356,6 +363,8 @@ class Streamer:
         try:
             consumer.commit(offsets=partitions, asynchronous=False)
         except KafkaException as exc:
+            if is_fatal(exc.args[0]):
+                raise  # this consumer is dead: exit, so the supervisor starts another
             # The objects are durable; a failed commit only means a replay that
             # finds them already there. Kept and retried with the next round.
             self._log.warning("offset commit failed", error=str(exc.args[0]))

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 from azure.storage.blob import BlobServiceClient
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from engine.destinations import Destination
 from engine.flows import Flow
@@ -75,6 +76,38 @@ def test_the_subscription_matches_only_the_flows_event_topics() -> None:
     assert pattern.match("leadflow.demo.events.source")
     assert not pattern.match("leadflow.demo.intake")
     assert not pattern.match("leadflow.demo2.events.source")
+
+
+class _FencedConsumer:
+    """A consumer whose static membership was fenced (after a broker failure, by its own
+    group.instance.id): consume and commit report ``_FATAL``, with ``fatal()`` False."""
+
+    ERROR = KafkaError(KafkaError._FATAL, "Static consumer fenced by other consumer")
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        class Msg:
+            def error(self) -> KafkaError:
+                return _FencedConsumer.ERROR
+
+        return [Msg()]
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        raise KafkaException(self.ERROR)
+
+
+def test_a_fenced_consumer_ends_the_streamer_instead_of_idling_in_a_live_process(
+    settings: Settings,
+) -> None:
+    # Found by make chaos SOAK: logged as a warning, the Azure streamer stopped reading
+    # while its process, and so its supervisor, saw nothing wrong.
+    assert not _FencedConsumer.ERROR.fatal()
+    flow = streaming_flow(settings, "fenced", "p")
+    streamer = Streamer(settings, flow, flow.destinations[1])
+    consumer: Any = _FencedConsumer()
+    with pytest.raises(KafkaException):
+        streamer._consume(consumer, timeout=0.1)
+    with pytest.raises(KafkaException):
+        streamer._commit(consumer, {("leadflow.fenced.events.source", 0): 5})
 
 
 # -- end to end ------------------------------------------------------------------------
