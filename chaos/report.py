@@ -69,6 +69,8 @@ def summary_tables(result: dict[str, Any]) -> list[Table]:
     stuck = result["stuck_groups"]
     verdict.add_row("stuck consumer groups", json.dumps(stuck) if stuck else "none")
     verdict.add_row("worker restarts", json.dumps(result["worker_restarts"]))
+    exits = {r: c for r, c in result.get("worker_exits", {}).items() if c}
+    verdict.add_row("workers that exited by themselves", json.dumps(exits) if exits else "none")
     verdict.add_row(
         "time", f"submit {result['submit_s']}s, settle {result['settle_s']}s, "
         f"total {result['total_s']}s",

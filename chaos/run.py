@@ -253,7 +253,7 @@ def _drive(
     settle_s = _settle(settings, flow, len(submitted), config.settle_timeout_s)
     if sampler is not None:
         sampler.stop()
-    restarts = pool.restarts()
+    restarts, exits = pool.restarts(), pool.unexpected_exits()
     pool.stop()  # SIGTERM: what is left is exactly what the run wrote
     result = _check(settings, flow, submitted, submitter.poison)
     result.update(
@@ -268,6 +268,7 @@ def _drive(
         fault_counts=faults.summary(injector.records),
         fault_errors=injector.errors,
         worker_restarts=restarts,
+        worker_exits=exits,
         submit_s=round(window_s, 1),
         settle_s=round(settle_s, 1),
         total_s=round(time.monotonic() - started, 1),

@@ -130,3 +130,7 @@ class WorkerPool:
 
     def restarts(self) -> dict[str, int]:
         return {role: w.starts - 1 for role, w in self.workers.items()}
+
+    def unexpected_exits(self) -> dict[str, list[int]]:
+        """Exit codes of the workers that ended on their own (-9: killed by the harness)."""
+        return {role: [c for c in w.exits if c != -9] for role, w in self.workers.items()}
