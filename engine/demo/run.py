@@ -11,7 +11,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -71,21 +70,31 @@ def _wait(description: str, total: int, count: Callable[[], int], timeout: float
     return done
 
 
+def _shared_start(texts: list[str]) -> str:
+    """The longest start all ``texts`` share (that of the first and last in sort order)."""
+    first, last = min(texts, default=""), max(texts, default="")
+    size = 0
+    while size < len(first) and first[size] == last[size]:
+        size += 1
+    return first[:size]
+
+
 def _wait_for_objects(
     settings: Settings, dest: Destination, lead_ids: list[str], expected: int, timeout: float
 ) -> int:
     store = open_store(dest, settings)
+    root = directory(dest.prefix)
+    # Lead ids start with their submission time, so this run's leads share a prefix:
+    # one listing of it per round, not one per lead (Azurite answers each listing by
+    # scanning its container, and earlier runs' objects stay there).
+    ours = set(lead_ids)
+    shared = f"{root}{_shared_start(lead_ids)}"
 
-    def objects_of(lead_id: str) -> int:
-        return len(store.list_keys(f"{directory(dest.prefix)}{lead_id}/"))
+    def objects() -> int:
+        keys = store.list_keys(shared)
+        return sum(1 for key in keys if key[len(root) :].split("/", 1)[0] in ours)
 
-    with ThreadPoolExecutor(16) as pool:
-        return _wait(
-            f"objects in {dest.kind}:{dest.bucket}",
-            expected,
-            lambda: sum(pool.map(objects_of, lead_ids)),
-            timeout,
-        )
+    return _wait(f"objects in {dest.kind}:{dest.bucket}", expected, objects, timeout)
 
 
 def _send_feedback(
