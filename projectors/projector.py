@@ -34,7 +34,7 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from engine.runtime.backoff import backoff_delay
-from engine.runtime.kafka import consumer_config
+from engine.runtime.kafka import consumer_config, is_fatal
 from engine.settings import Settings
 from engine.topics import EVENTS_PATTERN
 from projectors.batch import Batch, Record, build_batch
@@ -211,7 +211,7 @@ class Projector:
                             msg.key(),
                         )
                     )
-                elif err.fatal():
+                elif is_fatal(err):
                     raise KafkaException(err)
                 elif err.code() != KafkaError._PARTITION_EOF:
                     self._log.warning("consume error", error=str(err))

@@ -31,7 +31,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec
 
 from engine.errors import ConfigError
-from engine.runtime.kafka import admin_config, consumer_config
+from engine.runtime.kafka import admin_config, consumer_config, is_fatal
 from engine.settings import Settings
 from projectors.batch import Record, build_batch
 from projectors.generations import (
@@ -250,7 +250,7 @@ class Rebuild:
                 # The end offset (past any transaction marker): where to resume.
                 self._positions[tp] = max(self._positions.get(tp, 0), msg.offset() or 0)
                 self._at_end.add(tp)
-            elif err.fatal():
+            elif is_fatal(err):
                 raise KafkaException(err)
             else:
                 self._log.warning("consume error", error=str(err))

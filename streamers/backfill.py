@@ -27,7 +27,7 @@ from engine.destinations import Destination
 from engine.errors import LeadflowError
 from engine.flows import Flow
 from engine.runtime.backoff import backoff_delay
-from engine.runtime.kafka import admin_config, consumer_config
+from engine.runtime.kafka import admin_config, consumer_config, is_fatal
 from engine.settings import Settings
 from schemas.codec import EventCodec
 from streamers.destinations import DEFAULT_THREADS, ObjectStore, open_store
@@ -158,7 +158,7 @@ def _consume(
             if err.code() == KafkaError._PARTITION_EOF:
                 _finish(consumer, remaining, tp)  # read to the end: nothing more in range
                 continue
-            if err.fatal():
+            if is_fatal(err):
                 raise KafkaException(err)
             log.warning("consume error", error=str(err))
             continue

@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from engine.destinations import Destination
 from engine.flows import Flow
 from engine.runtime.backoff import backoff_delay
-from engine.runtime.kafka import consumer_config
+from engine.runtime.kafka import consumer_config, is_fatal
 from engine.settings import Settings
 from schemas.codec import EventCodec
 from streamers import layout
@@ -61,13 +61,6 @@ def events_pattern(flow_id: str) -> str:
     """The subscription regex for every events topic of a flow (topics added later included)."""
     # Flow ids are slugs ([a-z0-9_-]): nothing in them needs escaping.
     return rf"^leadflow\.{flow_id}\.events\..+$"
-
-
-def is_fatal(err: KafkaError) -> bool:
-    """The consumer cannot go on (e.g. a static member fenced by its own instance id after a
-    broker failure). Such an error reaches ``consume``/``commit`` with code ``_FATAL`` but
-    ``fatal()`` False: librdkafka flags only the client's own fatal error."""
-    return bool(err.fatal()) or err.code() == KafkaError._FATAL
 
 
 def consumer_group_id(flow_id: str, destination: Destination) -> str:

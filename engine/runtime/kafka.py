@@ -5,7 +5,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from confluent_kafka import KafkaError
+
 from engine.settings import Settings
+
+
+def is_fatal(err: KafkaError) -> bool:
+    """The consumer cannot go on: exit, so the supervisor starts another.
+
+    A static member fenced by its own instance id (after a broker failure, or a
+    restarted twin) reaches ``consume``/``commit`` with code ``_FATAL`` but
+    ``fatal()`` False (librdkafka flags only the client's own fatal error); a loop
+    that only logged it kept a live process that consumed nothing.
+    """
+    return bool(err.fatal()) or err.code() == KafkaError._FATAL
 
 
 def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:

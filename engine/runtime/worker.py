@@ -33,6 +33,7 @@ from confluent_kafka import (
 from engine.errors import TransientStepError
 from engine.runtime.backoff import backoff_delay
 from engine.runtime.handlers import Headers, PoisonMessageError, Record, StepHandler, header_map
+from engine.runtime.kafka import is_fatal
 from engine.topics import DUE_HEADER
 
 log = structlog.get_logger(__name__)
@@ -197,6 +198,8 @@ class TransactionalStepLoop:
         for msg in messages:
             err = msg.error()
             if err is not None:
+                if is_fatal(err):
+                    raise KafkaException(err)  # fenced or dead: the supervisor restarts us
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error", error=str(err))
                 continue
