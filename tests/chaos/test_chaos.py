@@ -28,6 +28,7 @@ REDUCED = RunConfig(
 
 
 @pytest.mark.stack
+@pytest.mark.serial  # kills brokers and workers at chosen moments: the machine to itself
 @pytest.mark.timeout(420)
 def test_reduced_chaos_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     result = run(REDUCED)
