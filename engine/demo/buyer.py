@@ -90,9 +90,6 @@ def bid(fields: dict[str, Any]) -> BuyerAnswer:
 
 class _Handler(BaseHTTPRequestHandler):
     server: BuyerServer
-    # Keep-alive, like a real buyer's endpoint: recipients reuse their connections
-    # instead of paying a TCP handshake per lead (every answer has a Content-Length).
-    protocol_version = "HTTP/1.1"
 
     def _fields(self) -> dict[str, Any]:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
