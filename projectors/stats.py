@@ -212,6 +212,26 @@ def reason_analytics(
     return _table(conn, _REASONS, params)
 
 
+# Per source, from a ``per_lead`` CTE of one row per submitted lead (source_id,
+# source_name, accepted, delivered, cost, revenue): the seeds' questions about a source.
+# The operator UI's dashboard builds its own per_lead (bounded by lead id) and ends the same.
+SOURCE_TOTALS = sql.SQL(
+    """SELECT *,
+       round(accepted::numeric / submitted, 4)::float8 AS acceptance_rate,
+       round(delivered::numeric / nullif(accepted, 0), 4)::float8 AS delivery_rate,
+       round((revenue - cost)::numeric, 4)::float8 AS profit
+FROM (
+    SELECT source_id, max(source_name) AS source_name, count(*) AS submitted,
+           count(*) FILTER (WHERE accepted) AS accepted,
+           count(*) FILTER (WHERE delivered) AS delivered,
+           round(sum(cost)::numeric, 4)::float8 AS cost,
+           round(sum(revenue)::numeric, 4)::float8 AS revenue
+    FROM per_lead
+    GROUP BY source_id
+) s
+ORDER BY submitted DESC, source_id"""
+)
+
 _SOURCES = sql.SQL(
     """
 WITH submitted AS (
@@ -228,22 +248,9 @@ WITH submitted AS (
     FROM submitted s JOIN events e ON e.lead_id = s.lead_id
     GROUP BY s.source_id, s.source_name, s.lead_id
 )
-SELECT *,
-       round(accepted::numeric / submitted, 4)::float8 AS acceptance_rate,
-       round(delivered::numeric / nullif(accepted, 0), 4)::float8 AS delivery_rate,
-       round((revenue - cost)::numeric, 4)::float8 AS profit
-FROM (
-    SELECT source_id, max(source_name) AS source_name, count(*) AS submitted,
-           count(*) FILTER (WHERE accepted) AS accepted,
-           count(*) FILTER (WHERE delivered) AS delivered,
-           round(sum(cost)::numeric, 4)::float8 AS cost,
-           round(sum(revenue)::numeric, 4)::float8 AS revenue
-    FROM per_lead
-    GROUP BY source_id
-) s
-ORDER BY submitted DESC, source_id
+{totals}
 """
-).format(in_range=_IN_RANGE, returned=_RETURNED)
+).format(in_range=_IN_RANGE, returned=_RETURNED, totals=SOURCE_TOTALS)
 
 
 def source_analytics(conn: Connection, flow_id: str, when: TimeRange) -> Table:

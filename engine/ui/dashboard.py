@@ -37,7 +37,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from projectors.params import TimeRange, iso_utc
-from projectors.stats import VERDICT_TYPES, Interval, recipient_analytics
+from projectors.stats import SOURCE_TOTALS, VERDICT_TYPES, Interval, recipient_analytics
 from projectors.store import Connection, translate_errors
 
 DEFAULT_SPAN = timedelta(days=7)
@@ -200,15 +200,15 @@ _SOURCES = sql.SQL(
     """
 WITH lead_events AS (
     SELECT lead_id, id, type, entity_id, cost, revenue,
-           snapshot #>> '{vars,source.name}' AS source_name,
+           snapshot #>> '{{vars,source.name}}' AS source_name,
            CASE WHEN type = 'feedback.processed'
-                 AND snapshot #>> '{vars,feedback.type}' = 'return'
-                THEN snapshot #>> '{vars,feedback.recipient_event_id}' END AS returns
+                 AND snapshot #>> '{{vars,feedback.type}}' = 'return'
+                THEN snapshot #>> '{{vars,feedback.recipient_event_id}}' END AS returns
     FROM events
     WHERE flow_id = %(flow_id)s AND id >= %(low)s AND id < %(high)s
 ), returned AS (
     SELECT DISTINCT returns AS id FROM lead_events WHERE returns IS NOT NULL
-), per_lead AS (
+), lead_rows AS (
     SELECT max(e.entity_id) FILTER (WHERE e.type = 'source.submitted') AS source_id,
            max(e.source_name) FILTER (WHERE e.type = 'source.submitted') AS source_name,
            bool_or(e.type = 'source.submitted') AS submitted,
@@ -219,23 +219,12 @@ WITH lead_events AS (
                WHERE e.type = 'recipient.delivered' AND r.id IS NULL), 0) AS revenue
     FROM lead_events e LEFT JOIN returned r ON r.id = e.id
     GROUP BY e.lead_id
+), per_lead AS (
+    SELECT * FROM lead_rows WHERE submitted
 )
-SELECT *,
-       round(accepted::numeric / submitted, 4)::float8 AS acceptance_rate,
-       round(delivered::numeric / nullif(accepted, 0), 4)::float8 AS delivery_rate,
-       round((revenue - cost)::numeric, 4)::float8 AS profit
-FROM (
-    SELECT source_id, max(source_name) AS source_name, count(*) AS submitted,
-           count(*) FILTER (WHERE accepted) AS accepted,
-           count(*) FILTER (WHERE delivered) AS delivered,
-           round(sum(cost)::numeric, 4)::float8 AS cost,
-           round(sum(revenue)::numeric, 4)::float8 AS revenue
-    FROM per_lead WHERE submitted
-    GROUP BY source_id
-) s
-ORDER BY submitted DESC, source_id
+{totals}
 """
-)
+).format(totals=SOURCE_TOTALS)
 
 
 def id_floor(moment: datetime) -> str:
