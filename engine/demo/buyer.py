@@ -90,6 +90,13 @@ def bid(fields: dict[str, Any]) -> BuyerAnswer:
 
 class _Handler(BaseHTTPRequestHandler):
     server: BuyerServer
+    # Keep-alive, like a real buyer's endpoint: recipients reuse their connections instead
+    # of a handshake per lead (every answer has a Content-Length). TCP_NODELAY because the
+    # headers and the body go out in two writes: with Nagle's algorithm the body waits for
+    # the client's delayed ACK of the headers, 40 ms on every call (measured: 300 calls
+    # 13.5 s with keep-alive and Nagle, 0.94 s with HTTP/1.0, 0.28 s with both fixes).
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
 
     def _fields(self) -> dict[str, Any]:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))

@@ -1,0 +1,50 @@
+"""The demo buyer behaves like a real buyer's endpoint: one connection serves many calls."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import pytest
+
+from engine.demo.buyer import PHONE_CHECK_PATH, BuyerServer
+
+
+@pytest.fixture
+def server() -> Iterator[BuyerServer]:
+    buyer = BuyerServer(port=0, mix=False)
+    buyer.start_in_thread()
+    yield buyer
+    buyer.stop()
+
+
+def _request(body: bytes, port: int) -> bytes:
+    return (
+        f"POST {PHONE_CHECK_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def _read_response(reader: BinaryIO) -> dict[str, object]:
+    status = reader.readline()
+    assert status.startswith(b"HTTP/1.1 200"), status
+    length = 0
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    answer: dict[str, object] = json.loads(reader.read(length))
+    return answer
+
+
+def test_two_calls_on_one_connection_get_two_answers(server: BuyerServer) -> None:
+    port = int(server.url.rsplit(":", 1)[1].split("/", 1)[0])
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+        sock.makefile("rb") as reader,
+    ):
+        for phone in ("5125550100", "5125550101"):
+            sock.sendall(_request(json.dumps({"phone": phone}).encode(), port))
+            assert _read_response(reader)["outcome"] == "success"
