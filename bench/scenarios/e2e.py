@@ -47,6 +47,26 @@ def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
 
 
+def _stop(
+    procs: dict[str, subprocess.Popen[bytes]], workdir: Path, quiet: tuple[str, ...] = ()
+) -> list[str]:
+    """Terminate the scenario's processes (kill what ignores that for 30 s); a note for each
+    one that had already exited, except the ``quiet`` ones, which may."""
+    notes = [
+        f"{role} exited early ({proc.returncode}): see {workdir}/{role}.log"
+        for role, proc in procs.items()
+        if proc.poll() is not None and role not in quiet
+    ]
+    for proc in procs.values():
+        proc.terminate()
+    for proc in procs.values():
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return notes
+
+
 def _latency_phase(
     publisher: Publisher, observer: Observer, rate: float, seconds: float
 ) -> dict[str, Any]:
@@ -154,15 +174,7 @@ def run_round(params: dict[str, Any]) -> dict[str, Any]:
     finally:
         observer.stop.set()
         sampler.stop.set()
-        for role, proc in procs.items():
-            if proc.poll() is not None and role != "buyer":
-                notes.append(f"{role} exited early ({proc.returncode}): see {workdir}/{role}.log")
-            proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        notes.extend(_stop(procs, workdir, quiet=("buyer",)))
     return {
         "leads_s": sustained,
         "mb_s": mb_s,

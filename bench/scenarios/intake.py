@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from bench.flows import INTAKE_KEY_ENV, intake_flow, intake_flow_text
-from bench.scenarios.e2e import _free_port, _start
+from bench.scenarios.e2e import _free_port, _start, _stop
 from engine.registry import apply_flow, delete_flow
 from engine.settings import Settings
 
@@ -114,15 +114,7 @@ def run_round(params: dict[str, Any]) -> dict[str, Any]:
         )
         out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     finally:
-        for role, proc in procs.items():
-            if proc.poll() is not None:
-                notes.append(f"{role} exited early ({proc.returncode}): see {workdir}/{role}.log")
-            proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        notes.extend(_stop(procs, workdir))
         delete_flow(settings, flow_id)
     latency = out["latency_ms"]
     return {
