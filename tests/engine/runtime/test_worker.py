@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -46,3 +47,53 @@ def test_a_transient_consume_error_is_logged_and_the_batch_goes_on() -> None:
     step = loop()
     step.process([transient])
     assert step.processed == 0
+
+
+class BufferedConsumer:
+    """What librdkafka has already fetched, and what arrives while ``poll`` waits."""
+
+    def __init__(self, buffered: list[str], arriving: list[str]) -> None:
+        self.buffered, self.arriving = buffered, arriving
+        self.waits: list[float] = []
+
+    def consume(self, num_messages: int, timeout: float) -> list[str]:
+        assert timeout == 0, "a fetch must never block to fill a batch"
+        taken, self.buffered = self.buffered[:num_messages], self.buffered[num_messages:]
+        return taken
+
+    def poll(self, timeout: float) -> str | None:
+        self.waits.append(timeout)
+        if not self.arriving:
+            return None
+        first, *rest = self.arriving
+        self.arriving, self.buffered = [], self.buffered + rest
+        return first
+
+
+def step_reading(consumer: BufferedConsumer) -> TransactionalStepLoop:
+    nothing: Any = None
+    fake: Any = consumer
+    return TransactionalStepLoop(fake, nothing, nothing, "in", "out", "dlq", batch_size=3)
+
+
+def test_a_fetch_takes_what_is_buffered_without_waiting() -> None:
+    consumer = BufferedConsumer(["a", "b", "c", "d"], [])
+    assert step_reading(consumer)._fetch(0.1) == ["a", "b", "c"]
+    assert consumer.waits == []
+
+
+def test_a_quiet_step_wakes_at_the_first_record_and_takes_what_came_with_it() -> None:
+    # consume(n, timeout) would have waited the whole timeout for a full batch: on a
+    # quiet flow, that wait was on every lead's latency at every step.
+    consumer = BufferedConsumer([], ["a", "b"])
+    assert step_reading(consumer)._fetch(0.1) == ["a", "b"]
+    assert consumer.waits == [0.1]
+
+
+def test_an_open_transaction_waits_only_for_the_rest_of_its_linger() -> None:
+    step = step_reading(BufferedConsumer([], []))
+    assert step._wait() == step.idle_wait
+    step.in_txn, step.txn_started = True, time.monotonic()
+    assert 0 < step._wait() <= step.linger
+    step.txn_started -= 1.0
+    assert step._wait() == 0.0
