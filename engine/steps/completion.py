@@ -1,8 +1,9 @@
 """``flow.completed``: the one last event of every lead, with its final outcome.
 
 Every lead that entered a flow gets exactly one, whether it was rejected,
-filtered out or delivered, so "has this lead finished?" is one lookup, and
-its totals come from the snapshot the previous step left.
+filtered out or delivered, so "has this lead finished?" is one lookup. Its
+snapshot is the lead's final state: the snapshot the step's last event
+recorded, so a delivery's totals (revenue, delivered) are in it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from engine.steps.base import (
 )
 
 
-def complete_flow(snapshot: Snapshot, last: EventDraft, flow_id: str) -> EventDraft:
+def complete_flow(before: Snapshot, last: EventDraft, flow_id: str) -> EventDraft:
+    """The completion of a lead whose step recorded ``last`` on top of ``before`` (the
+    snapshot the step read). It changes the snapshot as ``last`` did, so both record
+    the same state; an unchanged snapshot stays unchanged (and its bytes are reused)."""
+    snapshot = {**before, **last.vars} if last.vars else before
     delivered = int(snapshot.get(TOTAL_DELIVERED) or 0)
     outcome: Outcome = "success" if delivered > 0 else last.outcome
     reason = None if delivered > 0 else last.reason
@@ -25,6 +30,7 @@ def complete_flow(snapshot: Snapshot, last: EventDraft, flow_id: str) -> EventDr
         "flow.completed",
         outcome,
         reason,
+        vars=dict(last.vars),
         entity_id=flow_id,
         cost=float(snapshot.get(TOTAL_COST) or 0.0),
         revenue=float(snapshot.get(TOTAL_REVENUE) or 0.0),

@@ -111,8 +111,7 @@ class BaseHandler:
         sold = last.type == "recipient.delivered" and self.flow.stop_at_first_delivery
         finished = not proceed or self.is_last or sold
         if finished:
-            last_vars = {**before, **last.vars}
-            drafts.append(complete_flow(last_vars, last, self.flow.id))
+            drafts.append(complete_flow(before, last, self.flow.id))
         events = stamp_events(drafts, self.who, lead_id, submitted_ms, before, timing, self.attempt)
         records = []
         for i, event in enumerate(events):
