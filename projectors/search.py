@@ -48,8 +48,8 @@ class EventQuery:
     step_id: str | None = None
     start: datetime | None = None  # inclusive, on the event's timestamp
     end: datetime | None = None  # exclusive
-    after_id: str | None = None  # exclusive: events written after this one
-    before_id: str | None = None  # exclusive: events written before this one
+    after_id: str | None = None  # exclusive: the ``limit`` events written right after it
+    before_id: str | None = None  # exclusive: the ``limit`` events written right before it
     limit: int = 100
     descending: bool = True
 
@@ -101,8 +101,17 @@ def event_filters(
     return clauses, params
 
 
+def _reads_forwards(query: EventQuery, positions: dict[str, tuple[str, str]]) -> bool:
+    """Which way the page is read from its cursor: from ``after_id`` alone forwards, from
+    ``before_id`` alone backwards; with neither or both, from where ``sort`` starts."""
+    if ("after_id" in positions) != ("before_id" in positions):
+        return "after_id" in positions
+    return not query.descending
+
+
 def search_events(conn: Connection, query: EventQuery) -> list[dict[str, Any]]:
-    """One page of events matching ``query``, in insertion order (newest first if descending).
+    """One page of events matching ``query``, in insertion order (newest first if descending):
+    the ``limit`` events next to the cursor (see ``_reads_forwards``).
 
     Raises ``UnknownCursorError`` when a cursor is not a stored event id.
     """
@@ -121,11 +130,18 @@ def search_events(conn: Connection, query: EventQuery) -> list[dict[str, Any]]:
         if param in positions:
             clauses.append(sql.SQL("(xid, id) {} (%s::xid8, %s)").format(sql.SQL(op)))
             params.extend(positions[param])
-    direction = sql.SQL("DESC" if query.descending else "ASC")
+    # A page is the ``limit`` events next to its cursor: right after ``after_id`` (read
+    # forwards), right before ``before_id`` (read backwards), whatever the sort; ``sort``
+    # only orders the page. So a client paging forwards with after_id = the page's newest
+    # id, or backwards with before_id = its oldest, sees every event once in either order.
+    forwards = _reads_forwards(query, positions)
+    direction = sql.SQL("ASC" if forwards else "DESC")
     statement = sql.SQL(
         "SELECT snapshot FROM events WHERE {} ORDER BY xid {}, id {} LIMIT %s"
     ).format(sql.SQL(" AND ").join(clauses), direction, direction)
     params.append(query.limit)
     with translate_errors():
         rows = conn.execute(statement, params).fetchall()
+    if forwards == query.descending:
+        rows.reverse()
     return [row[0] for row in rows]

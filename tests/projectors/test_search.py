@@ -149,3 +149,51 @@ def test_a_cursor_that_is_no_stored_event_is_refused(db: Connection) -> None:
     with pytest.raises(UnknownCursorError) as raised:
         search_events(db, EventQuery(before_id="01NOSUCHEVENT"))
     assert (raised.value.param, raised.value.event_id) == ("before_id", "01NOSUCHEVENT")
+
+
+def _walk(conn: Connection, forwards: bool, descending: bool, limit: int) -> list[str]:
+    """Page through everything the way a client does: forwards with after_id = the page's
+    newest event, backwards with before_id = its oldest, in either sort order."""
+    # From one end: the oldest event (then what follows it) or the newest (then before it).
+    start = ids(search_events(conn, EventQuery(limit=1, descending=forwards is False)))
+    seen, cursor = list(start), start[0]
+    for _ in range(100):
+        key = "after_id" if forwards else "before_id"
+        query = EventQuery(limit=limit, descending=descending, **{key: cursor})  # type: ignore[arg-type]
+        page = ids(search_events(conn, query))
+        if not page:
+            return seen
+        # Within the page, newest is first when descending.
+        newest, oldest = (page[0], page[-1]) if descending else (page[-1], page[0])
+        seen += page
+        cursor = newest if forwards else oldest
+    raise AssertionError("paging did not end")
+
+
+@pytest.mark.parametrize("forwards", [True, False], ids=["after_id", "before_id"])
+@pytest.mark.parametrize("descending", [False, True], ids=["asc", "desc"])
+def test_paging_either_way_in_either_sort_sees_every_event_once(
+    db: Connection, forwards: bool, descending: bool
+) -> None:
+    """The issue's case: after_id under the default desc sort repeated the newest page."""
+    leads = [make_lead_events("f", submitted_ms=BASE_MS + i * 1000) for i in range(5)]
+    for timeline in leads:
+        store(db, timeline)
+    wait_visible(db)
+    seen = _walk(db, forwards, descending, limit=3)
+    everything = [e["id"] for timeline in leads for e in timeline]
+    assert len(seen) == len(set(seen)) == len(everything)
+    assert set(seen) == set(everything)
+
+
+def test_a_page_is_ordered_by_sort_and_next_to_its_cursor(db: Connection) -> None:
+    events = make_lead_events("f", submitted_ms=BASE_MS)
+    store(db, events)
+    wait_visible(db)
+    every = ids(events)
+    after = EventQuery(after_id=every[0], limit=2)
+    assert ids(search_events(db, after)) == [every[2], every[1]]  # desc, right after the cursor
+    before = EventQuery(before_id=every[4], limit=2, descending=False)
+    assert ids(search_events(db, before)) == [every[2], every[3]]
+    both = EventQuery(after_id=every[0], before_id=every[4], limit=2, descending=False)
+    assert ids(search_events(db, both)) == [every[1], every[2]]
