@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,10 +64,13 @@ def stamp_events(
     snapshot_before: Snapshot,
     timing: Timing,
     attempt: int = 1,
-    first_seq: int = 0,
+    ids: Sequence[str] | None = None,
 ) -> list[LeadEvent]:
     """Each draft becomes an event whose ``vars`` is the snapshot before the
-    step plus what the draft changed; positions give deterministic ids."""
+    step plus what the draft changed; positions give deterministic ids (or ``ids``,
+    one per draft, where the position is not a step's: buyer feedback)."""
+    if ids is not None and len(ids) != len(drafts):
+        raise ValueError(f"{len(ids)} ids for {len(drafts)} events")
     ms = max(0, timing.end_ms - timing.start_ms)
     events = []
     for seq, draft in enumerate(drafts):
@@ -76,7 +80,9 @@ def stamp_events(
             request = {**request, "timestamp": timing.start_ms}
         events.append(
             {
-                "id": event_id(lead_id, submitted_ms, who.step_index, first_seq + seq, attempt),
+                "id": ids[seq]
+                if ids is not None
+                else event_id(lead_id, submitted_ms, who.step_index, seq, attempt),
                 "type": draft.type,
                 "outcome": draft.outcome,
                 "reason": draft.reason,

@@ -10,6 +10,16 @@ same ids and every consumer downstream can de-duplicate by id:
 
 so ids sort by submission time, then lead, then position - the order of the
 lead's timeline - even when several events share one millisecond.
+
+Buyer feedback arrives days later, once per report, so its events take the
+feedback's own time in place of the submission time, and position 255 (after
+every step), then the feedback's place in its partition:
+
+    48 bits  when the feedback was published (its Kafka timestamp)
+    56 bits  a hash of the lead id
+    24 bits  255, the feedback's offset modulo 2^15, the event's sequence (0 or 1)
+
+so a lead's feedback sorts after its steps and in the order it was given.
 """
 
 from __future__ import annotations
@@ -65,3 +75,18 @@ def event_id(lead_id: str, submitted_ms: int, step_index: int, seq: int, attempt
     lead_hash = int.from_bytes(hashlib.blake2b(lead_id.encode(), digest_size=7).digest(), "big")
     position = (step_index << 16) | ((attempt - 1) << 8) | seq
     return _encode128((submitted_ms << 80) | (lead_hash << 24) | position)
+
+
+FEEDBACK_STEP_INDEX = 255
+_FEEDBACK_SLOTS = 1 << 15
+
+
+def feedback_event_id(lead_id: str, published_ms: int, offset: int, seq: int) -> str:
+    """Event ``seq`` (0 or 1) of the feedback published at ``published_ms`` at ``offset`` of
+    its partition. Feedback is keyed by lead id, so a lead's feedback shares a partition and
+    two reports collide only if 32,768 messages of that partition share one millisecond."""
+    if not (0 <= seq < 2 and published_ms >= 0 and offset >= 0):
+        raise ValueError(f"feedback position out of range: offset {offset}, seq {seq}")
+    lead_hash = int.from_bytes(hashlib.blake2b(lead_id.encode(), digest_size=7).digest(), "big")
+    position = (FEEDBACK_STEP_INDEX << 16) | ((offset % _FEEDBACK_SLOTS) << 1) | seq
+    return _encode128((published_ms << 80) | (lead_hash << 24) | position)

@@ -102,14 +102,20 @@ def _send_feedback(
 ) -> None:
     """A few buyers report back: some delivered leads converted, some were returned."""
     rows = conn.execute(
-        "SELECT id FROM events WHERE type = 'recipient.delivered' AND lead_id = ANY(%s)"
+        "SELECT id, lead_id FROM events WHERE type = 'recipient.delivered' AND lead_id = ANY(%s)"
         " ORDER BY id LIMIT 40",
         (lead_ids,),
     ).fetchall()
-    for n, (event_id,) in enumerate(rows):
-        kind, reason = ("return", "Disconnected number") if n % 4 == 0 else ("conversion", "Sold")
-        body = orjson.dumps({"event_id": event_id, "type": kind, "reason": reason})
-        publish_feedback(settings, body)
+    sent = 0
+    for n, (event_id, lead_id) in enumerate(rows):
+        # Every fourth lead is returned; every fifth converts first and is returned later.
+        reports = [("return", "Disconnected number")] if n % 4 == 0 else [("conversion", "Sold")]
+        if n % 5 == 0:
+            reports = [("conversion", "Sold"), ("return", "Duplicate of an earlier lead")]
+        for kind, reason in reports:
+            body = orjson.dumps({"event_id": event_id, "type": kind, "reason": reason})
+            publish_feedback(settings, body, lead_id.encode())  # a lead's feedback in order
+            sent += 1
 
     def processed() -> int:
         row = conn.execute(
@@ -118,7 +124,7 @@ def _send_feedback(
         ).fetchone()
         return int(row[0]) if row else 0
 
-    _wait("buyer feedback processed", len(rows), processed, timeout)
+    _wait("buyer feedback processed", sent, processed, timeout)
 
 
 def _print_ui_url(settings: Settings, lead_id: str) -> None:

@@ -77,9 +77,10 @@ def apply_feedback(
         "feedback.type": feedback.type,
         "feedback.reason": feedback.reason,
         "feedback.recipient_event_id": feedback.event_id,
+        # Always set: the snapshot continues from the lead's latest event, which may hold
+        # an earlier feedback's value.
+        "feedback.value": feedback.value,
     }
-    if feedback.value is not None:
-        fields["feedback.value"] = feedback.value
     entity = delivery.get("step_id")
     received = EventDraft(
         "feedback.received", "success", feedback.reason, vars=fields, entity_id=entity

@@ -53,3 +53,21 @@ def test_every_128_bit_value_is_26_crockford_digits_that_read_back(value: int) -
     text = _encode128(value)
     assert len(text) == 26 and is_valid_id(text)
     assert sum(_DECODE[c] << (5 * i) for i, c in enumerate(reversed(text))) == value
+
+
+def test_a_leads_feedback_sorts_after_its_steps_and_in_the_order_it_was_given() -> None:
+    from engine.ids import feedback_event_id
+
+    lead = new_lead_id(1_764_000_000_000)
+    last_step = event_id(lead, 1_764_000_000_000, 254, 255, 256)
+    same_ms = [feedback_event_id(lead, 1_764_000_000_000, offset, 0) for offset in (7, 3)]
+    later = feedback_event_id(lead, 1_764_000_000_001, 2, 0)
+    assert last_step < min(same_ms)
+    assert max(same_ms) < later
+    # Two reports in one millisecond: the one that came first in the log sorts first.
+    assert same_ms[1] < same_ms[0]
+    received, processed = (feedback_event_id(lead, 1_764_000_000_000, 7, s) for s in (0, 1))
+    assert received < processed
+    # 32,768 reports of one partition in one millisecond each keep their own ids.
+    many = {feedback_event_id(lead, 1_764_000_000_000, o, s) for o in range(32768) for s in (0, 1)}
+    assert len(many) == 65536

@@ -9,7 +9,6 @@ with its reason - never silently dropped.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import psycopg
@@ -18,6 +17,7 @@ from confluent_kafka import Message
 from engine import __version__
 from engine.errors import TransientStepError
 from engine.events import StepIdentity, Timing, stamp_events
+from engine.ids import FEEDBACK_STEP_INDEX, feedback_event_id
 from engine.runtime.handlers.base import Headers, Record, now_ms
 from engine.settings import Settings
 from engine.steps.feedback import (
@@ -31,8 +31,6 @@ from schemas.codec import EventCodec
 
 FEEDBACK_TOPIC = "leadflow.feedback"
 FEEDBACK_REJECTED_TOPIC = "leadflow.feedback.rejected"
-# Feedback events sort after every step of the lead: the last step index.
-_FEEDBACK_INDEX = 255
 
 
 class FeedbackHandler:
@@ -70,43 +68,33 @@ class FeedbackHandler:
             headers: Headers = [(ERROR_HEADER, str(exc).encode())]
             return [Record(msg.key(), raw, headers, FEEDBACK_REJECTED_TOPIC)]
         assert delivery is not None
-        snapshot = dict(delivery["vars"])
+        # The lead's state as it stands (its latest event, earlier feedback included), so
+        # the feedback's snapshot continues the timeline instead of going back to the
+        # delivery's.
+        snapshot = dict((timeline[-1] if timeline else delivery)["vars"])
         lead_id, flow_id = str(delivery["lead_id"]), str(delivery["flow_id"])
         submitted = snapshot.get("submission.timestamp")
         submitted_ms = submitted if isinstance(submitted, int) else start
-        # Deterministic ids from the feedback's Kafka position: a redelivered
-        # feedback message re-creates the same events, which consumers de-duplicate.
-        n = (
-            int.from_bytes(
-                hashlib.blake2b(
-                    f"{msg.topic()}/{msg.partition()}/{msg.offset()}".encode(), digest_size=2
-                ).digest(),
-                "big",
-            )
-            % 32768
-        )
+        _, produced_ms = msg.timestamp()
+        # Deterministic ids from the feedback message itself (its time and offset in the
+        # log never change): a redelivered feedback re-creates the same events, which
+        # consumers de-duplicate, and a lead's feedback sorts in the order it was given.
+        published_ms = max(produced_ms, submitted_ms)
+        ids = [
+            feedback_event_id(lead_id, published_ms, msg.offset() or 0, seq)
+            for seq in range(len(result.events))
+        ]
         who = StepIdentity(
             flow_id,
             int(delivery.get("flow_version") or 1),
             FEEDBACK_STEP_ID,
             "Feedback",
-            _FEEDBACK_INDEX,
+            FEEDBACK_STEP_INDEX,
             self.settings.instance_id,
             __version__,
         )
-        _, produced_ms = msg.timestamp()
         timing = Timing(start, now_ms(), max(0, start - produced_ms) if produced_ms > 0 else 0)
-        # 32,768 slots per lead (attempt x sequence pairs), two events in each.
-        events = stamp_events(
-            result.events,
-            who,
-            lead_id,
-            submitted_ms,
-            snapshot,
-            timing,
-            attempt=n // 128 + 1,
-            first_seq=(n % 128) * 2,
-        )
+        events = stamp_events(result.events, who, lead_id, submitted_ms, snapshot, timing, ids=ids)
         records = []
         for event in events:
             event["step_count"] = int(delivery.get("step_count") or 0)

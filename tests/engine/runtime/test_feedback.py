@@ -171,3 +171,69 @@ def read_topic(stack: Settings, topic: str, group: str) -> list[list[tuple[str, 
             break
     consumer.close()
     return out
+
+
+class _Message:
+    """The parts of a Kafka message the feedback handler reads."""
+
+    def __init__(self, value: bytes, offset: int, published_ms: int) -> None:
+        self._value, self._offset, self._ms = value, offset, published_ms
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return b"lead"
+
+    def offset(self) -> int:
+        return self._offset
+
+    def topic(self) -> str:
+        return "leadflow.feedback"
+
+    def partition(self) -> int:
+        return 0
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._ms)
+
+
+def test_a_leads_second_feedback_follows_the_first_on_its_timeline() -> None:
+    """Feedback events sort in the order they were given (not by a hash of where the message
+    sat), and each one's snapshot continues from the lead's latest state."""
+    from engine.runtime.handlers.feedback import FeedbackHandler
+    from schemas.codec import default_codec
+    from tests.factories import make_lead_events
+
+    steps = make_lead_events(flow_id="f", submitted_ms=1_764_000_000_000)
+    delivery = steps[3]
+    timeline: list[dict[str, object]] = list(steps)
+
+    class Handler(FeedbackHandler):
+        def _lookup(
+            self, event_id: str
+        ) -> tuple[dict[str, object] | None, list[dict[str, object]]]:  # type: ignore[override]
+            return delivery, list(timeline)
+
+    handler = Handler(Settings(), default_codec())
+    codec = default_codec()
+    answers = []
+    # The return comes first, the conversion a minute later, at a lower offset modulo 2^15
+    # (and under the old hash either order was as likely).
+    for kind, offset, at in (
+        ("return", 40_000, 1_764_000_100_000),
+        ("conversion", 5, 1_764_000_160_000),
+    ):
+        body = orjson.dumps({"event_id": delivery["id"], "type": kind})
+        records = handler.handle(_Message(body, offset, at))  # type: ignore[arg-type]
+        events = [codec.decode(r.value) for r in records]
+        timeline.extend(events)
+        answers.append(events)
+    (returned_received, returned_processed), (converted_received, _) = answers
+    ids = [e["id"] for e in timeline]
+    assert ids == sorted(ids)
+    assert returned_processed["vars"]["totals.revenue"] == 0.0
+    # The conversion's snapshot continues after the return: the revenue stays taken back.
+    assert converted_received["vars"]["totals.revenue"] == 0.0
+    assert converted_received["vars"]["feedback.type"] == "conversion"
+    assert "totals.revenue" not in returned_received["vars"]  # as the delivery left it
