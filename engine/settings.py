@@ -96,6 +96,12 @@ class Settings(BaseSettings):
         UiKey(name="local", key_file=Path(".stack/ui.key"), scopes=("read", "pii")),
     )
 
+    # Buyers' feedback for this deployment (rejected feedback: "<topic>.rejected"); the
+    # topic also names the feedback worker's group. Two deployments sharing a cluster
+    # (or tests sharing a stack) each need their own: a worker rejects feedback on
+    # events its own database does not hold.
+    feedback_topic: str = Field("leadflow.feedback", pattern=r"^[A-Za-z0-9._-]{1,200}$")
+
     flow_file: Path = Path("flows/demo.yaml")
     topic_partitions: int = 3
     topic_replication: int = 1

@@ -87,6 +87,8 @@ def test_leads_flow_into_postgres_s3_and_azure_exactly_once(
         "LEADFLOW_PROJECTOR_NAME": f"timeline-{unique_id}",
         "LEADFLOW_PROJECTOR_PATTERN": rf"^leadflow\.{unique_id}\.events\..+$",
         "LEADFLOW_LOG_FORMAT": "json",
+        # Its feedback worker must not take other tests' (or the demo's) feedback.
+        "LEADFLOW_FEEDBACK_TOPIC": f"leadflow.{unique_id}.feedback",
     }
     # The schema exists before the first look at it (the workers would migrate it too,
     # but maybe only after this test's first query on a busy machine).

@@ -9,24 +9,20 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from engine.runtime.handlers.feedback import (
-    FEEDBACK_REJECTED_TOPIC,
-    FEEDBACK_TOPIC,
-    FeedbackHandler,
-)
+from engine.runtime.handlers.feedback import FeedbackHandler, rejected_topic
 from engine.runtime.kafka import admin_config, consumer_config, transactional_producer_config
 from engine.runtime.worker import TransactionalStepLoop
 from engine.settings import Settings
 from schemas.codec import default_codec
 
 log = structlog.get_logger(__name__)
-GROUP = "leadflow.feedback"
 
 
 def ensure_feedback_topics(settings: Settings, partitions: int = 3) -> None:
     admin = AdminClient(admin_config(settings))
     existing = admin.list_topics(timeout=10).topics
-    wanted = [t for t in (FEEDBACK_TOPIC, FEEDBACK_REJECTED_TOPIC) if t not in existing]
+    topics = (settings.feedback_topic, rejected_topic(settings.feedback_topic))
+    wanted = [t for t in topics if t not in existing]
     if not wanted:
         return
     futures = admin.create_topics(
@@ -45,13 +41,15 @@ def ensure_feedback_topics(settings: Settings, partitions: int = 3) -> None:
 
 def build_feedback_loop(settings: Settings) -> TransactionalStepLoop:
     ensure_feedback_topics(settings)
+    group, rejected = settings.feedback_topic, rejected_topic(settings.feedback_topic)
     return TransactionalStepLoop(
-        Consumer(consumer_config(settings, GROUP)),
-        Producer(transactional_producer_config(settings, f"{GROUP}.{settings.instance_id}")),
+        # The group is named after the topic: each deployment's feedback its own.
+        Consumer(consumer_config(settings, group)),
+        Producer(transactional_producer_config(settings, f"{group}.{settings.instance_id}")),
         FeedbackHandler(settings, default_codec()),
-        input_topic=FEEDBACK_TOPIC,
-        output_topic=FEEDBACK_REJECTED_TOPIC,  # every record names its topic; this is a fallback
-        dlq_topic=FEEDBACK_REJECTED_TOPIC,
+        input_topic=group,
+        output_topic=rejected,  # every record names its topic; this is a fallback
+        dlq_topic=rejected,
         batch_size=settings.batch_size,
         commit_interval_ms=settings.commit_interval_ms,
         commit_linger_ms=settings.commit_linger_ms,
@@ -71,6 +69,6 @@ def publish_feedback(settings: Settings, body: bytes, key: bytes | None = None) 
 
     ensure_feedback_topics(settings)
     producer = Producer(producer_config(settings))
-    producer.produce(FEEDBACK_TOPIC, body, key)
+    producer.produce(settings.feedback_topic, body, key)
     if producer.flush(30):
         raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "feedback not published"))

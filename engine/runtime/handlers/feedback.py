@@ -29,8 +29,13 @@ from engine.steps.feedback import (
 from engine.topics import ERROR_HEADER, TYPE_HEADER, events_topic
 from schemas.codec import EventCodec
 
-FEEDBACK_TOPIC = "leadflow.feedback"
+FEEDBACK_TOPIC = "leadflow.feedback"  # the default of ``Settings.feedback_topic``
 FEEDBACK_REJECTED_TOPIC = "leadflow.feedback.rejected"
+
+
+def rejected_topic(feedback_topic: str) -> str:
+    """Where feedback that cannot be applied goes, with its reason."""
+    return f"{feedback_topic}.rejected"
 
 
 class FeedbackHandler:
@@ -66,7 +71,7 @@ class FeedbackHandler:
             result = apply_feedback(feedback, delivery, timeline)
         except FeedbackRejectedError as exc:
             headers: Headers = [(ERROR_HEADER, str(exc).encode())]
-            return [Record(msg.key(), raw, headers, FEEDBACK_REJECTED_TOPIC)]
+            return [Record(msg.key(), raw, headers, rejected_topic(self.settings.feedback_topic))]
         assert delivery is not None
         # The lead's state as it stands (its latest event, earlier feedback included), so
         # the feedback's snapshot continues the timeline instead of going back to the

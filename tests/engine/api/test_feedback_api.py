@@ -11,7 +11,6 @@ from fastapi.testclient import TestClient
 
 from engine.api.app import create_app
 from engine.runtime.feedback_worker import ensure_feedback_topics
-from engine.runtime.handlers.feedback import FEEDBACK_TOPIC
 from engine.runtime.kafka import consumer_config
 from engine.settings import Settings
 from projectors.batch import Record, build_batch
@@ -25,7 +24,9 @@ pytestmark = pytest.mark.stack
 
 @pytest.fixture
 def settings_with_a_delivery(stack: Settings, unique_id: str) -> Iterator[tuple[Settings, dict]]:  # type: ignore[type-arg]
-    settings = stack.model_copy(update={"db_schema": unique_id})
+    settings = stack.model_copy(
+        update={"db_schema": unique_id, "feedback_topic": f"leadflow.{unique_id}.feedback"}
+    )
     migrate_database(settings)
     codec = EventCodec()
     events = make_lead_events(flow_id=unique_id)
@@ -45,7 +46,7 @@ def test_feedback_on_a_delivery_is_accepted_and_published(
     consumer = Consumer(
         consumer_config(settings, f"api-test-{delivered['id']}", **{"auto.offset.reset": "latest"})
     )
-    consumer.subscribe([FEEDBACK_TOPIC])
+    consumer.subscribe([settings.feedback_topic])
     consumer.consume(1, timeout=5)  # join the group before publishing
     client = TestClient(create_app(settings))
     answer = client.post(

@@ -15,7 +15,7 @@ from engine.api.app import create_app
 from engine.demo.buyer import BuyerServer
 from engine.intake.submit import publish_leads
 from engine.runtime.feedback_worker import build_feedback_loop, publish_feedback
-from engine.runtime.handlers.feedback import FEEDBACK_REJECTED_TOPIC
+from engine.runtime.handlers.feedback import rejected_topic
 from engine.runtime.kafka import consumer_config
 from engine.runtime.step_worker import build_step_loop, prepare_topics
 from engine.settings import Settings
@@ -96,7 +96,8 @@ def test_malformed_feedback_is_rejected_with_the_field() -> None:
 def test_feedback_posted_over_http_flows_to_events_and_the_leads_revenue(
     stack: Settings, unique_id: str, buyer: BuyerServer
 ) -> None:
-    settings = Settings(db_schema=unique_id)
+    # A feedback topic of its own: another test's feedback worker must not take this one's.
+    settings = Settings(db_schema=unique_id, feedback_topic=f"leadflow.{unique_id}.feedback")
     migrate_database(settings)
     flow = make_flow(unique_id, buyer.url)
     prepare_topics(stack, flow)
@@ -124,7 +125,7 @@ def test_feedback_posted_over_http_flows_to_events_and_the_leads_revenue(
             json={"type": "return", "reason": "Wrong number"},
         )
         assert answer.status_code == 202, answer.text
-        publish_feedback(stack, orjson.dumps({"event_id": "UNKNOWN", "type": "conversion"}))
+        publish_feedback(settings, orjson.dumps({"event_id": "UNKNOWN", "type": "conversion"}))
         wait_for(stack, flow, lead_id, "feedback.processed")
         with connect(settings) as conn:
             for _ in range(30):
@@ -145,7 +146,7 @@ def test_feedback_posted_over_http_flows_to_events_and_the_leads_revenue(
     assert timeline[-2]["vars"]["feedback.recipient_event_id"] == delivered
     assert timeline[-1]["revenue"] == 0.0
     assert row == (0.0, "feedback.processed")
-    rejected = read_topic(stack, FEEDBACK_REJECTED_TOPIC, unique_id)
+    rejected = read_topic(stack, rejected_topic(settings.feedback_topic), unique_id)
     assert b"Unknown event: UNKNOWN" in [dict(h).get("leadflow-error") for h in rejected]
 
 
