@@ -140,3 +140,41 @@ def test_a_schema_name_that_is_not_a_plain_lower_case_identifier_is_a_config_err
 ) -> None:
     with pytest.raises(ConfigError, match="db_schema"):
         connect(stack.model_copy(update={"db_schema": schema}))
+
+
+def test_migration_006_recomputes_lead_rows_a_replay_had_left_without_their_facts(
+    stack: Settings, unique_id: str
+) -> None:
+    """Before 006 a rebuild that read the feedback topic first left leads completed = false and
+    cost NULL (issue #14); the migration rebuilds every row from its events."""
+    from projectors.batch import Record, build_batch
+    from projectors.timeline import apply_timeline
+    from schemas.codec import EventCodec
+    from tests.factories import make_lead_events
+
+    timeline = projection("timeline").migrations()
+    upto_005 = [m for m in timeline if m.version < "006"]
+    codec = EventCodec()
+    events = make_lead_events(flow_id="f")
+    schema = f"{unique_id}_m"
+    with psycopg.connect(stack.database_url.get_secret_value(), autocommit=True) as conn:
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                apply_migrations(cur, schema, "schema_migrations", upto_005)
+                cur.execute("ALTER TABLE leads ADD COLUMN cost_event_id text,"
+                            " ADD COLUMN revenue_event_id text")  # fmt: skip
+                records = [Record("t", 0, i, codec.encode(e)) for i, e in enumerate(events)]
+                apply_timeline(cur, build_batch(codec, records))
+                cur.execute("ALTER TABLE leads DROP COLUMN cost_event_id,"
+                            " DROP COLUMN revenue_event_id")  # fmt: skip
+                # What the old upsert left after a feedback-first read.
+                cur.execute("UPDATE leads SET completed = false, cost = NULL")
+            with conn.transaction(), conn.cursor() as cur:
+                applied = apply_migrations(cur, schema, "schema_migrations", timeline)
+                row = cur.execute(
+                    "SELECT completed, cost, revenue, cost_event_id, last_event_id FROM leads"
+                ).fetchone()
+            assert "006_leads_order_free" in applied
+            assert row == (True, 2.5, 30.0, events[-1]["id"], events[-1]["id"])
+        finally:
+            drop(conn, schema)
