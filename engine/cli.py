@@ -10,6 +10,7 @@ from typing import Annotated
 import orjson
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from engine.errors import LeadflowError
 from engine.flows import load_flow
@@ -17,6 +18,7 @@ from engine.logs import configure_logging
 from engine.ops.offsets_cli import offsets_app
 from engine.ops.projections_cli import projections_app, replay
 from engine.ops.streamer_cli import streamer_app, verify_applied_destinations
+from engine.runtime.kafka import require_kafka, route_client_logs
 from engine.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -40,10 +42,17 @@ def _flow_path(flow_file: Path | None) -> Path:
     return flow_file or get_settings().flow_file
 
 
+# Commands that run workers or servers: their Kafka clients keep librdkafka's own log
+# lines (a worker's log is where an operator looks for them).
+_LONG_RUNNING = ("run", "serve", "demo")
+
+
 @app.callback()
-def _setup() -> None:
+def _setup(ctx: typer.Context) -> None:
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
+    if ctx.invoked_subcommand not in _LONG_RUNNING:
+        route_client_logs()
 
 
 @app.command()
@@ -68,6 +77,7 @@ def run(
     from projectors.generations import migrate_database
 
     settings = get_settings()
+    require_kafka(settings)
     migrate_state(settings)  # caps and duplicate checks: before any step decides
     stop = threading.Event()
     wanted = roles or []
@@ -100,7 +110,9 @@ def flow_apply(file: Annotated[Path, typer.Argument(help="Flow definition (YAML)
     Then verify its enabled destinations (a failing one is reported and deactivated)."""
     from engine.registry import apply_flow
 
-    result = apply_flow(get_settings(), load_flow(file))
+    flow = load_flow(file)  # a bad file is reported whether or not Kafka answers
+    require_kafka(get_settings())
+    result = apply_flow(get_settings(), flow)
     console.print(
         f"{result.type}: flow [bold]{result.flow.id}[/] version {result.flow.version}"
         + (f", topics created: {', '.join(result.created_topics)}" if result.created_topics else "")
@@ -114,6 +126,7 @@ def flow_delete(flow_id: str) -> None:
     """Remove a flow from the registry: its workers stop; its topics and events stay."""
     from engine.registry import delete_flow
 
+    require_kafka(get_settings())
     delete_flow(get_settings(), flow_id)
     console.print(f"flow.deleted: {flow_id}")
 
@@ -125,6 +138,7 @@ def flow_list() -> None:
 
     from engine.registry import FlowRegistry
 
+    require_kafka(get_settings())
     registry = FlowRegistry(get_settings())
     try:
         registry.refresh()
@@ -164,6 +178,7 @@ def submit(
         leads = [line for line in file.read_bytes().splitlines() if line.strip()]
     else:
         leads = list(fake_leads(fake, seed))
+    require_kafka(settings)
     prepare_topics(settings, flow)
     ids = publish_leads(settings, flow.id, leads)
     for lead_id in ids:
@@ -205,6 +220,7 @@ def feedback(
     from engine.runtime.feedback_worker import publish_feedback
 
     body = orjson.dumps({"event_id": event_id, "type": type_, "reason": reason})
+    require_kafka(get_settings())
     publish_feedback(get_settings(), body)
     console.print(f"feedback published for event {event_id}")
 
@@ -268,6 +284,7 @@ def demo(
     """Run the whole thing end to end: workers, leads in, timelines and objects out."""
     from engine.demo.run import run_demo
 
+    require_kafka(get_settings())
     run_demo(get_settings(), _flow_path(flow_file), leads, timeout)
 
 
@@ -348,5 +365,7 @@ def main() -> None:
     try:
         app()
     except LeadflowError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        # One line however narrow the terminal (or 80 columns in a pipe), and the message
+        # as it is: a flow id or a path in brackets is not rich markup.
+        console.print(Text.assemble(("error:", "red"), f" {exc}"), soft_wrap=True)
         sys.exit(2)

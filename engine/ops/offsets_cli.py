@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.ops.offsets import ResetTarget, apply_reset, group_lag, plan_reset
+from engine.runtime.kafka import require_kafka
 from engine.settings import get_settings
 
 offsets_app = typer.Typer(
@@ -30,8 +31,10 @@ def show_lag(
     """Print committed offset, end and lag of every partition of every consumer group."""
     if ctx.invoked_subcommand is not None:
         return
+    settings = get_settings()
+    require_kafka(settings)
     table = Table("group", "topic", "partition", "committed", "end", "lag", "state")
-    for group in group_lag(get_settings(), group_prefix):
+    for group in group_lag(settings, group_prefix):
         if not group.partitions:
             table.add_row(group.group, "-", "-", "-", "-", "-", _state(group.state, group.members))
         for p in group.partitions:
@@ -80,6 +83,7 @@ def reset(
         except ValueError as exc:
             raise typer.BadParameter(f"not an ISO 8601 time: {to_time!r}") from exc
     settings = get_settings()
+    require_kafka(settings)
     moves = plan_reset(settings, group, target)
     table = Table("topic", "partition", "current", "target", "delta", title=group)
     for m in moves:

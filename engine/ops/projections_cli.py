@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from engine.runtime.kafka import require_kafka
 from engine.runtime.supervisor import install_stop_handlers
 from engine.settings import get_settings
 
@@ -75,6 +76,7 @@ def replay(
         except ValueError as exc:
             raise typer.BadParameter(f"not an ISO 8601 time: {from_time!r}") from exc
         start = start if start.tzinfo else start.replace(tzinfo=UTC)
+    require_kafka(get_settings())
     stop = threading.Event()
     install_stop_handlers(stop)
     with Progress(

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from engine.errors import LeadflowError
 from engine.flows import Flow, load_flow
+from engine.runtime.kafka import require_kafka
 from engine.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -31,11 +32,14 @@ FlowFile = Annotated[
 
 
 def _flow(settings: Settings, flow_id: str, flow_file: Path | None) -> Flow:
+    """The flow a command names; Kafka is probed first, as every such command talks to it."""
     if flow_file is not None:
         flow = load_flow(flow_file)
         if flow.id != flow_id:
             raise typer.BadParameter(f"{flow_file} defines flow {flow.id}, not {flow_id}")
+        require_kafka(settings)
         return flow
+    require_kafka(settings)
     return _registry_flows(settings, flow_id)[0]
 
 
@@ -159,6 +163,7 @@ def status(
     from streamers.status import destination_status
 
     settings = get_settings()
+    require_kafka(settings)
     flows = [load_flow(flow_file)] if flow_file else _registry_flows(settings, flow_id)
     table = Table("flow", "destination", "state", "lag", "last object", "last error")
     colours = {"active": "green", "deactivated": "red", "disabled": "yellow"}
