@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -78,9 +79,17 @@ def run(
 
     settings = get_settings()
     require_kafka(settings)
+    wanted = roles or []
+    if flow_file is None and wanted:
+        from engine.registry import read_flows
+        from engine.runtime.supervisor import registry_role_problems
+
+        # Roles that match no applied flow would run nothing, silently and forever.
+        problems = registry_role_problems(wanted, read_flows(settings))
+        if problems:
+            raise typer.BadParameter("; ".join(problems))
     migrate_state(settings)  # caps and duplicate checks: before any step decides
     stop = threading.Event()
-    wanted = roles or []
     if flow_file is None:
         if not wanted or "projector" in wanted:
             migrate_database(settings)
@@ -127,7 +136,7 @@ def flow_delete(flow_id: str) -> None:
     from engine.registry import delete_flow
 
     require_kafka(get_settings())
-    delete_flow(get_settings(), flow_id)
+    delete_flow(get_settings(), flow_id, must_exist=True)
     console.print(f"flow.deleted: {flow_id}")
 
 
@@ -210,18 +219,35 @@ def events(
         Console().print(timeline_table(timeline))
 
 
+class FeedbackType(StrEnum):
+    conversion = "conversion"
+    return_ = "return"
+
+
 @app.command()
 def feedback(
     event_id: Annotated[str, typer.Argument(help="The recipient event the buyer reports on.")],
-    type_: Annotated[str, typer.Option("--type", help="conversion or return")],
+    type_: Annotated[FeedbackType, typer.Option("--type", help="What the buyer reports.")],
     reason: Annotated[str | None, typer.Option(help="The buyer's reason.")] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check/--no-check",
+            help="Refuse an event the timeline projection does not hold as a delivery "
+            "(recipient.*), which the feedback worker would reject.",
+        ),
+    ] = True,
 ) -> None:
     """Publish a buyer's feedback (conversion or return) to the feedback topic."""
-    from engine.runtime.feedback_worker import publish_feedback
+    from engine.runtime.feedback_worker import check_feedback, parse_or_refuse, publish_feedback
 
-    body = orjson.dumps({"event_id": event_id, "type": type_, "reason": reason})
-    require_kafka(get_settings())
-    publish_feedback(get_settings(), body)
+    settings = get_settings()
+    body = orjson.dumps({"event_id": event_id, "type": type_.value, "reason": reason})
+    parsed = parse_or_refuse(body)  # the worker's own validation, before anything is sent
+    require_kafka(settings)
+    if check:
+        check_feedback(settings, parsed)
+    publish_feedback(settings, body)
     console.print(f"feedback published for event {event_id}")
 
 

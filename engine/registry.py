@@ -65,6 +65,14 @@ class RegistryUnreadError(LeadflowError):
     """The registry topic could not be read to its end, so "no such flow" cannot be said."""
 
 
+class UnknownFlowError(LeadflowError):
+    """No applied flow has this id."""
+
+    def __init__(self, flow_id: str) -> None:
+        self.flow_id = flow_id
+        super().__init__(f"no applied flow {flow_id} (leadflow flow list shows them)")
+
+
 class FlowRegistry:
     """The latest applied definition of every flow, read from the compacted topic."""
 
@@ -180,8 +188,13 @@ def apply_flow(settings: Settings, flow: Flow) -> ApplyResult:
     return ApplyResult(event["type"], flow, created)
 
 
-def delete_flow(settings: Settings, flow_id: str) -> None:
-    """Remove a flow from the registry (a tombstone); its workers stop, its topics stay."""
+def delete_flow(settings: Settings, flow_id: str, *, must_exist: bool = False) -> None:
+    """Remove a flow from the registry (a tombstone); its workers stop, its topics stay.
+
+    ``must_exist``: raise ``UnknownFlowError`` for a flow that is not applied (an
+    operator's typo) rather than record a tombstone that removes nothing."""
+    if must_exist and all(f.id != flow_id for f in read_flows(settings)):
+        raise UnknownFlowError(flow_id)
     producer = Producer(producer_config(settings))
     producer.produce(FLOWS_TOPIC, None, flow_id.encode())
     if producer.flush(30):

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from engine.ops.offsets import ResetTarget, apply_reset, group_lag, plan_reset
+from engine.ops.offsets import ResetTarget, UnknownGroupError, apply_reset, group_lag, plan_reset
 from engine.runtime.kafka import require_kafka
 from engine.settings import get_settings
 
@@ -33,8 +33,12 @@ def show_lag(
         return
     settings = get_settings()
     require_kafka(settings)
+    groups = group_lag(settings, group_prefix)
+    if not groups:
+        shown = "leadflow." if group_prefix is None else group_prefix
+        raise UnknownGroupError(f"no consumer group matches the prefix {shown!r}")
     table = Table("group", "topic", "partition", "committed", "end", "lag", "state")
-    for group in group_lag(settings, group_prefix):
+    for group in groups:
         if not group.partitions:
             table.add_row(group.group, "-", "-", "-", "-", "-", _state(group.state, group.members))
         for p in group.partitions:

@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from engine.errors import LeadflowError
 from engine.flows import Flow, load_flow
 from engine.runtime.kafka import require_kafka
 from engine.settings import Settings, get_settings
@@ -44,19 +43,14 @@ def _flow(settings: Settings, flow_id: str, flow_file: Path | None) -> Flow:
 
 
 def _registry_flows(settings: Settings, flow_id: str | None = None) -> list[Flow]:
-    from engine.registry import FlowRegistry
+    from engine.registry import UnknownFlowError, read_flows
 
-    registry = FlowRegistry(settings)
-    try:
-        registry.refresh()
-        flows = registry.flows()
-    finally:
-        registry.close()
+    flows = read_flows(settings)
     if flow_id is None:
         return flows
     chosen = [f for f in flows if f.id == flow_id]
     if not chosen:
-        raise LeadflowError(f"no applied flow {flow_id} (leadflow flow list shows them)")
+        raise UnknownFlowError(flow_id)
     return chosen
 
 

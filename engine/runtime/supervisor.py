@@ -47,6 +47,29 @@ def registry_roles(flows: list[Flow]) -> list[str]:
     return roles
 
 
+def registry_role_problems(roles: list[str], flows: list[Flow]) -> list[str]:
+    """Why each of ``roles`` is no role of the applied ``flows`` (empty: every one is)."""
+    known = set(registry_roles(flows))
+    by_id = {flow.id: flow for flow in flows}
+    problems = []
+    for role in roles:
+        if role in known:
+            continue
+        head, colon, tail = role.partition(":")
+        flow = by_id.get(tail if head == "streamer" else head)
+        if not colon:
+            problems.append(
+                f"{role}: no such role (<flow>:<step>, streamer:<flow>, "
+                f"{', '.join(r for r in SERVICE_ROLES if r != 'streamer')})"
+            )
+        elif flow is None:
+            problems.append(f"{role}: no applied flow {tail if head == 'streamer' else head}")
+        else:
+            steps = ", ".join(s.id for s in flow.steps)
+            problems.append(f"{role}: flow {flow.id} has no step {tail} (its steps: {steps})")
+    return problems
+
+
 def install_stop_handlers(stop: threading.Event) -> None:
     def handler(signum: int, _: FrameType | None) -> None:
         log.info("stopping", signal=signal.Signals(signum).name)
