@@ -100,8 +100,10 @@ def run(
     wanted = wanted or role_names(flow)
     unknown = sorted(set(wanted) - set(role_names(flow)))
     if unknown:
+        why = "" if "streamer" not in unknown else " (no enabled destinations: no streamer)"
         raise typer.BadParameter(
-            f"unknown role(s) {', '.join(unknown)}; this flow has {', '.join(role_names(flow))}"
+            f"unknown role(s) {', '.join(unknown)}; this flow has "
+            f"{', '.join(role_names(flow))}{why}"
         )
     prepare_topics(settings, flow)
     if "projector" in wanted:
