@@ -168,7 +168,15 @@ def flow_list() -> None:
 def submit(
     flow_file: FlowFile = None,
     file: Annotated[
-        Path | None, typer.Option("--file", help="JSON Lines file, one lead per line.")
+        Path | None,
+        typer.Option(
+            "--file",
+            help="JSON Lines file, one lead per line.",
+            # Checked by click, as a usage error naming the option: not a traceback.
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
     ] = None,
     fake: Annotated[
         int, typer.Option("--fake", help="Generate this many realistic fake leads.")
