@@ -17,6 +17,7 @@ from engine.errors import LeadflowError
 from engine.flows import load_flow
 from engine.logs import configure_logging
 from engine.ops.offsets_cli import offsets_app
+from engine.ops.output import AsJson, print_json
 from engine.ops.projections_cli import projections_app, replay
 from engine.ops.streamer_cli import streamer_app, verify_applied_destinations
 from engine.runtime.kafka import require_kafka, route_client_logs
@@ -143,25 +144,38 @@ def flow_delete(flow_id: str) -> None:
 
 
 @flow_app.command("list")
-def flow_list() -> None:
+def flow_list(as_json: AsJson = False) -> None:
     """The applied flows, their versions and steps."""
     from rich.table import Table
 
-    from engine.registry import FlowRegistry
+    from engine.registry import read_flows
 
     require_kafka(get_settings())
-    registry = FlowRegistry(get_settings())
-    try:
-        registry.refresh()
-        table = Table(title="Applied flows")
-        for col in ("flow", "version", "steps", "destinations"):
-            table.add_column(col)
-        for flow in registry.flows():
-            steps = " → ".join(f"{s.id} ({s.kind})" for s in flow.steps)
-            table.add_row(flow.id, str(flow.version), steps, str(len(flow.destinations)))
-        Console().print(table)
-    finally:
-        registry.close()
+    flows = read_flows(get_settings())
+    if as_json:
+        print_json(
+            [
+                {
+                    "id": flow.id,
+                    "name": flow.name,
+                    "version": flow.version,
+                    "steps": [{"id": s.id, "kind": s.kind} for s in flow.steps],
+                    "destinations": [
+                        {"key": d.key, "kind": d.kind, "enabled": d.enabled}
+                        for d in flow.destinations
+                    ],
+                }
+                for flow in flows
+            ]
+        )
+        return
+    table = Table(title="Applied flows")
+    for col in ("flow", "version", "steps", "destinations"):
+        table.add_column(col)
+    for flow in flows:
+        steps = " → ".join(f"{s.id} ({s.kind})" for s in flow.steps)
+        table.add_row(flow.id, str(flow.version), steps, str(len(flow.destinations)))
+    Console().print(table)
 
 
 @app.command()
@@ -377,6 +391,7 @@ def exports_work() -> None:
 @exports_app.command("list")
 def exports_list(
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    as_json: AsJson = False,
 ) -> None:
     """Print the newest export jobs and their status."""
     from rich.table import Table
@@ -386,14 +401,18 @@ def exports_list(
 
     settings = get_settings()
     migrate_exports(settings)
-    table = Table("id", "status", "format", "created", "rows", "bytes", "object / error")
     with connect(settings) as conn:
-        for job in list_jobs(conn, limit=limit):
-            shown = job.as_json()
-            table.add_row(
-                shown["id"], job.status, job.format, shown["created_at"], str(job.row_count or ""),
-                str(job.byte_count or ""), job.error or job.object_key,
-            )  # fmt: skip
+        found = list_jobs(conn, limit=limit)
+    if as_json:
+        print_json([job.as_json() for job in found])
+        return
+    table = Table("id", "status", "format", "created", "rows", "bytes", "object / error")
+    for job in found:
+        shown = job.as_json()
+        table.add_row(
+            shown["id"], job.status, job.format, shown["created_at"], str(job.row_count or ""),
+            str(job.byte_count or ""), job.error or job.object_key,
+        )  # fmt: skip
     Console().print(table)
 
 

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from engine.flows import Flow, load_flow
+from engine.ops.output import AsJson, print_json
 from engine.runtime.kafka import require_kafka
 from engine.settings import Settings, get_settings
 
@@ -152,6 +153,7 @@ def _when(at: datetime | None) -> str:
 def status(
     flow_id: Annotated[str | None, typer.Argument(help="Flow id (default: every flow).")] = None,
     flow_file: FlowFile = None,
+    as_json: AsJson = False,
 ) -> None:
     """Per destination: state, lag, last object written, last error."""
     from streamers.status import destination_status
@@ -159,9 +161,13 @@ def status(
     settings = get_settings()
     require_kafka(settings)
     flows = [load_flow(flow_file)] if flow_file else _registry_flows(settings, flow_id)
+    rows = destination_status(settings, flows)
+    if as_json:
+        print_json(rows)  # lag null: Kafka did not say
+        return
     table = Table("flow", "destination", "state", "lag", "last object", "last error")
     colours = {"active": "green", "deactivated": "red", "disabled": "yellow"}
-    for row in destination_status(settings, flows):
+    for row in rows:
         state = f"[{colours.get(row.state, 'dim')}]{row.state}[/]"
         if row.reason and row.state != "active":
             state += f"\n{row.reason}"
