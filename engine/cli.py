@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import sys
 import threading
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import orjson
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from engine.errors import LeadflowError
 from engine.flows import load_flow
 from engine.logs import configure_logging
 from engine.ops.offsets_cli import offsets_app
+from engine.ops.output import AsJson, print_json
 from engine.ops.projections_cli import projections_app, replay
 from engine.ops.streamer_cli import streamer_app, verify_applied_destinations
+from engine.runtime.kafka import require_kafka, route_client_logs
 from engine.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -40,10 +44,17 @@ def _flow_path(flow_file: Path | None) -> Path:
     return flow_file or get_settings().flow_file
 
 
+# Commands that run workers or servers: their Kafka clients keep librdkafka's own log
+# lines (a worker's log is where an operator looks for them).
+_LONG_RUNNING = ("run", "serve", "demo")
+
+
 @app.callback()
-def _setup() -> None:
+def _setup(ctx: typer.Context) -> None:
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
+    if ctx.invoked_subcommand not in _LONG_RUNNING:
+        route_client_logs()
 
 
 @app.command()
@@ -68,9 +79,18 @@ def run(
     from projectors.generations import migrate_database
 
     settings = get_settings()
+    require_kafka(settings)
+    wanted = roles or []
+    if flow_file is None and wanted:
+        from engine.registry import read_flows
+        from engine.runtime.supervisor import registry_role_problems
+
+        # Roles that match no applied flow would run nothing, silently and forever.
+        problems = registry_role_problems(wanted, read_flows(settings))
+        if problems:
+            raise typer.BadParameter("; ".join(problems))
     migrate_state(settings)  # caps and duplicate checks: before any step decides
     stop = threading.Event()
-    wanted = roles or []
     if flow_file is None:
         if not wanted or "projector" in wanted:
             migrate_database(settings)
@@ -81,8 +101,10 @@ def run(
     wanted = wanted or role_names(flow)
     unknown = sorted(set(wanted) - set(role_names(flow)))
     if unknown:
+        why = "" if "streamer" not in unknown else " (no enabled destinations: no streamer)"
         raise typer.BadParameter(
-            f"unknown role(s) {', '.join(unknown)}; this flow has {', '.join(role_names(flow))}"
+            f"unknown role(s) {', '.join(unknown)}; this flow has "
+            f"{', '.join(role_names(flow))}{why}"
         )
     prepare_topics(settings, flow)
     if "projector" in wanted:
@@ -100,7 +122,9 @@ def flow_apply(file: Annotated[Path, typer.Argument(help="Flow definition (YAML)
     Then verify its enabled destinations (a failing one is reported and deactivated)."""
     from engine.registry import apply_flow
 
-    result = apply_flow(get_settings(), load_flow(file))
+    flow = load_flow(file)  # a bad file is reported whether or not Kafka answers
+    require_kafka(get_settings())
+    result = apply_flow(get_settings(), flow)
     console.print(
         f"{result.type}: flow [bold]{result.flow.id}[/] version {result.flow.version}"
         + (f", topics created: {', '.join(result.created_topics)}" if result.created_topics else "")
@@ -114,36 +138,59 @@ def flow_delete(flow_id: str) -> None:
     """Remove a flow from the registry: its workers stop; its topics and events stay."""
     from engine.registry import delete_flow
 
-    delete_flow(get_settings(), flow_id)
+    require_kafka(get_settings())
+    delete_flow(get_settings(), flow_id, must_exist=True)
     console.print(f"flow.deleted: {flow_id}")
 
 
 @flow_app.command("list")
-def flow_list() -> None:
+def flow_list(as_json: AsJson = False) -> None:
     """The applied flows, their versions and steps."""
     from rich.table import Table
 
-    from engine.registry import FlowRegistry
+    from engine.registry import read_flows
 
-    registry = FlowRegistry(get_settings())
-    try:
-        registry.refresh()
-        table = Table(title="Applied flows")
-        for col in ("flow", "version", "steps", "destinations"):
-            table.add_column(col)
-        for flow in registry.flows():
-            steps = " → ".join(f"{s.id} ({s.kind})" for s in flow.steps)
-            table.add_row(flow.id, str(flow.version), steps, str(len(flow.destinations)))
-        Console().print(table)
-    finally:
-        registry.close()
+    require_kafka(get_settings())
+    flows = read_flows(get_settings())
+    if as_json:
+        print_json(
+            [
+                {
+                    "id": flow.id,
+                    "name": flow.name,
+                    "version": flow.version,
+                    "steps": [{"id": s.id, "kind": s.kind} for s in flow.steps],
+                    "destinations": [
+                        {"key": d.key, "kind": d.kind, "enabled": d.enabled}
+                        for d in flow.destinations
+                    ],
+                }
+                for flow in flows
+            ]
+        )
+        return
+    table = Table(title="Applied flows")
+    for col in ("flow", "version", "steps", "destinations"):
+        table.add_column(col)
+    for flow in flows:
+        steps = " → ".join(f"{s.id} ({s.kind})" for s in flow.steps)
+        table.add_row(flow.id, str(flow.version), steps, str(len(flow.destinations)))
+    Console().print(table)
 
 
 @app.command()
 def submit(
     flow_file: FlowFile = None,
     file: Annotated[
-        Path | None, typer.Option("--file", help="JSON Lines file, one lead per line.")
+        Path | None,
+        typer.Option(
+            "--file",
+            help="JSON Lines file, one lead per line.",
+            # Checked by click, as a usage error naming the option: not a traceback.
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
     ] = None,
     fake: Annotated[
         int, typer.Option("--fake", help="Generate this many realistic fake leads.")
@@ -164,6 +211,7 @@ def submit(
         leads = [line for line in file.read_bytes().splitlines() if line.strip()]
     else:
         leads = list(fake_leads(fake, seed))
+    require_kafka(settings)
     prepare_topics(settings, flow)
     ids = publish_leads(settings, flow.id, leads)
     for lead_id in ids:
@@ -195,17 +243,34 @@ def events(
         Console().print(timeline_table(timeline))
 
 
+class FeedbackType(StrEnum):
+    conversion = "conversion"
+    return_ = "return"
+
+
 @app.command()
 def feedback(
     event_id: Annotated[str, typer.Argument(help="The recipient event the buyer reports on.")],
-    type_: Annotated[str, typer.Option("--type", help="conversion or return")],
+    type_: Annotated[FeedbackType, typer.Option("--type", help="What the buyer reports.")],
     reason: Annotated[str | None, typer.Option(help="The buyer's reason.")] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check/--no-check",
+            help="Refuse an event the timeline projection does not hold as a delivery "
+            "(recipient.*), which the feedback worker would reject.",
+        ),
+    ] = True,
 ) -> None:
     """Publish a buyer's feedback (conversion or return) to the feedback topic."""
-    from engine.runtime.feedback_worker import publish_feedback
+    from engine.runtime.feedback_worker import check_feedback, parse_or_refuse, publish_feedback
 
-    body = orjson.dumps({"event_id": event_id, "type": type_, "reason": reason})
-    publish_feedback(get_settings(), body)
+    settings = get_settings()
+    body = orjson.dumps({"event_id": event_id, "type": type_.value, "reason": reason})
+    parsed = parse_or_refuse(body)  # the worker's own validation, before anything is sent
+    require_kafka(settings)
+    lead_id = check_feedback(settings, parsed) if check else None
+    publish_feedback(settings, body, lead_id.encode() if lead_id else None)
     console.print(f"feedback published for event {event_id}")
 
 
@@ -268,6 +333,7 @@ def demo(
     """Run the whole thing end to end: workers, leads in, timelines and objects out."""
     from engine.demo.run import run_demo
 
+    require_kafka(get_settings())
     run_demo(get_settings(), _flow_path(flow_file), leads, timeout)
 
 
@@ -324,6 +390,7 @@ def exports_work() -> None:
 @exports_app.command("list")
 def exports_list(
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    as_json: AsJson = False,
 ) -> None:
     """Print the newest export jobs and their status."""
     from rich.table import Table
@@ -333,14 +400,18 @@ def exports_list(
 
     settings = get_settings()
     migrate_exports(settings)
-    table = Table("id", "status", "format", "created", "rows", "bytes", "object / error")
     with connect(settings) as conn:
-        for job in list_jobs(conn, limit=limit):
-            shown = job.as_json()
-            table.add_row(
-                shown["id"], job.status, job.format, shown["created_at"], str(job.row_count or ""),
-                str(job.byte_count or ""), job.error or job.object_key,
-            )  # fmt: skip
+        found = list_jobs(conn, limit=limit)
+    if as_json:
+        print_json([job.as_json() for job in found])
+        return
+    table = Table("id", "status", "format", "created", "rows", "bytes", "object / error")
+    for job in found:
+        shown = job.as_json()
+        table.add_row(
+            shown["id"], job.status, job.format, shown["created_at"], str(job.row_count or ""),
+            str(job.byte_count or ""), job.error or job.object_key,
+        )  # fmt: skip
     Console().print(table)
 
 
@@ -348,5 +419,7 @@ def main() -> None:
     try:
         app()
     except LeadflowError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        # One line however narrow the terminal (or 80 columns in a pipe), and the message
+        # as it is: a flow id or a path in brackets is not rich markup.
+        console.print(Text.assemble(("error:", "red"), f" {exc}"), soft_wrap=True)
         sys.exit(2)

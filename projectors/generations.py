@@ -287,13 +287,23 @@ def switch(cur: Cursor[Any], building: Generation, active: Generation | None) ->
 
 
 def drop(conn: Connection, generation: Generation) -> None:
-    """Drop a retired or building generation's schema and forget it; the active one is refused."""
-    if generation.state == "active":
-        raise ValueError(
-            f"generation {generation.number} of {generation.projection} is active; "
-            "rebuild (leadflow replay) to replace it first"
-        )
+    """Drop a retired or building generation's schema and forget it; the active one is refused.
+
+    The state is read again under the row's lock, not taken from ``generation``: a
+    rebuild may have switched the generation in since the caller read it.
+    """
     with translate_errors(), conn.transaction(), conn.cursor() as cur:
+        row = cur.execute(
+            sql.SQL(
+                "SELECT state FROM {}.projection_generations WHERE schema_name = %s FOR UPDATE"
+            ).format(sql.Identifier(generation.serving)),
+            (generation.schema,),
+        ).fetchone()
+        if row is not None and row[0] == "active":
+            raise ValueError(
+                f"generation {generation.number} of {generation.projection} is active; "
+                "rebuild (leadflow replay) to replace it first"
+            )
         cur.execute(
             sql.SQL("DELETE FROM {}.projection_generations WHERE schema_name = %s").format(
                 sql.Identifier(generation.serving)

@@ -109,6 +109,9 @@ class Projector:
         self._stop = threading.Event()
         self._pending: list[Record] = []
         self._generation: Generation | None = None
+        # Set when an assignment found that a switch retired our generation: the loop
+        # moves every partition to the active one before it writes anything.
+        self._switched_while_idle = False
         self._log = log.bind(projector=self.name, projection=self.projection.name)
 
     # -- the loop ------------------------------------------------------------------------
@@ -133,6 +136,9 @@ class Projector:
         try:
             while True:
                 self._fill(consumer)
+                if self._switched_while_idle:
+                    self._follow_switch(consumer)
+                    continue
                 if self._pending:
                     records, self._pending = self._pending, []
                     try:
@@ -250,9 +256,15 @@ class Projector:
         """Start each new partition at our checkpoint, or at the beginning if it has none."""
         if partitions:
             topics = sorted({tp.topic for tp in partitions})
-            schema = self._generation.schema if self._generation else None
+            # The active generation's checkpoints, not necessarily ours: a rebuild may have
+            # switched while this projector had nothing to write (so no batch failed its
+            # guard yet), and `projections drop` may have dropped ours since - reading
+            # its checkpoints then raised and ended the projector.
+            active = self._with_store(self._active_generation)
+            if self._generation is not None and active.schema != self._generation.schema:
+                self._switched_while_idle = True
             checkpoints = self._with_store(
-                lambda conn: load_checkpoints(conn, self.name, topics, schema)
+                lambda conn: load_checkpoints(conn, self.name, topics, active.schema)
             )
             for tp in partitions:
                 tp.offset = checkpoints.get((tp.topic, tp.partition), OFFSET_BEGINNING)
@@ -292,6 +304,7 @@ class Projector:
         """Move to the newly active generation: drop what is held, resume from its checkpoints."""
         old = self._generation
         self._generation = self._with_store(self._active_generation)
+        self._switched_while_idle = False
         self._pending = []
         schema = self._generation.schema
         topics = sorted({topic for topic, _ in self.assigned})

@@ -41,6 +41,12 @@ class FlowCatalog:
             self._background.add_done_callback(self._refreshed)
         return self._registry.get(flow_id)
 
+    @property
+    def up_to_date(self) -> bool:
+        """Whether the last re-read reached the end of the registry topic: only then does
+        an unknown flow id mean that no such flow is applied."""
+        return self._registry.caught_up
+
     def _refreshed(self, task: asyncio.Task[None]) -> None:
         self._background = None
         if not task.cancelled():

@@ -24,6 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
 
+from engine.errors import LeadflowError
+
 
 @dataclass(frozen=True)
 class BuyerAnswer:
@@ -138,13 +140,23 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
+class BuyerPortError(LeadflowError):
+    """The buyer cannot listen on its port (most often: another process holds it)."""
+
+
 class BuyerServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
         self, port: int = 8765, mix: bool = True, slow_seconds: float = 10.0, latency_s: float = 0.0
     ) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
+        try:
+            super().__init__(("127.0.0.1", port), _Handler)
+        except OSError as exc:  # a busy port is an operator's situation, not a traceback
+            raise BuyerPortError(
+                f"the demo buyer cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}"
+                " (another port: leadflow buyer --port N)"
+            ) from None
         self.mix = mix
         self.slow_seconds = slow_seconds
         # Added to every answer: a buyer that takes its time, like real ones.

@@ -35,6 +35,11 @@ class OffsetsError(LeadflowError):
     """A consumer group's offsets could not be read or moved."""
 
 
+class UnknownGroupError(OffsetsError):
+    """No consumer group has this id (or starts with this prefix): an operator's typo
+    must not read as "no lag" or "nothing to move"."""
+
+
 class GroupActiveError(OffsetsError):
     """The group has live members; Kafka only lets an empty group's offsets be altered."""
 
@@ -128,8 +133,7 @@ def group_lag(settings: Settings, group_prefix: str | None = None) -> list[Group
     prefix = DEFAULT_GROUP_PREFIX if group_prefix is None else group_prefix
     admin = _admin(settings)
     try:
-        listing = admin.list_consumer_groups(request_timeout=_TIMEOUT).result()
-        groups = sorted(g.group_id for g in listing.valid if g.group_id.startswith(prefix))
+        groups = [g for g in _group_ids(admin) if g.startswith(prefix)]
         described = _describe(admin, groups)
         reader = _reader(settings)
         try:
@@ -153,16 +157,26 @@ def group_lag(settings: Settings, group_prefix: str | None = None) -> list[Group
         raise OffsetsError(f"could not read consumer group lag: {exc}") from exc
 
 
+def _group_ids(admin: AdminClient) -> list[str]:
+    listing = admin.list_consumer_groups(request_timeout=_TIMEOUT).result()
+    return sorted(g.group_id for g in listing.valid)
+
+
 def plan_reset(settings: Settings, group: str, to: ResetTarget) -> list[Move]:
     """Where each committed partition of the group would move; reads only.
 
     ``to`` is ``"earliest"`` (the oldest retained offset) or a time: the first
     offset whose timestamp is at or after it, or the end when there is none
-    (as ``kafka-consumer-groups --to-datetime`` does).
+    (as ``kafka-consumer-groups --to-datetime`` does). ``UnknownGroupError`` for a
+    group the broker does not know.
     """
     admin = _admin(settings)
     reader = _reader(settings)
     try:
+        if group not in _group_ids(admin):
+            raise UnknownGroupError(
+                f"no consumer group matches {group} (leadflow offsets lists them)"
+            )
         current = _committed(admin, group)
         if to == "earliest":
             targets = [_watermarks(reader, tp.topic, tp.partition)[0] for tp in current]

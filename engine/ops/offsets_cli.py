@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
-from engine.ops.offsets import ResetTarget, apply_reset, group_lag, plan_reset
+from engine.ops.offsets import ResetTarget, UnknownGroupError, apply_reset, group_lag, plan_reset
+from engine.ops.output import AsJson, print_json
+from engine.runtime.kafka import require_kafka
 from engine.settings import get_settings
 
 offsets_app = typer.Typer(
@@ -26,12 +29,26 @@ def show_lag(
         str | None,
         typer.Option("--group-prefix", help="Only groups starting with this (default: leadflow.)."),
     ] = None,
+    as_json: AsJson = False,
 ) -> None:
     """Print committed offset, end and lag of every partition of every consumer group."""
     if ctx.invoked_subcommand is not None:
         return
-    table = Table("group", "topic", "partition", "committed", "end", "lag", "state")
-    for group in group_lag(get_settings(), group_prefix):
+    settings = get_settings()
+    require_kafka(settings)
+    groups = group_lag(settings, group_prefix)
+    if not groups:
+        shown = "leadflow." if group_prefix is None else group_prefix
+        raise UnknownGroupError(f"no consumer group matches the prefix {shown!r}")
+    if as_json:
+        print_json([{**dataclasses.asdict(g), "lag": g.lag} for g in groups])
+        return
+    # Names fold rather than end in "…": an operator copies them into `offsets reset`.
+    table = Table(
+        Column("group", overflow="fold"), Column("topic", overflow="fold"),
+        "partition", "committed", "end", "lag", "state",
+    )  # fmt: skip
+    for group in groups:
         if not group.partitions:
             table.add_row(group.group, "-", "-", "-", "-", "-", _state(group.state, group.members))
         for p in group.partitions:
@@ -80,6 +97,7 @@ def reset(
         except ValueError as exc:
             raise typer.BadParameter(f"not an ISO 8601 time: {to_time!r}") from exc
     settings = get_settings()
+    require_kafka(settings)
     moves = plan_reset(settings, group, target)
     table = Table("topic", "partition", "current", "target", "delta", title=group)
     for m in moves:

@@ -22,6 +22,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from engine.ops.output import AsJson, print_json
+from engine.runtime.kafka import require_kafka
 from engine.runtime.supervisor import install_stop_handlers
 from engine.settings import get_settings
 
@@ -75,6 +77,7 @@ def replay(
         except ValueError as exc:
             raise typer.BadParameter(f"not an ISO 8601 time: {from_time!r}") from exc
         start = start if start.tzinfo else start.replace(tzinfo=UTC)
+    require_kafka(get_settings())
     stop = threading.Event()
     install_stop_handlers(stop)
     with Progress(
@@ -119,7 +122,7 @@ def replay(
 
 
 @projections_app.callback()
-def list_generations(ctx: typer.Context) -> None:
+def list_generations(ctx: typer.Context, as_json: AsJson = False) -> None:
     """Every generation of every projection, with its state and schema."""
     if ctx.invoked_subcommand is not None:
         return
@@ -127,18 +130,22 @@ def list_generations(ctx: typer.Context) -> None:
     from projectors.store import connect
 
     settings = get_settings()
-    table = Table("projection", "generation", "state", "schema", "from", "created", "activated")
     with connect(settings) as conn:
-        for g in generations(conn, settings.db_schema):
-            table.add_row(
-                g.projection,
-                str(g.number),
-                g.state,
-                g.schema,
-                g.started_from.isoformat() if g.started_from else "beginning",
-                g.created_at.isoformat(timespec="seconds"),
-                g.activated_at.isoformat(timespec="seconds") if g.activated_at else "-",
-            )
+        found = generations(conn, settings.db_schema)
+    if as_json:
+        print_json(found)
+        return
+    table = Table("projection", "generation", "state", "schema", "from", "created", "activated")
+    for g in found:
+        table.add_row(
+            g.projection,
+            str(g.number),
+            g.state,
+            g.schema,
+            g.started_from.isoformat() if g.started_from else "beginning",
+            g.created_at.isoformat(timespec="seconds"),
+            g.activated_at.isoformat(timespec="seconds") if g.activated_at else "-",
+        )
     Console().print(table)
 
 

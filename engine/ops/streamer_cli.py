@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from engine.errors import LeadflowError
 from engine.flows import Flow, load_flow
+from engine.ops.output import AsJson, print_json
+from engine.runtime.kafka import require_kafka
 from engine.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -31,28 +32,26 @@ FlowFile = Annotated[
 
 
 def _flow(settings: Settings, flow_id: str, flow_file: Path | None) -> Flow:
+    """The flow a command names; Kafka is probed first, as every such command talks to it."""
     if flow_file is not None:
         flow = load_flow(flow_file)
         if flow.id != flow_id:
             raise typer.BadParameter(f"{flow_file} defines flow {flow.id}, not {flow_id}")
+        require_kafka(settings)
         return flow
+    require_kafka(settings)
     return _registry_flows(settings, flow_id)[0]
 
 
 def _registry_flows(settings: Settings, flow_id: str | None = None) -> list[Flow]:
-    from engine.registry import FlowRegistry
+    from engine.registry import UnknownFlowError, read_flows
 
-    registry = FlowRegistry(settings)
-    try:
-        registry.refresh()
-        flows = registry.flows()
-    finally:
-        registry.close()
+    flows = read_flows(settings)
     if flow_id is None:
         return flows
     chosen = [f for f in flows if f.id == flow_id]
     if not chosen:
-        raise LeadflowError(f"no applied flow {flow_id} (leadflow flow list shows them)")
+        raise UnknownFlowError(flow_id)
     return chosen
 
 
@@ -154,15 +153,21 @@ def _when(at: datetime | None) -> str:
 def status(
     flow_id: Annotated[str | None, typer.Argument(help="Flow id (default: every flow).")] = None,
     flow_file: FlowFile = None,
+    as_json: AsJson = False,
 ) -> None:
     """Per destination: state, lag, last object written, last error."""
     from streamers.status import destination_status
 
     settings = get_settings()
+    require_kafka(settings)
     flows = [load_flow(flow_file)] if flow_file else _registry_flows(settings, flow_id)
+    rows = destination_status(settings, flows)
+    if as_json:
+        print_json(rows)  # lag null: Kafka did not say
+        return
     table = Table("flow", "destination", "state", "lag", "last object", "last error")
     colours = {"active": "green", "deactivated": "red", "disabled": "yellow"}
-    for row in destination_status(settings, flows):
+    for row in rows:
         state = f"[{colours.get(row.state, 'dim')}]{row.state}[/]"
         if row.reason and row.state != "active":
             state += f"\n{row.reason}"

@@ -36,15 +36,50 @@ SERVICE_ROLES = ("projector", "analytics", "streamer", "feedback")
 REGISTRY_POLL_S = 3.0
 
 
+def streams(flow: Flow) -> bool:
+    """Whether the flow has a destination to stream to. A streamer without one returns at
+    once, and the supervisor restarted it every few seconds, forever: a flow without
+    (enabled) destinations runs no streamer."""
+    return any(d.enabled for d in flow.destinations)
+
+
 def role_names(flow: Flow) -> list[str]:
-    return [s.id for s in flow.steps] + list(SERVICE_ROLES)
+    return [s.id for s in flow.steps] + [
+        r for r in SERVICE_ROLES if r != "streamer" or streams(flow)
+    ]
 
 
 def registry_roles(flows: list[Flow]) -> list[str]:
     roles = ["projector", "analytics", "feedback"]
     for flow in flows:
-        roles += [f"{flow.id}:{s.id}" for s in flow.steps] + [f"streamer:{flow.id}"]
+        roles += [f"{flow.id}:{s.id}" for s in flow.steps]
+        roles += [f"streamer:{flow.id}"] if streams(flow) else []
     return roles
+
+
+def registry_role_problems(roles: list[str], flows: list[Flow]) -> list[str]:
+    """Why each of ``roles`` is no role of the applied ``flows`` (empty: every one is)."""
+    known = set(registry_roles(flows))
+    by_id = {flow.id: flow for flow in flows}
+    problems = []
+    for role in roles:
+        if role in known:
+            continue
+        head, colon, tail = role.partition(":")
+        flow = by_id.get(tail if head == "streamer" else head)
+        if not colon:
+            problems.append(
+                f"{role}: no such role (<flow>:<step>, streamer:<flow>, "
+                f"{', '.join(r for r in SERVICE_ROLES if r != 'streamer')})"
+            )
+        elif flow is None:
+            problems.append(f"{role}: no applied flow {tail if head == 'streamer' else head}")
+        elif head == "streamer":
+            problems.append(f"{role}: flow {flow.id} has no enabled destinations to stream to")
+        else:
+            steps = ", ".join(s.id for s in flow.steps)
+            problems.append(f"{role}: flow {flow.id} has no step {tail} (its steps: {steps})")
+    return problems
 
 
 def install_stop_handlers(stop: threading.Event) -> None:

@@ -87,6 +87,16 @@ class ExportWorker:
 
     def run(self, stop: threading.Event) -> None:
         """Work until ``stop`` is set, riding out Postgres outages with a backoff."""
+        # Said at once: a worker waiting for jobs is otherwise silent (`exports work` printed
+        # nothing), indistinguishable from one stuck before it began.
+        log.info(
+            "export worker started",
+            worker=self.name,
+            store=self.settings.export_store_kind,
+            bucket=self.settings.export_bucket,
+            prefix=self.settings.export_prefix,
+            poll_s=self.poll_s,
+        )
         migrated = False
         while not stop.is_set():
             try:
@@ -106,6 +116,7 @@ class ExportWorker:
                 log.error("export worker failed", error_type=type(exc).__name__,
                           error=self._clean(exc))  # fmt: skip
                 stop.wait(_UNAVAILABLE_BACKOFF_S)
+        log.info("export worker stopped", worker=self.name)
 
     def run_once(self, conn: Connection, stop: threading.Event | None = None) -> ExportJob | None:
         """Claim one job and run it; the job as recorded afterwards, or None if none was waiting."""

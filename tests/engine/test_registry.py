@@ -118,6 +118,18 @@ def test_bad_configuration_is_refused_at_apply_with_line_and_field(tmp_path: Pat
     assert parse_flow  # the same validation as loading a file
 
 
+RUN_SUPERVISOR = """
+import sys, threading
+from engine.runtime.supervisor import install_stop_handlers, supervise
+from engine.settings import get_settings
+from engine.state import migrate_state
+migrate_state(get_settings())
+stop = threading.Event()
+install_stop_handlers(stop)
+supervise(sys.argv[1:], None, stop)
+"""
+
+
 def test_leadflow_run_starts_workers_for_flows_applied_while_it_runs(
     stack: Settings, unique_id: str, buyer: BuyerServer
 ) -> None:
@@ -131,8 +143,10 @@ def test_leadflow_run_starts_workers_for_flows_applied_while_it_runs(
     roles = [f"{f.id}:{s.id}" for f in (first, second) for s in f.steps]
     apply_flow(stack, first)
     env = {**os.environ, "LEADFLOW_LOG_LEVEL": "WARNING"}
+    # What `leadflow run ROLE...` runs, without its start-time check that every role names
+    # an applied flow (which refuses the second flow's roles before it is applied).
     workers = subprocess.Popen(
-        [sys.executable, "-m", "engine", "run", *roles],
+        [sys.executable, "-c", RUN_SUPERVISOR, *roles],
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import structlog
 from confluent_kafka import Message
 
 from engine import __version__
@@ -28,6 +29,8 @@ from engine.steps.feedback import (
 )
 from engine.topics import ERROR_HEADER, TYPE_HEADER, events_topic
 from schemas.codec import EventCodec
+
+log = structlog.get_logger(__name__)
 
 FEEDBACK_TOPIC = "leadflow.feedback"  # the default of ``Settings.feedback_topic``
 FEEDBACK_REJECTED_TOPIC = "leadflow.feedback.rejected"
@@ -70,6 +73,15 @@ class FeedbackHandler:
             delivery, timeline = self._lookup(feedback.event_id)
             result = apply_feedback(feedback, delivery, timeline)
         except FeedbackRejectedError as exc:
+            # The sender was told "published" long ago: the log is where an operator sees why.
+            log.warning(
+                "feedback rejected",
+                reason=str(exc),
+                topic=msg.topic(),
+                partition=msg.partition(),
+                offset=msg.offset(),
+                to=rejected_topic(self.settings.feedback_topic),
+            )
             headers: Headers = [(ERROR_HEADER, str(exc).encode())]
             return [Record(msg.key(), raw, headers, rejected_topic(self.settings.feedback_topic))]
         assert delivery is not None
