@@ -101,7 +101,9 @@ def projected(stack: Settings, unique_id: str, monkeypatch: pytest.MonkeyPatch) 
     with connect(settings) as conn:
         write_batch(conn, "test", build_batch(codec, records))
     monkeypatch.setattr(cli, "get_settings", lambda: settings)
-    monkeypatch.setattr(feedback_worker, "publish_feedback", lambda _, body: published.append(body))
+    monkeypatch.setattr(
+        feedback_worker, "publish_feedback", lambda _, body, key=None: published.append(body)
+    )
     return {str(e["type"]): str(e["id"]) for e in events}
 
 
