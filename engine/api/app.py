@@ -6,13 +6,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from engine import __version__
 from engine.api.feedback import router as feedback_router
 from engine.api.intake import router as intake_router
 from engine.api.metrics import router as metrics_router
 from engine.api.pings import router as pings_router
+from engine.api.validation import reject_unstorable_text
 from engine.settings import Settings, get_settings
 from engine.ui.routes import router as ui_router
 from projectors.api import router as events_router
@@ -28,7 +29,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    app = FastAPI(title="leadflow", version=__version__, lifespan=_lifespan)
+    app = FastAPI(
+        title="leadflow",
+        version=__version__,
+        lifespan=_lifespan,
+        # Every route, present and future: see engine.api.validation.
+        dependencies=[Depends(reject_unstorable_text)],
+    )
     app.state.settings = settings or get_settings()
     app.state.intake = None
     app.state.intake_lock = asyncio.Lock()
