@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi.exceptions import RequestValidationError
 
 from engine import __version__
 from engine.api.feedback import router as feedback_router
 from engine.api.intake import router as intake_router
 from engine.api.metrics import router as metrics_router
 from engine.api.pings import router as pings_router
-from engine.api.validation import reject_unstorable_text
+from engine.api.validation import bounded_validation_errors, reject_unstorable_text
 from engine.settings import Settings, get_settings
 from engine.ui.routes import router as ui_router
 from projectors.api import router as events_router
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan,
         # Every route, present and future: see engine.api.validation.
         dependencies=[Depends(reject_unstorable_text)],
+        exception_handlers={RequestValidationError: bounded_validation_errors},
     )
     app.state.settings = settings or get_settings()
     app.state.intake = None

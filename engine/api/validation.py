@@ -8,6 +8,10 @@ up front on every route, as a 422 naming the parameter in FastAPI's own shape,
 so no route has to remember it. The intake routes take their body raw: a lead's
 body is the source step's data (an unreadable one is a 400 and a
 ``source.rejected`` lead), so only their path, query and headers are checked here.
+
+``bounded_validation_errors`` answers every 422 without echoing a large input
+back: FastAPI's own handler returns each error's ``input`` whole, so a 10 MB
+value would come back as a 10 MB answer.
 """
 
 from __future__ import annotations
@@ -16,12 +20,22 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from fastapi import Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import Form
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# How much of a refused value a 422 shows (characters), and of its message.
+MAX_ECHO = 200
+_MAX_MESSAGE = 1000
+# A body of a million bad items is a million errors: the first ones say enough.
+MAX_ERRORS = 20
 
 Loc = tuple[str | int, ...]
 
@@ -94,3 +108,62 @@ async def reject_unstorable_text(request: Request) -> None:
     ]
     if errors:
         raise RequestValidationError(errors)
+
+
+def _encodable(value: Any) -> Any:
+    """``value`` (JSON-ready) with each lone surrogate as U+FFFD: echoed as it came, one
+    would make the answer itself unencodable (a 500 in place of the 422)."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_encodable(v) for v in value]
+    return value
+
+
+def _truncated(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... (truncated: {len(text):,} characters)"
+
+
+def bounded(value: Any, limit: int = MAX_ECHO) -> Any:
+    """``value`` (JSON-ready, encodable) if short; else its first ``limit`` characters, saying
+    so. A list or object is measured as JSON and, if too long, becomes that truncated text."""
+    if isinstance(value, str):
+        return _truncated(value, limit)
+    if isinstance(value, dict | list):
+        text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+        return value if len(text) <= limit else _truncated(text, limit)
+    return value
+
+
+def _bounded_error(error: dict[str, Any]) -> dict[str, Any]:
+    answer = dict(error)
+    answer["loc"] = [bounded(part) for part in error.get("loc", ())]
+    answer["msg"] = _truncated(str(error.get("msg", "")), _MAX_MESSAGE)
+    if "input" in error:
+        answer["input"] = bounded(error["input"])
+    if isinstance(error.get("ctx"), dict):
+        answer["ctx"] = {k: bounded(v) for k, v in error["ctx"].items()}
+    return answer
+
+
+def bounded_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The errors as a 422 shows them: at most ``MAX_ERRORS``, every echo bounded."""
+    shown = [_bounded_error(e) for e in _encodable(jsonable_encoder(errors[:MAX_ERRORS]))]
+    if len(errors) > MAX_ERRORS:
+        shown.append(
+            {
+                "type": "too_many_errors",
+                "loc": [],
+                "msg": f"{len(errors) - MAX_ERRORS:,} more errors not shown",
+            }
+        )
+    return shown
+
+
+async def bounded_validation_errors(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """The app's RequestValidationError handler: FastAPI's 422 shape, bounded."""
+    return JSONResponse({"detail": bounded_errors(list(exc.errors()))}, status_code=422)

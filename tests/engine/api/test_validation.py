@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from starlette.routing import BaseRoute
 
 from engine.api.app import create_app
-from engine.api.validation import unstorable
+from engine.api.validation import MAX_ECHO, MAX_ERRORS, unstorable
 from engine.settings import Settings
 
 NUL = "a\x00b"
@@ -166,3 +166,48 @@ def test_a_query_parameter_name_and_a_header_are_checked() -> None:
 def test_storable_text_passes() -> None:
     assert unstorable("Zoë 🚀 العربية \ufffd \t\n") is None
     assert unstorable("a\ud800b") is not None  # a JSON "\ud800" escape: no UTF-8 for it
+
+
+# -- no 422 echoes a large input ----------------------------------------------------------
+
+
+def test_a_10_mb_value_is_refused_with_a_small_answer_that_says_it_was_cut() -> None:
+    huge = "x" * 10_000_000
+    answer = TestClient(APP).post("/exports", json={"flow_id": huge})
+    assert answer.status_code == 422
+    assert len(answer.content) < 2000
+    (error,) = answer.json()["detail"]
+    assert error["loc"] == ["body", "flow_id"]
+    assert error["msg"] == "String should have at most 64 characters"
+    assert error["input"] == "x" * MAX_ECHO + "... (truncated: 10,000,000 characters)"
+
+
+def test_a_large_object_echoed_whole_by_pydantic_is_cut_too() -> None:
+    body = {"type": "return", "reason": "y" * 5_000_000}
+    answer = TestClient(APP).post("/feedback", json=body)  # no event_id: the whole query
+    assert answer.status_code == 422 and len(answer.content) < 4000
+    errors = {tuple(e["loc"]): e for e in answer.json()["detail"]}
+    assert errors[("body", "reason")]["input"].endswith("(truncated: 5,000,000 characters)")
+
+
+def test_a_body_of_many_bad_items_shows_the_first_errors_and_counts_the_rest() -> None:
+    answer = TestClient(APP).post("/exports", json={"type": [1] * 100_000})
+    assert answer.status_code == 422 and len(answer.content) < 20_000
+    detail = answer.json()["detail"]
+    assert [e["loc"] for e in detail[:MAX_ERRORS]] == [["body", "type", i] for i in range(20)]
+    assert detail[MAX_ERRORS:] == [
+        {"type": "too_many_errors", "loc": [], "msg": "99,980 more errors not shown"}
+    ]
+
+
+def test_a_lone_surrogate_in_a_json_body_is_a_422_that_can_be_encoded() -> None:
+    answer = TestClient(APP).post(
+        "/exports",
+        content=b'{"format": "csv", "lead_id": "a\\ud800b"}',
+        headers={"content-type": "application/json"},
+    )
+    assert answer.status_code == 422
+    (error,) = answer.json()["detail"]
+    assert error["loc"] == ["body", "lead_id"]
+    assert "lone surrogate (U+D800)" in error["msg"]
+    assert error["input"] == "a\ufffdb"  # echoed as U+FFFD: the answer must be UTF-8
