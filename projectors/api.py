@@ -15,24 +15,25 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from itertools import pairwise
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import StringConstraints
 
 from engine.settings import Settings
 from projectors.diff import diff_snapshots
 from projectors.errors import StoreUnavailableError
-from projectors.params import Range, StrictQuery, query_error
+from projectors.exports.selection import EventId, EventType, Outcome, SortOrder
+from projectors.params import Range, StrictQuery, cursor_error, query_error
 from projectors.queries import get_event, lead_timeline
 from projectors.search import EventQuery, UnknownCursorError, search_events
 from projectors.store import Connection, connect
 
 router = APIRouter(tags=["events"], dependencies=[StrictQuery])
 
-Id = Annotated[str | None, Query(min_length=1, max_length=64)]
-EventType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")]
-Outcome = Literal["success", "failure", "error"]
+# The filters' types are shared with the export routes and ``leadflow export``, so a value
+# one of them refuses is refused by all, with the same message.
+Id = Annotated[EventId | None, Query()]
+Cursor = Annotated[EventId | None, Query(description="a stored event's id")]
 
 
 def _settings(request: Request) -> Settings:
@@ -59,14 +60,10 @@ def _event_query(
     ] = None,
     outcome: Outcome | None = None,
     step_id: Id = None,
-    after_id: Annotated[
-        str | None, Query(min_length=1, max_length=64, description="an event id")
-    ] = None,
-    before_id: Annotated[
-        str | None, Query(min_length=1, max_length=64, description="an event id")
-    ] = None,
+    after_id: Cursor = None,
+    before_id: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    sort: Literal["asc", "desc"] = "desc",
+    sort: SortOrder = "desc",
 ) -> EventQuery:
     """The query parameters both events routes take."""
     return EventQuery(
@@ -90,11 +87,7 @@ def _page(conn: Connection, query: EventQuery) -> list[dict[str, Any]]:
     try:
         return search_events(conn, query)
     except UnknownCursorError as exc:
-        raise query_error(
-            exc.param,
-            f"Unknown event id {exc.event_id!r}: a cursor must be a stored event's id",
-            exc.event_id,
-        ) from None
+        raise cursor_error(exc) from None
 
 
 @router.get("/events")

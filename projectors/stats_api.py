@@ -24,9 +24,11 @@ from typing import Annotated, Literal, get_args
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BeforeValidator
 
-from projectors.api import Conn, EventType, Id
+from projectors.api import Conn, Id
 from projectors.daily import DailyGroup, daily_counts
+from projectors.exports.selection import EventType, iso_only, range_problem
 from projectors.params import Range, StrictQuery, query_error
 from projectors.stats import (
     GroupBy,
@@ -154,6 +156,8 @@ def get_recipient_analytics(
 
 
 _DAILY_GROUPS: dict[str, DailyGroup] = {name: name for name in get_args(DailyGroup)}
+# A day as ISO 8601 text only: pydantic would read a number as seconds since the epoch.
+Day = Annotated[date, BeforeValidator(iso_only)]
 
 
 @router.get("/flows/{flow_id}/analytics/daily")
@@ -161,8 +165,11 @@ def get_daily_analytics(
     flow_id: str,
     request: Request,
     conn: Conn,
-    start: Annotated[date | None, Query(description="first UTC day, inclusive")] = None,
-    end: Annotated[date | None, Query(description="UTC day after the last, exclusive")] = None,
+    start: Annotated[Day | None, Query(description="first UTC day, inclusive; ISO 8601")] = None,
+    end: Annotated[
+        Day | None,
+        Query(description="UTC day after the last, exclusive; must be after start (422)"),
+    ] = None,
     group_by: Annotated[
         list[str] | None,
         Query(
@@ -172,8 +179,9 @@ def get_daily_analytics(
     format: Format = None,
 ) -> Response:
     """Per UTC day (and ``group_by`` value): events, mean and max ``ms``, cost, revenue."""
-    if start is not None and end is not None and start >= end:
-        raise query_error("end", "end must be after start", end.isoformat())
+    problem = range_problem(start, end)
+    if problem is not None:
+        raise query_error("end", problem, end.isoformat() if end else None)
     names: list[DailyGroup] = []
     for value in group_by or []:
         for name in filter(None, (part.strip() for part in value.split(","))):

@@ -9,7 +9,7 @@ dashboard payload. What leaves here has passed ``masking.for_reader``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -29,8 +29,9 @@ from engine.ui.queries import (
     neighbour_before,
     timeline_page,
 )
-from projectors.api import Conn, EventType, Id
+from projectors.api import Conn, Id
 from projectors.diff import diff_snapshots
+from projectors.exports.selection import EventType, Outcome
 from projectors.params import Range, StrictQuery
 from projectors.queries import get_event
 from projectors.store import Connection
@@ -93,7 +94,7 @@ def get_flow_leads(
     conn: Bounded,
     when: Range,
     type: EventType = "source.submitted",
-    outcome: Literal["success", "failure", "error"] | None = None,
+    outcome: Outcome | None = None,
     before_id: Id = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:

@@ -29,9 +29,11 @@ from projectors.errors import StoreUnavailableError
 from projectors.exports import jobs
 from projectors.exports.errors import UnknownExportError
 from projectors.exports.jobs import ExportJob, Status
-from projectors.exports.query import ExportStream
+from projectors.exports.query import ExportStream, check_cursors
 from projectors.exports.selection import ExportQuery, FlowExportQuery
 from projectors.exports.worker import ExportWorker
+from projectors.params import cursor_error
+from projectors.search import UnknownCursorError
 from projectors.store import Connection, connect
 from streamers.destinations import open_store
 from streamers.errors import DestinationError, ObjectNotFoundError
@@ -89,6 +91,9 @@ def _stream(settings: Settings, query: ExportQuery) -> StreamingResponse:
     except StoreUnavailableError as exc:
         conn.close()
         raise HTTPException(503, detail=_UNAVAILABLE) from exc
+    except UnknownCursorError as exc:
+        conn.close()
+        raise cursor_error(exc) from None
     except BaseException:
         conn.close()
         raise
@@ -187,6 +192,10 @@ def create_export(
     user: User = None,
 ) -> dict[str, Any]:
     """Queue an export job; a worker writes the gzip'd file to object storage."""
+    try:
+        check_cursors(conn, body)
+    except UnknownCursorError as exc:
+        raise cursor_error(exc, where="body") from None
     job = jobs.create_job(conn, settings, body, _who(request, user))
     response.headers["Location"] = str(request.url_for("show_export", job_id=str(job.id)))
     return _job_json(request, job)

@@ -112,7 +112,11 @@ def test_an_empty_csv_answer_still_names_its_columns(
         ({"interval": "fortnight"}, "interval", "Input should be 'hour', 'day', 'week' or"),
         ({"format": "xml"}, "format", "Input should be 'json' or 'csv'"),
         ({"type": "delivered"}, "type", "String should match pattern"),
-        ({"start": "2025-11-25", "end": "2025-11-24"}, "end", "end must be after start"),
+        (
+            {"start": "2025-11-25", "end": "2025-11-24"},
+            "end",
+            "end (2025-11-24T00:00:00+00:00) must be after start",
+        ),
         ({"groupby": "type"}, "groupby", "Unknown query parameter 'groupby'; this route takes:"),
         ({"flow_id": ["a", "b"]}, "flow_id", "'flow_id' takes one value, got 2"),
     ],
