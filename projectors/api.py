@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from engine.api.responses import answers
 from engine.settings import Settings
 from projectors.diff import diff_snapshots
 from projectors.errors import StoreUnavailableError
@@ -28,7 +29,7 @@ from projectors.queries import get_event, lead_timeline
 from projectors.search import EventQuery, UnknownCursorError, search_events
 from projectors.store import Connection, connect
 
-router = APIRouter(tags=["events"], dependencies=[StrictQuery])
+router = APIRouter(tags=["events"], dependencies=[StrictQuery], responses=answers(503))
 
 # The filters' types are shared with the export routes and ``leadflow export``, so a value
 # one of them refuses is refused by all, with the same message.
@@ -108,12 +109,12 @@ def _timeline(conn: Connection, lead_id: str) -> list[dict[str, Any]]:
     return events
 
 
-@router.get("/leads/{lead_id}/events")
+@router.get("/leads/{lead_id}/events", responses=answers(404))
 def get_lead_events(lead_id: str, conn: Conn) -> list[dict[str, Any]]:
     return _timeline(conn, lead_id)
 
 
-@router.get("/events/{event_id}")
+@router.get("/events/{event_id}", responses=answers(404))
 def get_one_event(event_id: str, conn: Conn) -> dict[str, Any]:
     event = get_event(conn, event_id)
     if event is None:
@@ -131,7 +132,7 @@ def _change(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.get("/leads/{lead_id}/changes")
+@router.get("/leads/{lead_id}/changes", responses=answers(404))
 def get_lead_changes(
     lead_id: str, conn: Conn, from_event: Id = None, to_event: Id = None
 ) -> list[dict[str, Any]]:

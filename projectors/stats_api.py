@@ -26,6 +26,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BeforeValidator
 
+from engine.api.responses import answers, as_text
 from projectors.api import Conn, Id
 from projectors.daily import DailyGroup, daily_counts
 from projectors.exports.selection import EventType, iso_only, range_problem
@@ -43,7 +44,9 @@ from projectors.stats import (
     step_analytics,
 )
 
-router = APIRouter(tags=["stats"], dependencies=[StrictQuery])
+router = APIRouter(tags=["stats"], dependencies=[StrictQuery], responses=answers(503))
+# Each route answers JSON, or CSV with format=csv (or Accept: text/csv).
+_JSON_OR_CSV = as_text("Rows as JSON, or as CSV with format=csv", "text/csv")
 
 Format = Annotated[Literal["json", "csv"] | None, Query(description="default json")]
 _GROUPS: dict[str, GroupBy] = {name: name for name in get_args(GroupBy)}
@@ -81,7 +84,7 @@ def _group_by(values: list[str]) -> tuple[GroupBy, ...]:
     return tuple(names)
 
 
-@router.get("/events/stats")
+@router.get("/events/stats", responses=_JSON_OR_CSV)
 def get_event_stats(
     request: Request,
     conn: Conn,
@@ -116,7 +119,7 @@ def get_event_stats(
     return _respond(table, request, format)
 
 
-@router.get("/flows/{flow_id}/analytics/steps")
+@router.get("/flows/{flow_id}/analytics/steps", responses=_JSON_OR_CSV)
 def get_step_analytics(
     flow_id: str, request: Request, conn: Conn, when: Range, format: Format = None
 ) -> Response:
@@ -124,7 +127,7 @@ def get_step_analytics(
     return _respond(step_analytics(conn, flow_id, when), request, format)
 
 
-@router.get("/flows/{flow_id}/analytics/reasons")
+@router.get("/flows/{flow_id}/analytics/reasons", responses=_JSON_OR_CSV)
 def get_reason_analytics(
     flow_id: str,
     request: Request,
@@ -138,7 +141,7 @@ def get_reason_analytics(
     return _respond(reason_analytics(conn, flow_id, when, step_id, limit), request, format)
 
 
-@router.get("/flows/{flow_id}/analytics/sources")
+@router.get("/flows/{flow_id}/analytics/sources", responses=_JSON_OR_CSV)
 def get_source_analytics(
     flow_id: str, request: Request, conn: Conn, when: Range, format: Format = None
 ) -> Response:
@@ -147,7 +150,7 @@ def get_source_analytics(
     return _respond(source_analytics(conn, flow_id, when), request, format)
 
 
-@router.get("/flows/{flow_id}/analytics/recipients")
+@router.get("/flows/{flow_id}/analytics/recipients", responses=_JSON_OR_CSV)
 def get_recipient_analytics(
     flow_id: str, request: Request, conn: Conn, when: Range, format: Format = None
 ) -> Response:
@@ -160,7 +163,7 @@ _DAILY_GROUPS: dict[str, DailyGroup] = {name: name for name in get_args(DailyGro
 Day = Annotated[date, BeforeValidator(iso_only)]
 
 
-@router.get("/flows/{flow_id}/analytics/daily")
+@router.get("/flows/{flow_id}/analytics/daily", responses=_JSON_OR_CSV)
 def get_daily_analytics(
     flow_id: str,
     request: Request,

@@ -14,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
+from engine.api.responses import answers
 from engine.runtime.feedback_worker import publish_feedback
 from engine.settings import Settings
 
@@ -31,7 +32,7 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-@router.post("/feedback", status_code=202)
+@router.post("/feedback", status_code=202, responses=answers(404, 503))
 def post_feedback(
     body: FeedbackBody,
     event_id: Annotated[str, Query(min_length=1, max_length=64)],

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.api.responses import answers
 from engine.ui.auth import ReaderDep, require_reader
 from engine.ui.dashboard import dashboard
 from engine.ui.masking import for_reader
@@ -56,6 +57,7 @@ router = APIRouter(
     prefix="/ui/api",
     tags=["ui"],
     dependencies=[Depends(require_reader), StrictQuery, Depends(_no_store)],
+    responses=answers(401, 503),
 )
 
 
@@ -109,7 +111,7 @@ def get_flow_leads(
     }
 
 
-@router.get("/leads/{lead_id}")
+@router.get("/leads/{lead_id}", responses=answers(404))
 def get_lead(
     lead_id: str,
     reader: ReaderDep,
@@ -138,7 +140,7 @@ def _event(conn: Connection, event_id: str) -> dict[str, Any]:
     return event
 
 
-@router.get("/events/{event_id}")
+@router.get("/events/{event_id}", responses=answers(404))
 def get_ui_event(event_id: str, reader: ReaderDep, conn: Bounded) -> dict[str, Any]:
     """One full snapshot, masked for the reader, with the event before it (for a diff link)."""
     event = _event(conn, event_id)
@@ -148,7 +150,7 @@ def get_ui_event(event_id: str, reader: ReaderDep, conn: Bounded) -> dict[str, A
     }
 
 
-@router.get("/events/{event_id}/objects")
+@router.get("/events/{event_id}/objects", responses=answers(404))
 async def get_event_objects(event_id: str, request: Request, conn: Bounded) -> dict[str, Any]:
     """The event's raw object in each per-event destination of its flow, and if it is there."""
     event = await run_in_threadpool(_event, conn, event_id)
@@ -162,7 +164,7 @@ def _side(event: dict[str, Any]) -> dict[str, Any]:
     return {k: event.get(k) for k in ("id", "type", "outcome", "step_name", "timestamp")}
 
 
-@router.get("/leads/{lead_id}/diff")
+@router.get("/leads/{lead_id}/diff", responses=answers(404))
 def get_diff(
     lead_id: str,
     reader: ReaderDep,

@@ -23,6 +23,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, R
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
+from engine.api.responses import answers, as_text
 from engine.destinations import Destination
 from engine.settings import Settings
 from projectors.errors import StoreUnavailableError
@@ -57,7 +58,13 @@ async def _export_worker(app: FastAPI) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(thread.join)
 
 
-router = APIRouter(tags=["exports"], lifespan=_export_worker)
+router = APIRouter(tags=["exports"], lifespan=_export_worker, responses=answers(503))
+_EXPORT_FILE = as_text(
+    "The events as CSV (format=csv, the default) or JSON lines (format=jsonl)",
+    "text/csv",
+    "application/x-ndjson",
+)
+_GZIP_FILE = as_text("The job's gzip'd file", "application/gzip")
 
 _UNAVAILABLE = "The event store is unavailable; retry later"
 
@@ -117,13 +124,15 @@ def _stream(settings: Settings, query: ExportQuery) -> StreamingResponse:
     )
 
 
-@router.get("/events/export", response_class=StreamingResponse)
+@router.get("/events/export", response_class=StreamingResponse, responses=_EXPORT_FILE)
 def export_events(settings: SettingsDep, query: Annotated[ExportQuery, Query()]) -> Response:
     """Every matching event as CSV or JSON lines, streamed in constant memory, ordered by id."""
     return _stream(settings, query)
 
 
-@router.get("/flows/{flow_id}/events/export", response_class=StreamingResponse)
+@router.get(
+    "/flows/{flow_id}/events/export", response_class=StreamingResponse, responses=_EXPORT_FILE
+)
 def export_flow_events(
     flow_id: str, settings: SettingsDep, query: Annotated[FlowExportQuery, Query()]
 ) -> Response:
@@ -212,7 +221,7 @@ def list_exports(
     return [_job_json(request, job) for job in jobs.list_jobs(conn, status, limit)]
 
 
-@router.get("/exports/{job_id}", name="show_export")
+@router.get("/exports/{job_id}", name="show_export", responses=answers(404))
 def show_export(job_id: uuid.UUID, request: Request, conn: JobsConn) -> dict[str, Any]:
     """One job: its status, its file once complete, and who downloaded that file when."""
     answer = _job_json(request, _get_job(conn, job_id))
@@ -220,7 +229,12 @@ def show_export(job_id: uuid.UUID, request: Request, conn: JobsConn) -> dict[str
     return answer
 
 
-@router.get("/exports/{job_id}/download", name="download_export", response_class=StreamingResponse)
+@router.get(
+    "/exports/{job_id}/download",
+    name="download_export",
+    response_class=StreamingResponse,
+    responses={**_GZIP_FILE, **answers(404, 409, 410, 502)},
+)
 def download_export(
     job_id: uuid.UUID, request: Request, settings: SettingsDep, conn: JobsConn, user: User = None
 ) -> Response:
