@@ -28,6 +28,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     if app.state.intake is not None:  # started by the first intake request
         await app.state.intake.close()
+        # The app may be started again (a test client per test): the next intake request
+        # must start a service of its own, not find this closed one.
+        app.state.intake = None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
