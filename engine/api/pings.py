@@ -43,7 +43,10 @@ from engine.intake.pings import (
     ping_limit_reason,
     retry_after_seconds,
 )
+from engine.intake.publisher import PublishError
+from engine.intake.store import IntakeStoreError
 from engine.state import LeadOrder
+from engine.state.errors import StateUnavailableError
 from engine.steps.base import EventDraft, Outcome
 from engine.topics import TYPE_HEADER, events_topic
 from schemas.codec import default_codec
@@ -123,6 +126,9 @@ async def ping(flow_id: str, source_id: str, request: Request) -> JSONResponse:
         response = await _ping(service, checked, settings, checked.data)
     except IntakeRefusedError as exc:
         response = refusal(exc)
+    except (TimeoutError, IntakeStoreError, PublishError, StateUnavailableError) as exc:
+        # As a submit answers: Postgres or Kafka is down, the source may try again.
+        response = refusal(IntakeRefusedError(503, "unavailable", f"Ping not taken: {exc}"))
     metrics.observe("ping", response.status_code, time.perf_counter() - started)
     return response
 
