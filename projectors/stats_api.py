@@ -22,7 +22,8 @@ from datetime import date
 from functools import cache
 from typing import Annotated, Literal, get_args
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BeforeValidator
 
@@ -115,7 +116,10 @@ def get_event_stats(
     try:
         table = event_stats(conn, query)
     except TooManyRowsError as exc:
-        raise HTTPException(422, detail=str(exc)) from None
+        # No one parameter is at fault: the error names the query as a whole.
+        raise RequestValidationError(
+            [{"type": "too_many_rows", "loc": ("query",), "msg": str(exc), "input": None}]
+        ) from None
     return _respond(table, request, format)
 
 

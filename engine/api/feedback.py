@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from engine.api.responses import answers
 from engine.runtime.feedback_worker import publish_feedback
 from engine.settings import Settings
+from projectors.params import query_error
 
 router = APIRouter()
 
@@ -46,7 +47,13 @@ def post_feedback(
     if delivery is None:
         raise HTTPException(404, detail=f"Unknown event: {event_id}")
     if not str(delivery.get("type", "")).startswith("recipient."):
-        raise HTTPException(422, detail=f"Event {event_id} is not a delivery to a buyer")
+        # FastAPI's 422 shape, as every other 422 of the API (and its OpenAPI) has.
+        raise query_error(
+            "event_id",
+            f"Event {event_id} is a {delivery.get('type')}, not a delivery to a buyer"
+            " (recipient.*): feedback is on a delivery",
+            event_id,
+        )
     message = {"event_id": event_id, **body.model_dump(exclude_none=True)}
     publish_feedback(settings, orjson.dumps(message), str(delivery["lead_id"]).encode())
     return {"status": "accepted", "event_id": event_id, "lead_id": str(delivery["lead_id"])}

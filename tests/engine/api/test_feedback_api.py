@@ -89,3 +89,24 @@ def test_malformed_feedback_is_a_clear_422(
     )
     assert answer.status_code == 422
     assert "conversion" in answer.text
+
+
+def test_feedback_on_an_event_that_is_no_delivery_is_a_422_in_the_validation_shape(
+    settings_with_a_delivery: tuple[Settings, dict],  # type: ignore[type-arg]
+) -> None:
+    settings, delivered = settings_with_a_delivery
+    client = TestClient(create_app(settings))
+    submitted = client.get(f"/leads/{delivered['lead_id']}/events").json()[0]["id"]
+    answer = client.post("/feedback", params={"event_id": submitted}, json={"type": "return"})
+    assert answer.status_code == 422
+    assert answer.json() == {
+        "detail": [
+            {
+                "type": "value_error",
+                "loc": ["query", "event_id"],
+                "msg": f"Event {submitted} is a source.submitted, not a delivery to a buyer"
+                " (recipient.*): feedback is on a delivery",
+                "input": submitted,
+            }
+        ]
+    }
