@@ -33,7 +33,7 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-@router.post("/feedback", status_code=202, responses=answers(404, 503))
+@router.post("/feedback", status_code=202, responses=answers(400, 404, 503))
 def post_feedback(
     body: FeedbackBody,
     event_id: Annotated[str, Query(min_length=1, max_length=64)],

@@ -85,6 +85,7 @@ class PingLimited(BaseModel):
 
 
 _PROBLEMS: dict[int, str] = {
+    400: "A body FastAPI could not read (not UTF-8, say); JSON it could read but refuses is a 422",
     401: "No key, or not a valid one",
     404: "Nothing has that id (the answer says which)",
     409: "Not in a state to do that yet (the answer says why)",

@@ -78,7 +78,7 @@ class Search(BaseModel):
     flow_id: str | None = Field(None, min_length=1, max_length=64)
 
 
-@router.post("/leads/search")
+@router.post("/leads/search", responses=answers(400))
 def search_leads(reader: ReaderDep, conn: Bounded, search: Search) -> dict[str, Any]:
     """A lead id, an email or a phone number; ``kind`` says which the box was taken for.
 

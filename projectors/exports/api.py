@@ -191,7 +191,7 @@ def _get_job(conn: Connection, job_id: uuid.UUID) -> ExportJob:
         raise HTTPException(404, detail=str(exc)) from exc
 
 
-@router.post("/exports", status_code=201)
+@router.post("/exports", status_code=201, responses=answers(400))
 def create_export(
     body: ExportQuery,
     request: Request,

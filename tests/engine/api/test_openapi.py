@@ -7,11 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from engine.api.app import create_app
 from engine.settings import Settings
 
-DOC = create_app(Settings(export_worker_in_api=False)).openapi()
+APP = create_app(Settings(export_worker_in_api=False))
+DOC = APP.openapi()
 OPERATIONS = [
     (method.upper(), path, operation)
     for path, methods in DOC["paths"].items()
@@ -23,7 +25,7 @@ JSON = "application/json"
 EXPECTED: dict[tuple[str, str], tuple[set[str], dict[str, set[str]]]] = {
     ("GET", "/healthz"): ({"200", "422"}, {"200": {JSON}}),
     ("GET", "/metrics"): ({"200", "422"}, {"200": {"text/plain"}}),
-    ("POST", "/feedback"): ({"202", "404", "422", "503"}, {"202": {JSON}}),
+    ("POST", "/feedback"): ({"202", "400", "404", "422", "503"}, {"202": {JSON}}),
     ("POST", "/flows/{flow_id}/sources/{source_id}"): (
         {"201", "202", "400", "401", "404", "409", "413", "415", "422", "503"},
         {"201": {JSON}, "202": {JSON}},
@@ -49,7 +51,7 @@ EXPECTED: dict[tuple[str, str], tuple[set[str], dict[str, set[str]]]] = {
         {"200", "422", "503"},
         {"200": {"text/csv", "application/x-ndjson"}},
     ),
-    ("POST", "/exports"): ({"201", "422", "503"}, {"201": {JSON}}),
+    ("POST", "/exports"): ({"201", "400", "422", "503"}, {"201": {JSON}}),
     ("GET", "/exports/{job_id}"): ({"200", "404", "422", "503"}, {"200": {JSON}}),
     ("GET", "/exports/{job_id}/download"): (
         {"200", "404", "409", "410", "422", "502", "503"},
@@ -57,7 +59,7 @@ EXPECTED: dict[tuple[str, str], tuple[set[str], dict[str, set[str]]]] = {
     ),
     ("GET", "/ui/api/whoami"): ({"200", "401", "422", "503"}, {"200": {JSON}}),
     ("GET", "/ui/api/leads/{lead_id}"): ({"200", "401", "404", "422", "503"}, {"200": {JSON}}),
-    ("POST", "/ui/api/leads/search"): ({"200", "401", "422", "503"}, {"200": {JSON}}),
+    ("POST", "/ui/api/leads/search"): ({"200", "400", "401", "422", "503"}, {"200": {JSON}}),
 }
 
 
@@ -100,3 +102,13 @@ def test_the_intake_routes_document_their_raw_lead_body() -> None:
         }
     params = DOC["paths"]["/flows/{flow_id}/sources/{source_id}"]["post"]["parameters"]
     assert "ping_id" in [p["name"] for p in params]
+
+
+@pytest.mark.parametrize("path", ["/exports", "/feedback?event_id=E", "/ui/api/leads/search"])
+def test_a_json_body_that_is_not_utf8_is_the_400_the_document_declares(path: str) -> None:
+    answer = TestClient(APP).post(
+        path, content=b"\xff#", headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 400  # FastAPI's, before any route or dependency runs
+    assert answer.json() == {"detail": "There was an error parsing the body"}
+    assert "400" in DOC["paths"][path.split("?")[0]]["post"]["responses"]
