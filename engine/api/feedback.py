@@ -11,13 +11,16 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import orjson
+from confluent_kafka import KafkaException
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from engine.api.responses import answers
 from engine.runtime.feedback_worker import publish_feedback
 from engine.settings import Settings
+from projectors.api import Conn
 from projectors.params import query_error
+from projectors.queries import get_event
 
 router = APIRouter()
 
@@ -38,12 +41,9 @@ def post_feedback(
     body: FeedbackBody,
     event_id: Annotated[str, Query(min_length=1, max_length=64)],
     settings: Annotated[Settings, Depends(_settings)],
+    conn: Conn,  # a 503 when Postgres is unavailable, as on every read route
 ) -> dict[str, str]:
-    from projectors.queries import get_event
-    from projectors.store import connect
-
-    with connect(settings, application_name="leadflow-api") as conn:
-        delivery = get_event(conn, event_id)
+    delivery = get_event(conn, event_id)
     if delivery is None:
         raise HTTPException(404, detail=f"Unknown event: {event_id}")
     if not str(delivery.get("type", "")).startswith("recipient."):
@@ -55,5 +55,8 @@ def post_feedback(
             event_id,
         )
     message = {"event_id": event_id, **body.model_dump(exclude_none=True)}
-    publish_feedback(settings, orjson.dumps(message), str(delivery["lead_id"]).encode())
+    try:
+        publish_feedback(settings, orjson.dumps(message), str(delivery["lead_id"]).encode())
+    except KafkaException as exc:
+        raise HTTPException(503, detail="Kafka is unavailable; the feedback was not taken") from exc
     return {"status": "accepted", "event_id": event_id, "lead_id": str(delivery["lead_id"])}

@@ -6,9 +6,11 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
+from engine.api import feedback
 from engine.api.app import create_app
 from engine.runtime.feedback_worker import ensure_feedback_topics
 from engine.runtime.handlers.feedback import FEEDBACK_TOPIC
@@ -110,3 +112,29 @@ def test_feedback_on_an_event_that_is_no_delivery_is_a_422_in_the_validation_sha
             }
         ]
     }
+
+
+def test_feedback_while_postgres_or_kafka_is_unavailable_is_a_503(
+    settings_with_a_delivery: tuple[Settings, dict],  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings, delivered = settings_with_a_delivery
+    down = settings.model_copy(
+        update={"database_url": SecretStr("postgresql://leadflow:x@127.0.0.1:9/leadflow")}
+    )
+    body, params = {"type": "return"}, {"event_id": delivered["id"]}
+    answer = TestClient(create_app(down)).post("/feedback", params=params, json=body)
+    assert (answer.status_code, answer.json()) == (
+        503,
+        {"detail": "The event store is unavailable; retry later"},
+    )
+
+    def kafka_down(*args: object) -> None:
+        raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "feedback not published"))
+
+    monkeypatch.setattr(feedback, "publish_feedback", kafka_down)
+    answer = TestClient(create_app(settings)).post("/feedback", params=params, json=body)
+    assert (answer.status_code, answer.json()) == (
+        503,
+        {"detail": "Kafka is unavailable; the feedback was not taken"},
+    )
