@@ -147,3 +147,12 @@ def test_the_cli_refuses_a_bad_outcome_saying_so(
     result = CliRunner(env={"COLUMNS": "200"}).invoke(cli.app, ["export", "--outcome", "bogus"])
     assert result.exit_code == 2
     assert "outcome: Input should be 'success', 'failure' or 'error'" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["-1", "0.5", "1700000000", "20000"])
+def test_the_daily_analytics_days_are_iso_8601_only_too(
+    client: TestClient, pg_schema: str, value: str
+) -> None:
+    answer = client.get(f"/flows/{pg_schema}/analytics/daily", params={"start": value})
+    ((loc, msg),) = errors(answer)
+    assert loc == ("start",) and msg.startswith("Input should be an ISO 8601 date or time")
