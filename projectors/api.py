@@ -15,24 +15,26 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from itertools import pairwise
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import StringConstraints
 
+from engine.api.responses import answers
 from engine.settings import Settings
 from projectors.diff import diff_snapshots
 from projectors.errors import StoreUnavailableError
-from projectors.params import Range, StrictQuery, query_error
+from projectors.exports.selection import EventId, EventType, Outcome, SortOrder
+from projectors.params import Range, StrictQuery, cursor_error, query_error
 from projectors.queries import get_event, lead_timeline
 from projectors.search import EventQuery, UnknownCursorError, search_events
 from projectors.store import Connection, connect
 
-router = APIRouter(tags=["events"], dependencies=[StrictQuery])
+router = APIRouter(tags=["events"], dependencies=[StrictQuery], responses=answers(503))
 
-Id = Annotated[str | None, Query(min_length=1, max_length=64)]
-EventType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")]
-Outcome = Literal["success", "failure", "error"]
+# The filters' types are shared with the export routes and ``leadflow export``, so a value
+# one of them refuses is refused by all, with the same message.
+Id = Annotated[EventId | None, Query()]
+Cursor = Annotated[EventId | None, Query(description="a stored event's id")]
 
 
 def _settings(request: Request) -> Settings:
@@ -59,14 +61,10 @@ def _event_query(
     ] = None,
     outcome: Outcome | None = None,
     step_id: Id = None,
-    after_id: Annotated[
-        str | None, Query(min_length=1, max_length=64, description="an event id")
-    ] = None,
-    before_id: Annotated[
-        str | None, Query(min_length=1, max_length=64, description="an event id")
-    ] = None,
+    after_id: Cursor = None,
+    before_id: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    sort: Literal["asc", "desc"] = "desc",
+    sort: SortOrder = "desc",
 ) -> EventQuery:
     """The query parameters both events routes take."""
     return EventQuery(
@@ -90,11 +88,7 @@ def _page(conn: Connection, query: EventQuery) -> list[dict[str, Any]]:
     try:
         return search_events(conn, query)
     except UnknownCursorError as exc:
-        raise query_error(
-            exc.param,
-            f"Unknown event id {exc.event_id!r}: a cursor must be a stored event's id",
-            exc.event_id,
-        ) from None
+        raise cursor_error(exc) from None
 
 
 @router.get("/events")
@@ -115,12 +109,12 @@ def _timeline(conn: Connection, lead_id: str) -> list[dict[str, Any]]:
     return events
 
 
-@router.get("/leads/{lead_id}/events")
+@router.get("/leads/{lead_id}/events", responses=answers(404))
 def get_lead_events(lead_id: str, conn: Conn) -> list[dict[str, Any]]:
     return _timeline(conn, lead_id)
 
 
-@router.get("/events/{event_id}")
+@router.get("/events/{event_id}", responses=answers(404))
 def get_one_event(event_id: str, conn: Conn) -> dict[str, Any]:
     event = get_event(conn, event_id)
     if event is None:
@@ -138,7 +132,7 @@ def _change(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.get("/leads/{lead_id}/changes")
+@router.get("/leads/{lead_id}/changes", responses=answers(404))
 def get_lead_changes(
     lead_id: str, conn: Conn, from_event: Id = None, to_event: Id = None
 ) -> list[dict[str, Any]]:

@@ -19,15 +19,26 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
+from projectors.exports.selection import END_DOC, START_DOC, Instant, range_problem
+from projectors.search import UnknownCursorError
+
 _SEQUENCES = (list, tuple, set, frozenset)
 
 
-def query_error(name: str, message: str, value: Any, kind: str = "value_error") -> Exception:
+def query_error(
+    name: str, message: str, value: Any, kind: str = "value_error", where: str = "query"
+) -> Exception:
     """A 422 in FastAPI's own shape (``{"detail": [{"loc": ["query", name], ...}]}``), so a
     client handles the errors raised here and pydantic's alike."""
     return RequestValidationError(
-        [{"type": kind, "loc": ("query", name), "msg": message, "input": value}]
+        [{"type": kind, "loc": (where, name), "msg": message, "input": value}]
     )
+
+
+def cursor_error(exc: UnknownCursorError, where: str = "query") -> Exception:
+    """The 422 for an ``after_id``/``before_id`` naming no stored event, on every route."""
+    message = f"Unknown event id {exc.event_id!r}: a cursor must be a stored event's id"
+    return query_error(exc.param, message, exc.event_id, where=where)
 
 
 def _is_sequence(annotation: Any) -> bool:
@@ -71,13 +82,6 @@ def reject_unknown_query_params(request: Request) -> None:
 StrictQuery = Depends(reject_unknown_query_params)
 
 
-def as_utc(value: datetime | None) -> datetime | None:
-    """A time without an offset (or a bare date, "2024-01-15") is UTC, never the server's zone."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
 def iso_utc(value: datetime) -> str:
     """How every time leaves the API: ISO 8601 in UTC with a ``Z``, as event timestamps do."""
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -92,17 +96,14 @@ class TimeRange:
 
 
 def time_range(
-    start: Annotated[
-        datetime | None, Query(description="inclusive, ISO 8601; UTC if no offset")
-    ] = None,
-    end: Annotated[
-        datetime | None, Query(description="exclusive, ISO 8601; UTC if no offset")
-    ] = None,
+    start: Annotated[Instant | None, Query(description=START_DOC)] = None,
+    end: Annotated[Instant | None, Query(description=END_DOC)] = None,
 ) -> TimeRange:
-    """The ``start``/``end`` pair every read route takes, checked to be in order."""
-    start, end = as_utc(start), as_utc(end)
-    if start is not None and end is not None and start >= end:
-        raise query_error("end", "end must be after start", end.isoformat())
+    """The ``start``/``end`` pair every read route takes, checked to be in order: the same
+    types and check as the export routes' (``projectors.exports.selection``)."""
+    problem = range_problem(start, end)
+    if problem is not None:
+        raise query_error("end", problem, end.isoformat() if end else None)
     return TimeRange(start, end)
 
 

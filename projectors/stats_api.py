@@ -22,11 +22,15 @@ from datetime import date
 from functools import cache
 from typing import Annotated, Literal, get_args
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BeforeValidator
 
-from projectors.api import Conn, EventType, Id
+from engine.api.responses import answers, as_text
+from projectors.api import Conn, Id
 from projectors.daily import DailyGroup, daily_counts
+from projectors.exports.selection import EventType, iso_only, range_problem
 from projectors.params import Range, StrictQuery, query_error
 from projectors.stats import (
     GroupBy,
@@ -41,7 +45,9 @@ from projectors.stats import (
     step_analytics,
 )
 
-router = APIRouter(tags=["stats"], dependencies=[StrictQuery])
+router = APIRouter(tags=["stats"], dependencies=[StrictQuery], responses=answers(503))
+# Each route answers JSON, or CSV with format=csv (or Accept: text/csv).
+_JSON_OR_CSV = as_text("Rows as JSON, or as CSV with format=csv", "text/csv")
 
 Format = Annotated[Literal["json", "csv"] | None, Query(description="default json")]
 _GROUPS: dict[str, GroupBy] = {name: name for name in get_args(GroupBy)}
@@ -79,7 +85,7 @@ def _group_by(values: list[str]) -> tuple[GroupBy, ...]:
     return tuple(names)
 
 
-@router.get("/events/stats")
+@router.get("/events/stats", responses=_JSON_OR_CSV)
 def get_event_stats(
     request: Request,
     conn: Conn,
@@ -110,11 +116,14 @@ def get_event_stats(
     try:
         table = event_stats(conn, query)
     except TooManyRowsError as exc:
-        raise HTTPException(422, detail=str(exc)) from None
+        # No one parameter is at fault: the error names the query as a whole.
+        raise RequestValidationError(
+            [{"type": "too_many_rows", "loc": ("query",), "msg": str(exc), "input": None}]
+        ) from None
     return _respond(table, request, format)
 
 
-@router.get("/flows/{flow_id}/analytics/steps")
+@router.get("/flows/{flow_id}/analytics/steps", responses=_JSON_OR_CSV)
 def get_step_analytics(
     flow_id: str, request: Request, conn: Conn, when: Range, format: Format = None
 ) -> Response:
@@ -122,7 +131,7 @@ def get_step_analytics(
     return _respond(step_analytics(conn, flow_id, when), request, format)
 
 
-@router.get("/flows/{flow_id}/analytics/reasons")
+@router.get("/flows/{flow_id}/analytics/reasons", responses=_JSON_OR_CSV)
 def get_reason_analytics(
     flow_id: str,
     request: Request,
@@ -136,7 +145,7 @@ def get_reason_analytics(
     return _respond(reason_analytics(conn, flow_id, when, step_id, limit), request, format)
 
 
-@router.get("/flows/{flow_id}/analytics/sources")
+@router.get("/flows/{flow_id}/analytics/sources", responses=_JSON_OR_CSV)
 def get_source_analytics(
     flow_id: str, request: Request, conn: Conn, when: Range, format: Format = None
 ) -> Response:
@@ -145,7 +154,7 @@ def get_source_analytics(
     return _respond(source_analytics(conn, flow_id, when), request, format)
 
 
-@router.get("/flows/{flow_id}/analytics/recipients")
+@router.get("/flows/{flow_id}/analytics/recipients", responses=_JSON_OR_CSV)
 def get_recipient_analytics(
     flow_id: str, request: Request, conn: Conn, when: Range, format: Format = None
 ) -> Response:
@@ -154,15 +163,20 @@ def get_recipient_analytics(
 
 
 _DAILY_GROUPS: dict[str, DailyGroup] = {name: name for name in get_args(DailyGroup)}
+# A day as ISO 8601 text only: pydantic would read a number as seconds since the epoch.
+Day = Annotated[date, BeforeValidator(iso_only)]
 
 
-@router.get("/flows/{flow_id}/analytics/daily")
+@router.get("/flows/{flow_id}/analytics/daily", responses=_JSON_OR_CSV)
 def get_daily_analytics(
     flow_id: str,
     request: Request,
     conn: Conn,
-    start: Annotated[date | None, Query(description="first UTC day, inclusive")] = None,
-    end: Annotated[date | None, Query(description="UTC day after the last, exclusive")] = None,
+    start: Annotated[Day | None, Query(description="first UTC day, inclusive; ISO 8601")] = None,
+    end: Annotated[
+        Day | None,
+        Query(description="UTC day after the last, exclusive; must be after start (422)"),
+    ] = None,
     group_by: Annotated[
         list[str] | None,
         Query(
@@ -172,8 +186,9 @@ def get_daily_analytics(
     format: Format = None,
 ) -> Response:
     """Per UTC day (and ``group_by`` value): events, mean and max ``ms``, cost, revenue."""
-    if start is not None and end is not None and start >= end:
-        raise query_error("end", "end must be after start", end.isoformat())
+    problem = range_problem(start, end)
+    if problem is not None:
+        raise query_error("end", problem, end.isoformat() if end else None)
     names: list[DailyGroup] = []
     for value in group_by or []:
         for name in filter(None, (part.strip() for part in value.split(","))):

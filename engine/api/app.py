@@ -6,13 +6,16 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.exceptions import RequestValidationError
 
 from engine import __version__
 from engine.api.feedback import router as feedback_router
 from engine.api.intake import router as intake_router
 from engine.api.metrics import router as metrics_router
 from engine.api.pings import router as pings_router
+from engine.api.responses import VALIDATION
+from engine.api.validation import bounded_validation_errors, reject_unstorable_text
 from engine.settings import Settings, get_settings
 from engine.ui.routes import router as ui_router
 from projectors.api import router as events_router
@@ -25,10 +28,21 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     if app.state.intake is not None:  # started by the first intake request
         await app.state.intake.close()
+        # The app may be started again (a test client per test): the next intake request
+        # must start a service of its own, not find this closed one.
+        app.state.intake = None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    app = FastAPI(title="leadflow", version=__version__, lifespan=_lifespan)
+    app = FastAPI(
+        title="leadflow",
+        version=__version__,
+        lifespan=_lifespan,
+        # Every route, present and future: see engine.api.validation.
+        dependencies=[Depends(reject_unstorable_text)],
+        exception_handlers={RequestValidationError: bounded_validation_errors},
+        responses=VALIDATION,  # so any route can answer 422 (a NUL in a header, say)
+    )
     app.state.settings = settings or get_settings()
     app.state.intake = None
     app.state.intake_lock = asyncio.Lock()

@@ -11,11 +11,16 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import orjson
+from confluent_kafka import KafkaException
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
+from engine.api.responses import answers
 from engine.runtime.feedback_worker import publish_feedback
 from engine.settings import Settings
+from projectors.api import Conn
+from projectors.params import query_error
+from projectors.queries import get_event
 
 router = APIRouter()
 
@@ -31,21 +36,27 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-@router.post("/feedback", status_code=202)
+@router.post("/feedback", status_code=202, responses=answers(400, 404, 503))
 def post_feedback(
     body: FeedbackBody,
     event_id: Annotated[str, Query(min_length=1, max_length=64)],
     settings: Annotated[Settings, Depends(_settings)],
+    conn: Conn,  # a 503 when Postgres is unavailable, as on every read route
 ) -> dict[str, str]:
-    from projectors.queries import get_event
-    from projectors.store import connect
-
-    with connect(settings, application_name="leadflow-api") as conn:
-        delivery = get_event(conn, event_id)
+    delivery = get_event(conn, event_id)
     if delivery is None:
         raise HTTPException(404, detail=f"Unknown event: {event_id}")
     if not str(delivery.get("type", "")).startswith("recipient."):
-        raise HTTPException(422, detail=f"Event {event_id} is not a delivery to a buyer")
+        # FastAPI's 422 shape, as every other 422 of the API (and its OpenAPI) has.
+        raise query_error(
+            "event_id",
+            f"Event {event_id} is a {delivery.get('type')}, not a delivery to a buyer"
+            " (recipient.*): feedback is on a delivery",
+            event_id,
+        )
     message = {"event_id": event_id, **body.model_dump(exclude_none=True)}
-    publish_feedback(settings, orjson.dumps(message), str(delivery["lead_id"]).encode())
+    try:
+        publish_feedback(settings, orjson.dumps(message), str(delivery["lead_id"]).encode())
+    except KafkaException as exc:
+        raise HTTPException(503, detail="Kafka is unavailable; the feedback was not taken") from exc
     return {"status": "accepted", "event_id": event_id, "lead_id": str(delivery["lead_id"])}

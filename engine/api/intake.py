@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from engine.api import metrics
 from engine.api.intake_service import IdempotencyConflictError, IntakeService, Lead
+from engine.api.responses import IntakeRefusal, LeadAnswer, PendingAnswer, intake_answers
 from engine.flows import Flow, SourceStep
 from engine.intake.answers import recorded_headers
 from engine.intake.auth import CredentialsUnavailableError, authenticated
@@ -127,15 +128,53 @@ def recorded_request(request: Request, checked: Checked) -> dict[str, Any]:
     }
 
 
-@router.post("/flows/{flow_id}/sources/{source_id}")
-async def submit_lead(flow_id: str, source_id: str, request: Request) -> JSONResponse:
+# The body is read raw (``check_request``): JSON, form-encoded or XML as the source allows.
+LEAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The lead's fields, in a format the source's intake.formats allows",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+            "application/xml": {"schema": {"type": "object"}},
+        },
+    }
+}
+
+
+@router.post(
+    "/flows/{flow_id}/sources/{source_id}",
+    status_code=201,
+    responses={
+        201: {"model": LeadAnswer, "description": "The lead and the source's verdict on it"},
+        202: {"model": PendingAnswer, "description": "Not decided within timeout_ms; still is"},
+        400: {
+            "model": LeadAnswer | IntakeRefusal,
+            "description": "An unreadable body (a source.rejected lead, its id in the answer),"
+            " or a bad or missing Idempotency-Key",
+        },
+        **intake_answers(409),
+    },
+    openapi_extra=LEAD_BODY,
+)
+async def submit_lead(
+    flow_id: str,
+    source_id: str,
+    request: Request,
+    ping_id: Annotated[
+        str | None, Query(description="the ping whose price this lead takes (or X-Ping-Id)")
+    ] = None,
+) -> JSONResponse:
+    """Submit a lead: LeadConduit's answer once its decisive event is committed."""
     started = time.perf_counter()
-    response = await _submit(flow_id, source_id, request)
+    response = await _submit(flow_id, source_id, request, ping_id)
     metrics.observe("submit", response.status_code, time.perf_counter() - started)
     return response
 
 
-async def _submit(flow_id: str, source_id: str, request: Request) -> JSONResponse:
+async def _submit(
+    flow_id: str, source_id: str, request: Request, ping_id: str | None
+) -> JSONResponse:
     service = await intake_service(request)
     try:
         checked = await check_request(service, request, flow_id, source_id)
@@ -144,7 +183,7 @@ async def _submit(flow_id: str, source_id: str, request: Request) -> JSONRespons
             raise IntakeRefusedError(
                 400, "bad_idempotency_key", f"Idempotency key must be 1-{MAX_KEY_LENGTH} chars"
             )
-        ping_id = request.query_params.get("ping_id") or checked.headers.get("x-ping-id")
+        ping_id = ping_id or checked.headers.get("x-ping-id")
         lead = Lead(
             flow=checked.flow,
             source=checked.source,

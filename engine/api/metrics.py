@@ -20,6 +20,8 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
 
+from engine.api.responses import as_text
+
 router = APIRouter()
 
 INTAKE_REQUESTS = Counter(
@@ -45,8 +47,14 @@ def observe(kind: str, status: int, seconds: float) -> None:
     INTAKE_SECONDS.labels(kind).observe(seconds)
 
 
-@router.get("/metrics")
+# response_class=Response: no JSON 200 in the OpenAPI; the 422 every route may answer stays JSON.
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses=as_text("Prometheus' text exposition format", "text/plain"),
+)
 def metrics() -> Response:
+    """Prometheus' text exposition format."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -22,8 +22,16 @@ from fastapi.responses import JSONResponse
 
 from engine import __version__
 from engine.api import metrics
-from engine.api.intake import Checked, IntakeRefusedError, check_request, intake_service, refusal
+from engine.api.intake import (
+    LEAD_BODY,
+    Checked,
+    IntakeRefusedError,
+    check_request,
+    intake_service,
+    refusal,
+)
 from engine.api.intake_service import IntakeService
+from engine.api.responses import IntakeRefusal, PingAnswer, PingLimited, intake_answers
 from engine.events import StepIdentity, Timing, stamp_events
 from engine.flows import RecipientStep
 from engine.ids import new_lead_id
@@ -35,7 +43,10 @@ from engine.intake.pings import (
     ping_limit_reason,
     retry_after_seconds,
 )
+from engine.intake.publisher import PublishError
+from engine.intake.store import IntakeStoreError
 from engine.state import LeadOrder
+from engine.state.errors import StateUnavailableError
 from engine.steps.base import EventDraft, Outcome
 from engine.topics import TYPE_HEADER, events_topic
 from schemas.codec import default_codec
@@ -91,8 +102,18 @@ async def _record(
     )
 
 
-@router.post("/flows/{flow_id}/sources/{source_id}/ping")
+@router.post(
+    "/flows/{flow_id}/sources/{source_id}/ping",
+    responses={
+        200: {"model": PingAnswer, "description": "The best bid, or failure 'No bid'"},
+        400: {"model": IntakeRefusal, "description": "An unreadable body"},
+        429: {"model": PingLimited, "description": "Over a ping limit; retry_after seconds"},
+        **intake_answers(),
+    },
+    openapi_extra=LEAD_BODY,
+)
 async def ping(flow_id: str, source_id: str, request: Request) -> JSONResponse:
+    """Ask the flow's buyers for a price, with the source's ping fields only."""
     started = time.perf_counter()
     service = await intake_service(request)
     try:
@@ -105,6 +126,9 @@ async def ping(flow_id: str, source_id: str, request: Request) -> JSONResponse:
         response = await _ping(service, checked, settings, checked.data)
     except IntakeRefusedError as exc:
         response = refusal(exc)
+    except (TimeoutError, IntakeStoreError, PublishError, StateUnavailableError) as exc:
+        # As a submit answers: Postgres or Kafka is down, the source may try again.
+        response = refusal(IntakeRefusedError(503, "unavailable", f"Ping not taken: {exc}"))
     metrics.observe("ping", response.status_code, time.perf_counter() - started)
     return response
 

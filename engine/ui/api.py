@@ -9,12 +9,13 @@ dashboard payload. What leaves here has passed ``masking.for_reader``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.api.responses import answers
 from engine.ui.auth import ReaderDep, require_reader
 from engine.ui.dashboard import dashboard
 from engine.ui.masking import for_reader
@@ -29,8 +30,9 @@ from engine.ui.queries import (
     neighbour_before,
     timeline_page,
 )
-from projectors.api import Conn, EventType, Id
+from projectors.api import Conn, Id
 from projectors.diff import diff_snapshots
+from projectors.exports.selection import EventType, Outcome
 from projectors.params import Range, StrictQuery
 from projectors.queries import get_event
 from projectors.store import Connection
@@ -55,6 +57,7 @@ router = APIRouter(
     prefix="/ui/api",
     tags=["ui"],
     dependencies=[Depends(require_reader), StrictQuery, Depends(_no_store)],
+    responses=answers(401, 503),
 )
 
 
@@ -75,7 +78,7 @@ class Search(BaseModel):
     flow_id: str | None = Field(None, min_length=1, max_length=64)
 
 
-@router.post("/leads/search")
+@router.post("/leads/search", responses=answers(400))
 def search_leads(reader: ReaderDep, conn: Bounded, search: Search) -> dict[str, Any]:
     """A lead id, an email or a phone number; ``kind`` says which the box was taken for.
 
@@ -93,7 +96,7 @@ def get_flow_leads(
     conn: Bounded,
     when: Range,
     type: EventType = "source.submitted",
-    outcome: Literal["success", "failure", "error"] | None = None,
+    outcome: Outcome | None = None,
     before_id: Id = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
@@ -108,7 +111,7 @@ def get_flow_leads(
     }
 
 
-@router.get("/leads/{lead_id}")
+@router.get("/leads/{lead_id}", responses=answers(404))
 def get_lead(
     lead_id: str,
     reader: ReaderDep,
@@ -137,7 +140,7 @@ def _event(conn: Connection, event_id: str) -> dict[str, Any]:
     return event
 
 
-@router.get("/events/{event_id}")
+@router.get("/events/{event_id}", responses=answers(404))
 def get_ui_event(event_id: str, reader: ReaderDep, conn: Bounded) -> dict[str, Any]:
     """One full snapshot, masked for the reader, with the event before it (for a diff link)."""
     event = _event(conn, event_id)
@@ -147,7 +150,7 @@ def get_ui_event(event_id: str, reader: ReaderDep, conn: Bounded) -> dict[str, A
     }
 
 
-@router.get("/events/{event_id}/objects")
+@router.get("/events/{event_id}/objects", responses=answers(404))
 async def get_event_objects(event_id: str, request: Request, conn: Bounded) -> dict[str, Any]:
     """The event's raw object in each per-event destination of its flow, and if it is there."""
     event = await run_in_threadpool(_event, conn, event_id)
@@ -161,7 +164,7 @@ def _side(event: dict[str, Any]) -> dict[str, Any]:
     return {k: event.get(k) for k in ("id", "type", "outcome", "step_name", "timestamp")}
 
 
-@router.get("/leads/{lead_id}/diff")
+@router.get("/leads/{lead_id}/diff", responses=answers(404))
 def get_diff(
     lead_id: str,
     reader: ReaderDep,

@@ -23,15 +23,18 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, R
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
+from engine.api.responses import answers, as_text
 from engine.destinations import Destination
 from engine.settings import Settings
 from projectors.errors import StoreUnavailableError
 from projectors.exports import jobs
 from projectors.exports.errors import UnknownExportError
 from projectors.exports.jobs import ExportJob, Status
-from projectors.exports.query import ExportStream
+from projectors.exports.query import ExportStream, check_cursors
 from projectors.exports.selection import ExportQuery, FlowExportQuery
 from projectors.exports.worker import ExportWorker
+from projectors.params import cursor_error
+from projectors.search import UnknownCursorError
 from projectors.store import Connection, connect
 from streamers.destinations import open_store
 from streamers.errors import DestinationError, ObjectNotFoundError
@@ -55,7 +58,13 @@ async def _export_worker(app: FastAPI) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(thread.join)
 
 
-router = APIRouter(tags=["exports"], lifespan=_export_worker)
+router = APIRouter(tags=["exports"], lifespan=_export_worker, responses=answers(503))
+_EXPORT_FILE = as_text(
+    "The events as CSV (format=csv, the default) or JSON lines (format=jsonl)",
+    "text/csv",
+    "application/x-ndjson",
+)
+_GZIP_FILE = as_text("The job's gzip'd file", "application/gzip")
 
 _UNAVAILABLE = "The event store is unavailable; retry later"
 
@@ -89,6 +98,9 @@ def _stream(settings: Settings, query: ExportQuery) -> StreamingResponse:
     except StoreUnavailableError as exc:
         conn.close()
         raise HTTPException(503, detail=_UNAVAILABLE) from exc
+    except UnknownCursorError as exc:
+        conn.close()
+        raise cursor_error(exc) from None
     except BaseException:
         conn.close()
         raise
@@ -112,13 +124,15 @@ def _stream(settings: Settings, query: ExportQuery) -> StreamingResponse:
     )
 
 
-@router.get("/events/export", response_class=StreamingResponse)
+@router.get("/events/export", response_class=StreamingResponse, responses=_EXPORT_FILE)
 def export_events(settings: SettingsDep, query: Annotated[ExportQuery, Query()]) -> Response:
     """Every matching event as CSV or JSON lines, streamed in constant memory, ordered by id."""
     return _stream(settings, query)
 
 
-@router.get("/flows/{flow_id}/events/export", response_class=StreamingResponse)
+@router.get(
+    "/flows/{flow_id}/events/export", response_class=StreamingResponse, responses=_EXPORT_FILE
+)
 def export_flow_events(
     flow_id: str, settings: SettingsDep, query: Annotated[FlowExportQuery, Query()]
 ) -> Response:
@@ -177,7 +191,7 @@ def _get_job(conn: Connection, job_id: uuid.UUID) -> ExportJob:
         raise HTTPException(404, detail=str(exc)) from exc
 
 
-@router.post("/exports", status_code=201)
+@router.post("/exports", status_code=201, responses=answers(400))
 def create_export(
     body: ExportQuery,
     request: Request,
@@ -187,6 +201,10 @@ def create_export(
     user: User = None,
 ) -> dict[str, Any]:
     """Queue an export job; a worker writes the gzip'd file to object storage."""
+    try:
+        check_cursors(conn, body)
+    except UnknownCursorError as exc:
+        raise cursor_error(exc, where="body") from None
     job = jobs.create_job(conn, settings, body, _who(request, user))
     response.headers["Location"] = str(request.url_for("show_export", job_id=str(job.id)))
     return _job_json(request, job)
@@ -203,7 +221,7 @@ def list_exports(
     return [_job_json(request, job) for job in jobs.list_jobs(conn, status, limit)]
 
 
-@router.get("/exports/{job_id}", name="show_export")
+@router.get("/exports/{job_id}", name="show_export", responses=answers(404))
 def show_export(job_id: uuid.UUID, request: Request, conn: JobsConn) -> dict[str, Any]:
     """One job: its status, its file once complete, and who downloaded that file when."""
     answer = _job_json(request, _get_job(conn, job_id))
@@ -211,7 +229,12 @@ def show_export(job_id: uuid.UUID, request: Request, conn: JobsConn) -> dict[str
     return answer
 
 
-@router.get("/exports/{job_id}/download", name="download_export", response_class=StreamingResponse)
+@router.get(
+    "/exports/{job_id}/download",
+    name="download_export",
+    response_class=StreamingResponse,
+    responses={**_GZIP_FILE, **answers(404, 409, 410, 502)},
+)
 def download_export(
     job_id: uuid.UUID, request: Request, settings: SettingsDep, conn: JobsConn, user: User = None
 ) -> Response:

@@ -1,9 +1,14 @@
 """Read an export's events in constant memory: one server-side cursor, fetched in chunks.
 
 Rows come ordered by event id - submission time, then lead, then position in
-the flow, so each lead's events sit together in timeline order - and from one
-snapshot: the export is the projection as of its first row, whatever arrives
-while it streams. The read-only transaction stays open for the whole export.
+the flow, so each lead's events sit together in timeline order - ascending
+unless ``sort=desc``, and from one snapshot: the export is the projection as of
+its first row, whatever arrives while it streams. The read-only transaction
+stays open for the whole export.
+
+``after_id``/``before_id`` bound the export by event id in that order (not by
+``GET /events``' insertion order: an export is a snapshot, not a feed to follow),
+and like ``/events`` they must name stored events; ``limit`` caps the rows.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from psycopg import sql
 
 from projectors.exports.formats import FORMATS, Format
 from projectors.exports.selection import ExportQuery
-from projectors.search import event_filters
+from projectors.search import UnknownCursorError, event_filters
 from projectors.store import Connection, translate_errors
 
 # Rows per fetch from the server and per encoded chunk: a few MB of JSON at most.
@@ -35,15 +40,36 @@ def where_clause(query: ExportQuery) -> tuple[sql.Composable, list[Any]]:
         end=query.end,
         types=query.type,
     )
+    for bound, op in ((query.after_id, ">"), (query.before_id, "<")):
+        if bound is not None:
+            clauses.append(sql.SQL("id {} %s").format(sql.SQL(op)))
+            params.append(bound)
     clauses.insert(0, sql.SQL("true"))
     return sql.SQL(" AND ").join(clauses), params
+
+
+def check_cursors(conn: Connection, query: ExportQuery) -> None:
+    """``UnknownCursorError`` when ``after_id`` or ``before_id`` names no stored event, as
+    ``GET /events`` answers: a mistyped id would otherwise silently bound the export."""
+    wanted = {p: v for p, v in (("after_id", query.after_id), ("before_id", query.before_id)) if v}
+    if not wanted:
+        return
+    with translate_errors():
+        rows = conn.execute(
+            "SELECT id FROM events WHERE id = ANY(%s)", (list(wanted.values()),)
+        ).fetchall()
+    found = {event_id for (event_id,) in rows}
+    for param, event_id in wanted.items():
+        if event_id not in found:
+            raise UnknownCursorError(param, event_id)
 
 
 class ExportStream:
     """The export file's bytes, chunk by chunk; ``rows`` counts the events sent so far.
 
-    The query runs when the stream is created, so an unavailable database or a
-    bad query fails there, before an HTTP answer has committed to a status.
+    The query runs when the stream is created, so an unavailable database, a
+    bad query or an unknown cursor (``UnknownCursorError``) fails there, before
+    an HTTP answer has committed to a status.
     ``conn`` (from ``projectors.store.connect``, autocommit) must stay open and
     unused by anyone else until the stream is exhausted or closed.
     """
@@ -71,10 +97,14 @@ class ExportStream:
     def _generate(
         self, conn: Connection, query: ExportQuery, chunk_rows: int
     ) -> Generator[bytes, None, None]:
+        check_cursors(conn, query)
         where, params = where_clause(query)
-        statement = sql.SQL("SELECT {} FROM events WHERE {} ORDER BY id").format(
-            self.format.select, where
+        statement = sql.SQL("SELECT {} FROM events WHERE {} ORDER BY id {}").format(
+            self.format.select, where, sql.SQL("DESC" if query.sort == "desc" else "ASC")
         )
+        if query.limit is not None:
+            statement = sql.SQL("{} LIMIT %s").format(statement)
+            params.append(query.limit)
         # A server-side cursor lives in a transaction; without one, psycopg would
         # pull the whole result into memory.
         with conn.transaction():

@@ -1,54 +1,120 @@
-"""Which events an export holds and in what format: one model for query strings, job
-bodies and the CLI, so all three accept and refuse exactly the same things."""
+"""Which events a read selects: the filter types of ``GET /events`` (``projectors.api``),
+the export routes, export job bodies and ``leadflow export``, defined once so that all of
+them accept and refuse exactly the same values, with the same messages."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Literal, Self
+import re
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 ExportFormat = Literal["csv", "jsonl"]
 
-Id = Annotated[str, Field(min_length=1, max_length=64)]
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+EventType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")]
+Outcome = Literal["success", "failure", "error"]
+SortOrder = Literal["asc", "desc"]
+
+START_DOC = (
+    "inclusive; ISO 8601, a date or a time (UTC when it carries no offset); "
+    "a number is refused, not taken as epoch seconds"
+)
+END_DOC = (
+    "exclusive; ISO 8601 like start; must be after start: start == end would select "
+    "nothing and is refused (422), like start > end"
+)
+
+# A date first, as every ISO 8601 form this API takes starts. Without the check pydantic
+# reads a number, or a string of digits ("1700000000"), as seconds since the epoch.
+_ISO_START = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-def _as_utc(value: datetime | None) -> datetime | None:
-    # A time without an offset (or a bare date) is UTC, not the server's local time.
-    if value is None or value.tzinfo is not None:
+def iso_only(value: Any) -> Any:
+    """A ``BeforeValidator``: a time or day given as ISO 8601 text (or as a ``datetime`` or
+    ``date`` by Python callers) goes on to pydantic's parsing; anything else is refused here."""
+    if isinstance(value, date) or (isinstance(value, str) and _ISO_START.match(value)):
         return value
-    return value.replace(tzinfo=UTC)
+    raise PydanticCustomError(
+        "datetime_type",
+        "Input should be an ISO 8601 date or time, like 2025-01-15 or 2025-01-15T10:00:00Z;"
+        " a number is not taken as a time",
+    )
 
 
-Instant = Annotated[datetime | None, AfterValidator(_as_utc)]
+def as_utc(value: datetime) -> datetime:
+    """A time without an offset (or a bare date, "2024-01-15") is UTC, never the server's zone."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+Instant = Annotated[datetime, BeforeValidator(iso_only), AfterValidator(as_utc)]
+
+
+def range_problem(start: date | None, end: date | None) -> str | None:
+    """Why ``start``..``end`` is no range to select from, or None when it is one."""
+    if start is None or end is None or start < end:
+        return None
+    return (
+        f"end ({end.isoformat()}) must be after start ({start.isoformat()}): start is inclusive"
+        " and end exclusive, so start == end would select nothing"
+    )
 
 
 class EventSelection(BaseModel):
-    """Filters on the events; each one left out selects everything. Unknown fields are
-    refused (a misspelt filter must not silently export every event)."""
+    """Filters on the events, as ``GET /events`` takes them (each one left out selects
+    everything), and the order and bounds of an export. Unknown fields are refused (a
+    misspelt filter must not silently export every event)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    lead_id: Id | None = None
-    type: Annotated[tuple[Id, ...], Field(max_length=50)] = ()
-    outcome: Id | None = None
-    step_id: Id | None = None
-    start: Annotated[Instant, Field(description="inclusive, ISO 8601; no offset = UTC")] = None
-    end: Annotated[Instant, Field(description="exclusive, ISO 8601; no offset = UTC")] = None
+    lead_id: EventId | None = None
+    type: Annotated[
+        tuple[EventType, ...], Field(max_length=50, description="repeatable, e.g. source.accepted")
+    ] = ()
+    outcome: Outcome | None = None
+    step_id: EventId | None = None
+    start: Annotated[Instant | None, Field(description=START_DOC)] = None
+    end: Annotated[Instant | None, Field(description=END_DOC)] = None
+    after_id: Annotated[
+        EventId | None,
+        Field(description="a stored event's id: only events whose id sorts after it"),
+    ] = None
+    before_id: Annotated[
+        EventId | None,
+        Field(description="a stored event's id: only events whose id sorts before it"),
+    ] = None
+    sort: Annotated[
+        SortOrder, Field(description="by event id (time, lead, step): asc (default) or desc")
+    ] = "asc"
+    limit: Annotated[
+        int | None,
+        Field(ge=1, le=1_000_000_000, description="at most this many events (default: all)"),
+    ] = None
 
-    @model_validator(mode="after")
-    def _start_before_end(self) -> Self:
-        if self.start is not None and self.end is not None and self.start >= self.end:
-            raise ValueError(
-                f"start ({self.start.isoformat()}) must be before end ({self.end.isoformat()})"
-            )
-        return self
+    @field_validator("end")
+    @classmethod
+    def _end_after_start(cls, end: datetime | None, info: ValidationInfo) -> datetime | None:
+        problem = range_problem(info.data.get("start"), end)
+        if problem is not None:
+            raise PydanticCustomError("value_error", problem)
+        return end
 
 
 class ExportQuery(EventSelection):
     """A whole export: the filters, the flow (optional) and the file format."""
 
-    flow_id: Id | None = None
+    flow_id: EventId | None = None
     format: ExportFormat = "csv"
 
     def filters(self) -> dict[str, object]:

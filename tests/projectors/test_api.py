@@ -173,7 +173,10 @@ def test_an_end_not_after_start_is_a_422(client: TestClient, pg_schema: str) -> 
     params = {"start": "2025-11-24T12:00:00Z", "end": "2025-11-24T12:00:00Z"}
     answer = client.get(f"/flows/{pg_schema}/events", params=params)
     assert answer.status_code == 422
-    assert answer.json()["detail"][0]["msg"] == "end must be after start"
+    assert answer.json()["detail"][0]["msg"] == (
+        "end (2025-11-24T12:00:00+00:00) must be after start (2025-11-24T12:00:00+00:00):"
+        " start is inclusive and end exclusive, so start == end would select nothing"
+    )
 
 
 def test_a_cursor_that_is_no_stored_event_is_a_422_that_says_so(

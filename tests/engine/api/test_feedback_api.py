@@ -6,9 +6,11 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
+from engine.api import feedback
 from engine.api.app import create_app
 from engine.runtime.feedback_worker import ensure_feedback_topics
 from engine.runtime.kafka import consumer_config
@@ -90,3 +92,50 @@ def test_malformed_feedback_is_a_clear_422(
     )
     assert answer.status_code == 422
     assert "conversion" in answer.text
+
+
+def test_feedback_on_an_event_that_is_no_delivery_is_a_422_in_the_validation_shape(
+    settings_with_a_delivery: tuple[Settings, dict],  # type: ignore[type-arg]
+) -> None:
+    settings, delivered = settings_with_a_delivery
+    client = TestClient(create_app(settings))
+    submitted = client.get(f"/leads/{delivered['lead_id']}/events").json()[0]["id"]
+    answer = client.post("/feedback", params={"event_id": submitted}, json={"type": "return"})
+    assert answer.status_code == 422
+    assert answer.json() == {
+        "detail": [
+            {
+                "type": "value_error",
+                "loc": ["query", "event_id"],
+                "msg": f"Event {submitted} is a source.submitted, not a delivery to a buyer"
+                " (recipient.*): feedback is on a delivery",
+                "input": submitted,
+            }
+        ]
+    }
+
+
+def test_feedback_while_postgres_or_kafka_is_unavailable_is_a_503(
+    settings_with_a_delivery: tuple[Settings, dict],  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings, delivered = settings_with_a_delivery
+    down = settings.model_copy(
+        update={"database_url": SecretStr("postgresql://leadflow:x@127.0.0.1:9/leadflow")}
+    )
+    body, params = {"type": "return"}, {"event_id": delivered["id"]}
+    answer = TestClient(create_app(down)).post("/feedback", params=params, json=body)
+    assert (answer.status_code, answer.json()) == (
+        503,
+        {"detail": "The event store is unavailable; retry later"},
+    )
+
+    def kafka_down(*args: object) -> None:
+        raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "feedback not published"))
+
+    monkeypatch.setattr(feedback, "publish_feedback", kafka_down)
+    answer = TestClient(create_app(settings)).post("/feedback", params=params, json=body)
+    assert (answer.status_code, answer.json()) == (
+        503,
+        {"detail": "Kafka is unavailable; the feedback was not taken"},
+    )

@@ -56,6 +56,6 @@ def test_export_to_a_file_writes_csv_and_reports_the_count_on_stderr(
 def test_export_refuses_bad_options_saying_which(leadflow: CliRunner) -> None:
     result = leadflow.invoke(cli.app, ["export", "--start", "2025-02-01", "--end", "2025-01-01"])
     assert result.exit_code == 2
-    assert "start (2025-02-01T00:00:00+00:00) must be before end" in result.stderr
+    assert "end: end (2025-01-01T00:00:00+00:00) must be after start" in result.stderr
     result = leadflow.invoke(cli.app, ["export", "--format", "xlsx"])
     assert result.exit_code == 2 and "format: Input should be 'csv' or 'jsonl'" in result.stderr

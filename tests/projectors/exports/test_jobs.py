@@ -194,7 +194,7 @@ def test_a_job_body_is_validated_like_the_export_query(
     for body, message in [
         ({"format": "xml"}, "Input should be 'csv' or 'jsonl'"),
         ({"flow": "demo"}, "Extra inputs are not permitted"),
-        ({"start": "2025-01-02", "end": "2025-01-01"}, "must be before end"),
+        ({"start": "2025-01-02", "end": "2025-01-01"}, "must be after start"),
     ]:
         answer = client.post("/exports", json=body)
         assert answer.status_code == 422 and message in answer.text

@@ -192,10 +192,10 @@ def test_start_is_inclusive_end_exclusive_and_times_without_offset_are_utc(
     [
         ({"format": "xlsx"}, "Input should be 'csv' or 'jsonl'"),
         ({"frmat": "csv"}, "Extra inputs are not permitted"),
-        ({"start": "yesterday"}, "Input should be a valid datetime"),
+        ({"start": "yesterday"}, "Input should be an ISO 8601 date or time"),
         (
             {"start": "2025-11-24T17:00:00", "end": "2025-11-24T16:00:00"},
-            "start (2025-11-24T17:00:00+00:00) must be before end (2025-11-24T16:00:00+00:00)",
+            "end (2025-11-24T16:00:00+00:00) must be after start (2025-11-24T17:00:00+00:00)",
         ),
         ({"lead_id": ""}, "String should have at least 1 character"),
     ],
