@@ -103,6 +103,7 @@ WHERE EXCLUDED.last_event_id > l.last_event_id
    OR (EXCLUDED.completed AND NOT l.completed)
 """
 
+
 def apply_timeline(cur: Cursor[Any], batch: Batch) -> int:
     stage_events(cur, batch)
     cur.execute(_INSERT_EVENTS)

@@ -64,6 +64,8 @@ SETTINGS = Settings().model_copy(
         "ui_keys": (UiKey(name="fuzz", key_env=UI_KEY_ENV, scopes=("read", "pii")),),
         "export_worker_in_api": False,
         "flow_file": "tests/flows/none.yaml",
+        # Feedback it posts stays its own: no other test's feedback worker reads it.
+        "feedback_topic": f"leadflow.{UNIQUE}.feedback",
     }
 )
 APP = create_app(SETTINGS)
