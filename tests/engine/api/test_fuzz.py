@@ -39,7 +39,8 @@ from tests.factories import make_lead_events
 from tests.kafka_helpers import run_steps
 from tests.projectors.exports.conftest import write_events
 
-pytestmark = pytest.mark.stack
+# One worker runs every operation: the module seeds a flow with running steps once, not per worker.
+pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("fuzz")]
 
 UI_KEY_ENV = "LEADFLOW_TEST_FUZZ_UI_KEY"
 UI_KEY = "test-fuzz-ui-key-5b1e07"
