@@ -14,7 +14,9 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
+import hypothesis
 import pytest
 import schemathesis
 from schemathesis.checks import not_a_server_error
@@ -156,7 +158,33 @@ schema = schemathesis.openapi.from_dict(APP.openapi(), config=CONFIG)
 schema.app = APP  # requests go to the app in process (ASGI), as from_asgi would send them
 
 
-@schema.parametrize()
+def _operations() -> list[Any]:
+    return [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
+
+
 @pytest.mark.usefixtures("seeded")
-def test_no_server_error_and_nothing_the_openapi_does_not_declare(case: schemathesis.Case) -> None:
-    case.call_and_validate(checks=CHECKS)
+def test_no_server_error_and_nothing_the_openapi_does_not_declare() -> None:
+    """Every operation of the OpenAPI, ``MAX_EXAMPLES`` cases each.
+
+    One test that walks the operations itself, rather than ``schema.parametrize()``: its
+    items all get the same node id, which pytest-xdist's schedulers take for one test (only
+    one operation ran under ``make test``)."""
+    operations = _operations()
+    assert len(operations) > 25
+    for operation in operations:
+
+        @hypothesis.settings(
+            max_examples=MAX_EXAMPLES,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            suppress_health_check=list(hypothesis.HealthCheck),
+        )
+        @hypothesis.given(case=operation.as_strategy())
+        def check(case: schemathesis.Case[Any]) -> None:
+            case.call_and_validate(checks=CHECKS)
+
+        try:
+            check()
+        except Exception as exc:
+            raise AssertionError(f"{operation.label}: {exc}") from exc
