@@ -13,7 +13,7 @@ help:
 	@echo "make demo   - start the local stack, run 1,000 leads end to end, show the results"
 	@echo "make test   - start the local stack and run the test suite"
 	@echo "make up / down / status - the local stack (Kafka, Postgres, SeaweedFS S3, Azurite)"
-	@echo "make lint   - ruff and mypy --strict"
+	@echo "make lint   - ruff, mypy --strict and the import layers (import-linter)"
 	@echo "make bench  - benchmarks side by side (QUICK=1: under 3 minutes); results in bench/results/"
 	@echo "make chaos  - fault injection: leads under faults, nothing lost or duplicated (SOAK=600)"
 
@@ -57,6 +57,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The bench has its own venv: quixstreams (the peer) pins confluent-kafka below the dev
 # venv's, and leadflow and its peer must run on the same client to be compared.

@@ -139,7 +139,7 @@ class RssSampler(threading.Thread):
 def rss_mb(pid: int) -> float:
     """Current RSS of ``pid`` in MiB; 0 once it is gone."""
     try:
-        import psutil
+        import psutil  # in the bench extra only: the dev venv's tests import this module too
 
         return float(psutil.Process(pid).memory_info().rss) / 2**20
     except ImportError:

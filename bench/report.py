@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import confluent_kafka
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -106,7 +107,6 @@ def ratios(results: Mapping[str, ScenarioResult]) -> dict[str, dict[str, Any]]:
 
 def machine() -> dict[str, Any]:
     """Enough about the machine to tell two results files apart (load: it is shared)."""
-    import confluent_kafka
 
     return {
         "hostname": platform.node(),

@@ -13,6 +13,8 @@ from psycopg import sql
 
 from engine.destinations import Destination
 from engine.flows import Flow
+from engine.objects.contract import directory
+from engine.objects.destination import open_store
 from engine.runtime.kafka import consumer_config
 from engine.runtime.step_worker import step_group
 from engine.settings import Settings
@@ -20,9 +22,8 @@ from engine.topics import dlq_topic, flow_event_topics, input_topic
 from projectors.projector import consumer_group
 from schemas.codec import EventCodec, SchemaMismatchError
 from streamers import layout
-from streamers.destinations import open_store
 from streamers.readback import read_events
-from streamers.worker import consumer_group_id
+from streamers.streamer import consumer_group_id
 
 READER_GROUP = "leadflow-chaos-reader"
 
@@ -126,7 +127,7 @@ def store_events(settings: Settings, destination: Destination) -> tuple[list[tup
     store = open_store(destination, settings)
     try:
         events = [(e["id"], e["type"]) for e in read_events(store, destination.prefix)]
-        keys = store.list_keys(layout.directory(destination.prefix))
+        keys = store.list_keys(directory(destination.prefix))
         dead = sum(1 for k in keys if layout.is_dead_letter_key(destination.prefix, k))
         return events, dead
     finally:

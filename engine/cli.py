@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import threading
 from enum import StrEnum
 from pathlib import Path
@@ -10,18 +12,41 @@ from typing import Annotated
 
 import orjson
 import typer
+import uvicorn
+from pydantic import ValidationError
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
+from engine.demo.buyer import BuyerServer
+from engine.demo.report import timeline_table
+from engine.demo.run import run_demo
 from engine.errors import LeadflowError
 from engine.flows import load_flow
+from engine.intake.fake import fake_leads
 from engine.logs import configure_logging
+from engine.ops.feedback_check import check_feedback, parse_or_refuse
 from engine.ops.offsets_cli import offsets_app
 from engine.ops.output import AsJson, print_json
 from engine.ops.projections_cli import projections_app, replay
 from engine.ops.streamer_cli import streamer_app, verify_applied_destinations
+from engine.ops.submit import publish_leads
+from engine.runtime.feedback_worker import publish_feedback
 from engine.runtime.kafka import require_kafka, route_client_logs
+from engine.runtime.registry import apply_flow, delete_flow, read_flows
+from engine.runtime.step_worker import prepare_topics
+from engine.runtime.stopping import install_stop_handlers
 from engine.settings import get_settings
+from engine.state.postgres import migrate_state
+from engine.supervisor import registry_role_problems, role_names, run_role, supervise
+from projectors.exports.files import write_export
+from projectors.exports.jobs import list_jobs, migrate_exports
+from projectors.exports.runner import ExportWorker
+from projectors.exports.selection import ExportQuery
+from projectors.generations import migrate_database
+from projectors.queries import lead_timeline
+from projectors.store import connect
+from streamers.destination_state import migrate_destination_state
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -73,18 +98,11 @@ def run(
     ] = None,
 ) -> None:
     """Run workers in the foreground until SIGTERM/SIGINT (finish the batch, commit, close)."""
-    from engine.runtime.step_worker import prepare_topics
-    from engine.runtime.supervisor import install_stop_handlers, role_names, run_role, supervise
-    from engine.state import migrate_state
-    from projectors.generations import migrate_database
 
     settings = get_settings()
     require_kafka(settings)
     wanted = roles or []
     if flow_file is None and wanted:
-        from engine.registry import read_flows
-        from engine.runtime.supervisor import registry_role_problems
-
         # Roles that match no applied flow would run nothing, silently and forever.
         problems = registry_role_problems(wanted, read_flows(settings))
         if problems:
@@ -120,7 +138,6 @@ def run(
 def flow_apply(file: Annotated[Path, typer.Argument(help="Flow definition (YAML).")]) -> None:
     """Validate a flow, create its topics and record it; running workers pick it up.
     Then verify its enabled destinations (a failing one is reported and deactivated)."""
-    from engine.registry import apply_flow
 
     flow = load_flow(file)  # a bad file is reported whether or not Kafka answers
     require_kafka(get_settings())
@@ -136,7 +153,6 @@ def flow_apply(file: Annotated[Path, typer.Argument(help="Flow definition (YAML)
 @flow_app.command("delete")
 def flow_delete(flow_id: str) -> None:
     """Remove a flow from the registry: its workers stop; its topics and events stay."""
-    from engine.registry import delete_flow
 
     require_kafka(get_settings())
     delete_flow(get_settings(), flow_id, must_exist=True)
@@ -146,9 +162,6 @@ def flow_delete(flow_id: str) -> None:
 @flow_app.command("list")
 def flow_list(as_json: AsJson = False) -> None:
     """The applied flows, their versions and steps."""
-    from rich.table import Table
-
-    from engine.registry import read_flows
 
     require_kafka(get_settings())
     flows = read_flows(get_settings())
@@ -198,9 +211,6 @@ def submit(
     seed: Annotated[int, typer.Option(help="Seed for --fake.")] = 7,
 ) -> None:
     """Publish leads to the flow's intake topic and print their lead ids."""
-    from engine.intake.fake import fake_leads
-    from engine.intake.submit import publish_leads
-    from engine.runtime.step_worker import prepare_topics
 
     settings = get_settings()
     flow = load_flow(_flow_path(flow_file))
@@ -225,9 +235,6 @@ def events(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full events as JSON.")] = False,
 ) -> None:
     """Print one lead's timeline from the projection."""
-    from engine.demo.report import timeline_table
-    from projectors.queries import lead_timeline
-    from projectors.store import connect
 
     settings = get_settings()
     with connect(settings) as conn:
@@ -263,7 +270,6 @@ def feedback(
     ] = True,
 ) -> None:
     """Publish a buyer's feedback (conversion or return) to the feedback topic."""
-    from engine.runtime.feedback_worker import check_feedback, parse_or_refuse, publish_feedback
 
     settings = get_settings()
     body = orjson.dumps({"event_id": event_id, "type": type_.value, "reason": reason})
@@ -281,10 +287,6 @@ def serve(
     workers: Annotated[int, typer.Option(help="Server worker processes.")] = 1,
 ) -> None:
     """Serve the HTTP API with uvicorn: queries, feedback, lead intake, /metrics."""
-    import os
-    import tempfile
-
-    import uvicorn
 
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker is a process: /metrics sums their counters from files here.
@@ -296,10 +298,6 @@ def serve(
 def db_migrate() -> None:
     """Apply every migration: projections, engine state, export jobs, destination states
     (idempotent)."""
-    from engine.state import migrate_state
-    from projectors.exports.jobs import migrate_exports
-    from projectors.generations import migrate_database
-    from streamers.destination_state import migrate_destination_state
 
     settings = get_settings()
     applied = [
@@ -317,7 +315,6 @@ def buyer(
     mix: Annotated[bool, typer.Option(help="Refuse or fail a realistic share of leads.")] = True,
 ) -> None:
     """Serve the local demo buyer endpoint."""
-    from engine.demo.buyer import BuyerServer
 
     server = BuyerServer(port, mix=mix)
     console.print(f"buyer listening on {server.url}")
@@ -331,7 +328,6 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every lead to finish.")] = 600,
 ) -> None:
     """Run the whole thing end to end: workers, leads in, timelines and objects out."""
-    from engine.demo.run import run_demo
 
     require_kafka(get_settings())
     run_demo(get_settings(), _flow_path(flow_file), leads, timeout)
@@ -354,10 +350,6 @@ def export_events(
     ] = None,
 ) -> None:
     """Export events from the projection as CSV or JSON lines, in constant memory."""
-    from pydantic import ValidationError
-
-    from projectors.exports.files import write_export
-    from projectors.exports.selection import ExportQuery
 
     try:
         query = ExportQuery.model_validate(
@@ -379,8 +371,6 @@ app.add_typer(exports_app, name="exports")
 @exports_app.command("work")
 def exports_work() -> None:
     """Run export jobs until SIGTERM/SIGINT (alongside or instead of the API's worker thread)."""
-    from engine.runtime.supervisor import install_stop_handlers
-    from projectors.exports.worker import ExportWorker
 
     stop = threading.Event()
     install_stop_handlers(stop)
@@ -393,10 +383,6 @@ def exports_list(
     as_json: AsJson = False,
 ) -> None:
     """Print the newest export jobs and their status."""
-    from rich.table import Table
-
-    from projectors.exports.jobs import list_jobs, migrate_exports
-    from projectors.store import connect
 
     settings = get_settings()
     migrate_exports(settings)

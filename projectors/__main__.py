@@ -12,9 +12,9 @@ import threading
 
 from engine.logs import configure_logging
 from engine.runtime.kafka import librdkafka_property
-from engine.runtime.supervisor import install_stop_handlers
+from engine.runtime.stopping import install_stop_handlers
 from engine.settings import get_settings
-from projectors.timeline import DEFAULT_BATCH_MS, DEFAULT_BATCH_SIZE, TimelineProjector
+from projectors.projector import DEFAULT_BATCH_MS, DEFAULT_BATCH_SIZE, TimelineProjector
 
 
 def main(argv: list[str] | None = None) -> int:

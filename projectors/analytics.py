@@ -13,8 +13,7 @@ from typing import Any
 from psycopg import Cursor
 
 from projectors.batch import Batch
-from projectors.projections import Projection
-from projectors.projector import Projector
+from projectors.projection import Projection
 from projectors.store import stage_events
 
 # ORDER BY: rows are upserted, and so locked, in key order, which keeps two
@@ -55,9 +54,3 @@ def apply_analytics(cur: Cursor[Any], batch: Batch) -> int:
 
 
 ANALYTICS = Projection("analytics", views=("daily_event_counts",), apply=apply_analytics)
-
-
-class AnalyticsProjector(Projector):
-    """The projector of ``ANALYTICS``: ``leadflow run``'s ``analytics`` role."""
-
-    projection = ANALYTICS

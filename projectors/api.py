@@ -19,8 +19,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from engine.api.responses import answers
 from engine.settings import Settings
+from engine.web.responses import answers
 from projectors.diff import diff_snapshots
 from projectors.errors import StoreUnavailableError
 from projectors.exports.selection import EventId, EventType, Outcome, SortOrder

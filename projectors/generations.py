@@ -28,7 +28,8 @@ from psycopg import Cursor, sql
 from engine.pgmigrate import MigrationChangedError, apply_migrations, load_migrations
 from engine.settings import Settings
 from projectors.errors import MigrationError
-from projectors.projections import NAMES, Projection, projection
+from projectors.projection import Projection
+from projectors.projections import NAMES, projection
 from projectors.store import Connection, checked_schema, connect, translate_errors
 
 log = structlog.get_logger(__name__)

@@ -1,51 +1,19 @@
-"""What a projection is: a named, versioned table set and how one batch of events lands in it.
-
-Each projection has its own migrations folder (``projectors/migrations/<name>``),
-its own checkpoints and its own generations, so each can be rebuilt alone
-(``leadflow replay NAME``). The tables listed in ``views`` are what readers
-see, as same-named views in the serving schema (``projectors.generations``).
-"""
+"""The projections leadflow keeps, by name: the timeline and the analytics."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
-from psycopg import Cursor
-
 from engine.errors import ConfigError
-from engine.pgmigrate import Migration, load_migrations
-from projectors.batch import Batch
+from projectors.analytics import ANALYTICS
+from projectors.projection import Projection
+from projectors.timeline import TIMELINE
 
-# Applies a batch's events inside the caller's transaction, with search_path
-# set to the generation's schema; returns how many events were new to it.
-ApplyEvents = Callable[[Cursor[Any], Batch], int]
-
-
-@dataclass(frozen=True, slots=True)
-class Projection:
-    name: str
-    views: tuple[str, ...]
-    apply: ApplyEvents
-
-    def migrations(self) -> list[Migration]:
-        return load_migrations("projectors", f"migrations/{self.name}")
-
-
-NAMES = ("timeline", "analytics")
+PROJECTIONS = {p.name: p for p in (TIMELINE, ANALYTICS)}
+NAMES = tuple(PROJECTIONS)
 
 
 def projection(name: str) -> Projection:
     """The projection called ``name``; ``ConfigError`` listing the known ones otherwise."""
-    # Imported here: each projection module builds on the projector loop,
-    # which itself needs this module.
-    if name == "timeline":
-        from projectors.timeline import TIMELINE
-
-        return TIMELINE
-    if name == "analytics":
-        from projectors.analytics import ANALYTICS
-
-        return ANALYTICS
-    raise ConfigError(f"unknown projection {name!r}; known: {', '.join(NAMES)}")
+    found = PROJECTIONS.get(name)
+    if found is None:
+        raise ConfigError(f"unknown projection {name!r}; known: {', '.join(NAMES)}")
+    return found

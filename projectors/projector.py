@@ -37,11 +37,14 @@ from engine.runtime.backoff import backoff_delay
 from engine.runtime.kafka import consumer_config, is_fatal
 from engine.settings import Settings
 from engine.topics import EVENTS_PATTERN
+from projectors.analytics import ANALYTICS
 from projectors.batch import Batch, Record, build_batch
 from projectors.errors import StoreUnavailableError
 from projectors.generations import Generation, GenerationChangedError, current, migrate
-from projectors.projections import Projection
-from projectors.store import Connection, connect, load_checkpoints, write_batch
+from projectors.projection import Projection
+from projectors.store import Connection, connect
+from projectors.timeline import TIMELINE
+from projectors.writing import load_checkpoints, write_batch
 from schemas.codec import EventCodec
 
 log = structlog.get_logger(__name__)
@@ -352,3 +355,15 @@ class Projector:
 
     def _stats_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self.stats)
+
+
+class TimelineProjector(Projector):
+    """The projector of ``TIMELINE``: ``leadflow run``'s ``projector`` role."""
+
+    projection = TIMELINE
+
+
+class AnalyticsProjector(Projector):
+    """The projector of ``ANALYTICS``: ``leadflow run``'s ``analytics`` role."""
+
+    projection = ANALYTICS

@@ -44,7 +44,8 @@ from projectors.generations import (
     switch,
 )
 from projectors.projections import projection
-from projectors.store import Connection, connect, load_checkpoints, write_batch, write_checkpoints
+from projectors.store import Connection, connect
+from projectors.writing import load_checkpoints, write_batch, write_checkpoints
 from schemas.codec import EventCodec
 
 log = structlog.get_logger(__name__)

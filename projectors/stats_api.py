@@ -27,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BeforeValidator
 
-from engine.api.responses import answers, as_text
+from engine.web.responses import answers, as_text
 from projectors.api import Conn, Id
 from projectors.daily import DailyGroup, daily_counts
 from projectors.exports.selection import EventType, iso_only, range_problem

@@ -14,26 +14,8 @@ from typing import Any
 from psycopg import Cursor, sql
 
 from projectors.batch import EVENT_COLUMNS, Batch
-from projectors.projections import Projection
-from projectors.projector import (
-    DEFAULT_BATCH_MS,
-    DEFAULT_BATCH_SIZE,
-    Projector,
-    ProjectorStats,
-    ProjectorStopped,
-    consumer_group,
-)
+from projectors.projection import Projection
 from projectors.store import stage_events
-
-__all__ = [
-    "DEFAULT_BATCH_MS",
-    "DEFAULT_BATCH_SIZE",
-    "TIMELINE",
-    "ProjectorStats",
-    "ProjectorStopped",
-    "TimelineProjector",
-    "consumer_group",
-]
 
 _COLUMNS = [name for name, _ in EVENT_COLUMNS]
 
@@ -113,9 +95,3 @@ def apply_timeline(cur: Cursor[Any], batch: Batch) -> int:
 
 
 TIMELINE = Projection("timeline", views=("events", "leads"), apply=apply_timeline)
-
-
-class TimelineProjector(Projector):
-    """The projector of ``TIMELINE``; what ``leadflow run``'s ``projector`` role runs."""
-
-    projection = TIMELINE

@@ -26,12 +26,13 @@ from confluent_kafka.admin import AdminClient
 from engine.destinations import Destination
 from engine.errors import LeadflowError
 from engine.flows import Flow
+from engine.objects.contract import DEFAULT_THREADS, ObjectStore
+from engine.objects.destination import open_store
+from engine.objects.errors import DestinationError
 from engine.runtime.backoff import backoff_delay
 from engine.runtime.kafka import admin_config, consumer_config, is_fatal
 from engine.settings import Settings
 from schemas.codec import EventCodec
-from streamers.destinations import DEFAULT_THREADS, ObjectStore, open_store
-from streamers.errors import DestinationError
 from streamers.per_event import ObjectWrite, object_for_record
 from streamers.topic_offsets import TopicPart, ends, flow_partitions, offsets_at
 

@@ -25,11 +25,11 @@ from typing import IO
 from confluent_kafka import Message, TopicPartition
 
 from engine.destinations import BatchSettings, Format
+from engine.objects.contract import ObjectStore
+from engine.objects.errors import DestinationError
 from schemas.codec import EventCodec, SchemaMismatchError
 from streamers import layout
 from streamers.batches import BatchBounds, closes_before, idle_expired, is_full
-from streamers.destinations import ObjectStore
-from streamers.errors import DestinationError
 from streamers.formats import BatchEncoder, batch_encoder, extension
 from streamers.per_event import DeadLetterHook, ObjectWrite, dead_letter
 from streamers.work import Job, Outcome, Round, TopicPartitionKey, Written

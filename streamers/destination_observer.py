@@ -20,11 +20,11 @@ import structlog
 
 from engine.destinations import Destination
 from engine.flows import Flow
+from engine.objects.errors import DestinationError
 from engine.settings import Settings
 from engine.state.errors import StateUnavailableError
 from engine.state.postgres import Connection
 from streamers.destination_state import open_state, read_state, record_activity
-from streamers.errors import DestinationError
 from streamers.health import Health, deactivation_reason
 from streamers.lifecycle import Lifecycle
 from streamers.metrics import DestinationMetrics, StreamerMetrics

@@ -14,23 +14,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from engine.objects.contract import directory
+
 DEAD_LETTER_DIR = "_dead_letter"
 # Zero-padded like Confluent's S3 sink, so keys list in offset order.
 _OFFSET_DIGITS = 19
-
-
-def normalise_prefix(prefix: str) -> str:
-    """``"/a//b/"`` -> ``"a/b"``; ``""`` and ``"/"`` -> ``""`` (objects at the bucket root)."""
-    return "/".join(part for part in prefix.split("/") if part)
-
-
-def directory(prefix: str) -> str:
-    """The prefix as a listing prefix: ``"a/b/"``, or ``""`` for the bucket root.
-
-    The trailing slash matters: listing ``"demo"`` would also match ``"demo2/..."``.
-    """
-    norm = normalise_prefix(prefix)
-    return f"{norm}/" if norm else ""
 
 
 def _segment(value: str, what: str) -> str:

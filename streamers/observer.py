@@ -1,6 +1,6 @@
 """What a streamer tells the rest of the system while it works, and asks it before each batch.
 
-The streaming loop (``streamers.worker``) moves bytes; whether a destination is
+The streaming loop (``streamers.streamer``) moves bytes; whether a destination is
 still active, how it is doing and what operators see of it (status, metrics,
 ``event_destination.*`` events) lives behind this protocol, so neither side
 needs to know how the other is built.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from streamers.errors import DestinationError
+from engine.objects.errors import DestinationError
 
 
 class StreamerObserver(Protocol):

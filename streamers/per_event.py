@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from confluent_kafka import Message, TopicPartition
 
 from engine.destinations import Layout
+from engine.objects.contract import ObjectStore
 from schemas.codec import EventCodec, SchemaMismatchError
 from streamers import layout
-from streamers.destinations import ObjectStore
 from streamers.formats import JSON_CONTENT_TYPE, event_json
 from streamers.work import Job, Outcome, Round, TopicPartitionKey, Written
 

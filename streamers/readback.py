@@ -18,9 +18,9 @@ from typing import Any
 import fastavro
 import orjson
 
+from engine.objects.contract import ObjectStore, directory
 from schemas.codec import event_to_json_dict
 from streamers import layout
-from streamers.destinations import ObjectStore
 
 
 def decode_object(key: str, body: bytes) -> list[dict[str, Any]]:
@@ -44,7 +44,7 @@ def decode_object(key: str, body: bytes) -> list[dict[str, Any]]:
 def event_object_keys(store: ObjectStore, prefix: str) -> list[str]:
     """Every event object under ``prefix`` (normalised like the streamer's), dead letters and
     verification probes aside."""
-    keys = store.list_keys(layout.directory(prefix))
+    keys = store.list_keys(directory(prefix))
     return [
         key
         for key in keys
@@ -64,3 +64,11 @@ def read_events(store: ObjectStore, prefix: str, *, threads: int = 16) -> Iterat
 def duplicate_ids(events: list[dict[str, Any]]) -> list[str]:
     """Event ids stored more than once (an exactly-once destination has none)."""
     return sorted(event_id for event_id, n in Counter(e["id"] for e in events).items() if n > 1)
+
+
+def count_objects(store: ObjectStore, prefix: str, *, include_dead_letters: bool = False) -> int:
+    """How many objects a destination holds under ``prefix`` (normalised like the streamer's)."""
+    keys = store.list_keys(directory(prefix))
+    if include_dead_letters:
+        return len(keys)
+    return sum(1 for key in keys if not layout.is_dead_letter_key(prefix, key))

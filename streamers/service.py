@@ -18,13 +18,13 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from engine.flows import Flow
+from engine.objects.contract import DEFAULT_THREADS
 from engine.runtime.kafka import admin_config
 from engine.settings import Settings
 from streamers.destination_observer import observers_for
-from streamers.destinations import DEFAULT_THREADS
 from streamers.metrics import StreamerMetrics, serve_metrics
+from streamers.streamer import Streamer, consumer_group_id, run_streamers
 from streamers.topic_offsets import flow_partitions, group_lag
-from streamers.worker import Streamer, consumer_group_id, run_streamers
 
 log = structlog.get_logger(__name__)
 

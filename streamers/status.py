@@ -20,8 +20,8 @@ from engine.runtime.kafka import admin_config
 from engine.settings import Settings
 from streamers.destination_state import DestinationState, open_state, read_states
 from streamers.metrics import StreamerMetrics
+from streamers.streamer import consumer_group_id
 from streamers.topic_offsets import flow_partitions, group_lag
-from streamers.worker import consumer_group_id
 
 
 @dataclass(frozen=True, slots=True)

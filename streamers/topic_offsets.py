@@ -14,7 +14,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, TopicP
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec
 
-from streamers.worker import events_pattern
+from streamers.streamer import events_pattern
 
 TopicPart = tuple[str, int]
 _TIMEOUT = 10.0

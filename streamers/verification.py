@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 
 from engine.destinations import Destination
 from engine.errors import ConfigError
+from engine.objects.contract import ObjectStore, directory
+from engine.objects.destination import open_store
+from engine.objects.errors import DestinationError
 from engine.settings import Settings
 from streamers import layout
-from streamers.destinations import ObjectStore, open_store
-from streamers.errors import DestinationError
 
 StoreOpener = Callable[[Destination, Settings], ObjectStore]
 TEXT = "text/plain; charset=utf-8"
@@ -28,7 +29,7 @@ def probe_key(prefix: str, flow_id: str, now: datetime) -> str:
     """``PREFIX/leadflow_verification_FLOWID_YYYYMMDDHHMMSSmmm.txt`` at ``now`` (UTC)."""
     utc = now.astimezone(UTC)
     stamp = f"{utc:%Y%m%d%H%M%S}{utc.microsecond // 1000:03d}"
-    return f"{layout.directory(prefix)}{layout.VERIFICATION_PREFIX}{flow_id}_{stamp}.txt"
+    return f"{directory(prefix)}{layout.VERIFICATION_PREFIX}{flow_id}_{stamp}.txt"
 
 
 def verify_store(store: ObjectStore, prefix: str, flow_id: str, now: datetime) -> None:

@@ -1,6 +1,6 @@
 """Units of work a sink hands the streaming loop, and what comes back when they are durable.
 
-The loop (``streamers.worker``) runs jobs concurrently, retries the failed ones,
+The loop (``streamers.streamer``) runs jobs concurrently, retries the failed ones,
 and only once every job of a round has succeeded does it commit the round's
 offsets and apply its seeks: "written" and "committed" cannot drift apart.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from streamers.destinations import ObjectStore
+from engine.objects.contract import ObjectStore
 
 TopicPartitionKey = tuple[str, int]
 

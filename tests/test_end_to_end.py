@@ -21,11 +21,11 @@ import psycopg
 import pytest
 
 from engine.demo.buyer import BuyerServer
-from engine.intake.submit import publish_leads
+from engine.objects.contract import directory
+from engine.objects.destination import open_store
+from engine.ops.submit import publish_leads
 from engine.settings import Settings
 from projectors.queries import lead_timeline
-from streamers.destinations import open_store
-from streamers.layout import directory
 from tests.factories import make_flow, write_flow
 
 pytestmark = pytest.mark.stack

@@ -49,7 +49,7 @@ from engine.api.app import create_app
 from engine.demo.buyer import BuyerServer
 from engine.flows import Flow, parse_flow
 from engine.intake.fake import fake_leads
-from engine.intake.submit import publish_leads
+from engine.ops.submit import publish_leads
 from engine.runtime.feedback_worker import publish_feedback
 from engine.runtime.kafka import admin_config, consumer_config
 from engine.runtime.step_worker import prepare_topics
@@ -58,7 +58,8 @@ from projectors.batch import Record, build_batch
 from projectors.generations import create_building, current, drop, migrate_database
 from projectors.projections import projection
 from projectors.replay import Rebuild
-from projectors.store import Connection, connect, write_batch
+from projectors.store import Connection, connect
+from projectors.writing import write_batch
 from schemas.codec import EventCodec
 from tests.conftest import _delete_topics_of, _drop_schemas_of
 from tests.projectors.support import wait_until

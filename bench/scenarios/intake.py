@@ -24,7 +24,7 @@ import httpx
 
 from bench.flows import INTAKE_KEY_ENV, intake_flow, intake_flow_text
 from bench.scenarios.e2e import _free_port, _start, _stop
-from engine.registry import apply_flow, delete_flow
+from engine.runtime.registry import apply_flow, delete_flow
 from engine.settings import Settings
 
 LOAD_TOOL = Path(__file__).resolve().parents[1] / "intake_load.py"

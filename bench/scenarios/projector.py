@@ -21,7 +21,8 @@ from engine.settings import Settings
 from projectors.batch import EVENT_COLUMNS, Batch, Record, build_batch
 from projectors.generations import current, migrate
 from projectors.projector import DEFAULT_BATCH_SIZE
-from projectors.store import Connection, connect, write_batch
+from projectors.store import Connection, connect
+from projectors.writing import write_batch
 from schemas.codec import default_codec
 
 # The events table's own column types (the staging table widens integers to int8).

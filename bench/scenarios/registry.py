@@ -14,6 +14,9 @@ from psycopg import sql
 from bench.kafka_admin import delete_topics
 from bench.results_model import ScenarioResult
 from bench.runner import RunConfig, child_scenario, console, run_child, run_rounds
+from bench.scenarios.broker import PRODUCER_PROPS
+from bench.scenarios.e2e import SERVICE_ROLES
+from bench.scenarios.intake import SERVE_WORKERS
 from bench.scenarios.peer_settings import SETTINGS
 from engine.settings import Settings
 
@@ -78,7 +81,6 @@ def _peer(config: RunConfig, _: int) -> ScenarioResult:
 
 
 def _broker(config: RunConfig, record_size: int) -> ScenarioResult:
-    from bench.scenarios.broker import PRODUCER_PROPS
 
     result = ScenarioResult("broker", "produce_mb_s", "MB/s")
     records = max(300_000, config.events * 3)  # enough for the JVM's JIT to warm up
@@ -116,7 +118,6 @@ def _replay(config: RunConfig, _: int) -> ScenarioResult:
 
 
 def _e2e(config: RunConfig, _: int) -> ScenarioResult:
-    from bench.scenarios.e2e import SERVICE_ROLES
 
     result = ScenarioResult("e2e", "leads_s", "leads/s")
     leads = 800 if config.quick else 5_000
@@ -168,7 +169,6 @@ def _e2e(config: RunConfig, _: int) -> ScenarioResult:
 
 
 def _intake(config: RunConfig, _: int) -> ScenarioResult:
-    from bench.scenarios.intake import SERVE_WORKERS
 
     result = ScenarioResult("intake", "requests_s", "requests/s")
     rate, seconds = (200.0, 10.0) if config.quick else (200.0, 30.0)

@@ -23,8 +23,8 @@ from bench.clock import RateClock
 from bench.flows import filter_flow
 from engine.logs import configure_logging
 from engine.runtime.handlers import Record, StepHandler
+from engine.runtime.step_loop import TransactionalStepLoop
 from engine.runtime.step_worker import build_step_loop
-from engine.runtime.worker import TransactionalStepLoop
 from engine.settings import Settings
 
 

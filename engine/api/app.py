@@ -14,10 +14,10 @@ from engine.api.feedback import router as feedback_router
 from engine.api.intake import router as intake_router
 from engine.api.metrics import router as metrics_router
 from engine.api.pings import router as pings_router
-from engine.api.responses import VALIDATION
-from engine.api.validation import bounded_validation_errors, reject_unstorable_text
 from engine.settings import Settings, get_settings
 from engine.ui.routes import router as ui_router
+from engine.web.responses import VALIDATION
+from engine.web.validation import bounded_validation_errors, reject_unstorable_text
 from projectors.api import router as events_router
 from projectors.exports.api import router as exports_router
 from projectors.stats_api import router as stats_router
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="leadflow",
         version=__version__,
         lifespan=_lifespan,
-        # Every route, present and future: see engine.api.validation.
+        # Every route, present and future: see engine.web.validation.
         dependencies=[Depends(reject_unstorable_text)],
         exception_handlers={RequestValidationError: bounded_validation_errors},
         responses=VALIDATION,  # so any route can answer 422 (a NUL in a header, say)

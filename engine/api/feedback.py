@@ -15,9 +15,9 @@ from confluent_kafka import KafkaException
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from engine.api.responses import answers
 from engine.runtime.feedback_worker import publish_feedback
 from engine.settings import Settings
+from engine.web.responses import answers
 from projectors.api import Conn
 from projectors.params import query_error
 from projectors.queries import get_event

@@ -18,15 +18,15 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from engine.api import metrics
+from engine.api.intake_auth import CredentialsUnavailableError, authenticated
+from engine.api.intake_publisher import PublishError
 from engine.api.intake_service import IdempotencyConflictError, IntakeService, Lead
-from engine.api.responses import IntakeRefusal, LeadAnswer, PendingAnswer, intake_answers
+from engine.api.intake_store import IntakeStoreError
 from engine.flows import Flow, SourceStep
 from engine.intake.answers import recorded_headers
-from engine.intake.auth import CredentialsUnavailableError, authenticated
 from engine.intake.bodies import body_format, decode_body, media_type
 from engine.intake.config import IntakeSettings
-from engine.intake.publisher import PublishError
-from engine.intake.store import IntakeStoreError
+from engine.web.responses import IntakeRefusal, LeadAnswer, PendingAnswer, intake_answers
 
 router = APIRouter()
 MAX_KEY_LENGTH = 255

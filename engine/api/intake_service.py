@@ -16,17 +16,20 @@ from typing import Any
 
 import structlog
 
-from engine.api.flow_catalog import FlowCatalog
+from engine.api.intake_publisher import IntakePublisher
+from engine.api.intake_store import IntakeStore, migrate_intake
 from engine.api.waiters import Verdict, WaiterHub
 from engine.flows import Flow, SourceStep
 from engine.ids import new_lead_id
 from engine.intake.answers import IntakeAnswer, lead_answer, pending_answer
 from engine.intake.config import IntakeSettings
-from engine.intake.publisher import IntakePublisher
 from engine.intake.records import intake_headers
-from engine.intake.store import IntakeStore
+from engine.runtime.flow_catalog import FlowCatalog
 from engine.settings import Settings
-from engine.state import Admission, CapCheck, LeadOrder, StateStore, migrate_state
+from engine.state.postgres import migrate_state
+from engine.state.store import Admission, StateStore
+from engine.steps.cap_checks import CapCheck
+from engine.steps.duplicates import LeadOrder
 from engine.topics import intake_topic
 
 log = structlog.get_logger(__name__)
@@ -79,7 +82,6 @@ class IntakeService:
         self._state_lock = asyncio.Lock()
 
     async def start(self) -> None:
-        from engine.intake.store import migrate_intake
 
         await asyncio.to_thread(migrate_intake, self.settings)
         await self.store.open()

@@ -20,7 +20,7 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-from engine.api.responses import as_text
+from engine.web.responses import as_text
 
 router = APIRouter()
 

@@ -30,25 +30,25 @@ from engine.api.intake import (
     intake_service,
     refusal,
 )
+from engine.api.intake_publisher import PublishError
 from engine.api.intake_service import IntakeService
-from engine.api.responses import IntakeRefusal, PingAnswer, PingLimited, intake_answers
+from engine.api.intake_store import IntakeStoreError
 from engine.events import StepIdentity, Timing, stamp_events
 from engine.flows import RecipientStep
 from engine.ids import new_lead_id
 from engine.intake.config import PingSettings
-from engine.intake.pings import (
+from engine.state.errors import StateUnavailableError
+from engine.steps.base import EventDraft, Outcome
+from engine.steps.duplicates import LeadOrder
+from engine.steps.pings import (
     best_bid,
     ping_fields,
     ping_limit_checks,
     ping_limit_reason,
     retry_after_seconds,
 )
-from engine.intake.publisher import PublishError
-from engine.intake.store import IntakeStoreError
-from engine.state import LeadOrder
-from engine.state.errors import StateUnavailableError
-from engine.steps.base import EventDraft, Outcome
 from engine.topics import TYPE_HEADER, events_topic
+from engine.web.responses import IntakeRefusal, PingAnswer, PingLimited, intake_answers
 from schemas.codec import default_codec
 
 router = APIRouter()

@@ -24,16 +24,16 @@ from engine.destinations import Destination
 from engine.errors import LeadflowError
 from engine.flows import Flow, RecipientStep, load_flow
 from engine.intake.fake import fake_leads
-from engine.intake.submit import publish_leads
+from engine.objects.contract import directory
+from engine.objects.destination import open_store
+from engine.ops.submit import publish_leads
 from engine.runtime.feedback_worker import publish_feedback
 from engine.runtime.step_worker import prepare_topics
-from engine.runtime.supervisor import role_names, supervise
 from engine.settings import Settings
+from engine.supervisor import role_names, supervise
 from projectors.generations import migrate_database
 from projectors.queries import completed_count, event_counts_for_leads, lead_timeline
 from projectors.store import Connection, connect
-from streamers.destinations import open_store
-from streamers.layout import directory
 
 console = Console()
 

@@ -24,8 +24,11 @@ from rich.text import Text
 
 from engine.ops.output import AsJson, print_json
 from engine.runtime.kafka import require_kafka
-from engine.runtime.supervisor import install_stop_handlers
+from engine.runtime.stopping import install_stop_handlers
 from engine.settings import get_settings
+from projectors.generations import drop, generations
+from projectors.replay import Rebuild
+from projectors.store import connect
 
 projections_app = typer.Typer(
     invoke_without_command=True, help="Projection generations: list, drop retired ones."
@@ -66,7 +69,6 @@ def replay(
 ) -> None:
     """Rebuild PROJECTION from the topics into a new generation while the current one keeps
     serving, then switch atomically. Interrupted (Ctrl-C), it resumes when run again."""
-    from projectors.replay import Rebuild
 
     if from_beginning and from_time is not None:
         raise typer.BadParameter("give --from-beginning or --from, not both")
@@ -126,8 +128,6 @@ def list_generations(ctx: typer.Context, as_json: AsJson = False) -> None:
     """Every generation of every projection, with its state and schema."""
     if ctx.invoked_subcommand is not None:
         return
-    from projectors.generations import generations
-    from projectors.store import connect
 
     settings = get_settings()
     with connect(settings) as conn:
@@ -155,8 +155,6 @@ def drop_generation(
     generation: Annotated[int, typer.Argument(help="A retired (or building) generation.")],
 ) -> None:
     """Drop a retired or interrupted generation's schema; the active one is refused."""
-    from projectors.generations import drop, generations
-    from projectors.store import connect
 
     settings = get_settings()
     with connect(settings) as conn:

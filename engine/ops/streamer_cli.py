@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -15,10 +15,11 @@ from rich.table import Table
 from engine.flows import Flow, load_flow
 from engine.ops.output import AsJson, print_json
 from engine.runtime.kafka import require_kafka
+from engine.runtime.registry import UnknownFlowError, read_flows
 from engine.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    from streamers.lifecycle import Outcome
+from streamers.backfill import backfill as run_backfill
+from streamers.lifecycle import Lifecycle, Outcome, find_destination, verify_flow
+from streamers.status import destination_status
 
 streamer_app = typer.Typer(
     no_args_is_help=True, help="Event streaming destinations: lifecycle, status, backfill."
@@ -44,7 +45,6 @@ def _flow(settings: Settings, flow_id: str, flow_file: Path | None) -> Flow:
 
 
 def _registry_flows(settings: Settings, flow_id: str | None = None) -> list[Flow]:
-    from engine.registry import UnknownFlowError, read_flows
 
     flows = read_flows(settings)
     if flow_id is None:
@@ -69,7 +69,6 @@ def verify_applied_destinations(settings: Settings, flow: Flow) -> bool:
     recorded deactivated (with the reason), keeps its position, and resumes
     with ``leadflow streamer enable``. Returns whether all passed.
     """
-    from streamers.lifecycle import Lifecycle, verify_flow
 
     with closing(Lifecycle(settings)) as lifecycle:
         outcomes = verify_flow(lifecycle, flow, by="flow apply")
@@ -95,7 +94,6 @@ def verify(
     flow_file: FlowFile = None,
 ) -> None:
     """Write, read back and delete a probe object; record the destination active or deactivated."""
-    from streamers.lifecycle import Lifecycle, verify_flow
 
     settings = get_settings()
     flow = _flow(settings, flow_id, flow_file)
@@ -118,7 +116,6 @@ def enable(
     flow_file: FlowFile = None,
 ) -> None:
     """Verify the destination again; if it passes, streaming resumes where it paused."""
-    from streamers.lifecycle import Lifecycle, find_destination
 
     settings = get_settings()
     flow = _flow(settings, flow_id, flow_file)
@@ -136,7 +133,6 @@ def disable(
     flow_file: FlowFile = None,
 ) -> None:
     """Stop streaming to the destination until `enable`; its position is kept."""
-    from streamers.lifecycle import Lifecycle, find_destination
 
     settings = get_settings()
     flow = _flow(settings, flow_id, flow_file)
@@ -156,7 +152,6 @@ def status(
     as_json: AsJson = False,
 ) -> None:
     """Per destination: state, lag, last object written, last error."""
-    from streamers.status import destination_status
 
     settings = get_settings()
     require_kafka(settings)
@@ -202,8 +197,6 @@ def backfill(
 
     Idempotent: objects are created only where absent, at the keys the streamer uses.
     """
-    from streamers.backfill import backfill as run_backfill
-    from streamers.lifecycle import find_destination
 
     settings = get_settings()
     flow = _flow(settings, flow_id, flow_file)

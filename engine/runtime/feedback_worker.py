@@ -9,49 +9,18 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from engine.errors import LeadflowError
-from engine.runtime.handlers.feedback import FeedbackHandler, rejected_topic
-from engine.runtime.kafka import admin_config, consumer_config, transactional_producer_config
-from engine.runtime.worker import TransactionalStepLoop
+from engine.runtime.handlers.feedback import Deliveries, FeedbackHandler, rejected_topic
+from engine.runtime.kafka import (
+    admin_config,
+    consumer_config,
+    producer_config,
+    transactional_producer_config,
+)
+from engine.runtime.step_loop import TransactionalStepLoop
 from engine.settings import Settings
-from engine.steps.feedback import Feedback, FeedbackRejectedError, apply_feedback, parse_feedback
 from schemas.codec import default_codec
 
 log = structlog.get_logger(__name__)
-
-
-class FeedbackRefusedError(LeadflowError):
-    """Feedback the worker would reject, refused before it is published."""
-
-
-def parse_or_refuse(body: bytes) -> Feedback:
-    """``body`` as the worker will read it, or ``FeedbackRefusedError`` with the worker's reason."""
-    try:
-        return parse_feedback(body)
-    except FeedbackRejectedError as exc:
-        raise FeedbackRefusedError(str(exc)) from None
-
-
-def check_feedback(settings: Settings, feedback: Feedback) -> str:
-    """Refuse feedback on an event the worker would reject it for (unknown to the timeline
-    projection, or not a delivery), with the same reason, by the same decision
-    (``apply_feedback``): otherwise it is published, "accepted", and only shows up later on
-    ``leadflow.feedback.rejected``. Returns the delivery's lead id: the feedback's key, so a
-    lead's feedback shares a partition and is applied in the order it was given."""
-    from projectors.queries import get_event
-    from projectors.store import connect
-
-    with connect(settings, application_name="leadflow-feedback-check") as conn:
-        delivery = get_event(conn, feedback.event_id)
-    try:
-        apply_feedback(feedback, delivery)
-    except FeedbackRejectedError as exc:
-        raise FeedbackRefusedError(
-            f"{exc} (not published; --no-check publishes it anyway, e.g. for an event "
-            "the timeline projection has not caught up with)"
-        ) from None
-    assert delivery is not None  # apply_feedback refuses an unknown event
-    return str(delivery["lead_id"])
 
 
 def ensure_feedback_topics(settings: Settings, partitions: int = 3) -> None:
@@ -75,14 +44,14 @@ def ensure_feedback_topics(settings: Settings, partitions: int = 3) -> None:
                 raise
 
 
-def build_feedback_loop(settings: Settings) -> TransactionalStepLoop:
+def build_feedback_loop(settings: Settings, deliveries: Deliveries) -> TransactionalStepLoop:
     ensure_feedback_topics(settings)
     group, rejected = settings.feedback_topic, rejected_topic(settings.feedback_topic)
     return TransactionalStepLoop(
         # The group is named after the topic: each deployment's feedback its own.
         Consumer(consumer_config(settings, group)),
         Producer(transactional_producer_config(settings, f"{group}.{settings.instance_id}")),
-        FeedbackHandler(settings, default_codec()),
+        FeedbackHandler(settings, default_codec(), deliveries),
         input_topic=group,
         output_topic=rejected,  # every record names its topic; this is a fallback
         dlq_topic=rejected,
@@ -92,8 +61,8 @@ def build_feedback_loop(settings: Settings) -> TransactionalStepLoop:
     )
 
 
-def run_feedback(settings: Settings, stop: threading.Event) -> None:
-    loop = build_feedback_loop(settings)
+def run_feedback(settings: Settings, stop: threading.Event, deliveries: Deliveries) -> None:
+    loop = build_feedback_loop(settings, deliveries)
     log.info("feedback worker started")
     loop.run(stop)
     log.info("feedback worker stopped", processed=loop.processed)
@@ -101,8 +70,6 @@ def run_feedback(settings: Settings, stop: threading.Event) -> None:
 
 def publish_feedback(settings: Settings, body: bytes, key: bytes | None = None) -> None:
     """What the HTTP endpoint and ``leadflow feedback`` do: put one feedback on the topic."""
-    from engine.runtime.kafka import producer_config
-
     ensure_feedback_topics(settings)
     producer = Producer(producer_config(settings))
     producer.produce(settings.feedback_topic, body, key)

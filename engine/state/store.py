@@ -22,8 +22,6 @@ import psycopg
 import structlog
 
 from engine.settings import Settings
-from engine.state.caps import CapCheck, CapCount, first_full
-from engine.state.duplicates import DAY_MS, LeadOrder, earlier_match
 from engine.state.errors import StateMigrationError, StateUnavailableError
 from engine.state.postgres import (
     Connection,
@@ -33,6 +31,8 @@ from engine.state.postgres import (
     connect,
     migrate_state,
 )
+from engine.steps.cap_checks import CapCheck, CapCount, first_full
+from engine.steps.duplicates import DAY_MS, LeadOrder, earlier_match
 
 log = structlog.get_logger(__name__)
 

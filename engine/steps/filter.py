@@ -2,13 +2,13 @@
 
 ``filter.failed`` names the rule that failed and the value that failed it, so
 a seller can tell from the event alone why a lead went no further. The rule
-language itself (``engine.rules``) is shared with a source's acceptance criteria.
+language itself (``engine.steps.rules``) is shared with a source's acceptance criteria.
 """
 
 from __future__ import annotations
 
-from engine.rules import Rule, RuleSet
 from engine.steps.base import EventDraft, Snapshot, StepResult
+from engine.steps.rules import Rule, RuleSet
 
 __all__ = ["FilterSettings", "Rule", "evaluate_filter"]
 

@@ -26,7 +26,6 @@ from engine.fields import COMPONENTS, MASKED_TYPES, PARSERS, Scalar
 from engine.intake.bodies import decode_body
 from engine.intake.config import IntakeSettings
 from engine.model import ConfigModel
-from engine.rules import RuleSet, referenced_fields
 from engine.steps.base import (
     TOTAL_COST,
     TOTAL_DELIVERED,
@@ -35,6 +34,7 @@ from engine.steps.base import (
     Snapshot,
     StepResult,
 )
+from engine.steps.rules import RuleSet, referenced_fields
 
 MAX_RAW_VALUE = 4096
 # source.submitted keeps what was sent, within bounds: its event must still fit

@@ -15,7 +15,6 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.api.responses import answers
 from engine.ui.auth import ReaderDep, require_reader
 from engine.ui.dashboard import dashboard
 from engine.ui.masking import for_reader
@@ -30,6 +29,7 @@ from engine.ui.queries import (
     neighbour_before,
     timeline_page,
 )
+from engine.web.responses import answers
 from projectors.api import Conn, Id
 from projectors.diff import diff_snapshots
 from projectors.exports.selection import EventType, Outcome

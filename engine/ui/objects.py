@@ -17,14 +17,15 @@ from fastapi import Request
 from engine.destinations import Destination
 from engine.errors import LeadflowError
 from engine.flows import Flow, load_flow
+from engine.objects.contract import ObjectStore
+from engine.objects.destination import open_store
+from engine.objects.errors import DestinationError, ObjectNotFoundError
+from engine.runtime.flow_catalog import FlowCatalog
 from engine.settings import Settings
-from streamers.destinations import ObjectStore, open_store
-from streamers.errors import DestinationError, ObjectNotFoundError
 from streamers.layout import event_key, time_event_key
 
 
 async def flow_for(request: Request, flow_id: str) -> Flow | None:
-    from engine.api.flow_catalog import FlowCatalog
 
     settings: Settings = request.app.state.settings
     catalog = getattr(request.app.state, "ui_flow_catalog", None)

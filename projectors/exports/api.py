@@ -23,21 +23,21 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, R
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
-from engine.api.responses import answers, as_text
 from engine.destinations import Destination
+from engine.objects.destination import open_store
+from engine.objects.errors import DestinationError, ObjectNotFoundError
 from engine.settings import Settings
+from engine.web.responses import answers, as_text
 from projectors.errors import StoreUnavailableError
 from projectors.exports import jobs
 from projectors.exports.errors import UnknownExportError
 from projectors.exports.jobs import ExportJob, Status
 from projectors.exports.query import ExportStream, check_cursors
+from projectors.exports.runner import ExportWorker
 from projectors.exports.selection import ExportQuery, FlowExportQuery
-from projectors.exports.worker import ExportWorker
 from projectors.params import cursor_error
 from projectors.search import UnknownCursorError
 from projectors.store import Connection, connect
-from streamers.destinations import open_store
-from streamers.errors import DestinationError, ObjectNotFoundError
 
 
 @asynccontextmanager

@@ -20,6 +20,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from engine.objects.contract import directory
 from engine.pgmigrate import MigrationChangedError, apply_migrations, load_migrations
 from engine.settings import Settings
 from projectors.errors import MigrationError
@@ -27,7 +28,6 @@ from projectors.exports.errors import LeaseLostError, UnknownExportError
 from projectors.exports.formats import FORMATS
 from projectors.exports.selection import ExportFormat, ExportQuery
 from projectors.store import Connection, checked_schema, connect, translate_errors
-from streamers.layout import directory
 
 log = structlog.get_logger(__name__)
 

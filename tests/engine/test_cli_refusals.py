@@ -17,15 +17,16 @@ from confluent_kafka import Message
 from typer.testing import CliRunner, Result
 
 from engine import cli
+from engine.ops.feedback_check import FeedbackRefusedError
 from engine.ops.offsets import UnknownGroupError
-from engine.registry import UnknownFlowError, apply_flow, delete_flow
-from engine.runtime import feedback_worker, supervisor
-from engine.runtime.feedback_worker import FeedbackRefusedError
 from engine.runtime.handlers.feedback import FEEDBACK_REJECTED_TOPIC, FeedbackHandler
+from engine.runtime.registry import UnknownFlowError, apply_flow, delete_flow
 from engine.settings import Settings
 from projectors.batch import Record, build_batch
+from projectors.deliveries import TimelineDeliveries
 from projectors.generations import migrate_database
-from projectors.store import connect, write_batch
+from projectors.store import connect
+from projectors.writing import write_batch
 from schemas.codec import EventCodec, default_codec
 from tests.factories import make_flow, make_lead_events
 
@@ -43,8 +44,8 @@ def nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     def started(*_: Any, **__: Any) -> None:
         raise AssertionError("run started workers for roles no applied flow has")
 
-    monkeypatch.setattr(supervisor, "supervise", started)
-    monkeypatch.setattr(supervisor, "install_stop_handlers", lambda _: None)
+    monkeypatch.setattr(cli, "supervise", started)
+    monkeypatch.setattr(cli, "install_stop_handlers", lambda _: None)
 
 
 @pytest.fixture
@@ -101,9 +102,7 @@ def projected(stack: Settings, unique_id: str, monkeypatch: pytest.MonkeyPatch) 
     with connect(settings) as conn:
         write_batch(conn, "test", build_batch(codec, records))
     monkeypatch.setattr(cli, "get_settings", lambda: settings)
-    monkeypatch.setattr(
-        feedback_worker, "publish_feedback", lambda _, body, key=None: published.append(body)
-    )
+    monkeypatch.setattr(cli, "publish_feedback", lambda _, body, key=None: published.append(body))
     return {str(e["type"]): str(e["id"]) for e in events}
 
 
@@ -155,7 +154,7 @@ def test_feedback_on_a_delivery_is_published_and_no_check_publishes_any(
 def test_the_feedback_worker_logs_every_feedback_it_rejects_with_the_reason(
     stack: Settings,
 ) -> None:
-    handler = FeedbackHandler(stack, default_codec())
+    handler = FeedbackHandler(stack, default_codec(), TimelineDeliveries(stack))
     message = Message(topic="leadflow.feedback", partition=1, offset=42, value=b'{"type": "x"}')
     try:
         with structlog.testing.capture_logs() as logs:

@@ -15,7 +15,7 @@ from engine import cli
 from engine.demo.buyer import BuyerPortError, BuyerServer
 from engine.errors import LeadflowError
 from engine.settings import Settings
-from projectors.exports.worker import ExportWorker
+from projectors.exports.runner import ExportWorker
 
 FLOW_FILE = str(Path(__file__).parents[1] / "flows" / "basic.yaml")
 

@@ -11,9 +11,9 @@ from pydantic import ValidationError
 
 from engine.destinations import Destination, SecretRef
 from engine.errors import ConfigError
+from engine.objects.destination import open_store
+from engine.objects.errors import DestinationError
 from engine.settings import Settings
-from streamers.destinations import open_store
-from streamers.errors import DestinationError
 
 
 def s3(**fields: object) -> Destination:

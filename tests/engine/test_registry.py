@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from engine.cli import app
 from engine.demo.buyer import BuyerServer
 from engine.flows import Flow, parse_flow
-from engine.intake.submit import publish_leads
-from engine.registry import FlowRegistry, apply_flow, delete_flow
+from engine.ops.submit import publish_leads
+from engine.runtime.registry import FlowRegistry, apply_flow, delete_flow
 from engine.runtime.step_worker import build_step_loop
 from engine.settings import Settings
 from tests.factories import make_flow
@@ -120,9 +120,10 @@ def test_bad_configuration_is_refused_at_apply_with_line_and_field(tmp_path: Pat
 
 RUN_SUPERVISOR = """
 import sys, threading
-from engine.runtime.supervisor import install_stop_handlers, supervise
+from engine.runtime.stopping import install_stop_handlers
+from engine.supervisor import supervise
 from engine.settings import get_settings
-from engine.state import migrate_state
+from engine.state.postgres import migrate_state
 migrate_state(get_settings())
 stop = threading.Event()
 install_stop_handlers(stop)

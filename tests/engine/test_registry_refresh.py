@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.api.flow_catalog import FlowCatalog
-from engine.registry import FlowRegistry, apply_flow, delete_flow
+from engine.runtime.flow_catalog import FlowCatalog
+from engine.runtime.registry import FlowRegistry, apply_flow, delete_flow
 from engine.settings import Settings
 from tests.factories import make_flow
 

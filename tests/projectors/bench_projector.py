@@ -25,8 +25,9 @@ from engine.runtime.kafka import admin_config, producer_config
 from engine.settings import Settings
 from projectors.batch import Record, build_batch
 from projectors.generations import migrate
-from projectors.store import connect, write_batch
-from projectors.timeline import TimelineProjector
+from projectors.projector import TimelineProjector
+from projectors.store import connect
+from projectors.writing import write_batch
 from schemas.codec import EventCodec
 from tests.factories import make_lead_events
 

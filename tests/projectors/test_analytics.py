@@ -26,7 +26,8 @@ from projectors.stats import (
     source_analytics,
     step_analytics,
 )
-from projectors.store import Connection, write_batch
+from projectors.store import Connection
+from projectors.writing import write_batch
 from schemas.codec import EventCodec
 
 pytestmark = pytest.mark.stack

@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 from engine.settings import Settings
 from projectors.api import router
 from projectors.batch import Record, build_batch
-from projectors.store import Connection, write_batch
+from projectors.store import Connection
+from projectors.writing import write_batch
 from schemas.codec import EventCodec, event_to_json_dict
 from tests.factories import make_lead_events
 from tests.projectors.test_search import wait_visible

@@ -15,7 +15,8 @@ from engine.settings import Settings
 from projectors.analytics import ANALYTICS
 from projectors.batch import Batch, Record, build_batch
 from projectors.stats_api import router as stats_router
-from projectors.store import Connection, write_batch
+from projectors.store import Connection
+from projectors.writing import write_batch
 from schemas.codec import EventCodec
 from tests.factories import make_lead_events
 

@@ -20,8 +20,8 @@ from psycopg import sql
 from engine.runtime.kafka import admin_config
 from engine.settings import Settings
 from engine.topics import events_topic, wait_for_leaders
-from projectors.analytics import AnalyticsProjector
 from projectors.generations import current, drop, generations, migrate
+from projectors.projector import AnalyticsProjector
 from projectors.replay import Rebuild
 from projectors.store import Connection, connect
 from tests.factories import make_lead_events

@@ -22,12 +22,10 @@ from psycopg import sql
 from engine.runtime.kafka import admin_config
 from engine.settings import Settings
 from engine.topics import events_topic
-from projectors.analytics import AnalyticsProjector
 from projectors.generations import Generation, current, generations, migrate
-from projectors.projector import Projector
+from projectors.projector import AnalyticsProjector, Projector, TimelineProjector
 from projectors.replay import Rebuild
 from projectors.store import Connection, connect
-from projectors.timeline import TimelineProjector
 from tests.projectors.support import flow_pattern, lead_events, produce, running, wait_until
 
 STEPS = ("source", "service-area", "premier", "completion")

@@ -17,7 +17,8 @@ import pytest
 from engine.settings import Settings
 from projectors.batch import Record, build_batch
 from projectors.search import EventQuery, UnknownCursorError, search_events
-from projectors.store import Connection, connect, write_batch
+from projectors.store import Connection, connect
+from projectors.writing import write_batch
 from schemas.codec import EventCodec
 from tests.factories import make_lead_events
 from tests.projectors.support import wait_until

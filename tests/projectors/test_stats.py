@@ -12,7 +12,8 @@ from projectors import stats
 from projectors.batch import Record, build_batch
 from projectors.params import TimeRange
 from projectors.stats import StatsQuery, TooManyRowsError, event_stats
-from projectors.store import Connection, write_batch
+from projectors.store import Connection
+from projectors.writing import write_batch
 from schemas.codec import EventCodec
 from tests.factories import make_lead_events
 from tests.projectors.test_analytics import Story, store_stories

@@ -21,7 +21,8 @@ from projectors.queries import (
     get_event,
     lead_timeline,
 )
-from projectors.store import Connection, load_checkpoints, write_batch
+from projectors.store import Connection
+from projectors.writing import load_checkpoints, write_batch
 from schemas.codec import EventCodec, event_to_json_dict
 from tests.factories import make_lead_events
 

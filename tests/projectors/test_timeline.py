@@ -12,9 +12,9 @@ from pydantic import SecretStr
 
 from engine.runtime.kafka import admin_config
 from engine.settings import Settings
+from projectors.projector import TimelineProjector, consumer_group
 from projectors.queries import count_completed, lead_timeline
 from projectors.store import Connection
-from projectors.timeline import TimelineProjector, consumer_group
 from schemas.codec import event_to_json_dict
 from tests.projectors.support import (
     CODEC,

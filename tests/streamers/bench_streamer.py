@@ -14,10 +14,10 @@ from typing import Literal
 
 from engine.destinations import BatchSettings, Destination, Format
 from engine.logs import configure_logging
+from engine.objects.destination import open_store
 from engine.settings import Settings
-from streamers.destinations import open_store
 from streamers.readback import read_events
-from streamers.worker import Streamer
+from streamers.streamer import Streamer
 from tests.factories import make_flow
 from tests.streamers.support import all_committed, create_topics, make_events, produce_events
 

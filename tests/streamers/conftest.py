@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from engine.destinations import Destination
+from engine.objects.contract import ObjectStore
+from engine.objects.destination import open_store
 from engine.settings import Settings
-from streamers.destinations import ObjectStore, open_store
 
 
 @pytest.fixture

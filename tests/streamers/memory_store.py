@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import IO, BinaryIO
 
-from streamers.destinations import PutResult
-from streamers.errors import DestinationError, ObjectNotFoundError
+from engine.objects.contract import PutResult
+from engine.objects.errors import DestinationError, ObjectNotFoundError
 
 
 class MemoryStore:

@@ -13,14 +13,14 @@ from confluent_kafka.admin import AdminClient
 
 from engine.destinations import Destination
 from engine.flows import Flow
+from engine.objects.contract import ObjectStore, directory
 from engine.runtime.kafka import admin_config, consumer_config, producer_config
 from engine.settings import Settings
 from engine.topics import ensure_topics, events_topic
 from schemas.codec import EventCodec, event_to_json_dict
 from streamers import layout
-from streamers.destinations import ObjectStore
 from streamers.readback import duplicate_ids, read_events
-from streamers.worker import consumer_group_id
+from streamers.streamer import consumer_group_id
 from tests.factories import make_flow, make_lead_events
 
 CODEC = EventCodec()
@@ -118,7 +118,7 @@ def read_objects(store: ObjectStore, keys: Iterable[str]) -> dict[str, bytes]:
 
 
 def event_keys(store: ObjectStore, prefix: str) -> list[str]:
-    keys = store.list_keys(layout.directory(prefix))
+    keys = store.list_keys(directory(prefix))
     return [k for k in keys if not layout.is_dead_letter_key(prefix, k)]
 
 

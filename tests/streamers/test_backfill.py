@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 from engine.cli import app
 from engine.destinations import Destination
 from engine.flows import Flow
+from engine.objects.contract import ObjectStore
 from engine.settings import Settings
 from engine.topics import events_topic
 from schemas.codec import EventCodec
 from streamers.backfill import BackfillError, backfill
-from streamers.destinations import ObjectStore
 from streamers.per_event import object_for_record
 from tests.factories import write_flow
 from tests.streamers.support import (

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
+from engine.objects.contract import ObjectStore
 from engine.runtime.kafka import transactional_producer_config
 from engine.settings import Settings
 from engine.topics import events_topic
 from streamers.backfill import backfill
-from streamers.destinations import ObjectStore
 from tests.streamers.support import CODEC, create_topics, event_keys, make_events, streaming_flow
 
 pytestmark = pytest.mark.stack

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from engine.destinations import AzureCredentials, S3Credentials, SecretRef
+from engine.objects.contract import ObjectStore
 from engine.settings import Settings
-from streamers.destinations import ObjectStore, count_objects
+from streamers.readback import count_objects
 from tests.factories import write_flow
 from tests.streamers.support import (
     SETTLE_S,

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from engine.objects.contract import directory, normalise_prefix
 from streamers import layout
 
 LEAD = "01KAQ3Z0000000000000000000"
@@ -24,7 +25,7 @@ EVENT = "01KAQ3Z00000000000000000AB"
     ],
 )
 def test_prefix_is_normalised_without_duplicate_slashes(prefix: str, expected: str) -> None:
-    assert layout.normalise_prefix(prefix) == expected
+    assert normalise_prefix(prefix) == expected
 
 
 @pytest.mark.parametrize(
@@ -54,9 +55,9 @@ def test_ids_that_would_move_the_object_are_refused(bad: str) -> None:
 
 
 def test_directory_ends_with_one_slash_so_listing_does_not_match_siblings() -> None:
-    assert layout.directory("demo") == "demo/"
-    assert layout.directory("/demo//") == "demo/"
-    assert layout.directory("") == ""
+    assert directory("demo") == "demo/"
+    assert directory("/demo//") == "demo/"
+    assert directory("") == ""
 
 
 def test_dead_letter_key_names_the_kafka_position_zero_padded() -> None:

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from engine.flows import Flow
+from engine.objects.contract import ObjectStore
 from engine.settings import Settings
-from streamers.destinations import ObjectStore
 from streamers.readback import event_object_keys
-from streamers.worker import Streamer, run_streamers
+from streamers.streamer import Streamer, run_streamers
 from tests.streamers.support import (
     SETTLE_S,
     all_committed,

@@ -14,9 +14,9 @@ import pytest
 
 from engine.destinations import AzureCredentials, Destination, S3Credentials, SecretRef
 from engine.flows import Flow
+from engine.objects.contract import ObjectStore, PutResult, directory
+from engine.objects.destination import open_store
 from engine.settings import Settings
-from streamers import layout
-from streamers.destinations import ObjectStore, PutResult, open_store
 from streamers.lifecycle import (
     ACTIVATED,
     DEACTIVATED,
@@ -114,11 +114,11 @@ def test_activation_writes_reads_and_deletes_a_probe_then_records_activated(
     assert [c[0] for c in calls] == ["put", "get", "delete"]
     key = calls[0][1]
     assert len({c[1] for c in calls}) == 1
-    assert key.startswith(f"{layout.directory(flow.id)}{PROBE}{flow.id}_")
+    assert key.startswith(f"{directory(flow.id)}{PROBE}{flow.id}_")
     assert key.endswith(".txt") and len(key.rsplit("_", 1)[1]) == len("YYYYMMDDHHMMSSmmm.txt")
     store = open_store(destination, schema_settings)
     try:
-        assert not [k for k in store.list_keys(layout.directory(flow.id)) if PROBE in k]
+        assert not [k for k in store.list_keys(directory(flow.id)) if PROBE in k]
     finally:
         store.close()
     state = Lifecycle(schema_settings).state(flow.id, destination.key)

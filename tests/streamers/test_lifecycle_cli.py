@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from engine.cli import app
 from engine.destinations import Destination
-from engine.registry import delete_flow
+from engine.runtime.registry import delete_flow
 from engine.settings import Settings, get_settings
 from streamers.lifecycle import ACTIVATED, DEACTIVATED, read_events
 from tests.factories import write_flow

@@ -9,10 +9,10 @@ import pytest
 
 from engine.destinations import Deactivation, Destination
 from engine.flows import Flow
+from engine.objects.destination import open_store
+from engine.objects.errors import DestinationError
 from engine.settings import Settings
 from streamers.destination_observer import DestinationObserver, observers_for
-from streamers.destinations import open_store
-from streamers.errors import DestinationError
 from streamers.lifecycle import ACTIVATED, DEACTIVATED, Lifecycle, read_events
 from streamers.metrics import StreamerMetrics
 from tests.streamers.support import streaming_flow

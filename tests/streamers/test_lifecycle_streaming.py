@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from engine.destinations import Deactivation
+from engine.objects.contract import ObjectStore, PutResult
+from engine.objects.errors import DestinationError
 from engine.settings import Settings
 from streamers.destination_observer import DestinationObserver
-from streamers.destinations import ObjectStore, PutResult
-from streamers.errors import DestinationError
 from streamers.lifecycle import ACTIVATED, DEACTIVATED, Lifecycle, read_events
-from streamers.worker import Streamer
+from streamers.streamer import Streamer
 from tests.streamers.support import (
     all_committed,
     create_topics,

@@ -17,9 +17,11 @@ import pytest
 from pydantic import SecretStr
 
 from engine.destinations import Destination
+from engine.objects.contract import ObjectStore
+from engine.objects.destination import open_store
+from engine.objects.errors import DestinationError, ObjectNotFoundError
 from engine.settings import Settings
-from streamers.destinations import ObjectStore, count_objects, open_store
-from streamers.errors import DestinationError, ObjectNotFoundError
+from streamers.readback import count_objects
 
 # Azurite's published development account key (what UseDevelopmentStorage=true expands to).
 AZURITE_ACCOUNT_KEY = (

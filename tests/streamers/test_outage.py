@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from engine.objects.contract import ObjectStore
+from engine.objects.errors import DestinationError
 from engine.settings import Settings
-from streamers.destinations import ObjectStore
-from streamers.errors import DestinationError
-from streamers.worker import Streamer, run_streamers
+from streamers.streamer import Streamer, run_streamers
 from tests.streamers.support import (
     SETTLE_S,
     all_committed,

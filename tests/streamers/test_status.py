@@ -12,15 +12,15 @@ from typer.testing import CliRunner
 
 from engine.cli import app
 from engine.flows import Flow
+from engine.objects.errors import DestinationError
 from engine.runtime.kafka import admin_config, consumer_config
 from engine.settings import Settings, get_settings
 from streamers.destination_observer import DestinationObserver
-from streamers.errors import DestinationError
 from streamers.lifecycle import Lifecycle
 from streamers.metrics import StreamerMetrics
 from streamers.status import destination_status
+from streamers.streamer import consumer_group_id
 from streamers.topic_offsets import ends, flow_partitions
-from streamers.worker import consumer_group_id
 from tests.factories import write_flow
 from tests.streamers.support import create_topics, make_events, produce_events, streaming_flow
 

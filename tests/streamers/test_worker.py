@@ -13,15 +13,16 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from engine.destinations import Destination
 from engine.flows import Flow
+from engine.objects.contract import ObjectStore, directory
+from engine.objects.destination import open_store
+from engine.objects.errors import DestinationError
 from engine.settings import Settings
 from engine.topics import events_topic
 from schemas.codec import EventCodec, event_to_json_dict
 from streamers import layout
-from streamers.destinations import ObjectStore, open_store
-from streamers.errors import DestinationError
 from streamers.observer import NullObserver
 from streamers.per_event import BINARY, JSON, object_for_record
-from streamers.worker import Streamer, consumer_group_id, events_pattern, run_streamers
+from streamers.streamer import Streamer, consumer_group_id, events_pattern, run_streamers
 from tests.factories import make_lead_events
 from tests.streamers.support import (
     SETTLE_S,
@@ -176,7 +177,7 @@ def test_a_poison_record_is_dead_lettered_once_and_the_stream_goes_on(
     expected = expected_objects(prefix, before + after)
     for kind, store in stores.items():
         assert event_keys(store, prefix) == sorted(expected), kind
-        dead = store.list_keys(f"{layout.directory(prefix)}{layout.DEAD_LETTER_DIR}/")
+        dead = store.list_keys(f"{directory(prefix)}{layout.DEAD_LETTER_DIR}/")
         assert len(dead) == 1, kind
         assert dead[0].startswith(f"{prefix}/_dead_letter/{topic}+"), kind
         assert store.get(dead[0]) == b"\x00garbage", kind

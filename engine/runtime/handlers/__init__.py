@@ -20,7 +20,7 @@ from engine.runtime.handlers.filter import FilterHandler
 from engine.runtime.handlers.recipient import RecipientHandler
 from engine.runtime.handlers.source import SourceHandler
 from engine.settings import Settings, get_settings
-from engine.state import StateStore
+from engine.state.store import StateStore
 from schemas.codec import EventCodec
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 A handler is where a step's pure decision meets its I/O: decoding the input,
 calling a service over HTTP, stamping and encoding the events. The
-transaction that makes it exactly-once lives in ``engine.runtime.worker``.
+transaction that makes it exactly-once lives in ``engine.runtime.step_loop``.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class BaseHandler:
         """Record the error and a ``retry.scheduled``; park the input on the retry topic.
 
         No sleep: the retry topic's consumer holds the record back until it is
-        due (``engine.runtime.worker``), while other leads keep flowing.
+        due (``engine.runtime.step_loop``), while other leads keep flowing.
         """
         assert self.retry is not None
         following = self.attempt + 1

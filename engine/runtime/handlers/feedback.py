@@ -1,7 +1,9 @@
 """The feedback worker's I/O: find the delivery a feedback refers to, record the new events.
 
 The delivery is looked up in the timeline projection (Postgres), which is
-itself rebuilt from the events; the new events go to the flow's
+itself rebuilt from the events: through the ``Deliveries`` the process hands
+in (``projectors.deliveries``), as the projection sits above the runtime. The
+new events go to the flow's
 ``events.feedback`` topic, so the projector and the streamers see them like
 any other event. Unknown or malformed feedback goes to the rejected topic
 with its reason - never silently dropped.
@@ -9,9 +11,8 @@ with its reason - never silently dropped.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-import psycopg
 import structlog
 from confluent_kafka import Message
 
@@ -41,26 +42,30 @@ def rejected_topic(feedback_topic: str) -> str:
     return f"{feedback_topic}.rejected"
 
 
+Event = dict[str, Any]
+
+
+class Deliveries(Protocol):
+    """Where the worker finds what a feedback refers to (``projectors.deliveries``)."""
+
+    def find(self, event_id: str) -> tuple[Event | None, list[Event]]:
+        """The event (None if unknown) and its lead's timeline so far, oldest first."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class FeedbackHandler:
-    def __init__(self, settings: Settings, codec: EventCodec) -> None:
+    def __init__(self, settings: Settings, codec: EventCodec, deliveries: Deliveries) -> None:
         self.settings = settings
         self.codec = codec
-        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self.deliveries = deliveries
 
-    def _lookup(self, event_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    def _lookup(self, event_id: str) -> tuple[Event | None, list[Event]]:
         """The event, and its lead's timeline (for the lead's revenue after the feedback)."""
-        from projectors.queries import get_event, lead_timeline
-        from projectors.store import connect
-
         try:
-            if self._conn is None or self._conn.closed:
-                self._conn = connect(self.settings, application_name="leadflow-feedback")
-            event = get_event(self._conn, event_id)
-            if event is None:
-                return None, []
-            return event, lead_timeline(self._conn, str(event["lead_id"]))
+            return self.deliveries.find(event_id)
         except Exception as exc:  # the projection is unreachable: decide later, not wrongly
-            self._conn = None
             raise TransientStepError(
                 f"timeline projection unavailable: {type(exc).__name__}"
             ) from exc
@@ -126,5 +131,4 @@ class FeedbackHandler:
         return records
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        self.deliveries.close()

@@ -16,8 +16,9 @@ from engine.ids import event_id, id_timestamp_ms
 from engine.runtime.handlers.base import EventInputHandler
 from engine.runtime.http_calls import post
 from engine.settings import get_settings
-from engine.state import CapCheck, StateStore, cap_checks, recipient_cap_reason, recipient_scope
+from engine.state.store import StateStore
 from engine.steps.base import EventDraft, Snapshot, StepResult
+from engine.steps.cap_checks import CapCheck, cap_checks, recipient_cap_reason, recipient_scope
 from engine.steps.recipient import build_delivery, judge_delivery
 from schemas.codec import EventCodec
 

@@ -18,18 +18,10 @@ from engine.intake.bodies import decode_body
 from engine.intake.records import HttpIntake, read_http_intake
 from engine.runtime.handlers.base import BaseHandler, Record, header_map, now_ms
 from engine.settings import get_settings
-from engine.state import (
-    DuplicateCheck,
-    LeadOrder,
-    StateStore,
-    cap_checks,
-    duplicate_reason,
-    fingerprint,
-    flow_scope,
-    source_cap_reason,
-    source_scope,
-)
+from engine.state.store import DuplicateCheck, StateStore
 from engine.steps.base import TOTAL_COST, TOTAL_DELIVERED, TOTAL_REVENUE, EventDraft, StepResult
+from engine.steps.cap_checks import cap_checks, flow_scope, source_cap_reason, source_scope
+from engine.steps.duplicates import LeadOrder, duplicate_reason, fingerprint
 from engine.steps.source import Submission, accept_submission
 from schemas.codec import EventCodec
 

@@ -18,7 +18,7 @@ import uvicorn
 from engine.api.app import create_app
 from engine.demo.buyer import BuyerServer
 from engine.flows import Flow
-from engine.registry import apply_flow, delete_flow
+from engine.runtime.registry import apply_flow, delete_flow
 from engine.settings import Settings
 from tests.factories import make_flow
 from tests.kafka_helpers import run_steps

@@ -17,7 +17,8 @@ from engine.runtime.kafka import consumer_config
 from engine.settings import Settings
 from projectors.batch import Record, build_batch
 from projectors.generations import migrate_database
-from projectors.store import connect, write_batch
+from projectors.store import connect
+from projectors.writing import write_batch
 from schemas.codec import EventCodec
 from tests.factories import make_lead_events
 

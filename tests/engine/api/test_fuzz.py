@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 from engine.api.app import create_app
 from engine.demo.buyer import BuyerServer
 from engine.ids import new_lead_id
-from engine.registry import apply_flow, delete_flow
+from engine.runtime.registry import apply_flow, delete_flow
 from engine.settings import Settings, UiKey
 from projectors.exports.jobs import migrate_exports
 from projectors.generations import migrate_database

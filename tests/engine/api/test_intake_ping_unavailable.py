@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from engine.api.app import create_app
-from engine.intake.store import IntakeStoreError
+from engine.api.intake_store import IntakeStoreError
 from engine.settings import Settings
 from tests.engine.api.conftest import API_KEY, GOOD_LEAD, AppliedFlow
 

@@ -1,4 +1,4 @@
-"""Intake and the app-wide check on text Postgres cannot hold (``engine.api.validation``):
+"""Intake and the app-wide check on text Postgres cannot hold (``engine.web.validation``):
 inside a lead's body such text is the lead's data, which the source step decides on, so it
 never makes the route a 422 (nor a 500); in the path or the query string it is a 422."""
 

@@ -1,5 +1,5 @@
 """The OpenAPI document states every status a route can answer and in which content types
-(``engine.api.responses``): what a client generator, or a fuzzer such as schemathesis
+(``engine.web.responses``): what a client generator, or a fuzzer such as schemathesis
 (``tests/engine/api/test_fuzz.py``), holds the API to."""
 
 from __future__ import annotations

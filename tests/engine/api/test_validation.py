@@ -1,4 +1,4 @@
-"""Checks every route of ``create_app`` gets (``engine.api.validation``): text Postgres cannot
+"""Checks every route of ``create_app`` gets (``engine.web.validation``): text Postgres cannot
 hold is a 422 naming where it was, and no 422 echoes a large input back.
 
 The cases are drawn from ``app.routes``, so a route added later is covered without a word here.
@@ -20,8 +20,8 @@ from pydantic import BaseModel
 from starlette.routing import BaseRoute
 
 from engine.api.app import create_app
-from engine.api.validation import MAX_ECHO, MAX_ERRORS, unstorable
 from engine.settings import Settings
+from engine.web.validation import MAX_ECHO, MAX_ERRORS, unstorable
 
 NUL = "a\x00b"
 

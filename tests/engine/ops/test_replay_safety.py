@@ -10,13 +10,13 @@ import psycopg
 import pytest
 
 from engine.demo.buyer import BuyerServer
-from engine.intake.submit import publish_leads
 from engine.ops.offsets import GroupActiveError, apply_reset, plan_reset
+from engine.ops.submit import publish_leads
 from engine.runtime.step_worker import prepare_topics, step_group
 from engine.settings import Settings
 from projectors.generations import migrate_database
+from projectors.projector import TimelineProjector
 from projectors.store import connect
-from projectors.timeline import TimelineProjector
 from tests.factories import make_flow
 from tests.kafka_helpers import read_events, run_steps
 

@@ -25,7 +25,8 @@ from engine.ids import new_lead_id
 from engine.runtime.kafka import producer_config
 from engine.runtime.step_worker import prepare_topics
 from engine.settings import Settings, get_settings
-from engine.state import StateStore, cap_checks, recipient_scope
+from engine.state.store import StateStore
+from engine.steps.cap_checks import cap_checks, recipient_scope
 from engine.topics import intake_topic
 from tests.factories import write_flow
 from tests.kafka_helpers import events_by_lead, read_events, run_steps

@@ -15,7 +15,7 @@ import pytest
 
 from engine.demo.buyer import BuyerServer
 from engine.intake.fake import fake_lead
-from engine.intake.submit import publish_leads
+from engine.ops.submit import publish_leads
 from engine.runtime.step_worker import prepare_topics
 from engine.settings import Settings
 from tests.factories import make_flow, write_flow

@@ -12,7 +12,7 @@ import pytest
 
 from engine.demo.buyer import BuyerServer
 from engine.flows import Flow, parse_flow
-from engine.intake.submit import publish_leads
+from engine.ops.submit import publish_leads
 from engine.runtime.step_worker import prepare_topics
 from engine.settings import Settings
 from tests.kafka_helpers import events_by_lead, read_events, run_steps, wait_for_completion

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import orjson
 import psycopg
@@ -13,17 +14,19 @@ from fastapi.testclient import TestClient
 
 from engine.api.app import create_app
 from engine.demo.buyer import BuyerServer
-from engine.intake.submit import publish_leads
+from engine.ops.submit import publish_leads
 from engine.runtime.feedback_worker import build_feedback_loop, publish_feedback
-from engine.runtime.handlers.feedback import rejected_topic
+from engine.runtime.handlers.feedback import FeedbackHandler, rejected_topic
 from engine.runtime.kafka import consumer_config
 from engine.runtime.step_worker import build_step_loop, prepare_topics
 from engine.settings import Settings
 from engine.steps.feedback import Feedback, FeedbackRejectedError, apply_feedback, parse_feedback
+from projectors.deliveries import TimelineDeliveries
 from projectors.generations import migrate_database
+from projectors.projector import TimelineProjector
 from projectors.store import connect
-from projectors.timeline import TimelineProjector
-from tests.factories import make_flow
+from schemas.codec import default_codec
+from tests.factories import make_flow, make_lead_events
 from tests.kafka_helpers import events_by_lead, read_events
 
 LEAD = {
@@ -106,7 +109,7 @@ def test_feedback_posted_over_http_flows_to_events_and_the_leads_revenue(
     runners.append(
         TimelineProjector(settings, rf"^leadflow\.{unique_id}\.events\..+$", unique_id).run
     )
-    runners.append(build_feedback_loop(settings).run)
+    runners.append(build_feedback_loop(settings, TimelineDeliveries(settings)).run)
     threads = [threading.Thread(target=r, args=(stop,), daemon=True) for r in runners]
     for t in threads:
         t.start()
@@ -202,21 +205,18 @@ class _Message:
 def test_a_leads_second_feedback_follows_the_first_on_its_timeline() -> None:
     """Feedback events sort in the order they were given (not by a hash of where the message
     sat), and each one's snapshot continues from the lead's latest state."""
-    from engine.runtime.handlers.feedback import FeedbackHandler
-    from schemas.codec import default_codec
-    from tests.factories import make_lead_events
-
     steps = make_lead_events(flow_id="f", submitted_ms=1_764_000_000_000)
     delivery = steps[3]
-    timeline: list[dict[str, object]] = list(steps)
+    timeline: list[dict[str, Any]] = list(steps)
 
-    class Handler(FeedbackHandler):
-        def _lookup(
-            self, event_id: str
-        ) -> tuple[dict[str, object] | None, list[dict[str, object]]]:  # type: ignore[override]
+    class Deliveries:
+        def find(self, event_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
             return delivery, list(timeline)
 
-    handler = Handler(Settings(), default_codec())
+        def close(self) -> None:
+            pass
+
+    handler = FeedbackHandler(Settings(), default_codec(), Deliveries())
     codec = default_codec()
     answers = []
     # The return comes first, the conversion a minute later, at a lower offset modulo 2^15

@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from engine.demo.buyer import BuyerServer
-from engine.intake.submit import publish_leads
+from engine.ops.submit import publish_leads
 from engine.runtime.kafka import consumer_config
 from engine.runtime.step_worker import prepare_topics
 from engine.settings import Settings

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from engine.flows import Flow, parse_flow
-from engine.intake.submit import publish_leads
+from engine.ops.submit import publish_leads
 from engine.runtime.kafka import consumer_config
 from engine.runtime.step_worker import build_step_loop, prepare_topics
 from engine.settings import Settings

@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient
 from engine.demo.buyer import BuyerServer
 from engine.flows import Flow, parse_flow
 from engine.intake.fake import fake_lead
-from engine.intake.submit import publish_leads
+from engine.ops.submit import publish_leads
 from engine.runtime.kafka import admin_config
 from engine.runtime.step_worker import prepare_topics, step_group
 from engine.settings import Settings

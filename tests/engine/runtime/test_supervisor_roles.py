@@ -7,7 +7,7 @@ forever (113 restarts in 6 minutes).
 from __future__ import annotations
 
 from engine.flows import Flow
-from engine.runtime.supervisor import registry_role_problems, registry_roles, role_names
+from engine.supervisor import registry_role_problems, registry_roles, role_names
 from tests.factories import make_flow
 
 URL = "http://127.0.0.1:9/leads"

@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from engine.runtime.kafka import is_fatal
-from engine.runtime.worker import TransactionalStepLoop
+from engine.runtime.step_loop import TransactionalStepLoop
 
 FENCED = KafkaError(KafkaError._FATAL, "Static consumer fenced by other consumer")
 

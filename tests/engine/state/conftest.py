@@ -9,7 +9,8 @@ import pytest
 from psycopg import sql
 
 from engine.settings import Settings
-from engine.state import StateStore, migrate_state
+from engine.state.postgres import migrate_state
+from engine.state.store import StateStore
 
 
 @pytest.fixture

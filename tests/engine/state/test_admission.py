@@ -13,16 +13,9 @@ import pytest
 from engine.caps import CapSpec
 from engine.ids import new_lead_id
 from engine.settings import Settings
-from engine.state import (
-    DuplicateCheck,
-    LeadOrder,
-    StateStore,
-    cap_checks,
-    duplicate_reason,
-    fingerprint,
-    flow_scope,
-    source_cap_reason,
-)
+from engine.state.store import DuplicateCheck, StateStore
+from engine.steps.cap_checks import cap_checks, flow_scope, source_cap_reason
+from engine.steps.duplicates import LeadOrder, duplicate_reason, fingerprint
 
 pytestmark = pytest.mark.stack
 

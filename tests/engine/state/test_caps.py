@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.caps import CapSpec, Duration
-from engine.state.caps import (
+from engine.steps.cap_checks import (
     CapCount,
     cap_checks,
     cap_key,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from engine.state.duplicates import DAY_MS, LeadOrder, duplicate_reason, earlier_match, fingerprint
+from engine.steps.duplicates import DAY_MS, LeadOrder, duplicate_reason, earlier_match, fingerprint
 
 FIELDS = ["email", "phone_1"]
 ADA = {"lead.email": "ada@example.com", "lead.phone_1": "5125550123", "lead.state": "TX"}

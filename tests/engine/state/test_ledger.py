@@ -13,14 +13,10 @@ from engine.caps import CapSpec
 from engine.errors import TransientStepError
 from engine.ids import new_lead_id
 from engine.settings import Settings
-from engine.state import (
-    CapCheck,
-    StateStore,
-    StateUnavailableError,
-    cap_checks,
-    migrate_state,
-    recipient_cap_reason,
-)
+from engine.state.errors import StateUnavailableError
+from engine.state.postgres import migrate_state
+from engine.state.store import StateStore
+from engine.steps.cap_checks import CapCheck, cap_checks, recipient_cap_reason
 
 pytestmark = pytest.mark.stack
 

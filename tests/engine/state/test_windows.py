@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from engine.caps import Duration
-from engine.state.windows import Window, window_for
+from engine.steps.cap_windows import Window, window_for
 
 
 def ms(text: str) -> int:

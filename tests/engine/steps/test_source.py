@@ -5,8 +5,8 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.rules import RuleSet
 from engine.steps.base import TOTAL_COST, TOTAL_DELIVERED, TOTAL_REVENUE, EventDraft, StepResult
+from engine.steps.rules import RuleSet
 from engine.steps.source import (
     MAX_RAW_FIELDS,
     FieldSpec,

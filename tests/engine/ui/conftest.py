@@ -31,15 +31,15 @@ from engine.demo.buyer import BuyerServer
 from engine.events import LeadEvent, StepIdentity, Timing, stamp_events
 from engine.flows import Flow
 from engine.ids import new_lead_id
-from engine.registry import apply_flow, delete_flow
 from engine.runtime.kafka import producer_config
+from engine.runtime.registry import apply_flow, delete_flow
 from engine.settings import Settings, UiKey
 from engine.steps.base import EventDraft
 from engine.topics import events_topic
 from projectors.generations import migrate_database
+from projectors.projector import TimelineProjector
 from projectors.queries import lead_timeline
 from projectors.store import connect
-from projectors.timeline import TimelineProjector
 from schemas.codec import EventCodec
 from tests.conftest import _delete_topics_of, _drop_schemas_of
 from tests.engine.api.conftest import API_KEY, GOOD_LEAD, KEY_ENV, intake_flow
@@ -50,7 +50,7 @@ MASKED_KEY = "test-masked-key-0123456789"
 HOSTILE_NAME = "<script>alert('first')</script>"
 HOSTILE_LAST = '<img src=x onerror="alert(2)">'
 HOSTILE_NOTE = "<b>bold</b> & <svg onload=alert(3)> — Zoë 🚀 العربية"
-# The filter names the rule and the value that failed it (engine.rules), so the lead's own
+# The filter names the rule and the value that failed it (engine.steps.rules), so the lead's own
 # text becomes its failure reason: attacker-controlled data in a column the UI highlights.
 HOSTILE_REASON = f"Plain-text note: lead.note is {HOSTILE_NOTE!r}"
 HOSTILE_CITY = "Zoë 🚀 العربية 漢字"

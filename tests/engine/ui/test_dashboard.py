@@ -25,7 +25,8 @@ from projectors.stats import (
     source_analytics,
     step_analytics,
 )
-from projectors.store import Connection, connect, write_batch
+from projectors.store import Connection, connect
+from projectors.writing import write_batch
 from schemas.codec import EventCodec
 from tests.projectors.test_analytics import stories
 

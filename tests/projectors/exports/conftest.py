@@ -11,13 +11,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from engine.destinations import Destination
+from engine.objects.destination import open_store
 from engine.settings import Settings
 from projectors.batch import Record, build_batch
 from projectors.exports.api import router
 from projectors.exports.jobs import migrate_exports
-from projectors.store import Connection, write_batch
+from projectors.store import Connection
+from projectors.writing import write_batch
 from schemas.codec import EventCodec
-from streamers.destinations import open_store
 from tests.factories import make_lead_events
 
 BASE_MS = 1_764_000_000_000  # 2025-11-24T16:00:00Z

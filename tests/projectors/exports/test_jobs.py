@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from engine.settings import Settings
 from projectors.exports import jobs
 from projectors.exports.errors import LeaseLostError
-from projectors.exports.worker import ExportWorker
+from projectors.exports.runner import ExportWorker
 from projectors.store import Connection, connect
 from tests.projectors.exports.conftest import Event, api
 

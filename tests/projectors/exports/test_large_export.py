@@ -16,13 +16,13 @@ import pytest
 import uvicorn
 
 from engine.destinations import Destination
+from engine.objects.destination import open_store
 from engine.settings import Settings
 from projectors.exports.jobs import create_job
 from projectors.exports.query import ExportStream
+from projectors.exports.runner import ExportWorker
 from projectors.exports.selection import ExportQuery
-from projectors.exports.worker import ExportWorker
 from projectors.store import Connection, connect
-from streamers.destinations import open_store
 from tests.factories import make_lead_events
 from tests.projectors.exports.conftest import BASE_MS, api, write_events
 

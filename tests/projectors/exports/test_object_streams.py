@@ -10,9 +10,10 @@ from collections.abc import Iterator
 import pytest
 
 from engine.destinations import Destination
+from engine.objects.contract import ObjectStore
+from engine.objects.destination import open_store
+from engine.objects.errors import ObjectNotFoundError
 from engine.settings import Settings
-from streamers.destinations import ObjectStore, open_store
-from streamers.errors import ObjectNotFoundError
 
 pytestmark = pytest.mark.stack
 

@@ -20,9 +20,9 @@ from urllib3.util.retry import Retry
 
 from engine.destinations import AzureCredentials, Destination
 from engine.errors import ConfigError
+from engine.objects.contract import PutResult
+from engine.objects.errors import DestinationError, ObjectNotFoundError, redact
 from engine.settings import Settings
-from streamers.destinations import PutResult
-from streamers.errors import DestinationError, ObjectNotFoundError, redact
 
 # Uploads and downloads of large files move in parts of this size (the SDK's
 # defaults read up to 64 MiB into memory for one request); events are far

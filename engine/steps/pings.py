@@ -7,8 +7,7 @@ import math
 from typing import Any
 
 from engine.intake.config import PingLimit, PingSettings
-from engine.state import CapCheck, CapCount, cap_checks
-from engine.state.caps import cap_label
+from engine.steps.cap_checks import CapCheck, CapCount, cap_checks, cap_label
 
 
 def ping_fields(data: dict[str, Any], settings: PingSettings) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import asyncio
 import time
 
 from engine.flows import Flow
-from engine.registry import FlowRegistry
+from engine.runtime.registry import FlowRegistry
 from engine.settings import Settings
 
 

@@ -32,14 +32,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from engine.destinations import Destination
 from engine.flows import Flow
+from engine.objects.contract import DEFAULT_THREADS, ObjectStore, normalise_prefix
+from engine.objects.destination import open_store
+from engine.objects.errors import DestinationError
 from engine.runtime.backoff import backoff_delay
 from engine.runtime.kafka import consumer_config, is_fatal
 from engine.settings import Settings
 from schemas.codec import EventCodec
-from streamers import layout
 from streamers.batched import BatchedSink
-from streamers.destinations import DEFAULT_THREADS, ObjectStore, open_store
-from streamers.errors import DestinationError
 from streamers.observer import NullObserver, StreamerObserver
 from streamers.per_event import ObjectWrite as ObjectWrite
 from streamers.per_event import PerEventSink
@@ -66,7 +66,7 @@ def events_pattern(flow_id: str) -> str:
 def consumer_group_id(flow_id: str, destination: Destination) -> str:
     """One group per destination: ``leadflow.<flow>.streamer.<kind>.<bucket>[.<prefix>]``."""
     parts = ["leadflow", flow_id, "streamer", destination.kind, destination.bucket]
-    prefix = layout.normalise_prefix(destination.prefix)
+    prefix = normalise_prefix(destination.prefix)
     if prefix:
         parts.append(prefix)
     return ".".join(re.sub(r"[^A-Za-z0-9._-]", "_", part) for part in parts)

@@ -84,7 +84,7 @@ def migrate_intake(settings: Settings) -> list[str]:
     schema = checked_schema(settings.db_schema)
     with connect(settings) as conn, conn.transaction(), conn.cursor() as cur:
         return apply_migrations(
-            cur, schema, "engine_intake_migrations", load_migrations("engine.intake")
+            cur, schema, "engine_intake_migrations", load_migrations("engine.api")
         )
 
 

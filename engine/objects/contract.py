@@ -1,4 +1,5 @@
-"""The object store contract every destination implements, and opening one for a flow destination.
+"""The object store contract every destination implements (S3, Azure Blob, and the tests'
+in-memory store), and the prefix rules every user of a store shares.
 
 Delivery semantics: ``put_if_absent`` is create-only. "Already exists" is a
 success, because keys are deterministic per event (``streamers.layout``): the
@@ -11,10 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import IO, BinaryIO, Literal, Protocol
 
-from engine.destinations import Destination
-from engine.settings import Settings
-from streamers import layout
-
 PutResult = Literal["created", "exists"]
 
 DEFAULT_THREADS = 16
@@ -22,7 +19,7 @@ DEFAULT_THREADS = 16
 
 class ObjectStore(Protocol):
     """One bucket or container. Every method is safe to call from many threads at once;
-    every failure is raised as ``streamers.errors.DestinationError``."""
+    every failure is raised as ``engine.objects.errors.DestinationError``."""
 
     @property
     def name(self) -> str:
@@ -79,23 +76,15 @@ class ObjectStore(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(
-    destination: Destination, settings: Settings, *, threads: int = DEFAULT_THREADS
-) -> ObjectStore:
-    """A store for ``destination`` whose connection pool fits ``threads`` concurrent writers."""
-    # Imported here so a process streaming only to S3 never loads the Azure SDK.
-    if destination.kind == "s3":
-        from streamers.s3 import open_s3_store
-
-        return open_s3_store(destination, settings, max_connections=threads)
-    from streamers.azure import open_azure_store
-
-    return open_azure_store(destination, settings, max_connections=threads)
+def normalise_prefix(prefix: str) -> str:
+    """``"/a//b/"`` -> ``"a/b"``; ``""`` and ``"/"`` -> ``""`` (objects at the bucket root)."""
+    return "/".join(part for part in prefix.split("/") if part)
 
 
-def count_objects(store: ObjectStore, prefix: str, *, include_dead_letters: bool = False) -> int:
-    """How many objects a destination holds under ``prefix`` (normalised like the streamer's)."""
-    keys = store.list_keys(layout.directory(prefix))
-    if include_dead_letters:
-        return len(keys)
-    return sum(1 for key in keys if not layout.is_dead_letter_key(prefix, key))
+def directory(prefix: str) -> str:
+    """The prefix as a listing prefix: ``"a/b/"``, or ``""`` for the bucket root.
+
+    The trailing slash matters: listing ``"demo"`` would also match ``"demo2/..."``.
+    """
+    norm = normalise_prefix(prefix)
+    return f"{norm}/" if norm else ""

@@ -1,7 +1,7 @@
 """What the routes answer besides their success, for the OpenAPI document: the bodies'
 models and ``answers(...)``, which each router or route names its statuses with.
 
-Every route can answer 422 (``engine.api.validation`` checks every path, query, header
+Every route can answer 422 (``engine.web.validation`` checks every path, query, header
 and body), so ``create_app`` declares that one for all of them; the rest are declared
 where they arise, on the router when all its routes share them (503 wherever Postgres is
 read), on the decorator otherwise.
@@ -31,7 +31,7 @@ class ValidationIssue(BaseModel):
 
 
 class ValidationProblem(BaseModel):
-    """Every 422 (``engine.api.validation``): FastAPI's shape, each echoed input bounded."""
+    """Every 422 (``engine.web.validation``): FastAPI's shape, each echoed input bounded."""
 
     detail: list[ValidationIssue]
 

@@ -17,18 +17,23 @@ steps, and because a role that crashes must not take the others down.
 from __future__ import annotations
 
 import multiprocessing as mp
-import signal
 import threading
 import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from types import FrameType
 
 import structlog
 
 from engine.flows import Flow, load_flow
 from engine.logs import configure_logging
+from engine.runtime.feedback_worker import run_feedback
+from engine.runtime.registry import FlowRegistry
+from engine.runtime.step_worker import run_step
+from engine.runtime.stopping import install_stop_handlers
 from engine.settings import Settings, get_settings
+from projectors.deliveries import TimelineDeliveries
+from projectors.projector import AnalyticsProjector, TimelineProjector
+from streamers.service import stream_flow
 
 log = structlog.get_logger(__name__)
 
@@ -82,58 +87,37 @@ def registry_role_problems(roles: list[str], flows: list[Flow]) -> list[str]:
     return problems
 
 
-def install_stop_handlers(stop: threading.Event) -> None:
-    def handler(signum: int, _: FrameType | None) -> None:
-        log.info("stopping", signal=signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
 def run_role(role: str, settings: Settings, flow: Flow, stop: threading.Event) -> None:
     """Run one role of a flow-file deployment in this process until ``stop`` is set."""
     structlog.contextvars.bind_contextvars(role=role, flow=flow.id)
     if role in ("projector", "analytics"):
         _run_projector(settings, role, stop)
     elif role == "feedback":
-        from engine.runtime.feedback_worker import run_feedback
-
-        run_feedback(settings, stop)
+        run_feedback(settings, stop, TimelineDeliveries(settings))
     elif role == "streamer":
-        from streamers.service import stream_flow
-
         stream_flow(settings, flow, stop, metrics_port=settings.streamer_metrics_port or None)
     else:
-        from engine.runtime.step_worker import run_step
-
         flow.step(role)  # KeyError for an unknown role, before anything connects
         run_step(settings, flow, role, stop)
 
 
 def _run_projector(settings: Settings, role: str, stop: threading.Event) -> None:
     if role == "analytics":
-        from projectors.analytics import AnalyticsProjector
-
         AnalyticsProjector(settings, settings.projector_pattern).run(stop)
         return
-    from projectors.timeline import TimelineProjector
 
     TimelineProjector(settings, settings.projector_pattern, settings.projector_name).run(stop)
 
 
 def run_registry_role(role: str, settings: Settings, stop: threading.Event) -> None:
     """Run one role of a registry deployment: its flow comes from ``leadflow.flows``."""
-    from engine.registry import FlowRegistry
 
     structlog.contextvars.bind_contextvars(role=role)
     if role in ("projector", "analytics"):
         _run_projector(settings, role, stop)
         return
     if role == "feedback":
-        from engine.runtime.feedback_worker import run_feedback
-
-        run_feedback(settings, stop)
+        run_feedback(settings, stop, TimelineDeliveries(settings))
         return
     registry = FlowRegistry(settings)
     registry.refresh()
@@ -143,13 +127,9 @@ def run_registry_role(role: str, settings: Settings, stop: threading.Event) -> N
     if flow is None:
         raise KeyError(f"flow {flow_id} is not in the registry")
     if head == "streamer":
-        from streamers.service import stream_flow
-
         registry.close()
         stream_flow(settings, flow, stop, metrics_port=settings.streamer_metrics_port or None)
     else:
-        from engine.runtime.step_worker import run_step
-
         run_step(settings, flow, tail, stop, registry=registry)
 
 
@@ -205,8 +185,6 @@ def supervise(roles: list[str], flow_file: Path | None, stop: threading.Event) -
     procs = _Processes(flow_file)
     registry = None
     if flow_file is None:
-        from engine.registry import FlowRegistry
-
         registry = FlowRegistry(get_settings())
     try:
         next_poll = 0.0

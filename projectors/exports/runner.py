@@ -24,6 +24,8 @@ from pydantic import ValidationError
 
 from engine.destinations import Destination
 from engine.errors import LeadflowError
+from engine.objects.destination import open_store
+from engine.objects.errors import redact
 from engine.settings import Settings
 from projectors.errors import StoreUnavailableError
 from projectors.exports import jobs
@@ -31,8 +33,6 @@ from projectors.exports.errors import LeaseLostError
 from projectors.exports.jobs import ExportJob
 from projectors.exports.query import CHUNK_ROWS, ExportStream
 from projectors.store import Connection, connect
-from streamers.destinations import open_store
-from streamers.errors import redact
 
 log = structlog.get_logger(__name__)
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from engine.caps import CapSpec, Duration
-from engine.state.windows import Window, window_for
+from engine.steps.cap_windows import Window, window_for
 
 ADJECTIVES: dict[Duration, str] = {
     "minute": "Minute",

@@ -15,9 +15,9 @@ from pydantic import SecretStr
 
 from engine.destinations import Destination, S3Credentials
 from engine.errors import ConfigError
+from engine.objects.contract import PutResult
+from engine.objects.errors import DestinationError, ObjectNotFoundError, redact
 from engine.settings import Settings
-from streamers.destinations import PutResult
-from streamers.errors import DestinationError, ObjectNotFoundError, redact
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

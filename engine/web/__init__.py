@@ -1,0 +1,1 @@
+"""What every HTTP router shares: response declarations for the OpenAPI, input checks."""
