@@ -23,7 +23,7 @@ from engine.settings import Settings
 from engine.web.responses import answers
 from projectors.diff import diff_snapshots
 from projectors.errors import StoreUnavailableError
-from projectors.exports.selection import EventId, EventType, Outcome, SortOrder
+from projectors.selection import EventId, EventType, Outcome, SortOrder
 from projectors.params import Range, StrictQuery, cursor_error, query_error
 from projectors.queries import get_event, lead_timeline
 from projectors.search import EventQuery, UnknownCursorError, search_events

@@ -19,7 +19,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
-from projectors.exports.selection import END_DOC, START_DOC, Instant, range_problem
+from projectors.selection import END_DOC, START_DOC, Instant, range_problem
 from projectors.search import UnknownCursorError
 
 _SEQUENCES = (list, tuple, set, frozenset)
@@ -100,7 +100,7 @@ def time_range(
     end: Annotated[Instant | None, Query(description=END_DOC)] = None,
 ) -> TimeRange:
     """The ``start``/``end`` pair every read route takes, checked to be in order: the same
-    types and check as the export routes' (``projectors.exports.selection``)."""
+    types and check as the export routes' (``projectors.selection``)."""
     problem = range_problem(start, end)
     if problem is not None:
         raise query_error("end", problem, end.isoformat() if end else None)

@@ -32,7 +32,7 @@ from engine.ui.queries import (
 from engine.web.responses import answers
 from projectors.api import Conn, Id
 from projectors.diff import diff_snapshots
-from projectors.exports.selection import EventType, Outcome
+from projectors.selection import EventType, Outcome
 from projectors.params import Range, StrictQuery
 from projectors.queries import get_event
 from projectors.store import Connection

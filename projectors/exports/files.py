@@ -11,7 +11,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from engine.settings import Settings
 from projectors.exports.query import ExportStream
-from projectors.exports.selection import ExportQuery
+from projectors.selection import ExportQuery
 from projectors.store import connect
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from psycopg import sql
 
-from projectors.exports.selection import ExportFormat
+from projectors.selection import ExportFormat
 
 _LEAD_FIELDS = (
     "lead.first_name",

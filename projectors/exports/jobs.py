@@ -26,7 +26,7 @@ from engine.settings import Settings
 from projectors.errors import MigrationError
 from projectors.exports.errors import LeaseLostError, UnknownExportError
 from projectors.exports.formats import FORMATS
-from projectors.exports.selection import ExportFormat, ExportQuery
+from projectors.selection import ExportFormat, ExportQuery
 from projectors.store import Connection, checked_schema, connect, translate_errors
 
 log = structlog.get_logger(__name__)

@@ -21,7 +21,7 @@ from typing import Any
 from psycopg import sql
 
 from projectors.exports.formats import FORMATS, Format
-from projectors.exports.selection import ExportQuery
+from projectors.selection import ExportQuery
 from projectors.search import UnknownCursorError, event_filters
 from projectors.store import Connection, translate_errors
 

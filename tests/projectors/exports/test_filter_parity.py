@@ -1,5 +1,5 @@
 """The export routes, export jobs and ``leadflow export`` take the filters ``GET /events``
-takes and refuse the same values with the same 422 (``projectors.exports.selection``), and
+takes and refuse the same values with the same 422 (``projectors.selection``), and
 what ``sort``, ``after_id``, ``before_id`` and ``limit`` mean for an export."""
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from engine.settings import Settings
 from projectors.exports.jobs import create_job
 from projectors.exports.query import ExportStream
 from projectors.exports.runner import ExportWorker
-from projectors.exports.selection import ExportQuery
+from projectors.selection import ExportQuery
 from projectors.store import Connection, connect
 from tests.factories import make_lead_events
 from tests.projectors.exports.conftest import BASE_MS, api, write_events
