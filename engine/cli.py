@@ -42,9 +42,9 @@ from engine.supervisor import registry_role_problems, role_names, run_role, supe
 from projectors.exports.files import write_export
 from projectors.exports.jobs import list_jobs, migrate_exports
 from projectors.exports.runner import ExportWorker
-from projectors.selection import ExportQuery
 from projectors.generations import migrate_database
 from projectors.queries import lead_timeline
+from projectors.selection import ExportQuery
 from projectors.store import connect
 from streamers.destination_state import migrate_destination_state
 

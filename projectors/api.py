@@ -23,10 +23,10 @@ from engine.settings import Settings
 from engine.web.responses import answers
 from projectors.diff import diff_snapshots
 from projectors.errors import StoreUnavailableError
-from projectors.selection import EventId, EventType, Outcome, SortOrder
 from projectors.params import Range, StrictQuery, cursor_error, query_error
 from projectors.queries import get_event, lead_timeline
 from projectors.search import EventQuery, UnknownCursorError, search_events
+from projectors.selection import EventId, EventType, Outcome, SortOrder
 from projectors.store import Connection, connect
 
 router = APIRouter(tags=["events"], dependencies=[StrictQuery], responses=answers(503))

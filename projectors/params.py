@@ -19,8 +19,8 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
-from projectors.selection import END_DOC, START_DOC, Instant, range_problem
 from projectors.search import UnknownCursorError
+from projectors.selection import END_DOC, START_DOC, Instant, range_problem
 
 _SEQUENCES = (list, tuple, set, frozenset)
 

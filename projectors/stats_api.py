@@ -30,8 +30,8 @@ from pydantic import BeforeValidator
 from engine.web.responses import answers, as_text
 from projectors.api import Conn, Id
 from projectors.daily import DailyGroup, daily_counts
-from projectors.selection import EventType, iso_only, range_problem
 from projectors.params import Range, StrictQuery, query_error
+from projectors.selection import EventType, iso_only, range_problem
 from projectors.stats import (
     GroupBy,
     Interval,

@@ -32,9 +32,9 @@ from engine.ui.queries import (
 from engine.web.responses import answers
 from projectors.api import Conn, Id
 from projectors.diff import diff_snapshots
-from projectors.selection import EventType, Outcome
 from projectors.params import Range, StrictQuery
 from projectors.queries import get_event
+from projectors.selection import EventType, Outcome
 from projectors.store import Connection
 
 # A page must answer within a screen refresh or two; a scan that would take

@@ -34,9 +34,9 @@ from projectors.exports.errors import UnknownExportError
 from projectors.exports.jobs import ExportJob, Status
 from projectors.exports.query import ExportStream, check_cursors
 from projectors.exports.runner import ExportWorker
-from projectors.selection import ExportQuery, FlowExportQuery
 from projectors.params import cursor_error
 from projectors.search import UnknownCursorError
+from projectors.selection import ExportQuery, FlowExportQuery
 from projectors.store import Connection, connect
 
 

@@ -21,8 +21,8 @@ from typing import Any
 from psycopg import sql
 
 from projectors.exports.formats import FORMATS, Format
-from projectors.selection import ExportQuery
 from projectors.search import UnknownCursorError, event_filters
+from projectors.selection import ExportQuery
 from projectors.store import Connection, translate_errors
 
 # Rows per fetch from the server and per encoded chunk: a few MB of JSON at most.

@@ -22,8 +22,8 @@ from engine.runtime.kafka import admin_config, consumer_config, producer_config
 from engine.runtime.registry import apply_flow, delete_flow
 from engine.settings import Settings
 from projectors.exports.jobs import create_job, migrate_exports
-from projectors.selection import ExportQuery
 from projectors.generations import migrate_database
+from projectors.selection import ExportQuery
 from projectors.store import connect
 from tests.factories import make_flow, write_flow
 
