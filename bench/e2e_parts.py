@@ -18,7 +18,7 @@ from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from engine.ids import new_lead_id
 from engine.runtime.handlers import header_map
-from engine.runtime.kafka import consumer_config, producer_config
+from engine.runtime.kafka.config import consumer_config, producer_config
 from engine.settings import Settings
 from engine.topics import TYPE_HEADER, intake_topic
 

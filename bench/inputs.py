@@ -16,7 +16,7 @@ from confluent_kafka import Producer
 from engine import __version__
 from engine.events import StepIdentity, Timing, stamp_events
 from engine.ids import new_lead_id
-from engine.runtime.kafka import producer_config
+from engine.runtime.kafka.config import producer_config
 from engine.settings import Settings
 from engine.steps.base import EventDraft
 from engine.topics import HANDOFF_HEADER, TYPE_HEADER

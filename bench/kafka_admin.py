@@ -8,7 +8,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from engine.runtime.kafka import admin_config
+from engine.runtime.kafka.config import admin_config
 from engine.settings import Settings
 
 

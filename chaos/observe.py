@@ -15,7 +15,7 @@ from engine.destinations import Destination
 from engine.flows import Flow
 from engine.objects.contract import directory
 from engine.objects.destination import open_store
-from engine.runtime.kafka import consumer_config
+from engine.runtime.kafka.config import consumer_config
 from engine.runtime.step_worker import step_group
 from engine.settings import Settings
 from engine.topics import dlq_topic, flow_event_topics, input_topic

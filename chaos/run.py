@@ -25,7 +25,7 @@ from chaos.workers import WorkerPool, flow_workers
 from chaos.workload import Lead, junk_leads, poison_messages, regular_leads
 from engine.demo.buyer import BuyerServer
 from engine.flows import Flow
-from engine.runtime.kafka import admin_config, producer_config
+from engine.runtime.kafka.config import admin_config, producer_config
 from engine.settings import Settings
 from engine.topics import HANDOFF_HEADER, ensure_topics, events_topic, intake_topic
 

@@ -32,7 +32,8 @@ from engine.ops.projections_cli import projections_app, replay
 from engine.ops.streamer_cli import streamer_app, verify_applied_destinations
 from engine.ops.submit import publish_leads
 from engine.runtime.feedback_worker import publish_feedback
-from engine.runtime.kafka import require_kafka, route_client_logs
+from engine.runtime.kafka.config import route_client_logs
+from engine.runtime.kafka.probe import require_kafka
 from engine.runtime.registry import apply_flow, delete_flow, read_flows
 from engine.runtime.step_worker import prepare_topics
 from engine.runtime.stopping import install_stop_handlers

@@ -11,7 +11,7 @@ import sys
 import threading
 
 from engine.logs import configure_logging
-from engine.runtime.kafka import librdkafka_property
+from engine.runtime.kafka.config import librdkafka_property
 from engine.runtime.stopping import install_stop_handlers
 from engine.settings import get_settings
 from projectors.projector import DEFAULT_BATCH_MS, DEFAULT_BATCH_SIZE, TimelineProjector

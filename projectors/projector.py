@@ -34,7 +34,7 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from engine.runtime.backoff import backoff_delay
-from engine.runtime.kafka import consumer_config, is_fatal
+from engine.runtime.kafka.config import consumer_config, is_fatal
 from engine.settings import Settings
 from engine.topics import EVENTS_PATTERN
 from projectors.analytics import ANALYTICS

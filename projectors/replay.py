@@ -31,7 +31,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec
 
 from engine.errors import ConfigError
-from engine.runtime.kafka import admin_config, consumer_config, is_fatal
+from engine.runtime.kafka.config import admin_config, consumer_config, is_fatal
 from engine.settings import Settings
 from projectors.batch import Record, build_batch
 from projectors.generations import (

@@ -11,7 +11,7 @@ from engine.errors import ConfigError
 from engine.flows import load_flow
 from engine.logs import configure_logging
 from engine.objects.contract import DEFAULT_THREADS
-from engine.runtime.kafka import librdkafka_property
+from engine.runtime.kafka.config import librdkafka_property
 from engine.runtime.stopping import install_stop_handlers
 from engine.settings import get_settings
 from streamers.service import stream_flow

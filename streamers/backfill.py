@@ -30,7 +30,7 @@ from engine.objects.contract import DEFAULT_THREADS, ObjectStore
 from engine.objects.destination import open_store
 from engine.objects.errors import DestinationError
 from engine.runtime.backoff import backoff_delay
-from engine.runtime.kafka import admin_config, consumer_config, is_fatal
+from engine.runtime.kafka.config import admin_config, consumer_config, is_fatal
 from engine.settings import Settings
 from schemas.codec import EventCodec
 from streamers.per_event import ObjectWrite, object_for_record

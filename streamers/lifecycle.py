@@ -35,7 +35,7 @@ from engine.destinations import Destination
 from engine.errors import LeadflowError
 from engine.flows import Flow
 from engine.ids import new_lead_id
-from engine.runtime.kafka import admin_config, consumer_config, producer_config
+from engine.runtime.kafka.config import admin_config, consumer_config, producer_config
 from engine.settings import Settings
 from streamers.destination_state import (
     DestinationState,

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient
 
 from engine.flows import Flow
 from engine.objects.contract import DEFAULT_THREADS
-from engine.runtime.kafka import admin_config
+from engine.runtime.kafka.config import admin_config
 from engine.settings import Settings
 from streamers.destination_observer import observers_for
 from streamers.metrics import StreamerMetrics, serve_metrics

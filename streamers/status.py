@@ -16,7 +16,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from engine.flows import Flow
-from engine.runtime.kafka import admin_config
+from engine.runtime.kafka.config import admin_config
 from engine.settings import Settings
 from streamers.destination_state import DestinationState, open_state, read_states
 from streamers.metrics import StreamerMetrics

@@ -36,7 +36,7 @@ from engine.objects.contract import DEFAULT_THREADS, ObjectStore, normalise_pref
 from engine.objects.destination import open_store
 from engine.objects.errors import DestinationError
 from engine.runtime.backoff import backoff_delay
-from engine.runtime.kafka import consumer_config, is_fatal
+from engine.runtime.kafka.config import consumer_config, is_fatal
 from engine.settings import Settings
 from schemas.codec import EventCodec
 from streamers.batched import BatchedSink

@@ -167,7 +167,7 @@ def _drop_schemas_of(settings: Settings, unique: str) -> None:
 def _delete_topics_of(settings: Settings, unique: str) -> None:
     from confluent_kafka.admin import AdminClient
 
-    from engine.runtime.kafka import admin_config
+    from engine.runtime.kafka.config import admin_config
 
     try:
         admin = AdminClient(admin_config(settings))

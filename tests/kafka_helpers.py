@@ -10,7 +10,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from engine.flows import Flow
-from engine.runtime.kafka import consumer_config
+from engine.runtime.kafka.config import consumer_config
 from engine.runtime.step_worker import build_step_loop
 from engine.settings import Settings
 from engine.topics import flow_event_topics

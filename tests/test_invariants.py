@@ -51,7 +51,7 @@ from engine.flows import Flow, parse_flow
 from engine.intake.fake import fake_leads
 from engine.ops.submit import publish_leads
 from engine.runtime.feedback_worker import publish_feedback
-from engine.runtime.kafka import admin_config, consumer_config
+from engine.runtime.kafka.config import admin_config, consumer_config
 from engine.runtime.step_worker import prepare_topics
 from engine.settings import Settings
 from projectors.batch import Record, build_batch

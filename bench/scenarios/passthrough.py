@@ -18,7 +18,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from bench.clock import RateClock
-from engine.runtime.kafka import consumer_config, transactional_producer_config
+from engine.runtime.kafka.config import consumer_config, transactional_producer_config
 from engine.settings import Settings
 
 

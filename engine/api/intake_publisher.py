@@ -13,7 +13,7 @@ import threading
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from engine.errors import LeadflowError
-from engine.runtime.kafka import producer_config
+from engine.runtime.kafka.config import producer_config
 from engine.settings import Settings
 
 

@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from engine.flows import Flow
 from engine.runtime.handlers.base import header_map
-from engine.runtime.kafka import consumer_config
+from engine.runtime.kafka.config import consumer_config
 from engine.settings import Settings
 from engine.topics import TYPE_HEADER, flow_event_topics
 from schemas.codec import EventCodec, SchemaMismatchError, default_codec

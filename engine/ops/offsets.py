@@ -20,7 +20,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from engine.errors import LeadflowError
-from engine.runtime.kafka import admin_config, consumer_config
+from engine.runtime.kafka.config import admin_config, consumer_config
 from engine.settings import Settings
 from engine.topics import PREFIX
 

@@ -12,7 +12,7 @@ from rich.table import Column, Table
 
 from engine.ops.offsets import ResetTarget, UnknownGroupError, apply_reset, group_lag, plan_reset
 from engine.ops.output import AsJson, print_json
-from engine.runtime.kafka import require_kafka
+from engine.runtime.kafka.probe import require_kafka
 from engine.settings import get_settings
 
 offsets_app = typer.Typer(

@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.ops.output import AsJson, print_json
-from engine.runtime.kafka import require_kafka
+from engine.runtime.kafka.probe import require_kafka
 from engine.runtime.stopping import install_stop_handlers
 from engine.settings import get_settings
 from projectors.generations import drop, generations

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from engine.flows import Flow, load_flow
 from engine.ops.output import AsJson, print_json
-from engine.runtime.kafka import require_kafka
+from engine.runtime.kafka.probe import require_kafka
 from engine.runtime.registry import UnknownFlowError, read_flows
 from engine.settings import Settings, get_settings
 from streamers.backfill import backfill as run_backfill

@@ -10,7 +10,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from engine.errors import LeadflowError
 from engine.ids import new_lead_id
-from engine.runtime.kafka import producer_config
+from engine.runtime.kafka.config import producer_config
 from engine.settings import Settings
 from engine.topics import intake_topic
 

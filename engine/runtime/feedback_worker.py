@@ -10,7 +10,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from engine.runtime.handlers.feedback import Deliveries, FeedbackHandler, rejected_topic
-from engine.runtime.kafka import (
+from engine.runtime.kafka.config import (
     admin_config,
     consumer_config,
     producer_config,

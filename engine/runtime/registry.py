@@ -23,7 +23,7 @@ from confluent_kafka.cimpl import NewTopic, TopicPartition
 
 from engine.errors import LeadflowError
 from engine.flows import Flow
-from engine.runtime.kafka import admin_config, consumer_config, producer_config
+from engine.runtime.kafka.config import admin_config, consumer_config, producer_config
 from engine.settings import Settings
 from engine.topics import ensure_topics
 

@@ -32,8 +32,9 @@ from confluent_kafka import (
 
 from engine.errors import TransientStepError
 from engine.runtime.backoff import backoff_delay
-from engine.runtime.handlers import Headers, PoisonMessageError, Record, StepHandler, header_map
-from engine.runtime.kafka import is_fatal
+from engine.runtime.handlers import PoisonMessageError, Record, StepHandler, header_map
+from engine.runtime.kafka.config import is_fatal
+from engine.runtime.kafka.dead_letter import dead_letter_headers
 from engine.topics import DUE_HEADER
 
 log = structlog.get_logger(__name__)
@@ -178,12 +179,7 @@ class TransactionalStepLoop:
         stop.wait(backoff_delay(self.transient_failures, cap_s=10.0))
 
     def _dead_letter(self, msg: Message, error: str) -> None:
-        headers: Headers = [
-            ("leadflow-error", error.encode()[:1000]),
-            ("leadflow-source-topic", (msg.topic() or "").encode()),
-            ("leadflow-source-partition", str(msg.partition()).encode()),
-            ("leadflow-source-offset", str(msg.offset()).encode()),
-        ]
+        headers = dead_letter_headers(error, msg.topic(), msg.partition(), msg.offset())
         self.producer.produce(self.dlq_topic, msg.value(), msg.key(), headers=headers)
         self.dead_lettered += 1
         log.warning(

@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient
 from engine.errors import LeadflowError
 from engine.flows import Flow
 from engine.runtime.handlers import StepHandler, make_handler
-from engine.runtime.kafka import admin_config, consumer_config, transactional_producer_config
+from engine.runtime.kafka.config import admin_config, consumer_config, transactional_producer_config
 from engine.runtime.registry import FlowRegistry
 from engine.runtime.step_loop import TransactionalStepLoop
 from engine.settings import Settings

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from engine import cli
 from engine.ops import projections_cli
-from engine.runtime.kafka import admin_config, consumer_config, producer_config
+from engine.runtime.kafka.config import admin_config, consumer_config, producer_config
 from engine.runtime.registry import apply_flow, delete_flow
 from engine.settings import Settings
 from projectors.exports.jobs import create_job, migrate_exports

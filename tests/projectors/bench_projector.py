@@ -21,7 +21,7 @@ from confluent_kafka.cimpl import NewTopic
 from psycopg import sql
 
 from engine.logs import configure_logging
-from engine.runtime.kafka import admin_config, producer_config
+from engine.runtime.kafka.config import admin_config, producer_config
 from engine.settings import Settings
 from projectors.batch import Record, build_batch
 from projectors.generations import migrate

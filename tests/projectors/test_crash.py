@@ -12,7 +12,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from engine.runtime.kafka import producer_config
+from engine.runtime.kafka.config import producer_config
 from engine.settings import Settings
 from projectors.queries import count_completed
 from projectors.store import Connection

@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from psycopg import sql
 
-from engine.runtime.kafka import admin_config
+from engine.runtime.kafka.config import admin_config
 from engine.settings import Settings
 from engine.topics import events_topic, wait_for_leaders
 from projectors.generations import current, drop, generations, migrate

@@ -10,7 +10,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
-from engine.runtime.kafka import admin_config
+from engine.runtime.kafka.config import admin_config
 from engine.settings import Settings
 from projectors.projector import TimelineProjector, consumer_group
 from projectors.queries import count_completed, lead_timeline

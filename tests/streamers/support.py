@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient
 from engine.destinations import Destination
 from engine.flows import Flow
 from engine.objects.contract import ObjectStore, directory
-from engine.runtime.kafka import admin_config, consumer_config, producer_config
+from engine.runtime.kafka.config import admin_config, consumer_config, producer_config
 from engine.settings import Settings
 from engine.topics import ensure_topics, events_topic
 from schemas.codec import EventCodec, event_to_json_dict

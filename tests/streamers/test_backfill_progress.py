@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Producer
 
 from engine.objects.contract import ObjectStore
-from engine.runtime.kafka import transactional_producer_config
+from engine.runtime.kafka.config import transactional_producer_config
 from engine.settings import Settings
 from engine.topics import events_topic
 from streamers.backfill import backfill

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from engine.cli import app
 from engine.flows import Flow
 from engine.objects.errors import DestinationError
-from engine.runtime.kafka import admin_config, consumer_config
+from engine.runtime.kafka.config import admin_config, consumer_config
 from engine.settings import Settings, get_settings
 from streamers.destination_observer import DestinationObserver
 from streamers.lifecycle import Lifecycle

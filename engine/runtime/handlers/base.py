@@ -17,12 +17,12 @@ from engine import __version__
 from engine.events import LeadEvent, StepIdentity, Timing, stamp_events
 from engine.flows import Flow
 from engine.retries import RetrySettings
+from engine.runtime.kafka.dead_letter import dead_letter_headers
 from engine.steps.base import EventDraft, Snapshot, StepResult
 from engine.steps.completion import complete_flow
 from engine.topics import (
     ATTEMPT_HEADER,
     DUE_HEADER,
-    ERROR_HEADER,
     HANDOFF_HEADER,
     TYPE_HEADER,
     dlq_topic,
@@ -161,12 +161,8 @@ class BaseHandler:
         return records
 
     def _exhausted(self, source: Message, key: bytes, reason: str | None) -> Record:
-        headers: Headers = [
-            (ERROR_HEADER, f"Retries exhausted after {self.attempt} attempts: {reason}".encode()),
-            ("leadflow-source-topic", (source.topic() or "").encode()),
-            ("leadflow-source-partition", str(source.partition()).encode()),
-            ("leadflow-source-offset", str(source.offset()).encode()),
-        ]
+        error = f"Retries exhausted after {self.attempt} attempts: {reason}"
+        headers = dead_letter_headers(error, source.topic(), source.partition(), source.offset())
         return Record(key, source.value() or b"", headers, self.dlq_topic)
 
 

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from engine.api import feedback
 from engine.api.app import create_app
 from engine.runtime.feedback_worker import ensure_feedback_topics
-from engine.runtime.kafka import consumer_config
+from engine.runtime.kafka.config import consumer_config
 from engine.settings import Settings
 from projectors.batch import Record, build_batch
 from projectors.generations import migrate_database

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from engine.ops.offsets import GroupActiveError, GroupLag, apply_reset, group_lag, plan_reset
 from engine.ops.offsets_cli import offsets_app
-from engine.runtime.kafka import admin_config, consumer_config, producer_config
+from engine.runtime.kafka.config import admin_config, consumer_config, producer_config
 from engine.settings import Settings
 
 pytestmark = pytest.mark.stack

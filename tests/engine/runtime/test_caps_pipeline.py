@@ -22,7 +22,7 @@ from psycopg import sql
 from engine.demo.buyer import BuyerServer
 from engine.flows import Flow, parse_flow
 from engine.ids import new_lead_id
-from engine.runtime.kafka import producer_config
+from engine.runtime.kafka.config import producer_config
 from engine.runtime.step_worker import prepare_topics
 from engine.settings import Settings, get_settings
 from engine.state.store import StateStore

@@ -17,7 +17,7 @@ from engine.demo.buyer import BuyerServer
 from engine.ops.submit import publish_leads
 from engine.runtime.feedback_worker import build_feedback_loop, publish_feedback
 from engine.runtime.handlers.feedback import FeedbackHandler, rejected_topic
-from engine.runtime.kafka import consumer_config
+from engine.runtime.kafka.config import consumer_config
 from engine.runtime.step_worker import build_step_loop, prepare_topics
 from engine.settings import Settings
 from engine.steps.feedback import Feedback, FeedbackRejectedError, apply_feedback, parse_feedback

@@ -10,7 +10,7 @@ from confluent_kafka import Consumer
 
 from engine.demo.buyer import BuyerServer
 from engine.ops.submit import publish_leads
-from engine.runtime.kafka import consumer_config
+from engine.runtime.kafka.config import consumer_config
 from engine.runtime.step_worker import prepare_topics
 from engine.settings import Settings
 from engine.topics import dlq_topic, events_topic
@@ -115,7 +115,7 @@ def test_poison_event_goes_to_the_dead_letter_topic_and_the_step_goes_on(
 ) -> None:
     from confluent_kafka import Producer
 
-    from engine.runtime.kafka import producer_config
+    from engine.runtime.kafka.config import producer_config
     from engine.topics import HANDOFF_HEADER
 
     flow = make_flow(unique_id, buyer.url)

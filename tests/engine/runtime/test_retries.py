@@ -15,7 +15,7 @@ from confluent_kafka import Consumer
 
 from engine.flows import Flow, parse_flow
 from engine.ops.submit import publish_leads
-from engine.runtime.kafka import consumer_config
+from engine.runtime.kafka.config import consumer_config
 from engine.runtime.step_worker import build_step_loop, prepare_topics
 from engine.settings import Settings
 from engine.topics import dlq_topic

@@ -18,7 +18,7 @@ from engine.demo.buyer import BuyerServer
 from engine.flows import Flow, parse_flow
 from engine.intake.fake import fake_lead
 from engine.ops.submit import publish_leads
-from engine.runtime.kafka import admin_config
+from engine.runtime.kafka.config import admin_config
 from engine.runtime.step_worker import prepare_topics, step_group
 from engine.settings import Settings
 from tests.factories import DEMO_FLOW, make_flow, write_flow

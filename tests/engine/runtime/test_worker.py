@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from engine.runtime.kafka import is_fatal
+from engine.runtime.kafka.config import is_fatal
 from engine.runtime.step_loop import TransactionalStepLoop
 
 FENCED = KafkaError(KafkaError._FATAL, "Static consumer fenced by other consumer")

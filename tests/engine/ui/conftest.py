@@ -31,7 +31,7 @@ from engine.demo.buyer import BuyerServer
 from engine.events import LeadEvent, StepIdentity, Timing, stamp_events
 from engine.flows import Flow
 from engine.ids import new_lead_id
-from engine.runtime.kafka import producer_config
+from engine.runtime.kafka.config import producer_config
 from engine.runtime.registry import apply_flow, delete_flow
 from engine.settings import Settings, UiKey
 from engine.steps.base import EventDraft

@@ -1,27 +1,18 @@
-"""librdkafka configuration for each role, with librdkafka's own key names; and the one
-probe that tells a command "Kafka is not reachable" before it waits out librdkafka's timeouts."""
+"""librdkafka configuration for each role, with librdkafka's own key names, and which of its
+errors end a worker."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import re
-import time
 from typing import Any
 
 import structlog
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaError
 
-from engine.errors import KafkaUnreachableError
 from engine.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-# Long enough for a broker across a slow network to answer a metadata request; short
-# enough that a command with nothing to talk to says so at once. A refused connection
-# or an unknown host ends the probe sooner (librdkafka reports "all brokers down").
-PROBE_TIMEOUT_S = 5.0
 
 
 class _ToStructlog(logging.Handler):
@@ -34,10 +25,10 @@ class _ToStructlog(logging.Handler):
         log.debug("librdkafka", client_level=record.levelname.lower(), message=record.getMessage())
 
 
-_LIBRDKAFKA_LOGGER = logging.getLogger("leadflow.librdkafka")
-_LIBRDKAFKA_LOGGER.addHandler(_ToStructlog())
-_LIBRDKAFKA_LOGGER.setLevel(logging.DEBUG)
-_LIBRDKAFKA_LOGGER.propagate = False
+LIBRDKAFKA_LOGGER = logging.getLogger("leadflow.librdkafka")
+LIBRDKAFKA_LOGGER.addHandler(_ToStructlog())
+LIBRDKAFKA_LOGGER.setLevel(logging.DEBUG)
+LIBRDKAFKA_LOGGER.propagate = False
 
 # Added to every client configuration below; empty (librdkafka logs to stderr, as
 # workers want for their logs) until a short-lived command calls ``route_client_logs``.
@@ -47,41 +38,7 @@ _client_logging: dict[str, Any] = {}
 def route_client_logs() -> None:
     """Send the log lines of every Kafka client created from now on in this process to
     structlog at debug level (the CLI's commands; not workers, whose logs keep them)."""
-    _client_logging["logger"] = _LIBRDKAFKA_LOGGER
-
-
-def require_kafka(settings: Settings, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Raise ``KafkaUnreachableError`` unless a broker answers a cluster description within
-    ``timeout`` seconds; returns at once when one does, and sooner than ``timeout`` when
-    librdkafka finds every bootstrap server refusing or unresolvable."""
-    errors: list[KafkaError] = []
-    config: dict[str, Any] = {
-        **admin_config(settings),
-        "logger": _LIBRDKAFKA_LOGGER,
-        "error_cb": errors.append,
-    }
-    admin = AdminClient(config)
-    servers = settings.kafka_bootstrap_servers
-    future = admin.describe_cluster(request_timeout=timeout)
-    deadline = time.monotonic() + timeout
-    while not future.done():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or any(e.code() == KafkaError._ALL_BROKERS_DOWN for e in errors):
-            raise KafkaUnreachableError(servers, _probe_cause(errors, timeout))
-        admin.poll(min(0.1, remaining))  # serves error_cb
-    try:
-        future.result()
-    except KafkaException as exc:
-        raise KafkaUnreachableError(servers, _probe_cause([exc.args[0]], timeout)) from None
-
-
-def _probe_cause(errors: list[KafkaError], timeout: float) -> str:
-    """The first connection error, without librdkafka's broker prefix and state suffix."""
-    for err in errors:
-        if err.code() != KafkaError._ALL_BROKERS_DOWN:
-            text = re.sub(r"^\S+/\S+: ", "", err.str())
-            return re.sub(r" \(after \d+ms in state \w+\)$", "", text)
-    return f"no answer within {timeout:g} s"
+    _client_logging["logger"] = LIBRDKAFKA_LOGGER
 
 
 def is_fatal(err: KafkaError) -> bool:
