@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Producer
 
 from engine.runtime.kafka.config import producer_config
@@ -27,6 +28,8 @@ from tests.projectors.support import (
     scalar,
     wait_until,
 )
+
+pytestmark = pytest.mark.stack
 
 REPO = Path(__file__).parents[2]
 KILLS = 3

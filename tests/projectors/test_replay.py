@@ -28,6 +28,8 @@ from projectors.replay import Rebuild
 from projectors.store import Connection, connect
 from tests.projectors.support import flow_pattern, lead_events, produce, running, wait_until
 
+pytestmark = pytest.mark.stack
+
 STEPS = ("source", "service-area", "premier", "completion")
 
 

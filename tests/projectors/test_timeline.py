@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 import orjson
+import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
@@ -30,6 +31,8 @@ from tests.projectors.support import (
     scalar,
     wait_until,
 )
+
+pytestmark = pytest.mark.stack
 
 GARBAGE = b"definitely not an avro event"
 
