@@ -26,8 +26,8 @@ from tests.projectors.support import (
     lead_events,
     produce,
     scalar,
-    wait_until,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 

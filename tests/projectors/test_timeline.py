@@ -29,8 +29,8 @@ from tests.projectors.support import (
     produce_raw,
     running,
     scalar,
-    wait_until,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
