@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   - start the local stack, run 1,000 leads end to end, show the results"
 	@echo "make test   - start the local stack and run the test suite"
-	@echo "make test-unit - the tests that need no service (no stack, about 40 s)"
+	@echo "make test-unit - the tests that need no service (no stack; 30-40 s)"
 	@echo "make up / down / status - the local stack (Kafka, Postgres, SeaweedFS S3, Azurite)"
 	@echo "make lint   - ruff, mypy --strict and the import layers (import-linter)"
 	@echo "make bench  - benchmarks side by side (QUICK=1: under 3 minutes); results in bench/results/"
