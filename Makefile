@@ -12,6 +12,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   - start the local stack, run 1,000 leads end to end, show the results"
 	@echo "make test   - start the local stack and run the test suite"
+	@echo "make test-unit - the tests that need no service (no stack; 30-40 s)"
 	@echo "make up / down / status - the local stack (Kafka, Postgres, SeaweedFS S3, Azurite)"
 	@echo "make lint   - ruff, mypy --strict and the import layers (import-linter)"
 	@echo "make bench  - benchmarks side by side (QUICK=1: under 3 minutes); results in bench/results/"
@@ -50,8 +51,13 @@ test: venv up chromium
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not serial" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	$(BIN)/pytest -m serial $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
+# Every test not marked `stack` (nor `serial`), wherever it lives, with no service running:
+# tests/service_guard.py fails a test that touches one without the marker. No `up` here;
+# .ci/run runs this before anything starts the stack, and checks that nothing answers.
+UNIT_WORKERS ?= auto
+
 test-unit: venv
-	$(BIN)/pytest tests/engine tests/schemas $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(UNIT_WORKERS) -m "not stack and not serial" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: venv
 	$(BIN)/ruff check .

@@ -2,7 +2,9 @@
 
 ``make test`` starts the local stack first (``stack/up.sh``); the fixtures
 here only connect to it. A service that does not answer fails the test with
-a clear message - tests never fall back to fakes.
+a clear message - tests never fall back to fakes. Only tests marked
+``@pytest.mark.stack`` may use it (``tests.service_guard`` fails the others),
+which is what lets ``make test-unit`` run everything else with no stack at all.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import pytest
 from engine.demo.buyer import BuyerServer
 from engine.settings import Settings
 
+pytest_plugins = ["tests.service_guard"]
+
 # The CLIs print rich tables sized to the terminal; a test runs in none (and under
 # pytest-xdist in a worker without even a parent tty), so fix one wide enough that
 # ids and paths are never wrapped in the output the tests read.
@@ -34,8 +38,10 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def settings() -> Settings:
+    """The settings as a worker would read them: the stack's in a marked test, the guard's
+    sentinels in any other (so a unit test that connects fails, saying so)."""
     return Settings()
 
 
@@ -90,13 +96,15 @@ def _ensure_bucket_and_container(settings: Settings) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack(settings: Settings) -> Iterator[Settings]:
-    """The running stack; fails (never skips) when a service is down.
+def stack() -> Iterator[Settings]:
+    """The running stack; fails (never skips) when a service is down, and fails a test
+    without ``@pytest.mark.stack`` before connecting (``tests.service_guard``).
 
     With no local stack but a Docker engine, the same services come up from
     ``compose.yaml`` through testcontainers: same ports, same credentials,
     so the same settings reach them.
     """
+    settings = Settings()  # first requested by a marked test: the real addresses
     down = _down_services(settings)
     if down and _docker_engine_available():
         if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -129,16 +137,18 @@ def buyer() -> Iterator[BuyerServer]:
 
 
 @pytest.fixture
-def unique_id(settings: Settings) -> Iterator[str]:
+def unique_id(request: pytest.FixtureRequest, settings: Settings) -> Iterator[str]:
     """A fresh id for names that must not collide across tests and runs (flows, schemas).
 
     Topics named after it are deleted afterwards, so a developer's stack does
     not accumulate test flows that the demo's all-flows projector then reads.
+    An unmarked test cannot have made any (and must not connect to look).
     """
     value = "t" + uuid.uuid4().hex[:10]
     yield value
-    _delete_topics_of(settings, value)
-    _drop_schemas_of(settings, value)
+    if request.node.get_closest_marker("stack") is not None:
+        _delete_topics_of(settings, value)
+        _drop_schemas_of(settings, value)
 
 
 def _drop_schemas_of(settings: Settings, unique: str) -> None:

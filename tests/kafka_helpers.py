@@ -15,6 +15,7 @@ from engine.runtime.step_worker import build_step_loop
 from engine.settings import Settings
 from engine.topics import flow_event_topics
 from schemas.codec import EventCodec, SchemaMismatchError
+from tests.waiting import wait_until
 
 
 def read_events(settings: Settings, flow: Flow, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -62,10 +63,10 @@ def run_steps(settings: Settings, flow: Flow, stop: threading.Event) -> list[thr
 
 
 def wait_for_completion(settings: Settings, flow: Flow, leads: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = [e for e in read_events(settings, flow, 5) if e["type"] == "flow.completed"]
-        if len(done) >= leads:
-            return
-        time.sleep(1)
-    raise AssertionError(f"only {len(done)}/{leads} leads completed")
+    wait_until(
+        lambda: sum(e["type"] == "flow.completed" for e in read_events(settings, flow, 5)),
+        timeout,
+        f"{leads} leads of {flow.id} to complete",
+        until=lambda completed: completed >= leads,
+        every=1,
+    )

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from engine.ops.submit import publish_leads
 from engine.settings import Settings
 from projectors.queries import lead_timeline
 from tests.factories import make_flow, write_flow
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -107,18 +107,27 @@ def test_leads_flow_into_postgres_s3_and_azure_exactly_once(
         ids = publish_leads(stack, flow.id, [lead for lead, _ in LEADS])
         expected_events = sum(len(types) for _, types in LEADS)
         stores = [open_store(d, stack) for d in flow.destinations]
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+
+        def recorded() -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+            """The leads' timelines in Postgres, and each store's objects, so far."""
+            assert workers.poll() is None, "workers exited early"
             timelines = _timelines(settings, ids)
             objects = [
                 _objects(store, flow.destinations[i].prefix, ids) for i, store in enumerate(stores)
             ]
-            if sum(map(len, timelines.values())) >= expected_events and all(
-                len(o) >= expected_events for o in objects
-            ):
-                break
-            assert workers.poll() is None, "workers exited early"
-            time.sleep(1)
+            return timelines, objects
+
+        def counts(seen: tuple[dict[str, list[Any]], list[dict[str, Any]]]) -> list[int]:
+            return [sum(map(len, seen[0].values())), *map(len, seen[1])]
+
+        timelines, objects = wait_until(
+            recorded,
+            120,
+            f"{expected_events} events in Postgres, S3 and Azure",
+            until=lambda seen: all(n >= expected_events for n in counts(seen)),
+            every=1,
+            show=counts,
+        )
     finally:
         os.killpg(workers.pid, signal.SIGTERM)
         workers.wait(60)

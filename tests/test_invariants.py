@@ -62,7 +62,7 @@ from projectors.store import Connection, connect
 from projectors.writing import write_batch
 from schemas.codec import EventCodec
 from tests.conftest import _delete_topics_of, _drop_schemas_of
-from tests.projectors.support import wait_until
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("demo_run")]
 

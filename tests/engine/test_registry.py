@@ -19,6 +19,7 @@ from engine.runtime.step_worker import build_step_loop
 from engine.settings import Settings
 from tests.factories import make_flow
 from tests.kafka_helpers import events_by_lead, read_events
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -95,12 +96,13 @@ def test_running_steps_pick_up_a_new_version_without_restart(
 
 
 def wait_completed(stack: Settings, flow: Flow, n: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if sum(e["type"] == "flow.completed" for e in read_events(stack, flow, 5)) >= n:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"fewer than {n} leads completed")
+    wait_until(
+        lambda: sum(e["type"] == "flow.completed" for e in read_events(stack, flow, 5)),
+        30,
+        f"{n} leads to complete",
+        until=lambda completed: completed >= n,
+        every=0.5,
+    )
 
 
 def test_bad_configuration_is_refused_at_apply_with_line_and_field(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Producer
 
 from engine.runtime.kafka.config import producer_config
@@ -25,8 +26,10 @@ from tests.projectors.support import (
     lead_events,
     produce,
     scalar,
-    wait_until,
 )
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.stack
 
 REPO = Path(__file__).parents[2]
 KILLS = 3

@@ -31,8 +31,8 @@ from tests.projectors.support import (
     lead_events,
     produce,
     running,
-    wait_until,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 

@@ -58,6 +58,7 @@ def test_each_projection_ships_versioned_sql_files_in_order() -> None:
         assert versions == sorted(versions)
 
 
+@pytest.mark.stack
 def test_migrate_builds_the_serving_views_over_a_first_active_generation_and_is_idempotent(
     pg_settings: Settings, pg_schema: str
 ) -> None:
@@ -78,6 +79,7 @@ def test_migrate_builds_the_serving_views_over_a_first_active_generation_and_is_
         ]
 
 
+@pytest.mark.stack
 def test_projectors_migrating_at_the_same_moment_create_one_generation_each(
     pg_settings: Settings, pg_schema: str
 ) -> None:
@@ -98,6 +100,7 @@ def test_projectors_migrating_at_the_same_moment_create_one_generation_each(
         assert len(generations(conn, pg_schema)) == len(NAMES)
 
 
+@pytest.mark.stack
 def test_the_layout_from_before_generations_is_moved_into_generation_1_with_its_rows(
     pg_settings: Settings, pg_schema: str
 ) -> None:
@@ -117,6 +120,7 @@ def test_the_layout_from_before_generations_is_moved_into_generation_1_with_its_
         assert timeline is not None and relations(conn, timeline.schema) == TIMELINE_TABLES
 
 
+@pytest.mark.stack
 def test_a_generation_whose_migration_was_edited_after_it_was_applied_is_refused(
     pg_settings: Settings, pg_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -134,6 +138,7 @@ def test_a_generation_whose_migration_was_edited_after_it_was_applied_is_refused
         assert timeline is not None and "sneaky" not in relations(conn, timeline.schema)
 
 
+@pytest.mark.stack
 @pytest.mark.parametrize("schema", ["Leadflow", "lead-flow", "x; DROP TABLE events", ""])
 def test_a_schema_name_that_is_not_a_plain_lower_case_identifier_is_a_config_error(
     stack: Settings, schema: str
@@ -142,6 +147,7 @@ def test_a_schema_name_that_is_not_a_plain_lower_case_identifier_is_a_config_err
         connect(stack.model_copy(update={"db_schema": schema}))
 
 
+@pytest.mark.stack
 def test_migration_006_recomputes_lead_rows_a_replay_had_left_without_their_facts(
     stack: Settings, unique_id: str
 ) -> None:

@@ -26,7 +26,10 @@ from projectors.generations import Generation, current, generations, migrate
 from projectors.projector import AnalyticsProjector, Projector, TimelineProjector
 from projectors.replay import Rebuild
 from projectors.store import Connection, connect
-from tests.projectors.support import flow_pattern, lead_events, produce, running, wait_until
+from tests.projectors.support import flow_pattern, lead_events, produce, running
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.stack
 
 STEPS = ("source", "service-area", "premier", "completion")
 

@@ -21,7 +21,7 @@ from projectors.store import Connection, connect
 from projectors.writing import write_batch
 from schemas.codec import EventCodec
 from tests.factories import make_lead_events
-from tests.projectors.support import wait_until
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 

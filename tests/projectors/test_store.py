@@ -26,6 +26,8 @@ from projectors.writing import load_checkpoints, write_batch
 from schemas.codec import EventCodec, event_to_json_dict
 from tests.factories import make_lead_events
 
+pytestmark = pytest.mark.stack
+
 CODEC = EventCodec()
 TOPIC = "leadflow.f.events.source"
 SUBMITTED_MS = 1_764_000_000_000

@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 import orjson
+import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
@@ -28,8 +29,10 @@ from tests.projectors.support import (
     produce_raw,
     running,
     scalar,
-    wait_until,
 )
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.stack
 
 GARBAGE = b"definitely not an avro event"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -21,6 +20,7 @@ from schemas.codec import EventCodec, event_to_json_dict
 from streamers import layout
 from streamers.readback import duplicate_ids, read_events
 from streamers.streamer import consumer_group_id
+from tests import waiting
 from tests.factories import make_flow, make_lead_events
 
 CODEC = EventCodec()
@@ -162,8 +162,6 @@ SETTLE_S = 180
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.3) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
+    """``tests.waiting.wait_until``, at a slower pace: the usual check here, ``all_committed``,
+    opens a consumer per destination each time."""
+    waiting.wait_until(check, timeout, what, every=every)

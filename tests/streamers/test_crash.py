@@ -37,7 +37,7 @@ AZURITE_BLOB_ENDPOINT = "http://127.0.0.1:10000/devstoreaccount1"
 
 REPO = Path(__file__).parents[2]
 # kill -9 at chosen moments needs the machine to itself to hit them.
-pytestmark = pytest.mark.serial
+pytestmark = [pytest.mark.stack, pytest.mark.serial]
 
 KILLS = 3
 

@@ -26,6 +26,8 @@ from tests.streamers.support import (
     wait_until,
 )
 
+pytestmark = pytest.mark.stack
+
 # Small objects, so one run cuts them by count, by hour, by event time and by idle timeout.
 BATCH = {"max_records": 40, "max_seconds": 2}
 

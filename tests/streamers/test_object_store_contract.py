@@ -23,6 +23,8 @@ from engine.objects.errors import DestinationError, ObjectNotFoundError
 from engine.settings import Settings
 from streamers.readback import count_objects
 
+pytestmark = pytest.mark.stack
+
 # Azurite's published development account key (what UseDevelopmentStorage=true expands to).
 AZURITE_ACCOUNT_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="

@@ -32,7 +32,7 @@ from tests.streamers.test_object_store_contract import AZURITE_ACCOUNT_KEY
 
 REPO = Path(__file__).parents[2]
 # It stops the shared S3 and Azurite: nothing else may run meanwhile.
-pytestmark = pytest.mark.serial
+pytestmark = [pytest.mark.stack, pytest.mark.serial]
 
 OUTAGE_S = 30
 BATCH = {"max_records": 40, "max_seconds": 2}

@@ -133,6 +133,7 @@ def run_until_committed(settings: Settings, flow: Flow, topics: list[str]) -> li
     return streamers
 
 
+@pytest.mark.stack
 def test_every_event_lands_once_in_each_store_and_offsets_reach_the_end(
     stack: Settings, unique_id: str, stores: dict[str, ObjectStore]
 ) -> None:
@@ -159,6 +160,7 @@ def test_every_event_lands_once_in_each_store_and_offsets_reach_the_end(
     assert [s.stats.dead_lettered for s in streamers] == [0, 0]
 
 
+@pytest.mark.stack
 def test_a_poison_record_is_dead_lettered_once_and_the_stream_goes_on(
     stack: Settings, unique_id: str, stores: dict[str, ObjectStore]
 ) -> None:
@@ -194,6 +196,7 @@ class FailureCounter(NullObserver):
         self.count += 1
 
 
+@pytest.mark.stack
 def test_a_failing_destination_holds_back_nothing_skips_nothing_and_catches_up(
     stack: Settings, unique_id: str, stores: dict[str, ObjectStore]
 ) -> None:

@@ -8,7 +8,6 @@ its steps run as transactional loops in threads (tests.kafka_helpers).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,6 +21,7 @@ from engine.runtime.registry import apply_flow, delete_flow
 from engine.settings import Settings
 from tests.factories import make_flow
 from tests.kafka_helpers import run_steps
+from tests.waiting import wait_until
 
 KEY_ENV = "LEADFLOW_TEST_INTAKE_KEY"
 API_KEY = "test-key-1d8a0c"
@@ -62,10 +62,7 @@ def api_url(api_settings: Settings) -> Iterator[str]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "API server did not start"
-        time.sleep(0.05)
+    wait_until(lambda: server.started, 20, "the API server to start", every=0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True

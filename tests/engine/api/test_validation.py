@@ -2,7 +2,9 @@
 hold is a 422 naming where it was, and no 422 echoes a large input back.
 
 The cases are drawn from ``app.routes``, so a route added later is covered without a word here.
-The checks run before any route touches a database, so these tests need no stack.
+The checks run before any route touches a database, so these tests need no stack: FastAPI does
+open a route's dependencies (its database connection) before it reports a bad body, so those
+are replaced by a connection that fails the test if a refused request ever used it.
 """
 
 from __future__ import annotations
@@ -22,10 +24,25 @@ from starlette.routing import BaseRoute
 from engine.api.app import create_app
 from engine.settings import Settings
 from engine.web.validation import MAX_ECHO, MAX_ERRORS, unstorable
+from projectors.api import _connection
+from projectors.exports.api import _jobs_connection
 
 NUL = "a\x00b"
 
+
+class _UnusedConnection:
+    """Opened for a route whose request is then refused; any use is a bug (a 500 here)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"a refused request used its database connection ({name})")
+
+
+def _no_database() -> Iterator[_UnusedConnection]:
+    yield _UnusedConnection()
+
+
 APP = create_app(Settings(export_worker_in_api=False))
+APP.dependency_overrides.update({_connection: _no_database, _jobs_connection: _no_database})
 
 
 def _model(annotation: Any) -> type[BaseModel] | None:

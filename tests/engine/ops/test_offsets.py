@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -16,6 +15,7 @@ from engine.ops.offsets import GroupActiveError, GroupLag, apply_reset, group_la
 from engine.ops.offsets_cli import offsets_app
 from engine.runtime.kafka.config import admin_config, consumer_config, producer_config
 from engine.settings import Settings
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -128,10 +128,12 @@ def test_reset_refused_while_a_member_is_active(stack: Settings, group: str, top
     member = Consumer(consumer_config(stack, group))
     member.subscribe([topic])
     try:
-        deadline = time.monotonic() + 15
-        while not member.assignment() and time.monotonic() < deadline:
+
+        def joined() -> list[TopicPartition]:
             member.poll(0.2)
-        assert member.assignment(), "the member never joined"
+            return list(member.assignment())
+
+        wait_until(joined, 15, "the member to join its group", every=0)
 
         with pytest.raises(GroupActiveError, match="1 active member"):
             apply_reset(stack, group, moves)

@@ -19,6 +19,7 @@ from projectors.projector import TimelineProjector
 from projectors.store import connect
 from tests.factories import make_flow
 from tests.kafka_helpers import read_events, run_steps
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -31,13 +32,8 @@ LEAD = {
 }
 
 
-def until(check: object, timeout: float = 45) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.5)
-    raise AssertionError("condition not reached in time")
+def count(events: list[dict[str, object]], type_: str) -> int:
+    return sum(e["type"] == type_ for e in events)
 
 
 def test_replaying_a_steps_input_duplicates_nothing_downstream(
@@ -57,30 +53,56 @@ def test_replaying_a_steps_input_duplicates_nothing_downstream(
         ids = publish_leads(
             stack, flow.id, [{**LEAD, "email": f"r{i}@example.com"} for i in range(5)]
         )
-        until(lambda: sum(e["type"] == "flow.completed" for e in read_events(stack, flow, 5)) == 5)
+        wait_until(
+            lambda: count(read_events(stack, flow, 5), "flow.completed"),
+            45,
+            "the 5 leads to complete",
+            until=lambda done: done == 5,
+            every=0.5,
+        )
         stop.set()
         for t in threads:
             t.join(30)
         with connect(settings) as conn:
-            until(lambda: conn.execute("SELECT count(*) FROM events").fetchone() == (25,))
+            wait_until(
+                lambda: conn.execute("SELECT count(*) FROM events").fetchone(),
+                45,
+                "their 25 events in the projection",
+                until=lambda row: row == (25,),
+                every=0.5,
+            )
             before = conn.execute("SELECT id, type FROM events ORDER BY id").fetchall()
 
         # An operator replays the filter's input from the beginning.
         group = step_group(flow.id, "service-area")
         moves = plan_reset(stack, group, "earliest")
         assert moves and all(m.target == 0 for m in moves)
-        deadline = time.monotonic() + 30
-        while True:  # static members linger until their session times out
+
+        def reset() -> bool:
             try:
                 apply_reset(stack, group, moves)
-                break
             except GroupActiveError:
-                assert time.monotonic() < deadline
-                time.sleep(1)
+                return False
+            return True
+
+        # Static members linger until their session times out.
+        wait_until(reset, 30, "the stopped steps to leave their group, to reset it", every=1)
         stop = threading.Event()
         threads = run_steps(stack, flow, stop)
-        until(lambda: sum(e["type"] == "filter.passed" for e in read_events(stack, flow, 5)) == 10)
-        until(lambda: sum(e["type"] == "flow.completed" for e in read_events(stack, flow, 5)) == 10)
+        wait_until(
+            lambda: count(read_events(stack, flow, 5), "filter.passed"),
+            45,
+            "10 filter.passed events after the replay",
+            until=lambda found: found == 10,
+            every=0.5,
+        )
+        wait_until(
+            lambda: count(read_events(stack, flow, 5), "flow.completed"),
+            45,
+            "10 flow.completed events after the replay",
+            until=lambda found: found == 10,
+            every=0.5,
+        )
         stop.set()
         for t in threads:
             t.join(30)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from engine.steps.cap_checks import cap_checks, recipient_scope
 from engine.topics import intake_topic
 from tests.factories import write_flow
 from tests.kafka_helpers import events_by_lead, read_events, run_steps
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -116,15 +117,18 @@ def publish(
 
 def completed_leads(settings: Settings, flow: Flow, wanted: int, timeout: float = 60) -> list[Any]:
     """The flow's events once ``wanted`` distinct leads have their ``flow.completed``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        events = read_events(settings, flow, 5)
-        done = {e["lead_id"] for e in events if e["type"] == "flow.completed"}
-        if len(done) >= wanted:
-            return events
-        if time.monotonic() > deadline:
-            raise AssertionError(f"only {len(done)}/{wanted} leads completed")
-        time.sleep(0.5)
+
+    def done(events: list[Any]) -> int:
+        return len({e["lead_id"] for e in events if e["type"] == "flow.completed"})
+
+    return wait_until(
+        lambda: read_events(settings, flow, 5),
+        timeout,
+        f"{wanted} leads to complete",
+        until=lambda events: done(events) >= wanted,
+        every=0.5,
+        show=lambda events: f"{done(events)} completed",
+    )
 
 
 def decisive(timeline: list[dict[str, Any]], step_id: str) -> dict[str, Any]:
@@ -261,13 +265,6 @@ def _start(role: str, flow_file: Path, schema: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 def _slots_taken(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
     row = conn.execute("SELECT count(*) FROM engine_cap_ledger").fetchone()
     return int(row[0]) if row else 0
@@ -302,7 +299,7 @@ def test_a_recipient_cap_stays_exact_when_workers_are_killed_mid_flight(
             lambda: _slots_taken(db) >= maximum,
         ]
         for moment in moments:
-            _wait_until(moment, "the moment to kill")
+            wait_until(moment, 30, "the moment to kill", every=0.01)
             time.sleep(rng.uniform(0, 0.04))
             procs["buyer"].kill()  # SIGKILL: no shutdown code runs, no transaction commits
             procs["buyer"].wait()

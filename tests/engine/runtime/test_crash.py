@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,10 +21,15 @@ from engine.runtime.step_worker import prepare_topics
 from engine.settings import Settings
 from tests.factories import make_flow, write_flow
 from tests.kafka_helpers import events_by_lead, read_events
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
 LEADS = 400
+
+
+def completed(events: list[dict[str, Any]]) -> int:
+    return sum(e["type"] == "flow.completed" for e in events)
 
 
 @pytest.fixture
@@ -68,12 +74,14 @@ def test_steps_killed_at_random_lose_and_duplicate_nothing(
             procs[victim].wait()
             kills += 1
             procs[victim] = start(victim, flow_file)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            events = read_events(stack, flow, 10)
-            if sum(e["type"] == "flow.completed" for e in events) >= LEADS:
-                break
-            time.sleep(2)
+        events = wait_until(
+            lambda: read_events(stack, flow, 10),
+            120,
+            f"all {LEADS} leads to complete",
+            until=lambda events: completed(events) >= LEADS,
+            every=2,
+            show=lambda events: f"{completed(events)} completed",
+        )
     finally:
         for proc in procs.values():
             proc.terminate()

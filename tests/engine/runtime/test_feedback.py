@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import orjson
@@ -28,6 +27,7 @@ from projectors.store import connect
 from schemas.codec import default_codec
 from tests.factories import make_flow, make_lead_events
 from tests.kafka_helpers import events_by_lead, read_events
+from tests.waiting import wait_until
 
 LEAD = {
     "first_name": "A",
@@ -116,12 +116,13 @@ def test_feedback_posted_over_http_flows_to_events_and_the_leads_revenue(
     try:
         [lead_id] = publish_leads(stack, flow.id, [LEAD])
         delivered = wait_for(stack, flow, lead_id, "recipient.delivered")
-        time.sleep(2)  # let the projector catch up
         with connect(settings) as conn:
-            for _ in range(30):
-                if conn.execute("SELECT 1 FROM events WHERE id = %s", (delivered,)).fetchone():
-                    break
-                time.sleep(0.5)
+            wait_until(
+                lambda: conn.execute("SELECT 1 FROM events WHERE id = %s", (delivered,)).fetchone(),
+                17,
+                "the delivery in the timeline projection",
+                every=0.5,
+            )
         answer = TestClient(create_app(settings)).post(
             "/feedback",
             params={"event_id": delivered},
@@ -131,13 +132,15 @@ def test_feedback_posted_over_http_flows_to_events_and_the_leads_revenue(
         publish_feedback(settings, orjson.dumps({"event_id": "UNKNOWN", "type": "conversion"}))
         wait_for(stack, flow, lead_id, "feedback.processed")
         with connect(settings) as conn:
-            for _ in range(30):
-                row = conn.execute(
+            row = wait_until(
+                lambda: conn.execute(
                     "SELECT revenue, last_event_type FROM leads WHERE lead_id = %s", (lead_id,)
-                ).fetchone()
-                if row and row[1] == "feedback.processed":
-                    break
-                time.sleep(0.5)
+                ).fetchone(),
+                15,
+                "the lead's row to show the processed feedback",
+                until=lambda row: bool(row and row[1] == "feedback.processed"),
+                every=0.5,
+            )
     finally:
         stop.set()
         for t in threads:
@@ -154,26 +157,30 @@ def test_feedback_posted_over_http_flows_to_events_and_the_leads_revenue(
 
 
 def wait_for(stack: Settings, flow: object, lead_id: str, type_: str) -> str:
-    deadline = time.monotonic() + 45
-    while time.monotonic() < deadline:
-        for event in events_by_lead(read_events(stack, flow, 5)).get(lead_id, []):  # type: ignore[arg-type]
-            if event["type"] == type_:
-                return str(event["id"])
-        time.sleep(0.5)
-    raise AssertionError(f"no {type_} for {lead_id}")
+    """The id of the lead's first ``type_`` event, once it is on the topics."""
+
+    def found() -> str:
+        timeline = events_by_lead(read_events(stack, flow, 5)).get(lead_id, [])  # type: ignore[arg-type]
+        return next((str(e["id"]) for e in timeline if e["type"] == type_), "")
+
+    return wait_until(found, 45, f"{type_} of lead {lead_id}", every=0.5)
 
 
 def read_topic(stack: Settings, topic: str, group: str) -> list[list[tuple[str, bytes]]]:
     consumer = Consumer(consumer_config(stack, f"{group}-reader", **{"enable.partition.eof": True}))
     consumer.subscribe([topic])
-    out, deadline = [], time.monotonic() + 10
-    while time.monotonic() < deadline:
+    out: list[Any] = []
+
+    def unknown_seen() -> bool:
         for msg in consumer.consume(100, timeout=0.5):
             if not msg.error():
                 out.append(list(msg.headers() or []))
-        if out and any(b"UNKNOWN" in (v or b"") for h in out for _, v in h):
-            break
-    consumer.close()
+        return any(b"UNKNOWN" in (v or b"") for h in out for _, v in h)
+
+    try:
+        wait_until(unknown_seen, 10, f"the refused feedback on {topic}", every=0)
+    finally:
+        consumer.close()
     return out
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from confluent_kafka import Consumer
@@ -16,6 +15,7 @@ from engine.settings import Settings
 from engine.topics import dlq_topic, events_topic
 from tests.factories import make_flow
 from tests.kafka_helpers import events_by_lead, read_events, run_steps, wait_for_completion
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -137,10 +137,12 @@ def test_poison_event_goes_to_the_dead_letter_topic_and_the_step_goes_on(
             t.join(30)
     consumer = Consumer(consumer_config(stack, f"{unique_id}-dlq-reader"))
     consumer.subscribe([dlq_topic(flow.id)])
-    messages = []
-    deadline = time.monotonic() + 15
-    while not messages and time.monotonic() < deadline:
-        messages = [m for m in consumer.consume(10, timeout=1) if not m.error()]
+    messages = wait_until(
+        lambda: [m for m in consumer.consume(10, timeout=1) if not m.error()],
+        15,
+        "the dead letter",
+        every=0,
+    )
     consumer.close()
     assert len(messages) == 1
     headers = dict(messages[0].headers() or [])

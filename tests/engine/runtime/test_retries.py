@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +20,7 @@ from engine.settings import Settings
 from engine.topics import dlq_topic
 from tests.factories import DEMO_FLOW
 from tests.kafka_helpers import events_by_lead, read_events
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -109,12 +109,14 @@ def test_errors_are_retried_until_success_or_exhaustion(
             flow.id,
             [{**LEAD, "email": f"fail{n}@example.com"} for n in (0, 2, 9)],
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            events = read_events(stack, flow, 5)
-            if sum(e["type"] == "flow.completed" for e in events) == 3:
-                break
-            time.sleep(0.5)
+        events = wait_until(
+            lambda: read_events(stack, flow, 5),
+            60,
+            "the 3 leads to complete",
+            until=lambda events: sum(e["type"] == "flow.completed" for e in events) == 3,
+            every=0.5,
+            show=lambda events: [e["type"] for e in events if e["type"] == "flow.completed"],
+        )
     finally:
         stop.set()
         for t in threads:
@@ -155,10 +157,12 @@ def test_errors_are_retried_until_success_or_exhaustion(
 
     consumer = Consumer(consumer_config(stack, f"{unique_id}-dlq"))
     consumer.subscribe([dlq_topic(flow.id)])
-    dead: list[Any] = []
-    deadline = time.monotonic() + 15
-    while not dead and time.monotonic() < deadline:
-        dead = [m for m in consumer.consume(10, timeout=1) if not m.error()]
+    dead: list[Any] = wait_until(
+        lambda: [m for m in consumer.consume(10, timeout=1) if not m.error()],
+        15,
+        "the dead letter",
+        every=0,
+    )
     consumer.close()
     assert len(dead) == 1
     assert dict(dead[0].headers())["leadflow-error"] == (

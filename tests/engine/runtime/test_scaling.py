@@ -6,9 +6,9 @@ import os
 import random
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import KafkaException
@@ -23,6 +23,7 @@ from engine.runtime.step_worker import prepare_topics, step_group
 from engine.settings import Settings
 from tests.factories import DEMO_FLOW, make_flow, write_flow
 from tests.kafka_helpers import events_by_lead, read_events
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -38,29 +39,37 @@ def start(role: str, flow_file: Path, instance: str) -> subprocess.Popen[bytes]:
 
 
 def wait_completed(stack: Settings, flow: Flow, n: int, timeout: float = 90) -> list[dict]:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        events = read_events(stack, flow, 10)
-        if sum(e["type"] == "flow.completed" for e in events) >= n:
-            return events
-        time.sleep(1)
-    raise AssertionError(f"fewer than {n} leads completed")
+    def completed(events: list[dict]) -> int:  # type: ignore[type-arg]
+        return sum(e["type"] == "flow.completed" for e in events)
+
+    return wait_until(
+        lambda: read_events(stack, flow, 10),
+        timeout,
+        f"{n} leads to complete",
+        until=lambda events: completed(events) >= n,
+        every=1,
+        show=lambda events: f"{completed(events)} completed",
+    )
 
 
 def wait_for_members(stack: Settings, group: str, n: int, timeout: float = 60) -> None:
     """Both processes in the group, each with partitions: only then is sharing testable."""
     admin = AdminClient(admin_config(stack))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        described = admin.describe_consumer_groups([group])[group]
+
+    def members() -> list[Any]:
         try:
-            members = described.result(10).members
+            return list(admin.describe_consumer_groups([group])[group].result(10).members)
         except KafkaException:
-            members = []
-        if len(members) >= n and all(m.assignment.topic_partitions for m in members):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"group {group} never had {n} members with partitions")
+            return []
+
+    wait_until(
+        members,
+        timeout,
+        f"group {group} to have {n} members with partitions",
+        until=lambda found: len(found) >= n and all(m.assignment.topic_partitions for m in found),
+        every=0.5,
+        show=lambda found: [(m.member_id, len(m.assignment.topic_partitions)) for m in found],
+    )
 
 
 def test_two_processes_share_a_step_and_each_lead_is_handled_once(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +15,7 @@ from engine.settings import Settings
 from engine.state.store import DuplicateCheck, StateStore
 from engine.steps.cap_checks import cap_checks, flow_scope, source_cap_reason
 from engine.steps.duplicates import LeadOrder, duplicate_reason, fingerprint
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -118,9 +118,7 @@ def test_a_matching_lead_waits_for_an_earlier_one_still_being_admitted(
         # Hold the cap counter: the earlier lead stops after its duplicate check, uncommitted.
         blocker.execute("SELECT 1 FROM engine_cap_counters FOR UPDATE")
         first.start()
-        deadline = time.monotonic() + 10
-        while waiting() < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(waiting, 10, "the earlier lead to wait on the cap counter", every=0.01)
         second.start()
         second.join(0.5)
         later_decided_early = not second.is_alive()

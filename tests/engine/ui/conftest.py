@@ -44,6 +44,7 @@ from schemas.codec import EventCodec
 from tests.conftest import _delete_topics_of, _drop_schemas_of
 from tests.engine.api.conftest import API_KEY, GOOD_LEAD, KEY_ENV, intake_flow
 from tests.kafka_helpers import run_steps
+from tests.waiting import wait_until
 
 PII_KEY = "test-pii-key-0123456789"
 MASKED_KEY = "test-masked-key-0123456789"
@@ -140,10 +141,7 @@ def serve_in_thread(settings: Settings) -> tuple[uvicorn.Server, threading.Threa
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.05)
+    wait_until(lambda: server.started, 20, "the API to start", every=0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
     return server, thread, f"http://127.0.0.1:{port}"
 
@@ -232,36 +230,44 @@ def _submit(url: str, flow_id: str, body: dict[str, Any]) -> str:
 
 def _wait_until_projected(settings: Settings, expected: dict[str, int], timeout: float) -> None:
     """Until the projection holds ``expected[lead_id]`` events of each lead."""
-    deadline = time.monotonic() + timeout
-    counts: dict[str, int] = {}
     with connect(settings) as conn:
-        while time.monotonic() < deadline:
+
+        def counts() -> dict[str, int]:
             rows = conn.execute(
                 "SELECT lead_id, count(*) FROM events WHERE lead_id = ANY(%s) GROUP BY lead_id",
                 (list(expected),),
             ).fetchall()
-            counts = {lead_id: n for lead_id, n in rows}
-            if all(counts.get(k, 0) >= n for k, n in expected.items()):
-                return
-            time.sleep(0.25)
-    raise AssertionError(f"projected events per lead {counts}, expected {expected}")
+            return {lead_id: n for lead_id, n in rows}
+
+        wait_until(
+            counts,
+            timeout,
+            f"projected events per lead {expected}",
+            until=lambda found: all(found.get(k, 0) >= n for k, n in expected.items()),
+            every=0.25,
+        )
 
 
 def _completed(settings: Settings, lead_ids: list[str], timeout: float) -> dict[str, int]:
     """Each lead's event count once its ``flow.completed`` is projected."""
-    deadline = time.monotonic() + timeout
     with connect(settings) as conn:
-        while time.monotonic() < deadline:
+
+        def done() -> dict[str, int]:
             rows = conn.execute(
                 "SELECT lead_id, count(*) FILTER (WHERE type = 'flow.completed'), count(*)"
                 " FROM events WHERE lead_id = ANY(%s) GROUP BY lead_id",
                 (lead_ids,),
             ).fetchall()
-            done = {lead_id: n for lead_id, completed, n in rows if completed}
-            if len(done) == len(lead_ids):
-                return done
-            time.sleep(0.25)
-    raise AssertionError(f"only {len(done)}/{len(lead_ids)} leads completed")
+            return {lead_id: n for lead_id, completed, n in rows if completed}
+
+        return wait_until(
+            done,
+            timeout,
+            f"the {len(lead_ids)} leads' flow.completed in the projection",
+            until=lambda found: len(found) == len(lead_ids),
+            every=0.25,
+            show=lambda found: f"{len(found)} completed",
+        )
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import base64
 import gzip
 import os
 import threading
-import time
 import uuid
 from typing import Any
 
@@ -23,6 +22,7 @@ from projectors.exports.errors import LeaseLostError
 from projectors.exports.runner import ExportWorker
 from projectors.store import Connection, connect
 from tests.projectors.exports.conftest import Event, api
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -166,10 +166,12 @@ def test_the_api_process_runs_the_worker_when_configured(
     settings = export_settings.model_copy(update={"export_worker_in_api": True})
     with TestClient(api(settings)) as client:
         job = create(client, flow_id=pg_schema)
-        deadline = time.monotonic() + 60
-        while show(client, job["id"])["status"] in ("created", "processing"):
-            assert time.monotonic() < deadline, "the API's worker thread never finished the job"
-            time.sleep(0.1)
+        wait_until(
+            lambda: show(client, job["id"])["status"],
+            60,
+            "the API's worker thread to finish the job",
+            until=lambda status: status not in ("created", "processing"),
+        )
         assert show(client, job["id"])["status"] == "complete"
 
 
