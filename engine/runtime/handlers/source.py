@@ -75,7 +75,7 @@ class SourceHandler(BaseHandler):
         if http is not None:
             self._record_answer(sub, http, result)
         timing = Timing(start, now_ms(), max(0, start - produced_ms) if produced_ms > 0 else 0)
-        return self._emit(result, lead_id, submitted_ms, {}, timing)
+        return self._emit(result, lead_id, submitted_ms, {}, timing, msg)
 
     def _admit(self, sub: Submission, result: StepResult, state: StateStore) -> StepResult:
         """Duplicates first, then caps: a duplicate takes no cap slot. Raises

@@ -1,0 +1,142 @@
+"""What a step handler writes for what its step decided: the events (the hand-off marked),
+the input on the retry topic with its attempt and due time, or on the dead-letter topic.
+
+No Kafka: the handler is driven with stand-in messages and a fixed clock; the decisions
+themselves are specified in ``tests/engine/steps/test_settlement.py``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from engine.flows import EnhancementStep, FilterStep, Flow, parse_flow
+from engine.runtime.handlers import PoisonMessageError, Record
+from engine.runtime.handlers.enhancement import EnhancementHandler
+from engine.runtime.handlers.filter import FilterHandler
+from engine.runtime.kafka.dead_letter import dead_letter_headers
+from engine.topics import ATTEMPT_HEADER, DUE_HEADER, HANDOFF_HEADER, TYPE_HEADER
+from schemas.codec import default_codec
+from tests.engine.runtime.handler_fakes import LEAD_ID, FakeMessage, handoff
+
+NOW_MS = 1_764_000_000_500
+FLOW = """
+id: test
+name: Test
+steps:
+  - {id: previous, kind: source, name: Source, settings: {fields: [{name: state}]}}
+  - id: phone
+    kind: enhancement
+    name: Phone check
+    settings:
+      url: http://service.test/phone
+      key: phone_check
+      retry: {attempts: 3, initial_backoff_ms: 100}
+  - id: area
+    kind: filter
+    name: Area
+    settings: {rules: [{name: Area, field: lead.state, op: in, value: [TX]}]}
+  - {id: last, kind: filter, name: Last, settings: {rules: [{field: lead.state, op: exists}]}}
+"""
+
+
+@pytest.fixture(autouse=True)
+def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "time_ns", lambda: NOW_MS * 1_000_000)
+
+
+@pytest.fixture
+def flow() -> Flow:
+    return parse_flow(FLOW, "test.yaml")
+
+
+def filter_handler(flow: Flow) -> FilterHandler:
+    step = flow.step("area")
+    assert isinstance(step, FilterStep)
+    return FilterHandler(flow, step, "host", default_codec())
+
+
+def unavailable_service(flow: Flow) -> EnhancementHandler:
+    step = flow.step("phone")
+    assert isinstance(step, EnhancementStep)
+    http = httpx.Client(transport=httpx.MockTransport(lambda _: httpx.Response(503)))
+    return EnhancementHandler(flow, step, "host", default_codec(), http)
+
+
+def types(records: list[Record]) -> list[str]:
+    return [default_codec().decode(r.value)["type"] for r in records if r.topic is None]
+
+
+def test_a_lead_that_goes_on_is_marked_as_the_next_steps_input(flow: Flow) -> None:
+    (record,) = filter_handler(flow).handle(handoff({"lead.state": "TX"}))
+    assert (record.key, record.topic) == (LEAD_ID.encode(), None)
+    assert record.headers == [(TYPE_HEADER, b"filter.passed"), (HANDOFF_HEADER, b"1")]
+
+
+def test_a_stopped_lead_hands_nothing_on(flow: Flow) -> None:
+    records = filter_handler(flow).handle(handoff({"lead.state": "WY"}))
+    assert types(records) == ["filter.failed", "flow.completed"]
+    assert [r.headers for r in records] == [
+        [(TYPE_HEADER, b"filter.failed")],
+        [(TYPE_HEADER, b"flow.completed")],
+    ]
+
+
+def test_records_that_are_not_a_hand_off_are_not_the_steps_input(flow: Flow) -> None:
+    message = handoff({"lead.state": "TX"})
+    message._headers = [(TYPE_HEADER, b"source.submitted")]
+    assert filter_handler(flow).handle(message) == []
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        FakeMessage(b"not avro", headers=[(HANDOFF_HEADER, b"1")]),
+        FakeMessage(None, headers=[(HANDOFF_HEADER, b"1")]),
+    ],
+)
+def test_an_unreadable_hand_off_is_poison(flow: Flow, message: FakeMessage) -> None:
+    with pytest.raises(PoisonMessageError):
+        filter_handler(flow).handle(message)  # type: ignore[arg-type]
+
+
+def test_an_unreadable_attempt_is_poison(flow: Flow) -> None:
+    message = handoff({"lead.state": "TX"})
+    message._headers = [(HANDOFF_HEADER, b"1"), (ATTEMPT_HEADER, b"second")]
+    with pytest.raises(PoisonMessageError):
+        filter_handler(flow).handle(message)  # type: ignore[arg-type]
+
+
+def test_an_error_with_attempts_left_parks_the_input_on_the_retry_topic(flow: Flow) -> None:
+    message = handoff({"lead.phone_1": "5125550123"})
+    records = unavailable_service(flow).handle(message)  # type: ignore[arg-type]
+    assert types(records) == ["enhancement.error", "retry.scheduled"]
+    assert all((HANDOFF_HEADER, b"1") not in r.headers for r in records if r.topic is None)
+    parked = records[-1]
+    assert (parked.topic, parked.key, parked.value) == (
+        "leadflow.test.retry.phone",
+        LEAD_ID.encode(),
+        message.value(),
+    )
+    assert parked.headers == [
+        (HANDOFF_HEADER, b"1"),
+        (ATTEMPT_HEADER, b"2"),
+        (DUE_HEADER, str(NOW_MS + 100).encode()),
+    ]
+
+
+def test_the_last_attempts_error_goes_on_and_the_input_is_dead_lettered(flow: Flow) -> None:
+    message = handoff({"lead.phone_1": "5125550123"}, attempt=3)
+    records = unavailable_service(flow).handle(message)  # type: ignore[arg-type]
+    assert types(records) == ["retry.attempted", "enhancement.error"]
+    assert (HANDOFF_HEADER, b"1") in records[1].headers
+    kept = records[-1]
+    assert (kept.topic, kept.key, kept.value) == (
+        "leadflow.test.dlq",
+        LEAD_ID.encode(),
+        message.value(),
+    )
+    error = "Retries exhausted after 3 attempts: Service answered HTTP 503"
+    assert kept.headers == dead_letter_headers(error, message.topic(), 2, 17)
