@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from engine.events import StepIdentity, Timing, stamp_events
+from engine.ids import id_timestamp_ms
 from engine.steps.base import EventDraft, Snapshot
 from engine.topics import ATTEMPT_HEADER, HANDOFF_HEADER, TYPE_HEADER
 from schemas.codec import default_codec
 
 LEAD_ID = "01KB0000000000000000000000"
-SUBMITTED_MS = 1_764_000_000_000
+SUBMITTED_MS = id_timestamp_ms(LEAD_ID)
 PRODUCED_MS = SUBMITTED_MS + 40
 
 

@@ -12,21 +12,30 @@ import time
 import httpx
 import pytest
 
-from engine.flows import EnhancementStep, FilterStep, Flow, parse_flow
+from engine.flows import EnhancementStep, FilterStep, Flow, SourceStep, parse_flow
 from engine.runtime.handlers import PoisonMessageError, Record
 from engine.runtime.handlers.enhancement import EnhancementHandler
 from engine.runtime.handlers.filter import FilterHandler
+from engine.runtime.handlers.source import SourceHandler
 from engine.runtime.kafka.dead_letter import dead_letter_headers
+from engine.state.store import Admission, DuplicateCheck
+from engine.steps.duplicates import LeadOrder, fingerprint
 from engine.topics import ATTEMPT_HEADER, DUE_HEADER, HANDOFF_HEADER, TYPE_HEADER
 from schemas.codec import default_codec
-from tests.engine.runtime.handler_fakes import LEAD_ID, FakeMessage, handoff
+from tests.engine.runtime.handler_fakes import LEAD_ID, SUBMITTED_MS, FakeMessage, handoff
 
-NOW_MS = 1_764_000_000_500
+NOW_MS = SUBMITTED_MS + 500
 FLOW = """
 id: test
 name: Test
 steps:
-  - {id: previous, kind: source, name: Source, settings: {fields: [{name: state}]}}
+  - id: previous
+    kind: source
+    name: Source
+    settings:
+      fields: [{name: state}, {name: email, type: email}]
+      duplicate_window_days: 30
+      caps: [{maximum: 10}]
   - id: phone
     kind: enhancement
     name: Phone check
@@ -140,3 +149,38 @@ def test_the_last_attempts_error_goes_on_and_the_input_is_dead_lettered(flow: Fl
     )
     error = "Retries exhausted after 3 attempts: Service answered HTTP 503"
     assert kept.headers == dead_letter_headers(error, message.topic(), 2, 17)
+
+
+class AdmittingState:
+    """The state store's admission, answering ``answer`` and remembering what it was asked."""
+
+    def __init__(self, answer: Admission) -> None:
+        self.answer = answer
+        self.asked: list[tuple[object, ...]] = []
+
+    def admit(self, *question: object) -> Admission:
+        self.asked.append(question)
+        return self.answer
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_source_asks_the_state_and_records_the_steps_reading_of_the_answer(
+    flow: Flow,
+) -> None:
+    step = flow.step("previous")
+    assert isinstance(step, SourceStep)
+    earlier = LeadOrder(1_700_000_000_000, "01JZ0000000000000000000000")
+    state = AdmittingState(Admission(duplicate_of=earlier))
+    handler = SourceHandler(flow, step, "host", default_codec(), state)  # type: ignore[arg-type]
+    body = b'{"state": "TX", "email": "ada@example.com"}'
+    records = handler.handle(FakeMessage(body, LEAD_ID.encode()))  # type: ignore[arg-type]
+    assert types(records) == ["source.submitted", "source.rejected", "flow.completed"]
+    rejected = default_codec().decode(records[1].value)
+    assert rejected["reason"] == "Duplicate: previously submitted 2023-11-14"
+    ((lead, checks, duplicates),) = state.asked
+    assert lead == LeadOrder(SUBMITTED_MS, LEAD_ID)
+    assert [c.key for c in checks] == ["source:test/previous:day@UTC"]  # type: ignore[attr-defined]
+    fp = fingerprint("test", {"lead.email": "ada@example.com"}, ["email", "phone_1"])
+    assert duplicates == DuplicateCheck("test", fp or b"", 30)
