@@ -15,14 +15,18 @@ import pytest
 from engine.flows import EnhancementStep, FilterStep, Flow, SourceStep, parse_flow
 from engine.runtime.handlers import PoisonMessageError, Record
 from engine.runtime.handlers.enhancement import EnhancementHandler
+from engine.runtime.handlers.feedback import FeedbackHandler
 from engine.runtime.handlers.filter import FilterHandler
 from engine.runtime.handlers.source import SourceHandler
 from engine.runtime.kafka.dead_letter import dead_letter_headers
+from engine.settings import Settings
 from engine.state.store import Admission, DuplicateCheck
 from engine.steps.duplicates import LeadOrder, fingerprint
+from engine.steps.feedback import feedback_events, parse_feedback
 from engine.topics import ATTEMPT_HEADER, DUE_HEADER, HANDOFF_HEADER, TYPE_HEADER
 from schemas.codec import default_codec
 from tests.engine.runtime.handler_fakes import LEAD_ID, SUBMITTED_MS, FakeMessage, handoff
+from tests.factories import make_lead_events
 
 NOW_MS = SUBMITTED_MS + 500
 FLOW = """
@@ -184,3 +188,38 @@ def test_the_source_asks_the_state_and_records_the_steps_reading_of_the_answer(
     assert [c.key for c in checks] == ["source:test/previous:day@UTC"]  # type: ignore[attr-defined]
     fp = fingerprint("test", {"lead.email": "ada@example.com"}, ["email", "phone_1"])
     assert duplicates == DuplicateCheck("test", fp or b"", 30)
+
+
+class OneDelivery:
+    """The timeline projection, as the feedback worker reads it, holding one lead."""
+
+    def __init__(self) -> None:
+        self.timeline = make_lead_events(flow_id="test", lead_id=LEAD_ID, submitted_ms=SUBMITTED_MS)
+
+    def find(self, event_id: str) -> tuple[dict[str, object] | None, list[dict[str, object]]]:
+        return self.timeline[3], self.timeline
+
+    def close(self) -> None:
+        pass
+
+
+def test_feedback_is_written_as_its_step_says_on_the_flows_feedback_topic() -> None:
+    deliveries = OneDelivery()
+    body = b'{"event_id": "%s", "type": "return"}' % deliveries.timeline[3]["id"].encode()
+    message = FakeMessage(body, LEAD_ID.encode(), topic="leadflow.feedback", offset=44)
+    handler = FeedbackHandler(Settings(instance_id="worker-1"), default_codec(), deliveries)
+    records = handler.handle(message)  # type: ignore[arg-type]
+    expected = feedback_events(
+        parse_feedback(body), deliveries.timeline[3], deliveries.timeline, message.timestamp()[1],
+        44, NOW_MS,
+    )  # fmt: skip
+    events = [default_codec().decode(r.value) for r in records]
+    assert [e["id"] for e in events] == expected.ids
+    assert [e["step_count"] for e in events] == [3, 3]  # the delivery's, not a step's
+    assert events[1]["vars"]["totals.revenue"] == 0.0  # returned
+    topic = "leadflow.test.events.feedback"
+    assert {(r.topic, r.key) for r in records} == {(topic, LEAD_ID.encode())}
+    assert [r.headers for r in records] == [
+        [(TYPE_HEADER, b"feedback.received")],
+        [(TYPE_HEADER, b"feedback.processed")],
+    ]
