@@ -12,15 +12,17 @@ import time
 import httpx
 import pytest
 
-from engine.flows import EnhancementStep, FilterStep, Flow, SourceStep, parse_flow
+from engine.flows import EnhancementStep, FilterStep, Flow, RecipientStep, SourceStep, parse_flow
 from engine.runtime.handlers import PoisonMessageError, Record
 from engine.runtime.handlers.enhancement import EnhancementHandler
 from engine.runtime.handlers.feedback import FeedbackHandler
 from engine.runtime.handlers.filter import FilterHandler
+from engine.runtime.handlers.recipient import RecipientHandler
 from engine.runtime.handlers.source import SourceHandler
 from engine.runtime.kafka.dead_letter import dead_letter_headers
 from engine.settings import Settings
 from engine.state.store import Admission, DuplicateCheck
+from engine.steps.cap_checks import CapCheck, CapCount
 from engine.steps.duplicates import LeadOrder, fingerprint
 from engine.steps.feedback import feedback_events, parse_feedback
 from engine.topics import ATTEMPT_HEADER, DUE_HEADER, HANDOFF_HEADER, TYPE_HEADER
@@ -51,6 +53,12 @@ steps:
     kind: filter
     name: Area
     settings: {rules: [{name: Area, field: lead.state, op: in, value: [TX]}]}
+  - id: buyer
+    kind: recipient
+    name: Buyer
+    settings:
+      url: http://buyer.test/leads
+      caps: [{maximum: 3}]
   - {id: last, kind: filter, name: Last, settings: {rules: [{field: lead.state, op: exists}]}}
 """
 
@@ -223,3 +231,72 @@ def test_feedback_is_written_as_its_step_says_on_the_flows_feedback_topic() -> N
         [(TYPE_HEADER, b"feedback.received")],
         [(TYPE_HEADER, b"feedback.processed")],
     ]
+
+
+class Slots:
+    """The state store's recipient caps: full or not, and what the handler did with slots."""
+
+    def __init__(self, full: bool = False) -> None:
+        self.full = full
+        self.done: list[tuple[str, str, list[str]]] = []
+
+    def reserve(self, lead_id: str, checks: list[CapCheck]) -> CapCount | None:
+        self.done.append(("reserve", lead_id, [c.key for c in checks]))
+        return CapCount(checks[0], 3, holds_lead=False) if self.full else None
+
+    def confirm(self, lead_id: str, checks: list[CapCheck]) -> None:
+        self.done.append(("confirm", lead_id, [c.key for c in checks]))
+
+    def release(self, lead_id: str, checks: list[CapCheck]) -> None:
+        self.done.append(("release", lead_id, [c.key for c in checks]))
+
+    def close(self) -> None:
+        pass
+
+
+def buyer(flow: Flow, slots: Slots, answer: httpx.Response | Exception) -> RecipientHandler:
+    step = flow.step("buyer")
+    assert isinstance(step, RecipientStep)
+
+    def answering(request: httpx.Request) -> httpx.Response:
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    http = httpx.Client(transport=httpx.MockTransport(answering))
+    return RecipientHandler(flow, step, "host", default_codec(), http, slots)  # type: ignore[arg-type]
+
+
+CAP = "recipient:test/buyer:day@UTC"
+
+
+def test_a_delivery_within_caps_confirms_the_slot_it_reserved(flow: Flow) -> None:
+    slots = Slots()
+    taken = httpx.Response(200, json={"outcome": "success", "price": 4})
+    records = buyer(flow, slots, taken).handle(handoff({}))  # type: ignore[arg-type]
+    assert types(records) == ["recipient.delivered"]
+    assert slots.done == [("reserve", LEAD_ID, [CAP]), ("confirm", LEAD_ID, [CAP])]
+
+
+def test_a_refused_delivery_releases_the_slot(flow: Flow) -> None:
+    slots = Slots()
+    refused = httpx.Response(200, json={"outcome": "failure", "reason": "Out of area"})
+    buyer(flow, slots, refused).handle(handoff({}))  # type: ignore[arg-type]
+    assert slots.done == [("reserve", LEAD_ID, [CAP]), ("release", LEAD_ID, [CAP])]
+
+
+def test_at_a_full_cap_the_buyer_is_not_called(flow: Flow) -> None:
+    slots = Slots(full=True)
+    handler = buyer(flow, slots, AssertionError("the buyer must not be called"))
+    records = handler.handle(handoff({}))  # type: ignore[arg-type]
+    assert types(records) == ["recipient.failed"]
+    assert default_codec().decode(records[0].value)["cap_reached"] is True
+    assert slots.done == [("reserve", LEAD_ID, [CAP])]
+
+
+def test_a_bug_mid_delivery_gives_the_slot_back_and_is_raised(flow: Flow) -> None:
+    slots = Slots()
+    handler = buyer(flow, slots, ZeroDivisionError("a bug"))
+    with pytest.raises(ZeroDivisionError):
+        handler.handle(handoff({}))  # type: ignore[arg-type]
+    assert slots.done == [("reserve", LEAD_ID, [CAP]), ("release", LEAD_ID, [CAP])]
