@@ -1,10 +1,11 @@
 """Delivery to a buyer: map the lead into the buyer's format, then judge its answer.
 
 Split in two pure halves around the HTTP call the runtime makes:
-``build_delivery`` (what to send) and ``judge_delivery`` (what the answer
-means): ``recipient.delivered`` with revenue and the buyer's own id,
-``recipient.failed`` for a business rejection with the buyer's reason,
-``recipient.error`` for anything technical (timeout, 5xx, unreadable answer).
+``plan_delivery`` (the call to make, or none at a full cap) and
+``judge_delivery`` (what the answer means): ``recipient.delivered`` with
+revenue and the buyer's own id, ``recipient.failed`` for a business
+rejection with the buyer's reason, ``recipient.error`` for anything
+technical (timeout, 5xx, unreadable answer).
 
 With caps, the runtime reserves the lead a slot in each of the recipient's caps
 before the call. At a full cap the buyer is not called at all (``cap_full``:
@@ -20,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, HttpUrl
 
 from engine.caps import CapSpec
-from engine.ids import id_timestamp_ms
+from engine.ids import event_id, id_timestamp_ms
 from engine.model import ConfigModel
 from engine.retries import RetrySettings
 from engine.steps.base import (
@@ -31,7 +32,7 @@ from engine.steps.base import (
     Snapshot,
     StepResult,
 )
-from engine.steps.calls import Answer, Delivery, build_call, dig, read_answer, transaction
+from engine.steps.calls import Answer, Call, Delivery, build_call, dig, read_answer, transaction
 from engine.steps.cap_checks import (
     CapCheck,
     CapCount,
@@ -63,6 +64,23 @@ class RecipientSettings(ConfigModel):
 
 def build_delivery(snapshot: Snapshot, settings: RecipientSettings, event_id: str) -> Delivery:
     return build_call(snapshot, str(settings.url), settings.mapping, settings.format, event_id)
+
+
+def plan_delivery(
+    lead_id: str,
+    snapshot: Snapshot,
+    settings: RecipientSettings,
+    step_id: str,
+    step_index: int,
+    full: CapCount | None = None,
+) -> Call | StepResult:
+    """The call to the buyer for one lead at the step at ``step_index``; at a ``full``
+    cap no call but the lead's failure (``cap_full``). The idempotency key is the id
+    this step's first event gets on the first attempt, the same on every retry."""
+    if full is not None:
+        return cap_full(step_id, full)
+    key = event_id(lead_id, submitted_at(lead_id, snapshot), step_index, 0)
+    return Call(build_delivery(snapshot, settings, key), settings.timeout_ms, "Buyer")
 
 
 def judge_delivery(

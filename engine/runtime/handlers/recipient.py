@@ -1,90 +1,80 @@
-"""The recipient step's I/O: POST the lead to the buyer, then judge the answer.
+"""The recipient step's I/O: the call the step plans, made by the runner, then judged.
 
-With caps, a slot is reserved before the POST (keyed by lead id, so a re-run
+With caps, a slot is reserved before the call (keyed by lead id, so a re-run
 after a crash finds its own), then confirmed or released; what a full cap or
 the buyer's answer means for the lead and its slot is ``engine.steps.recipient``'s.
+A ``StateUnavailableError`` from any of the three aborts the worker's
+transaction and the lead is re-run: it finds its own reservation, so it is
+delivered (with the same idempotency key) and counted once.
 """
 
 from __future__ import annotations
 
-import httpx
-
-from engine.events import LeadEvent
 from engine.flows import Flow, RecipientStep
-from engine.ids import event_id
-from engine.runtime.handlers.base import EventInputHandler
-from engine.runtime.http_calls import post
+from engine.runtime.handlers.calling import CallingHandler
+from engine.runtime.http_calls import CallRunner
 from engine.settings import get_settings
 from engine.state.store import StateStore
 from engine.steps.base import Snapshot, StepResult
+from engine.steps.calls import Answer, Call
 from engine.steps.cap_checks import CapCheck
-from engine.steps.recipient import (
-    build_delivery,
-    cap_full,
-    judge_delivery,
-    recipient_caps,
-    submitted_at,
-    within_caps,
-)
+from engine.steps.recipient import judge_delivery, plan_delivery, recipient_caps, within_caps
 from schemas.codec import EventCodec
 
 
-class RecipientHandler(EventInputHandler):
+class RecipientHandler(CallingHandler):
     def __init__(
         self,
         flow: Flow,
         step: RecipientStep,
         host: str,
         codec: EventCodec,
-        http: httpx.Client,
+        calls: CallRunner,
         state: StateStore | None = None,
     ) -> None:
-        super().__init__(flow, step.id, host, codec)
+        super().__init__(flow, step.id, host, codec, calls)
         self.step = step
-        self.http = http
         if state is None and step.settings.caps:
             # The process settings' database: a capped step never runs uncounted.
             state = StateStore(get_settings())
         self.state = state
 
-    def decide(self, event: LeadEvent, snapshot: Snapshot) -> StepResult:
-        lead_id: str = event["lead_id"]
-        settings = self.step.settings
-        checks = recipient_caps(self.flow.id, self.step.id, settings, lead_id, snapshot)
-        if self.state is None or not checks:
-            return self._deliver(lead_id, snapshot)
-        return self._deliver_within_caps(self.state, checks, lead_id, snapshot)
+    def _caps(self, lead_id: str, snapshot: Snapshot) -> list[CapCheck]:
+        if self.state is None:
+            return []
+        return recipient_caps(self.flow.id, self.step.id, self.step.settings, lead_id, snapshot)
 
-    def _deliver_within_caps(
-        self, state: StateStore, checks: list[CapCheck], lead_id: str, snapshot: Snapshot
-    ) -> StepResult:
-        """Reserve, deliver, then confirm or release as ``engine.steps.recipient`` says. A
-        ``StateUnavailableError`` from any of the three aborts the worker's transaction and
-        the lead is re-run: it finds its own reservation, so it is delivered (with the same
-        idempotency key) and counted once."""
-        full = state.reserve(lead_id, checks)
-        if full is not None:
-            return cap_full(self.step.id, full)
+    def prepare(self, lead_id: str, snapshot: Snapshot) -> Call | StepResult:
+        checks = self._caps(lead_id, snapshot)
+        full = self.state.reserve(lead_id, checks) if self.state is not None and checks else None
         try:
-            capped = within_caps(self._deliver(lead_id, snapshot))
+            settings = self.step.settings
+            return plan_delivery(lead_id, snapshot, settings, self.step.id, self.index, full)
         except Exception:
-            state.release(lead_id, checks)  # a bug mid-delivery must not hold a slot
+            self.abandon(lead_id, snapshot)
             raise
+
+    def judge(self, snapshot: Snapshot, call: Call, answer: Answer) -> StepResult:
+        settings = self.step.settings
+        return judge_delivery(snapshot, settings, self.step.id, call.request, answer)
+
+    def conclude(self, lead_id: str, snapshot: Snapshot, result: StepResult) -> StepResult:
+        checks = self._caps(lead_id, snapshot)
+        if self.state is None or not checks:
+            return result
+        capped = within_caps(result)
         if capped.keep_slots:
-            state.confirm(lead_id, checks)
+            self.state.confirm(lead_id, checks)
         else:
-            state.release(lead_id, checks)
+            self.state.release(lead_id, checks)
         return capped.result
 
-    def _deliver(self, lead_id: str, snapshot: Snapshot) -> StepResult:
-        settings = self.step.settings
-        # The id this step's first event will get: the buyer's idempotency key.
-        key = event_id(lead_id, submitted_at(lead_id, snapshot), self.index, 0)
-        delivery = build_delivery(snapshot, settings, key)
-        answer = post(self.http, delivery, settings.timeout_ms, "Buyer")
-        return judge_delivery(snapshot, settings, self.step.id, delivery, answer)
+    def abandon(self, lead_id: str, snapshot: Snapshot) -> None:
+        checks = self._caps(lead_id, snapshot)
+        if self.state is not None and checks:
+            self.state.release(lead_id, checks)
 
     def close(self) -> None:
-        self.http.close()
+        super().close()
         if self.state is not None:
             self.state.close()

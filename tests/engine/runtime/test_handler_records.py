@@ -19,6 +19,7 @@ from engine.runtime.handlers.feedback import FeedbackHandler
 from engine.runtime.handlers.filter import FilterHandler
 from engine.runtime.handlers.recipient import RecipientHandler
 from engine.runtime.handlers.source import SourceHandler
+from engine.runtime.http_calls import HttpCallRunner
 from engine.runtime.kafka.dead_letter import dead_letter_headers
 from engine.settings import Settings
 from engine.state.store import Admission, DuplicateCheck
@@ -83,7 +84,7 @@ def unavailable_service(flow: Flow) -> EnhancementHandler:
     step = flow.step("phone")
     assert isinstance(step, EnhancementStep)
     http = httpx.Client(transport=httpx.MockTransport(lambda _: httpx.Response(503)))
-    return EnhancementHandler(flow, step, "host", default_codec(), http)
+    return EnhancementHandler(flow, step, "host", default_codec(), HttpCallRunner(http))
 
 
 def types(records: list[Record]) -> list[str]:
@@ -264,7 +265,8 @@ def buyer(flow: Flow, slots: Slots, answer: httpx.Response | Exception) -> Recip
         return answer
 
     http = httpx.Client(transport=httpx.MockTransport(answering))
-    return RecipientHandler(flow, step, "host", default_codec(), http, slots)  # type: ignore[arg-type]
+    calls = HttpCallRunner(http)
+    return RecipientHandler(flow, step, "host", default_codec(), calls, slots)  # type: ignore[arg-type]
 
 
 CAP = "recipient:test/buyer:day@UTC"
@@ -297,6 +299,20 @@ def test_at_a_full_cap_the_buyer_is_not_called(flow: Flow) -> None:
 def test_a_bug_mid_delivery_gives_the_slot_back_and_is_raised(flow: Flow) -> None:
     slots = Slots()
     handler = buyer(flow, slots, ZeroDivisionError("a bug"))
+    with pytest.raises(ZeroDivisionError):
+        handler.handle(handoff({}))  # type: ignore[arg-type]
+    assert slots.done == [("reserve", LEAD_ID, [CAP]), ("release", LEAD_ID, [CAP])]
+
+
+def test_a_bug_in_planning_gives_the_slot_back_and_is_raised(
+    flow: Flow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("engine.runtime.handlers.recipient.plan_delivery", broken)
+    slots = Slots()
+    handler = buyer(flow, slots, AssertionError("the buyer must not be called"))
     with pytest.raises(ZeroDivisionError):
         handler.handle(handoff({}))  # type: ignore[arg-type]
     assert slots.done == [("reserve", LEAD_ID, [CAP]), ("release", LEAD_ID, [CAP])]
