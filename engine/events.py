@@ -65,13 +65,16 @@ def stamp_events(
     timing: Timing,
     attempt: int = 1,
     ids: Sequence[str] | None = None,
+    step_count: int | None = None,
 ) -> list[LeadEvent]:
     """Each draft becomes an event whose ``vars`` is the snapshot before the
     step plus what the draft changed; positions give deterministic ids (or ``ids``,
-    one per draft, where the position is not a step's: buyer feedback)."""
+    one per draft, where the position is not a step's: buyer feedback, which also
+    keeps the ``step_count`` of the delivery it refers to)."""
     if ids is not None and len(ids) != len(drafts):
         raise ValueError(f"{len(ids)} ids for {len(drafts)} events")
     ms = max(0, timing.end_ms - timing.start_ms)
+    count = who.step_index + 1 if step_count is None else step_count
     events = []
     for seq, draft in enumerate(drafts):
         snapshot = {**snapshot_before, **draft.vars} if draft.vars else snapshot_before
@@ -100,7 +103,7 @@ def stamp_events(
                 "overhead_ms": max(0, ms - draft.wait_ms),
                 "lag_ms": timing.lag_ms,
                 "total_ms": max(0, timing.end_ms - submitted_ms),
-                "step_count": who.step_index + 1,
+                "step_count": count,
                 "vars": snapshot,
                 "appended": draft.appended,
                 "request": request,

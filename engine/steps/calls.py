@@ -1,5 +1,10 @@
 """The HTTP exchange of a step that calls a service (a buyer, an enhancement).
 
+A step never makes the call: it asks for one as data (a ``Call``), the runtime
+makes it (``engine.runtime.http_calls``) and hands back the ``Answer`` for the
+step to judge, so how calls are run (one at a time, or many at once) is the
+runtime's choice alone.
+
 Pure: building the request from a field mapping, reading values out of the
 answer by dotted path, telling a technical failure from an answer, and the
 request/response as events record them (LeadConduit's ``transactions``).
@@ -27,6 +32,16 @@ class Delivery:
     url: str
     headers: dict[str, str]
     body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A call a step asks the runtime to make: the request, how long to wait for the
+    answer, and the service's name for a failure (``Buyer timeout after 5000ms``)."""
+
+    request: Delivery
+    timeout_ms: int
+    service: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,9 @@ Every lead that entered a flow gets exactly one, whether it was rejected,
 filtered out or delivered, so "has this lead finished?" is one lookup. Its
 snapshot is the lead's final state: the snapshot the step's last event
 recorded, so a delivery's totals (revenue, delivered) are in it.
+
+A lead's flow ends at the step that stops it, at the flow's last step, or, in a
+multi-buyer flow with ``stop_at_first_delivery``, at the first buyer that takes it.
 """
 
 from __future__ import annotations
@@ -35,3 +38,9 @@ def complete_flow(before: Snapshot, last: EventDraft, flow_id: str) -> EventDraf
         cost=float(snapshot.get(TOTAL_COST) or 0.0),
         revenue=float(snapshot.get(TOTAL_REVENUE) or 0.0),
     )
+
+
+def finishes(last: EventDraft, proceed: bool, is_last: bool, stop_at_first_delivery: bool) -> bool:
+    """Whether the lead's flow ends at the step whose last event is ``last``."""
+    sold = last.type == "recipient.delivered" and stop_at_first_delivery
+    return not proceed or is_last or sold

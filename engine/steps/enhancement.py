@@ -1,8 +1,8 @@
 """Enhancements: call a validation/append service and keep what it returns under ``appended.<key>``.
 
 Split, like a recipient, in two pure halves around the HTTP call the runtime
-makes: ``build_request`` (what to send) and ``judge_enhancement`` (what the
-answer means). It records ``enhancement.success`` (the answer appended, so
+makes: ``plan_enhancement`` (the call to make) and ``judge_enhancement`` (what
+the answer means). It records ``enhancement.success`` (the answer appended, so
 later filters and mappings can use e.g. ``appended.phone_check.carrier``),
 ``enhancement.failure`` (the service answered that it could not help, e.g.
 phone not found) or ``enhancement.error`` (timeout, 5xx, unreadable answer).
@@ -17,10 +17,11 @@ import orjson
 from pydantic import Field, HttpUrl
 
 from engine.fields import Scalar
+from engine.ids import event_id
 from engine.model import ConfigModel
 from engine.retries import RetrySettings
 from engine.steps.base import EventDraft, Outcome, Snapshot, StepResult
-from engine.steps.calls import Answer, Delivery, build_call, dig, read_answer, transaction
+from engine.steps.calls import Answer, Call, Delivery, build_call, dig, read_answer, transaction
 from engine.steps.recipient import AcceptRule
 
 # The appended answer travels in the snapshot of every later event of the lead,
@@ -53,6 +54,16 @@ class EnhancementSettings(ConfigModel):
 def build_request(snapshot: Snapshot, settings: EnhancementSettings, event_id: str) -> Delivery:
     """The service call for one lead; retries carry the same key, so a paid lookup is paid once."""
     return build_call(snapshot, str(settings.url), settings.mapping, settings.format, event_id)
+
+
+def plan_enhancement(
+    lead_id: str, snapshot: Snapshot, settings: EnhancementSettings, step_index: int
+) -> Call:
+    """The call for one lead at the step at ``step_index``. Its idempotency key is the id
+    this step's first event gets on the first attempt, the same on every retry."""
+    key = event_id(lead_id, int(snapshot.get("submission.timestamp") or 0), step_index, 0)
+    # "Service timeout after 5000ms", as LeadConduit words it.
+    return Call(build_request(snapshot, settings, key), settings.timeout_ms, "Service")
 
 
 def _scalar(value: Any) -> Scalar:

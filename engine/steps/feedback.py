@@ -5,15 +5,22 @@ Feedback never changes the delivery event it refers to: it adds
 changed). The lead's revenue after it is the price of every delivery that has
 not been returned: a return takes back that one buyer's price, not the
 revenue of a lead sold to several; returning a delivery twice takes it back once.
+
+The new events continue the lead's timeline from its latest event, and their ids
+come from the feedback message itself (``engine.ids.feedback_event_id``: when it
+was published and its offset), so a redelivered feedback re-creates the same
+events and a lead's feedback sorts after its steps, in the order it was given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from engine.ids import feedback_event_id
 from engine.steps.base import TOTAL_REVENUE, EventDraft, Snapshot, StepResult
 
 FEEDBACK_STEP_ID = "feedback"
@@ -99,3 +106,56 @@ def apply_feedback(
         revenue=revenue,
     )
     return StepResult([received, processed], proceed=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackEvents:
+    """What one feedback adds to its lead's timeline, and where it belongs."""
+
+    lead_id: str
+    flow_id: str
+    flow_version: int
+    # The delivery's: feedback is no step of the flow, so it does not count as one.
+    step_count: int
+    submitted_ms: int
+    # The lead's state as it stands (its latest event, earlier feedback included): the
+    # feedback's snapshot continues the timeline instead of going back to the delivery's.
+    snapshot: Snapshot
+    drafts: list[EventDraft]
+    ids: list[str]
+
+
+def feedback_events(
+    feedback: Feedback,
+    delivery: dict[str, Any] | None,
+    timeline: Sequence[dict[str, Any]],
+    published_ms: int,
+    offset: int,
+    received_ms: int,
+) -> FeedbackEvents:
+    """The events of ``feedback``, published at ``published_ms`` at ``offset`` of its
+    partition and received at ``received_ms``, on the delivery it refers to (None if
+    unknown) and its lead's ``timeline`` so far, oldest first.
+
+    Raises ``FeedbackRejectedError`` when it refers to no delivery. The ids take the
+    later of the publication and the lead's submission, so they sort after the lead's
+    steps even when the publication time is missing or earlier than the lead's.
+    """
+    result = apply_feedback(feedback, delivery, timeline)
+    assert delivery is not None  # apply_feedback refuses feedback on no delivery
+    snapshot = dict((timeline[-1] if timeline else delivery)["vars"])
+    lead_id = str(delivery["lead_id"])
+    submitted = snapshot.get("submission.timestamp")
+    submitted_ms = submitted if isinstance(submitted, int) else received_ms
+    at_ms = max(published_ms, submitted_ms)
+    ids = [feedback_event_id(lead_id, at_ms, offset, seq) for seq in range(len(result.events))]
+    return FeedbackEvents(
+        lead_id=lead_id,
+        flow_id=str(delivery["flow_id"]),
+        flow_version=int(delivery.get("flow_version") or 1),
+        step_count=int(delivery.get("step_count") or 0),
+        submitted_ms=submitted_ms,
+        snapshot=snapshot,
+        drafts=result.events,
+        ids=ids,
+    )

@@ -1,19 +1,27 @@
 """Delivery to a buyer: map the lead into the buyer's format, then judge its answer.
 
 Split in two pure halves around the HTTP call the runtime makes:
-``build_delivery`` (what to send) and ``judge_delivery`` (what the answer
-means): ``recipient.delivered`` with revenue and the buyer's own id,
-``recipient.failed`` for a business rejection with the buyer's reason,
-``recipient.error`` for anything technical (timeout, 5xx, unreadable answer).
+``plan_delivery`` (the call to make, or none at a full cap) and
+``judge_delivery`` (what the answer means): ``recipient.delivered`` with
+revenue and the buyer's own id, ``recipient.failed`` for a business
+rejection with the buyer's reason, ``recipient.error`` for anything
+technical (timeout, 5xx, unreadable answer).
+
+With caps, the runtime reserves the lead a slot in each of the recipient's caps
+before the call. At a full cap the buyer is not called at all (``cap_full``:
+``recipient.failed`` with ``cap_reached``, and the lead goes on); otherwise only
+a delivered lead keeps its slot (``within_caps``), any other answer gives it back.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, HttpUrl
 
 from engine.caps import CapSpec
+from engine.ids import event_id, id_timestamp_ms
 from engine.model import ConfigModel
 from engine.retries import RetrySettings
 from engine.steps.base import (
@@ -24,7 +32,14 @@ from engine.steps.base import (
     Snapshot,
     StepResult,
 )
-from engine.steps.calls import Answer, Delivery, build_call, dig, read_answer, transaction
+from engine.steps.calls import Answer, Call, Delivery, build_call, dig, read_answer, transaction
+from engine.steps.cap_checks import (
+    CapCheck,
+    CapCount,
+    cap_checks,
+    recipient_cap_reason,
+    recipient_scope,
+)
 
 
 class AcceptRule(ConfigModel):
@@ -49,6 +64,23 @@ class RecipientSettings(ConfigModel):
 
 def build_delivery(snapshot: Snapshot, settings: RecipientSettings, event_id: str) -> Delivery:
     return build_call(snapshot, str(settings.url), settings.mapping, settings.format, event_id)
+
+
+def plan_delivery(
+    lead_id: str,
+    snapshot: Snapshot,
+    settings: RecipientSettings,
+    step_id: str,
+    step_index: int,
+    full: CapCount | None = None,
+) -> Call | StepResult:
+    """The call to the buyer for one lead at the step at ``step_index``; at a ``full``
+    cap no call but the lead's failure (``cap_full``). The idempotency key is the id
+    this step's first event gets on the first attempt, the same on every retry."""
+    if full is not None:
+        return cap_full(step_id, full)
+    key = event_id(lead_id, submitted_at(lead_id, snapshot), step_index, 0)
+    return Call(build_delivery(snapshot, settings, key), settings.timeout_ms, "Buyer")
 
 
 def judge_delivery(
@@ -102,3 +134,50 @@ def judge_delivery(
         vars={**appended, **totals},
     )
     return StepResult([delivered], proceed=True)
+
+
+def submitted_at(lead_id: str, snapshot: Snapshot) -> int:
+    """The lead's submission time: its snapshot's, else the one its id carries. Cap windows
+    and the idempotency key come from it, never the clock, so a retry or a replay lands in
+    the same window, with the same key, as the first run."""
+    submitted = snapshot.get("submission.timestamp")
+    return submitted if isinstance(submitted, int) else id_timestamp_ms(lead_id)
+
+
+def recipient_caps(
+    flow_id: str, step_id: str, settings: RecipientSettings, lead_id: str, snapshot: Snapshot
+) -> list[CapCheck]:
+    """The caps a delivery of the lead counts in (none for a recipient without caps)."""
+    scope = recipient_scope(flow_id, step_id)
+    return cap_checks(scope, settings.caps, submitted_at(lead_id, snapshot))
+
+
+def cap_full(step_id: str, full: CapCount) -> StepResult:
+    """The buyer's ``full`` cap leaves it no slot: the lead fails here without a call and
+    goes on (to the next buyer, or to its completion)."""
+    capped = EventDraft(
+        "recipient.failed",
+        "failure",
+        recipient_cap_reason(full),
+        entity_id=step_id,
+        revenue=0.0,
+        cap_reached=True,
+    )
+    return StepResult([capped], proceed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class CappedDelivery:
+    """A judged delivery within caps: its events, and whether the lead keeps its slots."""
+
+    result: StepResult
+    # True: confirm the slots (the buyer took the lead); False: release them.
+    keep_slots: bool
+
+
+def within_caps(result: StepResult) -> CappedDelivery:
+    """A delivery judged with a slot held in every cap: only a delivered lead counts (a
+    refused or failed one gives its slots back), and its events say no cap was full."""
+    delivered = any(d.type == "recipient.delivered" for d in result.events)
+    drafts = [replace(d, cap_reached=False) for d in result.events]
+    return CappedDelivery(StepResult(drafts, result.proceed), keep_slots=delivered)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
-
 from engine.flows import FilterStep, Flow, RecipientStep, SourceStep, Step
 from engine.runtime.handlers.base import (
     Headers,
@@ -19,6 +17,7 @@ from engine.runtime.handlers.enhancement import enhancement_handler
 from engine.runtime.handlers.filter import FilterHandler
 from engine.runtime.handlers.recipient import RecipientHandler
 from engine.runtime.handlers.source import SourceHandler
+from engine.runtime.http_calls import HttpCallRunner
 from engine.settings import Settings, get_settings
 from engine.state.store import StateStore
 from schemas.codec import EventCodec
@@ -48,7 +47,7 @@ def _recipient(
     flow: Flow, step: Step, host: str, codec: EventCodec, state: StateStore
 ) -> StepHandler:
     assert isinstance(step, RecipientStep)
-    return RecipientHandler(flow, step, host, codec, httpx.Client(), state)
+    return RecipientHandler(flow, step, host, codec, HttpCallRunner(), state)
 
 
 def _enhancement(

@@ -1,8 +1,10 @@
 """What every step handler shares: records, the Protocol, stamping drafts into encoded events.
 
 A handler is where a step's pure decision meets its I/O: decoding the input,
-calling a service over HTTP, stamping and encoding the events. The
-transaction that makes it exactly-once lives in ``engine.runtime.step_loop``.
+calling a service over HTTP, stamping and encoding the events. What the
+decision comes to (retry, dead letter, completion, hand-off) is settled in
+``engine.steps.settlement``; a handler only writes it. The transaction that
+makes it exactly-once lives in ``engine.runtime.step_loop``.
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ from confluent_kafka import Message
 from engine import __version__
 from engine.events import LeadEvent, StepIdentity, Timing, stamp_events
 from engine.flows import Flow
-from engine.retries import RetrySettings
 from engine.runtime.kafka.dead_letter import dead_letter_headers
-from engine.steps.base import EventDraft, Snapshot, StepResult
-from engine.steps.completion import complete_flow
+from engine.steps.base import Snapshot, StepResult
+from engine.steps.settlement import StepPlace, settle
 from engine.topics import (
     ATTEMPT_HEADER,
     DUE_HEADER,
@@ -67,19 +68,20 @@ class BaseHandler:
         self.flow = flow
         self.index = flow.index(step_id)
         step = flow.steps[self.index]
-        self.is_last = self.index == len(flow.steps) - 1
         self.codec = codec
         self.who = StepIdentity(
             flow.id, flow.version, step.id, step.name, self.index, host, __version__
         )
-        self.retry: RetrySettings | None = getattr(step.settings, "retry", None)
-        # LeadConduit's "integration module": which built-in integration ran the step.
         fmt = getattr(step.settings, "format", None)
-        self.module_id = f"leadflow.{step.kind}" + (f".{fmt}" if fmt else "")
+        self.place = StepPlace(
+            flow.id,
+            is_last=self.index == len(flow.steps) - 1,
+            stop_at_first_delivery=flow.stop_at_first_delivery,
+            module_id=f"leadflow.{step.kind}" + (f".{fmt}" if fmt else ""),
+            retry=getattr(step.settings, "retry", None),
+        )
         self.retry_topic = retry_topic(flow.id, step.id)
         self.dlq_topic = dlq_topic(flow.id)
-        # The attempt being handled; subclasses' decide() may read it.
-        self.attempt = 1
 
     def close(self) -> None:
         """Release what the handler holds (HTTP connections); nothing by default."""
@@ -91,79 +93,38 @@ class BaseHandler:
         submitted_ms: int,
         before: Snapshot,
         timing: Timing,
-        source: Message | None = None,
+        source: Message,
+        attempt: int = 1,
     ) -> list[Record]:
-        drafts = list(result.events)
-        for draft in drafts:
-            if draft.module_id is None:
-                draft.module_id = self.module_id
+        """Settle the step's result (``engine.steps.settlement``) and write what it says:
+        the stamped events, then the input on the retry or the dead-letter topic."""
+        settled = settle(result, before, self.place, attempt, timing.end_ms)
+        events = stamp_events(
+            settled.events, self.who, lead_id, submitted_ms, before, timing, attempt
+        )
         key = lead_id.encode()
-        extra: list[Record] = []
-        last = drafts[-1]
-        proceed = result.proceed
-        if self.retry is not None and last.outcome == "error" and source is not None:
-            if self.attempt < self.retry.attempts:
-                return self._schedule_retry(drafts, lead_id, submitted_ms, before, timing, source)
-            if self.retry.attempts > 1:
-                # Out of attempts: the lead goes on with the error, the input is kept.
-                extra.append(self._exhausted(source, key, last.reason))
-        # Multi-buyer flows may stop at the first buyer that takes the lead.
-        sold = last.type == "recipient.delivered" and self.flow.stop_at_first_delivery
-        finished = not proceed or self.is_last or sold
-        if finished:
-            drafts.append(complete_flow(before, last, self.flow.id))
-        events = stamp_events(drafts, self.who, lead_id, submitted_ms, before, timing, self.attempt)
+        hand_off_at = len(events) - 1 if settled.hand_off else -1
         records = []
         for i, event in enumerate(events):
             headers: Headers = [(TYPE_HEADER, event["type"].encode())]
-            if not finished and i == len(events) - 1:
+            if i == hand_off_at:
                 headers.append((HANDOFF_HEADER, b"1"))
             records.append(Record(key, self.codec.encode(event), headers))
-        return records + extra
-
-    def _schedule_retry(
-        self,
-        drafts: list[EventDraft],
-        lead_id: str,
-        submitted_ms: int,
-        before: Snapshot,
-        timing: Timing,
-        source: Message,
-    ) -> list[Record]:
-        """Record the error and a ``retry.scheduled``; park the input on the retry topic.
-
-        No sleep: the retry topic's consumer holds the record back until it is
-        due (``engine.runtime.step_loop``), while other leads keep flowing.
-        """
-        assert self.retry is not None
-        following = self.attempt + 1
-        delay = self.retry.delay_ms(following)
-        scheduled = EventDraft(
-            "retry.scheduled",
-            "success",
-            f"Attempt {following} of {self.retry.attempts} in {delay}ms after: {drafts[-1].reason}",
-            entity_id=drafts[-1].entity_id,
-            retry_status="started",
-        )
-        events = stamp_events(
-            [*drafts, scheduled], self.who, lead_id, submitted_ms, before, timing, self.attempt
-        )
-        key = lead_id.encode()
-        records = [
-            Record(key, self.codec.encode(e), [(TYPE_HEADER, e["type"].encode())]) for e in events
-        ]
-        retry_headers: Headers = [
-            (HANDOFF_HEADER, b"1"),
-            (ATTEMPT_HEADER, str(following).encode()),
-            (DUE_HEADER, str(timing.end_ms + delay).encode()),
-        ]
-        records.append(Record(key, source.value() or b"", retry_headers, self.retry_topic))
+        if settled.retry is not None:
+            # No sleep: the retry topic's consumer holds the record back until it is
+            # due (``engine.runtime.step_loop``), while other leads keep flowing.
+            retry_headers: Headers = [
+                (HANDOFF_HEADER, b"1"),
+                (ATTEMPT_HEADER, str(settled.retry.attempt).encode()),
+                (DUE_HEADER, str(settled.retry.due_ms).encode()),
+            ]
+            records.append(Record(key, source.value() or b"", retry_headers, self.retry_topic))
+        if settled.dead_letter is not None:
+            headers = dead_letter_headers(
+                settled.dead_letter, source.topic(), source.partition(), source.offset()
+            )
+            records.append(Record(key, source.value() or b"", headers, self.dlq_topic))
         return records
-
-    def _exhausted(self, source: Message, key: bytes, reason: str | None) -> Record:
-        error = f"Retries exhausted after {self.attempt} attempts: {reason}"
-        headers = dead_letter_headers(error, source.topic(), source.partition(), source.offset())
-        return Record(key, source.value() or b"", headers, self.dlq_topic)
 
 
 class EventInputHandler(BaseHandler):
@@ -176,7 +137,7 @@ class EventInputHandler(BaseHandler):
         start = now_ms()
         try:
             event = self.codec.decode_handoff(msg.value() or b"")
-            self.attempt = int(headers.get(ATTEMPT_HEADER, b"1"))
+            attempt = int(headers.get(ATTEMPT_HEADER, b"1"))
         except (SchemaMismatchError, ValueError) as exc:
             raise PoisonMessageError(str(exc)) from exc
         snapshot: Snapshot = event["vars"]
@@ -184,18 +145,9 @@ class EventInputHandler(BaseHandler):
         submitted_ms = submitted if isinstance(submitted, int) else start
         _, produced_ms = msg.timestamp()
         result = self.decide(event, snapshot)
-        if self.attempt > 1 and self.retry is not None:
-            last_try = self.attempt >= self.retry.attempts
-            attempted = EventDraft(
-                "retry.attempted",
-                "success",
-                f"Attempt {self.attempt} of {self.retry.attempts}",
-                entity_id=result.events[0].entity_id,
-                retry_status="completed" if last_try else None,
-            )
-            result = StepResult([attempted, *result.events], result.proceed)
         timing = Timing(start, now_ms(), max(0, start - produced_ms) if produced_ms > 0 else 0)
-        return self._emit(result, event["lead_id"], submitted_ms, snapshot, timing, msg)
+        return self._emit(result, event["lead_id"], submitted_ms, snapshot, timing, msg, attempt)
 
     def decide(self, event: LeadEvent, snapshot: Snapshot) -> StepResult:
+        """The step's decision for the lead (and the I/O it needs): one per step kind."""
         raise NotImplementedError

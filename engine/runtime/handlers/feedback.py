@@ -5,7 +5,8 @@ itself rebuilt from the events: through the ``Deliveries`` the process hands
 in (``projectors.deliveries``), as the projection sits above the runtime. The
 new events go to the flow's
 ``events.feedback`` topic, so the projector and the streamers see them like
-any other event. Unknown or malformed feedback goes to the rejected topic
+any other event. What the events are, their ids and the snapshot they continue
+from are ``engine.steps.feedback``'s. Unknown or malformed feedback goes to the rejected topic
 with its reason - never silently dropped.
 """
 
@@ -19,13 +20,13 @@ from confluent_kafka import Message
 from engine import __version__
 from engine.errors import TransientStepError
 from engine.events import StepIdentity, Timing, stamp_events
-from engine.ids import FEEDBACK_STEP_INDEX, feedback_event_id
+from engine.ids import FEEDBACK_STEP_INDEX
 from engine.runtime.handlers.base import Headers, Record, now_ms
 from engine.settings import Settings
 from engine.steps.feedback import (
     FEEDBACK_STEP_ID,
     FeedbackRejectedError,
-    apply_feedback,
+    feedback_events,
     parse_feedback,
 )
 from engine.topics import ERROR_HEADER, TYPE_HEADER, events_topic
@@ -73,10 +74,15 @@ class FeedbackHandler:
     def handle(self, msg: Message) -> list[Record]:
         start = now_ms()
         raw = msg.value() or b""
+        _, published_ms = msg.timestamp()
         try:
             feedback = parse_feedback(raw)
             delivery, timeline = self._lookup(feedback.event_id)
-            result = apply_feedback(feedback, delivery, timeline)
+            # Ids from the feedback message itself (its time and offset in the log never
+            # change): a redelivered feedback re-creates the same events.
+            added = feedback_events(
+                feedback, delivery, timeline, published_ms, msg.offset() or 0, start
+            )
         except FeedbackRejectedError as exc:
             # The sender was told "published" long ago: the log is where an operator sees why.
             log.warning(
@@ -89,46 +95,33 @@ class FeedbackHandler:
             )
             headers: Headers = [(ERROR_HEADER, str(exc).encode())]
             return [Record(msg.key(), raw, headers, rejected_topic(self.settings.feedback_topic))]
-        assert delivery is not None
-        # The lead's state as it stands (its latest event, earlier feedback included), so
-        # the feedback's snapshot continues the timeline instead of going back to the
-        # delivery's.
-        snapshot = dict((timeline[-1] if timeline else delivery)["vars"])
-        lead_id, flow_id = str(delivery["lead_id"]), str(delivery["flow_id"])
-        submitted = snapshot.get("submission.timestamp")
-        submitted_ms = submitted if isinstance(submitted, int) else start
-        _, produced_ms = msg.timestamp()
-        # Deterministic ids from the feedback message itself (its time and offset in the
-        # log never change): a redelivered feedback re-creates the same events, which
-        # consumers de-duplicate, and a lead's feedback sorts in the order it was given.
-        published_ms = max(produced_ms, submitted_ms)
-        ids = [
-            feedback_event_id(lead_id, published_ms, msg.offset() or 0, seq)
-            for seq in range(len(result.events))
-        ]
         who = StepIdentity(
-            flow_id,
-            int(delivery.get("flow_version") or 1),
+            added.flow_id,
+            added.flow_version,
             FEEDBACK_STEP_ID,
             "Feedback",
             FEEDBACK_STEP_INDEX,
             self.settings.instance_id,
             __version__,
         )
-        timing = Timing(start, now_ms(), max(0, start - produced_ms) if produced_ms > 0 else 0)
-        events = stamp_events(result.events, who, lead_id, submitted_ms, snapshot, timing, ids=ids)
-        records = []
-        for event in events:
-            event["step_count"] = int(delivery.get("step_count") or 0)
-            records.append(
-                Record(
-                    lead_id.encode(),
-                    self.codec.encode(event),
-                    [(TYPE_HEADER, event["type"].encode())],
-                    events_topic(flow_id, FEEDBACK_STEP_ID),
-                )
-            )
-        return records
+        lag_ms = max(0, start - published_ms) if published_ms > 0 else 0
+        timing = Timing(start, now_ms(), lag_ms)
+        events = stamp_events(
+            added.drafts,
+            who,
+            added.lead_id,
+            added.submitted_ms,
+            added.snapshot,
+            timing,
+            ids=added.ids,
+            step_count=added.step_count,
+        )
+        topic = events_topic(added.flow_id, FEEDBACK_STEP_ID)
+        key = added.lead_id.encode()
+        return [
+            Record(key, self.codec.encode(e), [(TYPE_HEADER, e["type"].encode())], topic)
+            for e in events
+        ]
 
     def close(self) -> None:
         self.deliveries.close()

@@ -1,98 +1,80 @@
-"""The recipient step's I/O: POST the lead to the buyer, then judge the answer.
+"""The recipient step's I/O: the call the step plans, made by the runner, then judged.
 
-With caps, a slot is reserved before the POST (keyed by lead id, so a re-run
-after a crash finds its own), confirmed when the buyer took the lead and
-released otherwise. At a full cap the buyer is not called at all: the lead
-gets ``recipient.failed`` with ``cap_reached`` and goes on.
+With caps, a slot is reserved before the call (keyed by lead id, so a re-run
+after a crash finds its own), then confirmed or released; what a full cap or
+the buyer's answer means for the lead and its slot is ``engine.steps.recipient``'s.
+A ``StateUnavailableError`` from any of the three aborts the worker's
+transaction and the lead is re-run: it finds its own reservation, so it is
+delivered (with the same idempotency key) and counted once.
 """
 
 from __future__ import annotations
 
-import httpx
-
-from engine.events import LeadEvent
 from engine.flows import Flow, RecipientStep
-from engine.ids import event_id, id_timestamp_ms
-from engine.runtime.handlers.base import EventInputHandler
-from engine.runtime.http_calls import post
+from engine.runtime.handlers.calling import CallingHandler
+from engine.runtime.http_calls import CallRunner
 from engine.settings import get_settings
 from engine.state.store import StateStore
-from engine.steps.base import EventDraft, Snapshot, StepResult
-from engine.steps.cap_checks import CapCheck, cap_checks, recipient_cap_reason, recipient_scope
-from engine.steps.recipient import build_delivery, judge_delivery
+from engine.steps.base import Snapshot, StepResult
+from engine.steps.calls import Answer, Call
+from engine.steps.cap_checks import CapCheck
+from engine.steps.recipient import judge_delivery, plan_delivery, recipient_caps, within_caps
 from schemas.codec import EventCodec
 
 
-class RecipientHandler(EventInputHandler):
+class RecipientHandler(CallingHandler):
     def __init__(
         self,
         flow: Flow,
         step: RecipientStep,
         host: str,
         codec: EventCodec,
-        http: httpx.Client,
+        calls: CallRunner,
         state: StateStore | None = None,
     ) -> None:
-        super().__init__(flow, step.id, host, codec)
+        super().__init__(flow, step.id, host, codec, calls)
         self.step = step
-        self.http = http
-        self.scope = recipient_scope(flow.id, step.id)
         if state is None and step.settings.caps:
             # The process settings' database: a capped step never runs uncounted.
             state = StateStore(get_settings())
         self.state = state
 
-    def decide(self, event: LeadEvent, snapshot: Snapshot) -> StepResult:
-        lead_id: str = event["lead_id"]
-        submitted = snapshot.get("submission.timestamp")
-        # The cap window comes from the submission time, never the clock, so
-        # a retry or a replay lands in the same window as the first run.
-        submitted_ms = submitted if isinstance(submitted, int) else id_timestamp_ms(lead_id)
-        if self.state is None or not self.step.settings.caps:
-            return self._deliver(lead_id, submitted_ms, snapshot)
-        return self._deliver_within_caps(self.state, lead_id, submitted_ms, snapshot)
+    def _caps(self, lead_id: str, snapshot: Snapshot) -> list[CapCheck]:
+        if self.state is None:
+            return []
+        return recipient_caps(self.flow.id, self.step.id, self.step.settings, lead_id, snapshot)
 
-    def _deliver_within_caps(
-        self, state: StateStore, lead_id: str, submitted_ms: int, snapshot: Snapshot
-    ) -> StepResult:
-        """Reserve, deliver, then confirm or release. A ``StateUnavailableError`` from
-        any of the three aborts the worker's transaction and the lead is re-run: it
-        finds its own reservation, so it is delivered (with the same idempotency
-        key) and counted once."""
-        checks: list[CapCheck] = cap_checks(self.scope, self.step.settings.caps, submitted_ms)
-        full = state.reserve(lead_id, checks)
-        if full is not None:
-            capped = EventDraft(
-                "recipient.failed",
-                "failure",
-                recipient_cap_reason(full),
-                entity_id=self.step.id,
-                revenue=0.0,
-                cap_reached=True,
-            )
-            return StepResult([capped], proceed=True)
+    def prepare(self, lead_id: str, snapshot: Snapshot) -> Call | StepResult:
+        checks = self._caps(lead_id, snapshot)
+        full = self.state.reserve(lead_id, checks) if self.state is not None and checks else None
         try:
-            result = self._deliver(lead_id, submitted_ms, snapshot)
+            settings = self.step.settings
+            return plan_delivery(lead_id, snapshot, settings, self.step.id, self.index, full)
         except Exception:
-            state.release(lead_id, checks)  # a bug mid-delivery must not hold a slot
+            self.abandon(lead_id, snapshot)
             raise
-        if any(d.type == "recipient.delivered" for d in result.events):
-            state.confirm(lead_id, checks)
-        else:
-            state.release(lead_id, checks)  # refused or failed: only delivered leads count
-        for draft in result.events:
-            draft.cap_reached = False
-        return result
 
-    def _deliver(self, lead_id: str, submitted_ms: int, snapshot: Snapshot) -> StepResult:
+    def judge(self, snapshot: Snapshot, call: Call, answer: Answer) -> StepResult:
         settings = self.step.settings
-        # The id this step's first event will get: the buyer's idempotency key.
-        key = event_id(lead_id, submitted_ms, self.index, 0)
-        delivery = build_delivery(snapshot, settings, key)
-        answer = post(self.http, delivery, settings.timeout_ms, "Buyer")
-        return judge_delivery(snapshot, settings, self.step.id, delivery, answer)
+        return judge_delivery(snapshot, settings, self.step.id, call.request, answer)
+
+    def conclude(self, lead_id: str, snapshot: Snapshot, result: StepResult) -> StepResult:
+        checks = self._caps(lead_id, snapshot)
+        if self.state is None or not checks:
+            return result
+        capped = within_caps(result)
+        if capped.keep_slots:
+            self.state.confirm(lead_id, checks)
+        else:
+            self.state.release(lead_id, checks)
+        return capped.result
+
+    def abandon(self, lead_id: str, snapshot: Snapshot) -> None:
+        checks = self._caps(lead_id, snapshot)
+        if self.state is not None and checks:
+            self.state.release(lead_id, checks)
 
     def close(self) -> None:
-        self.http.close()
+        super().close()
         if self.state is not None:
             self.state.close()

@@ -2,30 +2,28 @@
 
 A lead the field checks accept is then put to the flow's shared state: a
 duplicate of an earlier lead, or a lead over a flow or source cap, is
-rejected instead (``source.rejected``), and only admitted leads count.
+rejected instead (``source.rejected``), and only admitted leads count. What
+to ask and what the answer means are ``engine.steps.admission``'s; whose lead
+a record is and what a source posting it over HTTP is answered are
+``engine.steps.submission``'s.
 """
 
 from __future__ import annotations
 
-import orjson
 from confluent_kafka import Message
 
 from engine.events import Timing
 from engine.flows import Flow, SourceStep
-from engine.ids import derived_lead_id, id_timestamp_ms, is_valid_id
-from engine.intake.answers import lead_answer, recorded_response
-from engine.intake.bodies import decode_body
-from engine.intake.records import HttpIntake, read_http_intake
+from engine.intake.records import read_http_intake
 from engine.runtime.handlers.base import BaseHandler, Record, header_map, now_ms
 from engine.settings import get_settings
 from engine.state.store import DuplicateCheck, StateStore
-from engine.steps.base import TOTAL_COST, TOTAL_DELIVERED, TOTAL_REVENUE, EventDraft, StepResult
-from engine.steps.cap_checks import cap_checks, flow_scope, source_cap_reason, source_scope
-from engine.steps.duplicates import LeadOrder, duplicate_reason, fingerprint
+from engine.steps.admission import admission_question, admit
+from engine.steps.base import StepResult
+from engine.steps.duplicates import LeadOrder
 from engine.steps.source import Submission, accept_submission
+from engine.steps.submission import answer_source, lead_identity
 from schemas.codec import EventCodec
-
-_TOTALS = (TOTAL_COST, TOTAL_REVENUE, TOTAL_DELIVERED)
 
 
 class SourceHandler(BaseHandler):
@@ -49,12 +47,9 @@ class SourceHandler(BaseHandler):
     def handle(self, msg: Message) -> list[Record]:
         start = now_ms()
         _, produced_ms = msg.timestamp()
-        key = (msg.key() or b"").decode("ascii", errors="replace")
-        if is_valid_id(key):
-            lead_id, submitted_ms = key, id_timestamp_ms(key)
-        else:
-            submitted_ms = produced_ms if produced_ms > 0 else start
-            lead_id = derived_lead_id(submitted_ms, msg.topic(), msg.partition(), msg.offset())
+        lead_id, submitted_ms = lead_identity(
+            msg.key(), produced_ms, start, msg.topic(), msg.partition(), msg.offset()
+        )
         headers = header_map(msg)
         http = read_http_intake(headers)
         sub = Submission(
@@ -70,66 +65,29 @@ class SourceHandler(BaseHandler):
             price=http.price if http is not None else None,
         )
         result = accept_submission(sub, self.step.settings)
-        if result.proceed and self.state is not None:
+        if self.state is not None:
             result = self._admit(sub, result, self.state)
         if http is not None:
-            self._record_answer(sub, http, result)
+            result = answer_source(result, sub, http, self.step.settings, now_ms())
         timing = Timing(start, now_ms(), max(0, start - produced_ms) if produced_ms > 0 else 0)
-        return self._emit(result, lead_id, submitted_ms, {}, timing)
+        return self._emit(result, lead_id, submitted_ms, {}, timing, msg)
 
     def _admit(self, sub: Submission, result: StepResult, state: StateStore) -> StepResult:
-        """Duplicates first, then caps: a duplicate takes no cap slot. Raises
-        ``StateUnavailableError`` when Postgres cannot answer (the lead is retried)."""
+        """Ask the state what ``engine.steps.admission`` says to ask, and let it judge the
+        answer. Raises ``StateUnavailableError`` when Postgres cannot answer (the lead is
+        retried)."""
+        lead = LeadOrder(sub.submitted_ms, sub.lead_id)
         settings = self.step.settings
-        submitted, accepted = result.events
-        checks = cap_checks(flow_scope(self.flow.id), self.flow.caps, sub.submitted_ms)
-        checks += cap_checks(
-            source_scope(self.flow.id, self.step.id), settings.caps, sub.submitted_ms
+        question = admission_question(
+            result, lead, self.flow.id, self.flow.caps, self.step.id, settings
         )
-        duplicates = None
-        if settings.duplicate_window_days is not None:
-            fp = fingerprint(self.flow.id, accepted.vars, settings.duplicate_fields)
-            if fp is not None:
-                duplicates = DuplicateCheck(self.flow.id, fp, settings.duplicate_window_days)
-        admission = state.admit(LeadOrder(sub.submitted_ms, sub.lead_id), checks, duplicates)
-        if checks:
-            accepted.cap_reached = admission.capped is not None
-        if admission.admitted:
+        if question is None:
             return result
-        if admission.duplicate_of is not None:
-            reason = duplicate_reason(admission.duplicate_of)
-        else:
-            assert admission.capped is not None
-            reason = source_cap_reason(admission.capped)
-        rejected = EventDraft(
-            "source.rejected",
-            "failure",
-            reason,
-            vars={k: v for k, v in accepted.vars.items() if k not in _TOTALS},
-            entity_id=accepted.entity_id,
-            cap_reached=accepted.cap_reached,
-        )
-        return StepResult([submitted, rejected], proceed=False)
-
-    def _record_answer(self, sub: Submission, http: HttpIntake, result: StepResult) -> None:
-        """Put on ``source.submitted`` the answer the HTTP endpoint gives, when this step
-        decides it: always for a rejection, for an acceptance unless the source waits for
-        ``flow.completed`` (then the answer is that event's outcome, reason and cost)."""
-        submitted, verdict = result.events[0], result.events[-1]
-        if http.ping_id is not None:
-            for draft in result.events:
-                draft.vars["ping.id"] = http.ping_id
-        intake = self.step.settings.intake
-        waits = intake is not None and intake.wait_for == "completion"
-        if verdict.type == "source.accepted" and waits:
-            return
-        malformed = not result.proceed and not isinstance(
-            decode_body(sub.body, sub.content_type), dict
-        )
-        price = verdict.cost if verdict.type == "source.accepted" else 0.0
-        answer = lead_answer(sub.lead_id, verdict.outcome, verdict.reason, price, malformed)
-        body = orjson.dumps(answer.body)
-        submitted.response = recorded_response(answer, now_ms(), body)
+        duplicates = None
+        if question.fingerprint is not None:
+            duplicates = DuplicateCheck(self.flow.id, question.fingerprint, question.window_days)
+        answer = state.admit(question.lead, question.checks, duplicates)
+        return admit(result, question, answer.duplicate_of, answer.capped)
 
     def close(self) -> None:
         if self.state is not None:

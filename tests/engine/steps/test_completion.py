@@ -1,7 +1,7 @@
 """flow.completed: the final outcome and totals of a lead."""
 
 from engine.steps.base import TOTAL_COST, TOTAL_DELIVERED, TOTAL_REVENUE, EventDraft
-from engine.steps.completion import complete_flow
+from engine.steps.completion import complete_flow, finishes
 
 
 def test_a_delivered_lead_completes_successfully_with_totals() -> None:
@@ -70,3 +70,19 @@ def test_an_unchanged_snapshot_stays_the_one_the_step_read() -> None:
     before = {TOTAL_COST: 2.5}
     done = complete_flow(before, EventDraft("filter.failed", "failure", "no"), "demo")
     assert done.vars == {}
+
+
+def test_a_lead_finishes_where_it_stops_or_at_the_last_step() -> None:
+    passed = EventDraft("filter.passed", "success")
+    assert not finishes(passed, proceed=True, is_last=False, stop_at_first_delivery=False)
+    assert finishes(passed, proceed=True, is_last=True, stop_at_first_delivery=False)
+    failed = EventDraft("filter.failed", "failure", "no")
+    assert finishes(failed, proceed=False, is_last=False, stop_at_first_delivery=False)
+
+
+def test_a_sold_lead_finishes_at_its_first_buyer_only_if_the_flow_says_so() -> None:
+    sold = EventDraft("recipient.delivered", "success")
+    assert not finishes(sold, proceed=True, is_last=False, stop_at_first_delivery=False)
+    assert finishes(sold, proceed=True, is_last=False, stop_at_first_delivery=True)
+    refused = EventDraft("recipient.failed", "failure", "Rejected by buyer")
+    assert not finishes(refused, proceed=True, is_last=False, stop_at_first_delivery=True)

@@ -6,8 +6,9 @@ import orjson
 import pytest
 
 from engine.flows import parse_flow
+from engine.ids import event_id
 from engine.steps.base import Snapshot, StepResult
-from engine.steps.calls import Answer
+from engine.steps.calls import Answer, Call
 from engine.steps.enhancement import (
     MAX_DEPTH,
     MAX_FIELDS,
@@ -16,6 +17,7 @@ from engine.steps.enhancement import (
     build_request,
     flatten_answer,
     judge_enhancement,
+    plan_enhancement,
 )
 
 URL = "http://127.0.0.1:8765/enhance/phone"
@@ -61,6 +63,13 @@ def test_request_maps_present_fields_as_json_with_the_idempotency_key() -> None:
         "Accept": "application/json",
         "Content-Type": "application/json",
     }
+
+
+def test_the_plan_is_one_call_keyed_by_the_steps_first_event_on_every_attempt() -> None:
+    lead = {**LEAD, "submission.timestamp": 1_764_000_000_000}
+    planned = plan_enhancement("01KB0000000000000000000000", lead, SETTINGS, 1)
+    key = event_id("01KB0000000000000000000000", 1_764_000_000_000, 1, 0)
+    assert planned == Call(build_request(lead, SETTINGS, key), 5000, "Service")
 
 
 def test_form_encoded_request() -> None:

@@ -3,9 +3,17 @@
 import orjson
 import pytest
 
-from engine.steps.base import TOTAL_DELIVERED, TOTAL_REVENUE
-from engine.steps.calls import Answer
-from engine.steps.recipient import RecipientSettings, build_delivery, judge_delivery
+from engine.caps import CapSpec
+from engine.ids import event_id, id_timestamp_ms
+from engine.steps.base import TOTAL_DELIVERED, TOTAL_REVENUE, StepResult
+from engine.steps.calls import Answer, Call
+from engine.steps.cap_checks import CapCount, cap_checks, recipient_scope
+from engine.steps.recipient import (
+    RecipientSettings,
+    build_delivery,
+    judge_delivery,
+    plan_delivery,
+)
 
 SETTINGS = RecipientSettings(
     url="http://127.0.0.1:8765/leads",  # type: ignore[arg-type]
@@ -42,6 +50,33 @@ def test_form_encoded_delivery() -> None:
     )  # type: ignore[arg-type]
     delivery = build_delivery(LEAD, form, "EVT1")
     assert delivery.body == b"email=ada%40example.com"
+
+
+LEAD_ID = "01KB0000000000000000000000"
+
+
+def test_the_plan_is_one_call_to_the_buyer_keyed_by_the_steps_first_event() -> None:
+    lead = {**LEAD, "submission.timestamp": 1_764_000_000_000}
+    planned = plan_delivery(LEAD_ID, lead, SETTINGS, "premier", 2)
+    key = event_id(LEAD_ID, 1_764_000_000_000, 2, 0)
+    assert planned == Call(build_delivery(lead, SETTINGS, key), 5000, "Buyer")
+
+
+def test_a_lead_without_a_submission_time_is_keyed_by_its_ids_time() -> None:
+    planned = plan_delivery(LEAD_ID, LEAD, SETTINGS, "premier", 2)
+    assert isinstance(planned, Call)
+    key = event_id(LEAD_ID, id_timestamp_ms(LEAD_ID), 2, 0)
+    assert planned.request.headers["Idempotency-Key"] == key
+
+
+def test_at_a_full_cap_the_plan_is_no_call_but_the_leads_failure() -> None:
+    (check,) = cap_checks(recipient_scope("solar", "premier"), [CapSpec(maximum=3)], 0)
+    planned = plan_delivery(LEAD_ID, LEAD, SETTINGS, "premier", 2, CapCount(check, 3, False))
+    assert isinstance(planned, StepResult)
+    assert (planned.last.type, planned.last.reason) == (
+        "recipient.failed",
+        "Daily cap reached (3/3)",
+    )
 
 
 def test_accepted_lead_is_delivered_with_revenue_and_buyer_id() -> None:
