@@ -31,10 +31,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from engine.runtime.backoff import backoff_delay
-from engine.runtime.kafka.config import consumer_config, is_fatal
+from engine.runtime.kafka.clients import new_consumer
+from engine.runtime.kafka.fetch import ConsumeErrors, fetch
 from engine.settings import Settings
 from engine.topics import EVENTS_PATTERN
 from projectors.analytics import ANALYTICS
@@ -116,6 +117,7 @@ class Projector:
         # moves every partition to the active one before it writes anything.
         self._switched_while_idle = False
         self._log = log.bind(projector=self.name, projection=self.projection.name)
+        self._consume_errors = ConsumeErrors(self.group_id)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -128,7 +130,7 @@ class Projector:
         except ProjectorStopped:
             self.close()
             return
-        consumer = Consumer(consumer_config(self.settings, self.group_id, **self._overrides))
+        consumer = new_consumer(self.settings, self.group_id, **self._overrides)
         consumer.subscribe(
             [self.pattern],
             on_assign=self._on_assign,
@@ -208,22 +210,16 @@ class Projector:
             if timeout <= 0:
                 return
             wanted = self.batch_size - len(self._pending)
-            for msg in consumer.consume(num_messages=wanted, timeout=timeout):
-                err = msg.error()
-                if err is None:
-                    self._pending.append(
-                        Record(
-                            msg.topic() or "",
-                            msg.partition() or 0,
-                            msg.offset() or 0,
-                            msg.value(),
-                            msg.key(),
-                        )
+            for msg in fetch(consumer, wanted, timeout, self._consume_errors):
+                self._pending.append(
+                    Record(
+                        msg.topic() or "",
+                        msg.partition() or 0,
+                        msg.offset() or 0,
+                        msg.value(),
+                        msg.key(),
                     )
-                elif is_fatal(err):
-                    raise KafkaException(err)
-                elif err.code() != KafkaError._PARTITION_EOF:
-                    self._log.warning("consume error", error=str(err))
+                )
             if self._stop.is_set() or not self._pending:
                 return  # stopping, or idle: let run() look at stop
             if deadline is None:

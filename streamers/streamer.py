@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from engine.destinations import Destination
 from engine.flows import Flow
@@ -36,7 +36,9 @@ from engine.objects.contract import DEFAULT_THREADS, ObjectStore, normalise_pref
 from engine.objects.destination import open_store
 from engine.objects.errors import DestinationError
 from engine.runtime.backoff import backoff_delay
-from engine.runtime.kafka.config import consumer_config, is_fatal
+from engine.runtime.kafka.clients import new_consumer
+from engine.runtime.kafka.config import is_fatal
+from engine.runtime.kafka.fetch import ConsumeErrors, fetch
 from engine.settings import Settings
 from schemas.codec import EventCodec
 from streamers.batched import BatchedSink
@@ -136,6 +138,7 @@ class Streamer:
         # Offsets of durable rounds whose commit failed; retried with the next commit.
         self._uncommitted: dict[TopicPartitionKey, int] = {}
         self._log = log.bind(destination=destination.name, group=self.group_id)
+        self._consume_errors = ConsumeErrors(self.group_id)
 
     def _make_sink(self) -> Sink:
         d = self.destination
@@ -154,7 +157,7 @@ class Streamer:
     def run(self, stop: threading.Event) -> None:
         """Stream until ``stop`` is set. Work interrupted by ``stop`` is not committed."""
         store = self._store or open_store(self.destination, self.settings, threads=self.threads)
-        consumer = Consumer(consumer_config(self.settings, self.group_id, **self._overrides))
+        consumer = new_consumer(self.settings, self.group_id, **self._overrides)
         consumer.subscribe(
             [events_pattern(self.flow.id)], on_revoke=self._forget, on_lost=self._lost
         )
@@ -200,16 +203,9 @@ class Streamer:
     # -- consuming ---------------------------------------------------------------------
 
     def _consume(self, consumer: Consumer, timeout: float) -> list[Message]:
-        records = []
-        for msg in consumer.consume(num_messages=self.batch_size, timeout=timeout):
-            err = msg.error()
-            if err is None:
-                records.append(msg)
-            elif is_fatal(err):
-                raise KafkaException(err)
-            elif err.code() != KafkaError._PARTITION_EOF:
-                self._log.warning("consume error", error=str(err))
-        return records
+        """Up to a batch of records, waiting up to ``timeout`` for a full one (a round of
+        objects per batch, not per record); a fatal consume error raises (the kit's fetch)."""
+        return fetch(consumer, self.batch_size, timeout, self._consume_errors, fill=True)
 
     def _pause(self, consumer: Consumer) -> None:
         if not self._paused:

@@ -34,7 +34,8 @@ from engine.errors import TransientStepError
 from engine.runtime.backoff import backoff_delay
 from engine.runtime.handlers import PoisonMessageError, Record, StepHandler, header_map
 from engine.runtime.kafka.config import is_fatal
-from engine.runtime.kafka.dead_letter import dead_letter_headers
+from engine.runtime.kafka.dead_letter import dead_letter_record
+from engine.runtime.kafka.fetch import ConsumeErrors, fetch
 from engine.topics import DUE_HEADER
 
 log = structlog.get_logger(__name__)
@@ -84,6 +85,7 @@ class TransactionalStepLoop:
         self.txn_started = 0.0
         self.processed = 0
         self.dead_lettered = 0
+        self._consume_errors = ConsumeErrors(input_topic)
 
     # -- transaction boundaries -------------------------------------------------
 
@@ -179,8 +181,8 @@ class TransactionalStepLoop:
         stop.wait(backoff_delay(self.transient_failures, cap_s=10.0))
 
     def _dead_letter(self, msg: Message, error: str) -> None:
-        headers = dead_letter_headers(error, msg.topic(), msg.partition(), msg.offset())
-        self.producer.produce(self.dlq_topic, msg.value(), msg.key(), headers=headers)
+        value, key, headers = dead_letter_record(msg, error)
+        self.producer.produce(self.dlq_topic, value, key, headers=headers)
         self.dead_lettered += 1
         log.warning(
             "dead-lettered",
@@ -250,20 +252,10 @@ class TransactionalStepLoop:
         return max(0.0, min(self.idle_wait, self.txn_started + self.linger - time.monotonic()))
 
     def _fetch(self, wait: float) -> list[Message]:
-        """What is already fetched, up to a batch; when that is nothing, wait (at most
-        ``wait``) for the first record and take whatever came with it.
-
-        ``consume(n, timeout)`` waits for a *full* batch until the timeout, which puts
-        the whole timeout on every quiet lead's latency at every step; ``poll``
-        returns at the first record.
-        """
-        messages = self.consumer.consume(self.batch_size, timeout=0)
-        if messages:
-            return messages
-        first = self.consumer.poll(wait)
-        if first is None:
-            return []
-        return [first, *self.consumer.consume(self.batch_size - 1, timeout=0)]
+        """Up to a batch of records, waking at the first one (the kit's ``fetch``: a quiet
+        lead never waits for a batch to fill); error messages are triaged there, a fatal
+        one raising, so ``process`` sees records only."""
+        return fetch(self.consumer, self.batch_size, wait, self._consume_errors)
 
     def _follow_flow_changes(self) -> None:
         """Swap in the handler of a newly applied flow version, between transactions:
