@@ -36,6 +36,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from engine.runtime.backoff import backoff_delay
 from engine.runtime.kafka.clients import new_consumer
 from engine.runtime.kafka.fetch import ConsumeErrors, fetch
+from engine.runtime.kafka.metrics import WorkerMetrics
 from engine.settings import Settings
 from engine.topics import EVENTS_PATTERN
 from projectors.analytics import ANALYTICS
@@ -117,7 +118,8 @@ class Projector:
         # moves every partition to the active one before it writes anything.
         self._switched_while_idle = False
         self._log = log.bind(projector=self.name, projection=self.projection.name)
-        self._consume_errors = ConsumeErrors(self.group_id)
+        self.metrics = WorkerMetrics(f"projector:{self.name}")
+        self._consume_errors = ConsumeErrors(self.group_id, self.metrics.consume_error)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -152,6 +154,7 @@ class Projector:
                         self._follow_switch(consumer)
                         continue
                     self._commit_to_kafka(consumer, batch)
+                self.metrics.sample_lag(consumer)
                 if stop.is_set():
                     break
         except ProjectorStopped:
@@ -170,6 +173,7 @@ class Projector:
         """
         started = time.monotonic()
         batch = build_batch(self._codec, records)
+        built = time.monotonic()
         for reject in batch.rejects:
             r = reject.record
             self._log.warning(
@@ -187,6 +191,7 @@ class Projector:
         self.stats.inserted += inserted
         self.stats.rejects += len(batch.rejects)
         self.stats.batches += 1
+        self._report(records, batch, inserted, started, built)
         self._log.debug(
             "batch written",
             records=batch.records,
@@ -195,6 +200,25 @@ class Projector:
             ms=round((time.monotonic() - started) * 1000, 1),
         )
         return batch
+
+    def _report(
+        self, records: Sequence[Record], batch: Batch, inserted: int, started: float, built: float
+    ) -> None:
+        """A written batch to the metrics: decoding is its processing time, the Postgres
+        transaction (rows and checkpoints, retries included) its commit time."""
+        metrics = self.metrics
+        metrics.batch(len(records), built - started)
+        metrics.committed(time.monotonic() - built)
+        per_topic: dict[str, int] = {}
+        for record in records:
+            per_topic[record.topic] = per_topic.get(record.topic, 0) + 1
+        for reject in batch.rejects:
+            per_topic[reject.record.topic] -= 1
+            metrics.records_in(reject.record.topic, "rejected", 1)
+        for topic, count in per_topic.items():
+            metrics.records_in(topic, "written", count)
+        metrics.records_out(self.projection.name, inserted)
+        metrics.dead_letters("projector_rejects", len(batch.rejects))
 
     def close(self) -> None:
         """Close the Postgres connection (``run`` does this itself)."""

@@ -14,6 +14,7 @@ from engine.runtime.kafka.clients import (
     new_producer,
     new_transactional_producer,
 )
+from engine.runtime.kafka.metrics import WorkerMetrics
 from engine.runtime.kafka.topics import TopicSpec, ensure_topics
 from engine.runtime.step_loop import TransactionalStepLoop
 from engine.settings import Settings
@@ -34,10 +35,11 @@ def ensure_feedback_topics(settings: Settings, partitions: int = 3) -> None:
 def build_feedback_loop(settings: Settings, deliveries: Deliveries) -> TransactionalStepLoop:
     ensure_feedback_topics(settings)
     group, rejected = settings.feedback_topic, rejected_topic(settings.feedback_topic)
+    metrics = WorkerMetrics("feedback")
     return TransactionalStepLoop(
         # The group is named after the topic: each deployment's feedback its own.
         new_consumer(settings, group),
-        new_transactional_producer(settings, f"{group}.{settings.instance_id}"),
+        new_transactional_producer(settings, f"{group}.{settings.instance_id}", metrics),
         FeedbackHandler(settings, default_codec(), deliveries),
         input_topic=group,
         output_topic=rejected,  # every record names its topic; this is a fallback
@@ -45,6 +47,7 @@ def build_feedback_loop(settings: Settings, deliveries: Deliveries) -> Transacti
         batch_size=settings.batch_size,
         commit_interval_ms=settings.commit_interval_ms,
         commit_linger_ms=settings.commit_linger_ms,
+        metrics=metrics,
     )
 
 

@@ -36,6 +36,7 @@ from engine.runtime.handlers import PoisonMessageError, Record, StepHandler, hea
 from engine.runtime.kafka.config import is_fatal
 from engine.runtime.kafka.dead_letter import dead_letter_record
 from engine.runtime.kafka.fetch import ConsumeErrors, fetch
+from engine.runtime.kafka.metrics import WorkerMetrics
 from engine.topics import DUE_HEADER
 
 log = structlog.get_logger(__name__)
@@ -57,6 +58,7 @@ class TransactionalStepLoop:
         retry_topic: str | None = None,
         watch: Callable[[], StepHandler | None] | None = None,
         watch_interval_s: float = 2.0,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -85,7 +87,12 @@ class TransactionalStepLoop:
         self.txn_started = 0.0
         self.processed = 0
         self.dead_lettered = 0
-        self._consume_errors = ConsumeErrors(input_topic)
+        # Records produced, and of them those a record sent to a topic of its own (retry,
+        # dead-letter, feedback): read once per batch by the metrics.
+        self.produced = 0
+        self.produced_to: dict[str, int] = {}
+        self.metrics = metrics or WorkerMetrics("step")
+        self._consume_errors = ConsumeErrors(input_topic, self.metrics.consume_error)
 
     # -- transaction boundaries -------------------------------------------------
 
@@ -146,8 +153,12 @@ class TransactionalStepLoop:
 
     def _produce(self, records: list[Record]) -> None:
         for rec in records:
-            topic = rec.topic or self.output_topic
-            self.producer.produce(topic, rec.value, rec.key, headers=rec.headers)
+            if rec.topic is None:
+                self.producer.produce(self.output_topic, rec.value, rec.key, headers=rec.headers)
+            else:
+                self.producer.produce(rec.topic, rec.value, rec.key, headers=rec.headers)
+                self.produced_to[rec.topic] = self.produced_to.get(rec.topic, 0) + 1
+        self.produced += len(records)
 
     def _hold_if_not_due(self, msg: Message) -> bool:
         """A retry record that is not due yet: rewind its partition to it and pause the
@@ -232,7 +243,9 @@ class TransactionalStepLoop:
                 self._follow_flow_changes()
                 self._release_due()
                 messages = self._fetch(self._wait())
-                self.process(messages, stop)
+                if messages:
+                    self._process_metered(messages, stop)
+                self.metrics.sample_lag(self.consumer)
                 # Drained (a short batch) and lingered: nothing to wait for, the leads go on.
                 if self.in_txn:
                     age = time.monotonic() - self.txn_started
@@ -256,6 +269,27 @@ class TransactionalStepLoop:
         lead never waits for a batch to fill); error messages are triaged there, a fatal
         one raising, so ``process`` sees records only."""
         return fetch(self.consumer, self.batch_size, wait, self._consume_errors)
+
+    def _process_metered(self, messages: list[Message], stop: threading.Event) -> None:
+        """``process`` the batch, then report it to the metrics: counts are read once per
+        batch from the loop's own counters, never per record."""
+        started = time.monotonic()
+        processed, dead, produced = self.processed, self.dead_lettered, self.produced
+        self.produced_to.clear()
+        self.process(messages, stop)
+        metrics = self.metrics
+        metrics.batch(len(messages), time.monotonic() - started)
+        handled, dead = self.processed - processed, self.dead_lettered - dead
+        metrics.records_in(self.input_topic, "processed", handled - dead)
+        metrics.records_in(self.input_topic, "dead_lettered", dead)
+        # Held until due (retries) or read again after an abort: they come back.
+        metrics.records_in(self.input_topic, "requeued", len(messages) - handled)
+        elsewhere = sum(self.produced_to.values())
+        metrics.records_out(self.output_topic, self.produced - produced - elsewhere)
+        for topic, count in self.produced_to.items():
+            metrics.records_out(topic, count)
+        metrics.records_out(self.dlq_topic, dead)
+        metrics.dead_letters(self.dlq_topic, dead + self.produced_to.get(self.dlq_topic, 0))
 
     def _follow_flow_changes(self) -> None:
         """Swap in the handler of a newly applied flow version, between transactions:

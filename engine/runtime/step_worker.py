@@ -11,6 +11,7 @@ from engine.errors import LeadflowError
 from engine.flows import Flow
 from engine.runtime.handlers import StepHandler, make_handler
 from engine.runtime.kafka.clients import new_admin, new_consumer, new_transactional_producer
+from engine.runtime.kafka.metrics import WorkerMetrics
 from engine.runtime.kafka.topics import ensure_flow_topics
 from engine.runtime.registry import FlowRegistry
 from engine.runtime.step_loop import TransactionalStepLoop
@@ -68,7 +69,8 @@ def build_step_loop(
     # Static membership under the same stable id: a restarted worker takes its
     # partitions back at once instead of waiting out the dead one's session.
     consumer = new_consumer(settings, group, **{"group.instance.id": txn_id})
-    producer = new_transactional_producer(settings, txn_id)
+    metrics = WorkerMetrics(f"step:{flow.id}:{step_id}")
+    producer = new_transactional_producer(settings, txn_id, metrics)
     handler = make_handler(flow, step_id, settings.instance_id, default_codec(), settings)
     retries = flow.step(step_id).kind in RETRYING_KINDS
     return TransactionalStepLoop(
@@ -83,6 +85,7 @@ def build_step_loop(
         commit_linger_ms=settings.commit_linger_ms,
         retry_topic=retry_topic(flow.id, step_id) if retries else None,
         watch=follow_registry(settings, registry, flow, step_id) if registry else None,
+        metrics=metrics,
     )
 
 

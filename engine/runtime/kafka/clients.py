@@ -21,6 +21,7 @@ from engine.runtime.kafka.config import (
     producer_config,
     transactional_producer_config,
 )
+from engine.runtime.kafka.transaction import MeteredProducer, TransactionMetrics
 from engine.settings import Settings
 
 
@@ -37,10 +38,16 @@ def new_producer(settings: Settings, **overrides: Any) -> Producer:
     return Producer(producer_config(settings, **overrides))
 
 
-def new_transactional_producer(settings: Settings, transactional_id: str) -> Producer:
+def new_transactional_producer(
+    settings: Settings, transactional_id: str, metrics: TransactionMetrics | None = None
+) -> Producer:
     """A transactional producer for ``transactional_id`` (call ``init_transactions`` before
-    the first transaction)."""
-    return Producer(transactional_producer_config(settings, transactional_id))
+    the first transaction). With ``metrics``, its commits are timed and its aborts counted;
+    ``produce`` stays librdkafka's own method either way (the hot path is not wrapped)."""
+    config = transactional_producer_config(settings, transactional_id)
+    if metrics is None:
+        return Producer(config)
+    return MeteredProducer(config, metrics)
 
 
 def new_admin(settings: Settings) -> AdminClient:
