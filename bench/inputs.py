@@ -11,12 +11,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from confluent_kafka import Producer
-
 from engine import __version__
 from engine.events import StepIdentity, Timing, stamp_events
 from engine.ids import new_lead_id
-from engine.runtime.kafka.config import producer_config
+from engine.runtime.kafka.clients import new_producer
 from engine.settings import Settings
 from engine.steps.base import EventDraft
 from engine.topics import HANDOFF_HEADER, TYPE_HEADER
@@ -77,7 +75,7 @@ def accepted_events(flow_id: str, count: int, seed: int = 7) -> list[tuple[bytes
 
 def fill(settings: Settings, topic: str, records: list[tuple[bytes, bytes, Headers]]) -> int:
     """Produce the records (idempotent producer, acks=all); returns the value bytes written."""
-    producer = Producer(producer_config(settings, **{"linger.ms": 50}))
+    producer = new_producer(settings, **{"linger.ms": 50})
     size = 0
     for key, value, headers in records:
         while True:

@@ -3,19 +3,18 @@ dead-letter topic, and the consumer groups' positions."""
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict
 from typing import Any
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from psycopg import sql
 
 from engine.destinations import Destination
 from engine.flows import Flow
 from engine.objects.contract import directory
 from engine.objects.destination import open_store
-from engine.runtime.kafka.config import consumer_config
+from engine.runtime.kafka.clients import new_admin
+from engine.runtime.kafka.compacted import TopicReader
+from engine.runtime.kafka.offsets import committed_offsets, lags, list_offsets
 from engine.runtime.step_worker import step_group
 from engine.settings import Settings
 from engine.topics import dlq_topic, flow_event_topics, input_topic
@@ -25,41 +24,22 @@ from streamers import layout
 from streamers.readback import read_events
 from streamers.streamer import consumer_group_id
 
-READER_GROUP = "leadflow-chaos-reader"
 
-
-def _partitions(consumer: Consumer, topics: list[str]) -> list[TopicPartition]:
-    metadata = consumer.list_topics(timeout=15).topics
-    return [TopicPartition(t, p) for t in topics for p in metadata[t].partitions]
+def _partitions(settings: Settings, topics: list[str]) -> list[tuple[str, int]]:
+    metadata = new_admin(settings).list_topics(timeout=15).topics
+    return [(t, p) for t in topics for p in metadata[t].partitions]
 
 
 def read_topics(settings: Settings, topics: list[str], timeout: float = 60) -> list[bytes]:
     """Every committed record's value, from the beginning to the current end."""
-    consumer = Consumer(consumer_config(settings, READER_GROUP))
+    reader = TopicReader(settings, _partitions(settings, topics), "chaos")
     try:
-        parts = _partitions(consumer, topics)
-        ends = {}
-        for tp in parts:
-            _, high = consumer.get_watermark_offsets(tp, timeout=15, cached=False)
-            ends[(tp.topic, tp.partition)] = high
-        consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in parts])
-        pending = {k for k, high in ends.items() if high > 0}
-        values: list[bytes] = []
-        deadline = time.monotonic() + timeout
-        while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, timeout=0.5):
-                if msg.error() is not None:
-                    continue
-                values.append(msg.value() or b"")
-            # Transaction markers are not delivered: done once the position reaches the end.
-            for tp in consumer.position([TopicPartition(t, p) for t, p in pending]):
-                if tp.offset >= ends[(tp.topic, tp.partition)]:
-                    pending.discard((tp.topic, tp.partition))
-        if pending:
-            raise TimeoutError(f"could not read {len(pending)} partitions to their end")
-        return values
+        records, complete = reader.read_to_end(timeout)
     finally:
-        consumer.close()
+        reader.close()
+    if not complete:
+        raise TimeoutError(f"could not read {topics} to their end in {timeout:g} s")
+    return [msg.value() or b"" for msg in records]
 
 
 def topic_events(settings: Settings, flow: Flow) -> list[tuple[str, str]]:
@@ -145,46 +125,15 @@ def consumer_groups(flow: Flow, settings: Settings) -> dict[str, list[str]]:
 
 
 def group_lag(settings: Settings, flow: Flow) -> dict[str, int]:
-    """Per group, the committed records it has not consumed yet.
-
-    Not ``end - committed``: a partition written in transactions ends with a commit
-    marker no consumer ever receives, and the projector mirrors its checkpoint (the
-    offset after its last *record*) to its group, one short of such an end. So where the
-    committed offset is short of the end, the records in between are read and counted."""
-    lag: dict[str, int] = defaultdict(int)
-    reader = Consumer(consumer_config(settings, READER_GROUP))
-    try:
-        for group, topics in consumer_groups(flow, settings).items():
-            parts = _partitions(reader, topics)
-            probe = Consumer(consumer_config(settings, group))
-            try:
-                committed = probe.committed(parts, timeout=15)
-            finally:
-                probe.close()
-            for tp in committed:
-                _, high = reader.get_watermark_offsets(tp, timeout=15, cached=False)
-                start = max(tp.offset, 0)
-                if start < high:
-                    lag[group] += _records_between(reader, tp.topic, tp.partition, start, high)
-            lag.setdefault(group, 0)
-    finally:
-        reader.close()
-    return dict(lag)
-
-
-def _records_between(reader: Consumer, topic: str, partition: int, start: int, end: int) -> int:
-    reader.assign([TopicPartition(topic, partition, start)])
-    count = 0
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        for msg in reader.consume(500, timeout=0.3):
-            err = msg.error()
-            if err is None and (msg.offset() or 0) < end:
-                count += 1
-            elif err is not None and err.code() != KafkaError._PARTITION_EOF:
-                continue
-        (position,) = reader.position([TopicPartition(topic, partition)])
-        if position.offset >= end:
-            break
-    reader.unassign()
-    return count
+    """Per group, the committed records it has not consumed yet, counted one by one (the
+    Kafka kit's lag: transaction markers and a projector's checkpoint one short of such a
+    marker are no lag); a partition a group never committed counts from its beginning."""
+    admin = new_admin(settings)
+    positions: dict[str, dict[tuple[str, int], int]] = {}
+    for group, topics in consumer_groups(flow, settings).items():
+        parts = _partitions(settings, topics)
+        done = committed_offsets(admin, group, parts)
+        positions[group] = {tp: done.get(tp, 0) for tp in parts}
+    ends = list_offsets(admin, {tp for parts in positions.values() for tp in parts}, "latest")
+    found = lags(settings, positions, ends, exact_up_to=2**62, timeout=60)
+    return {group: sum(p.lag for p in parts) for group, parts in found.items()}

@@ -13,7 +13,6 @@ from typing import Any
 import psycopg
 import structlog
 from confluent_kafka import KafkaError, Message, Producer
-from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
 from chaos import faults, invariants, observe
@@ -25,9 +24,10 @@ from chaos.workers import WorkerPool, flow_workers
 from chaos.workload import Lead, junk_leads, poison_messages, regular_leads
 from engine.demo.buyer import BuyerServer
 from engine.flows import Flow
-from engine.runtime.kafka.config import admin_config, producer_config
+from engine.runtime.kafka.clients import new_admin, new_producer
+from engine.runtime.kafka.topics import ensure_flow_topics
 from engine.settings import Settings
-from engine.topics import HANDOFF_HEADER, ensure_topics, events_topic, intake_topic
+from engine.topics import HANDOFF_HEADER, events_topic, intake_topic
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +66,7 @@ class Submitter:
     def __post_init__(self) -> None:
         # Retried for as long as a broker outage may last: a lead is refused only if
         # the cluster stays unwritable for five minutes.
-        self.producer = Producer(producer_config(self.settings, **{"message.timeout.ms": 300_000}))
+        self.producer = new_producer(self.settings, **{"message.timeout.ms": 300_000})
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -170,7 +170,7 @@ def _run(config: RunConfig) -> dict[str, Any]:
     pool: WorkerPool | None = None
     try:
         services.up()
-        ensure_topics(AdminClient(admin_config(settings)), flow)
+        ensure_flow_topics(new_admin(settings), flow)
         steps = [s.id for s in flow.steps]
         pool = WorkerPool(flow_workers(workdir / "flow.yaml", steps, env, workdir / "logs", run_id))
         pool.start()

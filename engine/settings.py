@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     # 0: off. Serves the streamer role's metrics at http://127.0.0.1:PORT/metrics (one
     # streamer process per port: registry deployments run one per flow).
     streamer_metrics_port: int = 0
+    # 0: off. `leadflow run` serves every role's worker metrics (records, batches,
+    # commits, aborts, dead letters, lag; engine.runtime.kafka.metrics) at
+    # http://127.0.0.1:PORT/metrics, summed over its role processes.
+    metrics_port: int = Field(0, ge=0, le=65535)
     s3_bucket: str = "leadflow-events"
     azure_container: str = "leadflow-events"
     # Where export jobs write their files (projectors.exports), with the S3 or

@@ -16,9 +16,11 @@ steps, and because a role that crashes must not take the others down.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import threading
 import time
+from collections.abc import Iterator
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
@@ -27,6 +29,7 @@ import structlog
 from engine.flows import Flow, load_flow
 from engine.logs import configure_logging
 from engine.runtime.feedback_worker import run_feedback
+from engine.runtime.kafka.metrics import ProcessesMetrics, serve_metrics
 from engine.runtime.registry import FlowRegistry
 from engine.runtime.step_worker import run_step
 from engine.runtime.stopping import install_stop_handlers
@@ -145,10 +148,11 @@ def _child(role: str, flow_file: str | None) -> None:
 
 
 class _Processes:
-    def __init__(self, flow_file: Path | None) -> None:
+    def __init__(self, flow_file: Path | None, metrics: ProcessesMetrics | None = None) -> None:
         self.ctx = mp.get_context("spawn")
         self.flow_file = str(flow_file) if flow_file else None
         self.procs: dict[str, BaseProcess] = {}
+        self.metrics = metrics
 
     def start(self, role: str) -> None:
         proc = self.ctx.Process(target=_child, args=(role, self.flow_file), name=f"leadflow-{role}")
@@ -168,13 +172,20 @@ class _Processes:
             if proc.is_alive():
                 log.warning("role did not stop in time, killing", role=role)
                 proc.kill()
+                proc.join(5)
+            self._exited(proc)
 
     def restart_dead(self) -> None:
         for role, proc in list(self.procs.items()):
             if not proc.is_alive():
                 log.warning("role exited, restarting", role=role, exitcode=proc.exitcode)
+                self._exited(proc)
                 time.sleep(1.0)
                 self.start(role)
+
+    def _exited(self, proc: BaseProcess) -> None:
+        if self.metrics is not None and proc.pid is not None:
+            self.metrics.process_exited(proc.pid)
 
 
 def supervise(roles: list[str], flow_file: Path | None, stop: threading.Event) -> None:
@@ -182,10 +193,41 @@ def supervise(roles: list[str], flow_file: Path | None, stop: threading.Event) -
 
     Without a flow file, the roles follow the flow registry (``roles`` then
     only narrows them: an empty list means every role)."""
-    procs = _Processes(flow_file)
+    settings = get_settings()
+    with _metrics(settings.metrics_port) as metrics:
+        _supervise(roles, flow_file, stop, settings, metrics)
+
+
+@contextlib.contextmanager
+def _metrics(port: int) -> Iterator[ProcessesMetrics | None]:
+    """With a port, the roles' metrics in multiprocess mode, served at it until the end.
+    Set up before the first child starts: they write where the supervisor reads."""
+    if not port:
+        yield None
+        return
+    metrics = ProcessesMetrics()
+    try:
+        server, _ = serve_metrics(port)
+        try:
+            yield metrics
+        finally:
+            server.shutdown()
+            server.server_close()
+    finally:
+        metrics.close()
+
+
+def _supervise(
+    roles: list[str],
+    flow_file: Path | None,
+    stop: threading.Event,
+    settings: Settings,
+    metrics: ProcessesMetrics | None,
+) -> None:
+    procs = _Processes(flow_file, metrics)
     registry = None
     if flow_file is None:
-        registry = FlowRegistry(get_settings())
+        registry = FlowRegistry(settings)
     try:
         next_poll = 0.0
         while True:

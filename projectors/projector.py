@@ -31,10 +31,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from engine.runtime.backoff import backoff_delay
-from engine.runtime.kafka.config import consumer_config, is_fatal
+from engine.runtime.kafka.clients import new_consumer
+from engine.runtime.kafka.fetch import ConsumeErrors, fetch
+from engine.runtime.kafka.metrics import WorkerMetrics
 from engine.settings import Settings
 from engine.topics import EVENTS_PATTERN
 from projectors.analytics import ANALYTICS
@@ -116,6 +118,8 @@ class Projector:
         # moves every partition to the active one before it writes anything.
         self._switched_while_idle = False
         self._log = log.bind(projector=self.name, projection=self.projection.name)
+        self.metrics = WorkerMetrics(f"projector:{self.name}")
+        self._consume_errors = ConsumeErrors(self.group_id, self.metrics.consume_error)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -128,7 +132,7 @@ class Projector:
         except ProjectorStopped:
             self.close()
             return
-        consumer = Consumer(consumer_config(self.settings, self.group_id, **self._overrides))
+        consumer = new_consumer(self.settings, self.group_id, **self._overrides)
         consumer.subscribe(
             [self.pattern],
             on_assign=self._on_assign,
@@ -150,6 +154,7 @@ class Projector:
                         self._follow_switch(consumer)
                         continue
                     self._commit_to_kafka(consumer, batch)
+                self.metrics.sample_lag(consumer)
                 if stop.is_set():
                     break
         except ProjectorStopped:
@@ -168,6 +173,7 @@ class Projector:
         """
         started = time.monotonic()
         batch = build_batch(self._codec, records)
+        built = time.monotonic()
         for reject in batch.rejects:
             r = reject.record
             self._log.warning(
@@ -185,6 +191,7 @@ class Projector:
         self.stats.inserted += inserted
         self.stats.rejects += len(batch.rejects)
         self.stats.batches += 1
+        self._report(records, batch, inserted, started, built)
         self._log.debug(
             "batch written",
             records=batch.records,
@@ -193,6 +200,25 @@ class Projector:
             ms=round((time.monotonic() - started) * 1000, 1),
         )
         return batch
+
+    def _report(
+        self, records: Sequence[Record], batch: Batch, inserted: int, started: float, built: float
+    ) -> None:
+        """A written batch to the metrics: decoding is its processing time, the Postgres
+        transaction (rows and checkpoints, retries included) its commit time."""
+        metrics = self.metrics
+        metrics.batch(len(records), built - started)
+        metrics.committed(time.monotonic() - built)
+        per_topic: dict[str, int] = {}
+        for record in records:
+            per_topic[record.topic] = per_topic.get(record.topic, 0) + 1
+        for reject in batch.rejects:
+            per_topic[reject.record.topic] -= 1
+            metrics.records_in(reject.record.topic, "rejected", 1)
+        for topic, count in per_topic.items():
+            metrics.records_in(topic, "written", count)
+        metrics.records_out(self.projection.name, inserted)
+        metrics.dead_letters("projector_rejects", len(batch.rejects))
 
     def close(self) -> None:
         """Close the Postgres connection (``run`` does this itself)."""
@@ -208,22 +234,16 @@ class Projector:
             if timeout <= 0:
                 return
             wanted = self.batch_size - len(self._pending)
-            for msg in consumer.consume(num_messages=wanted, timeout=timeout):
-                err = msg.error()
-                if err is None:
-                    self._pending.append(
-                        Record(
-                            msg.topic() or "",
-                            msg.partition() or 0,
-                            msg.offset() or 0,
-                            msg.value(),
-                            msg.key(),
-                        )
+            for msg in fetch(consumer, wanted, timeout, self._consume_errors):
+                self._pending.append(
+                    Record(
+                        msg.topic() or "",
+                        msg.partition() or 0,
+                        msg.offset() or 0,
+                        msg.value(),
+                        msg.key(),
                     )
-                elif is_fatal(err):
-                    raise KafkaException(err)
-                elif err.code() != KafkaError._PARTITION_EOF:
-                    self._log.warning("consume error", error=str(err))
+                )
             if self._stop.is_set() or not self._pending:
                 return  # stopping, or idle: let run() look at stop
             if deadline is None:

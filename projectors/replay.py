@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
-from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._listoffsets import OffsetSpec
+from confluent_kafka import Consumer, TopicPartition
 
 from engine.errors import ConfigError
-from engine.runtime.kafka.config import admin_config, consumer_config, is_fatal
+from engine.runtime.kafka.clients import new_admin, new_consumer
+from engine.runtime.kafka.fetch import ConsumeErrors, EofHook, fetch
+from engine.runtime.kafka.offsets import OffsetQuery, list_offsets, offsets_at
 from engine.settings import Settings
 from projectors.batch import Record, build_batch
 from projectors.generations import (
@@ -53,10 +53,6 @@ log = structlog.get_logger(__name__)
 TopicPart = tuple[str, int]
 # (records written so far in this run, records to write in all, as last measured)
 ProgressCallback = Callable[[int, int], None]
-
-# confluent-kafka's OffsetSpec constructors are not annotated.
-_EARLIEST: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
-_LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 
 _POLL_S = 0.5
 _WATERMARK_EVERY_S = 2.0
@@ -109,7 +105,8 @@ class Rebuild:
         self._positions: dict[TopicPart, int] = {}
         self._heads: dict[TopicPart, int] = {}
         self._at_end: set[TopicPart] = set()
-        self._admin = AdminClient(admin_config(settings))
+        self._admin = new_admin(settings)
+        self._consume_errors = ConsumeErrors(f"replay {name}")
         self._log = log.bind(projection=name)
 
     def run(self, stop: threading.Event) -> RebuildResult:
@@ -120,12 +117,10 @@ class Rebuild:
             self.settings, application_name=f"leadflow-replay-{self.projection.name}"
         ) as conn:
             building, resumed = self._building(conn)
-            consumer = Consumer(
-                consumer_config(
-                    self.settings,
-                    f"leadflow.replay.{self.serving}.{self.projection.name}",
-                    **{"enable.partition.eof": True},
-                )
+            consumer = new_consumer(
+                self.settings,
+                f"leadflow.replay.{self.serving}.{self.projection.name}",
+                **{"enable.partition.eof": True},
             )
             try:
                 self._assign(consumer, conn, building, self._topics(consumer))
@@ -207,31 +202,20 @@ class Rebuild:
         if not partitions:
             return {}
         if building.started_from is None:
-            return self._list_offsets(partitions, _EARLIEST)
-        ms = int(building.started_from.timestamp() * 1000)
-        at: OffsetSpec = OffsetSpec.for_timestamp(ms)
-        found = self._list_offsets(partitions, at)
-        # -1: no record at or after the time; start at the end.
-        ends = self._list_offsets([tp for tp, offset in found.items() if offset < 0], _LATEST)
-        return {tp: offset if offset >= 0 else ends[tp] for tp, offset in found.items()}
+            return self._list_offsets(partitions, "earliest")
+        # No record at or after the time: start at the end.
+        return offsets_at(self._admin, partitions, int(building.started_from.timestamp() * 1000))
 
-    def _list_offsets(self, partitions: list[TopicPart], spec: OffsetSpec) -> dict[TopicPart, int]:
-        """One request for all partitions: a consumer's per-partition watermark query waits
-        behind its fetches (tens of ms each) once it reads."""
-        if not partitions:
-            return {}
-        futures = self._admin.list_offsets(
-            {TopicPartition(t, p): spec for t, p in partitions},
-            isolation_level=IsolationLevel.READ_COMMITTED,
-            request_timeout=10,
-        )
-        return {(tp.topic, tp.partition): int(f.result().offset) for tp, f in futures.items()}
+    def _list_offsets(self, partitions: list[TopicPart], at: OffsetQuery) -> dict[TopicPart, int]:
+        """One request for all partitions (the kit's ListOffsets): a consumer's per-partition
+        watermark query waits behind its fetches (tens of ms each) once it reads."""
+        return list_offsets(self._admin, partitions, at)
 
     def _remaining(self, consumer: Consumer) -> int:
         """Records between each partition's position and its head, as last fetched (the
         consumer's cached high watermark, else a listed end offset)."""
         unknown = [tp for tp in self._positions if tp not in self._heads]
-        self._heads.update(self._list_offsets(unknown, _LATEST))
+        self._heads.update(self._list_offsets(unknown, "latest"))
         for tp in self._positions:
             _, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
             if high >= 0:
@@ -239,23 +223,33 @@ class Rebuild:
         return sum(max(0, self._heads[tp] - pos) for tp, pos in self._positions.items())
 
     def _read(self, consumer: Consumer) -> list[Record]:
-        """One poll's records; partitions that report their end join ``_at_end``."""
+        """One fetch's records; partitions that report their end join ``_at_end``."""
         records = []
-        for msg in consumer.consume(num_messages=self.batch_size, timeout=_POLL_S):
-            tp = (msg.topic() or "", msg.partition() or 0)
-            err = msg.error()
-            if err is None:
-                records.append(Record(tp[0], tp[1], msg.offset() or 0, msg.value(), msg.key()))
-                self._at_end.discard(tp)
-            elif err.code() == KafkaError._PARTITION_EOF:
-                # The end offset (past any transaction marker): where to resume.
-                self._positions[tp] = max(self._positions.get(tp, 0), msg.offset() or 0)
+        ended: dict[TopicPart, int] = {}
+        last: dict[TopicPart, int] = {}
+        at_end = self._ender(ended)
+        for msg in fetch(
+            consumer, self.batch_size, _POLL_S, self._consume_errors, at_end, fill=True
+        ):
+            tp, offset = (msg.topic() or "", msg.partition() or 0), msg.offset() or 0
+            records.append(Record(tp[0], tp[1], offset, msg.value(), msg.key()))
+            last[tp] = offset
+            self._at_end.discard(tp)
+        for tp, end in ended.items():
+            # The end offset (past any transaction marker): where to resume. The triage
+            # reports ends before the records: an end that came before a record of its
+            # partition (offset at or past it) is no longer the end.
+            self._positions[tp] = max(self._positions.get(tp, 0), end)
+            if last.get(tp, -1) < end:
                 self._at_end.add(tp)
-            elif is_fatal(err):
-                raise KafkaException(err)
-            else:
-                self._log.warning("consume error", error=str(err))
         return records
+
+    @staticmethod
+    def _ender(ended: dict[TopicPart, int]) -> EofHook:
+        def at_end(topic: str, partition: int, offset: int) -> None:
+            ended[(topic, partition)] = max(ended.get((topic, partition), 0), offset)
+
+        return at_end
 
     def _write(self, conn: Connection, building: Generation, records: list[Record]) -> None:
         batch = build_batch(self._codec, records)

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from engine.destinations import Destination
 from engine.errors import LeadflowError
@@ -30,7 +29,8 @@ from engine.objects.contract import DEFAULT_THREADS, ObjectStore
 from engine.objects.destination import open_store
 from engine.objects.errors import DestinationError
 from engine.runtime.backoff import backoff_delay
-from engine.runtime.kafka.config import admin_config, consumer_config, is_fatal
+from engine.runtime.kafka.clients import new_admin, new_consumer
+from engine.runtime.kafka.fetch import ConsumeErrors, fetch
 from engine.settings import Settings
 from schemas.codec import EventCodec
 from streamers.per_event import ObjectWrite, object_for_record
@@ -77,7 +77,7 @@ def plan_ranges(
     settings: Settings, flow: Flow, start: datetime, end: datetime | None
 ) -> dict[TopicPart, tuple[int, int]]:
     """Per partition with records in the range: [first offset, stop offset)."""
-    admin = AdminClient(admin_config(settings))
+    admin = new_admin(settings)
     parts = flow_partitions(admin, flow.id)
     first = offsets_at(admin, parts, _ms(start))
     stop = ends(admin, parts) if end is None else offsets_at(admin, parts, _ms(end))
@@ -111,7 +111,8 @@ def backfill(
     target = store or open_store(destination, settings, threads=threads)
     # A group id is required but never used: assign() without commits joins no group.
     group = f"leadflow.{flow.id}.backfill.{uuid.uuid4().hex[:8]}"
-    consumer = Consumer(consumer_config(settings, group, **{"enable.partition.eof": True}))
+    consumer = new_consumer(settings, group, **{"enable.partition.eof": True})
+    errors = ConsumeErrors(group)
     codec = EventCodec()
     remaining = dict(result.ranges)
     reached = {tp: first for tp, (first, _) in result.ranges.items()}  # next offset to read
@@ -119,7 +120,7 @@ def backfill(
         consumer.assign([TopicPartition(t, p, a) for (t, p), (a, _) in remaining.items()])
         with ThreadPoolExecutor(threads, thread_name_prefix="backfill") as pool:
             while remaining and not stop.is_set():
-                batch = _consume(consumer, remaining, batch_size)
+                batch = _consume(consumer, remaining, batch_size, errors)
                 writes: dict[str, ObjectWrite] = {}
                 for msg in batch:
                     topic, part, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
@@ -164,21 +165,20 @@ def _offsets_done(
 
 
 def _consume(
-    consumer: Consumer, remaining: dict[TopicPart, tuple[int, int]], batch_size: int
+    consumer: Consumer,
+    remaining: dict[TopicPart, tuple[int, int]],
+    batch_size: int,
+    errors: ConsumeErrors,
 ) -> list[Message]:
     """The next records inside the ranges; a partition read to its stop leaves ``remaining``."""
+    ended: set[TopicPart] = set()
     out = []
-    for msg in consumer.consume(num_messages=batch_size, timeout=0.5):
+
+    def at_end(topic: str, partition: int, _: int) -> None:
+        ended.add((topic, partition))
+
+    for msg in fetch(consumer, batch_size, 0.5, errors, at_end, fill=True):
         tp = (msg.topic() or "", msg.partition() or 0)
-        err = msg.error()
-        if err is not None:
-            if err.code() == KafkaError._PARTITION_EOF:
-                _finish(consumer, remaining, tp)  # read to the end: nothing more in range
-                continue
-            if is_fatal(err):
-                raise KafkaException(err)
-            log.warning("consume error", error=str(err))
-            continue
         if tp not in remaining:
             continue
         offset = msg.offset() or 0
@@ -190,6 +190,10 @@ def _consume(
         # Transaction markers occupy offsets too: the last record may sit below stop - 1.
         if offset + 1 >= stop_at:
             _finish(consumer, remaining, tp)
+    for tp in ended:
+        # Read to the end: nothing more in range (an end is reported before the batch's
+        # records, so only now, once they are taken).
+        _finish(consumer, remaining, tp)
     for tp in list(remaining):
         # A partition whose range ends with transaction markers delivers no record at
         # its stop: its position (past the markers) says it is done.

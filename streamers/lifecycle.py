@@ -18,8 +18,7 @@ missing event is logged: the topic is an audit trail, not the source of truth.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -27,15 +26,15 @@ from typing import Final, Literal
 
 import orjson
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from engine.destinations import Destination
 from engine.errors import LeadflowError
 from engine.flows import Flow
 from engine.ids import new_lead_id
-from engine.runtime.kafka.config import admin_config, consumer_config, producer_config
+from engine.runtime.kafka.clients import new_admin, new_producer
+from engine.runtime.kafka.compacted import TopicReader
+from engine.runtime.kafka.topics import TopicSpec, ensure_topics
 from engine.settings import Settings
 from streamers.destination_state import (
     DestinationState,
@@ -106,47 +105,25 @@ class Outcome:
 def ensure_destinations_topic(settings: Settings) -> None:
     """Create ``leadflow.destinations`` if missing: one partition (one order of changes),
     kept forever (a few records per destination per day, and they are the audit trail)."""
-    admin = AdminClient(admin_config(settings))
-    if DESTINATIONS_TOPIC in admin.list_topics(timeout=10).topics:
-        return
-    topic = NewTopic(
-        DESTINATIONS_TOPIC,
-        num_partitions=1,
-        replication_factor=settings.topic_replication,
-        config={"retention.ms": "-1"},
-    )
-    try:
-        admin.create_topics([topic])[DESTINATIONS_TOPIC].result(30)
-    except KafkaException as exc:
-        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-            raise
+    topic = TopicSpec(DESTINATIONS_TOPIC, 1, settings.topic_replication, {"retention.ms": "-1"})
+    ensure_topics(new_admin(settings), [topic], timeout=10.0)
 
 
-def read_events(settings: Settings, flow_id: str | None = None) -> list[DestinationEvent]:
-    """Every lifecycle event recorded so far (of one flow, if given), oldest first."""
+def read_events(
+    settings: Settings, flow_id: str | None = None, timeout: float = 10.0
+) -> list[DestinationEvent]:
+    """Every lifecycle event recorded so far (of one flow, if given), oldest first;
+    ``LifecycleError`` if the topic could not be read to its end within ``timeout``."""
     ensure_destinations_topic(settings)
-    consumer = Consumer(
-        consumer_config(settings, "leadflow-destinations-reader", **{"enable.partition.eof": True})
-    )
+    reader = TopicReader(settings, [(DESTINATIONS_TOPIC, 0)], "destinations")
     try:
-        consumer.assign([TopicPartition(DESTINATIONS_TOPIC, 0, OFFSET_BEGINNING)])
-        return [e for e in _read_to_end(consumer) if flow_id is None or e.flow_id == flow_id]
+        records, complete = reader.read_to_end(timeout)
     finally:
-        consumer.close()
-
-
-def _read_to_end(consumer: Consumer, timeout: float = 10.0) -> Iterator[DestinationEvent]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        msg = consumer.poll(0.2)
-        if msg is None:
-            continue
-        err = msg.error()
-        if err is not None:
-            if err.code() == KafkaError._PARTITION_EOF:
-                return
-            raise KafkaException(err)
-        yield DestinationEvent(**orjson.loads(msg.value() or b"{}"))
+        reader.close()
+    if not complete:
+        raise LifecycleError(f"{DESTINATIONS_TOPIC} could not be read to its end in {timeout:g} s")
+    events = [DestinationEvent(**orjson.loads(msg.value() or b"{}")) for msg in records]
+    return [e for e in events if flow_id is None or e.flow_id == flow_id]
 
 
 class Lifecycle:
@@ -246,7 +223,7 @@ class Lifecycle:
         try:
             if self._producer is None:
                 ensure_destinations_topic(self.settings)
-                self._producer = Producer(producer_config(self.settings))
+                self._producer = new_producer(self.settings)
             key = f"{event.flow_id}/{event.destination}".encode()
             self._producer.produce(DESTINATIONS_TOPIC, event.to_json(), key)
             if self._producer.flush(10):

@@ -15,11 +15,10 @@ from typing import Any
 
 import structlog
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from engine.flows import Flow
 from engine.objects.contract import DEFAULT_THREADS
-from engine.runtime.kafka.config import admin_config
+from engine.runtime.kafka.clients import new_admin
 from engine.settings import Settings
 from streamers.destination_observer import observers_for
 from streamers.metrics import StreamerMetrics, serve_metrics
@@ -74,11 +73,11 @@ def stream_flow(
 
 def measure_lag_once(settings: Settings, flow: Flow, metrics: StreamerMetrics) -> None:
     """Set each enabled destination's lag gauge from its group's committed offsets."""
-    admin = AdminClient(admin_config(settings))
+    admin = new_admin(settings)
     parts = flow_partitions(admin, flow.id)
     for destination in flow.destinations:
         if destination.enabled:
-            behind = group_lag(admin, consumer_group_id(flow.id, destination), parts)
+            behind = group_lag(settings, admin, consumer_group_id(flow.id, destination), parts)
             metrics.for_destination(flow.id, destination.key).lag.set(behind)
 
 

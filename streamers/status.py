@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from engine.flows import Flow
-from engine.runtime.kafka.config import admin_config
+from engine.runtime.kafka.clients import new_admin
 from engine.settings import Settings
 from streamers.destination_state import DestinationState, open_state, read_states
 from streamers.metrics import StreamerMetrics
@@ -53,7 +52,7 @@ def destination_status(
     flows = list(flows)
     with open_state(settings) as conn:
         rows = {(r.flow_id, r.destination): r for r in read_states(conn)}
-    admin = AdminClient(admin_config(settings))
+    admin = new_admin(settings)
     out = []
     for flow in flows:
         try:
@@ -66,7 +65,7 @@ def destination_status(
             lag = None
             if parts is not None:
                 try:
-                    lag = group_lag(admin, consumer_group_id(flow.id, destination), parts)
+                    lag = group_lag(settings, admin, consumer_group_id(flow.id, destination), parts)
                 except KafkaException:
                     lag = None
             if metrics is not None and lag is not None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from engine.destinations import Destination
 from engine.flows import Flow
@@ -36,7 +36,10 @@ from engine.objects.contract import DEFAULT_THREADS, ObjectStore, normalise_pref
 from engine.objects.destination import open_store
 from engine.objects.errors import DestinationError
 from engine.runtime.backoff import backoff_delay
-from engine.runtime.kafka.config import consumer_config, is_fatal
+from engine.runtime.kafka.clients import new_consumer
+from engine.runtime.kafka.config import is_fatal
+from engine.runtime.kafka.fetch import ConsumeErrors, fetch
+from engine.runtime.kafka.metrics import WorkerMetrics
 from engine.settings import Settings
 from schemas.codec import EventCodec
 from streamers.batched import BatchedSink
@@ -136,6 +139,8 @@ class Streamer:
         # Offsets of durable rounds whose commit failed; retried with the next commit.
         self._uncommitted: dict[TopicPartitionKey, int] = {}
         self._log = log.bind(destination=destination.name, group=self.group_id)
+        self.metrics = WorkerMetrics(f"streamer:{flow.id}:{destination.key}")
+        self._consume_errors = ConsumeErrors(self.group_id, self.metrics.consume_error)
 
     def _make_sink(self) -> Sink:
         d = self.destination
@@ -154,7 +159,7 @@ class Streamer:
     def run(self, stop: threading.Event) -> None:
         """Stream until ``stop`` is set. Work interrupted by ``stop`` is not committed."""
         store = self._store or open_store(self.destination, self.settings, threads=self.threads)
-        consumer = Consumer(consumer_config(self.settings, self.group_id, **self._overrides))
+        consumer = new_consumer(self.settings, self.group_id, **self._overrides)
         consumer.subscribe(
             [events_pattern(self.flow.id)], on_revoke=self._forget, on_lost=self._lost
         )
@@ -189,27 +194,35 @@ class Streamer:
                 self._wait_polling(consumer, 1.0, stop)
                 continue
             self._resume(consumer)
-            self._sink.add(self._consume(consumer, timeout=0.5))
+            records = self._consume(consumer, timeout=0.5)
+            started = time.monotonic()
+            self._sink.add(records)
             while (work := self._sink.take_round(time.monotonic(), True)) is not None:
                 if not self._complete(consumer, pool, store, work, stop):
                     self._log.info("stopped mid-round, not committing", jobs=len(work.jobs))
                     for done in work.done:
                         done()
                     return
+            self._report(records, started, consumer)
 
     # -- consuming ---------------------------------------------------------------------
 
     def _consume(self, consumer: Consumer, timeout: float) -> list[Message]:
-        records = []
-        for msg in consumer.consume(num_messages=self.batch_size, timeout=timeout):
-            err = msg.error()
-            if err is None:
-                records.append(msg)
-            elif is_fatal(err):
-                raise KafkaException(err)
-            elif err.code() != KafkaError._PARTITION_EOF:
-                self._log.warning("consume error", error=str(err))
-        return records
+        """Up to a batch of records, waiting up to ``timeout`` for a full one (a round of
+        objects per batch, not per record); a fatal consume error raises (the kit's fetch)."""
+        return fetch(consumer, self.batch_size, timeout, self._consume_errors, fill=True)
+
+    def _report(self, records: list[Message], started: float, consumer: Consumer) -> None:
+        """The records handed to the sink (and the rounds they completed) to the metrics."""
+        if records:
+            self.metrics.batch(len(records), time.monotonic() - started)
+            per_topic: dict[str, int] = {}
+            for msg in records:
+                topic = msg.topic() or ""
+                per_topic[topic] = per_topic.get(topic, 0) + 1
+            for topic, count in per_topic.items():
+                self.metrics.records_in(topic, "streamed", count)
+        self.metrics.sample_lag(consumer)
 
     def _pause(self, consumer: Consumer) -> None:
         if not self._paused:
@@ -327,6 +340,7 @@ class Streamer:
                 else:
                     self.stats.existed += 1
                 self.observer.written(written.key, written.size, written.created)
+            self.metrics.records_out(self.destination.key, len(outcome.written))
             merge_offsets(commit, outcome.commit)
             seeks.update(outcome.seek)
         assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
@@ -353,6 +367,7 @@ class Streamer:
             return
         merge_offsets(self._uncommitted, offsets)
         partitions = [TopicPartition(t, p, o) for (t, p), o in self._uncommitted.items()]
+        started = time.monotonic()
         try:
             consumer.commit(offsets=partitions, asynchronous=False)
         except KafkaException as exc:
@@ -362,6 +377,7 @@ class Streamer:
             # finds them already there. Kept and retried with the next round.
             self._log.warning("offset commit failed", error=str(exc.args[0]))
             return
+        self.metrics.committed(time.monotonic() - started)
         committed, self._uncommitted = self._uncommitted, {}
         self.stats.batches_committed += 1
         self.observer.committed(committed)
@@ -381,6 +397,7 @@ class Streamer:
 
     def _dead_lettered(self, topic: str, partition: int, offset: int, write: ObjectWrite) -> None:
         self.stats.dead_lettered += 1
+        self.metrics.dead_letters(self.destination.key, 1)
         self._log.warning(
             "undecodable record, dead-lettered",
             topic=topic,

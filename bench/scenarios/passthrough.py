@@ -25,6 +25,8 @@ from engine.settings import Settings
 def run_round(params: dict[str, Any]) -> dict[str, float]:
     settings = Settings(commit_interval_ms=params["commit_interval_ms"])
     group = f"bench.{params['run_id']}.passthrough.r{params['round']}"
+    # Bare confluent-kafka clients, on purpose (not the Kafka kit's): this is the ceiling
+    # a step is measured against, with the engine's configs and nothing of its code.
     consumer = Consumer(consumer_config(settings, group))
     producer = Producer(transactional_producer_config(settings, group))
     out, interval = params["output_topic"], settings.commit_interval_ms / 1000

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from engine.errors import LeadflowError
-from engine.runtime.kafka.config import producer_config
+from engine.runtime.kafka.clients import new_producer
 from engine.settings import Settings
 
 
@@ -23,7 +23,7 @@ class PublishError(LeadflowError):
 
 class IntakePublisher:
     def __init__(self, settings: Settings) -> None:
-        self._producer = Producer(producer_config(settings, **{"linger.ms": 2}))
+        self._producer = new_producer(settings, **{"linger.ms": 2})
         self._stop = threading.Event()
         # Delivery reports are served by poll(); a thread keeps calling it.
         self._poller = threading.Thread(target=self._poll, name="intake-producer", daemon=True)

@@ -22,11 +22,13 @@ import uuid
 from dataclasses import dataclass
 
 import structlog
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaException, Message, TopicPartition
 
 from engine.flows import Flow
 from engine.runtime.handlers.base import header_map
-from engine.runtime.kafka.config import consumer_config
+from engine.runtime.kafka.clients import new_admin, new_consumer
+from engine.runtime.kafka.fetch import ConsumeErrors, fetch
+from engine.runtime.kafka.offsets import list_offsets
 from engine.settings import Settings
 from engine.topics import TYPE_HEADER, flow_event_topics
 from schemas.codec import EventCodec, SchemaMismatchError, default_codec
@@ -78,7 +80,9 @@ class WaiterHub:
         self._codec = codec or default_codec()
         # A group id is required but never used: partitions are assigned, nothing is committed.
         group = f"leadflow.intake-waiters.{uuid.uuid4().hex}"
-        self._consumer = Consumer(consumer_config(settings, group, **{"fetch.wait.max.ms": 10}))
+        self._consumer = new_consumer(settings, group, **{"fetch.wait.max.ms": 10})
+        self._consume_errors = ConsumeErrors("intake waiters")
+        self._admin = new_admin(settings)
         self._waiters: dict[str, list[_Waiter]] = {}
         self._lock = threading.Lock()
         self._assigned: set[str] = set()
@@ -133,13 +137,12 @@ class WaiterHub:
         while not self._stop.is_set():
             self._assign_pending()
             try:
-                messages = self._consumer.consume(1000, timeout=0.05)
+                messages = fetch(self._consumer, 1000, 0.05, self._consume_errors)
             except KafkaException as exc:
                 log.warning("intake waiters: consume failed", error=str(exc))
                 continue
             for msg in messages:
-                if msg.error() is None:
-                    self._dispatch(msg)
+                self._dispatch(msg)
 
     def _assign_pending(self) -> None:
         while True:
@@ -159,14 +162,18 @@ class WaiterHub:
         if not wanted:
             return
         metadata = self._consumer.list_topics(timeout=10).topics
-        parts = []
-        for topic in wanted:
-            if topic not in metadata or metadata[topic].error is not None:
-                continue  # not created yet: tracked again by the next request
-            for partition in metadata[topic].partitions:
-                tp = TopicPartition(topic, partition)
-                _, high = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-                parts.append(TopicPartition(topic, partition, high))
+        ends = list_offsets(
+            self._admin,
+            [
+                (topic, partition)
+                for topic in wanted
+                # Not created yet: tracked again by the next request.
+                if topic in metadata and metadata[topic].error is None
+                for partition in metadata[topic].partitions
+            ],
+            "latest",
+        )
+        parts = [TopicPartition(t, p, end) for (t, p), end in ends.items()]
         if parts:
             self._consumer.incremental_assign(parts)
         self._assigned.update({p.topic for p in parts})

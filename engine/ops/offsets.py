@@ -11,23 +11,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from confluent_kafka import (
-    Consumer,
-    ConsumerGroupTopicPartitions,
-    KafkaException,
-    TopicPartition,
-)
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from engine.errors import LeadflowError
-from engine.runtime.kafka.config import admin_config, consumer_config
+from engine.runtime.kafka.clients import new_admin
+from engine.runtime.kafka.offsets import (
+    PartitionLag,
+    committed_offsets,
+    lags,
+    list_offsets,
+    offsets_at,
+)
 from engine.settings import Settings
 from engine.topics import PREFIX
 
 DEFAULT_GROUP_PREFIX = f"{PREFIX}."
-# Reads watermarks and offsets by timestamp only; it never subscribes or commits,
-# so this group id never appears on the broker.
-_READER_GROUP = "leadflow-ops-reader"
 _TIMEOUT = 10.0
 
 
@@ -52,23 +51,14 @@ class GroupActiveError(OffsetsError):
 
 
 @dataclass(frozen=True)
-class PartitionLag:
-    topic: str
-    partition: int
-    committed: int
-    # The last stable offset under read_committed: what the group's readers can reach.
-    end: int
-
-    @property
-    def lag(self) -> int:
-        return max(self.end - self.committed, 0)
-
-
-@dataclass(frozen=True)
 class GroupLag:
     group: str
     state: str
     members: int
+    # Per committed partition: the committed offset, the end (the last stable offset
+    # under read_committed: what the group's readers can reach) and the records left
+    # to read in between (transaction markers and aborted records take offsets, not
+    # records: a group that has read everything has lag 0).
     partitions: list[PartitionLag]
 
     @property
@@ -91,14 +81,6 @@ class Move:
 ResetTarget = Literal["earliest"] | datetime
 
 
-def _admin(settings: Settings) -> AdminClient:
-    return AdminClient(admin_config(settings))
-
-
-def _reader(settings: Settings) -> Consumer:
-    return Consumer(consumer_config(settings, _READER_GROUP))
-
-
 def _describe(admin: AdminClient, groups: list[str]) -> dict[str, tuple[str, int]]:
     """(state, member count) of each group."""
     if not groups:
@@ -111,48 +93,17 @@ def _describe(admin: AdminClient, groups: list[str]) -> dict[str, tuple[str, int
     return out
 
 
-def _committed(admin: AdminClient, group: str) -> list[TopicPartition]:
-    """The group's committed positions; partitions it never committed are absent."""
-    # librdkafka accepts one group per ListConsumerGroupOffsets request.
-    request = [ConsumerGroupTopicPartitions(group)]
-    futures = admin.list_consumer_group_offsets(request, request_timeout=_TIMEOUT)
-    result = futures[group].result()
-    parts = [tp for tp in result.topic_partitions or [] if tp.offset >= 0]
-    return sorted(parts, key=lambda tp: (tp.topic, tp.partition))
-
-
-def _watermarks(reader: Consumer, topic: str, partition: int) -> tuple[int, int]:
-    low, high = reader.get_watermark_offsets(
-        TopicPartition(topic, partition), timeout=_TIMEOUT, cached=False
-    )
-    return low, high
-
-
 def group_lag(settings: Settings, group_prefix: str | None = None) -> list[GroupLag]:
     """Lag of every consumer group whose id starts with the prefix (``leadflow.`` by default)."""
     prefix = DEFAULT_GROUP_PREFIX if group_prefix is None else group_prefix
-    admin = _admin(settings)
+    admin = new_admin(settings)
     try:
         groups = [g for g in _group_ids(admin) if g.startswith(prefix)]
         described = _describe(admin, groups)
-        reader = _reader(settings)
-        try:
-            out = []
-            for group in groups:
-                partitions = [
-                    PartitionLag(
-                        tp.topic,
-                        tp.partition,
-                        tp.offset,
-                        _watermarks(reader, tp.topic, tp.partition)[1],
-                    )
-                    for tp in _committed(admin, group)
-                ]
-                state, members = described[group]
-                out.append(GroupLag(group, state, members, partitions))
-            return out
-        finally:
-            reader.close()
+        positions = {group: committed_offsets(admin, group) for group in groups}
+        ends = list_offsets(admin, {tp for parts in positions.values() for tp in parts}, "latest")
+        found = lags(settings, positions, ends)
+        return [GroupLag(g, *described[g], found[g]) for g in groups]
     except KafkaException as exc:
         raise OffsetsError(f"could not read consumer group lag: {exc}") from exc
 
@@ -170,50 +121,28 @@ def plan_reset(settings: Settings, group: str, to: ResetTarget) -> list[Move]:
     (as ``kafka-consumer-groups --to-datetime`` does). ``UnknownGroupError`` for a
     group the broker does not know.
     """
-    admin = _admin(settings)
-    reader = _reader(settings)
+    admin = new_admin(settings)
     try:
         if group not in _group_ids(admin):
             raise UnknownGroupError(
                 f"no consumer group matches {group} (leadflow offsets lists them)"
             )
-        current = _committed(admin, group)
+        current = committed_offsets(admin, group)
         if to == "earliest":
-            targets = [_watermarks(reader, tp.topic, tp.partition)[0] for tp in current]
+            targets = list_offsets(admin, current, "earliest")
         else:
-            targets = _offsets_at(reader, current, to)
-        return [
-            Move(tp.topic, tp.partition, tp.offset, target)
-            for tp, target in zip(current, targets, strict=True)
-        ]
+            aware = to if to.tzinfo is not None else to.replace(tzinfo=UTC)
+            targets = offsets_at(admin, current, int(aware.timestamp() * 1000))
+        return [Move(t, p, offset, targets[(t, p)]) for (t, p), offset in current.items()]
     except KafkaException as exc:
         raise OffsetsError(f"could not plan a reset of group {group}: {exc}") from exc
-    finally:
-        reader.close()
-
-
-def _offsets_at(reader: Consumer, parts: list[TopicPartition], when: datetime) -> list[int]:
-    if not parts:
-        return []
-    aware = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-    ms = int(aware.timestamp() * 1000)
-    query = [TopicPartition(tp.topic, tp.partition, ms) for tp in parts]
-    found = reader.offsets_for_times(query, timeout=_TIMEOUT)
-    targets = []
-    for tp in found:
-        if tp.error is not None:
-            raise KafkaException(tp.error)
-        # No record at or after the time: the end, so the group skips to new records.
-        end = _watermarks(reader, tp.topic, tp.partition)[1]
-        targets.append(end if tp.offset < 0 else tp.offset)
-    return targets
 
 
 def apply_reset(settings: Settings, group: str, moves: list[Move]) -> None:
     """Commit the moves' targets as the group's offsets; the group must have no members."""
     if not moves:
         return
-    admin = _admin(settings)
+    admin = new_admin(settings)
     try:
         _, members = _describe(admin, [group])[group]
         if members:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 from typing import Annotated
 
@@ -10,7 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from engine.ops.offsets import ResetTarget, UnknownGroupError, apply_reset, group_lag, plan_reset
+from engine.ops.offsets import (
+    GroupLag,
+    ResetTarget,
+    UnknownGroupError,
+    apply_reset,
+    group_lag,
+    plan_reset,
+)
 from engine.ops.output import AsJson, print_json
 from engine.runtime.kafka.probe import require_kafka
 from engine.settings import get_settings
@@ -41,7 +47,7 @@ def show_lag(
         shown = "leadflow." if group_prefix is None else group_prefix
         raise UnknownGroupError(f"no consumer group matches the prefix {shown!r}")
     if as_json:
-        print_json([{**dataclasses.asdict(g), "lag": g.lag} for g in groups])
+        print_json([_as_json(g) for g in groups])
         return
     # Names fold rather than end in "…": an operator copies them into `offsets reset`.
     table = Table(
@@ -62,6 +68,21 @@ def show_lag(
                 _state(group.state, group.members),
             )
     console.print(table)
+
+
+def _as_json(group: GroupLag) -> dict[str, object]:
+    """A group as ``--json`` shows it: the lag is the group's, per partition its offsets."""
+    partitions = [
+        {"topic": p.topic, "partition": p.partition, "committed": p.committed, "end": p.end}
+        for p in group.partitions
+    ]
+    return {
+        "group": group.group,
+        "state": group.state,
+        "members": group.members,
+        "partitions": partitions,
+        "lag": group.lag,
+    }
 
 
 def _state(state: str, members: int) -> str:

@@ -6,11 +6,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
 from engine.errors import LeadflowError
 from engine.ids import new_lead_id
-from engine.runtime.kafka.config import producer_config
+from engine.runtime.kafka.clients import new_producer
 from engine.settings import Settings
 from engine.topics import intake_topic
 
@@ -28,7 +28,7 @@ def publish_leads(
     step runs (to look the lead up or wait for its outcome). Raw text or bytes
     are sent as they are: the source step turns them into rejections.
     """
-    producer = Producer(producer_config(settings))
+    producer = new_producer(settings)
     topic = intake_topic(flow_id)
     failures: list[str] = []
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import threading
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
+from confluent_kafka import KafkaError, KafkaException
 
 from engine.runtime.handlers.feedback import Deliveries, FeedbackHandler, rejected_topic
-from engine.runtime.kafka.config import (
-    admin_config,
-    consumer_config,
-    producer_config,
-    transactional_producer_config,
+from engine.runtime.kafka.clients import (
+    new_admin,
+    new_consumer,
+    new_producer,
+    new_transactional_producer,
 )
+from engine.runtime.kafka.metrics import WorkerMetrics
+from engine.runtime.kafka.topics import TopicSpec, ensure_topics
 from engine.runtime.step_loop import TransactionalStepLoop
 from engine.settings import Settings
 from schemas.codec import default_codec
@@ -24,33 +24,22 @@ log = structlog.get_logger(__name__)
 
 
 def ensure_feedback_topics(settings: Settings, partitions: int = 3) -> None:
-    admin = AdminClient(admin_config(settings))
-    existing = admin.list_topics(timeout=10).topics
     topics = (settings.feedback_topic, rejected_topic(settings.feedback_topic))
-    wanted = [t for t in topics if t not in existing]
-    if not wanted:
-        return
-    futures = admin.create_topics(
-        [
-            NewTopic(t, num_partitions=partitions, replication_factor=settings.topic_replication)
-            for t in wanted
-        ]
+    ensure_topics(
+        new_admin(settings),
+        [TopicSpec(t, partitions, settings.topic_replication) for t in topics],
+        timeout=10.0,  # the feedback API answers 503 after this when Kafka is away
     )
-    for future in futures.values():
-        try:
-            future.result(30)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
 
 
 def build_feedback_loop(settings: Settings, deliveries: Deliveries) -> TransactionalStepLoop:
     ensure_feedback_topics(settings)
     group, rejected = settings.feedback_topic, rejected_topic(settings.feedback_topic)
+    metrics = WorkerMetrics("feedback")
     return TransactionalStepLoop(
         # The group is named after the topic: each deployment's feedback its own.
-        Consumer(consumer_config(settings, group)),
-        Producer(transactional_producer_config(settings, f"{group}.{settings.instance_id}")),
+        new_consumer(settings, group),
+        new_transactional_producer(settings, f"{group}.{settings.instance_id}", metrics),
         FeedbackHandler(settings, default_codec(), deliveries),
         input_topic=group,
         output_topic=rejected,  # every record names its topic; this is a fallback
@@ -58,6 +47,7 @@ def build_feedback_loop(settings: Settings, deliveries: Deliveries) -> Transacti
         batch_size=settings.batch_size,
         commit_interval_ms=settings.commit_interval_ms,
         commit_linger_ms=settings.commit_linger_ms,
+        metrics=metrics,
     )
 
 
@@ -71,7 +61,7 @@ def run_feedback(settings: Settings, stop: threading.Event, deliveries: Deliveri
 def publish_feedback(settings: Settings, body: bytes, key: bytes | None = None) -> None:
     """What the HTTP endpoint and ``leadflow feedback`` do: put one feedback on the topic."""
     ensure_feedback_topics(settings)
-    producer = Producer(producer_config(settings))
+    producer = new_producer(settings)
     producer.produce(settings.feedback_topic, body, key)
     if producer.flush(30):
         raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "feedback not published"))

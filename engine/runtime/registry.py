@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import time
-import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic, TopicPartition
 
 from engine.errors import LeadflowError
 from engine.flows import Flow
-from engine.runtime.kafka.config import admin_config, consumer_config, producer_config
+from engine.runtime.kafka.clients import new_admin, new_producer
+from engine.runtime.kafka.compacted import TopicReader
+from engine.runtime.kafka.topics import TopicSpec, ensure_flow_topics, ensure_topics
 from engine.settings import Settings
-from engine.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
 
@@ -46,19 +46,13 @@ def checksum(flow: Flow) -> str:
 
 
 def ensure_flows_topic(admin: AdminClient, replication: int = 1) -> None:
-    if FLOWS_TOPIC in admin.list_topics(timeout=10).topics:
-        return
-    topic = NewTopic(
+    topic = TopicSpec(
         FLOWS_TOPIC,
-        num_partitions=1,  # one partition: one total order of configuration changes
-        replication_factor=replication,
-        config={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+        1,  # one partition: one total order of configuration changes
+        replication,
+        {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
     )
-    try:
-        admin.create_topics([topic])[FLOWS_TOPIC].result(30)
-    except KafkaException as exc:
-        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-            raise
+    ensure_topics(admin, [topic], timeout=10.0)
 
 
 class RegistryUnreadError(LeadflowError):
@@ -79,64 +73,58 @@ class FlowRegistry:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._flows: dict[str, Flow] = {}
-        self._consumer: Consumer | None = None
+        self._reader: TopicReader | None = None
         # Whether the last refresh read to the end of the topic (as it stood when the
         # refresh began), rather than stopping at its timeout with part of it.
         self.caught_up = False
 
-    def _open(self) -> Consumer:
-        if self._consumer is None:
-            ensure_flows_topic(AdminClient(admin_config(self.settings)))
-            # A throwaway group: every reader wants the whole topic, never a share of it.
-            group = f"leadflow.registry.{uuid.uuid4().hex}"
-            consumer = Consumer(consumer_config(self.settings, group))
-            consumer.assign([TopicPartition(FLOWS_TOPIC, 0, OFFSET_BEGINNING)])
-            self._consumer = consumer
-        return self._consumer
+    def _open(self) -> TopicReader:
+        if self._reader is None:
+            ensure_flows_topic(new_admin(self.settings))
+            self._reader = TopicReader(self.settings, [(FLOWS_TOPIC, 0)], "registry")
+        return self._reader
 
     def refresh(self, timeout: float = 10.0) -> bool:
         """Read what was applied since the last refresh; True if any flow changed.
 
         Returns once the position reaches the end the topic had when the refresh
-        began (``caught_up``), or after ``timeout`` with what it read. The end is
-        asked for every time: librdkafka's partition-EOF event fires once per
-        arrival at the end, so a refresh that waited for it on an up-to-date
-        registry waited out its whole timeout (5 s per intake to an unknown flow,
-        0.5 s of every step's registry watch).
+        began (``caught_up``), or after ``timeout`` with what it read (the kit's
+        ``TopicReader``, which asks for the end every time rather than waiting for a
+        partition-EOF event that fires only once per arrival at the end).
         """
-        consumer = self._open()
+        reader = self._open()
         self.caught_up = False
-        deadline = time.monotonic() + timeout
-        partition = TopicPartition(FLOWS_TOPIC, 0)
         try:
-            low, end = consumer.get_watermark_offsets(partition, timeout=timeout, cached=False)
+            records, self.caught_up = reader.read_to_end(timeout)
         except KafkaException as exc:
             # Kafka is away: keep the flows read before (workers go on with them).
             log.warning("flow registry not refreshed", error=str(exc.args[0]))
             return False
+        if not self.caught_up:
+            log.warning("flow registry read timed out", read=len(records))
+        return self.apply(records)
+
+    def apply(self, records: Sequence[Message]) -> bool:
+        """Take in records of the registry topic, in order; True if any flow changed."""
         changed = False
-        while True:
-            position = consumer.position([partition])[0].offset
-            if end <= low or position >= end:
-                self.caught_up = True
-                return changed
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                log.warning("flow registry read timed out", position=position, end=end)
-                return changed
-            msg = consumer.poll(min(0.2, remaining))
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                raise KafkaException(err)
+        for msg in records:
             if msg.value() is None:  # a tombstone: the flow was deleted
                 changed |= self._flows.pop((msg.key() or b"").decode(), None) is not None
                 continue
-            flow = Flow.model_validate(orjson.loads(msg.value() or b"{}")["definition"])
+            try:
+                flow = Flow.model_validate(orjson.loads(msg.value() or b"{}")["definition"])
+            except (ValueError, KeyError, TypeError) as exc:
+                # Not written by `flow apply` (which validates): skipped, saying where it
+                # is. Raising would end every worker that reads the registry, and again
+                # at each restart, and hide the flows recorded after it.
+                log.error(
+                    "flow registry record unreadable, skipped", offset=msg.offset(), error=str(exc)
+                )
+                continue
             if self._flows.get(flow.id) != flow:
                 self._flows[flow.id] = flow
                 changed = True
+        return changed
 
     def get(self, flow_id: str) -> Flow | None:
         return self._flows.get(flow_id)
@@ -145,9 +133,9 @@ class FlowRegistry:
         return sorted(self._flows.values(), key=lambda f: f.id)
 
     def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
 
 def read_flows(settings: Settings, timeout: float = 10.0) -> list[Flow]:
@@ -172,7 +160,7 @@ def apply_flow(settings: Settings, flow: Flow) -> ApplyResult:
         return ApplyResult("flow.unchanged", current, [])
     if current is not None and flow.version <= current.version:
         flow = flow.model_copy(update={"version": current.version + 1})
-    created = ensure_topics(AdminClient(admin_config(settings)), flow)
+    created = ensure_flow_topics(new_admin(settings), flow)
     event: dict[str, Any] = {
         "type": "flow.created" if current is None else "flow.updated",
         "flow_id": flow.id,
@@ -181,7 +169,7 @@ def apply_flow(settings: Settings, flow: Flow) -> ApplyResult:
         "timestamp": int(time.time() * 1000),
         "definition": flow.model_dump(mode="json"),
     }
-    producer = Producer(producer_config(settings))
+    producer = new_producer(settings)
     producer.produce(FLOWS_TOPIC, orjson.dumps(event), flow.id.encode())
     if producer.flush(30):
         raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "flow not recorded"))
@@ -195,7 +183,7 @@ def delete_flow(settings: Settings, flow_id: str, *, must_exist: bool = False) -
     operator's typo) rather than record a tombstone that removes nothing."""
     if must_exist and all(f.id != flow_id for f in read_flows(settings)):
         raise UnknownFlowError(flow_id)
-    producer = Producer(producer_config(settings))
+    producer = new_producer(settings)
     producer.produce(FLOWS_TOPIC, None, flow_id.encode())
     if producer.flush(30):
         raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "tombstone not recorded"))

@@ -34,7 +34,9 @@ from engine.errors import TransientStepError
 from engine.runtime.backoff import backoff_delay
 from engine.runtime.handlers import PoisonMessageError, Record, StepHandler, header_map
 from engine.runtime.kafka.config import is_fatal
-from engine.runtime.kafka.dead_letter import dead_letter_headers
+from engine.runtime.kafka.dead_letter import dead_letter_record
+from engine.runtime.kafka.fetch import ConsumeErrors, fetch
+from engine.runtime.kafka.metrics import WorkerMetrics
 from engine.topics import DUE_HEADER
 
 log = structlog.get_logger(__name__)
@@ -56,6 +58,7 @@ class TransactionalStepLoop:
         retry_topic: str | None = None,
         watch: Callable[[], StepHandler | None] | None = None,
         watch_interval_s: float = 2.0,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -84,6 +87,12 @@ class TransactionalStepLoop:
         self.txn_started = 0.0
         self.processed = 0
         self.dead_lettered = 0
+        # Records produced, and of them those a record sent to a topic of its own (retry,
+        # dead-letter, feedback): read once per batch by the metrics.
+        self.produced = 0
+        self.produced_to: dict[str, int] = {}
+        self.metrics = metrics or WorkerMetrics("step")
+        self._consume_errors = ConsumeErrors(input_topic, self.metrics.consume_error)
 
     # -- transaction boundaries -------------------------------------------------
 
@@ -144,8 +153,12 @@ class TransactionalStepLoop:
 
     def _produce(self, records: list[Record]) -> None:
         for rec in records:
-            topic = rec.topic or self.output_topic
-            self.producer.produce(topic, rec.value, rec.key, headers=rec.headers)
+            if rec.topic is None:
+                self.producer.produce(self.output_topic, rec.value, rec.key, headers=rec.headers)
+            else:
+                self.producer.produce(rec.topic, rec.value, rec.key, headers=rec.headers)
+                self.produced_to[rec.topic] = self.produced_to.get(rec.topic, 0) + 1
+        self.produced += len(records)
 
     def _hold_if_not_due(self, msg: Message) -> bool:
         """A retry record that is not due yet: rewind its partition to it and pause the
@@ -179,8 +192,8 @@ class TransactionalStepLoop:
         stop.wait(backoff_delay(self.transient_failures, cap_s=10.0))
 
     def _dead_letter(self, msg: Message, error: str) -> None:
-        headers = dead_letter_headers(error, msg.topic(), msg.partition(), msg.offset())
-        self.producer.produce(self.dlq_topic, msg.value(), msg.key(), headers=headers)
+        value, key, headers = dead_letter_record(msg, error)
+        self.producer.produce(self.dlq_topic, value, key, headers=headers)
         self.dead_lettered += 1
         log.warning(
             "dead-lettered",
@@ -230,7 +243,9 @@ class TransactionalStepLoop:
                 self._follow_flow_changes()
                 self._release_due()
                 messages = self._fetch(self._wait())
-                self.process(messages, stop)
+                if messages:
+                    self._process_metered(messages, stop)
+                self.metrics.sample_lag(self.consumer)
                 # Drained (a short batch) and lingered: nothing to wait for, the leads go on.
                 if self.in_txn:
                     age = time.monotonic() - self.txn_started
@@ -250,20 +265,31 @@ class TransactionalStepLoop:
         return max(0.0, min(self.idle_wait, self.txn_started + self.linger - time.monotonic()))
 
     def _fetch(self, wait: float) -> list[Message]:
-        """What is already fetched, up to a batch; when that is nothing, wait (at most
-        ``wait``) for the first record and take whatever came with it.
+        """Up to a batch of records, waking at the first one (the kit's ``fetch``: a quiet
+        lead never waits for a batch to fill); error messages are triaged there, a fatal
+        one raising, so ``process`` sees records only."""
+        return fetch(self.consumer, self.batch_size, wait, self._consume_errors)
 
-        ``consume(n, timeout)`` waits for a *full* batch until the timeout, which puts
-        the whole timeout on every quiet lead's latency at every step; ``poll``
-        returns at the first record.
-        """
-        messages = self.consumer.consume(self.batch_size, timeout=0)
-        if messages:
-            return messages
-        first = self.consumer.poll(wait)
-        if first is None:
-            return []
-        return [first, *self.consumer.consume(self.batch_size - 1, timeout=0)]
+    def _process_metered(self, messages: list[Message], stop: threading.Event) -> None:
+        """``process`` the batch, then report it to the metrics: counts are read once per
+        batch from the loop's own counters, never per record."""
+        started = time.monotonic()
+        processed, dead, produced = self.processed, self.dead_lettered, self.produced
+        self.produced_to.clear()
+        self.process(messages, stop)
+        metrics = self.metrics
+        metrics.batch(len(messages), time.monotonic() - started)
+        handled, dead = self.processed - processed, self.dead_lettered - dead
+        metrics.records_in(self.input_topic, "processed", handled - dead)
+        metrics.records_in(self.input_topic, "dead_lettered", dead)
+        # Held until due (retries) or read again after an abort: they come back.
+        metrics.records_in(self.input_topic, "requeued", len(messages) - handled)
+        elsewhere = sum(self.produced_to.values())
+        metrics.records_out(self.output_topic, self.produced - produced - elsewhere)
+        for topic, count in self.produced_to.items():
+            metrics.records_out(topic, count)
+        metrics.records_out(self.dlq_topic, dead)
+        metrics.dead_letters(self.dlq_topic, dead + self.produced_to.get(self.dlq_topic, 0))
 
     def _follow_flow_changes(self) -> None:
         """Swap in the handler of a newly applied flow version, between transactions:

@@ -6,24 +6,17 @@ import threading
 from collections.abc import Callable
 
 import structlog
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient
 
 from engine.errors import LeadflowError
 from engine.flows import Flow
 from engine.runtime.handlers import StepHandler, make_handler
-from engine.runtime.kafka.config import admin_config, consumer_config, transactional_producer_config
+from engine.runtime.kafka.clients import new_admin, new_consumer, new_transactional_producer
+from engine.runtime.kafka.metrics import WorkerMetrics
+from engine.runtime.kafka.topics import ensure_flow_topics
 from engine.runtime.registry import FlowRegistry
 from engine.runtime.step_loop import TransactionalStepLoop
 from engine.settings import Settings
-from engine.topics import (
-    RETRYING_KINDS,
-    dlq_topic,
-    ensure_topics,
-    events_topic,
-    input_topic,
-    retry_topic,
-)
+from engine.topics import RETRYING_KINDS, dlq_topic, events_topic, input_topic, retry_topic
 from schemas.codec import default_codec
 
 log = structlog.get_logger(__name__)
@@ -75,8 +68,9 @@ def build_step_loop(
     txn_id = f"{group}.{settings.instance_id}.{worker_index}"
     # Static membership under the same stable id: a restarted worker takes its
     # partitions back at once instead of waiting out the dead one's session.
-    consumer = Consumer(consumer_config(settings, group, **{"group.instance.id": txn_id}))
-    producer = Producer(transactional_producer_config(settings, txn_id))
+    consumer = new_consumer(settings, group, **{"group.instance.id": txn_id})
+    metrics = WorkerMetrics(f"step:{flow.id}:{step_id}")
+    producer = new_transactional_producer(settings, txn_id, metrics)
     handler = make_handler(flow, step_id, settings.instance_id, default_codec(), settings)
     retries = flow.step(step_id).kind in RETRYING_KINDS
     return TransactionalStepLoop(
@@ -91,11 +85,12 @@ def build_step_loop(
         commit_linger_ms=settings.commit_linger_ms,
         retry_topic=retry_topic(flow.id, step_id) if retries else None,
         watch=follow_registry(settings, registry, flow, step_id) if registry else None,
+        metrics=metrics,
     )
 
 
 def prepare_topics(settings: Settings, flow: Flow) -> list[str]:
-    created = ensure_topics(AdminClient(admin_config(settings)), flow)
+    created = ensure_flow_topics(new_admin(settings), flow)
     if created:
         log.info("topics created", flow=flow.id, topics=created)
     return created

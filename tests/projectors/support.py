@@ -12,8 +12,9 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from engine.runtime.kafka.config import admin_config, consumer_config, producer_config
+from engine.runtime.kafka.topics import wait_for_leaders
 from engine.settings import Settings
-from engine.topics import events_topic, wait_for_leaders
+from engine.topics import events_topic
 from projectors.projector import Projector
 from projectors.store import Connection
 from schemas.codec import EventCodec

@@ -18,8 +18,9 @@ from confluent_kafka.cimpl import NewTopic
 from psycopg import sql
 
 from engine.runtime.kafka.config import admin_config
+from engine.runtime.kafka.topics import wait_for_leaders
 from engine.settings import Settings
-from engine.topics import events_topic, wait_for_leaders
+from engine.topics import events_topic
 from projectors.generations import current, drop, generations, migrate
 from projectors.projector import AnalyticsProjector
 from projectors.replay import Rebuild

@@ -14,8 +14,9 @@ from engine.destinations import Destination
 from engine.flows import Flow
 from engine.objects.contract import ObjectStore, directory
 from engine.runtime.kafka.config import admin_config, consumer_config, producer_config
+from engine.runtime.kafka.topics import ensure_flow_topics
 from engine.settings import Settings
-from engine.topics import ensure_topics, events_topic
+from engine.topics import events_topic
 from schemas.codec import EventCodec, event_to_json_dict
 from streamers import layout
 from streamers.readback import duplicate_ids, read_events
@@ -79,7 +80,7 @@ def assert_holds_exactly(store: ObjectStore, prefix: str, expected: dict[str, An
 
 def create_topics(settings: Settings, flow: Flow) -> list[str]:
     """The flow's topics (3 partitions each); returns its events topics."""
-    ensure_topics(AdminClient(admin_config(settings)), flow)
+    ensure_flow_topics(AdminClient(admin_config(settings)), flow)
     return [events_topic(flow.id, s.id) for s in flow.steps]
 
 

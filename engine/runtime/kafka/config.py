@@ -1,5 +1,5 @@
 """librdkafka configuration for each role, with librdkafka's own key names, and which of its
-errors end a worker."""
+errors end a worker (and which only mean "ask again in a moment")."""
 
 from __future__ import annotations
 
@@ -50,6 +50,21 @@ def is_fatal(err: KafkaError) -> bool:
     that only logged it kept a live process that consumed nothing.
     """
     return bool(err.fatal()) or err.code() == KafkaError._FATAL
+
+
+# What a partition answers while its leader is moving or not ready yet (a topic just
+# created, a broker restarting, a client whose metadata is a step behind): worth asking
+# again in a moment, not an error.
+LEADER_NOT_READY = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_LEADER_EPOCH,
+        KafkaError.FENCED_LEADER_EPOCH,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.OFFSET_NOT_AVAILABLE,
+    }
+)
 
 
 def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:

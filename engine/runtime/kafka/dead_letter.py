@@ -3,6 +3,8 @@ headers every reader of a dead-letter topic can rely on."""
 
 from __future__ import annotations
 
+from confluent_kafka import Message
+
 from engine.topics import ERROR_HEADER
 
 SOURCE_TOPIC_HEADER = "leadflow-source-topic"
@@ -25,3 +27,13 @@ def dead_letter_headers(
         (SOURCE_PARTITION_HEADER, str(partition).encode()),
         (SOURCE_OFFSET_HEADER, str(offset).encode()),
     ]
+
+
+def dead_letter_record(msg: Message, error: str) -> tuple[bytes | None, bytes | None, Headers]:
+    """(value, key, headers) of ``msg`` dead-lettered for ``error``: its value and key exactly
+    as they were (a null value stays null), so the record can be inspected or replayed."""
+    return (
+        msg.value(),
+        msg.key(),
+        dead_letter_headers(error, msg.topic(), msg.partition(), msg.offset()),
+    )

@@ -10,6 +10,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from engine.runtime.kafka.config import is_fatal
 from engine.runtime.step_loop import TransactionalStepLoop
+from tests.engine.runtime.kafka.fakes import BufferedConsumer, FakeMessage, names, records
 
 FENCED = KafkaError(KafkaError._FATAL, "Static consumer fenced by other consumer")
 
@@ -49,27 +50,6 @@ def test_a_transient_consume_error_is_logged_and_the_batch_goes_on() -> None:
     assert step.processed == 0
 
 
-class BufferedConsumer:
-    """What librdkafka has already fetched, and what arrives while ``poll`` waits."""
-
-    def __init__(self, buffered: list[str], arriving: list[str]) -> None:
-        self.buffered, self.arriving = buffered, arriving
-        self.waits: list[float] = []
-
-    def consume(self, num_messages: int, timeout: float) -> list[str]:
-        assert timeout == 0, "a fetch must never block to fill a batch"
-        taken, self.buffered = self.buffered[:num_messages], self.buffered[num_messages:]
-        return taken
-
-    def poll(self, timeout: float) -> str | None:
-        self.waits.append(timeout)
-        if not self.arriving:
-            return None
-        first, *rest = self.arriving
-        self.arriving, self.buffered = [], self.buffered + rest
-        return first
-
-
 def step_reading(consumer: BufferedConsumer) -> TransactionalStepLoop:
     nothing: Any = None
     fake: Any = consumer
@@ -77,16 +57,16 @@ def step_reading(consumer: BufferedConsumer) -> TransactionalStepLoop:
 
 
 def test_a_fetch_takes_what_is_buffered_without_waiting() -> None:
-    consumer = BufferedConsumer(["a", "b", "c", "d"], [])
-    assert step_reading(consumer)._fetch(0.1) == ["a", "b", "c"]
+    consumer = BufferedConsumer(records("a", "b", "c", "d"), [])
+    assert names(step_reading(consumer)._fetch(0.1)) == ["a", "b", "c"]
     assert consumer.waits == []
 
 
 def test_a_quiet_step_wakes_at_the_first_record_and_takes_what_came_with_it() -> None:
     # consume(n, timeout) would have waited the whole timeout for a full batch: on a
     # quiet flow, that wait was on every lead's latency at every step.
-    consumer = BufferedConsumer([], ["a", "b"])
-    assert step_reading(consumer)._fetch(0.1) == ["a", "b"]
+    consumer = BufferedConsumer([], records("a", "b"))
+    assert names(step_reading(consumer)._fetch(0.1)) == ["a", "b"]
     assert consumer.waits == [0.1]
 
 
@@ -97,3 +77,14 @@ def test_an_open_transaction_waits_only_for_the_rest_of_its_linger() -> None:
     assert 0 < step._wait() <= step.linger
     step.txn_started -= 1.0
     assert step._wait() == 0.0
+
+
+def test_the_fetch_hands_the_loop_records_only_and_ends_it_when_fenced() -> None:
+    # The triage is the kit's: an error message never reaches process(), a fatal one
+    # raises from the fetch itself.
+    eof = FakeMessage("eof", error=KafkaError(KafkaError._PARTITION_EOF))
+    consumer = BufferedConsumer([FakeMessage("a"), eof, FakeMessage("b")], [])
+    assert names(step_reading(consumer)._fetch(0.1)) == ["a", "b"]
+    fenced = BufferedConsumer([FakeMessage("a"), FakeMessage(error=FENCED)], [])
+    with pytest.raises(KafkaException):
+        step_reading(fenced)._fetch(0.1)

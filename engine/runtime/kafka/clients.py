@@ -1,0 +1,55 @@
+"""Every librdkafka client leadflow opens, built here from the settings (and per-use overrides).
+
+One place constructs clients so that every consumer gets the engine's
+guarantees (read_committed, manual offsets, cooperative rebalancing), every
+producer its durability (idempotent, ``acks=all``) and every client the same
+log routing, whoever opens it; ``config.py`` holds the configurations
+themselves, with librdkafka's own key names so that any librdkafka option
+passes through as an override without a translation table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from engine.runtime.kafka.config import (
+    admin_config,
+    consumer_config,
+    producer_config,
+    transactional_producer_config,
+)
+from engine.runtime.kafka.transaction import MeteredProducer, TransactionMetrics
+from engine.settings import Settings
+
+
+def new_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
+    """A read_committed consumer in ``group_id`` that commits only what it is told to.
+
+    Assign-only readers (no ``subscribe``) still need a group id; they never join it
+    and never commit, so it does not appear on the broker."""
+    return Consumer(consumer_config(settings, group_id, **overrides))
+
+
+def new_producer(settings: Settings, **overrides: Any) -> Producer:
+    """An idempotent producer with ``acks=all``: a record it reports delivered is durable."""
+    return Producer(producer_config(settings, **overrides))
+
+
+def new_transactional_producer(
+    settings: Settings, transactional_id: str, metrics: TransactionMetrics | None = None
+) -> Producer:
+    """A transactional producer for ``transactional_id`` (call ``init_transactions`` before
+    the first transaction). With ``metrics``, its commits are timed and its aborts counted;
+    ``produce`` stays librdkafka's own method either way (the hot path is not wrapped)."""
+    config = transactional_producer_config(settings, transactional_id)
+    if metrics is None:
+        return Producer(config)
+    return MeteredProducer(config, metrics)
+
+
+def new_admin(settings: Settings) -> AdminClient:
+    """An admin client (topics, offsets, consumer groups)."""
+    return AdminClient(admin_config(settings))
