@@ -9,7 +9,7 @@ from engine.runtime.kafka.clients import new_admin, new_transactional_producer
 from engine.runtime.kafka.offsets import list_offsets
 from engine.runtime.kafka.topics import TopicSpec, ensure_topics
 from engine.settings import Settings
-from tests.projectors.support import wait_until
+from tests.waiting import wait_until
 
 # Records the ``topic`` fixture writes in one transaction.
 RECORDS = 5

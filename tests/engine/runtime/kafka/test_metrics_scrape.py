@@ -24,7 +24,7 @@ from engine.settings import Settings
 from engine.topics import events_topic
 from projectors.generations import migrate_database
 from tests.factories import make_flow, write_flow
-from tests.projectors.support import wait_until
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
