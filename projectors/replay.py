@@ -27,6 +27,7 @@ from datetime import datetime
 
 import structlog
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from engine.errors import ConfigError
 from engine.runtime.kafka.clients import new_admin, new_consumer
@@ -105,9 +106,15 @@ class Rebuild:
         self._positions: dict[TopicPart, int] = {}
         self._heads: dict[TopicPart, int] = {}
         self._at_end: set[TopicPart] = set()
-        self._admin = new_admin(settings)
+        self._admin_client: AdminClient | None = None
         self._consume_errors = ConsumeErrors(f"replay {name}")
         self._log = log.bind(projection=name)
+
+    def _admin(self) -> AdminClient:
+        """The admin client, made at its first use: building a ``Rebuild`` connects nowhere."""
+        if self._admin_client is None:
+            self._admin_client = new_admin(self.settings)
+        return self._admin_client
 
     def run(self, stop: threading.Event) -> RebuildResult:
         """Build (or resume) the new generation and switch to it; returns early, switch
@@ -204,12 +211,12 @@ class Rebuild:
         if building.started_from is None:
             return self._list_offsets(partitions, "earliest")
         # No record at or after the time: start at the end.
-        return offsets_at(self._admin, partitions, int(building.started_from.timestamp() * 1000))
+        return offsets_at(self._admin(), partitions, int(building.started_from.timestamp() * 1000))
 
     def _list_offsets(self, partitions: list[TopicPart], at: OffsetQuery) -> dict[TopicPart, int]:
         """One request for all partitions (the kit's ListOffsets): a consumer's per-partition
         watermark query waits behind its fetches (tens of ms each) once it reads."""
-        return list_offsets(self._admin, partitions, at)
+        return list_offsets(self._admin(), partitions, at)
 
     def _remaining(self, consumer: Consumer) -> int:
         """Records between each partition's position and its head, as last fetched (the

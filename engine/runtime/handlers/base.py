@@ -10,8 +10,9 @@ makes it exactly-once lives in ``engine.runtime.step_loop``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 from confluent_kafka import Message
 
@@ -20,6 +21,7 @@ from engine.events import LeadEvent, StepIdentity, Timing, stamp_events
 from engine.flows import Flow
 from engine.runtime.kafka.dead_letter import dead_letter_headers
 from engine.steps.base import Snapshot, StepResult
+from engine.steps.calls import Answer, Call
 from engine.steps.settlement import StepPlace, settle
 from engine.topics import (
     ATTEMPT_HEADER,
@@ -40,6 +42,34 @@ class Record:
     value: bytes
     headers: Headers
     topic: str | None = None  # None: the step's own events topic
+
+
+@dataclass(frozen=True, slots=True)
+class Asking:
+    """A step's decision that waits on calls: the calls to make (at once), and what their
+    answers (in the calls' order) decide - a result, or more calls (an auction's post after
+    its pings). ``window_ms``: answers not in by then are cut (a bid window)."""
+
+    calls: list[Call]
+    then: Callable[[list[Answer]], StepResult | Asking]
+    window_ms: int | None = None
+    # Undoes what planning held (a cap slot) when the calls cannot be made at all.
+    abandon: Callable[[], None] = lambda: None
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A record whose step is ``Asking``: the calls, and what their answers come to - the
+    record's outputs, or more calls."""
+
+    calls: list[Call]
+    resume: Callable[[list[Answer]], list[Record] | Waiting]
+    window_ms: int | None = None
+    abandon: Callable[[], None] = lambda: None
+
+
+# What starting a record gives: its outputs at once, or the calls it waits on.
+Started: TypeAlias = "list[Record] | Waiting"
 
 
 class PoisonMessageError(Exception):
@@ -128,9 +158,26 @@ class BaseHandler:
 
 
 class EventInputHandler(BaseHandler):
-    """Steps after the source read the previous step's hand-off event (or its retry)."""
+    """Steps after the source read the previous step's hand-off event (or its retry).
+
+    ``start`` takes a record as far as it goes without waiting on a service: its outputs,
+    or the calls its step asks for and what their answers come to (``Waiting``). A loop
+    that keeps many records in flight (``engine.runtime.concurrent_loop``) makes those
+    calls at once; ``handle`` makes them one after the other, for the one-at-a-time loop.
+    """
 
     def handle(self, msg: Message) -> list[Record]:
+        started = self.start(msg)
+        while isinstance(started, Waiting):
+            try:
+                answers = [self.call(call) for call in started.calls]
+            except Exception:
+                started.abandon()  # a bug mid-call must not keep what was held
+                raise
+            started = started.resume(answers)
+        return started
+
+    def start(self, msg: Message) -> Started:
         headers = header_map(msg)
         if HANDOFF_HEADER not in headers:
             return []  # terminal or intermediate events of the previous step: not ours
@@ -144,10 +191,32 @@ class EventInputHandler(BaseHandler):
         submitted = snapshot.get("submission.timestamp")
         submitted_ms = submitted if isinstance(submitted, int) else start
         _, produced_ms = msg.timestamp()
-        result = self.decide(event, snapshot)
-        timing = Timing(start, now_ms(), max(0, start - produced_ms) if produced_ms > 0 else 0)
-        return self._emit(result, event["lead_id"], submitted_ms, snapshot, timing, msg, attempt)
+        lag = max(0, start - produced_ms) if produced_ms > 0 else 0
+
+        def finish(decided: StepResult | Asking) -> Started:
+            if isinstance(decided, Asking):
+                then = decided.then
+                return Waiting(
+                    decided.calls,
+                    lambda answers: finish(then(answers)),
+                    decided.window_ms,
+                    decided.abandon,
+                )
+            timing = Timing(start, now_ms(), lag)
+            return self._emit(
+                decided, event["lead_id"], submitted_ms, snapshot, timing, msg, attempt
+            )
+
+        return finish(self.plan(event, snapshot))
+
+    def plan(self, event: LeadEvent, snapshot: Snapshot) -> StepResult | Asking:
+        """The step's decision for the lead, or the calls it waits on first."""
+        return self.decide(event, snapshot)
 
     def decide(self, event: LeadEvent, snapshot: Snapshot) -> StepResult:
         """The step's decision for the lead (and the I/O it needs): one per step kind."""
         raise NotImplementedError
+
+    def call(self, call: Call) -> Answer:
+        """One call made and answered, for ``handle``; only steps that call have any."""
+        raise NotImplementedError(f"step {self.who.step_id} makes no calls")

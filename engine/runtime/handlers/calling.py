@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from engine.events import LeadEvent
 from engine.flows import Flow
-from engine.runtime.handlers.base import EventInputHandler
+from engine.runtime.handlers.base import Asking, EventInputHandler
 from engine.runtime.http_calls import CallRunner
 from engine.steps.base import Snapshot, StepResult
 from engine.steps.calls import Answer, Call
@@ -28,17 +28,24 @@ class CallingHandler(EventInputHandler):
         super().__init__(flow, step_id, host, codec)
         self.calls = calls
 
-    def decide(self, event: LeadEvent, snapshot: Snapshot) -> StepResult:
+    def plan(self, event: LeadEvent, snapshot: Snapshot) -> StepResult | Asking:
         lead_id: str = event["lead_id"]
         planned = self.prepare(lead_id, snapshot)
         if isinstance(planned, StepResult):
             return planned  # the step needs no call (e.g. its cap is full)
-        try:
-            result = self.judge(snapshot, planned, self.calls.run(planned))
-        except Exception:
-            self.abandon(lead_id, snapshot)  # a bug mid-call must not keep what was held
-            raise
-        return self.conclude(lead_id, snapshot, result)
+
+        def then(answers: list[Answer]) -> StepResult:
+            try:
+                result = self.judge(snapshot, planned, answers[0])
+            except Exception:
+                self.abandon(lead_id, snapshot)  # a bug mid-call must not keep what was held
+                raise
+            return self.conclude(lead_id, snapshot, result)
+
+        return Asking([planned], then, abandon=lambda: self.abandon(lead_id, snapshot))
+
+    def call(self, call: Call) -> Answer:
+        return self.calls.run(call)
 
     def prepare(self, lead_id: str, snapshot: Snapshot) -> Call | StepResult:
         """The step's plan for the lead, after any I/O the plan needs."""
