@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Producer
 
 from engine.runtime.kafka import producer_config
@@ -30,6 +31,10 @@ from tests.projectors.support import (
 
 REPO = Path(__file__).parents[2]
 KILLS = 3
+
+# kill -9 at chosen moments needs the machine to itself to hit them (make test runs the
+# serial tests alone, after the rest).
+pytestmark = [pytest.mark.stack, pytest.mark.serial]
 
 
 def start_projector(settings: Settings, flow_id: str, log: Path) -> subprocess.Popen[bytes]:
