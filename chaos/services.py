@@ -18,12 +18,16 @@ REPO = Path(__file__).resolve().parents[1]
 STACK = REPO / "stack"
 CHAOS_DIR = REPO / ".stack" / "chaos"
 
-KAFKA3_PORTS = (19092, 29092, 39092)
+# Every port here, like every port in stack/lib/ports.sh, lies below the kernel's ephemeral
+# range (32768-60999 on Linux): a server port inside it can be held by any outbound
+# connection of a parallel test when the server starts. tests/test_stack_ports.py checks.
+# The 3-node cluster's brokers (stack/lib/ports.sh KAFKA3_PORTS; that test keeps them equal).
+KAFKA3_PORTS = (21092, 22092, 23092)
 KAFKA3_BOOTSTRAP = ",".join(f"127.0.0.1:{p}" for p in KAFKA3_PORTS)
-PG_PORT, S3_PORT, AZ_PORT = 55433, 18433, 10100
-# weed mini's master, volume, filer and admin ports (their gRPC ports are these + 10000):
-# clear of the shared instance's and of the 3-node cluster's.
-S3_INTERNAL_PORTS = "19433 19440 18988 23746"
+PG_PORT, S3_PORT, AZ_PORT = 15433, 18433, 10100
+# weed mini's master, volume, filer and admin ports (their gRPC ports are these + 10000,
+# S3's too): clear of the shared instance's and of the 3-node cluster's.
+S3_INTERNAL_PORTS = "19433 19440 18988 9746"
 AZURITE_BLOB_ENDPOINT = f"http://127.0.0.1:{AZ_PORT}/devstoreaccount1"
 # Azurite's well-known development account key (public, in Microsoft's documentation).
 AZURITE_DEV_KEY = (
