@@ -143,6 +143,25 @@ def consumer_groups(flow: Flow, settings: Settings) -> dict[str, list[str]]:
     return groups
 
 
+def committed_offsets(settings: Settings, flow: Flow) -> dict[str, int]:
+    """Per group, the sum of its committed offsets over the partitions it reads: it grows
+    whenever the group gets on, so while a run settles it tells moving from stuck."""
+    out: dict[str, int] = {}
+    reader = Consumer(consumer_config(settings, READER_GROUP))
+    try:
+        for group, topics in consumer_groups(flow, settings).items():
+            parts = _partitions(reader, topics)
+            probe = Consumer(consumer_config(settings, group))
+            try:
+                committed = probe.committed(parts, timeout=15)
+            finally:
+                probe.close()
+            out[group] = sum(max(tp.offset, 0) for tp in committed)
+    finally:
+        reader.close()
+    return out
+
+
 def group_lag(settings: Settings, flow: Flow) -> dict[str, int]:
     """Per group, the committed records it has not consumed yet.
 

@@ -11,8 +11,14 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import structlog
+from confluent_kafka.admin import AdminClient
+
+log = structlog.get_logger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 STACK = REPO / "stack"
@@ -35,8 +41,47 @@ AZURITE_DEV_KEY = (
 )
 
 
+# How long a broker that came back may take to catch up: every partition's replicas in
+# sync again (ISR = replicas), the internal topics' included.
+IN_SYNC_TIMEOUT_S = 120.0
+
+
 class ServiceError(RuntimeError):
     """A stack script failed: its output is in the message."""
+
+
+def out_of_sync(admin: AdminClient) -> list[str]:
+    """Partitions of the 3-node cluster without a leader or with a replica out of sync."""
+    topics = admin.list_topics(timeout=10).topics
+    return sorted(
+        f"{name}[{part.id}]"
+        for name, topic in topics.items()
+        for part in topic.partitions.values()
+        if part.leader < 0 or set(part.isrs) != set(part.replicas)
+    )
+
+
+def wait_in_sync(timeout: float = IN_SYNC_TIMEOUT_S) -> list[str]:
+    """Wait until every partition of the cluster has a leader and all its replicas in sync;
+    the partitions still lagging when ``timeout`` ran out (empty: all in sync).
+
+    ``kafka-node.sh start`` returns once the broker is registered and unfenced, while its
+    replicas are still catching up: until they have, each of its partitions hangs on the
+    two other brokers (min ISR 2), and the next fault to take one down stalls writes.
+    Waiting for the cluster to be whole again keeps faults from compounding by chance."""
+    admin = AdminClient({"bootstrap.servers": KAFKA3_BOOTSTRAP})
+    deadline = time.monotonic() + timeout
+    lagging = ["(no metadata yet)"]
+    while time.monotonic() < deadline:
+        try:
+            lagging = out_of_sync(admin)
+        except Exception as exc:  # metadata not answered yet: ask again
+            lagging = [f"(metadata: {exc})"]
+        if not lagging:
+            return []
+        time.sleep(1)
+    log.warning("replicas still out of sync", partitions=lagging[:10], count=len(lagging))
+    return lagging
 
 
 def port_open(port: int) -> bool:
@@ -117,15 +162,19 @@ class ChaosServices:
         _script("stack/kafka-node.sh", "kill", str(node))
         self.nodes_down.add(node)
 
-    def start_broker(self, node: int) -> None:
+    def start_broker(self, node: int) -> list[str]:
+        """Start a node again; the partitions still out of sync after the wait for them."""
         _script("stack/kafka-node.sh", "start", str(node))
         self.nodes_down.discard(node)
+        return wait_in_sync()
 
-    def restart_broker(self, node: int) -> None:
-        """A controlled restart (SIGTERM, then start and wait until back in the cluster)."""
+    def restart_broker(self, node: int) -> list[str]:
+        """A controlled restart (SIGTERM, then start and wait until back in the cluster and
+        in sync); the partitions still out of sync after the wait for them."""
         self.nodes_down.add(node)
         _script("stack/kafka-node.sh", "restart", str(node))
         self.nodes_down.discard(node)
+        return wait_in_sync()
 
     def stop(self, *services: str) -> None:
         _script("stack/down.sh", *services)
