@@ -18,7 +18,7 @@ from psycopg import sql
 
 from chaos import faults, invariants, observe
 from chaos.flow import SLOW_BUYER_S, chaos_flow
-from chaos.services import CHAOS_DIR, ChaosServices, worker_env
+from chaos.services import CHAOS_DIR, RUN_TOPICS_PREFIX, ChaosServices, drop_topics, worker_env
 from chaos.soak import Sampler
 from chaos.soak import summary as soak_summary
 from chaos.workers import WorkerPool, flow_workers
@@ -200,6 +200,7 @@ def _run(config: RunConfig) -> dict[str, Any]:
     pool: WorkerPool | None = None
     try:
         services.up()
+        drop_topics(RUN_TOPICS_PREFIX)  # what an earlier run that crashed left behind
         ensure_topics(AdminClient(admin_config(settings)), flow)
         steps = [s.id for s in flow.steps]
         pool = WorkerPool(flow_workers(workdir / "flow.yaml", steps, env, workdir / "logs", run_id))
@@ -209,6 +210,11 @@ def _run(config: RunConfig) -> dict[str, Any]:
         if pool is not None:
             pool.stop()
         buyer.stop()
+        if not config.keep_kafka3:  # kept: its topics stay to be looked at
+            try:
+                drop_topics(f"leadflow.{flow.id}.")
+            except Exception as exc:  # the cluster is gone: nothing left to drop
+                log.warning("topics not dropped", error=str(exc))
         services.down(keep_kafka3=config.keep_kafka3)
 
 

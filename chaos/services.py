@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 log = structlog.get_logger(__name__)
@@ -44,6 +45,19 @@ AZURITE_DEV_KEY = (
 # How long a broker that came back may take to catch up: every partition's replicas in
 # sync again (ISR = replicas), the internal topics' included.
 IN_SYNC_TIMEOUT_S = 120.0
+# The stack scripts' bounds on a service's start, for the instances a run starts and
+# restarts (their own defaults: 90 s for a Kafka node, 60 s for the others). Each wait
+# ends as soon as the service answers; the bound only decides when a start has failed,
+# and a node killed -9 on a loaded machine first recovers every partition it holds (a
+# JVM start alone took 27 s at a load of 20): 90 s was seen to run out.
+START_TIMEOUTS_S = {
+    "KAFKA_START_TIMEOUT": 300,
+    "PG_START_TIMEOUT": 180,
+    "S3_START_TIMEOUT": 180,
+    "AZ_START_TIMEOUT": 180,
+}
+# Every topic a run creates is named leadflow.chaos-<run>.* (its flow id is chaos-<run>).
+RUN_TOPICS_PREFIX = "leadflow.chaos-"
 
 
 class ServiceError(RuntimeError):
@@ -121,9 +135,31 @@ def worker_env() -> dict[str, str]:
     }
 
 
-def _script(*args: str, timeout: float = 300) -> str:
+def drop_topics(prefix: str, timeout: float = 60) -> list[str]:
+    """Delete the 3-node cluster's topics whose names start with ``prefix``; their names.
+
+    Each run creates its own topics (seven, 21 partitions) and nothing removed them: after
+    35 runs the cluster held 360 partitions, and a broker killed -9 recovers every one it
+    holds before it answers, which took a restart past its 90 s bound on a loaded machine.
+    A run drops its own topics when it ends and any a crashed run left when it starts."""
+    admin = AdminClient({"bootstrap.servers": KAFKA3_BOOTSTRAP})
+    names = sorted(t for t in admin.list_topics(timeout=15).topics if t.startswith(prefix))
+    if not names:
+        return []
+    for name, future in admin.delete_topics(names, operation_timeout=timeout).items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:  # gone already
+                log.warning("topic not deleted", topic=name, error=str(exc))
+    log.info("topics dropped", prefix=prefix, count=len(names))
+    return names
+
+
+def _script(*args: str, timeout: float = 900) -> str:
     (CHAOS_DIR / "logs").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **private_env()}
+    bounds = {name: str(s) for name, s in START_TIMEOUTS_S.items()}
+    env = {**bounds, **os.environ, **private_env()}
     done = subprocess.run(  # noqa: S603 - our own stack scripts, fixed arguments
         ["bash", *args],  # noqa: S607
         cwd=REPO,
@@ -134,7 +170,12 @@ def _script(*args: str, timeout: float = 300) -> str:
         check=False,
     )
     if done.returncode != 0:
-        raise ServiceError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
+        # The script's own "[stack] ERROR: ..." line first: the log tail after it is long.
+        said = [line for line in done.stderr.splitlines() if "ERROR" in line][:3]
+        raise ServiceError(
+            f"{' '.join(args)} failed ({done.returncode}): {' / '.join(said)}\n"
+            f"{done.stderr[-1500:]}"
+        )
     return done.stdout
 
 
