@@ -29,7 +29,14 @@ def parse(argv: list[str] | None) -> RunConfig:
     p.add_argument("--malformed", type=int, default=d.malformed)
     p.add_argument("--oversized", type=int, default=d.oversized)
     p.add_argument("--slow", type=int, default=d.slow)
-    p.add_argument("--settle-timeout", type=float, default=d.settle_timeout_s)
+    p.add_argument(
+        "--settle-timeout", type=float, default=d.settle_timeout_s,
+        help="seconds: the longest the run may take to drain once submission ends",
+    )  # fmt: skip
+    p.add_argument(
+        "--settle-stall", type=float, default=d.settle_stall_s,
+        help="seconds without any progress after which the run counts as stuck",
+    )  # fmt: skip
     p.add_argument("--soak", type=float, default=0.0, help="soak for this many seconds")
     p.add_argument("--sample-every", type=float, default=d.sample_every_s)
     p.add_argument("--keep-kafka3", action="store_true", help="leave the 3-node cluster up")
@@ -41,7 +48,8 @@ def parse(argv: list[str] | None) -> RunConfig:
     return RunConfig(
         leads=a.leads, rate=a.rate, seed=a.seed, faults=chosen, kills=a.kills,
         store_outage_s=a.store_outage, poison=a.poison, malformed=a.malformed,
-        oversized=a.oversized, slow=a.slow, settle_timeout_s=a.settle_timeout, soak_s=a.soak,
+        oversized=a.oversized, slow=a.slow, settle_timeout_s=a.settle_timeout,
+        settle_stall_s=a.settle_stall, soak_s=a.soak,
         sample_every_s=a.sample_every, keep_kafka3=a.keep_kafka3,
     )  # fmt: skip
 

@@ -80,12 +80,12 @@ class Injector:
             node = self.rng.choice([1, 2, 3])
             self.services.kill_broker(node)
             time.sleep(plan.broker_down_s)
-            self.services.start_broker(node)
-            self._record(kind, f"kill -9 broker {node}, started again", began)
+            lagging = self.services.start_broker(node)
+            self._record(kind, f"kill -9 broker {node}, started again{_sync(lagging)}", began)
         elif kind == "broker_restart":
             node = self.rng.choice([1, 2, 3])
-            self.services.restart_broker(node)
-            self._record(kind, f"SIGTERM broker {node}, started again", began)
+            lagging = self.services.restart_broker(node)
+            self._record(kind, f"SIGTERM broker {node}, started again{_sync(lagging)}", began)
         elif kind == "postgres_restart":
             self.services.stop("postgres")
             self.services.start("postgres")
@@ -109,6 +109,13 @@ class Injector:
             except Exception as exc:  # a fault that could not be injected is reported, not fatal
                 self.errors.append(f"{kind}: {exc}")
                 log.error("fault failed", kind=kind, error=str(exc))
+
+
+def _sync(lagging: list[str]) -> str:
+    """The fault's detail on the cluster's state after it: whole again, or what lags."""
+    if not lagging:
+        return ", replicas in sync"
+    return f", {len(lagging)} partitions still out of sync ({', '.join(lagging[:3])})"
 
 
 def schedule(rng: random.Random, plan: FaultPlan, window_s: float) -> list[tuple[float, str]]:

@@ -124,6 +124,16 @@ def consumer_groups(flow: Flow, settings: Settings) -> dict[str, list[str]]:
     return groups
 
 
+def group_progress(settings: Settings, flow: Flow) -> dict[str, int]:
+    """Per group, the sum of its committed offsets over the partitions it reads: it grows
+    whenever the group gets on, so while a run settles it tells moving from stuck."""
+    admin = new_admin(settings)
+    return {
+        group: sum(committed_offsets(admin, group, _partitions(settings, topics)).values())
+        for group, topics in consumer_groups(flow, settings).items()
+    }
+
+
 def group_lag(settings: Settings, flow: Flow) -> dict[str, int]:
     """Per group, the committed records it has not consumed yet, counted one by one (the
     Kafka kit's lag: transaction markers and a projector's checkpoint one short of such a

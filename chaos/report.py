@@ -72,8 +72,8 @@ def summary_tables(result: dict[str, Any]) -> list[Table]:
     exits = {r: c for r, c in result.get("worker_exits", {}).items() if c}
     verdict.add_row("workers that exited by themselves", json.dumps(exits) if exits else "none")
     verdict.add_row(
-        "time", f"submit {result['submit_s']}s, settle {result['settle_s']}s, "
-        f"total {result['total_s']}s",
+        "time", f"submit {result['submit_s']}s, settle {result['settle_s']}s "
+        f"({result.get('settled', 'drained')}), total {result['total_s']}s",
     )  # fmt: skip
     verdict.add_row("PASS" if result["ok"] else "FAIL", "[green]ok[/]" if result["ok"] else "[red]")
     return [faults, sinks, verdict]

@@ -17,7 +17,7 @@ from psycopg import sql
 
 from chaos import faults, invariants, observe
 from chaos.flow import SLOW_BUYER_S, chaos_flow
-from chaos.services import CHAOS_DIR, ChaosServices, worker_env
+from chaos.services import CHAOS_DIR, RUN_TOPICS_PREFIX, ChaosServices, drop_topics, worker_env
 from chaos.soak import Sampler
 from chaos.soak import summary as soak_summary
 from chaos.workers import WorkerPool, flow_workers
@@ -45,7 +45,10 @@ class RunConfig:
     oversized: int = 6
     poison: int = 25
     slow: int = 20
-    settle_timeout_s: float = 300.0
+    # Settling waits for as long as the flow moves, up to this bound, and gives up once
+    # nothing has moved for settle_stall_s (see _settle).
+    settle_timeout_s: float = 600.0
+    settle_stall_s: float = 120.0
     soak_s: float = 0.0
     sample_every_s: float = 10.0
     keep_kafka3: bool = False
@@ -133,18 +136,45 @@ def _completed(settings: Settings, flow: Flow) -> int:
         return -1  # not migrated yet, or Postgres restarting
 
 
-def _settle(settings: Settings, flow: Flow, leads: int, timeout: float) -> float:
-    """Wait until every lead is completed in Postgres and no group has anything left."""
-    began = time.monotonic()
-    while time.monotonic() - began < timeout:
-        if _completed(settings, flow) >= leads:
+def _offsets(settings: Settings, flow: Flow) -> dict[str, int] | None:
+    """Each group's committed offsets, or None while they cannot be read (a broker away)."""
+    try:
+        return observe.group_progress(settings, flow)
+    except Exception as exc:  # a metadata timeout while a broker returns: ask again
+        log.warning("committed offsets not readable yet", error=str(exc))
+        return None
+
+
+def _settle(
+    settings: Settings, flow: Flow, leads: int, timeout: float, stall: float
+) -> tuple[float, str]:
+    """Wait until every lead is completed in Postgres and no group has anything left; how
+    long that took and why the wait ended (``drained``, ``stalled``, ``timed out``).
+
+    Not a fixed window: a machine loaded by other jobs gets there later, not never, so
+    the wait goes on for as long as anything moves (a lead completed, a group's committed
+    offsets), up to ``timeout``. Once nothing has moved for ``stall`` seconds (far
+    longer than a transaction timeout, a session timeout or a store's retry backoff),
+    the run is stuck and waiting longer would only hide it: the checks report what is
+    missing and which group is stuck."""
+    began = moved = time.monotonic()
+    last_completed, last_offsets = -1, None
+    while (now := time.monotonic()) - began < timeout:
+        completed, offsets = _completed(settings, flow), _offsets(settings, flow)
+        if completed >= leads:
             try:
                 if not invariants.stuck_groups(observe.group_lag(settings, flow)):
-                    return time.monotonic() - began
+                    return time.monotonic() - began, "drained"
             except Exception as exc:  # a metadata timeout while a broker returns: ask again
                 log.warning("lag not readable yet", error=str(exc))
+        if completed != last_completed or (offsets is not None and offsets != last_offsets):
+            moved, last_completed = now, completed
+            last_offsets = offsets if offsets is not None else last_offsets
+        elif now - moved >= stall:
+            log.warning("nothing moved, the run is stuck", stalled_s=round(now - moved))
+            return time.monotonic() - began, "stalled"
         time.sleep(3)
-    return time.monotonic() - began
+    return time.monotonic() - began, "timed out"
 
 
 def run(config: RunConfig) -> dict[str, Any]:
@@ -170,6 +200,7 @@ def _run(config: RunConfig) -> dict[str, Any]:
     pool: WorkerPool | None = None
     try:
         services.up()
+        drop_topics(RUN_TOPICS_PREFIX)  # what an earlier run that crashed left behind
         ensure_flow_topics(new_admin(settings), flow)
         steps = [s.id for s in flow.steps]
         pool = WorkerPool(flow_workers(workdir / "flow.yaml", steps, env, workdir / "logs", run_id))
@@ -179,6 +210,11 @@ def _run(config: RunConfig) -> dict[str, Any]:
         if pool is not None:
             pool.stop()
         buyer.stop()
+        if not config.keep_kafka3:  # kept: its topics stay to be looked at
+            try:
+                drop_topics(f"leadflow.{flow.id}.")
+            except Exception as exc:  # the cluster is gone: nothing left to drop
+                log.warning("topics not dropped", error=str(exc))
         services.down(keep_kafka3=config.keep_kafka3)
 
 
@@ -250,7 +286,9 @@ def _drive(
         thread.join()
     submitter.flush()
     submitted = [lead for lead in submitter.sent if lead.lead_id not in submitter.refused]
-    settle_s = _settle(settings, flow, len(submitted), config.settle_timeout_s)
+    settle_s, settled = _settle(
+        settings, flow, len(submitted), config.settle_timeout_s, config.settle_stall_s
+    )
     if sampler is not None:
         sampler.stop()
     restarts, exits = pool.restarts(), pool.unexpected_exits()
@@ -271,6 +309,7 @@ def _drive(
         worker_exits=exits,
         submit_s=round(window_s, 1),
         settle_s=round(settle_s, 1),
+        settled=settled,
         total_s=round(time.monotonic() - started, 1),
         soak=sampler.samples if sampler is not None else None,
         soak_summary=soak_summary(sampler.samples) if sampler is not None else None,

@@ -11,19 +11,30 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import structlog
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+
+log = structlog.get_logger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 STACK = REPO / "stack"
 CHAOS_DIR = REPO / ".stack" / "chaos"
 
-KAFKA3_PORTS = (19092, 29092, 39092)
+# Every port here, like every port in stack/lib/ports.sh, lies below the kernel's ephemeral
+# range (32768-60999 on Linux): a server port inside it can be held by any outbound
+# connection of a parallel test when the server starts. tests/test_stack_ports.py checks.
+# The 3-node cluster's brokers (stack/lib/ports.sh KAFKA3_PORTS; that test keeps them equal).
+KAFKA3_PORTS = (21092, 22092, 23092)
 KAFKA3_BOOTSTRAP = ",".join(f"127.0.0.1:{p}" for p in KAFKA3_PORTS)
-PG_PORT, S3_PORT, AZ_PORT = 55433, 18433, 10100
-# weed mini's master, volume, filer and admin ports (their gRPC ports are these + 10000):
-# clear of the shared instance's and of the 3-node cluster's.
-S3_INTERNAL_PORTS = "19433 19440 18988 23746"
+PG_PORT, S3_PORT, AZ_PORT = 15433, 18433, 10100
+# weed mini's master, volume, filer and admin ports (their gRPC ports are these + 10000,
+# S3's too): clear of the shared instance's and of the 3-node cluster's.
+S3_INTERNAL_PORTS = "19433 19440 18988 9746"
 AZURITE_BLOB_ENDPOINT = f"http://127.0.0.1:{AZ_PORT}/devstoreaccount1"
 # Azurite's well-known development account key (public, in Microsoft's documentation).
 AZURITE_DEV_KEY = (
@@ -31,8 +42,60 @@ AZURITE_DEV_KEY = (
 )
 
 
+# How long a broker that came back may take to catch up: every partition's replicas in
+# sync again (ISR = replicas), the internal topics' included.
+IN_SYNC_TIMEOUT_S = 120.0
+# The stack scripts' bounds on a service's start, for the instances a run starts and
+# restarts (their own defaults: 90 s for a Kafka node, 60 s for the others). Each wait
+# ends as soon as the service answers; the bound only decides when a start has failed,
+# and a node killed -9 on a loaded machine first recovers every partition it holds (a
+# JVM start alone took 27 s at a load of 20): 90 s was seen to run out.
+START_TIMEOUTS_S = {
+    "KAFKA_START_TIMEOUT": 300,
+    "PG_START_TIMEOUT": 180,
+    "S3_START_TIMEOUT": 180,
+    "AZ_START_TIMEOUT": 180,
+}
+# Every topic a run creates is named leadflow.chaos-<run>.* (its flow id is chaos-<run>).
+RUN_TOPICS_PREFIX = "leadflow.chaos-"
+
+
 class ServiceError(RuntimeError):
     """A stack script failed: its output is in the message."""
+
+
+def out_of_sync(admin: AdminClient) -> list[str]:
+    """Partitions of the 3-node cluster without a leader or with a replica out of sync."""
+    topics = admin.list_topics(timeout=10).topics
+    return sorted(
+        f"{name}[{part.id}]"
+        for name, topic in topics.items()
+        for part in topic.partitions.values()
+        if part.leader < 0 or set(part.isrs) != set(part.replicas)
+    )
+
+
+def wait_in_sync(timeout: float = IN_SYNC_TIMEOUT_S) -> list[str]:
+    """Wait until every partition of the cluster has a leader and all its replicas in sync;
+    the partitions still lagging when ``timeout`` ran out (empty: all in sync).
+
+    ``kafka-node.sh start`` returns once the broker is registered and unfenced, while its
+    replicas are still catching up: until they have, each of its partitions hangs on the
+    two other brokers (min ISR 2), and the next fault to take one down stalls writes.
+    Waiting for the cluster to be whole again keeps faults from compounding by chance."""
+    admin = AdminClient({"bootstrap.servers": KAFKA3_BOOTSTRAP})
+    deadline = time.monotonic() + timeout
+    lagging = ["(no metadata yet)"]
+    while time.monotonic() < deadline:
+        try:
+            lagging = out_of_sync(admin)
+        except Exception as exc:  # metadata not answered yet: ask again
+            lagging = [f"(metadata: {exc})"]
+        if not lagging:
+            return []
+        time.sleep(1)
+    log.warning("replicas still out of sync", partitions=lagging[:10], count=len(lagging))
+    return lagging
 
 
 def port_open(port: int) -> bool:
@@ -72,9 +135,31 @@ def worker_env() -> dict[str, str]:
     }
 
 
-def _script(*args: str, timeout: float = 300) -> str:
+def drop_topics(prefix: str, timeout: float = 60) -> list[str]:
+    """Delete the 3-node cluster's topics whose names start with ``prefix``; their names.
+
+    Each run creates its own topics (seven, 21 partitions) and nothing removed them: after
+    35 runs the cluster held 360 partitions, and a broker killed -9 recovers every one it
+    holds before it answers, which took a restart past its 90 s bound on a loaded machine.
+    A run drops its own topics when it ends and any a crashed run left when it starts."""
+    admin = AdminClient({"bootstrap.servers": KAFKA3_BOOTSTRAP})
+    names = sorted(t for t in admin.list_topics(timeout=15).topics if t.startswith(prefix))
+    if not names:
+        return []
+    for name, future in admin.delete_topics(names, operation_timeout=timeout).items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:  # gone already
+                log.warning("topic not deleted", topic=name, error=str(exc))
+    log.info("topics dropped", prefix=prefix, count=len(names))
+    return names
+
+
+def _script(*args: str, timeout: float = 900) -> str:
     (CHAOS_DIR / "logs").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **private_env()}
+    bounds = {name: str(s) for name, s in START_TIMEOUTS_S.items()}
+    env = {**bounds, **os.environ, **private_env()}
     done = subprocess.run(  # noqa: S603 - our own stack scripts, fixed arguments
         ["bash", *args],  # noqa: S607
         cwd=REPO,
@@ -85,7 +170,12 @@ def _script(*args: str, timeout: float = 300) -> str:
         check=False,
     )
     if done.returncode != 0:
-        raise ServiceError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
+        # The script's own "[stack] ERROR: ..." line first: the log tail after it is long.
+        said = [line for line in done.stderr.splitlines() if "ERROR" in line][:3]
+        raise ServiceError(
+            f"{' '.join(args)} failed ({done.returncode}): {' / '.join(said)}\n"
+            f"{done.stderr[-1500:]}"
+        )
     return done.stdout
 
 
@@ -113,15 +203,19 @@ class ChaosServices:
         _script("stack/kafka-node.sh", "kill", str(node))
         self.nodes_down.add(node)
 
-    def start_broker(self, node: int) -> None:
+    def start_broker(self, node: int) -> list[str]:
+        """Start a node again; the partitions still out of sync after the wait for them."""
         _script("stack/kafka-node.sh", "start", str(node))
         self.nodes_down.discard(node)
+        return wait_in_sync()
 
-    def restart_broker(self, node: int) -> None:
-        """A controlled restart (SIGTERM, then start and wait until back in the cluster)."""
+    def restart_broker(self, node: int) -> list[str]:
+        """A controlled restart (SIGTERM, then start and wait until back in the cluster and
+        in sync); the partitions still out of sync after the wait for them."""
         self.nodes_down.add(node)
         _script("stack/kafka-node.sh", "restart", str(node))
         self.nodes_down.discard(node)
+        return wait_in_sync()
 
     def stop(self, *services: str) -> None:
         _script("stack/down.sh", *services)

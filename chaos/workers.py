@@ -15,7 +15,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import structlog
+
 from chaos.services import REPO
+
+log = structlog.get_logger(__name__)
 
 RESTART_DELAY_S = 0.5
 
@@ -30,6 +34,7 @@ class Worker:
     starts: int = 0
     kills: int = 0
     exits: list[int] = field(default_factory=list)
+    exits_seen: int = 0  # starts whose exit code is in ``exits`` (a failed restart adds none)
 
     def start(self) -> None:
         with self.log.open("ab") as out:
@@ -114,10 +119,23 @@ class WorkerPool:
         while not self._stop.wait(RESTART_DELAY_S):
             with self.lock:
                 for worker in self.workers.values():
-                    if not worker.alive():
-                        assert worker.proc is not None
-                        worker.exits.append(worker.proc.returncode)
-                        worker.start()
+                    self._restart_if_dead(worker)
+
+    def _restart_if_dead(self, worker: Worker) -> None:
+        """Start a dead worker again. A start that fails (fork refused on a loaded machine,
+        its log not writable) is tried again at the next round: an exception here would
+        end the supervisor thread, and every worker that died after it would stay dead,
+        which the run could only report as events missing."""
+        if worker.alive():
+            return
+        assert worker.proc is not None
+        if worker.exits_seen < worker.starts:
+            worker.exits.append(worker.proc.returncode)
+            worker.exits_seen = worker.starts
+        try:
+            worker.start()
+        except Exception as exc:
+            log.error("worker could not be started, retrying", role=worker.role, error=str(exc))
 
     def stop(self) -> None:
         self._stop.set()

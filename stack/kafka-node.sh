@@ -7,7 +7,7 @@
 #   stack/kafka-node.sh restart N   stop + start
 #   stack/kafka-node.sh status      state of nodes 1..3
 #
-# Node N listens on 127.0.0.1:N9092 (controller N9093); data in .stack/kafka3/nodeN,
+# Node N listens on 127.0.0.1:2N092 (controller 2N093); data in .stack/kafka3/nodeN,
 # broker log .stack/logs/kafka3-nodeN.log. A hard-killed broker is fenced by the
 # controller after ~9 s; with one node down, acks=all writes still succeed
 # (min.insync.replicas=2), with two down they fail until a node returns.
@@ -55,7 +55,7 @@ do_start() {
   fi
   kafka_node_alive cluster "$n" || kafka_spawn_node cluster "$n"
   kafka_wait_node cluster "$n"
-  ok "$name: back in the cluster on $HOST:${n}9092"
+  ok "$name: back in the cluster on $HOST:$(kafka_port cluster "$n")"
 }
 
 case $action in

@@ -16,8 +16,8 @@ if [[ ${1:-} == kafka3 ]]; then
   exit 0
 fi
 
-"$VPY" "$PROBE" kafka-ready --bootstrap "$HOST:9092" -v | sed 's/^/kafka: /'
-"$VPY" "$PROBE" kafka-smoke --bootstrap "$HOST:9092" --rf 1
+"$VPY" "$PROBE" kafka-ready --bootstrap "$HOST:$KAFKA_PORT" -v | sed 's/^/kafka: /'
+"$VPY" "$PROBE" kafka-smoke --bootstrap "$HOST:$KAFKA_PORT" --rf 1
 
 ensure_pg_bin
 echo "postgres: $("$PGBIN/psql" -X -At "$PG_APP_URL" -c "select current_user || '@' || current_database() || ' on ' || split_part(version(), ' ', 2) || ', fsync=' || current_setting('fsync') || ', max_connections=' || current_setting('max_connections') || ', shared_buffers=' || current_setting('shared_buffers')")"

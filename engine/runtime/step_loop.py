@@ -9,6 +9,12 @@ interval, a quiet step hands each lead on within the linger. A crash anywhere
 aborts the open transaction: readers with ``read_committed`` never see its
 outputs, and the offsets were not committed, so the restarted worker redoes
 exactly that work with the same event ids.
+
+A broker that dies is not a crash: the transaction it breaks (its messages time
+out, the coordinator moves, a commit or an abort times out) is aborted, the input
+is rewound to the committed offsets and the loop backs off and goes on, in the
+same process. Only a fatal error (fenced by a newer instance, the producer unusable)
+ends the process, for its supervisor to start another.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 import structlog
 from confluent_kafka import (
@@ -40,6 +46,28 @@ from engine.runtime.kafka.metrics import WorkerMetrics
 from engine.topics import DUE_HEADER
 
 log = structlog.get_logger(__name__)
+
+# The longest wait between two attempts at a transactional call that keeps failing with
+# a retriable error (a broker or coordinator away): short enough to notice it is back.
+RETRY_CAP_S = 5.0
+
+
+def transaction_broken(exc: BaseException) -> TypeGuard[KafkaException]:
+    """``exc`` says the producer refused to go on with the open transaction, not that the
+    record in hand is wrong: the transaction failed underneath (``produce`` answers _STATE
+    in the abortable-error state), the producer is fenced or dead, or a call may be
+    retried. Such a record is never dead-lettered: the batch is redone (or the process
+    restarted) instead. Anything else from ``produce`` (a record too large) is the
+    record's own."""
+    if not isinstance(exc, KafkaException):
+        return False
+    error: KafkaError = exc.args[0]
+    return bool(
+        is_fatal(error)
+        or error.txn_requires_abort()
+        or error.retriable()
+        or error.code() in (KafkaError._STATE, KafkaError._FENCED)
+    )
 
 
 class TransactionalStepLoop:
@@ -93,6 +121,9 @@ class TransactionalStepLoop:
         self.produced_to: dict[str, int] = {}
         self.metrics = metrics or WorkerMetrics("step")
         self._consume_errors = ConsumeErrors(input_topic, self.metrics.consume_error)
+        # The worker's stop event once ``run`` has it: the backoff after an aborted
+        # transaction ends early when the worker is asked to stop.
+        self.stop = threading.Event()
 
     # -- transaction boundaries -------------------------------------------------
 
@@ -109,34 +140,85 @@ class TransactionalStepLoop:
         offsets = [TopicPartition(t, p, o) for (t, p), o in self.pending.items()]
         try:
             if offsets:
-                self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata()
+                metadata = self.consumer.consumer_group_metadata()
+                self._retrying(
+                    "send_offsets_to_transaction",
+                    lambda: self.producer.send_offsets_to_transaction(offsets, metadata),
                 )
-            self.producer.commit_transaction()
+            # Flushes first: messages that timed out while their partition's leader was
+            # down make this an abortable error ("N message(s) timed out").
+            self._retrying("commit_transaction", self.producer.commit_transaction)
         except KafkaException as exc:
-            return self._recover(exc)
+            self._recover(exc)
+            return False
         finally:
             self.in_txn = False
             self.pending.clear()
         return True
 
-    def _recover(self, exc: KafkaException) -> bool:
+    def _recover(self, exc: KafkaException) -> None:
+        """A transaction that cannot commit: abort it, rewind and back off, unless the
+        error is fatal (fenced by a newer instance, the producer unusable), which ends
+        the process: its supervisor starts another."""
         error: KafkaError = exc.args[0]
-        if error.txn_requires_abort():
-            log.warning("transaction aborted, rewinding", error=str(error))
-            self.producer.abort_transaction()
-            self._rewind()
-            return False
-        if error.retriable():
-            # commit_transaction is safe to retry as long as it is not abortable.
-            self.producer.commit_transaction()
-            return True
-        raise exc  # fatal (e.g. fenced by a newer instance): the process must restart
+        if is_fatal(error):
+            raise exc
+        log.warning(
+            "transaction failed, aborting and rewinding",
+            error=str(error),
+            abortable=bool(error.txn_requires_abort()),
+        )
+        self._abort_and_rewind(self.stop)
+
+    def _retrying(self, call: str, api: Callable[[], object]) -> None:
+        """Call a transactional API again for as long as it fails with a retriable error.
+
+        librdkafka goes on with a timed-out commit or abort in the background and wants
+        the *same* call again to finish it (any other transactional call answers
+        _CONFLICT meanwhile), so nothing else is tried in between. While a broker is
+        down that is the normal case: a commit or an abort waiting for a coordinator
+        that moves times out. Abortable and fatal errors go to the caller."""
+        attempt = 0
+        while True:
+            try:
+                api()
+                return
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if is_fatal(error) or error.txn_requires_abort() or not error.retriable():
+                    raise
+                attempt += 1
+                log.warning(
+                    "kafka call failed, retrying", call=call, attempt=attempt, error=str(error)
+                )
+                time.sleep(backoff_delay(attempt, cap_s=RETRY_CAP_S))
+
+    def _abort(self) -> None:
+        self._retrying("abort_transaction", self.producer.abort_transaction)
+        self.in_txn = False
+        self.pending.clear()
 
     def _rewind(self) -> None:
-        """After an abort, go back to the last committed offsets so no input is skipped."""
-        assignment = self.consumer.assignment()
-        for tp in self.consumer.committed(assignment, timeout=10):
+        """After an abort, go back to the last committed offsets so no input is skipped.
+
+        Asked until the group coordinator answers (it may be on the broker that just
+        died): reading on from the current position instead would skip the aborted
+        records for good."""
+        attempt = 0
+        while True:
+            assignment = self.consumer.assignment()
+            try:
+                committed = self.consumer.committed(assignment, timeout=10)
+                break
+            except KafkaException as exc:
+                if is_fatal(exc.args[0]):
+                    raise
+                attempt += 1
+                log.warning(
+                    "committed offsets not readable, retrying", attempt=attempt, error=str(exc)
+                )
+                time.sleep(backoff_delay(attempt, cap_s=RETRY_CAP_S))
+        for tp in committed:
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
 
@@ -184,8 +266,7 @@ class TransactionalStepLoop:
 
     def _abort_and_rewind(self, stop: threading.Event) -> None:
         if self.in_txn:
-            self.producer.abort_transaction()
-            self.in_txn = False
+            self._abort()
         self.pending.clear()
         self._rewind()
         self.transient_failures += 1
@@ -204,6 +285,7 @@ class TransactionalStepLoop:
         )
 
     def process(self, messages: list[Message], stop: threading.Event | None = None) -> None:
+        stop = stop or self.stop
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -219,15 +301,26 @@ class TransactionalStepLoop:
                 self._produce(self.handler.handle(msg))
             except TransientStepError as exc:
                 log.warning("step cannot decide now, aborting and rewinding", error=str(exc))
-                self._abort_and_rewind(stop or threading.Event())
+                self._abort_and_rewind(stop)
                 return  # the rest of this batch is re-read after the rewind
-            except PoisonMessageError as exc:
-                self._dead_letter(msg, f"PoisonMessage: {exc}")
             except Exception as exc:  # a bug on one lead must not stop the flow
-                log.error("step failed on a record", exc_info=True)
-                self._dead_letter(
-                    msg, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
-                )
+                if transaction_broken(exc):
+                    # The producer refused the outputs: the transaction failed under it (a
+                    # broker away). Nothing is wrong with the record: redo the batch.
+                    self._recover(exc)
+                    return
+                if isinstance(exc, PoisonMessageError):
+                    error = f"PoisonMessage: {exc}"
+                else:
+                    log.error("step failed on a record", exc_info=True)
+                    error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+                try:
+                    self._dead_letter(msg, error)
+                except KafkaException as dlq_exc:
+                    if not transaction_broken(dlq_exc):
+                        raise
+                    self._recover(dlq_exc)
+                    return
             self.pending[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
             self.processed += 1
             self.transient_failures = 0
@@ -235,7 +328,10 @@ class TransactionalStepLoop:
                 return  # aborted and rewound: the rest of this batch is read again
 
     def run(self, stop: threading.Event) -> None:
-        self.producer.init_transactions()
+        self.stop = stop
+        # Retriable while the transaction coordinator is away (a worker restarted during
+        # a broker outage): wait for it rather than exit.
+        self._retrying("init_transactions", self.producer.init_transactions)
         topics = [self.input_topic] + ([self.retry_topic] if self.retry_topic else [])
         self.consumer.subscribe(topics, on_revoke=self.on_revoke, on_lost=self._on_lost)
         try:
@@ -310,9 +406,7 @@ class TransactionalStepLoop:
         # transaction must not commit their offsets.
         if self.in_txn:
             log.warning("partitions lost, aborting", partitions=len(partitions))
-            self.producer.abort_transaction()
-            self.in_txn = False
-            self.pending.clear()
+            self._abort()
             self._rewind()
 
 

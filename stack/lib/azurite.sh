@@ -9,7 +9,7 @@
 
 # STACK_AZ_PORT / STACK_AZ_DIR / STACK_AZ_LOG start a second, private instance (make chaos
 # stops its own store, never the shared one); unset, they are the stack's defaults.
-AZ_PORT=${STACK_AZ_PORT:-10000}
+AZ_PORT=${STACK_AZ_PORT:-$AZ_DEFAULT_PORT}
 AZ_DIR=${STACK_AZ_DIR:-$STACK_DIR/azurite}
 AZ_TOOL="$TOOLS_DIR/azurite"
 AZ_LOG=${STACK_AZ_LOG:-$LOG_DIR/azurite.log}

@@ -15,6 +15,9 @@ VENV="$TOOLS_DIR/venv"
 VPY="$VENV/bin/python"
 PROBE="$STACK_SRC/lib/probe.py"
 
+# shellcheck source=stack/lib/ports.sh
+source "$STACK_SRC/lib/ports.sh"
+
 # Everything listens on loopback only.
 HOST=127.0.0.1
 

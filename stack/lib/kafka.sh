@@ -4,15 +4,15 @@
 #
 #   single node ("kafka"):  PLAINTEXT 127.0.0.1:9092, CONTROLLER 127.0.0.1:9093,
 #                           state .stack/kafka/, log .stack/logs/kafka.log
-#   3 nodes ("kafka3"):     node N: PLAINTEXT 127.0.0.1:N9092, CONTROLLER N9093,
+#   3 nodes ("kafka3"):     node N: PLAINTEXT 127.0.0.1:2N092, CONTROLLER 2N093,
 #                           state .stack/kafka3/nodeN/, log .stack/logs/kafka3-nodeN.log
-# Both can run at the same time.
+# Both can run at the same time. The ports come from lib/ports.sh.
 
 KAFKA_LIBS="$STACK_DIR/kafka/libs"
 KAFKA_POM="$STACK_SRC/kafka/pom.xml"
 KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-90}
-KAFKA3_VOTERS="1@$HOST:19093,2@$HOST:29093,3@$HOST:39093"
-KAFKA3_BOOTSTRAP="$HOST:19092,$HOST:29092,$HOST:39092"
+KAFKA3_VOTERS="1@$HOST:${KAFKA3_CTL_PORTS[0]},2@$HOST:${KAFKA3_CTL_PORTS[1]},3@$HOST:${KAFKA3_CTL_PORTS[2]}"
+KAFKA3_BOOTSTRAP="$HOST:${KAFKA3_PORTS[0]},$HOST:${KAFKA3_PORTS[1]},$HOST:${KAFKA3_PORTS[2]}"
 KAFKA_SPAWNED=" " # names of the nodes this run started (for "already running" messages)
 
 # Broker JVM flags (as kafka-run-class.sh / kafka-server-start.sh would set).
@@ -62,8 +62,8 @@ kafka_version() {
 # Node descriptors. MODE is "single" or "cluster"; N is the node id (1 for single).
 kafka_node_dir() { if [[ $1 == single ]]; then echo "$STACK_DIR/kafka"; else echo "$STACK_DIR/kafka3/node$2"; fi; }
 kafka_node_name() { if [[ $1 == single ]]; then echo kafka; else echo "kafka3-node$2"; fi; }
-kafka_port() { if [[ $1 == single ]]; then echo 9092; else echo "${2}9092"; fi; }
-kafka_ctl_port() { if [[ $1 == single ]]; then echo 9093; else echo "${2}9093"; fi; }
+kafka_port() { if [[ $1 == single ]]; then echo "$KAFKA_PORT"; else echo "${KAFKA3_PORTS[$2 - 1]}"; fi; }
+kafka_ctl_port() { if [[ $1 == single ]]; then echo "$KAFKA_CTL_PORT"; else echo "${KAFKA3_CTL_PORTS[$2 - 1]}"; fi; }
 kafka_pidfile() { echo "$(kafka_node_dir "$@")/kafka.pid"; }
 # The config path is unique per node, so it identifies the JVM in /proc/PID/cmdline.
 kafka_marker() { echo "$(kafka_node_dir "$@")/server.properties"; }
@@ -104,7 +104,7 @@ PROPS
       cat <<PROPS
 
 # Single combined node, dynamic quorum formatted with --standalone.
-controller.quorum.bootstrap.servers=$HOST:9093
+controller.quorum.bootstrap.servers=$HOST:$KAFKA_CTL_PORT
 # Internal topics must fit on one broker, or groups never join and
 # init_transactions times out.
 offsets.topic.replication.factor=1
@@ -184,7 +184,7 @@ kafka_node_healthy() {
   port_open "$(kafka_port "$mode" "$n")" || return 1
   [[ -x $VPY ]] || return 1
   if [[ $mode == single ]]; then
-    "$VPY" "$PROBE" kafka-ready --bootstrap "$HOST:9092" --broker-ids 1
+    "$VPY" "$PROBE" kafka-ready --bootstrap "$HOST:$KAFKA_PORT" --broker-ids 1
   else
     "$VPY" "$PROBE" kafka-ready --bootstrap "$HOST:$(kafka_port "$mode" "$n")" --broker-ids "$n"
   fi
@@ -216,11 +216,11 @@ up_kafka() {
   ensure_kafka_libs
   kafka_node_alive single 1 || kafka_spawn_node single 1
   if [[ $KAFKA_SPAWNED != *" kafka "* ]] && kafka_node_healthy single 1; then
-    ok "kafka: already running on $HOST:9092"
+    ok "kafka: already running on $HOST:$KAFKA_PORT"
     return 0
   fi
   kafka_wait_node single 1
-  ok "kafka: ready on $HOST:9092 (Kafka $(kafka_version))"
+  ok "kafka: ready on $HOST:$KAFKA_PORT (Kafka $(kafka_version))"
 }
 
 down_kafka() {
@@ -239,9 +239,9 @@ status_kafka() {
   pidfile=$(kafka_pidfile single 1)
   if kafka_node_alive single 1; then
     if kafka_node_healthy single 1; then
-      status_line kafka up "$HOST:9092 (pid $(<"$pidfile"))"
+      status_line kafka up "$HOST:$KAFKA_PORT (pid $(<"$pidfile"))"
     else
-      status_line kafka UNHEALTHY "pid $(<"$pidfile") runs but $HOST:9092 does not answer metadata"
+      status_line kafka UNHEALTHY "pid $(<"$pidfile") runs but $HOST:$KAFKA_PORT does not answer metadata"
       return 1
     fi
   else
@@ -292,9 +292,9 @@ status_kafka3() {
     pidfile=$(kafka_pidfile cluster "$n")
     if kafka_node_alive cluster "$n"; then
       if kafka_node_healthy cluster "$n"; then
-        status_line "kafka3-node$n" up "$HOST:${n}9092 (pid $(<"$pidfile"))"
+        status_line "kafka3-node$n" up "$HOST:$(kafka_port cluster "$n") (pid $(<"$pidfile"))"
       else
-        status_line "kafka3-node$n" UNHEALTHY "pid $(<"$pidfile") runs but $HOST:${n}9092 does not answer metadata"
+        status_line "kafka3-node$n" UNHEALTHY "pid $(<"$pidfile") runs but $HOST:$(kafka_port cluster "$n") does not answer metadata"
         rc=1
       fi
     else

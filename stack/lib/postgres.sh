@@ -7,7 +7,7 @@
 
 # STACK_PG_PORT / STACK_PG_DIR / STACK_PG_LOG start a second, private cluster (make chaos
 # restarts its own Postgres, never the shared one); unset, they are the stack's defaults.
-PG_PORT=${STACK_PG_PORT:-5433}
+PG_PORT=${STACK_PG_PORT:-$PG_DEFAULT_PORT}
 PG_DIR=${STACK_PG_DIR:-$STACK_DIR/postgres}
 PG_DATA="$PG_DIR/data"
 PG_SOCK="$PG_DIR/run"

@@ -3,15 +3,17 @@
 # tools venv). One process = master + volume + filer + S3 gateway + admin/worker.
 #
 #   S3 API          127.0.0.1:8333  (the only port the app uses)
-#   internal HTTP   9333 master, 9340 volume, 8888 filer, 23646 admin (no UI)
-#   internal gRPC   19333, 19340, 18888, 18333, 33646 (HTTP port + 10000)
+#   internal HTTP   9333 master, 9340 volume, 8888 filer, 9646 admin (no UI)
+#   internal gRPC   19333, 19340, 18888, 18333, 19646 (HTTP port + 10000)
+# (lib/ports.sh: all of them below the ephemeral port range, gRPC ones included; weed's
+# own default admin port 23646 would put its gRPC port on 33646, inside it.)
 # WebDAV, the admin UI, the Iceberg/Lance catalogs and telemetry are switched off.
 
 # STACK_S3_PORT, STACK_S3_INTERNAL_PORTS ("MASTER VOLUME FILER ADMIN"), STACK_S3_DIR and
 # STACK_S3_LOG start a second, private instance (make chaos stops its own store, never the
 # shared one); unset, they are the stack's defaults.
-S3_PORT=${STACK_S3_PORT:-8333}
-read -r S3_MASTER_PORT S3_VOLUME_PORT S3_FILER_PORT S3_ADMIN_PORT <<<"${STACK_S3_INTERNAL_PORTS:-9333 9340 8888 23646}"
+S3_PORT=${STACK_S3_PORT:-$S3_DEFAULT_PORT}
+read -r S3_MASTER_PORT S3_VOLUME_PORT S3_FILER_PORT S3_ADMIN_PORT <<<"${STACK_S3_INTERNAL_PORTS:-$S3_DEFAULT_INTERNAL_PORTS}"
 S3_DIR=${STACK_S3_DIR:-$STACK_DIR/s3}
 S3_LOG=${STACK_S3_LOG:-$LOG_DIR/s3.log}
 S3_PIDFILE="$S3_DIR/weed.pid"

@@ -34,6 +34,10 @@ pytestmark = pytest.mark.stack
 REPO = Path(__file__).parents[2]
 KILLS = 3
 
+# kill -9 at chosen moments needs the machine to itself to hit them (make test runs the
+# serial tests alone, after the rest).
+pytestmark = [pytest.mark.stack, pytest.mark.serial]
+
 
 def start_projector(settings: Settings, flow_id: str, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "LEADFLOW_DB_SCHEMA": settings.db_schema, "LEADFLOW_LOG_FORMAT": "json"}

@@ -190,6 +190,7 @@ def _building_rows(settings: Settings) -> int:
         return events_in(conn, building.schema) if building else 0
 
 
+@pytest.mark.serial  # kill -9 half way through: the machine to itself to hit that moment
 def test_a_rebuild_killed_mid_way_resumes_from_its_checkpoints_and_ends_identical(
     main: Settings, unique_id: str
 ) -> None:

@@ -270,6 +270,7 @@ def _slots_taken(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
     return int(row[0]) if row else 0
 
 
+@pytest.mark.serial  # kill -9 at chosen moments: the machine to itself to hit them
 def test_a_recipient_cap_stays_exact_when_workers_are_killed_mid_flight(
     state_settings: Settings, unique_id: str, tmp_path: Path
 ) -> None:

@@ -23,7 +23,9 @@ from tests.factories import make_flow, write_flow
 from tests.kafka_helpers import events_by_lead, read_events
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.stack
+# kill -9 at chosen moments needs the machine to itself to hit them (make test runs the
+# serial tests alone, after the rest).
+pytestmark = [pytest.mark.stack, pytest.mark.serial]
 
 LEADS = 400
 
