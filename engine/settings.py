@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     # handful of records (each costs the broker a marker per partition and an offset commit).
     commit_linger_ms: int = 10
     transaction_timeout_ms: int = 10_000
+    # A calling step's worker (recipient, enhancement): how many records it takes at once
+    # and keeps unfinished - its calls out, or queued behind the same lead's record.
+    step_max_in_flight: int = Field(256, ge=1, le=10_000)
+    # On stop, how long such a worker still writes answers that come in; what is still
+    # out then runs again under the next owner (the buyer sees it twice, same idempotency key).
+    step_stop_grace_ms: int = Field(5_000, ge=0)
     instance_id: str = Field(default_factory=socket.gethostname)
 
     log_format: Literal["auto", "json", "console"] = "auto"

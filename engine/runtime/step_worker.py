@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import structlog
 
 from engine.errors import LeadflowError
 from engine.flows import Flow
+from engine.runtime.concurrent_loop import ConcurrentCalls, ConcurrentStepLoop
 from engine.runtime.handlers import StepHandler, make_handler
+from engine.runtime.handlers.base import EventInputHandler
+from engine.runtime.http_calls import CallRunner
 from engine.runtime.kafka.clients import new_admin, new_consumer, new_transactional_producer
 from engine.runtime.kafka.metrics import WorkerMetrics
 from engine.runtime.kafka.topics import ensure_flow_topics
@@ -31,8 +35,20 @@ def step_group(flow_id: str, step_id: str) -> str:
     return f"leadflow.{flow_id}.step.{step_id}"
 
 
+# Steps whose records wait on a service: their workers keep many records in flight.
+CALLING_KINDS = frozenset({"recipient", "enhancement"})
+
+
+class SharedCalls(ConcurrentCalls, CallRunner, Protocol):
+    """The runner a calling step's worker shares between its loop and its handlers."""
+
+
 def follow_registry(
-    settings: Settings, registry: FlowRegistry, flow: Flow, step_id: str
+    settings: Settings,
+    registry: FlowRegistry,
+    flow: Flow,
+    step_id: str,
+    calls: CallRunner | None = None,
 ) -> Callable[[], StepHandler | None]:
     """A watch for the step loop: a new handler when a newer version of the flow is applied."""
     version, source = flow.version, input_topic(flow, step_id)
@@ -50,7 +66,7 @@ def follow_registry(
             raise FlowChangedError(f"step {step_id} of {flow.id} moved in v{latest.version}")
         version = latest.version
         log.info("flow version applied", flow=flow.id, version=version, step=step_id)
-        return make_handler(latest, step_id, settings.instance_id, default_codec(), settings)
+        return make_handler(latest, step_id, settings.instance_id, default_codec(), settings, calls)
 
     return watch
 
@@ -61,7 +77,10 @@ def build_step_loop(
     step_id: str,
     worker_index: int = 0,
     registry: FlowRegistry | None = None,
+    calls: SharedCalls | None = None,
 ) -> TransactionalStepLoop:
+    """The step's loop: with ``calls`` (a calling step's), one that keeps many records in
+    flight on that runner; else one record at a time."""
     group = step_group(flow.id, step_id)
     # A stable transactional.id per (step, instance): a restarted worker fences
     # its killed predecessor at once instead of waiting out its transaction.
@@ -71,12 +90,9 @@ def build_step_loop(
     consumer = new_consumer(settings, group, **{"group.instance.id": txn_id})
     metrics = WorkerMetrics(f"step:{flow.id}:{step_id}")
     producer = new_transactional_producer(settings, txn_id, metrics)
-    handler = make_handler(flow, step_id, settings.instance_id, default_codec(), settings)
+    handler = make_handler(flow, step_id, settings.instance_id, default_codec(), settings, calls)
     retries = flow.step(step_id).kind in RETRYING_KINDS
-    return TransactionalStepLoop(
-        consumer,
-        producer,
-        handler,
+    common: dict[str, Any] = dict(
         input_topic=input_topic(flow, step_id),
         output_topic=events_topic(flow.id, step_id),
         dlq_topic=dlq_topic(flow.id),
@@ -84,8 +100,20 @@ def build_step_loop(
         commit_interval_ms=settings.commit_interval_ms,
         commit_linger_ms=settings.commit_linger_ms,
         retry_topic=retry_topic(flow.id, step_id) if retries else None,
-        watch=follow_registry(settings, registry, flow, step_id) if registry else None,
+        watch=follow_registry(settings, registry, flow, step_id, calls) if registry else None,
         metrics=metrics,
+    )
+    if calls is None:
+        return TransactionalStepLoop(consumer, producer, handler, **common)
+    assert isinstance(handler, EventInputHandler)
+    return ConcurrentStepLoop(
+        consumer,
+        producer,
+        handler,
+        calls=calls,
+        max_in_flight=settings.step_max_in_flight,
+        stop_grace_s=settings.step_stop_grace_ms / 1000,
+        **common,
     )
 
 
