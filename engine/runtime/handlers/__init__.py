@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from engine.flows import FilterStep, Flow, RecipientStep, SourceStep, Step
+from engine.runtime.calls import call_runner
 from engine.runtime.handlers.base import (
     Headers,
     PoisonMessageError,
@@ -17,7 +18,6 @@ from engine.runtime.handlers.enhancement import enhancement_handler
 from engine.runtime.handlers.filter import FilterHandler
 from engine.runtime.handlers.recipient import RecipientHandler
 from engine.runtime.handlers.source import SourceHandler
-from engine.runtime.http_calls import HttpCallRunner
 from engine.settings import Settings, get_settings
 from engine.state.store import StateStore
 from schemas.codec import EventCodec
@@ -47,7 +47,7 @@ def _recipient(
     flow: Flow, step: Step, host: str, codec: EventCodec, state: StateStore
 ) -> StepHandler:
     assert isinstance(step, RecipientStep)
-    return RecipientHandler(flow, step, host, codec, HttpCallRunner(), state)
+    return RecipientHandler(flow, step, host, codec, call_runner(), state)
 
 
 def _enhancement(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from engine.flows import EnhancementStep, Flow, Step
+from engine.runtime.calls import CallRunner, call_runner
 from engine.runtime.handlers.calling import CallingHandler
-from engine.runtime.http_calls import CallRunner, HttpCallRunner
 from engine.steps.base import Snapshot, StepResult
 from engine.steps.calls import Answer, Call
 from engine.steps.enhancement import judge_enhancement, plan_enhancement
@@ -27,7 +27,8 @@ class EnhancementHandler(CallingHandler):
 
 
 def enhancement_handler(flow: Flow, step: Step, host: str, codec: EventCodec) -> EnhancementHandler:
-    """The registry's factory: an enhancement handler with its own HTTP connection pool."""
+    """The registry's factory: an enhancement handler with its own call runner (its own
+    connection pool and event loop thread, bounded by the process settings)."""
     if not isinstance(step, EnhancementStep):
         raise TypeError(f"step {step.id} is a {step.kind}, not an enhancement")
-    return EnhancementHandler(flow, step, host, codec, HttpCallRunner())
+    return EnhancementHandler(flow, step, host, codec, call_runner())
