@@ -55,9 +55,11 @@ class Call:
 
     @property
     def destination(self) -> str:
-        """Whom the call goes to, for per-destination limits and breakers: the URL's origin."""
+        """Whom the call goes to, for per-destination limits, breakers and metrics: the
+        URL's scheme, host and port (never credentials a URL may carry)."""
         parts = urlsplit(self.request.url)
-        return f"{parts.scheme}://{parts.netloc}"
+        port = f":{parts.port}" if parts.port is not None else ""
+        return f"{parts.scheme}://{parts.hostname or ''}{port}"
 
 
 @dataclass(frozen=True, slots=True)

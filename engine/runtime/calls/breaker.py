@@ -1,10 +1,10 @@
 """A circuit breaker per destination: stop calling a service that keeps failing.
 
-After ``failures`` consecutive error answers (timeouts, refusals, 5xx-free
-transport errors: whatever the runner could not get an answer for) a
-destination's breaker opens and its calls fail at once with "circuit open",
-without a connection, for ``cool_down_ms``; then one call is let through as a
-probe (half-open): its success closes the breaker, its failure opens it again.
+After ``failures`` consecutive failed calls (no answer - a timeout, a refused
+connection, garbage - or an HTTP 5xx) a destination's breaker opens and its calls
+fail at once with "circuit open", without a connection, for ``cool_down_ms``; then
+one call is let through as a probe (half-open): its success closes the breaker, its
+failure opens it again.
 A failing buyer then costs the worker no sockets and no deadlines, and the leads
 go to the step's retry topic (or on) at once. ``failures=0`` turns it off.
 
@@ -21,6 +21,7 @@ from typing import Literal
 from engine.steps.calls import Answer, Call
 
 State = Literal["closed", "open", "half_open"]
+STATES: tuple[State, ...] = ("closed", "open", "half_open")
 
 
 @dataclass(slots=True)
@@ -33,6 +34,12 @@ class _Breaker:
         if self.opened_at is None:
             return "closed"
         return "half_open" if now - self.opened_at >= cool_down_s else "open"
+
+
+def failed(answer: Answer) -> bool:
+    """No answer at all, or the service saying it is down (5xx): what opens a breaker.
+    A refusal or a 4xx is the service working."""
+    return answer.error is not None or (answer.status or 0) >= 500
 
 
 class Breakers:
@@ -58,17 +65,20 @@ class Breakers:
             return None
         return f"{call.service} circuit open: {breaker.failures} calls failed in a row"
 
-    def record(self, call: Call, answer: Answer) -> None:
-        """Count the answer: an error moves the breaker towards open, anything else closes it."""
+    def record(self, call: Call, answer: Answer) -> State | None:
+        """Count the answer: an error moves the breaker towards open, anything else closes
+        it. Returns the breaker's state after it (None when there are no breakers)."""
         if self.failures <= 0:
-            return
+            return None
         breaker = self._by_destination.setdefault(call.destination, _Breaker())
-        if answer.error is None:
+        if not failed(answer):
             breaker.failures, breaker.opened_at, breaker.probing = 0, None, False
-            return
+            return "closed"
         breaker.failures += 1
         if breaker.probing or breaker.failures >= self.failures:
             breaker.opened_at, breaker.probing = time.monotonic(), False
+            return "open"
+        return "closed"
 
     def cancelled(self, call: Call) -> None:
         """A call was cut before its answer (a window, a close): if it was the probe, the

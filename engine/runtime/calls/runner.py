@@ -30,7 +30,8 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import structlog
 
-from engine.runtime.calls.breaker import Breakers
+from engine.runtime.calls import metrics
+from engine.runtime.calls.breaker import Breakers, State
 from engine.runtime.calls.exchange import CallLimits, exchange, now_ms
 from engine.settings import Settings, get_settings
 from engine.steps.calls import Answer, Call
@@ -212,20 +213,35 @@ class AsyncCallRunner:
                 sent[i] = time.perf_counter()
                 refused = self.breakers.refuse(call)
                 if refused is not None:
+                    metrics.refused(call.destination)
                     return _failed(call, refused, sent[i])
-                assert self._client is not None
-                try:
-                    answer = await exchange(self._client, call, self.limits)
-                except asyncio.CancelledError:
-                    self.breakers.cancelled(call)  # a probe cut by a window proves nothing
-                    raise
-                self.breakers.record(call, answer)
-                return answer
+                return await self._exchange(call)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("call failed inside the runner", service=call.service)
             return _failed(call, f"{call.service} call failed: {type(exc).__name__}", sent[i])
+
+    async def _exchange(self, call: Call) -> Answer:
+        assert self._client is not None
+        destination = call.destination
+        metrics.sent(destination)
+        answer: Answer | None = None
+        try:
+            answer = await exchange(self._client, call, self.limits)
+        except asyncio.CancelledError:
+            self.breakers.cancelled(call)  # a probe cut by a window proves nothing
+            raise
+        finally:
+            metrics.ended(destination, answer)
+        state = self.breakers.record(call, answer)
+        if state is not None:
+            metrics.breaker_state(destination, state)
+        return answer
+
+    def breaker_states(self) -> dict[str, State]:
+        """Each destination's breaker state (closed, open, half_open), for status output."""
+        return self.breakers.states()
 
     @contextlib.asynccontextmanager
     async def _slot(self, call: Call) -> AsyncIterator[None]:
