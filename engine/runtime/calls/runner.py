@@ -22,9 +22,11 @@ never an answer to record.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import threading
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -52,6 +54,15 @@ def _failed(call: Call, reason: str, sent_at: float | None) -> Answer:
     waited = int((time.perf_counter() - sent_at) * 1000) if sent_at is not None else 0
     at = now_ms()
     return Answer(None, {}, b"", reason, waited, at - waited, at)
+
+
+def _where(exc: BaseException) -> dict[str, str]:
+    """What a log says of an unexpected error: its type and where it was raised. Not its
+    message nor a traceback with locals (they may hold a lead's body or a URL's secret)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    last = frames[-1] if frames else None
+    where = f"{last.filename}:{last.lineno} in {last.name}" if last is not None else "?"
+    return {"error": type(exc).__name__, "raised_at": where}
 
 
 class AsyncCallRunner:
@@ -106,17 +117,24 @@ class AsyncCallRunner:
     ) -> None:
         """Make ``calls`` at once; call ``done(answers)`` (in the calls' order) from the
         runner's thread when all have answered or ``window_ms`` has passed (a call not
-        answered by then gets an error answer). Returns at once."""
+        answered by then gets an error answer). Returns at once. ``done`` runs on the
+        event loop: it should hand the answers over and return, not do the work."""
         self._enter(len(calls))
-        self._loop.call_soon_threadsafe(self._spawn, list(calls), done, window_ms)
+        try:
+            self._loop.call_soon_threadsafe(self._spawn, list(calls), done, window_ms)
+        except RuntimeError as exc:  # the loop closed between the check and now
+            raise RunnerClosedError("the call runner is closed") from exc
 
     def run(self, call: Call) -> Answer:
         """Make one call and wait for its answer (the one-at-a-time path)."""
         if threading.current_thread() is self._thread:
             raise RuntimeError("run() from the runner's own thread would wait for itself")
         self._enter(1)
-        future = asyncio.run_coroutine_threadsafe(self._counted([call], None), self._loop)
-        return future.result()[0]
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._counted([call], None), self._loop)
+            return future.result()[0]
+        except (RuntimeError, concurrent.futures.CancelledError) as exc:
+            raise RunnerClosedError("the call runner closed before the answer") from exc
 
     def in_flight(self) -> int:
         """Calls handed to the runner whose answers are not yet given back."""
@@ -168,9 +186,9 @@ class AsyncCallRunner:
         answers = await self._counted(calls, window_ms)
         try:
             done(answers)
-        except Exception:
+        except Exception as exc:
             # The caller's bug, on our thread: it must not kill the loop, nor vanish.
-            log.exception("a call group's done callback raised", calls=len(calls))
+            log.error("a call group's done callback raised", calls=len(calls), **_where(exc))
 
     async def _counted(self, calls: list[Call], window_ms: int | None) -> list[Answer]:
         try:
@@ -219,7 +237,7 @@ class AsyncCallRunner:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("call failed inside the runner", service=call.service)
+            log.error("call failed inside the runner", service=call.service, **_where(exc))
             return _failed(call, f"{call.service} call failed: {type(exc).__name__}", sent[i])
 
     async def _exchange(self, call: Call) -> Answer:
