@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from engine.errors import LeadflowError
 from engine.flows import Flow
-from engine.runtime.concurrent_loop import ConcurrentCalls, ConcurrentStepLoop
+from engine.runtime.calls import CallRunner, ManyCallRunner, call_runner
+from engine.runtime.concurrent_loop import ConcurrentStepLoop
 from engine.runtime.handlers import StepHandler, make_handler
 from engine.runtime.handlers.base import EventInputHandler
-from engine.runtime.http_calls import CallRunner
 from engine.runtime.kafka.clients import new_admin, new_consumer, new_transactional_producer
 from engine.runtime.kafka.metrics import WorkerMetrics
 from engine.runtime.kafka.topics import ensure_flow_topics
@@ -37,10 +37,6 @@ def step_group(flow_id: str, step_id: str) -> str:
 
 # Steps whose records wait on a service: their workers keep many records in flight.
 CALLING_KINDS = frozenset({"recipient", "enhancement"})
-
-
-class SharedCalls(ConcurrentCalls, CallRunner, Protocol):
-    """The runner a calling step's worker shares between its loop and its handlers."""
 
 
 def follow_registry(
@@ -77,7 +73,7 @@ def build_step_loop(
     step_id: str,
     worker_index: int = 0,
     registry: FlowRegistry | None = None,
-    calls: SharedCalls | None = None,
+    calls: ManyCallRunner | None = None,
 ) -> TransactionalStepLoop:
     """The step's loop: with ``calls`` (a calling step's), one that keeps many records in
     flight on that runner; else one record at a time."""
@@ -111,7 +107,7 @@ def build_step_loop(
         producer,
         handler,
         calls=calls,
-        max_in_flight=settings.step_max_in_flight,
+        max_in_flight=settings.call_max_in_flight,
         stop_grace_s=settings.step_stop_grace_ms / 1000,
         **common,
     )
@@ -132,11 +128,18 @@ def run_step(
     worker_index: int = 0,
     registry: FlowRegistry | None = None,
 ) -> None:
-    loop = build_step_loop(settings, flow, step_id, worker_index, registry)
-    structlog.contextvars.bind_contextvars(role=f"step:{step_id}", flow=flow.id)
-    log.info("step worker started", input=loop.input_topic, output=loop.output_topic)
+    # A calling step's worker owns one runner: its loop and every flow version's handler
+    # share its connections, its in-flight bound and its breakers.
+    calls = call_runner(settings) if flow.step(step_id).kind in CALLING_KINDS else None
     try:
-        loop.run(stop)
-    except FlowChangedError as exc:
-        log.info("step moved in its flow, restarting", reason=str(exc))
-    log.info("step worker stopped", processed=loop.processed, dead_lettered=loop.dead_lettered)
+        loop = build_step_loop(settings, flow, step_id, worker_index, registry, calls)
+        structlog.contextvars.bind_contextvars(role=f"step:{step_id}", flow=flow.id)
+        log.info("step worker started", input=loop.input_topic, output=loop.output_topic)
+        try:
+            loop.run(stop)
+        except FlowChangedError as exc:
+            log.info("step moved in its flow, restarting", reason=str(exc))
+        log.info("step worker stopped", processed=loop.processed, dead_lettered=loop.dead_lettered)
+    finally:
+        if calls is not None:
+            calls.close()

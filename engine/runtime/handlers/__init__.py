@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from engine.flows import FilterStep, Flow, RecipientStep, SourceStep, Step
+from engine.runtime.calls import CallRunner, call_runner
 from engine.runtime.handlers.base import (
     Headers,
     PoisonMessageError,
@@ -17,7 +18,6 @@ from engine.runtime.handlers.enhancement import enhancement_handler
 from engine.runtime.handlers.filter import FilterHandler
 from engine.runtime.handlers.recipient import RecipientHandler
 from engine.runtime.handlers.source import SourceHandler
-from engine.runtime.http_calls import CallRunner, HttpCallRunner
 from engine.settings import Settings, get_settings
 from engine.state.store import StateStore
 from schemas.codec import EventCodec
@@ -57,7 +57,7 @@ def _recipient(
 ) -> StepHandler:
     assert isinstance(step, RecipientStep)
     owned = calls is None
-    runner = HttpCallRunner() if calls is None else calls
+    runner = call_runner() if calls is None else calls
     return RecipientHandler(flow, step, host, codec, runner, state, owns_calls=owned)
 
 

@@ -2,7 +2,7 @@
 
 The step plans the call and judges the answer (pure functions of
 ``engine.steps``); the handler's ``CallRunner`` makes the call
-(``engine.runtime.http_calls``). Around the call a handler may do the I/O its
+(``engine.runtime.calls``). Around the call a handler may do the I/O its
 step needs: ``prepare`` before it (e.g. reserving a cap slot, which the plan
 depends on), ``conclude`` after the judgement (confirming the slot) and
 ``abandon`` when the call or the judgement fails unexpectedly (giving the slot
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from engine.events import LeadEvent
 from engine.flows import Flow
+from engine.runtime.calls import CallRunner
 from engine.runtime.handlers.base import Asking, EventInputHandler
-from engine.runtime.http_calls import CallRunner
 from engine.steps.base import Snapshot, StepResult
 from engine.steps.calls import Answer, Call
 from schemas.codec import EventCodec

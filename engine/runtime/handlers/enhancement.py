@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from engine.flows import EnhancementStep, Flow, Step
+from engine.runtime.calls import CallRunner, call_runner
 from engine.runtime.handlers.calling import CallingHandler
-from engine.runtime.http_calls import CallRunner, HttpCallRunner
 from engine.steps.base import Snapshot, StepResult
 from engine.steps.calls import Answer, Call
 from engine.steps.enhancement import judge_enhancement, plan_enhancement
@@ -37,9 +37,9 @@ def enhancement_handler(
     flow: Flow, step: Step, host: str, codec: EventCodec, calls: CallRunner | None = None
 ) -> EnhancementHandler:
     """The registry's factory: an enhancement handler on the worker's shared runner, else
-    with its own HTTP connection pool."""
+    with its own call runner (its own connection pool and event loop thread)."""
     if not isinstance(step, EnhancementStep):
         raise TypeError(f"step {step.id} is a {step.kind}, not an enhancement")
     if calls is None:
-        return EnhancementHandler(flow, step, host, codec, HttpCallRunner())
+        return EnhancementHandler(flow, step, host, codec, call_runner())
     return EnhancementHandler(flow, step, host, codec, calls, owns_calls=False)

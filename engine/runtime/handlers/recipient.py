@@ -11,8 +11,8 @@ delivered (with the same idempotency key) and counted once.
 from __future__ import annotations
 
 from engine.flows import Flow, RecipientStep
+from engine.runtime.calls import CallRunner
 from engine.runtime.handlers.calling import CallingHandler
-from engine.runtime.http_calls import CallRunner
 from engine.settings import get_settings
 from engine.state.store import StateStore
 from engine.steps.base import Snapshot, StepResult
