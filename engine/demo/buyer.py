@@ -215,6 +215,9 @@ class BuyerPortError(LeadflowError):
 
 class BuyerServer(ThreadingHTTPServer):
     daemon_threads = True
+    # A step keeps hundreds of calls in flight: socketserver's backlog of 5 refused the
+    # connections beyond it (resets, and SYN retries that looked like 3 s buyer timeouts).
+    request_queue_size = 1024
 
     def __init__(
         self,

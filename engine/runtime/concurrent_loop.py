@@ -199,12 +199,9 @@ class ConcurrentStepLoop(TransactionalStepLoop):
 
         self.waiting += 1
         self.peak_waiting = max(self.peak_waiting, self.waiting)
-        try:
-            self.calls.start(waiting.calls, done, window_ms=waiting.window_ms)
-        except Exception as exc:  # the runner is closed: judged as such
-            done(
-                [Answer(None, {}, b"", f"call not made: {type(exc).__name__}")] * len(waiting.calls)
-            )
+        # A runner that refuses (closed) is not an answer: the record is unfinished and the
+        # error ends the worker, whose successor runs it again.
+        self.calls.start(waiting.calls, done, window_ms=waiting.window_ms)
 
     def _take_answers(self, block_s: float = 0.0) -> bool:
         """Write what the answers that came in decide; False if the transaction had to be
