@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     # handful of records (each costs the broker a marker per partition and an offset commit).
     commit_linger_ms: int = 10
     transaction_timeout_ms: int = 10_000
+    # On stop, how long a calling step's worker still writes answers that come in; what is still
+    # out then runs again under the next owner (the buyer sees it twice, same idempotency key).
+    step_stop_grace_ms: int = Field(5_000, ge=0)
     instance_id: str = Field(default_factory=socket.gethostname)
 
     # Calls to buyers and services (engine.runtime.calls): at most this many in flight

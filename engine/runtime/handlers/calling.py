@@ -23,10 +23,19 @@ from schemas.codec import EventCodec
 
 class CallingHandler(EventInputHandler):
     def __init__(
-        self, flow: Flow, step_id: str, host: str, codec: EventCodec, calls: CallRunner
+        self,
+        flow: Flow,
+        step_id: str,
+        host: str,
+        codec: EventCodec,
+        calls: CallRunner,
+        *,
+        owns_calls: bool = True,
     ) -> None:
         super().__init__(flow, step_id, host, codec)
         self.calls = calls
+        # A runner shared by the worker's handlers outlives each of them.
+        self.owns_calls = owns_calls
 
     def plan(self, event: LeadEvent, snapshot: Snapshot) -> StepResult | Asking:
         lead_id: str = event["lead_id"]
@@ -63,4 +72,5 @@ class CallingHandler(EventInputHandler):
         """Undo what ``prepare`` held when the call or its judgement failed; nothing by default."""
 
     def close(self) -> None:
-        self.calls.close()
+        if self.owns_calls:
+            self.calls.close()

@@ -31,8 +31,10 @@ class RecipientHandler(CallingHandler):
         codec: EventCodec,
         calls: CallRunner,
         state: StateStore | None = None,
+        *,
+        owns_calls: bool = True,
     ) -> None:
-        super().__init__(flow, step.id, host, codec, calls)
+        super().__init__(flow, step.id, host, codec, calls, owns_calls=owns_calls)
         self.step = step
         if state is None and step.settings.caps:
             # The process settings' database: a capped step never runs uncounted.
