@@ -9,7 +9,7 @@ from typing import Any
 from engine.ids import event_id
 from engine.steps.base import EventDraft, Snapshot
 
-EVENT_SCHEMA_VERSION = "2"
+EVENT_SCHEMA_VERSION = "3"
 RETENTION_MS = 90 * 24 * 3600 * 1000
 
 LeadEvent = dict[str, Any]
@@ -124,6 +124,7 @@ def stamp_events(
                 "acceptance_criteria": draft.acceptance_criteria,
                 "attempt": attempt,
                 "retry_status": draft.retry_status,
+                "circuit_breaker_state": draft.circuit_breaker_state,
                 "key": draft.key,
                 "expires_at": timing.end_ms + RETENTION_MS,
                 "version": EVENT_SCHEMA_VERSION,

@@ -22,6 +22,8 @@ from typing import Any
 _Z99 = 2.3263478740408408
 # Latencies kept for the percentiles: the most recent ones, so memory stays flat.
 KEPT_LATENCIES = 100_000
+# Duplicated keys listed in the stats (the first ones), for a chaos run to show.
+SHOWN_DUPLICATES = 100
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class BuyerStats:
         self.requests = 0
         self._keys: set[str] = set()
         self.duplicates = 0
+        self._duplicated: list[str] = []
         self.unkeyed = 0
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -89,6 +92,8 @@ class BuyerStats:
                 return False
             if key in self._keys:
                 self.duplicates += 1
+                if len(self._duplicated) < SHOWN_DUPLICATES:
+                    self._duplicated.append(key)
                 return True
             self._keys.add(key)
             return False
@@ -109,6 +114,7 @@ class BuyerStats:
                 "requests": self.requests,
                 "unique_keys": len(self._keys),
                 "duplicates": self.duplicates,
+                "duplicate_keys": list(self._duplicated),
                 "unkeyed": self.unkeyed,
                 "in_flight": self.in_flight,
                 "peak_in_flight": self.peak_in_flight,

@@ -73,6 +73,9 @@ class Answer:
     wait_ms: int = 0
     sent_at_ms: int = 0
     received_at_ms: int = 0
+    # The destination's circuit breaker after this call (closed, open, half_open), where
+    # the runtime keeps one: recorded on the step's error event.
+    breaker_state: str | None = None
 
 
 def _form_value(value: Any) -> str:

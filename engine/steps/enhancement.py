@@ -138,7 +138,9 @@ def judge_enhancement(
 
     data, error = read_answer(answer, "Service")
     if data is None:
-        failed = draft("enhancement.error", "error", error)
+        failed = draft(
+            "enhancement.error", "error", error, circuit_breaker_state=answer.breaker_state
+        )
         return StepResult([failed], proceed=proceed_unless_required)
 
     if dig(data, settings.success.path) != settings.success.value:

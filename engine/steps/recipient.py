@@ -131,7 +131,10 @@ def judge_delivery(
 
     data, error = read_answer(answer, "Buyer")
     if data is None:
-        return StepResult([draft("recipient.error", "error", error)], proceed=True)
+        failed = draft(
+            "recipient.error", "error", error, circuit_breaker_state=answer.breaker_state
+        )
+        return StepResult([failed], proceed=True)
 
     if dig(data, settings.accept.path) != settings.accept.value:
         reason = dig(data, settings.reason_path)

@@ -28,6 +28,7 @@ import threading
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 import httpx
 import structlog
@@ -241,7 +242,7 @@ class AsyncCallRunner:
                 refused = self.breakers.refuse(call)
                 if refused is not None:
                     metrics.refused(call.destination)
-                    return _failed(call, refused, sent[i])
+                    return replace(_failed(call, refused, sent[i]), breaker_state="open")
                 return await self._exchange(call)
         except asyncio.CancelledError:
             raise
@@ -264,9 +265,10 @@ class AsyncCallRunner:
             self._busy[pool] -= 1
             metrics.ended(destination, answer)
         state = self.breakers.record(call, answer)
-        if state is not None:
-            metrics.breaker_state(destination, state)
-        return answer
+        if state is None:
+            return answer
+        metrics.breaker_state(destination, state)
+        return replace(answer, breaker_state=state)
 
     def breaker_states(self) -> dict[str, State]:
         """Each destination's breaker state (closed, open, half_open), for status output."""

@@ -44,6 +44,7 @@ def test_a_delivery_posted_again_gets_the_first_answer_and_counts_as_a_duplicate
     assert "Idempotent-Replayed" not in first.headers
     stats = httpx.get(instant.stats_url, timeout=5).json()
     assert (stats["requests"], stats["unique_keys"], stats["duplicates"]) == (3, 2, 1)
+    assert stats["duplicate_keys"] == ["/leads K1"]
     assert stats["in_flight"] == 0 and stats["peak_in_flight"] >= 1
     assert stats["latency_ms"]["p50"] is not None
 

@@ -130,3 +130,15 @@ def test_a_retry_and_a_replay_post_with_the_same_key_in_the_configured_header() 
     keys = [c.request.headers.get("X-Delivery-Key") for c in runner.calls]
     assert keys[0] is not None and keys == [keys[0]] * 3
     assert "Idempotency-Key" not in runner.calls[0].request.headers
+
+
+def test_an_error_event_records_the_destinations_breaker_state(flow: Flow) -> None:
+    step = flow.step("buyer")
+    assert isinstance(step, RecipientStep)
+    reason = "Buyer circuit open: 5 calls failed in a row"
+    runner = ScriptedRunner(Answer(None, {}, b"", reason, breaker_state="open"))
+    handler = RecipientHandler(flow, step, "host", default_codec(), runner)
+    records = handler.handle(handoff(SNAPSHOT, flow_id="calls"))  # type: ignore[arg-type]
+    error = decoded([r for r in records if r.topic is None])[0]
+    assert (error["type"], error["circuit_breaker_state"]) == ("recipient.error", "open")
+    assert error["version"] == "3"

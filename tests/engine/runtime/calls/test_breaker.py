@@ -43,10 +43,12 @@ def test_the_breaker_opens_after_failures_in_a_row_and_a_probe_closes_it(
     assert runner.breaker_states() == {destination: "open"}
     fast = runner.run(call(stub.url("/ok")))
     assert fast.error == "Buyer circuit open: 3 calls failed in a row"
+    assert fast.breaker_state == "open"
     assert stub.requests == 3  # failed fast: the service never saw it
     time.sleep(0.35)
     assert runner.breaker_states() == {destination: "half_open"}
-    assert runner.run(call(stub.url("/ok"))).status == 200  # the probe
+    probe = runner.run(call(stub.url("/ok")))
+    assert (probe.status, probe.breaker_state) == (200, "closed")
     assert runner.breaker_states() == {destination: "closed"}
 
 
@@ -84,7 +86,8 @@ def test_without_breakers_failures_never_stop_calls(stub: ServiceStub) -> None:
     try:
         for _ in range(6):
             plain.run(call(stub.url("/hangup")))
-        assert plain.run(call(stub.url("/ok"))).status == 200
+        answer = plain.run(call(stub.url("/ok")))
+        assert (answer.status, answer.breaker_state) == (200, None)
         assert plain.breaker_states() == {}
     finally:
         plain.close()
