@@ -53,8 +53,8 @@ log = structlog.get_logger(__name__)
 
 TopicPart = tuple[str, int]
 
-# While calls are out and nothing new arrives, how long a fetch may block before the
-# loop looks for answers: the most an answer waits to be written.
+# While calls are out and nothing is fetched, how long the loop waits on answers before it
+# fetches again: the most a new record waits to be taken.
 ANSWER_POLL_S = 0.005
 
 
@@ -397,8 +397,15 @@ class ConcurrentStepLoop(TransactionalStepLoop):
             if not self._take_answers(block_s=self._wait() or ANSWER_POLL_S):
                 return
         else:
-            wait = min(self._wait(), ANSWER_POLL_S) if self.waiting else self._wait()
+            # With calls out, what is already fetched is taken without blocking, and the
+            # wait is on the answers (woken by the first): an answer is written at once, a
+            # record waits at most ANSWER_POLL_S.
+            wait = 0.0 if self.waiting else self._wait()
             messages = self._fetch(wait, min(room, self.batch_size))
+            if not messages and self.waiting:
+                block = min(self._wait(), ANSWER_POLL_S)
+                if not self._take_answers(block_s=block or 0.0):
+                    return
             if messages:
                 started = time.monotonic()
                 self.process(messages)
