@@ -78,7 +78,10 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         "isolation.level": "read_committed",
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
-        "fetch.wait.max.ms": 50,
+        # A fetch the broker holds for new data: a lead's every hop can wait this long
+        # behind a transaction's commit marker (e2e quick bench: p50 228 -> 169 ms, p99
+        # 566 -> 446 ms going from 50 to 10), at the cost of more idle fetch requests.
+        "fetch.wait.max.ms": 10,
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 1_000,
         "topic.metadata.refresh.interval.ms": 5_000,
