@@ -16,7 +16,7 @@ import socket
 import time
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -39,6 +39,7 @@ from engine.flows import RecipientStep
 from engine.ids import new_lead_id
 from engine.intake.config import PingSettings
 from engine.runtime.calls import CallLimits, exchange
+from engine.runtime.calls.exchange import new_session
 from engine.state.errors import StateUnavailableError
 from engine.steps.base import EventDraft, Outcome
 from engine.steps.calls import Call, Delivery
@@ -64,12 +65,12 @@ async def _ask_buyers(checked: Checked, fields: dict[str, Any]) -> float | None:
     body = orjson.dumps(fields)
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
 
-    async def ask(client: httpx.AsyncClient, step: RecipientStep) -> Any:
+    async def ask(session: aiohttp.ClientSession, step: RecipientStep) -> Any:
         # The calls' own exchange: a wall-clock deadline, a bounded body, no redirects.
         ping = Call(
             Delivery(str(step.settings.ping_url), headers, body), step.settings.timeout_ms, "Buyer"
         )
-        answer = await exchange(client, ping, CallLimits())
+        answer = await exchange(session, ping, CallLimits())
         if answer.status != 200:
             return None  # a buyer that cannot answer does not bid
         try:
@@ -77,8 +78,8 @@ async def _ask_buyers(checked: Checked, fields: dict[str, Any]) -> float | None:
         except orjson.JSONDecodeError:
             return None
 
-    async with httpx.AsyncClient(follow_redirects=False) as client:
-        answers = await asyncio.gather(*(ask(client, step) for step in buyers))
+    async with new_session(max(1, len(buyers))) as session:
+        answers = await asyncio.gather(*(ask(session, step) for step in buyers))
     return best_bid(list(answers))
 
 

@@ -1,7 +1,12 @@
 """One HTTP exchange with a service, inside a deadline that holds, as an ``Answer``.
 
+The client is aiohttp: at hundreds of calls in flight, httpx spent 1.7 ms of CPU per
+call (its connection pool matches requests to connections in quadratic time, and its
+layers cost the rest) where aiohttp spends 0.5 ms - the difference between a buyer
+step bound by its buyers and one bound by its own CPU.
+
 The deadline is wall-clock over the whole exchange (pool, connect, send, wait,
-read), not httpx's per-operation timeout: a buyer that trickles a byte a second
+read), not a per-operation timeout: a buyer that trickles a byte a second
 passes every per-read timeout and would hold the lead (and the step's Kafka
 transaction) for ever. The body is read up to ``CallLimits.max_response_bytes``,
 so a 2 GB answer costs at most that much memory. Redirects are not followed (a
@@ -19,7 +24,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
 from engine.steps.calls import Answer, Call
 
@@ -54,11 +59,14 @@ class _Clock:
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
-    """The exception and what it was raised from (httpx wraps httpcore wraps the OSError)."""
+    """The exception and what it was raised from (aiohttp wraps the OSError)."""
     chain: list[BaseException] = []
     seen: BaseException | None = exc
     while seen is not None and seen not in chain and len(chain) < 10:
         chain.append(seen)
+        os_error = getattr(seen, "os_error", None)  # aiohttp's connector errors
+        if isinstance(os_error, BaseException) and os_error not in chain:
+            chain.append(os_error)
         seen = seen.__cause__ or seen.__context__
     return chain
 
@@ -68,50 +76,61 @@ def failure_reason(service: str, exc: BaseException) -> str:
     chain = _causes(exc)
     if any(isinstance(e, socket.gaierror) for e in chain):
         return f"{service} unreachable: DNS lookup failed"
-    if any(isinstance(e, ssl.SSLError) for e in chain):
+    if any(isinstance(e, ssl.SSLError | aiohttp.ClientSSLError) for e in chain):
         return f"{service} unreachable: TLS handshake failed"
     if any(isinstance(e, ConnectionRefusedError) for e in chain):
         return f"{service} unreachable: connection refused"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        if "without sending" in str(exc):  # h11: the peer closed before any answer
-            return f"{service} closed the connection without an answer"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return f"{service} closed the connection without an answer"
+    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
         return f"{service} answered garbage: not HTTP"
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return f"{service} unreachable: cannot connect"
-    if isinstance(exc, httpx.HTTPError):
+    if isinstance(exc, aiohttp.ClientError | OSError):
         return f"{service} unreachable: {type(exc).__name__}"
     return f"{service} call failed: {type(exc).__name__}"
 
 
-async def exchange(client: httpx.AsyncClient, call: Call, limits: CallLimits) -> Answer:
+# No timeout of aiohttp's own: the deadline around the exchange is the one that holds.
+NO_TIMEOUT = aiohttp.ClientTimeout(total=None)
+
+
+def new_session(max_connections: int) -> aiohttp.ClientSession:
+    """A session for calls: ``max_connections`` at most, to any number of destinations,
+    no cookies kept between buyers, no redirects followed (set per request)."""
+    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=NO_TIMEOUT,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=True,
+    )
+
+
+async def exchange(session: aiohttp.ClientSession, call: Call, limits: CallLimits) -> Answer:
     """Post ``call``'s request and read the answer, all within ``call.timeout_ms``."""
     clock = _Clock()
     request = call.request
-    deadline_s = call.timeout_ms / 1000
+    cap = limits.max_response_bytes
     try:
-        async with asyncio.timeout(deadline_s):
-            async with client.stream(
-                "POST",
+        async with (
+            asyncio.timeout(call.timeout_ms / 1000),
+            session.post(
                 request.url,
-                content=request.body,
+                data=request.body,
                 headers=request.headers,
-                # Per operation, as a backstop: the deadline above is what holds.
-                timeout=deadline_s,
-                follow_redirects=False,
-            ) as resp:
-                body = bytearray()
-                async for chunk in resp.aiter_bytes():
-                    body += chunk
-                    if len(body) > limits.max_response_bytes:
-                        return clock.failed(
-                            f"{call.service} answer too large:"
-                            f" over {limits.max_response_bytes} bytes"
-                        )
-    except (TimeoutError, httpx.TimeoutException):
+                allow_redirects=False,
+            ) as resp,
+        ):
+            body = bytearray()
+            while chunk := await resp.content.read(cap + 1 - len(body)):
+                body += chunk
+                if len(body) > cap:
+                    return clock.failed(f"{call.service} answer too large: over {cap} bytes")
+            status = resp.status
+            headers = {k.lower(): v for k, v in resp.headers.items() if k.lower() in KEPT_HEADERS}
+    except TimeoutError:
         return clock.failed(f"{call.service} timeout after {call.timeout_ms}ms")
-    except (httpx.HTTPError, OSError, ssl.SSLError) as exc:
+    except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
         return clock.failed(failure_reason(call.service, exc))
-    headers = {k: v for k, v in resp.headers.items() if k.lower() in KEPT_HEADERS}
-    return Answer(
-        resp.status_code, headers, bytes(body), None, clock.waited_ms(), clock.sent_ms, now_ms()
-    )
+    return Answer(status, headers, bytes(body), None, clock.waited_ms(), clock.sent_ms, now_ms())

@@ -1,7 +1,7 @@
 """Many calls in flight on one event loop, for threads that go on meanwhile.
 
-``AsyncCallRunner`` runs an asyncio loop in a daemon thread with one
-``httpx.AsyncClient``. A caller hands it the calls one lead's step asks for
+``AsyncCallRunner`` runs an asyncio loop in a daemon thread with one aiohttp
+session. A caller hands it the calls one lead's step asks for
 (``start``) and goes on; when all of them have answered (or the window is over)
 the runner calls ``done`` with the answers, from its own thread, once. The
 loop that keeps many leads in flight (``engine.runtime.concurrent_loop``) uses
@@ -30,12 +30,12 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
-import httpx
+import aiohttp
 import structlog
 
 from engine.runtime.calls import metrics
 from engine.runtime.calls.breaker import Breakers, State
-from engine.runtime.calls.exchange import CallLimits, exchange, now_ms
+from engine.runtime.calls.exchange import CallLimits, exchange, new_session, now_ms
 from engine.settings import Settings, get_settings
 from engine.steps.calls import Answer, Call
 
@@ -44,8 +44,6 @@ log = structlog.get_logger(__name__)
 DEFAULT_MAX_IN_FLIGHT = 256
 # How long ``close`` waits for the loop to cancel what is in flight.
 CLOSE_TIMEOUT_S = 10.0
-# Connections per pool (see AsyncCallRunner._clients).
-POOL_SIZE = 16
 
 
 class RunnerClosedError(RuntimeError):
@@ -76,7 +74,6 @@ class AsyncCallRunner:
         *,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         limits: CallLimits | None = None,
-        client: httpx.AsyncClient | None = None,
         breakers: Breakers | None = None,
         name: str = "calls",
     ) -> None:
@@ -85,11 +82,7 @@ class AsyncCallRunner:
         self.max_in_flight = max_in_flight
         self.limits = limits or CallLimits()
         self.breakers = breakers or Breakers()
-        # Connection pools, each at most POOL_SIZE connections: httpcore's pool matches
-        # requests to connections in time quadratic in its size (a single pool of 256 spent
-        # two thirds of a core there and answered ~90 calls/s); a call takes the least busy.
-        self._clients: list[httpx.AsyncClient] = [client] if client is not None else []
-        self._busy: list[int] = [0] * len(self._clients)
+        self._session: aiohttp.ClientSession | None = None
         self._lock = threading.Lock()
         self._in_flight = 0
         self._closed = False
@@ -104,17 +97,10 @@ class AsyncCallRunner:
     async def _open(self) -> None:
         # Made on the loop: asyncio primitives and the client belong to it.
         self._slots = asyncio.Semaphore(self.max_in_flight)
-        if not self._clients:
+        if self._session is None:
             # As many connections as calls may be in flight: a call never waits for a
-            # pool inside its deadline (it waited for its slot before the clock started,
-            # and the least busy pool has a free connection while a slot is free).
-            pools = -(-self.max_in_flight // POOL_SIZE)
-            size = -(-self.max_in_flight // pools)
-            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-            self._clients = [
-                httpx.AsyncClient(limits=limits, follow_redirects=False) for _ in range(pools)
-            ]
-            self._busy = [0] * pools
+            # connection inside its deadline (it waited for its slot before the clock).
+            self._session = new_session(self.max_in_flight)
 
     # -- the API -----------------------------------------------------------------------
 
@@ -251,18 +237,16 @@ class AsyncCallRunner:
             return _failed(call, f"{call.service} call failed: {type(exc).__name__}", sent[i])
 
     async def _exchange(self, call: Call) -> Answer:
-        pool = min(range(len(self._clients)), key=self._busy.__getitem__)
-        self._busy[pool] += 1
+        assert self._session is not None
         destination = call.destination
         metrics.sent(destination)
         answer: Answer | None = None
         try:
-            answer = await exchange(self._clients[pool], call, self.limits)
+            answer = await exchange(self._session, call, self.limits)
         except asyncio.CancelledError:
             self.breakers.cancelled(call)  # a probe cut by a window proves nothing
             raise
         finally:
-            self._busy[pool] -= 1
             metrics.ended(destination, answer)
         state = self.breakers.record(call, answer)
         if state is None:
@@ -295,8 +279,8 @@ class AsyncCallRunner:
             task.cancel()
         if self._groups:
             await asyncio.gather(*self._groups, return_exceptions=True)
-        for client in self._clients:
-            await client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
 
 def call_runner(settings: Settings | None = None) -> AsyncCallRunner:

@@ -8,8 +8,10 @@ themselves are specified in ``tests/engine/steps/test_settlement.py``.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from typing import ClassVar
 
-import httpx
+import orjson
 import pytest
 
 from engine.flows import EnhancementStep, FilterStep, Flow, RecipientStep, SourceStep, parse_flow
@@ -23,6 +25,7 @@ from engine.runtime.handlers.source import SourceHandler
 from engine.runtime.kafka.dead_letter import dead_letter_headers
 from engine.settings import Settings
 from engine.state.store import Admission, DuplicateCheck
+from engine.steps.calls import Answer, Call
 from engine.steps.cap_checks import CapCheck, CapCount
 from engine.steps.duplicates import LeadOrder, fingerprint
 from engine.steps.feedback import feedback_events, parse_feedback
@@ -64,6 +67,34 @@ steps:
 """
 
 
+class Scripted(AsyncCallRunner):
+    """The real runner, with every exchange answering (or raising) as the test says."""
+
+    made: ClassVar[list[Scripted]] = []
+
+    def __init__(self, answer: Answer | Exception) -> None:
+        super().__init__()
+        self.answer = answer
+        Scripted.made.append(self)
+
+    async def _exchange(self, call: Call) -> Answer:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.fixture(autouse=True)
+def close_runners() -> Iterator[None]:
+    """Each test's runners closed after it (a handler's test does not close its handler)."""
+    yield
+    while Scripted.made:
+        Scripted.made.pop().close()
+
+
+def json_answer(body: object) -> Answer:
+    return Answer(200, {"content-type": "application/json"}, orjson.dumps(body))
+
+
 @pytest.fixture(autouse=True)
 def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(time, "time_ns", lambda: NOW_MS * 1_000_000)
@@ -83,8 +114,8 @@ def filter_handler(flow: Flow) -> FilterHandler:
 def unavailable_service(flow: Flow) -> EnhancementHandler:
     step = flow.step("phone")
     assert isinstance(step, EnhancementStep)
-    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(503)))
-    return EnhancementHandler(flow, step, "host", default_codec(), AsyncCallRunner(client=http))
+    calls = Scripted(Answer(503, {}, b""))
+    return EnhancementHandler(flow, step, "host", default_codec(), calls)
 
 
 def types(records: list[Record]) -> list[str]:
@@ -255,17 +286,10 @@ class Slots:
         pass
 
 
-def buyer(flow: Flow, slots: Slots, answer: httpx.Response | Exception) -> RecipientHandler:
+def buyer(flow: Flow, slots: Slots, answer: Answer | Exception) -> RecipientHandler:
     step = flow.step("buyer")
     assert isinstance(step, RecipientStep)
-
-    def answering(request: httpx.Request) -> httpx.Response:
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    http = httpx.AsyncClient(transport=httpx.MockTransport(answering))
-    calls = AsyncCallRunner(client=http)
+    calls = Scripted(answer)
     return RecipientHandler(flow, step, "host", default_codec(), calls, slots)  # type: ignore[arg-type]
 
 
@@ -274,7 +298,7 @@ CAP = "recipient:test/buyer:day@UTC"
 
 def test_a_delivery_within_caps_confirms_the_slot_it_reserved(flow: Flow) -> None:
     slots = Slots()
-    taken = httpx.Response(200, json={"outcome": "success", "price": 4})
+    taken = json_answer({"outcome": "success", "price": 4})
     records = buyer(flow, slots, taken).handle(handoff({}))  # type: ignore[arg-type]
     assert types(records) == ["recipient.delivered"]
     assert slots.done == [("reserve", LEAD_ID, [CAP]), ("confirm", LEAD_ID, [CAP])]
@@ -282,7 +306,7 @@ def test_a_delivery_within_caps_confirms_the_slot_it_reserved(flow: Flow) -> Non
 
 def test_a_refused_delivery_releases_the_slot(flow: Flow) -> None:
     slots = Slots()
-    refused = httpx.Response(200, json={"outcome": "failure", "reason": "Out of area"})
+    refused = json_answer({"outcome": "failure", "reason": "Out of area"})
     buyer(flow, slots, refused).handle(handoff({}))  # type: ignore[arg-type]
     assert slots.done == [("reserve", LEAD_ID, [CAP]), ("release", LEAD_ID, [CAP])]
 
@@ -314,7 +338,7 @@ def test_a_bug_in_judging_gives_the_slot_back_and_is_raised(
 
     monkeypatch.setattr("engine.runtime.handlers.recipient.judge_delivery", broken)
     slots = Slots()
-    handler = buyer(flow, slots, httpx.Response(200, json={"outcome": "success"}))
+    handler = buyer(flow, slots, json_answer({"outcome": "success"}))
     with pytest.raises(ZeroDivisionError):
         handler.handle(handoff({}))  # type: ignore[arg-type]
     assert slots.done == [("reserve", LEAD_ID, [CAP]), ("release", LEAD_ID, [CAP])]
