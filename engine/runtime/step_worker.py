@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -131,6 +132,10 @@ def run_step(
     # A calling step's worker owns one runner: its loop and every flow version's handler
     # share its connections, its in-flight bound and its breakers.
     calls = call_runner(settings) if flow.step(step_id).kind in CALLING_KINDS else None
+    if calls is not None:
+        # Two busy threads (the loop, the runner's event loop) hand the GIL over at most
+        # every switch interval (5 ms by default), which a lead waits at each hand-over.
+        sys.setswitchinterval(0.0005)
     try:
         loop = build_step_loop(settings, flow, step_id, worker_index, registry, calls)
         structlog.contextvars.bind_contextvars(role=f"step:{step_id}", flow=flow.id)
