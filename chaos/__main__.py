@@ -29,6 +29,7 @@ def parse(argv: list[str] | None) -> RunConfig:
     p.add_argument("--malformed", type=int, default=d.malformed)
     p.add_argument("--oversized", type=int, default=d.oversized)
     p.add_argument("--slow", type=int, default=d.slow)
+    p.add_argument("--inflight", type=int, default=d.inflight, help="leads of inflight_kill")
     p.add_argument(
         "--settle-timeout", type=float, default=d.settle_timeout_s,
         help="seconds: the longest the run may take to drain once submission ends",
@@ -48,7 +49,7 @@ def parse(argv: list[str] | None) -> RunConfig:
     return RunConfig(
         leads=a.leads, rate=a.rate, seed=a.seed, faults=chosen, kills=a.kills,
         store_outage_s=a.store_outage, poison=a.poison, malformed=a.malformed,
-        oversized=a.oversized, slow=a.slow, settle_timeout_s=a.settle_timeout,
+        oversized=a.oversized, slow=a.slow, inflight=a.inflight, settle_timeout_s=a.settle_timeout,
         settle_stall_s=a.settle_stall, soak_s=a.soak,
         sample_every_s=a.sample_every, keep_kafka3=a.keep_kafka3,
     )  # fmt: skip

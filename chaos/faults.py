@@ -30,6 +30,7 @@ ALL_FAULTS = (
     "store_outage",
     "poison_burst",
     "slow_buyer",
+    "inflight_kill",
 )
 # Faults on shared machinery (brokers, Postgres, the stores): on their own thread, in order.
 SERVICE_FAULTS = ("broker_kill", "postgres_restart", "store_outage", "broker_restart")
@@ -58,7 +59,8 @@ class Injector:
     services: ChaosServices
     pool: WorkerPool
     rng: random.Random
-    # Called for poison_burst / slow_buyer: they are submissions, the workload does them.
+    # Called for poison_burst / slow_buyer / inflight_kill: submissions the workload makes
+    # (and, for inflight_kill, the kill it times against the buyer's calls in flight).
     bursts: dict[str, Callable[[], str]]
     started: float = field(default_factory=time.monotonic)
     records: list[FaultRecord] = field(default_factory=list)
@@ -129,7 +131,7 @@ def schedule(rng: random.Random, plan: FaultPlan, window_s: float) -> list[tuple
         out.append((lo + rng.uniform(0, window_s * 0.1), kind))
     if "worker_kill" in plan.faults:
         out += [(rng.uniform(0.05, 0.95) * window_s, "worker_kill") for _ in range(plan.kills)]
-    for burst in ("poison_burst", "slow_buyer"):
+    for burst in ("poison_burst", "slow_buyer", "inflight_kill"):
         if burst in plan.faults:
             out.append((rng.uniform(0.2, 0.7) * window_s, burst))
     return sorted(out)

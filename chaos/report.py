@@ -69,6 +69,14 @@ def summary_tables(result: dict[str, Any]) -> list[Table]:
     stuck = result["stuck_groups"]
     verdict.add_row("stuck consumer groups", json.dumps(stuck) if stuck else "none")
     verdict.add_row("worker restarts", json.dumps(result["worker_restarts"]))
+    buyer = result.get("buyer")
+    if buyer:
+        verdict.add_row(
+            "buyer posts",
+            f"{buyer['requests']} posts, {buyer['unique_keys']} idempotency keys,"
+            f" {buyer['duplicates']} repeated (calls out at a kill, same key);"
+            f" peak {buyer['peak_in_flight']} in flight",
+        )
     exits = {r: c for r, c in result.get("worker_exits", {}).items() if c}
     verdict.add_row("workers that exited by themselves", json.dumps(exits) if exits else "none")
     verdict.add_row(

@@ -31,6 +31,9 @@ from engine.topics import HANDOFF_HEADER, events_topic, intake_topic
 
 log = structlog.get_logger(__name__)
 
+# The inflight_kill fault kills the buyer step once this many calls are at the buyer.
+INFLIGHT_KILL_AT = 150
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -45,6 +48,7 @@ class RunConfig:
     oversized: int = 6
     poison: int = 25
     slow: int = 20
+    inflight: int = 500  # leads submitted at once for the inflight_kill fault
     # Settling waits for as long as the flow moves, up to this bound, and gives up once
     # nothing has moved for settle_stall_s (see _settle).
     settle_timeout_s: float = 600.0
@@ -205,7 +209,7 @@ def _run(config: RunConfig) -> dict[str, Any]:
         steps = [s.id for s in flow.steps]
         pool = WorkerPool(flow_workers(workdir / "flow.yaml", steps, env, workdir / "logs", run_id))
         pool.start()
-        return _drive(config, rng, run_id, flow, settings, services, pool, started)
+        return _drive(config, buyer, rng, run_id, flow, settings, services, pool, started)
     finally:
         if pool is not None:
             pool.stop()
@@ -220,6 +224,7 @@ def _run(config: RunConfig) -> dict[str, Any]:
 
 def _drive(
     config: RunConfig,
+    buyer: BuyerServer,
     rng: random.Random,
     run_id: str,
     flow: Flow,
@@ -244,6 +249,13 @@ def _drive(
         if "slow_buyer" in config.faults
         else []
     )
+    lagging = (
+        regular_leads(
+            rng, run_id, config.inflight, start=leads + len(junk) + len(slow), kind="inflight"
+        )
+        if "inflight_kill" in config.faults
+        else []
+    )
     regular = regular_leads(rng, run_id, max(0, leads - len(junk) - len(slow)))
     poison = poison_messages(rng, config.poison) if "poison_burst" in config.faults else []
     submitter = Submitter(settings, flow)
@@ -258,10 +270,26 @@ def _drive(
         submitter.submit(slow)
         return f"{len(slow)} leads to a buyer answering in {SLOW_BUYER_S}s (timeout 500 ms)"
 
+    def inflight_kill() -> str:
+        """Hundreds of leads to a 300 ms buyer at once; kill -9 the buyer step while they
+        are out (the worker keeps them in flight together)."""
+        submitter.submit(lagging)
+        submitter.flush()
+        want = max(1, min(INFLIGHT_KILL_AT, len(lagging) // 3))
+        deadline = time.monotonic() + 60
+        while buyer.stats.snapshot()["in_flight"] < want and time.monotonic() < deadline:
+            time.sleep(0.005)
+        out = buyer.stats.snapshot()["in_flight"]
+        killed = pool.kill9("premier")
+        return (
+            f"{len(lagging)} leads to a buyer answering in 300 ms; kill -9 premier with {out}"
+            f" calls at the buyer" + ("" if killed else " (was not running)")
+        )
+
     stop = threading.Event()
     injector = faults.Injector(
         services, pool, random.Random(config.seed + 1),
-        {"poison_burst": poison_burst, "slow_buyer": slow_buyer},
+        {"poison_burst": poison_burst, "slow_buyer": slow_buyer, "inflight_kill": inflight_kill},
     )  # fmt: skip
     timeline = faults.schedule(random.Random(config.seed + 2), plan, window_s)
     service_faults = [(at, k) for at, k in timeline if k in faults.SERVICE_FAULTS]
@@ -306,6 +334,9 @@ def _drive(
         fault_counts=faults.summary(injector.records),
         fault_errors=injector.errors,
         worker_restarts=restarts,
+        # Posts the buyer saw twice under one idempotency key: only calls out at a kill (or
+        # answered in a transaction that a kill aborted) are made again.
+        buyer=buyer.stats.snapshot(),
         worker_exits=exits,
         submit_s=round(window_s, 1),
         settle_s=round(settle_s, 1),

@@ -37,6 +37,10 @@ PATHS: dict[str, list[tuple[int, int, str]]] = {
     # The buyer answers after SLOW_BUYER_S, past the recipient's timeout: recipient.error.
     "slow_buyer": [*_ACCEPTED, (1, 0, "filter.passed"), (2, 0, "recipient.error"),
                    (2, 1, "flow.completed")],
+    # The buyer answers in 300 ms, within the timeout: delivered, though its worker is killed
+    # with hundreds of them in flight (the inflight_kill fault).
+    "inflight": [*_ACCEPTED, (1, 0, "filter.passed"), (2, 0, "recipient.delivered"),
+                 (2, 1, "flow.completed")],
     "malformed": [(0, 0, "source.submitted"), (0, 1, "source.rejected"), (0, 2, "flow.completed")],
     "oversized": [(0, 0, "source.submitted"), (0, 1, "source.rejected"), (0, 2, "flow.completed")],
 }  # fmt: skip
@@ -62,7 +66,10 @@ class Lead:
 
 
 def _valid(rng: random.Random, n: int, kind: str) -> dict[str, Any]:
-    marker = {"buyer_rejected": "+reject", "buyer_error": "+error", "slow_buyer": "+slow"}
+    marker = {
+        "buyer_rejected": "+reject", "buyer_error": "+error", "slow_buyer": "+slow",
+        "inflight": "+lag",
+    }  # fmt: skip
     return {
         "first_name": rng.choice(["Ada", "Grace", "Alan", "Edsger", "Barbara"]),
         "last_name": rng.choice(["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov"]),

@@ -2,7 +2,7 @@
 
 It decides from the lead itself, so a test can predict every answer:
 an email containing ``+reject`` is refused as a duplicate, ``+error`` gets
-HTTP 500, ``+slow`` answers after ``slow_seconds``; with ``mix`` on, other
+HTTP 500, ``+slow`` answers after ``slow_seconds``, ``+lag`` after 300 ms; with ``mix`` on, other
 leads are accepted or refused by a hash of the email (about 80/15/5 accept,
 reject, error), which gives the demo a realistic spread.
 
@@ -53,6 +53,10 @@ class BuyerAnswer:
     delay: float = 0.0
 
 
+# How long a ``+lag`` lead's answer takes: a real buyer's typical time.
+LAG_SECONDS = 0.3
+
+
 def decide(lead: dict[str, Any], mix: bool, slow_seconds: float = 10.0) -> BuyerAnswer:
     email = str(lead.get("email", ""))
     digest = hashlib.sha256(email.encode()).digest()
@@ -66,6 +70,8 @@ def decide(lead: dict[str, Any], mix: bool, slow_seconds: float = 10.0) -> Buyer
         return BuyerAnswer(500, {"error": "internal error"})
     if "+slow" in email:
         return BuyerAnswer(200, accepted.body, delay=slow_seconds)
+    if "+lag" in email:  # a buyer at real speed, within any sane deadline
+        return BuyerAnswer(200, accepted.body, delay=LAG_SECONDS)
     if mix:
         roll = digest[0] % 100
         if roll >= 95:

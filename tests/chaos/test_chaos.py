@@ -1,6 +1,7 @@
 """The reduced chaos run of ``make test``: fewer leads and a subset of the faults (kill -9 of
 workers, one broker killed on the 3-node cluster, a short store outage, a poison burst with a
-NUL-character lead, a slow buyer); every event must still be exactly once in the topics,
+NUL-character lead, a slow buyer, the buyer step killed with hundreds of calls in flight);
+every event must still be exactly once in the topics,
 Postgres, S3 and Azure."""
 
 from __future__ import annotations
@@ -16,13 +17,21 @@ REDUCED = RunConfig(
     leads=500,
     rate=25,
     seed=20261124,
-    faults=("worker_kill", "broker_kill", "store_outage", "poison_burst", "slow_buyer"),
+    faults=(
+        "worker_kill",
+        "broker_kill",
+        "store_outage",
+        "poison_burst",
+        "slow_buyer",
+        "inflight_kill",
+    ),
     kills=4,
     store_outage_s=10,
     malformed=30,
     oversized=3,
     poison=10,
     slow=6,
+    inflight=400,
     # Settling lasts as long as the flow drains (a loaded machine is slower, not wrong),
     # up to this bound; a run where nothing moves for settle_stall_s is stuck and fails.
     settle_timeout_s=420,
