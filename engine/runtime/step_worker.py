@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from engine.errors import LeadflowError
+from engine.errors import FlowConfigError, LeadflowError
 from engine.flows import Flow
 from engine.runtime.calls import CallRunner, ManyCallRunner, call_runner
 from engine.runtime.concurrent_loop import ConcurrentStepLoop
@@ -68,6 +68,29 @@ def follow_registry(
     return watch
 
 
+def check_call_deadline(settings: Settings, flow: Flow, step_id: str, *, concurrent: bool) -> None:
+    """A calling step run one record at a time makes its call inside the step's transaction:
+    a deadline near ``transaction.timeout.ms`` would let the transaction expire mid-call and
+    the lead be posted again. The concurrent loop makes calls outside transactions, so any
+    deadline the flow allows holds there."""
+    step = flow.step(step_id)
+    timeout_ms = getattr(step.settings, "timeout_ms", None)
+    if concurrent or step.kind not in CALLING_KINDS or not isinstance(timeout_ms, int):
+        return
+    # Room for the rest of the transaction: the commit, and the records before the call.
+    limit = settings.transaction_timeout_ms // 2
+    if timeout_ms > limit:
+        raise FlowConfigError(
+            flow.id,
+            [
+                f"steps.{step_id}.settings.timeout_ms: {timeout_ms} is more than half of"
+                f" transaction.timeout.ms ({settings.transaction_timeout_ms}) and this loop"
+                " calls inside the transaction; run it with a call runner (the default) or"
+                " lower timeout_ms"
+            ],
+        )
+
+
 def build_step_loop(
     settings: Settings,
     flow: Flow,
@@ -78,6 +101,7 @@ def build_step_loop(
 ) -> TransactionalStepLoop:
     """The step's loop: with ``calls`` (a calling step's), one that keeps many records in
     flight on that runner; else one record at a time."""
+    check_call_deadline(settings, flow, step_id, concurrent=calls is not None)
     group = step_group(flow.id, step_id)
     # A stable transactional.id per (step, instance): a restarted worker fences
     # its killed predecessor at once instead of waiting out its transaction.

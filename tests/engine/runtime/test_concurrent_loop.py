@@ -8,12 +8,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from confluent_kafka import Message, TopicPartition
 
+from engine.errors import FlowConfigError
+from engine.flows import parse_flow
 from engine.runtime.concurrent_loop import ConcurrentStepLoop
 from engine.runtime.handlers import PoisonMessageError, Record
 from engine.runtime.handlers.base import Started, Waiting
 from engine.runtime.kafka.progress import encode_done
+from engine.runtime.step_worker import check_call_deadline
+from engine.settings import Settings
 from engine.steps.calls import Answer, Call, Delivery
 from tests.engine.runtime.kafka.fakes import FakeMessage
 
@@ -276,3 +281,31 @@ def test_a_retired_handler_is_closed_once_nothing_taken_under_it_is_unfinished()
     loop._take_answers()
     loop._close_retired()
     assert old.closed  # type: ignore[attr-defined]
+
+
+def test_a_deadline_near_the_transaction_timeout_is_refused_only_where_calls_are_inside_it() -> (
+    None
+):
+    flow = parse_flow(SLOW_FLOW, "slow.yaml")
+    settings = Settings(transaction_timeout_ms=10_000)
+    check_call_deadline(settings, flow, "buyer", concurrent=True)  # calls outside: any deadline
+    with pytest.raises(FlowConfigError, match="timeout_ms: 8000 is more than half"):
+        check_call_deadline(settings, flow, "buyer", concurrent=False)
+    check_call_deadline(settings, flow, "source", concurrent=False)  # no call at all
+
+
+SLOW_FLOW = """
+id: slow
+name: Slow
+version: 1
+steps:
+  - id: source
+    kind: source
+    name: Form
+    settings:
+      fields: [{name: email, type: email, required: true}]
+  - id: buyer
+    kind: recipient
+    name: Buyer
+    settings: {url: "http://127.0.0.1:9/leads", timeout_ms: 8000, mapping: {email: lead.email}}
+"""
