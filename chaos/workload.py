@@ -37,10 +37,12 @@ PATHS: dict[str, list[tuple[int, int, str]]] = {
     # The buyer answers after SLOW_BUYER_S, past the recipient's timeout: recipient.error.
     "slow_buyer": [*_ACCEPTED, (1, 0, "filter.passed"), (2, 0, "recipient.error"),
                    (2, 1, "flow.completed")],
-    # The buyer answers in 300 ms, within the timeout: delivered, though its worker is killed
-    # with hundreds of them in flight (the inflight_kill fault).
-    "inflight": [*_ACCEPTED, (1, 0, "filter.passed"), (2, 0, "recipient.delivered"),
-                 (2, 1, "flow.completed")],
+    # The buyer answers in 300 ms, within the 500 ms timeout, and its worker is killed with
+    # hundreds in flight (the inflight_kill fault): delivered, or - when a burst of hundreds
+    # on a loaded machine (a broker down too) runs past the deadline - an error; either way
+    # one delivery event, never two.
+    "inflight": [*_ACCEPTED, (1, 0, "filter.passed"),
+                 (2, 0, "recipient.delivered|recipient.error"), (2, 1, "flow.completed")],
     "malformed": [(0, 0, "source.submitted"), (0, 1, "source.rejected"), (0, 2, "flow.completed")],
     "oversized": [(0, 0, "source.submitted"), (0, 1, "source.rejected"), (0, 2, "flow.completed")],
 }  # fmt: skip

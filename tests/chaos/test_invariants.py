@@ -34,6 +34,13 @@ def test_an_event_nobody_expected_and_a_wrong_type_are_caught() -> None:
     assert check.wrong_type == ["E2"]
 
 
+def test_an_outcome_that_may_be_either_accepts_each_and_nothing_else() -> None:
+    either = {"E1": "recipient.delivered|recipient.error"}
+    assert check_sink("postgres", either, [("E1", "recipient.error")]).ok
+    assert check_sink("postgres", either, [("E1", "recipient.delivered")]).ok
+    assert check_sink("postgres", either, [("E1", "recipient.failed")]).wrong_type == ["E1"]
+
+
 def test_dead_letters_must_be_exactly_the_poison() -> None:
     assert check_dead_letters([b"a", b"b"], [b"b", b"a"]).ok
     missing = check_dead_letters([b"a", b"b"], [b"a"])
