@@ -16,7 +16,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from psycopg import sql
 
 from chaos import faults, invariants, observe
-from chaos.flow import SLOW_BUYER_S, chaos_flow
+from chaos.flow import RECIPIENT_TIMEOUT_MS, SLOW_BUYER_S, chaos_flow
 from chaos.services import CHAOS_DIR, RUN_TOPICS_PREFIX, ChaosServices, drop_topics, worker_env
 from chaos.soak import Sampler
 from chaos.soak import summary as soak_summary
@@ -268,7 +268,10 @@ def _drive(
 
     def slow_buyer() -> str:
         submitter.submit(slow)
-        return f"{len(slow)} leads to a buyer answering in {SLOW_BUYER_S}s (timeout 500 ms)"
+        return (
+            f"{len(slow)} leads to a buyer answering in {SLOW_BUYER_S}s"
+            f" (timeout {RECIPIENT_TIMEOUT_MS} ms)"
+        )
 
     def inflight_kill() -> str:
         """Hundreds of leads to a 300 ms buyer at once; kill -9 the buyer step while they
