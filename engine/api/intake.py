@@ -14,21 +14,27 @@ import time
 from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from engine.access.guard import lookup
+from engine.access.guard import presented_key as access_key
 from engine.api import metrics
-from engine.api.intake_auth import CredentialsUnavailableError, authenticated
+from engine.api.intake_auth import CredentialsUnavailableError, authenticated, presented_key
 from engine.api.intake_publisher import PublishError
 from engine.api.intake_service import IdempotencyConflictError, IntakeService, Lead
 from engine.api.intake_store import IntakeStoreError
 from engine.flows import Flow, SourceStep
 from engine.intake.answers import recorded_headers
 from engine.intake.bodies import body_format, decode_body, media_type
-from engine.intake.config import IntakeSettings
+from engine.intake.config import IntakeAuth, IntakeSettings
+from engine.state.errors import StateUnavailableError
 from engine.web.responses import IntakeRefusal, LeadAnswer, PendingAnswer, intake_answers
 
 router = APIRouter()
+log = structlog.get_logger(__name__)
 MAX_KEY_LENGTH = 255
 
 
@@ -82,6 +88,30 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _api_key_allows(
+    request: Request,
+    headers: dict[str, str],
+    auth: IntakeAuth,
+    flow_id: str,
+    source_id: str,
+) -> bool:
+    """True if the request carries an API key (``engine.access``) with ``intake:<source>``
+    (or ``intake:*``) for a flow it sees. The source's own configured key (``auth``) is
+    checked apart, as before keys existed."""
+    presented = access_key(request) or presented_key(headers, auth)
+    if presented is None:
+        return False
+    try:
+        principal = await run_in_threadpool(lookup, request.app.state.settings, presented)
+    except StateUnavailableError:
+        return False
+    return (
+        principal is not None
+        and principal.has(f"intake:{source_id}")
+        and principal.sees_flow(flow_id)
+    )
+
+
 async def check_request(
     service: IntakeService, request: Request, flow_id: str, source_id: str
 ) -> Checked:
@@ -96,14 +126,24 @@ async def check_request(
     if intake is None:
         raise IntakeRefusedError(404, "unknown_source", f"Source {source_id} takes no HTTP leads")
     headers = {k.lower(): v for k, v in request.headers.items()}
-    try:
-        ok = authenticated(headers, intake.auth)
-    except CredentialsUnavailableError:
-        # The operator's mistake, not the source's: say so without saying where the key lives.
-        raise IntakeRefusedError(
-            503, "credentials_unavailable", "Source credentials are not configured"
-        ) from None
+    ok = await _api_key_allows(request, headers, intake.auth, flow_id, source_id)
     if not ok:
+        try:
+            ok = authenticated(headers, intake.auth)
+        except CredentialsUnavailableError:
+            # The operator's mistake, not the source's: say so without saying where the key
+            # lives.
+            raise IntakeRefusedError(
+                503, "credentials_unavailable", "Source credentials are not configured"
+            ) from None
+    if not ok:
+        log.warning(
+            "access refused",
+            client=request.client.host if request.client else None,
+            path=request.url.path,
+            status=401,
+            why="unauthorized",
+        )
         raise IntakeRefusedError(401, "unauthorized", "Missing or invalid API key")
     body = await _read_body(request, intake.max_body_bytes)
     fmt = body_format(headers.get("content-type"))

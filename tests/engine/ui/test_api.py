@@ -7,15 +7,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from engine.api.app import create_app
+from engine.masking import for_reader, mask_text
 from engine.settings import Settings
-from engine.ui.masking import for_reader, mask_text
 from engine.ui.queries import classify
 from tests.engine.ui.conftest import HOSTILE_REASON, MASKED_KEY, PII_KEY, UiStack
 
 
 @pytest.fixture(scope="module")
 def client(ui_settings: Settings) -> TestClient:
-    return TestClient(create_app(ui_settings))
+    return TestClient(create_app(ui_settings))  # no key of its own: each test sends one
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -33,7 +33,7 @@ def test_every_data_route_needs_a_valid_key(client: TestClient, ui_stack: UiStac
     assert client.get(f"/ui/api/leads/{lead}?key={PII_KEY}").status_code in (401, 422)
     assert client.get("/ui/api/whoami", headers=bearer(MASKED_KEY)).json() == {
         "name": "support",
-        "scopes": ["read"],
+        "scopes": ["events:read", "exports", "stats"],  # what the UI's older "read" grants
     }
 
 
