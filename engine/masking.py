@@ -100,9 +100,12 @@ def field_kind(name: str) -> str | None:
     for kind, pattern in _KINDS.items():
         if pattern.match(parts[-1]):
             return kind
-    if len(parts) > 1 and _IDENTIFYING_PARTS.match(parts[-1]):
-        if any(pattern.match(parts[-2]) for pattern in _KINDS.values()):
-            return "part"
+    if (
+        len(parts) > 1
+        and _IDENTIFYING_PARTS.match(parts[-1])
+        and any(pattern.match(parts[-2]) for pattern in _KINDS.values())
+    ):
+        return "part"
     return None
 
 

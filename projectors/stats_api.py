@@ -33,7 +33,7 @@ from engine.masking import for_reader
 from engine.web.responses import answers, as_text, guarded
 from projectors.api import Conn, Id
 from projectors.daily import DailyGroup, daily_counts
-from projectors.params import Range, StrictQuery, query_error
+from projectors.params import Range, StrictQuery, query_error, span_problem
 from projectors.selection import EventType, iso_only, range_problem
 from projectors.stats import (
     GroupBy,
@@ -233,6 +233,8 @@ def get_daily_analytics(
     """Per UTC day (and ``group_by`` value): events, mean and max ``ms``, cost, revenue."""
     check_flow(reader, flow_id)
     problem = range_problem(start, end)
+    if problem is None and start is not None and end is not None:
+        problem = span_problem(request, end - start)
     if problem is not None:
         raise query_error("end", problem, end.isoformat() if end else None)
     names: list[DailyGroup] = []

@@ -104,6 +104,8 @@ def _stream(settings: Settings, query: ExportQuery, reader: Principal) -> Stream
     try:
         migrate_access(settings)  # the audit table clear-text reads are recorded in
         conn = connect(settings, application_name="leadflow-export")
+        # Each fetch of the stream is a statement: none may run past the API's timeout.
+        conn.execute(f"SET statement_timeout = {int(settings.api_statement_timeout_ms)}")
     except (StoreUnavailableError, StateUnavailableError) as exc:
         raise HTTPException(503, detail=_UNAVAILABLE) from exc
     try:
@@ -176,6 +178,7 @@ def _jobs_connection(settings: SettingsDep) -> Iterator[Connection]:
                 _migrated.add(settings.db_schema)
         migrate_access(settings)
         with connect(settings, application_name="leadflow-api") as conn:
+            conn.execute(f"SET statement_timeout = {int(settings.api_statement_timeout_ms)}")
             yield conn
     except (StoreUnavailableError, StateUnavailableError) as exc:
         raise HTTPException(503, detail=_UNAVAILABLE) from exc
