@@ -13,7 +13,7 @@ a 404 like an unknown one: a buyer learns nothing of the others' deliveries.
 
 from __future__ import annotations
 
-import time
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -54,6 +54,19 @@ def _feedback_key(principal: Authenticated) -> Principal:
     return _may_give_feedback(principal)
 
 
+def _delivered_at(delivery: dict[str, Any]) -> datetime | None:
+    """When the delivery happened: its stored ``timestamp`` (ISO 8601, or epoch ms)."""
+    value = delivery.get("timestamp")
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value / 1000, UTC)
+    return None
+
+
 def _check_delivery(
     principal: Principal, delivery: dict[str, Any], settings: Settings, event_id: str
 ) -> None:
@@ -62,16 +75,15 @@ def _check_delivery(
     theirs = recipients is None or delivery.get("step_id") in recipients
     if not theirs or not principal.sees_flow(delivery.get("flow_id")):
         raise HTTPException(404, detail=f"Unknown event: {event_id}")
-    delivered_ms = delivery.get("timestamp")
-    if isinstance(delivered_ms, int | float) and not isinstance(delivered_ms, bool):
-        age_ms = time.time() * 1000 - delivered_ms
-        if age_ms > settings.feedback_return_days * 86_400_000:
-            raise AccessDeniedError(
-                403,
-                "return_window_closed",
-                f"Delivery {event_id} is over {settings.feedback_return_days} days old:"
-                " feedback on it is no longer taken",
-            )
+    delivered = _delivered_at(delivery)
+    window = timedelta(days=settings.feedback_return_days)
+    if delivered is not None and datetime.now(UTC) - delivered > window:
+        raise AccessDeniedError(
+            403,
+            "return_window_closed",
+            f"Delivery {event_id} is over {settings.feedback_return_days} days old:"
+            " feedback on it is no longer taken",
+        )
 
 
 @router.post("/feedback", status_code=202, responses={**guarded(413), **answers(400, 404, 503)})

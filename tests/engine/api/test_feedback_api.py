@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -32,7 +33,8 @@ def settings_with_a_delivery(stack: Settings, unique_id: str) -> Iterator[tuple[
     )
     migrate_database(settings)
     codec = EventCodec()
-    events = make_lead_events(flow_id=unique_id)
+    # Delivered now: feedback is taken within the return window (feedback_return_days).
+    events = make_lead_events(flow_id=unique_id, submitted_ms=int(time.time() * 1000))
     records = [Record("t", 0, i, codec.encode(e)) for i, e in enumerate(events)]
     with connect(settings) as conn:
         write_batch(conn, "test", build_batch(codec, records))
