@@ -42,9 +42,8 @@ def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:
         else structlog.dev.ConsoleRenderer(
             # A traceback's local variables can hold a lead, a key or a connection string:
             # a terminal shows the frames, never their values.
+            # (rich is a dependency of leadflow's, so its formatter is always there.)
             exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
-            if structlog.dev.rich is not None
-            else structlog.dev.plain_traceback
         )
     )
     structlog.configure(

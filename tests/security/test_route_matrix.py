@@ -1,4 +1,4 @@
-"""Every route × every kind of bad key: refused each time.
+"""Every route x every kind of bad key: refused each time.
 
 The routes come from the app itself, so a route added without the guard fails here: with
 no key it would answer, and with a key of the wrong scope it would not answer 403.
@@ -80,7 +80,7 @@ def test_the_matrix_covers_the_routes_that_hold_lead_data() -> None:
     assert len(GUARDED) >= 25
 
 
-@pytest.mark.parametrize("key", BAD_KEYS)
+@pytest.mark.parametrize("key", list(BAD_KEYS))
 @pytest.mark.parametrize(("method", "path"), GUARDED, ids=[" ".join(r) for r in GUARDED])
 def test_no_key_a_wrong_key_or_a_revoked_key_is_a_401(
     seeded: Seeded, method: str, path: str, key: str
@@ -108,7 +108,7 @@ def test_another_buyers_feedback_key_is_refused_everywhere(
     assert answer.status_code == (404 if path == "/feedback" else 403), answer.text
 
 
-@pytest.mark.parametrize("key", (*BAD_KEYS, "reader", "other_buyer"))
+@pytest.mark.parametrize("key", [*BAD_KEYS, "reader", "other_buyer"])
 @pytest.mark.parametrize(("method", "path"), INTAKE, ids=[" ".join(r) for r in INTAKE])
 def test_intake_refuses_keys_without_its_source_scope(
     seeded: Seeded, method: str, path: str, key: str
