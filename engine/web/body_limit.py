@@ -1,8 +1,9 @@
 """A size limit on every request body (413), before a route reads it.
 
 An ASGI middleware, so no route can forget it: a declared ``Content-Length`` over
-the limit is refused at once, and a chunked body is counted as it arrives and cut
-off at the limit. The intake routes keep their own, per-source limit
+the limit is refused at once, and a chunked body is counted as it arrives and refused
+once past the limit (no route here streams an upload, so the body is read whole first).
+The intake routes keep their own, per-source limit
 (``max_body_bytes`` in the flow) and their own answer shape, so they are left to it.
 """
 
@@ -17,8 +18,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 _INTAKE = re.compile(r"^/flows/[^/]+/sources/[^/]+(/ping)?/?$")
 
 
-class BodyTooLargeError(Exception):
-    """The body went past the limit while it was being read."""
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """A ``receive`` that gives ``messages`` first, then what the client sends (a disconnect)."""
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
 
 
 class BodyLimit:
@@ -36,28 +43,25 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(send)
             return
+        # Read the whole body first (at most max_bytes of it is held): an error raised from
+        # inside the app's own read would be taken for an unreadable body (a 400).
+        chunks: list[bytes] = []
         seen = 0
-        started = False
-
-        async def counted() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLargeError
-            return message
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted, tracked)
-        except BodyTooLargeError:
-            if not started:
+            if message["type"] != "http.request":  # the client left
+                await self.app(scope, _replay([message], receive), send)
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
                 await self._refuse(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        whole: Message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([whole], receive), send)
 
     async def _refuse(self, send: Send) -> None:
         body = orjson.dumps(
