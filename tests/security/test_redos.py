@@ -15,7 +15,8 @@ from engine.flows import parse_flow
 from engine.steps.filter import FilterSettings
 
 BASIC = Path(__file__).parents[1] / "flows" / "basic.yaml"
-_SERVICE_AREA = "{name: Service area, field: lead.state, op: in, value: [TX, CA, FL, AZ, NV, NM, CO, UT, GA, NC]}"
+_STATES = "[TX, CA, FL, AZ, NV, NM, CO, UT, GA, NC]"
+_SERVICE_AREA = "{name: Service area, field: lead.state, op: in, value: " + _STATES + "}"
 
 
 @pytest.mark.timeout(60)
