@@ -139,10 +139,23 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _refuse(request: Request, settings: Settings, status: int, code: str, reason: str) -> None:
+def note_failure(request: Request, status: int, code: str) -> None:
+    """Log a refused attempt (address, path, why; never the key) and count it against the
+    client's address."""
+    settings: Settings = request.app.state.settings
     address = _client(request)
     log.warning("access refused", client=address, path=request.url.path, status=status, why=code)
     _access(request).failures.take(address, settings.auth_failures_per_minute)
+
+
+def failures_wait(request: Request) -> int | None:
+    """Seconds the client's address must wait, having used up its failed attempts; or None."""
+    settings: Settings = request.app.state.settings
+    return _access(request).failures.empty(_client(request), settings.auth_failures_per_minute)
+
+
+def _refuse(request: Request, settings: Settings, status: int, code: str, reason: str) -> None:
+    note_failure(request, status, code)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     raise AccessDeniedError(status, code, reason, headers)
 
@@ -151,8 +164,7 @@ async def authenticate(request: Request) -> Principal:
     """Route dependency: the request's principal, or a 401/429 refusal."""
     settings: Settings = request.app.state.settings
     access = _access(request)
-    address = _client(request)
-    wait = access.failures.empty(address, settings.auth_failures_per_minute)
+    wait = failures_wait(request)
     if wait is not None:
         raise AccessDeniedError(
             429,

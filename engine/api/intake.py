@@ -19,7 +19,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from engine.access.guard import lookup
+from engine.access.guard import failures_wait, lookup, note_failure
 from engine.access.guard import presented_key as access_key
 from engine.api import metrics
 from engine.api.intake_auth import CredentialsUnavailableError, authenticated, presented_key
@@ -41,15 +41,18 @@ MAX_KEY_LENGTH = 255
 class IntakeRefusedError(Exception):
     """A request refused before any lead exists: its status and reason."""
 
-    def __init__(self, status: int, code: str, reason: str) -> None:
+    def __init__(self, status: int, code: str, reason: str, retry_after: int | None = None) -> None:
         super().__init__(reason)
         self.status, self.code, self.reason = status, code, reason
+        self.retry_after = retry_after
 
 
 def refusal(exc: IntakeRefusedError) -> JSONResponse:
-    headers = {"WWW-Authenticate": 'Basic realm="leadflow"'} if exc.status == 401 else None
+    headers = {"WWW-Authenticate": 'Basic realm="leadflow"'} if exc.status == 401 else {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
     body = {"outcome": "error", "reason": exc.reason, "error": exc.code}
-    return JSONResponse(body, exc.status, headers=headers)
+    return JSONResponse(body, exc.status, headers=headers or None)
 
 
 async def intake_service(request: Request) -> IntakeService:
@@ -126,6 +129,14 @@ async def check_request(
     if intake is None:
         raise IntakeRefusedError(404, "unknown_source", f"Source {source_id} takes no HTTP leads")
     headers = {k.lower(): v for k, v in request.headers.items()}
+    wait = failures_wait(request)
+    if wait is not None:
+        raise IntakeRefusedError(
+            429,
+            "too_many_failures",
+            f"Too many failed authentications from this address; retry in {wait} s",
+            retry_after=wait,
+        )
     ok = await _api_key_allows(request, headers, intake.auth, flow_id, source_id)
     if not ok:
         try:
@@ -137,13 +148,7 @@ async def check_request(
                 503, "credentials_unavailable", "Source credentials are not configured"
             ) from None
     if not ok:
-        log.warning(
-            "access refused",
-            client=request.client.host if request.client else None,
-            path=request.url.path,
-            status=401,
-            why="unauthorized",
-        )
+        note_failure(request, 401, "unauthorized")  # logged without the key, and counted
         raise IntakeRefusedError(401, "unauthorized", "Missing or invalid API key")
     body = await _read_body(request, intake.max_body_bytes)
     fmt = body_format(headers.get("content-type"))

@@ -146,6 +146,7 @@ _INTAKE_REFUSALS = {
     404: "No such flow or source, or the source takes no HTTP leads (or no pings)",
     413: "Body over the source's max_body_bytes",
     415: "A content type the source does not take",
+    429: "Too many failed authentications from this address (see Retry-After)",
     503: "Source credentials not configured, or Kafka/Postgres unavailable",
 }
 

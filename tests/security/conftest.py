@@ -26,6 +26,10 @@ from projectors.store import connect
 from projectors.writing import write_batch
 from schemas.codec import EventCodec
 from tests.conftest import _drop_schemas_of
+
+# The intake API's fixtures (an API server, an applied flow with HTTP intake), for
+# test_intake_keys.py: imported here so pytest offers them in this folder.
+from tests.engine.api.conftest import api_settings, api_url, applied_flow  # noqa: F401
 from tests.factories import make_lead_events
 from tests.projectors.test_search import wait_visible
 

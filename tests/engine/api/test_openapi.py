@@ -29,7 +29,7 @@ EXPECTED: dict[tuple[str, str], tuple[set[str], dict[str, set[str]]]] = {
     ("GET", "/metrics"): ({"200", "422", *GUARD}, {"200": {"text/plain"}}),
     ("POST", "/feedback"): ({"202", "400", "404", "413", "422", "503", *GUARD}, {"202": {JSON}}),
     ("POST", "/flows/{flow_id}/sources/{source_id}"): (
-        {"201", "202", "400", "401", "404", "409", "413", "415", "422", "503"},
+        {"201", "202", "400", "401", "404", "409", "413", "415", "422", "429", "503"},
         {"201": {JSON}, "202": {JSON}},
     ),
     ("POST", "/flows/{flow_id}/sources/{source_id}/ping"): (
