@@ -32,7 +32,10 @@ def keys_cli(seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRun
 def _create(runner: CliRunner, *args: str) -> str:
     result = runner.invoke(cli, ["keys", "create", *args])
     assert result.exit_code == 0, result.output
-    return result.stdout.strip().splitlines()[-1]
+    key = result.stdout.strip().splitlines()[-1]
+    # Shown once, on stdout only: never in what the command logs or tells the operator.
+    assert key.startswith("lf_") and key not in result.stderr
+    return key
 
 
 def _key_id(key: str) -> str:
