@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import structlog
 from fastapi import Depends, HTTPException, Request
@@ -154,7 +154,7 @@ def failures_wait(request: Request) -> int | None:
     return _access(request).failures.empty(_client(request), settings.auth_failures_per_minute)
 
 
-def _refuse(request: Request, settings: Settings, status: int, code: str, reason: str) -> None:
+def _refuse(request: Request, status: int, code: str, reason: str) -> NoReturn:
     note_failure(request, status, code)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     raise AccessDeniedError(status, code, reason, headers)
@@ -176,12 +176,10 @@ async def authenticate(request: Request) -> Principal:
     if presented is None:
         _refuse(
             request,
-            settings,
             401,
             "unauthorized",
             "Send an API key as 'Authorization: Bearer <key>' or 'X-API-Key'",
         )
-    assert presented is not None
     cache_name = hashlib.sha256(presented.encode()).hexdigest()  # never the key itself
     cached = access.cache.get(cache_name)
     now = time.monotonic()
@@ -197,8 +195,7 @@ async def authenticate(request: Request) -> Principal:
         if principal is not None and settings.api_key_cache_seconds > 0:
             access.cache[cache_name] = (principal, now + settings.api_key_cache_seconds)
     if principal is None:
-        _refuse(request, settings, 401, "unauthorized", "Unknown or revoked API key")
-    assert principal is not None
+        _refuse(request, 401, "unauthorized", "Unknown or revoked API key")
     rate = principal.rate_per_minute or settings.api_rate_per_minute
     wait = access.requests.take(principal.key_id, rate)
     if wait is not None:
@@ -221,8 +218,7 @@ def require(scope: str) -> Callable[..., Any]:
 
     async def needs_scope(request: Request, principal: Authenticated) -> Principal:
         if not principal.has(scope):
-            settings: Settings = request.app.state.settings
-            _refuse(request, settings, 403, "forbidden", f"This key lacks the scope {scope}")
+            _refuse(request, 403, "forbidden", f"This key lacks the scope {scope}")
         return principal
 
     needs_scope.__name__ = f"needs_{scope.replace(':', '_')}"
