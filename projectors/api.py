@@ -22,9 +22,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from engine.access.disclosure import disclose
 from engine.access.guard import EVENTS_READ, EventsReader, hide_foreign, only_flow
 from engine.access.scopes import Principal
-from engine.access.store import migrate_access
 from engine.settings import Settings
-from engine.state.errors import StateUnavailableError
 from engine.web.responses import answers, guarded
 from projectors.diff import diff_snapshots
 from projectors.errors import StoreUnavailableError
@@ -55,11 +53,10 @@ def _connection(settings: Annotated[Settings, Depends(_settings)]) -> Iterator[C
     """A connection for one request; every public query is cut off after
     ``api_statement_timeout_ms`` (a 503) rather than left running on the server."""
     try:
-        migrate_access(settings)  # the audit table clear-text reads are recorded in
         with connect(settings, application_name="leadflow-api") as conn:
             conn.execute(f"SET statement_timeout = {int(settings.api_statement_timeout_ms)}")
             yield conn
-    except (StoreUnavailableError, StateUnavailableError) as exc:
+    except StoreUnavailableError as exc:
         raise HTTPException(503, detail="The event store is unavailable; retry later") from exc
 
 

@@ -61,6 +61,15 @@ _migrated: set[str] = set()
 _migrating = threading.Lock()
 
 
+def apply_access_migrations(cur: psycopg.Cursor[Any], schema: str) -> list[str]:
+    """The key store's migrations on an open cursor (in the caller's transaction): the
+    projections' ``migrate`` applies them too, so every schema the API reads from has the
+    audit table its reads are recorded in."""
+    return apply_migrations(
+        cur, checked_schema(schema), "engine_access_migrations", load_migrations("engine.access")
+    )
+
+
 def migrate_access(settings: Settings) -> list[str]:
     """Apply the key store's migrations (idempotent); once per process and schema after that."""
     schema = checked_schema(settings.db_schema)
@@ -69,9 +78,7 @@ def migrate_access(settings: Settings) -> list[str]:
             return []
         try:
             with connect(settings) as conn, conn.transaction(), conn.cursor() as cur:
-                done = apply_migrations(
-                    cur, schema, "engine_access_migrations", load_migrations("engine.access")
-                )
+                done = apply_access_migrations(cur, schema)
         except psycopg.Error as exc:
             raise StateUnavailableError(f"key store migrations failed: {exc}") from exc
         _migrated.add(schema)

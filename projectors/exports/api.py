@@ -26,12 +26,11 @@ from starlette.background import BackgroundTask
 
 from engine.access.guard import EXPORTS, AccessDeniedError, Exporter, hide_foreign, only_flow
 from engine.access.scopes import Principal
-from engine.access.store import migrate_access, record_pii_read
+from engine.access.store import record_pii_read
 from engine.destinations import Destination
 from engine.objects.destination import open_store
 from engine.objects.errors import DestinationError, ObjectNotFoundError
 from engine.settings import Settings
-from engine.state.errors import StateUnavailableError
 from engine.web.responses import answers, as_text, guarded
 from projectors.errors import StoreUnavailableError
 from projectors.exports import jobs
@@ -102,11 +101,10 @@ def _filename(query: ExportQuery) -> str:
 def _stream(settings: Settings, query: ExportQuery, reader: Principal) -> StreamingResponse:
     query = query.model_copy(update={"flow_id": only_flow(reader, query.flow_id)})
     try:
-        migrate_access(settings)  # the audit table clear-text reads are recorded in
         conn = connect(settings, application_name="leadflow-export")
         # Each fetch of the stream is a statement: none may run past the API's timeout.
         conn.execute(f"SET statement_timeout = {int(settings.api_statement_timeout_ms)}")
-    except (StoreUnavailableError, StateUnavailableError) as exc:
+    except StoreUnavailableError as exc:
         raise HTTPException(503, detail=_UNAVAILABLE) from exc
     try:
         if reader.sees_pii:
@@ -176,11 +174,10 @@ def _jobs_connection(settings: SettingsDep) -> Iterator[Connection]:
             if settings.db_schema not in _migrated:
                 jobs.migrate_exports(settings)
                 _migrated.add(settings.db_schema)
-        migrate_access(settings)
         with connect(settings, application_name="leadflow-api") as conn:
             conn.execute(f"SET statement_timeout = {int(settings.api_statement_timeout_ms)}")
             yield conn
-    except (StoreUnavailableError, StateUnavailableError) as exc:
+    except StoreUnavailableError as exc:
         raise HTTPException(503, detail=_UNAVAILABLE) from exc
 
 
