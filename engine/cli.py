@@ -20,6 +20,7 @@ from rich.text import Text
 
 from engine.access.store import migrate_access
 from engine.demo.buyer import BuyerServer
+from engine.demo.buyer_realism import Realism
 from engine.demo.report import timeline_table
 from engine.demo.run import run_demo
 from engine.errors import LeadflowError
@@ -318,11 +319,20 @@ def db_migrate() -> None:
 def buyer(
     port: int = 8765,
     mix: Annotated[bool, typer.Option(help="Refuse or fail a realistic share of leads.")] = True,
+    median_ms: Annotated[float, typer.Option(help="Answer latency median (0: at once).")] = 0.0,
+    p99_ms: Annotated[float, typer.Option(help="Answer latency p99 (lognormal).")] = 0.0,
+    timeout_fraction: Annotated[
+        float, typer.Option(help="Share of requests never answered (held until the caller goes).")
+    ] = 0.0,
+    idempotency_header: Annotated[
+        str, typer.Option(help="The header carrying each delivery's idempotency key.")
+    ] = "Idempotency-Key",
 ) -> None:
-    """Serve the local demo buyer endpoint."""
+    """Serve the local demo buyer endpoint (what it saw: GET /stats)."""
 
-    server = BuyerServer(port, mix=mix)
-    console.print(f"buyer listening on {server.url}")
+    realism = Realism(median_ms, p99_ms, timeout_fraction)
+    server = BuyerServer(port, mix=mix, realism=realism, idempotency_header=idempotency_header)
+    console.print(f"buyer listening on {server.url} (stats: {server.stats_url})")
     server.serve_forever()
 
 

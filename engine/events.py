@@ -9,7 +9,7 @@ from typing import Any
 from engine.ids import event_id
 from engine.steps.base import EventDraft, Snapshot
 
-EVENT_SCHEMA_VERSION = "2"
+EVENT_SCHEMA_VERSION = "3"
 RETENTION_MS = 90 * 24 * 3600 * 1000
 
 LeadEvent = dict[str, Any]
@@ -51,9 +51,13 @@ class StepIdentity:
 
 @dataclass(frozen=True, slots=True)
 class Timing:
+    """When a step handled a lead, how late it came, and how much of the handling was
+    spent waiting on a service (the rest is the engine's own overhead)."""
+
     start_ms: int
     end_ms: int
     lag_ms: int
+    wait_ms: int = 0
 
 
 def stamp_events(
@@ -78,6 +82,9 @@ def stamp_events(
     events = []
     for seq, draft in enumerate(drafts):
         snapshot = {**snapshot_before, **draft.vars} if draft.vars else snapshot_before
+        # Every event of the handling reports the service's wait, whatever its kind: a
+        # ``retry.scheduled`` after a 5 s timeout waited 5 s, the engine did not spend them.
+        wait = max(draft.wait_ms, timing.wait_ms)
         request = draft.request
         if request is not None and "timestamp" not in request:
             request = {**request, "timestamp": timing.start_ms}
@@ -99,8 +106,8 @@ def stamp_events(
                 "start_timestamp": timing.start_ms,
                 "end_timestamp": timing.end_ms,
                 "ms": ms,
-                "wait_ms": draft.wait_ms,
-                "overhead_ms": max(0, ms - draft.wait_ms),
+                "wait_ms": wait,
+                "overhead_ms": max(0, ms - wait),
                 "lag_ms": timing.lag_ms,
                 "total_ms": max(0, timing.end_ms - submitted_ms),
                 "step_count": count,
@@ -117,6 +124,7 @@ def stamp_events(
                 "acceptance_criteria": draft.acceptance_criteria,
                 "attempt": attempt,
                 "retry_status": draft.retry_status,
+                "circuit_breaker_state": draft.circuit_breaker_state,
                 "key": draft.key,
                 "expires_at": timing.end_ms + RETENTION_MS,
                 "version": EVENT_SCHEMA_VERSION,

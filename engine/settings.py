@@ -155,7 +155,19 @@ class Settings(BaseSettings):
     # handful of records (each costs the broker a marker per partition and an offset commit).
     commit_linger_ms: int = 10
     transaction_timeout_ms: int = 10_000
+    # On stop, how long a calling step's worker still writes answers that come in; what is still
+    # out then runs again under the next owner (the buyer sees it twice, same idempotency key).
+    step_stop_grace_ms: int = Field(5_000, ge=0)
     instance_id: str = Field(default_factory=socket.gethostname)
+
+    # Calls to buyers and services (engine.runtime.calls): at most this many in flight
+    # per process (beyond, a call waits for a slot inside the runner), answers read up
+    # to this many bytes (then cut, as an error answer), and a destination's breaker
+    # opens after this many errors in a row (0: no breaker) for the cool-down.
+    call_max_in_flight: int = Field(256, ge=1, le=100_000)
+    call_max_response_bytes: int = Field(1 << 20, ge=1024, le=1 << 30)
+    call_breaker_failures: int = Field(0, ge=0, le=10_000)
+    call_breaker_cool_down_ms: int = Field(30_000, ge=100, le=3_600_000)
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"

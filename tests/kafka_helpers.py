@@ -11,7 +11,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from engine.flows import Flow
 from engine.runtime.kafka.config import consumer_config
-from engine.runtime.step_worker import build_step_loop
+from engine.runtime.step_worker import run_step
 from engine.settings import Settings
 from engine.topics import flow_event_topics
 from schemas.codec import EventCodec, SchemaMismatchError
@@ -52,11 +52,13 @@ def events_by_lead(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any
 
 
 def run_steps(settings: Settings, flow: Flow, stop: threading.Event) -> list[threading.Thread]:
-    """Every step of the flow as a transactional loop in a thread, until ``stop`` is set."""
+    """Every step of the flow as its worker runs it (a calling step's on the concurrent loop,
+    with its own call runner), in a thread, until ``stop`` is set."""
     threads = []
     for step in flow.steps:
-        loop = build_step_loop(settings, flow, step.id)
-        thread = threading.Thread(target=loop.run, args=(stop,), name=step.id, daemon=True)
+        thread = threading.Thread(
+            target=run_step, args=(settings, flow, step.id, stop), name=step.id, daemon=True
+        )
         thread.start()
         threads.append(thread)
     return threads

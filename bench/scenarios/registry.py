@@ -168,6 +168,44 @@ def _e2e(config: RunConfig, _: int) -> ScenarioResult:
     return result
 
 
+def _slow_buyer(config: RunConfig, _: int) -> ScenarioResult:
+    """One recipient process at buyer speed (bench/scenarios/slow_buyer.py)."""
+    from bench.scenarios import slow_buyer as scenario
+
+    result = ScenarioResult("slow_buyer", "leads_s", "leads/s")
+    leads = 2_000 if config.quick else 6_000
+    seconds = 10.0 if config.quick else 30.0
+    result.settings = {
+        "buyer": f"lognormal median {scenario.MEDIAN_MS} ms, p99 {scenario.P99_MS} ms,"
+        f" {scenario.TIMEOUT_FRACTION:.0%} never answered",
+        "deadline_ms": scenario.DEADLINE_MS,
+        "workers": "source + one recipient process, 3 partitions",
+        "burst_leads": leads,
+        "latency_seconds": seconds,
+    }
+    result.units.update(
+        cpu_ms_per_lead="ms",
+        offered_rate="leads/s",
+        latency_p50_ms="ms",
+        latency_p99_ms="ms",
+        buyer_p50_ms="ms",
+        buyer_p99_ms="ms",
+        overhead_ms_median="ms",
+        e2e_p99_over_buyer_p99_ms="ms",
+        buyer_duplicates="posts",
+        buyer_peak_in_flight="calls",
+    )
+    params = config.params(slow_leads=leads, slow_seconds=seconds)
+
+    def one_round(index: int) -> dict[str, float]:
+        out: dict[str, Any] = run_child("slow_buyer", {**params, "round": index}, 900)
+        result.notes.extend(n for n in out.pop("notes") if n not in result.notes)
+        return {k: float(v) for k, v in out.items()}
+
+    rounds = 1 if config.quick else config.rounds
+    return run_rounds(result, replace(config, rounds=rounds), one_round)
+
+
 def _intake(config: RunConfig, _: int) -> ScenarioResult:
 
     result = ScenarioResult("intake", "requests_s", "requests/s")
@@ -214,6 +252,7 @@ SCENARIOS: dict[str, Scenario] = {
     "projector": _projector,
     "replay": _replay,
     "e2e": _e2e,
+    "slow_buyer": _slow_buyer,
     "intake": _intake,
 }
 

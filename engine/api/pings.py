@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import httpx
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -37,8 +38,10 @@ from engine.events import StepIdentity, Timing, stamp_events
 from engine.flows import RecipientStep
 from engine.ids import new_lead_id
 from engine.intake.config import PingSettings
+from engine.runtime.calls import CallLimits, exchange
 from engine.state.errors import StateUnavailableError
 from engine.steps.base import EventDraft, Outcome
+from engine.steps.calls import Call, Delivery
 from engine.steps.duplicates import LeadOrder
 from engine.steps.pings import (
     best_bid,
@@ -58,16 +61,23 @@ HOST = socket.gethostname()
 async def _ask_buyers(checked: Checked, fields: dict[str, Any]) -> float | None:
     buyers = [s for s in checked.flow.steps if isinstance(s, RecipientStep) and s.settings.ping_url]
 
-    async def ask(client: httpx.AsyncClient, step: RecipientStep) -> Any:
-        try:
-            answer = await client.post(
-                str(step.settings.ping_url), json=fields, timeout=step.settings.timeout_ms / 1000
-            )
-            return answer.json() if answer.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
-            return None  # a buyer that cannot answer does not bid
+    body = orjson.dumps(fields)
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
 
-    async with httpx.AsyncClient() as client:
+    async def ask(client: httpx.AsyncClient, step: RecipientStep) -> Any:
+        # The calls' own exchange: a wall-clock deadline, a bounded body, no redirects.
+        ping = Call(
+            Delivery(str(step.settings.ping_url), headers, body), step.settings.timeout_ms, "Buyer"
+        )
+        answer = await exchange(client, ping, CallLimits())
+        if answer.status != 200:
+            return None  # a buyer that cannot answer does not bid
+        try:
+            return orjson.loads(answer.body)
+        except orjson.JSONDecodeError:
+            return None
+
+    async with httpx.AsyncClient(follow_redirects=False) as client:
         answers = await asyncio.gather(*(ask(client, step) for step in buyers))
     return best_bid(list(answers))
 

@@ -6,6 +6,15 @@ HTTP 500, ``+slow`` answers after ``slow_seconds``; with ``mix`` on, other
 leads are accepted or refused by a hash of the email (about 80/15/5 accept,
 reject, error), which gives the demo a realistic spread.
 
+Every answer is kept by idempotency key (the header a flow's step names,
+``Idempotency-Key`` by default): a delivery posted again gets the first answer
+back, marked ``Idempotent-Replayed: true``, and counts as a duplicate. With a
+``Realism`` the buyer answers like a real one (lognormal latency, a share never
+answered); ``GET /stats`` says what it saw (``engine.demo.buyer_realism``).
+Without one it answers at once, as it always has. Run it on its own with
+``python -m engine.demo.buyer --port N [--median-ms 300 --p99-ms 2000
+--timeout-fraction 0.05]`` (or ``leadflow buyer``).
+
 ``POST /enhance/phone`` is a phone-check service for enhancement steps: it
 answers the carrier and line type of the ``phone`` it is sent. Markers in any
 value it is sent (the buyer ignores them) choose other answers: ``+unknown``
@@ -15,16 +24,26 @@ answer after ``slow_seconds``.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import select
+import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
 
+from engine.demo.buyer_realism import BuyerStats, Realism
 from engine.errors import LeadflowError
+
+STATS_PATH = "/stats"
+# Answers remembered by idempotency key; past this many, new keys are answered afresh
+# (the demo buyer's memory stays bounded on a long bench).
+REMEMBERED_ANSWERS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -110,31 +129,81 @@ class _Handler(BaseHTTPRequestHandler):
             return {}
         return data if isinstance(data, dict) else {}
 
+    def _decide(self, fields: dict[str, Any]) -> tuple[BuyerAnswer, list[str]]:
+        if self.path == PHONE_CHECK_PATH:
+            return check_phone(fields, self.server.slow_seconds), self.server.enhanced
+        if self.path == PING_PATH:
+            return bid(fields), self.server.pinged
+        return decide(fields, self.server.mix, self.server.slow_seconds), self.server.received
+
+    def _caller_gone(self, wait_s: float) -> bool:
+        readable, _, _ = select.select([self.connection], [], [], wait_s)
+        if not readable:
+            return False
+        try:
+            return bool(self.connection.recv(1, socket.MSG_PEEK) == b"")
+        except OSError:
+            return True
+
+    def _hold(self) -> None:
+        """Never answer: keep the request open until the caller gives up (or ``hold_s``)."""
+        realism = self.server.realism
+        until = time.monotonic() + (realism.hold_s if realism else 0.0)
+        while time.monotonic() < until and not self._caller_gone(0.1):
+            pass
+        self.close_connection = True
+
     def do_POST(self) -> None:
         fields = self._fields()
-        key = self.headers.get("Idempotency-Key", "")
-        if self.path == PHONE_CHECK_PATH:
-            answer = check_phone(fields, self.server.slow_seconds)
-            calls = self.server.enhanced
-        elif self.path == PING_PATH:
-            answer, calls = bid(fields), self.server.pinged
-        else:
-            answer = decide(fields, self.server.mix, self.server.slow_seconds)
-            calls = self.server.received
-        with self.server.lock:
-            calls.append(key)
-        delay = answer.delay + self.server.latency_s
-        if delay:
-            time.sleep(delay)
-        body = json.dumps(answer.body).encode()
+        key = self.headers.get(self.server.idempotency_header, "")
+        arrived = time.perf_counter()
+        replayed = self.server.stats.arrived(f"{self.path} {key}" if key else "")
+        latency_ms: float | None = None
         try:
-            self.send_response(answer.status)
+            answer, calls = self._decide(fields)
+            with self.server.lock:
+                calls.append(key)
+                if key:
+                    # Honour the key: the same delivery gets the same answer, every time.
+                    kept = self.server.answered.setdefault((self.path, key), answer)
+                    answer = kept
+                    if len(self.server.answered) > REMEMBERED_ANSWERS:
+                        self.server.answered.pop((self.path, key))
+            realism = self.server.realism
+            if realism is not None and realism.never_answers():
+                self._hold()
+                return
+            delay = answer.delay + self.server.latency_s
+            delay += realism.latency_s() if realism is not None else 0.0
+            if delay:
+                time.sleep(delay)
+            extra = {"Idempotent-Replayed": "true"} if replayed else {}
+            if self._send(answer.status, answer.body, extra):
+                latency_ms = (time.perf_counter() - arrived) * 1000
+        finally:
+            self.server.stats.left(latency_ms)
+
+    def do_GET(self) -> None:
+        if self.path != STATS_PATH:
+            self._send(404, {"error": "not found"})
+            return
+        self._send(200, self.server.stats.snapshot())
+
+    def _send(
+        self, status: int, data: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> bool:
+        body = json.dumps(data).encode()
+        try:
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
-            return  # a slow answer the caller stopped waiting for: what ``+slow`` is for
+            return False  # a slow answer the caller stopped waiting for: what ``+slow`` is for
+        return True
 
     def log_message(self, format: str, *args: Any) -> None:
         return
@@ -146,9 +215,18 @@ class BuyerPortError(LeadflowError):
 
 class BuyerServer(ThreadingHTTPServer):
     daemon_threads = True
+    # A step keeps hundreds of calls in flight: socketserver's backlog of 5 refused the
+    # connections beyond it (resets, and SYN retries that looked like 3 s buyer timeouts).
+    request_queue_size = 1024
 
     def __init__(
-        self, port: int = 8765, mix: bool = True, slow_seconds: float = 10.0, latency_s: float = 0.0
+        self,
+        port: int = 8765,
+        mix: bool = True,
+        slow_seconds: float = 10.0,
+        latency_s: float = 0.0,
+        realism: Realism | None = None,
+        idempotency_header: str = "Idempotency-Key",
     ) -> None:
         try:
             super().__init__(("127.0.0.1", port), _Handler)
@@ -161,6 +239,10 @@ class BuyerServer(ThreadingHTTPServer):
         self.slow_seconds = slow_seconds
         # Added to every answer: a buyer that takes its time, like real ones.
         self.latency_s = latency_s
+        self.realism = realism if realism is not None and not realism.instant else None
+        self.idempotency_header = idempotency_header
+        self.stats = BuyerStats()
+        self.answered: dict[tuple[str, str], BuyerAnswer] = {}
         self.lock = threading.Lock()
         # Idempotency keys of the calls received, leads and phone checks apart.
         self.received: list[str] = []
@@ -179,6 +261,10 @@ class BuyerServer(ThreadingHTTPServer):
     def phone_check_url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}{PHONE_CHECK_PATH}"
 
+    @property
+    def stats_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{STATS_PATH}"
+
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
@@ -187,3 +273,34 @@ class BuyerServer(ThreadingHTTPServer):
         thread = threading.Thread(target=self.serve_forever, name="buyer", daemon=True)
         thread.start()
         return thread
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m engine.demo.buyer``: the buyer in a process of its own (benches, chaos)."""
+    parser = argparse.ArgumentParser(prog="python -m engine.demo.buyer", description=__doc__)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--mix", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--median-ms", type=float, default=0.0, help="Answer latency median.")
+    parser.add_argument("--p99-ms", type=float, default=0.0, help="Answer latency p99.")
+    parser.add_argument(
+        "--timeout-fraction", type=float, default=0.0, help="Share of requests never answered."
+    )
+    parser.add_argument("--hold-s", type=float, default=600.0, help="Longest hold of those.")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--idempotency-header", default="Idempotency-Key")
+    args = parser.parse_args(argv)
+    realism = Realism(args.median_ms, args.p99_ms, args.timeout_fraction, args.hold_s, args.seed)
+    server = BuyerServer(
+        args.port, mix=args.mix, realism=realism, idempotency_header=args.idempotency_header
+    )
+    print(f"buyer listening on {server.url} (stats: {server.stats_url})", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

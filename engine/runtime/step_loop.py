@@ -137,7 +137,7 @@ class TransactionalStepLoop:
         """Commit the open transaction; False if it had to be aborted (input rewound)."""
         if not self.in_txn:
             return True
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self.pending.items()]
+        offsets = self._offsets()
         try:
             if offsets:
                 metadata = self.consumer.consumer_group_metadata()
@@ -154,7 +154,16 @@ class TransactionalStepLoop:
         finally:
             self.in_txn = False
             self.pending.clear()
+        self._committed()
         return True
+
+    def _offsets(self) -> list[TopicPartition]:
+        """What the open transaction commits: per partition, the offset after the last
+        record handled in it."""
+        return [TopicPartition(t, p, o) for (t, p), o in self.pending.items()]
+
+    def _committed(self) -> None:
+        """Called after each transaction that commits; nothing to do here."""
 
     def _recover(self, exc: KafkaException) -> None:
         """A transaction that cannot commit: abort it, rewind and back off, unless the
@@ -198,18 +207,16 @@ class TransactionalStepLoop:
         self.in_txn = False
         self.pending.clear()
 
-    def _rewind(self) -> None:
-        """After an abort, go back to the last committed offsets so no input is skipped.
+    def _read_committed(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The group's committed offsets (with their metadata) of ``partitions``.
 
         Asked until the group coordinator answers (it may be on the broker that just
         died): reading on from the current position instead would skip the aborted
         records for good."""
         attempt = 0
         while True:
-            assignment = self.consumer.assignment()
             try:
-                committed = self.consumer.committed(assignment, timeout=10)
-                break
+                return list(self.consumer.committed(partitions, timeout=10))
             except KafkaException as exc:
                 if is_fatal(exc.args[0]):
                     raise
@@ -218,6 +225,10 @@ class TransactionalStepLoop:
                     "committed offsets not readable, retrying", attempt=attempt, error=str(exc)
                 )
                 time.sleep(backoff_delay(attempt, cap_s=RETRY_CAP_S))
+
+    def _rewind(self) -> None:
+        """After an abort, go back to the last committed offsets so no input is skipped."""
+        committed = self._read_committed(self.consumer.assignment())
         for tp in committed:
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
@@ -360,11 +371,12 @@ class TransactionalStepLoop:
             return self.idle_wait
         return max(0.0, min(self.idle_wait, self.txn_started + self.linger - time.monotonic()))
 
-    def _fetch(self, wait: float) -> list[Message]:
+    def _fetch(self, wait: float, max_records: int | None = None) -> list[Message]:
         """Up to a batch of records, waking at the first one (the kit's ``fetch``: a quiet
         lead never waits for a batch to fill); error messages are triaged there, a fatal
         one raising, so ``process`` sees records only."""
-        return fetch(self.consumer, self.batch_size, wait, self._consume_errors)
+        limit = self.batch_size if max_records is None else max_records
+        return fetch(self.consumer, limit, wait, self._consume_errors)
 
     def _process_metered(self, messages: list[Message], stop: threading.Event) -> None:
         """``process`` the batch, then report it to the metrics: counts are read once per

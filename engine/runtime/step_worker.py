@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
 from engine.errors import LeadflowError
 from engine.flows import Flow
+from engine.runtime.calls import CallRunner, ManyCallRunner, call_runner
+from engine.runtime.concurrent_loop import ConcurrentStepLoop
 from engine.runtime.handlers import StepHandler, make_handler
+from engine.runtime.handlers.base import EventInputHandler
 from engine.runtime.kafka.clients import new_admin, new_consumer, new_transactional_producer
 from engine.runtime.kafka.metrics import WorkerMetrics
 from engine.runtime.kafka.topics import ensure_flow_topics
@@ -31,8 +35,16 @@ def step_group(flow_id: str, step_id: str) -> str:
     return f"leadflow.{flow_id}.step.{step_id}"
 
 
+# Steps whose records wait on a service: their workers keep many records in flight.
+CALLING_KINDS = frozenset({"recipient", "enhancement"})
+
+
 def follow_registry(
-    settings: Settings, registry: FlowRegistry, flow: Flow, step_id: str
+    settings: Settings,
+    registry: FlowRegistry,
+    flow: Flow,
+    step_id: str,
+    calls: CallRunner | None = None,
 ) -> Callable[[], StepHandler | None]:
     """A watch for the step loop: a new handler when a newer version of the flow is applied."""
     version, source = flow.version, input_topic(flow, step_id)
@@ -50,7 +62,7 @@ def follow_registry(
             raise FlowChangedError(f"step {step_id} of {flow.id} moved in v{latest.version}")
         version = latest.version
         log.info("flow version applied", flow=flow.id, version=version, step=step_id)
-        return make_handler(latest, step_id, settings.instance_id, default_codec(), settings)
+        return make_handler(latest, step_id, settings.instance_id, default_codec(), settings, calls)
 
     return watch
 
@@ -61,7 +73,10 @@ def build_step_loop(
     step_id: str,
     worker_index: int = 0,
     registry: FlowRegistry | None = None,
+    calls: ManyCallRunner | None = None,
 ) -> TransactionalStepLoop:
+    """The step's loop: with ``calls`` (a calling step's), one that keeps many records in
+    flight on that runner; else one record at a time."""
     group = step_group(flow.id, step_id)
     # A stable transactional.id per (step, instance): a restarted worker fences
     # its killed predecessor at once instead of waiting out its transaction.
@@ -71,12 +86,9 @@ def build_step_loop(
     consumer = new_consumer(settings, group, **{"group.instance.id": txn_id})
     metrics = WorkerMetrics(f"step:{flow.id}:{step_id}")
     producer = new_transactional_producer(settings, txn_id, metrics)
-    handler = make_handler(flow, step_id, settings.instance_id, default_codec(), settings)
+    handler = make_handler(flow, step_id, settings.instance_id, default_codec(), settings, calls)
     retries = flow.step(step_id).kind in RETRYING_KINDS
-    return TransactionalStepLoop(
-        consumer,
-        producer,
-        handler,
+    common: dict[str, Any] = dict(
         input_topic=input_topic(flow, step_id),
         output_topic=events_topic(flow.id, step_id),
         dlq_topic=dlq_topic(flow.id),
@@ -84,8 +96,20 @@ def build_step_loop(
         commit_interval_ms=settings.commit_interval_ms,
         commit_linger_ms=settings.commit_linger_ms,
         retry_topic=retry_topic(flow.id, step_id) if retries else None,
-        watch=follow_registry(settings, registry, flow, step_id) if registry else None,
+        watch=follow_registry(settings, registry, flow, step_id, calls) if registry else None,
         metrics=metrics,
+    )
+    if calls is None:
+        return TransactionalStepLoop(consumer, producer, handler, **common)
+    assert isinstance(handler, EventInputHandler)
+    return ConcurrentStepLoop(
+        consumer,
+        producer,
+        handler,
+        calls=calls,
+        max_in_flight=settings.call_max_in_flight,
+        stop_grace_s=settings.step_stop_grace_ms / 1000,
+        **common,
     )
 
 
@@ -104,11 +128,18 @@ def run_step(
     worker_index: int = 0,
     registry: FlowRegistry | None = None,
 ) -> None:
-    loop = build_step_loop(settings, flow, step_id, worker_index, registry)
-    structlog.contextvars.bind_contextvars(role=f"step:{step_id}", flow=flow.id)
-    log.info("step worker started", input=loop.input_topic, output=loop.output_topic)
+    # A calling step's worker owns one runner: its loop and every flow version's handler
+    # share its connections, its in-flight bound and its breakers.
+    calls = call_runner(settings) if flow.step(step_id).kind in CALLING_KINDS else None
     try:
-        loop.run(stop)
-    except FlowChangedError as exc:
-        log.info("step moved in its flow, restarting", reason=str(exc))
-    log.info("step worker stopped", processed=loop.processed, dead_lettered=loop.dead_lettered)
+        loop = build_step_loop(settings, flow, step_id, worker_index, registry, calls)
+        structlog.contextvars.bind_contextvars(role=f"step:{step_id}", flow=flow.id)
+        log.info("step worker started", input=loop.input_topic, output=loop.output_topic)
+        try:
+            loop.run(stop)
+        except FlowChangedError as exc:
+            log.info("step moved in its flow, restarting", reason=str(exc))
+        log.info("step worker stopped", processed=loop.processed, dead_lettered=loop.dead_lettered)
+    finally:
+        if calls is not None:
+            calls.close()

@@ -35,6 +35,7 @@ class EventDraft:
     module_id: str | None = None
     acceptance_criteria: str | None = None
     retry_status: str | None = None
+    circuit_breaker_state: str | None = None
 
 
 @dataclass(slots=True)

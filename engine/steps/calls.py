@@ -1,7 +1,7 @@
 """The HTTP exchange of a step that calls a service (a buyer, an enhancement).
 
 A step never makes the call: it asks for one as data (a ``Call``), the runtime
-makes it (``engine.runtime.http_calls``) and hands back the ``Answer`` for the
+makes it (``engine.runtime.calls``) and hands back the ``Answer`` for the
 step to judge, so how calls are run (one at a time, or many at once) is the
 runtime's choice alone.
 
@@ -14,13 +14,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import orjson
 
 from engine.steps.base import Snapshot
 
 MAX_BODY = 16384
+# What an event keeps of a text a service chose (a reason, its own id, a header): an
+# event must stay far below the topic's max message size whatever the service says.
+MAX_REASON = 1024
+MAX_ID = 256
+MAX_HEADER = 256
+DEFAULT_IDEMPOTENCY_HEADER = "Idempotency-Key"
+# An HTTP header name (RFC 9110 token), for the flow's ``idempotency_header``.
+HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$"
 # Answers that mean "could not process", not "said no": worth a retry.
 ERROR_STATUSES = frozenset({401, 403, 404, 408, 429})
 
@@ -42,6 +50,16 @@ class Call:
     request: Delivery
     timeout_ms: int
     service: str
+    # The most calls at once to this service (a buyer's own limit); None: no limit.
+    max_concurrency: int | None = None
+
+    @property
+    def destination(self) -> str:
+        """Whom the call goes to, for per-destination limits, breakers and metrics: the
+        URL's scheme, host and port (never credentials a URL may carry)."""
+        parts = urlsplit(self.request.url)
+        port = f":{parts.port}" if parts.port is not None else ""
+        return f"{parts.scheme}://{parts.hostname or ''}{port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +73,9 @@ class Answer:
     wait_ms: int = 0
     sent_at_ms: int = 0
     received_at_ms: int = 0
+    # The destination's circuit breaker after this call (closed, open, half_open), where
+    # the runtime keeps one: recorded on the step's error event.
+    breaker_state: str | None = None
 
 
 def _form_value(value: Any) -> str:
@@ -68,17 +89,19 @@ def build_call(
     url: str,
     mapping: dict[str, str],
     fmt: Literal["json", "form"],
-    event_id: str,
+    key: str,
+    key_header: str = DEFAULT_IDEMPOTENCY_HEADER,
 ) -> Delivery:
-    """Mapped snapshot fields as JSON or a form, keyed by the event id.
+    """Mapped snapshot fields as JSON or a form, with the idempotency ``key`` in ``key_header``.
 
-    The event id doubles as an idempotency key: a call repeated after a crash
-    or as a retry carries the same key, so the service can recognise it.
+    The key comes from the delivery (lead, submission, step), never the attempt or the
+    clock: a call repeated after a crash, on a replay or as a retry carries the same
+    key, so the service can recognise it.
     """
     fields = {
         target: snapshot[src] for target, src in mapping.items() if snapshot.get(src) is not None
     }
-    headers = {"Idempotency-Key": event_id, "Accept": "application/json"}
+    headers = {key_header: key, "Accept": "application/json"}
     if fmt == "json":
         headers["Content-Type"] = "application/json"
         body = orjson.dumps(fields)
@@ -101,6 +124,17 @@ def _text(body: bytes) -> str:
     return body[:MAX_BODY].decode("utf-8", errors="replace")
 
 
+def bounded(value: Any, limit: int = MAX_REASON) -> str:
+    """A service's value as text of at most ``limit`` characters (a reason, an id)."""
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def waited_on(answers: list[Answer]) -> int:
+    """The time a step spent waiting on the answers of calls made at once: the longest."""
+    return max((a.wait_ms for a in answers), default=0)
+
+
 def transaction(request: Delivery, answer: Answer) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The request and the response (None if there was none) as events record them."""
     sent = {
@@ -115,7 +149,7 @@ def transaction(request: Delivery, answer: Answer) -> tuple[dict[str, Any], dict
     received = {
         "status": answer.status,
         "status_text": "",
-        "headers": dict(answer.headers),
+        "headers": {k[:MAX_HEADER]: bounded(v, MAX_HEADER) for k, v in answer.headers.items()},
         "body": _text(answer.body),
         "timestamp": answer.received_at_ms,
     }
@@ -125,8 +159,10 @@ def transaction(request: Delivery, answer: Answer) -> tuple[dict[str, Any], dict
 def read_answer(answer: Answer, service: str) -> tuple[dict[str, Any] | None, str | None]:
     """The answer as a JSON object, or why it is a technical error instead."""
     if answer.error is not None:
-        return None, answer.error
+        return None, bounded(answer.error)
     assert answer.status is not None
+    if 300 <= answer.status < 400:
+        return None, f"{service} answered HTTP {answer.status}: a redirect, not followed"
     if answer.status >= 500 or answer.status in ERROR_STATUSES:
         return None, f"{service} answered HTTP {answer.status}"
     try:

@@ -17,12 +17,22 @@ import orjson
 from pydantic import Field, HttpUrl
 
 from engine.fields import Scalar
-from engine.ids import event_id
 from engine.model import ConfigModel
 from engine.retries import RetrySettings
 from engine.steps.base import EventDraft, Outcome, Snapshot, StepResult
-from engine.steps.calls import Answer, Call, Delivery, build_call, dig, read_answer, transaction
-from engine.steps.recipient import AcceptRule
+from engine.steps.calls import (
+    DEFAULT_IDEMPOTENCY_HEADER,
+    HEADER_NAME,
+    Answer,
+    Call,
+    Delivery,
+    bounded,
+    build_call,
+    dig,
+    read_answer,
+    transaction,
+)
+from engine.steps.recipient import AcceptRule, delivery_key
 
 # The appended answer travels in the snapshot of every later event of the lead,
 # so one verbose service must not make them all huge: long values are cut,
@@ -49,21 +59,28 @@ class EnhancementSettings(ConfigModel):
     # A required enhancement that fails or errs stops the lead (flow.completed).
     required: bool = False
     retry: RetrySettings | None = None
+    # The most calls in flight to this service at once (its own limit); None: no limit.
+    max_concurrency: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    # The header that carries the call's idempotency key, as the service wants it.
+    idempotency_header: Annotated[str, Field(pattern=HEADER_NAME)] = DEFAULT_IDEMPOTENCY_HEADER
 
 
-def build_request(snapshot: Snapshot, settings: EnhancementSettings, event_id: str) -> Delivery:
+def build_request(snapshot: Snapshot, settings: EnhancementSettings, key: str) -> Delivery:
     """The service call for one lead; retries carry the same key, so a paid lookup is paid once."""
-    return build_call(snapshot, str(settings.url), settings.mapping, settings.format, event_id)
+    return build_call(
+        snapshot, str(settings.url), settings.mapping, settings.format, key,
+        settings.idempotency_header,
+    )  # fmt: skip
 
 
 def plan_enhancement(
     lead_id: str, snapshot: Snapshot, settings: EnhancementSettings, step_index: int
 ) -> Call:
-    """The call for one lead at the step at ``step_index``. Its idempotency key is the id
-    this step's first event gets on the first attempt, the same on every retry."""
-    key = event_id(lead_id, int(snapshot.get("submission.timestamp") or 0), step_index, 0)
+    """The call for one lead at the step at ``step_index``, keyed as a recipient's delivery
+    is (``delivery_key``): the same key on every retry and replay."""
+    request = build_request(snapshot, settings, delivery_key(lead_id, snapshot, step_index))
     # "Service timeout after 5000ms", as LeadConduit words it.
-    return Call(build_request(snapshot, settings, key), settings.timeout_ms, "Service")
+    return Call(request, settings.timeout_ms, "Service", settings.max_concurrency)
 
 
 def _scalar(value: Any) -> Scalar:
@@ -121,12 +138,14 @@ def judge_enhancement(
 
     data, error = read_answer(answer, "Service")
     if data is None:
-        failed = draft("enhancement.error", "error", error)
+        failed = draft(
+            "enhancement.error", "error", error, circuit_breaker_state=answer.breaker_state
+        )
         return StepResult([failed], proceed=proceed_unless_required)
 
     if dig(data, settings.success.path) != settings.success.value:
         reason = dig(data, settings.reason_path)
-        text = str(reason)[:MAX_VALUE] if reason not in (None, "") else NO_DATA
+        text = bounded(reason) if reason not in (None, "") else NO_DATA
         return StepResult(
             [draft("enhancement.failure", "failure", text)], proceed=proceed_unless_required
         )

@@ -32,7 +32,19 @@ from engine.steps.base import (
     Snapshot,
     StepResult,
 )
-from engine.steps.calls import Answer, Call, Delivery, build_call, dig, read_answer, transaction
+from engine.steps.calls import (
+    DEFAULT_IDEMPOTENCY_HEADER,
+    HEADER_NAME,
+    MAX_ID,
+    Answer,
+    Call,
+    Delivery,
+    bounded,
+    build_call,
+    dig,
+    read_answer,
+    transaction,
+)
 from engine.steps.cap_checks import (
     CapCheck,
     CapCount,
@@ -58,12 +70,19 @@ class RecipientSettings(ConfigModel):
     id_path: str | None = "id"
     caps: list[CapSpec] = Field(default_factory=list)
     retry: RetrySettings | None = None
+    # The most deliveries in flight to this buyer at once (its own limit); None: no limit.
+    max_concurrency: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    # The header that carries the delivery's idempotency key, as the buyer wants it.
+    idempotency_header: Annotated[str, Field(pattern=HEADER_NAME)] = DEFAULT_IDEMPOTENCY_HEADER
     # Where the buyer answers pings (a price for a lead's non-PII fields): engine.api.pings.
     ping_url: HttpUrl | None = None
 
 
-def build_delivery(snapshot: Snapshot, settings: RecipientSettings, event_id: str) -> Delivery:
-    return build_call(snapshot, str(settings.url), settings.mapping, settings.format, event_id)
+def build_delivery(snapshot: Snapshot, settings: RecipientSettings, key: str) -> Delivery:
+    return build_call(
+        snapshot, str(settings.url), settings.mapping, settings.format, key,
+        settings.idempotency_header,
+    )  # fmt: skip
 
 
 def plan_delivery(
@@ -75,12 +94,18 @@ def plan_delivery(
     full: CapCount | None = None,
 ) -> Call | StepResult:
     """The call to the buyer for one lead at the step at ``step_index``; at a ``full``
-    cap no call but the lead's failure (``cap_full``). The idempotency key is the id
-    this step's first event gets on the first attempt, the same on every retry."""
+    cap no call but the lead's failure (``cap_full``)."""
     if full is not None:
         return cap_full(step_id, full)
-    key = event_id(lead_id, submitted_at(lead_id, snapshot), step_index, 0)
-    return Call(build_delivery(snapshot, settings, key), settings.timeout_ms, "Buyer")
+    delivery = build_delivery(snapshot, settings, delivery_key(lead_id, snapshot, step_index))
+    return Call(delivery, settings.timeout_ms, "Buyer", settings.max_concurrency)
+
+
+def delivery_key(lead_id: str, snapshot: Snapshot, step_index: int) -> str:
+    """The idempotency key of the lead's call at the step at ``step_index``: the id this
+    step's first event gets on the first attempt. Made of the lead, its submission time
+    and the step only, so every retry and every replay of the delivery carries the same."""
+    return event_id(lead_id, submitted_at(lead_id, snapshot), step_index, 0)
 
 
 def judge_delivery(
@@ -106,11 +131,14 @@ def judge_delivery(
 
     data, error = read_answer(answer, "Buyer")
     if data is None:
-        return StepResult([draft("recipient.error", "error", error)], proceed=True)
+        failed = draft(
+            "recipient.error", "error", error, circuit_breaker_state=answer.breaker_state
+        )
+        return StepResult([failed], proceed=True)
 
     if dig(data, settings.accept.path) != settings.accept.value:
         reason = dig(data, settings.reason_path)
-        text = str(reason) if reason not in (None, "") else "Rejected by buyer"
+        text = bounded(reason) if reason not in (None, "") else "Rejected by buyer"
         return StepResult([draft("recipient.failed", "failure", text, revenue=0.0)], proceed=True)
 
     price = dig(data, settings.price_path) if settings.price_path else None
@@ -120,7 +148,7 @@ def judge_delivery(
     buyer_id = dig(data, settings.id_path) if settings.id_path else None
     appended: Snapshot = {f"appended.{step_id}.price": revenue}
     if buyer_id is not None:
-        appended[f"appended.{step_id}.id"] = str(buyer_id)
+        appended[f"appended.{step_id}.id"] = bounded(buyer_id, MAX_ID)
     totals: Snapshot = {
         TOTAL_REVENUE: float(snapshot.get(TOTAL_REVENUE) or 0.0) + revenue,
         TOTAL_DELIVERED: int(snapshot.get(TOTAL_DELIVERED) or 0) + 1,

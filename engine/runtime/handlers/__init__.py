@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from engine.flows import FilterStep, Flow, RecipientStep, SourceStep, Step
+from engine.runtime.calls import CallRunner, call_runner
 from engine.runtime.handlers.base import (
     Headers,
     PoisonMessageError,
@@ -17,7 +18,6 @@ from engine.runtime.handlers.enhancement import enhancement_handler
 from engine.runtime.handlers.filter import FilterHandler
 from engine.runtime.handlers.recipient import RecipientHandler
 from engine.runtime.handlers.source import SourceHandler
-from engine.runtime.http_calls import HttpCallRunner
 from engine.settings import Settings, get_settings
 from engine.state.store import StateStore
 from schemas.codec import EventCodec
@@ -33,33 +33,45 @@ __all__ = [
 ]
 
 
-def _source(flow: Flow, step: Step, host: str, codec: EventCodec, state: StateStore) -> StepHandler:
+def _source(
+    flow: Flow, step: Step, host: str, codec: EventCodec, state: StateStore, _: CallRunner | None
+) -> StepHandler:
     assert isinstance(step, SourceStep)
     return SourceHandler(flow, step, host, codec, state)
 
 
-def _filter(flow: Flow, step: Step, host: str, codec: EventCodec, _: StateStore) -> StepHandler:
+def _filter(
+    flow: Flow, step: Step, host: str, codec: EventCodec, _: StateStore, __: CallRunner | None
+) -> StepHandler:
     assert isinstance(step, FilterStep)
     return FilterHandler(flow, step, host, codec)
 
 
 def _recipient(
-    flow: Flow, step: Step, host: str, codec: EventCodec, state: StateStore
+    flow: Flow,
+    step: Step,
+    host: str,
+    codec: EventCodec,
+    state: StateStore,
+    calls: CallRunner | None,
 ) -> StepHandler:
     assert isinstance(step, RecipientStep)
-    return RecipientHandler(flow, step, host, codec, HttpCallRunner(), state)
+    owned = calls is None
+    runner = call_runner() if calls is None else calls
+    return RecipientHandler(flow, step, host, codec, runner, state, owns_calls=owned)
 
 
 def _enhancement(
-    flow: Flow, step: Step, host: str, codec: EventCodec, _: StateStore
+    flow: Flow, step: Step, host: str, codec: EventCodec, _: StateStore, calls: CallRunner | None
 ) -> StepHandler:
-    return enhancement_handler(flow, step, host, codec)
+    return enhancement_handler(flow, step, host, codec, calls)
 
 
 # Step kind -> handler factory. A new step kind adds its module and one entry here.
 # ``state`` holds the Postgres-backed counters (caps, duplicates): it connects
 # lazily, only for steps whose settings use them.
-FACTORIES: dict[str, Callable[[Flow, Step, str, EventCodec, StateStore], StepHandler]] = {
+Factory = Callable[[Flow, Step, str, EventCodec, StateStore, CallRunner | None], StepHandler]
+FACTORIES: dict[str, Factory] = {
     "source": _source,
     "filter": _filter,
     "recipient": _recipient,
@@ -68,8 +80,16 @@ FACTORIES: dict[str, Callable[[Flow, Step, str, EventCodec, StateStore], StepHan
 
 
 def make_handler(
-    flow: Flow, step_id: str, host: str, codec: EventCodec, settings: Settings | None = None
+    flow: Flow,
+    step_id: str,
+    host: str,
+    codec: EventCodec,
+    settings: Settings | None = None,
+    calls: CallRunner | None = None,
 ) -> StepHandler:
+    """The handler of ``step_id``. ``calls``: the runner a calling step's calls go to, shared
+    by the worker's handlers (each flow version's) and closed by the worker, not by them;
+    without one, a calling handler opens and closes its own."""
     step = flow.step(step_id)
     state = StateStore(settings or get_settings())
-    return FACTORIES[step.kind](flow, step, host, codec, state)
+    return FACTORIES[step.kind](flow, step, host, codec, state, calls)

@@ -21,7 +21,7 @@ from engine.events import LeadEvent, StepIdentity, Timing, stamp_events
 from engine.flows import Flow
 from engine.runtime.kafka.dead_letter import dead_letter_headers
 from engine.steps.base import Snapshot, StepResult
-from engine.steps.calls import Answer, Call
+from engine.steps.calls import Answer, Call, waited_on
 from engine.steps.settlement import StepPlace, settle
 from engine.topics import (
     ATTEMPT_HEADER,
@@ -193,21 +193,22 @@ class EventInputHandler(BaseHandler):
         _, produced_ms = msg.timestamp()
         lag = max(0, start - produced_ms) if produced_ms > 0 else 0
 
-        def finish(decided: StepResult | Asking) -> Started:
+        def finish(decided: StepResult | Asking, waited: int) -> Started:
+            # ``waited``: the service wait so far, over rounds of calls (an auction's
+            # pings, then its post), which every event of the handling reports.
             if isinstance(decided, Asking):
                 then = decided.then
-                return Waiting(
-                    decided.calls,
-                    lambda answers: finish(then(answers)),
-                    decided.window_ms,
-                    decided.abandon,
-                )
-            timing = Timing(start, now_ms(), lag)
+
+                def resume(answers: list[Answer]) -> Started:
+                    return finish(then(answers), waited + waited_on(answers))
+
+                return Waiting(decided.calls, resume, decided.window_ms, decided.abandon)
+            timing = Timing(start, now_ms(), lag, waited)
             return self._emit(
                 decided, event["lead_id"], submitted_ms, snapshot, timing, msg, attempt
             )
 
-        return finish(self.plan(event, snapshot))
+        return finish(self.plan(event, snapshot), 0)
 
     def plan(self, event: LeadEvent, snapshot: Snapshot) -> StepResult | Asking:
         """The step's decision for the lead, or the calls it waits on first."""

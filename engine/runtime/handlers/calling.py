@@ -2,7 +2,7 @@
 
 The step plans the call and judges the answer (pure functions of
 ``engine.steps``); the handler's ``CallRunner`` makes the call
-(``engine.runtime.http_calls``). Around the call a handler may do the I/O its
+(``engine.runtime.calls``). Around the call a handler may do the I/O its
 step needs: ``prepare`` before it (e.g. reserving a cap slot, which the plan
 depends on), ``conclude`` after the judgement (confirming the slot) and
 ``abandon`` when the call or the judgement fails unexpectedly (giving the slot
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from engine.events import LeadEvent
 from engine.flows import Flow
+from engine.runtime.calls import CallRunner
 from engine.runtime.handlers.base import Asking, EventInputHandler
-from engine.runtime.http_calls import CallRunner
 from engine.steps.base import Snapshot, StepResult
 from engine.steps.calls import Answer, Call
 from schemas.codec import EventCodec
@@ -23,10 +23,19 @@ from schemas.codec import EventCodec
 
 class CallingHandler(EventInputHandler):
     def __init__(
-        self, flow: Flow, step_id: str, host: str, codec: EventCodec, calls: CallRunner
+        self,
+        flow: Flow,
+        step_id: str,
+        host: str,
+        codec: EventCodec,
+        calls: CallRunner,
+        *,
+        owns_calls: bool = True,
     ) -> None:
         super().__init__(flow, step_id, host, codec)
         self.calls = calls
+        # A runner shared by the worker's handlers outlives each of them.
+        self.owns_calls = owns_calls
 
     def plan(self, event: LeadEvent, snapshot: Snapshot) -> StepResult | Asking:
         lead_id: str = event["lead_id"]
@@ -63,4 +72,5 @@ class CallingHandler(EventInputHandler):
         """Undo what ``prepare`` held when the call or its judgement failed; nothing by default."""
 
     def close(self) -> None:
-        self.calls.close()
+        if self.owns_calls:
+            self.calls.close()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from engine.flows import EnhancementStep, Flow, Step
+from engine.runtime.calls import CallRunner, call_runner
 from engine.runtime.handlers.calling import CallingHandler
-from engine.runtime.http_calls import CallRunner, HttpCallRunner
 from engine.steps.base import Snapshot, StepResult
 from engine.steps.calls import Answer, Call
 from engine.steps.enhancement import judge_enhancement, plan_enhancement
@@ -13,9 +13,16 @@ from schemas.codec import EventCodec
 
 class EnhancementHandler(CallingHandler):
     def __init__(
-        self, flow: Flow, step: EnhancementStep, host: str, codec: EventCodec, calls: CallRunner
+        self,
+        flow: Flow,
+        step: EnhancementStep,
+        host: str,
+        codec: EventCodec,
+        calls: CallRunner,
+        *,
+        owns_calls: bool = True,
     ) -> None:
-        super().__init__(flow, step.id, host, codec, calls)
+        super().__init__(flow, step.id, host, codec, calls, owns_calls=owns_calls)
         self.step = step
 
     def prepare(self, lead_id: str, snapshot: Snapshot) -> Call:
@@ -26,8 +33,13 @@ class EnhancementHandler(CallingHandler):
         return judge_enhancement(snapshot, settings, self.step.id, call.request, answer)
 
 
-def enhancement_handler(flow: Flow, step: Step, host: str, codec: EventCodec) -> EnhancementHandler:
-    """The registry's factory: an enhancement handler with its own HTTP connection pool."""
+def enhancement_handler(
+    flow: Flow, step: Step, host: str, codec: EventCodec, calls: CallRunner | None = None
+) -> EnhancementHandler:
+    """The registry's factory: an enhancement handler on the worker's shared runner, else
+    with its own call runner (its own connection pool and event loop thread)."""
     if not isinstance(step, EnhancementStep):
         raise TypeError(f"step {step.id} is a {step.kind}, not an enhancement")
-    return EnhancementHandler(flow, step, host, codec, HttpCallRunner())
+    if calls is None:
+        return EnhancementHandler(flow, step, host, codec, call_runner())
+    return EnhancementHandler(flow, step, host, codec, calls, owns_calls=False)

@@ -11,8 +11,8 @@ delivered (with the same idempotency key) and counted once.
 from __future__ import annotations
 
 from engine.flows import Flow, RecipientStep
+from engine.runtime.calls import CallRunner
 from engine.runtime.handlers.calling import CallingHandler
-from engine.runtime.http_calls import CallRunner
 from engine.settings import get_settings
 from engine.state.store import StateStore
 from engine.steps.base import Snapshot, StepResult
@@ -31,8 +31,10 @@ class RecipientHandler(CallingHandler):
         codec: EventCodec,
         calls: CallRunner,
         state: StateStore | None = None,
+        *,
+        owns_calls: bool = True,
     ) -> None:
-        super().__init__(flow, step.id, host, codec, calls)
+        super().__init__(flow, step.id, host, codec, calls, owns_calls=owns_calls)
         self.step = step
         if state is None and step.settings.caps:
             # The process settings' database: a capped step never runs uncounted.

@@ -52,15 +52,17 @@ class FakeMessage:
         return (1, self._produced_ms)
 
 
-def handoff(snapshot: Snapshot, flow_id: str = "test", attempt: int | None = None) -> FakeMessage:
+def handoff(
+    snapshot: Snapshot, flow_id: str = "test", attempt: int | None = None, lead_id: str = LEAD_ID
+) -> FakeMessage:
     """The previous step's hand-off of a lead whose snapshot is ``snapshot`` (on its retry
     topic for a later ``attempt``)."""
     who = StepIdentity(flow_id, 1, "previous", "Previous", 0, "host", "0")
     draft = EventDraft("source.accepted", "success", entity_id="previous")
-    snapshot = {"lead.id": LEAD_ID, "submission.timestamp": SUBMITTED_MS, **snapshot}
+    snapshot = {"lead.id": lead_id, "submission.timestamp": SUBMITTED_MS, **snapshot}
     timing = Timing(SUBMITTED_MS, SUBMITTED_MS + 2, 0)
-    (event,) = stamp_events([draft], who, LEAD_ID, SUBMITTED_MS, snapshot, timing)
+    (event,) = stamp_events([draft], who, lead_id, SUBMITTED_MS, snapshot, timing)
     headers: list[tuple[str, Any]] = [(TYPE_HEADER, b"source.accepted"), (HANDOFF_HEADER, b"1")]
     if attempt is not None:
         headers.append((ATTEMPT_HEADER, str(attempt).encode()))
-    return FakeMessage(default_codec().encode(event), LEAD_ID.encode(), headers)
+    return FakeMessage(default_codec().encode(event), lead_id.encode(), headers)

@@ -94,3 +94,51 @@ def test_the_enhancement_step_judges_what_its_runner_answered(flow: Flow) -> Non
     assert runner.calls == [plan_enhancement(LEAD_ID, SNAPSHOT, step.settings, 1)]
     (error,) = decoded(records)
     assert (error["type"], error["reason"]) == ("enhancement.error", "Service timeout after 5000ms")
+
+
+RETRYING = FLOW.replace(
+    "mapping: {phone: lead.phone_1}, timeout_ms: 800}",
+    "mapping: {phone: lead.phone_1}, timeout_ms: 800,"
+    " retry: {attempts: 3, initial_backoff_ms: 100}, idempotency_header: X-Delivery-Key}",
+)
+
+
+def test_the_services_wait_is_wait_ms_on_every_event_of_the_handling() -> None:
+    # A call that timed out after 5 s: the retry.scheduled it leads to waited 5 s on the
+    # buyer too; the engine's own overhead is the rest, not the 5 s.
+    flow = parse_flow(RETRYING, "calls.yaml")
+    step = flow.step("buyer")
+    assert isinstance(step, RecipientStep)
+    timed_out = Answer(None, {}, b"", "Buyer timeout after 800ms", wait_ms=800)
+    handler = RecipientHandler(flow, step, "host", default_codec(), ScriptedRunner(timed_out))
+    records = handler.handle(handoff(SNAPSHOT, flow_id="calls"))  # type: ignore[arg-type]
+    events = decoded([r for r in records if r.topic is None])
+    assert [e["type"] for e in events] == ["recipient.error", "retry.scheduled"]
+    assert [e["wait_ms"] for e in events] == [800, 800]
+    assert all(e["overhead_ms"] == max(0, e["ms"] - 800) for e in events)
+
+
+def test_a_retry_and_a_replay_post_with_the_same_key_in_the_configured_header() -> None:
+    flow = parse_flow(RETRYING, "calls.yaml")
+    step = flow.step("buyer")
+    assert isinstance(step, RecipientStep)
+    runner = ScriptedRunner(*[ok({"outcome": "success"})] * 3)
+    handler = RecipientHandler(flow, step, "host", default_codec(), runner)
+    handler.handle(handoff(SNAPSHOT, flow_id="calls"))  # type: ignore[arg-type]
+    handler.handle(handoff(SNAPSHOT, flow_id="calls"))  # type: ignore[arg-type]  # a replay
+    handler.handle(handoff(SNAPSHOT, flow_id="calls", attempt=2))  # type: ignore[arg-type]
+    keys = [c.request.headers.get("X-Delivery-Key") for c in runner.calls]
+    assert keys[0] is not None and keys == [keys[0]] * 3
+    assert "Idempotency-Key" not in runner.calls[0].request.headers
+
+
+def test_an_error_event_records_the_destinations_breaker_state(flow: Flow) -> None:
+    step = flow.step("buyer")
+    assert isinstance(step, RecipientStep)
+    reason = "Buyer circuit open: 5 calls failed in a row"
+    runner = ScriptedRunner(Answer(None, {}, b"", reason, breaker_state="open"))
+    handler = RecipientHandler(flow, step, "host", default_codec(), runner)
+    records = handler.handle(handoff(SNAPSHOT, flow_id="calls"))  # type: ignore[arg-type]
+    error = decoded([r for r in records if r.topic is None])[0]
+    assert (error["type"], error["circuit_breaker_state"]) == ("recipient.error", "open")
+    assert error["version"] == "3"

@@ -13,13 +13,13 @@ import httpx
 import pytest
 
 from engine.flows import EnhancementStep, FilterStep, Flow, RecipientStep, SourceStep, parse_flow
+from engine.runtime.calls import AsyncCallRunner
 from engine.runtime.handlers import PoisonMessageError, Record
 from engine.runtime.handlers.enhancement import EnhancementHandler
 from engine.runtime.handlers.feedback import FeedbackHandler
 from engine.runtime.handlers.filter import FilterHandler
 from engine.runtime.handlers.recipient import RecipientHandler
 from engine.runtime.handlers.source import SourceHandler
-from engine.runtime.http_calls import HttpCallRunner
 from engine.runtime.kafka.dead_letter import dead_letter_headers
 from engine.settings import Settings
 from engine.state.store import Admission, DuplicateCheck
@@ -83,8 +83,8 @@ def filter_handler(flow: Flow) -> FilterHandler:
 def unavailable_service(flow: Flow) -> EnhancementHandler:
     step = flow.step("phone")
     assert isinstance(step, EnhancementStep)
-    http = httpx.Client(transport=httpx.MockTransport(lambda _: httpx.Response(503)))
-    return EnhancementHandler(flow, step, "host", default_codec(), HttpCallRunner(http))
+    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(503)))
+    return EnhancementHandler(flow, step, "host", default_codec(), AsyncCallRunner(client=http))
 
 
 def types(records: list[Record]) -> list[str]:
@@ -264,8 +264,8 @@ def buyer(flow: Flow, slots: Slots, answer: httpx.Response | Exception) -> Recip
             raise answer
         return answer
 
-    http = httpx.Client(transport=httpx.MockTransport(answering))
-    calls = HttpCallRunner(http)
+    http = httpx.AsyncClient(transport=httpx.MockTransport(answering))
+    calls = AsyncCallRunner(client=http)
     return RecipientHandler(flow, step, "host", default_codec(), calls, slots)  # type: ignore[arg-type]
 
 
@@ -296,9 +296,25 @@ def test_at_a_full_cap_the_buyer_is_not_called(flow: Flow) -> None:
     assert slots.done == [("reserve", LEAD_ID, [CAP])]
 
 
-def test_a_bug_mid_delivery_gives_the_slot_back_and_is_raised(flow: Flow) -> None:
+def test_a_bug_mid_call_is_an_error_answer_and_gives_the_slot_back(flow: Flow) -> None:
     slots = Slots()
     handler = buyer(flow, slots, ZeroDivisionError("a bug"))
+    records = handler.handle(handoff({}))  # type: ignore[arg-type]
+    assert types(records) == ["recipient.error"]
+    error = default_codec().decode(records[0].value)
+    assert error["reason"] == "Buyer call failed: ZeroDivisionError"
+    assert slots.done == [("reserve", LEAD_ID, [CAP]), ("release", LEAD_ID, [CAP])]
+
+
+def test_a_bug_in_judging_gives_the_slot_back_and_is_raised(
+    flow: Flow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("engine.runtime.handlers.recipient.judge_delivery", broken)
+    slots = Slots()
+    handler = buyer(flow, slots, httpx.Response(200, json={"outcome": "success"}))
     with pytest.raises(ZeroDivisionError):
         handler.handle(handoff({}))  # type: ignore[arg-type]
     assert slots.done == [("reserve", LEAD_ID, [CAP]), ("release", LEAD_ID, [CAP])]

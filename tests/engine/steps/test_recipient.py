@@ -6,7 +6,7 @@ import pytest
 from engine.caps import CapSpec
 from engine.ids import event_id, id_timestamp_ms
 from engine.steps.base import TOTAL_DELIVERED, TOTAL_REVENUE, StepResult
-from engine.steps.calls import Answer, Call
+from engine.steps.calls import MAX_HEADER, MAX_ID, MAX_REASON, Answer, Call
 from engine.steps.cap_checks import CapCount, cap_checks, recipient_scope
 from engine.steps.recipient import (
     RecipientSettings,
@@ -119,3 +119,38 @@ def test_technical_failures_are_errors(a: Answer, reason: str) -> None:
         "error",
         reason,
     )
+
+
+def test_what_a_buyer_says_is_bounded_so_an_event_stays_small() -> None:
+    # A buyer's reason, id or header of any length must not push the event over the
+    # topic's max message size (and the lead to the dead-letter topic).
+    refused = judge(answer(200, {"outcome": "failure", "reason": "x" * 2_000_000}))
+    assert len(refused.last.reason or "") == MAX_REASON
+    taken = judge(answer(200, {"outcome": "success", "id": "y" * 100_000, "price": 1}))
+    assert len(str(taken.last.appended["appended.premier.id"])) == MAX_ID
+    loud = Answer(200, {"x-request-id": "z" * 100_000}, b'{"outcome": "success"}', wait_ms=1)
+    response = judge(loud).last.response
+    assert response is not None and len(response["headers"]["x-request-id"]) == MAX_HEADER
+
+
+def test_a_redirect_is_an_error_not_followed() -> None:
+    result = judge(answer(302, None))
+    assert (result.last.type, result.last.reason) == (
+        "recipient.error",
+        "Buyer answered HTTP 302: a redirect, not followed",
+    )
+
+
+def test_a_buyers_own_limit_and_key_header_travel_with_the_call() -> None:
+    limited = SETTINGS.model_copy(update={"max_concurrency": 4, "idempotency_header": "X-Key"})
+    planned = plan_delivery("01KB0000000000000000000000", LEAD, limited, "buyer", 2)
+    assert isinstance(planned, Call)
+    assert planned.max_concurrency == 4
+    assert planned.destination == "http://127.0.0.1:8765"
+    assert "X-Key" in planned.request.headers
+    assert "Idempotency-Key" not in planned.request.headers
+
+
+def test_a_header_name_that_is_not_a_token_is_refused() -> None:
+    with pytest.raises(ValueError, match="idempotency_header"):
+        RecipientSettings(url="http://b.test/", idempotency_header="Bad Header:")  # type: ignore[arg-type]
