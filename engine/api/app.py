@@ -28,6 +28,9 @@ from projectors.stats_api import router as stats_router
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
+    if app.state.feedback_flows is not None:  # started by the first feedback request
+        app.state.feedback_flows.close()
+        app.state.feedback_flows = None
     if app.state.intake is not None:  # started by the first intake request
         await app.state.intake.close()
         # The app may be started again (a test client per test): the next intake request
@@ -51,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings or get_settings()
     app.add_middleware(BodyLimit, max_bytes=app.state.settings.max_body_bytes)
     app.state.intake = None
+    app.state.feedback_flows = None  # engine.api.feedback: the flows, for return windows
     app.state.intake_lock = asyncio.Lock()
     app.include_router(feedback_router)
     app.include_router(intake_router)

@@ -7,7 +7,8 @@ and becomes ``feedback.received``/``feedback.processed`` events.
 
 A return takes a buyer's revenue away, so a key may report only on deliveries of the
 recipients its ``feedback:<recipient>`` scopes name (``feedback:*``: any), of flows it
-sees, and within ``feedback_return_days`` of the delivery. Another buyer's delivery is
+sees, and within the recipient's return window (``engine.api.return_windows``) of the
+delivery. Another buyer's delivery is
 a 404 like an unknown one: a buyer learns nothing of the others' deliveries.
 """
 
@@ -23,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from engine.access.guard import AccessDeniedError, Authenticated
 from engine.access.scopes import Principal
+from engine.api.return_windows import ReturnWindows
 from engine.runtime.feedback_worker import publish_feedback
 from engine.settings import Settings
 from engine.web.responses import answers, guarded
@@ -67,8 +69,16 @@ def _delivered_at(delivery: dict[str, Any]) -> datetime | None:
     return None
 
 
+def _return_windows(request: Request) -> ReturnWindows:
+    found = request.app.state.feedback_flows
+    if found is None:
+        found = request.app.state.feedback_flows = ReturnWindows(request.app.state.settings)
+    assert isinstance(found, ReturnWindows)
+    return found
+
+
 def _check_delivery(
-    principal: Principal, delivery: dict[str, Any], settings: Settings, event_id: str
+    principal: Principal, delivery: dict[str, Any], windows: ReturnWindows, event_id: str
 ) -> None:
     """Refuse feedback on someone else's delivery (404) or one past the return window (403)."""
     recipients = principal.feedback_recipients()
@@ -76,13 +86,14 @@ def _check_delivery(
     if not theirs or not principal.sees_flow(delivery.get("flow_id")):
         raise HTTPException(404, detail=f"Unknown event: {event_id}")
     delivered = _delivered_at(delivery)
-    window = timedelta(days=settings.feedback_return_days)
-    if delivered is not None and datetime.now(UTC) - delivered > window:
+    if delivered is None:
+        return
+    days = windows.days(str(delivery.get("flow_id")), str(delivery.get("step_id")))
+    if datetime.now(UTC) - delivered > timedelta(days=days):
         raise AccessDeniedError(
             403,
             "return_window_closed",
-            f"Delivery {event_id} is over {settings.feedback_return_days} days old:"
-            " feedback on it is no longer taken",
+            f"Delivery {event_id} is over {days} days old: feedback on it is no longer taken",
         )
 
 
@@ -92,12 +103,13 @@ def post_feedback(
     event_id: Annotated[str, Query(min_length=1, max_length=64)],
     settings: Annotated[Settings, Depends(_settings)],
     principal: Annotated[Principal, Depends(_feedback_key)],
+    windows: Annotated[ReturnWindows, Depends(_return_windows)],
     conn: Conn,  # a 503 when Postgres is unavailable, as on every read route
 ) -> dict[str, str]:
     delivery = get_event(conn, event_id)
     if delivery is None:
         raise HTTPException(404, detail=f"Unknown event: {event_id}")
-    _check_delivery(principal, delivery, settings, event_id)
+    _check_delivery(principal, delivery, windows, event_id)
     if not str(delivery.get("type", "")).startswith("recipient."):
         # FastAPI's 422 shape, as every other 422 of the API (and its OpenAPI) has.
         raise query_error(

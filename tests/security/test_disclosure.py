@@ -5,13 +5,22 @@ deliveries within the return window."""
 from __future__ import annotations
 
 import gzip
+import time
 
 import pytest
 
+from engine.flows import Flow
 from engine.runtime.feedback_worker import ensure_feedback_topics
+from engine.runtime.registry import apply_flow, delete_flow
+from projectors.batch import Record, build_batch
 from projectors.exports.runner import ExportWorker
 from projectors.store import connect
-from tests.security.conftest import CLEAR_TEXT, Seeded
+from projectors.writing import write_batch
+from schemas.codec import EventCodec
+from tests.conftest import _delete_topics_of
+from tests.factories import make_flow
+from tests.projectors.test_search import wait_visible
+from tests.security.conftest import CLEAR_TEXT, DAY_MS, Seeded, _seed
 from tests.security.test_route_matrix import GUARDED, request_for
 
 pytestmark = pytest.mark.stack
@@ -122,3 +131,29 @@ def test_a_buyer_gives_feedback_on_its_own_deliveries_within_the_return_window(
     assert theirs.status_code == 404  # as if unknown: nothing learnt of premier's leads
     # A feedback key reads nothing.
     assert premier.get(f"/events/{seeded.delivery_a}").status_code == 403
+
+
+def test_a_recipients_own_return_window_in_the_applied_flow_decides(seeded: Seeded) -> None:
+    """``return_window_days`` on the recipient step: a 400-day-old delivery to a buyer with a
+    1,000-day window is taken; the deployment's 30 days hold for flows that set none."""
+    flow_id = f"{seeded.settings.db_schema}c"
+    old = _seed(seeded.settings, flow_id, int(time.time() * 1000) - 400 * DAY_MS)
+    codec = EventCodec()
+    records = [Record("t", 0, i, codec.encode(e)) for i, e in enumerate(old)]  # type: ignore[arg-type]
+    with connect(seeded.settings) as conn:
+        write_batch(conn, "test-c", build_batch(codec, records))
+        wait_visible(conn)
+    delivery = next(e["id"] for e in old if e["type"] == "recipient.delivered")
+    definition = make_flow(flow_id, "http://127.0.0.1:9/leads").model_dump(mode="json")
+    premier = next(s for s in definition["steps"] if s["id"] == "premier")
+    premier["settings"]["return_window_days"] = 1000
+    ensure_feedback_topics(seeded.settings)
+    apply_flow(seeded.settings, Flow.model_validate(definition))
+    try:
+        answer = seeded.client("premier").post(
+            "/feedback", params={"event_id": delivery}, json={"type": "return"}
+        )
+        assert answer.status_code == 202, answer.text
+    finally:
+        delete_flow(seeded.settings, flow_id)
+        _delete_topics_of(seeded.settings, flow_id)
