@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from engine.access.store import migrate_access
 from engine.demo.buyer import BuyerServer
 from engine.demo.buyer_realism import Realism
 from engine.demo.report import timeline_table
@@ -27,6 +28,7 @@ from engine.flows import load_flow
 from engine.intake.fake import fake_leads
 from engine.logs import configure_logging
 from engine.ops.feedback_check import check_feedback, parse_or_refuse
+from engine.ops.keys_cli import keys_app
 from engine.ops.offsets_cli import offsets_app
 from engine.ops.output import AsJson, print_json
 from engine.ops.projections_cli import projections_app, replay
@@ -56,6 +58,7 @@ app.add_typer(db_app, name="db")
 flow_app = typer.Typer(no_args_is_help=True, help="Flow definitions (the registry).")
 app.add_typer(flow_app, name="flow")
 app.add_typer(offsets_app, name="offsets")
+app.add_typer(keys_app, name="keys")
 app.add_typer(projections_app, name="projections")
 app.add_typer(streamer_app, name="streamer")
 app.command()(replay)
@@ -307,6 +310,7 @@ def db_migrate() -> None:
         *migrate_state(settings),
         *migrate_exports(settings),
         *migrate_destination_state(settings),
+        *migrate_access(settings),
     ]
     console.print(f"migrations applied: {applied or 'none (up to date)'}")
 

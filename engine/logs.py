@@ -37,7 +37,14 @@ class _CurrentStderr:
 def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:
     json_output = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: Any = (
-        structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if json_output
+        else structlog.dev.ConsoleRenderer(
+            # A traceback's local variables can hold a lead, a key or a connection string:
+            # a terminal shows the frames, never their values.
+            # (rich is a dependency of leadflow's, so its formatter is always there.)
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
+        )
     )
     structlog.configure(
         processors=[

@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,13 +21,22 @@ def _env(name: str, *others: str) -> AliasChoices:
     return AliasChoices(f"LEADFLOW_{name}", *others)
 
 
-UiScope = Literal["read", "pii"]
+# A key's scopes (engine.access.scopes): events:read, pii:read, exports, stats, flows:admin,
+# intake:<source>|intake:*, feedback:<recipient>|feedback:*; "read" and "pii" are the UI
+# keys' older names (read = events:read, stats, exports; pii = pii:read).
+SCOPE_PATTERN = (
+    r"^(read|pii|events:read|pii:read|exports|stats|flows:admin"
+    r"|intake:(\*|[A-Za-z0-9_.-]{1,64})|feedback:(\*|[A-Za-z0-9_.-]{1,64}))$"
+)
+UiScope = Annotated[str, Field(pattern=SCOPE_PATTERN)]
 
 
 class UiKey(BaseModel):
-    """A read-side API key of the operator UI (``engine.ui``), by reference: the repository
-    and the settings name where the key lives (an environment variable or a file holding
-    the key or ``sha256:<hex>``), never the key. ``pii`` shows emails and phones unmasked."""
+    """An API key configured by reference (``LEADFLOW_API_KEYS``, or the operator UI's older
+    ``LEADFLOW_UI_KEYS``): the settings name where the key lives (an environment variable or
+    a file holding the key or ``sha256:<hex>``), never the key. Keys made by
+    ``leadflow keys create`` live in Postgres instead (``engine.access``); both kinds carry
+    the same scopes and optional flow restriction."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -35,6 +44,10 @@ class UiKey(BaseModel):
     key_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     key_file: Path | None = None
     scopes: tuple[UiScope, ...] = ("read",)
+    # None: every flow; else only these flows' leads, events, exports and stats.
+    flows: tuple[str, ...] | None = None
+    # Requests per minute; None: the deployment's api_rate_per_minute.
+    rate_per_minute: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _one_place(self) -> UiKey:
@@ -99,6 +112,31 @@ class Settings(BaseSettings):
     ui_keys: tuple[UiKey, ...] = (
         UiKey(name="local", key_file=Path(".stack/ui.key"), scopes=("read", "pii")),
     )
+    # LEADFLOW_API_KEYS: more keys by reference, in the same shape; most deployments use
+    # `leadflow keys create` (hashed in Postgres) instead.
+    api_keys: tuple[UiKey, ...] = ()
+    # The keyed hash's secret for keys stored in Postgres (HMAC-SHA256): a stolen table
+    # alone cannot confirm a guessed key. Set it in production; changing it voids every key.
+    api_key_pepper: SecretStr = SecretStr("leadflow-local-pepper")
+    # How long a looked-up key is trusted before Postgres is asked again: a revoked key
+    # stops working within this many seconds, without a restart.
+    api_key_cache_seconds: float = Field(5.0, ge=0)
+    # Per key, unless the key says otherwise; a token bucket of this size refilled per minute.
+    api_rate_per_minute: int = Field(600, ge=1)
+    # Failed authentications per client address per minute before 429s.
+    auth_failures_per_minute: int = Field(30, ge=1)
+    # /metrics answers without a key unless this is true.
+    metrics_need_key: bool = False
+    # Every body a route takes (intake has its own per-source max_body_bytes).
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    # statement_timeout on every public query of the API.
+    api_statement_timeout_ms: int = Field(15_000, ge=100)
+    # The longest start..end a query may span, in days.
+    max_query_days: int = Field(366, ge=1)
+    # A buyer's feedback key may report on its deliveries for this many days after them.
+    feedback_return_days: int = Field(30, ge=1)
+    # Export jobs a key may have created or processing at once.
+    max_export_jobs_per_key: int = Field(3, ge=1)
 
     # Buyers' feedback for this deployment (rejected feedback: "<topic>.rejected"); the
     # topic also names the feedback worker's group. Two deployments sharing a cluster

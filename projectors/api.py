@@ -19,8 +19,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from engine.access.disclosure import disclose
+from engine.access.guard import EVENTS_READ, EventsReader, hide_foreign, only_flow
+from engine.access.scopes import Principal
 from engine.settings import Settings
-from engine.web.responses import answers
+from engine.web.responses import answers, guarded
 from projectors.diff import diff_snapshots
 from projectors.errors import StoreUnavailableError
 from projectors.params import Range, StrictQuery, cursor_error, query_error
@@ -29,7 +32,11 @@ from projectors.search import EventQuery, UnknownCursorError, search_events
 from projectors.selection import EventId, EventType, Outcome, SortOrder
 from projectors.store import Connection, connect
 
-router = APIRouter(tags=["events"], dependencies=[StrictQuery], responses=answers(503))
+router = APIRouter(
+    tags=["events"],
+    dependencies=[Depends(EVENTS_READ), StrictQuery],
+    responses={**guarded(), **answers(503)},
+)
 
 # The filters' types are shared with the export routes and ``leadflow export``, so a value
 # one of them refuses is refused by all, with the same message.
@@ -43,8 +50,11 @@ def _settings(request: Request) -> Settings:
 
 
 def _connection(settings: Annotated[Settings, Depends(_settings)]) -> Iterator[Connection]:
+    """A connection for one request; every public query is cut off after
+    ``api_statement_timeout_ms`` (a 503) rather than left running on the server."""
     try:
         with connect(settings, application_name="leadflow-api") as conn:
+            conn.execute(f"SET statement_timeout = {int(settings.api_statement_timeout_ms)}")
             yield conn
     except StoreUnavailableError as exc:
         raise HTTPException(503, detail="The event store is unavailable; retry later") from exc
@@ -92,34 +102,45 @@ def _page(conn: Connection, query: EventQuery) -> list[dict[str, Any]]:
 
 
 @router.get("/events")
-def get_events(conn: Conn, query: Events, flow_id: Id = None) -> list[dict[str, Any]]:
+def get_events(
+    conn: Conn, query: Events, reader: EventsReader, flow_id: Id = None
+) -> list[dict[str, Any]]:
     """Events of every flow, or of ``flow_id``: LeadConduit's ``GET /events``."""
-    return _page(conn, dataclasses.replace(query, flow_id=flow_id))
+    page = _page(conn, dataclasses.replace(query, flow_id=only_flow(reader, flow_id)))
+    return disclose(conn, reader, "GET /events", page)  # type: ignore[no-any-return]
 
 
 @router.get("/flows/{flow_id}/events")
-def get_flow_events(flow_id: str, conn: Conn, query: Events) -> list[dict[str, Any]]:
-    return _page(conn, dataclasses.replace(query, flow_id=flow_id))
+def get_flow_events(
+    flow_id: str, conn: Conn, query: Events, reader: EventsReader
+) -> list[dict[str, Any]]:
+    page = _page(conn, dataclasses.replace(query, flow_id=only_flow(reader, flow_id)))
+    return disclose(conn, reader, "GET /flows/{flow_id}/events", page)  # type: ignore[no-any-return]
 
 
-def _timeline(conn: Connection, lead_id: str) -> list[dict[str, Any]]:
+def _timeline(conn: Connection, lead_id: str, reader: Principal) -> list[dict[str, Any]]:
     events = lead_timeline(conn, lead_id)
+    unknown = f"Unknown lead: {lead_id}"
     if not events:
-        raise HTTPException(404, detail=f"Unknown lead: {lead_id}")
+        raise HTTPException(404, detail=unknown)
+    hide_foreign(reader, events[0].get("flow_id"), unknown)
     return events
 
 
 @router.get("/leads/{lead_id}/events", responses=answers(404))
-def get_lead_events(lead_id: str, conn: Conn) -> list[dict[str, Any]]:
-    return _timeline(conn, lead_id)
+def get_lead_events(lead_id: str, conn: Conn, reader: EventsReader) -> list[dict[str, Any]]:
+    events = _timeline(conn, lead_id, reader)
+    return disclose(conn, reader, "GET /leads/{lead_id}/events", events)  # type: ignore[no-any-return]
 
 
 @router.get("/events/{event_id}", responses=answers(404))
-def get_one_event(event_id: str, conn: Conn) -> dict[str, Any]:
+def get_one_event(event_id: str, conn: Conn, reader: EventsReader) -> dict[str, Any]:
     event = get_event(conn, event_id)
+    unknown = f"Unknown event: {event_id}"
     if event is None:
-        raise HTTPException(404, detail=f"Unknown event: {event_id}")
-    return event
+        raise HTTPException(404, detail=unknown)
+    hide_foreign(reader, event.get("flow_id"), unknown)
+    return disclose(conn, reader, "GET /events/{event_id}", event)  # type: ignore[no-any-return]
 
 
 def _change(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -134,15 +155,17 @@ def _change(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/leads/{lead_id}/changes", responses=answers(404))
 def get_lead_changes(
-    lead_id: str, conn: Conn, from_event: Id = None, to_event: Id = None
+    lead_id: str, conn: Conn, reader: EventsReader, from_event: Id = None, to_event: Id = None
 ) -> list[dict[str, Any]]:
     """Each consecutive pair of the lead's events, or the one pair ``from_event`` -> ``to_event``.
 
     ``vars`` are diffed; ``appended`` is what the later event's step appended.
     """
-    events = _timeline(conn, lead_id)
+    events = _timeline(conn, lead_id, reader)
+    route = "GET /leads/{lead_id}/changes"
     if from_event is None and to_event is None:
-        return [_change(a, b) for a, b in pairwise(events)]
+        changes = [_change(a, b) for a, b in pairwise(events)]
+        return disclose(conn, reader, route, changes, [lead_id])  # type: ignore[no-any-return]
     if from_event is None or to_event is None:
         raise query_error(
             "to_event" if to_event is None else "from_event",
@@ -153,4 +176,5 @@ def get_lead_changes(
     for wanted in (from_event, to_event):
         if wanted not in by_id:
             raise HTTPException(404, detail=f"Lead {lead_id} has no event {wanted}")
-    return [_change(by_id[from_event], by_id[to_event])]
+    change = _change(by_id[from_event], by_id[to_event])
+    return disclose(conn, reader, route, [change], [lead_id])  # type: ignore[no-any-return]

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import structlog
 from psycopg import Cursor, sql
 
+from engine.access.store import apply_access_migrations
 from engine.pgmigrate import MigrationChangedError, apply_migrations, load_migrations
 from engine.settings import Settings
 from projectors.errors import MigrationError
@@ -87,7 +88,8 @@ def generation_schema(serving: str, name: str, number: int) -> str:
 
 def migrate(conn: Connection, serving: str) -> list[str]:
     """Make ``serving`` ready: its own migrations, an active generation of every projection,
-    and every live generation (active or building) migrated. Returns what was applied.
+    every live generation (active or building) migrated, and the API's key store and read
+    audit (``engine.access``). Returns what was applied.
 
     Idempotent and safe when several processes start at once: one transaction
     under the serving schema's migration lock (``engine.pgmigrate``).
@@ -104,6 +106,8 @@ def migrate(conn: Connection, serving: str) -> list[str]:
             )
             for name in NAMES:
                 done += _prepare(cur, serving, projection(name))
+            # The API's key store and read audit live beside the views it reads.
+            done += apply_access_migrations(cur, serving)
     except MigrationChangedError as exc:
         raise MigrationError(str(exc)) from None
     if done:

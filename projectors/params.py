@@ -11,7 +11,7 @@ from __future__ import annotations
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
@@ -19,6 +19,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
+from engine.settings import Settings
 from projectors.search import UnknownCursorError
 from projectors.selection import END_DOC, START_DOC, Instant, range_problem
 
@@ -96,15 +97,30 @@ class TimeRange:
 
 
 def time_range(
+    request: Request,
     start: Annotated[Instant | None, Query(description=START_DOC)] = None,
     end: Annotated[Instant | None, Query(description=END_DOC)] = None,
 ) -> TimeRange:
-    """The ``start``/``end`` pair every read route takes, checked to be in order: the same
-    types and check as the export routes' (``projectors.selection``)."""
+    """The ``start``/``end`` pair every read route takes, checked to be in order (the same
+    types and check as the export routes', ``projectors.selection``) and to span at most
+    ``max_query_days``: a longer range is a 422 naming ``end``, not a scan of years."""
     problem = range_problem(start, end)
+    if problem is None and start is not None and end is not None:
+        problem = span_problem(request, end - start)
     if problem is not None:
         raise query_error("end", problem, end.isoformat() if end else None)
     return TimeRange(start, end)
+
+
+def span_problem(request: Request, span: timedelta) -> str | None:
+    """Why a range this long is refused (over the deployment's ``max_query_days``), or None."""
+    settings: Settings = request.app.state.settings
+    if span > timedelta(days=settings.max_query_days):
+        return (
+            f"The range spans over {settings.max_query_days} days (max_query_days):"
+            " ask for a shorter one"
+        )
+    return None
 
 
 Range = Annotated[TimeRange, Depends(time_range)]

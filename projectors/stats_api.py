@@ -20,17 +20,20 @@ import io
 import zoneinfo
 from datetime import date
 from functools import cache
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BeforeValidator
 
-from engine.web.responses import answers, as_text
+from engine.access.guard import STATS, StatsReader, check_flow, only_flow
+from engine.access.scopes import Principal
+from engine.masking import for_reader
+from engine.web.responses import answers, as_text, guarded
 from projectors.api import Conn, Id
 from projectors.daily import DailyGroup, daily_counts
-from projectors.params import Range, StrictQuery, query_error
+from projectors.params import Range, StrictQuery, query_error, span_problem
 from projectors.selection import EventType, iso_only, range_problem
 from projectors.stats import (
     GroupBy,
@@ -45,7 +48,11 @@ from projectors.stats import (
     step_analytics,
 )
 
-router = APIRouter(tags=["stats"], dependencies=[StrictQuery], responses=answers(503))
+router = APIRouter(
+    tags=["stats"],
+    dependencies=[Depends(STATS), StrictQuery],
+    responses={**guarded(), **answers(503)},
+)
 # Each route answers JSON, or CSV with format=csv (or Accept: text/csv).
 _JSON_OR_CSV = as_text("Rows as JSON, or as CSV with format=csv", "text/csv")
 
@@ -59,15 +66,30 @@ def _time_zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones() - {"localtime"})
 
 
-def _respond(table: Table, request: Request, format: str | None) -> Response:
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def neutralise(cell: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (``= + - @``, a tab or a line break
+    first: reasons and ids quote what a web form was given) prefixed with ``'``; numbers
+    (negative profit included) stay numbers."""
+    if isinstance(cell, str) and cell.startswith(_FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
+def _respond(table: Table, request: Request, format: str | None, reader: Principal) -> Response:
+    """The table as JSON or CSV; reasons and other text masked (``engine.masking``) unless
+    the key holds ``pii:read`` (a reason may quote a lead's email or phone)."""
     if format is None:
         format = "csv" if "text/csv" in request.headers.get("accept", "") else "json"
+    rows = table.rows if reader.sees_pii else for_reader(table.rows, sees_pii=False)
     if format == "json":
-        return JSONResponse(table.rows)
+        return JSONResponse(rows)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(table.columns)
-    writer.writerows([row[c] for c in table.columns] for row in table.rows)
+    writer.writerows([neutralise(row[c]) for c in table.columns] for row in rows)
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
 
 
@@ -89,6 +111,7 @@ def _group_by(values: list[str]) -> tuple[GroupBy, ...]:
 def get_event_stats(
     request: Request,
     conn: Conn,
+    reader: StatsReader,
     when: Range,
     group_by: Annotated[
         list[str] | None,
@@ -110,7 +133,7 @@ def get_event_stats(
         interval=interval,
         timezone=timezone,
         when=when,
-        flow_id=flow_id,
+        flow_id=only_flow(reader, flow_id),
         types=tuple(type or ()),
     )
     try:
@@ -120,15 +143,21 @@ def get_event_stats(
         raise RequestValidationError(
             [{"type": "too_many_rows", "loc": ("query",), "msg": str(exc), "input": None}]
         ) from None
-    return _respond(table, request, format)
+    return _respond(table, request, format, reader)
 
 
 @router.get("/flows/{flow_id}/analytics/steps", responses=_JSON_OR_CSV)
 def get_step_analytics(
-    flow_id: str, request: Request, conn: Conn, when: Range, format: Format = None
+    flow_id: str,
+    request: Request,
+    conn: Conn,
+    reader: StatsReader,
+    when: Range,
+    format: Format = None,
 ) -> Response:
     """Per step: count, success/failure/error rates, duration (``ms``) p50/p95/max."""
-    return _respond(step_analytics(conn, flow_id, when), request, format)
+    check_flow(reader, flow_id)
+    return _respond(step_analytics(conn, flow_id, when), request, format, reader)
 
 
 @router.get("/flows/{flow_id}/analytics/reasons", responses=_JSON_OR_CSV)
@@ -136,30 +165,45 @@ def get_reason_analytics(
     flow_id: str,
     request: Request,
     conn: Conn,
+    reader: StatsReader,
     when: Range,
     step_id: Id = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     format: Format = None,
 ) -> Response:
     """Failure and error reasons, most frequent first, with their share of all of them."""
-    return _respond(reason_analytics(conn, flow_id, when, step_id, limit), request, format)
+    check_flow(reader, flow_id)
+    table = reason_analytics(conn, flow_id, when, step_id, limit)
+    return _respond(table, request, format, reader)
 
 
 @router.get("/flows/{flow_id}/analytics/sources", responses=_JSON_OR_CSV)
 def get_source_analytics(
-    flow_id: str, request: Request, conn: Conn, when: Range, format: Format = None
+    flow_id: str,
+    request: Request,
+    conn: Conn,
+    reader: StatsReader,
+    when: Range,
+    format: Format = None,
 ) -> Response:
     """Per source, over the leads it submitted in the range: submitted, accepted, delivered,
     cost, revenue, profit."""
-    return _respond(source_analytics(conn, flow_id, when), request, format)
+    check_flow(reader, flow_id)
+    return _respond(source_analytics(conn, flow_id, when), request, format, reader)
 
 
 @router.get("/flows/{flow_id}/analytics/recipients", responses=_JSON_OR_CSV)
 def get_recipient_analytics(
-    flow_id: str, request: Request, conn: Conn, when: Range, format: Format = None
+    flow_id: str,
+    request: Request,
+    conn: Conn,
+    reader: StatsReader,
+    when: Range,
+    format: Format = None,
 ) -> Response:
     """Per recipient: acceptance rate, response time p50/p95, revenue net of returns."""
-    return _respond(recipient_analytics(conn, flow_id, when), request, format)
+    check_flow(reader, flow_id)
+    return _respond(recipient_analytics(conn, flow_id, when), request, format, reader)
 
 
 _DAILY_GROUPS: dict[str, DailyGroup] = {name: name for name in get_args(DailyGroup)}
@@ -172,6 +216,7 @@ def get_daily_analytics(
     flow_id: str,
     request: Request,
     conn: Conn,
+    reader: StatsReader,
     start: Annotated[Day | None, Query(description="first UTC day, inclusive; ISO 8601")] = None,
     end: Annotated[
         Day | None,
@@ -186,7 +231,10 @@ def get_daily_analytics(
     format: Format = None,
 ) -> Response:
     """Per UTC day (and ``group_by`` value): events, mean and max ``ms``, cost, revenue."""
+    check_flow(reader, flow_id)
     problem = range_problem(start, end)
+    if problem is None and start is not None and end is not None:
+        problem = span_problem(request, end - start)
     if problem is not None:
         raise query_error("end", problem, end.isoformat() if end else None)
     names: list[DailyGroup] = []
@@ -200,4 +248,4 @@ def get_daily_analytics(
                 )
             if name not in names:
                 names.append(_DAILY_GROUPS[name])
-    return _respond(daily_counts(conn, flow_id, start, end, names), request, format)
+    return _respond(daily_counts(conn, flow_id, start, end, names), request, format, reader)

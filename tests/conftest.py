@@ -21,6 +21,7 @@ import pytest
 
 from engine.demo.buyer import BuyerServer
 from engine.settings import Settings
+from tests.keys import ENVIRONMENT
 
 pytest_plugins = ["tests.service_guard"]
 
@@ -28,6 +29,8 @@ pytest_plugins = ["tests.service_guard"]
 # pytest-xdist in a worker without even a parent tty), so fix one wide enough that
 # ids and paths are never wrapped in the output the tests read.
 os.environ["COLUMNS"] = "200"
+# Every route needs a key: the tests' own (tests/keys.py), configured before any Settings.
+os.environ.update(ENVIRONMENT)
 
 
 def _reachable(host: str, port: int) -> bool:

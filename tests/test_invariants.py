@@ -62,6 +62,7 @@ from projectors.store import Connection, connect
 from projectors.writing import write_batch
 from schemas.codec import EventCodec
 from tests.conftest import _delete_topics_of, _drop_schemas_of
+from tests.keys import admin_client
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("demo_run")]
@@ -253,7 +254,7 @@ def demo_run(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
-    client = TestClient(create_app(settings))
+    client = admin_client(create_app(settings))
     leads = list(fake_leads(LEADS, seed=14))
     try:
         with connect(settings) as conn:

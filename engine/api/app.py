@@ -10,12 +10,14 @@ from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from engine import __version__
+from engine.access.guard import AccessDeniedError, access_denied
 from engine.api.feedback import router as feedback_router
 from engine.api.intake import router as intake_router
 from engine.api.metrics import router as metrics_router
 from engine.api.pings import router as pings_router
 from engine.settings import Settings, get_settings
 from engine.ui.routes import router as ui_router
+from engine.web.body_limit import BodyLimit
 from engine.web.responses import VALIDATION
 from engine.web.validation import bounded_validation_errors, reject_unstorable_text
 from projectors.api import router as events_router
@@ -26,6 +28,9 @@ from projectors.stats_api import router as stats_router
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
+    if app.state.feedback_flows is not None:  # started by the first feedback request
+        app.state.feedback_flows.close()
+        app.state.feedback_flows = None
     if app.state.intake is not None:  # started by the first intake request
         await app.state.intake.close()
         # The app may be started again (a test client per test): the next intake request
@@ -40,11 +45,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan,
         # Every route, present and future: see engine.web.validation.
         dependencies=[Depends(reject_unstorable_text)],
-        exception_handlers={RequestValidationError: bounded_validation_errors},
+        exception_handlers={
+            RequestValidationError: bounded_validation_errors,
+            AccessDeniedError: access_denied,
+        },
         responses=VALIDATION,  # so any route can answer 422 (a NUL in a header, say)
     )
     app.state.settings = settings or get_settings()
+    app.add_middleware(BodyLimit, max_bytes=app.state.settings.max_body_bytes)
     app.state.intake = None
+    app.state.feedback_flows = None  # engine.api.feedback: the flows, for return windows
     app.state.intake_lock = asyncio.Lock()
     app.include_router(feedback_router)
     app.include_router(intake_router)

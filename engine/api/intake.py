@@ -14,36 +14,45 @@ import time
 from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from engine.access.guard import failures_wait, lookup, note_failure
+from engine.access.guard import presented_key as access_key
 from engine.api import metrics
-from engine.api.intake_auth import CredentialsUnavailableError, authenticated
+from engine.api.intake_auth import CredentialsUnavailableError, authenticated, presented_key
 from engine.api.intake_publisher import PublishError
 from engine.api.intake_service import IdempotencyConflictError, IntakeService, Lead
 from engine.api.intake_store import IntakeStoreError
 from engine.flows import Flow, SourceStep
 from engine.intake.answers import recorded_headers
 from engine.intake.bodies import body_format, decode_body, media_type
-from engine.intake.config import IntakeSettings
+from engine.intake.config import IntakeAuth, IntakeSettings
+from engine.state.errors import StateUnavailableError
 from engine.web.responses import IntakeRefusal, LeadAnswer, PendingAnswer, intake_answers
 
 router = APIRouter()
+log = structlog.get_logger(__name__)
 MAX_KEY_LENGTH = 255
 
 
 class IntakeRefusedError(Exception):
     """A request refused before any lead exists: its status and reason."""
 
-    def __init__(self, status: int, code: str, reason: str) -> None:
+    def __init__(self, status: int, code: str, reason: str, retry_after: int | None = None) -> None:
         super().__init__(reason)
         self.status, self.code, self.reason = status, code, reason
+        self.retry_after = retry_after
 
 
 def refusal(exc: IntakeRefusedError) -> JSONResponse:
-    headers = {"WWW-Authenticate": 'Basic realm="leadflow"'} if exc.status == 401 else None
+    headers = {"WWW-Authenticate": 'Basic realm="leadflow"'} if exc.status == 401 else {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
     body = {"outcome": "error", "reason": exc.reason, "error": exc.code}
-    return JSONResponse(body, exc.status, headers=headers)
+    return JSONResponse(body, exc.status, headers=headers or None)
 
 
 async def intake_service(request: Request) -> IntakeService:
@@ -82,6 +91,30 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _api_key_allows(
+    request: Request,
+    headers: dict[str, str],
+    auth: IntakeAuth,
+    flow_id: str,
+    source_id: str,
+) -> bool:
+    """True if the request carries an API key (``engine.access``) with ``intake:<source>``
+    (or ``intake:*``) for a flow it sees. The source's own configured key (``auth``) is
+    checked apart, as before keys existed."""
+    presented = access_key(request) or presented_key(headers, auth)
+    if presented is None:
+        return False
+    try:
+        principal = await run_in_threadpool(lookup, request.app.state.settings, presented)
+    except StateUnavailableError:
+        return False
+    return (
+        principal is not None
+        and principal.has(f"intake:{source_id}")
+        and principal.sees_flow(flow_id)
+    )
+
+
 async def check_request(
     service: IntakeService, request: Request, flow_id: str, source_id: str
 ) -> Checked:
@@ -96,14 +129,26 @@ async def check_request(
     if intake is None:
         raise IntakeRefusedError(404, "unknown_source", f"Source {source_id} takes no HTTP leads")
     headers = {k.lower(): v for k, v in request.headers.items()}
-    try:
-        ok = authenticated(headers, intake.auth)
-    except CredentialsUnavailableError:
-        # The operator's mistake, not the source's: say so without saying where the key lives.
+    wait = failures_wait(request)
+    if wait is not None:
         raise IntakeRefusedError(
-            503, "credentials_unavailable", "Source credentials are not configured"
-        ) from None
+            429,
+            "too_many_failures",
+            f"Too many failed authentications from this address; retry in {wait} s",
+            retry_after=wait,
+        )
+    ok = await _api_key_allows(request, headers, intake.auth, flow_id, source_id)
     if not ok:
+        try:
+            ok = authenticated(headers, intake.auth)
+        except CredentialsUnavailableError:
+            # The operator's mistake, not the source's: say so without saying where the key
+            # lives.
+            raise IntakeRefusedError(
+                503, "credentials_unavailable", "Source credentials are not configured"
+            ) from None
+    if not ok:
+        note_failure(request, 401, "unauthorized")  # logged without the key, and counted
         raise IntakeRefusedError(401, "unauthorized", "Missing or invalid API key")
     body = await _read_body(request, intake.max_body_bytes)
     fmt = body_format(headers.get("content-type"))

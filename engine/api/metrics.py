@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -20,7 +20,9 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-from engine.web.responses import as_text
+from engine.access.guard import AccessDeniedError, authenticate
+from engine.settings import Settings
+from engine.web.responses import as_text, guarded
 
 router = APIRouter()
 
@@ -51,10 +53,18 @@ def observe(kind: str, status: int, seconds: float) -> None:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses=as_text("Prometheus' text exposition format", "text/plain"),
+    responses={
+        **as_text("Prometheus' text exposition format", "text/plain"),
+        **guarded(),  # with metrics_need_key
+    },
 )
-def metrics() -> Response:
-    """Prometheus' text exposition format."""
+async def metrics(request: Request) -> Response:
+    """Prometheus' text exposition format; needs a ``stats`` key if ``metrics_need_key``."""
+    settings: Settings = request.app.state.settings
+    if settings.metrics_need_key:
+        principal = await authenticate(request)
+        if not principal.has("stats"):
+            raise AccessDeniedError(403, "forbidden", "This key lacks the scope stats")
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -118,8 +118,12 @@ async def _record(
     responses={
         200: {"model": PingAnswer, "description": "The best bid, or failure 'No bid'"},
         400: {"model": IntakeRefusal, "description": "An unreadable body"},
-        429: {"model": PingLimited, "description": "Over a ping limit; retry_after seconds"},
         **intake_answers(),
+        429: {
+            "model": PingLimited | IntakeRefusal,
+            "description": "Over a ping limit (retry_after seconds), or too many failed"
+            " authentications from this address (Retry-After)",
+        },
     },
     openapi_extra=LEAD_BODY,
 )

@@ -76,6 +76,9 @@ class RecipientSettings(ConfigModel):
     idempotency_header: Annotated[str, Field(pattern=HEADER_NAME)] = DEFAULT_IDEMPOTENCY_HEADER
     # Where the buyer answers pings (a price for a lead's non-PII fields): engine.api.pings.
     ping_url: HttpUrl | None = None
+    # How many days after a delivery this buyer may report feedback on it over the API
+    # (POST /feedback); None: the deployment's LEADFLOW_FEEDBACK_RETURN_DAYS.
+    return_window_days: Annotated[int, Field(ge=1, le=3650)] | None = None
 
 
 def build_delivery(snapshot: Snapshot, settings: RecipientSettings, key: str) -> Delivery:

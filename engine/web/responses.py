@@ -22,6 +22,13 @@ class Problem(BaseModel):
     detail: str
 
 
+class AccessRefusal(BaseModel):
+    """A request the guard (``engine.access.guard``) refused: a code and why."""
+
+    error: str
+    reason: str
+
+
 class ValidationIssue(BaseModel):
     loc: list[str | int]
     msg: str
@@ -100,6 +107,25 @@ def answers(*statuses: int) -> Responses:
     return {status: {"model": Problem, "description": _PROBLEMS[status]} for status in statuses}
 
 
+_REFUSALS: dict[int, str] = {
+    401: "No API key, or an unknown or revoked one",
+    403: "The key lacks the route's scope, or may not act on that object",
+    404: "Nothing of that id for this key",
+    413: "Body over the limit",
+    429: "Too many requests for this key, or failed authentications from this address"
+    " (see Retry-After)",
+}
+
+
+def guarded(*extra: int) -> Responses:
+    """``responses=`` for a route behind the key guard: 401, 403 and 429 (and ``extra``)
+    with an ``AccessRefusal`` body."""
+    return {
+        status: {"model": AccessRefusal, "description": _REFUSALS[status]}
+        for status in (401, 403, 429, *extra)
+    }
+
+
 VALIDATION: Responses = {
     422: {
         "model": ValidationProblem,
@@ -120,6 +146,7 @@ _INTAKE_REFUSALS = {
     404: "No such flow or source, or the source takes no HTTP leads (or no pings)",
     413: "Body over the source's max_body_bytes",
     415: "A content type the source does not take",
+    429: "Too many failed authentications from this address (see Retry-After)",
     503: "Source credentials not configured, or Kafka/Postgres unavailable",
 }
 

@@ -30,8 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from psycopg import sql
 
+from engine.masking import for_reader
 from projectors.selection import ExportFormat
 
 _LEAD_FIELDS = (
@@ -89,14 +91,27 @@ class Format:
     def header(self) -> bytes:
         return _csv_bytes([CSV_HEADER]) if self.name == "csv" else b""
 
-    def encode(self, rows: Sequence[tuple[Any, ...]]) -> bytes:
-        """The file bytes for ``rows`` (as selected by ``select``), after the header."""
+    def encode(self, rows: Sequence[tuple[Any, ...]], *, clear_text: bool = True) -> bytes:
+        """The file bytes for ``rows`` (as selected by ``select``), after the header; lead
+        data masked (``engine.masking``) unless ``clear_text``."""
         if self.name == "jsonl":
-            return "".join(f"{snapshot}\n" for (snapshot,) in rows).encode()
+            if clear_text:
+                return "".join(f"{snapshot}\n" for (snapshot,) in rows).encode()
+            return b"".join(
+                orjson.dumps(for_reader(orjson.loads(snapshot), sees_pii=False)) + b"\n"
+                for (snapshot,) in rows
+            )
+        if not clear_text:
+            rows = [_masked(row) for row in rows]
         return _csv_bytes(_inert(row) for row in rows)
 
 
 _TEXT_CELLS = tuple(i for i, (_, _, from_lead) in enumerate(_CSV_COLUMNS) if from_lead)
+
+
+def _masked(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    masked = for_reader(dict(zip(CSV_HEADER, row, strict=True)), sees_pii=False)
+    return tuple(masked[header] for header in CSV_HEADER)
 
 
 def _inert(row: tuple[Any, ...]) -> list[Any]:

@@ -92,6 +92,8 @@ class ExportJob:
     row_count: int | None
     byte_count: int | None
     error: str | None
+    # Written with lead data in clear text (its creator held pii:read); else masked.
+    clear_text: bool
 
     def query(self) -> ExportQuery:
         return ExportQuery(format=self.format, **self.filters)
@@ -115,6 +117,7 @@ class ExportJob:
             "bucket": self.bucket,
             "object_key": self.object_key,
             "error": self.error,
+            "clear_text": self.clear_text,
         }
 
 
@@ -131,7 +134,12 @@ def object_key(prefix: str, job_id: uuid.UUID, export_format: ExportFormat) -> s
 
 
 def create_job(
-    conn: Connection, settings: Settings, query: ExportQuery, requested_by: str | None
+    conn: Connection,
+    settings: Settings,
+    query: ExportQuery,
+    requested_by: str | None,
+    *,
+    clear_text: bool = True,
 ) -> ExportJob:
     """A new ``created`` job for ``query``, to be written to the configured export store."""
     job_id = uuid.uuid4()
@@ -139,7 +147,8 @@ def create_job(
         cur.execute(
             sql.SQL(
                 "INSERT INTO export_jobs (id, status, format, filters, requested_by, store_kind,"
-                " bucket, object_key) VALUES (%s, 'created', %s, %s, %s, %s, %s, %s)"
+                " bucket, object_key, clear_text)"
+                " VALUES (%s, 'created', %s, %s, %s, %s, %s, %s, %s)"
                 " RETURNING {}"
             ).format(_COLUMNS),
             (
@@ -150,6 +159,7 @@ def create_job(
                 settings.export_store_kind,
                 settings.export_bucket,
                 object_key(settings.export_prefix, job_id, query.format),
+                clear_text,
             ),
         )
         row = cur.fetchone()
@@ -166,6 +176,17 @@ def get_job(conn: Connection, job_id: uuid.UUID) -> ExportJob:
     if row is None:
         raise UnknownExportError(f"Unknown export: {job_id}")
     return _job(row)
+
+
+def active_jobs(conn: Connection, requested_by: str) -> int:
+    """How many of ``requested_by``'s jobs are created or processing (the per-key cap)."""
+    with translate_errors():
+        row = conn.execute(
+            "SELECT count(*) FROM export_jobs WHERE requested_by = %s"
+            " AND status IN ('created', 'processing')",
+            (requested_by,),
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def list_jobs(conn: Connection, status: Status | None = None, limit: int = 100) -> list[ExportJob]:

@@ -74,8 +74,16 @@ class ExportStream:
     unused by anyone else until the stream is exhausted or closed.
     """
 
-    def __init__(self, conn: Connection, query: ExportQuery, chunk_rows: int = CHUNK_ROWS) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        query: ExportQuery,
+        chunk_rows: int = CHUNK_ROWS,
+        *,
+        clear_text: bool = True,
+    ) -> None:
         self.format: Format = FORMATS[query.format]
+        self.clear_text = clear_text  # False: lead data masked (engine.masking)
         self.rows = 0
         generator = self._generate(conn, query, chunk_rows)
         with translate_errors():
@@ -114,4 +122,4 @@ class ExportStream:
                 yield self.format.header()
                 while rows := cursor.fetchmany(chunk_rows):
                     self.rows += len(rows)
-                    yield self.format.encode(rows)
+                    yield self.format.encode(rows, clear_text=self.clear_text)

@@ -187,7 +187,7 @@ class ExportWorker:
             # zlib's default: most of 9's ratio on JSON at a fraction of its time.
             gzip.GzipFile(fileobj=spool, mode="wb", compresslevel=6, mtime=0) as zipped,
         ):
-            stream = ExportStream(conn, job.query(), self.chunk_rows)
+            stream = ExportStream(conn, job.query(), self.chunk_rows, clear_text=job.clear_text)
             try:
                 for chunk in stream:
                     zipped.write(chunk)

@@ -38,3 +38,23 @@ def test_secrets_never_reach_the_output(monkeypatch: pytest.MonkeyPatch) -> None
     assert record["database_password"] == "***"
     assert record["api_key"] == "***"
     assert "hunter2" not in out.getvalue()
+
+
+def test_the_console_renderer_never_prints_a_tracebacks_local_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    configure_logging("console", "INFO")
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+
+    def deliver(lead_email: str) -> None:
+        raise RuntimeError("buyer refused")
+
+    email = "moc.elpmaxe@ecalevol.ada"[::-1]  # not in the source lines a traceback shows
+    try:
+        deliver(email)
+    except RuntimeError:
+        structlog.get_logger("test").exception("delivery failed")
+    text = out.getvalue()
+    assert "buyer refused" in text and "deliver" in text  # the traceback is there
+    assert "ada.lovelace@example.com" not in text  # its frame's locals are not

@@ -18,6 +18,7 @@ from projectors.store import Connection
 from projectors.writing import write_batch
 from schemas.codec import EventCodec, event_to_json_dict
 from tests.factories import make_lead_events
+from tests.keys import admin_client
 from tests.projectors.test_search import wait_visible
 
 pytestmark = pytest.mark.stack
@@ -51,7 +52,7 @@ def client(pg_settings: Settings) -> TestClient:
     app = FastAPI()
     app.state.settings = pg_settings
     app.include_router(router)
-    return TestClient(app)
+    return admin_client(app)
 
 
 def ids(answer: Any) -> list[str]:

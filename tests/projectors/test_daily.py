@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from engine.settings import Settings
 from projectors.analytics import ANALYTICS
@@ -19,6 +18,7 @@ from projectors.store import Connection
 from projectors.writing import write_batch
 from schemas.codec import EventCodec
 from tests.factories import make_lead_events
+from tests.keys import admin_client
 
 pytestmark = pytest.mark.stack
 
@@ -92,7 +92,7 @@ def test_the_daily_route_answers_the_totals_raw_counting_gives(
     app = FastAPI()
     app.state.settings = pg_settings
     app.include_router(stats_router)
-    client = TestClient(app)
+    client = admin_client(app)
 
     daily = client.get(
         f"/flows/{pg_schema}/analytics/daily", params={"group_by": "type,outcome"}

@@ -20,7 +20,14 @@ from projectors.store import connect
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
-SERVING_TABLES = {"projection_generations", "projection_migrations"}
+SERVING_TABLES = {
+    "projection_generations",
+    "projection_migrations",
+    # The API's key store and read audit (engine.access), beside the views it reads.
+    "engine_access_migrations",
+    "engine_api_keys",
+    "engine_pii_reads",
+}
 VIEWS = {"events", "leads", "daily_event_counts"}
 TIMELINE_TABLES = {
     "events",
@@ -46,8 +53,15 @@ def drop(conn: Conn, schema: str) -> None:
 
 def every_version(schema: str) -> list[str]:
     serving = [m.version for m in load_migrations("projectors", "migrations/serving")]
-    return serving + [
-        f"{schema}_{name}_1.{m.version}" for name in NAMES for m in projection(name).migrations()
+    access = [m.version for m in load_migrations("engine.access")]  # keys and read audit
+    return [
+        *serving,
+        *(
+            f"{schema}_{name}_1.{m.version}"
+            for name in NAMES
+            for m in projection(name).migrations()
+        ),
+        *access,
     ]
 
 

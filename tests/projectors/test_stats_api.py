@@ -17,6 +17,7 @@ from projectors import stats
 from projectors.api import router as events_router
 from projectors.stats_api import router as stats_router
 from projectors.store import Connection
+from tests.keys import admin_client
 from tests.projectors.test_analytics import Story, store_stories
 
 pytestmark = pytest.mark.stack
@@ -33,7 +34,7 @@ def client(pg_settings: Settings) -> TestClient:
     app.state.settings = pg_settings
     app.include_router(stats_router)
     app.include_router(events_router)
-    return TestClient(app)
+    return admin_client(app)
 
 
 def error_of(answer: httpx.Response) -> dict[str, Any]:
@@ -184,7 +185,7 @@ def test_reasons_limit_is_between_1_and_1000(client: TestClient, pg_schema: str)
 def test_in_the_served_app_events_stats_is_not_taken_for_an_event_id(
     pg_settings: Settings, told: dict[str, Story], pg_schema: str
 ) -> None:
-    app = TestClient(create_app(pg_settings))
+    app = admin_client(create_app(pg_settings))
     answer = app.get("/events/stats", params={"flow_id": pg_schema})
     assert answer.status_code == 200
     assert answer.json() == [{"count": sum(len(s.events) for s in told.values())}]

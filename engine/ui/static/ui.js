@@ -69,7 +69,7 @@
     const who = await api("/whoami");
     $("key-panel").hidden = true;
     $("who").replaceChildren(
-      el("span", { text: "Key " + who.name + (who.scopes.includes("pii") ? " (PII visible)" : " (PII masked)") }),
+      el("span", { text: "Key " + who.name + (who.scopes.includes("pii:read") ? " (PII visible)" : " (PII masked)") }),
       " ",
       el("button", { type: "button", class: "link", onclick: () => { sessionStorage.removeItem(KEY); location.reload(); } }, "Forget key"),
     );

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi.testclient import TestClient
-
 from engine.api.app import create_app
 from engine.settings import Settings
+from tests.keys import admin_client
 
 
 class ClosableService:
@@ -21,7 +20,7 @@ class ClosableService:
 def test_shutdown_closes_the_intake_service_and_a_restart_starts_a_new_one() -> None:
     app = create_app(Settings(export_worker_in_api=False))
     for _ in range(2):
-        with TestClient(app):
+        with admin_client(app):
             service = ClosableService()
             app.state.intake = service  # what the first intake request would have started
         assert service.closed

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException
-from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from engine.api import feedback
@@ -21,6 +21,7 @@ from projectors.store import connect
 from projectors.writing import write_batch
 from schemas.codec import EventCodec
 from tests.factories import make_lead_events
+from tests.keys import admin_client
 
 pytestmark = pytest.mark.stack
 
@@ -32,7 +33,8 @@ def settings_with_a_delivery(stack: Settings, unique_id: str) -> Iterator[tuple[
     )
     migrate_database(settings)
     codec = EventCodec()
-    events = make_lead_events(flow_id=unique_id)
+    # Delivered now: feedback is taken within the return window (feedback_return_days).
+    events = make_lead_events(flow_id=unique_id, submitted_ms=int(time.time() * 1000))
     records = [Record("t", 0, i, codec.encode(e)) for i, e in enumerate(events)]
     with connect(settings) as conn:
         write_batch(conn, "test", build_batch(codec, records))
@@ -51,7 +53,7 @@ def test_feedback_on_a_delivery_is_accepted_and_published(
     )
     consumer.subscribe([settings.feedback_topic])
     consumer.consume(1, timeout=5)  # join the group before publishing
-    client = TestClient(create_app(settings))
+    client = admin_client(create_app(settings))
     answer = client.post(
         "/feedback",
         params={"event_id": delivered["id"]},
@@ -77,7 +79,7 @@ def test_feedback_on_an_unknown_event_is_refused_with_the_reason(
     settings_with_a_delivery: tuple[Settings, dict],  # type: ignore[type-arg]
 ) -> None:
     settings, _ = settings_with_a_delivery
-    answer = TestClient(create_app(settings)).post(
+    answer = admin_client(create_app(settings)).post(
         "/feedback", params={"event_id": "NOPE"}, json={"type": "conversion"}
     )
     assert answer.status_code == 404
@@ -88,7 +90,7 @@ def test_malformed_feedback_is_a_clear_422(
     settings_with_a_delivery: tuple[Settings, dict],  # type: ignore[type-arg]
 ) -> None:
     settings, delivered = settings_with_a_delivery
-    answer = TestClient(create_app(settings)).post(
+    answer = admin_client(create_app(settings)).post(
         "/feedback", params={"event_id": delivered["id"]}, json={"type": "sold"}
     )
     assert answer.status_code == 422
@@ -99,7 +101,7 @@ def test_feedback_on_an_event_that_is_no_delivery_is_a_422_in_the_validation_sha
     settings_with_a_delivery: tuple[Settings, dict],  # type: ignore[type-arg]
 ) -> None:
     settings, delivered = settings_with_a_delivery
-    client = TestClient(create_app(settings))
+    client = admin_client(create_app(settings))
     submitted = client.get(f"/leads/{delivered['lead_id']}/events").json()[0]["id"]
     answer = client.post("/feedback", params={"event_id": submitted}, json={"type": "return"})
     assert answer.status_code == 422
@@ -125,7 +127,7 @@ def test_feedback_while_postgres_or_kafka_is_unavailable_is_a_503(
         update={"database_url": SecretStr("postgresql://leadflow:x@127.0.0.1:9/leadflow")}
     )
     body, params = {"type": "return"}, {"event_id": delivered["id"]}
-    answer = TestClient(create_app(down)).post("/feedback", params=params, json=body)
+    answer = admin_client(create_app(down)).post("/feedback", params=params, json=body)
     assert (answer.status_code, answer.json()) == (
         503,
         {"detail": "The event store is unavailable; retry later"},
@@ -135,7 +137,7 @@ def test_feedback_while_postgres_or_kafka_is_unavailable_is_a_503(
         raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "feedback not published"))
 
     monkeypatch.setattr(feedback, "publish_feedback", kafka_down)
-    answer = TestClient(create_app(settings)).post("/feedback", params=params, json=body)
+    answer = admin_client(create_app(settings)).post("/feedback", params=params, json=body)
     assert (answer.status_code, answer.json()) == (
         503,
         {"detail": "Kafka is unavailable; the feedback was not taken"},

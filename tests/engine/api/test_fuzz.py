@@ -64,7 +64,16 @@ UNIQUE = "tfz" + uuid.uuid4().hex[:10]
 SETTINGS = Settings().model_copy(
     update={
         "db_schema": UNIQUE,
-        "ui_keys": (UiKey(name="fuzz", key_env=UI_KEY_ENV, scopes=("read", "pii")),),
+        # The fuzzer's key may do everything a buyer or operator may, as often as it likes:
+        # refusals (403, 429) would keep its requests from the routes' own answers.
+        "ui_keys": (
+            UiKey(
+                name="fuzz",
+                key_env=UI_KEY_ENV,
+                scopes=("read", "pii", "feedback:*", "intake:*"),
+                rate_per_minute=1_000_000,
+            ),
+        ),
         "export_worker_in_api": False,
         "flow_file": "tests/flows/none.yaml",
         # Feedback it posts stays its own: no other test's feedback worker reads it.

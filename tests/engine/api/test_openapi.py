@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
 from engine.api.app import create_app
 from engine.settings import Settings
+from tests.keys import admin_client
 
 APP = create_app(Settings(export_worker_in_api=False))
 DOC = APP.openapi()
@@ -22,44 +22,49 @@ OPERATIONS = [
 
 JSON = "application/json"
 # (method, path): every status it can answer, and the content types of its 200 (or 201/202).
+# The key guard (engine.access.guard): no key or an unknown one, no scope, too many.
+GUARD = ("401", "403", "429")
 EXPECTED: dict[tuple[str, str], tuple[set[str], dict[str, set[str]]]] = {
     ("GET", "/healthz"): ({"200", "422"}, {"200": {JSON}}),
-    ("GET", "/metrics"): ({"200", "422"}, {"200": {"text/plain"}}),
-    ("POST", "/feedback"): ({"202", "400", "404", "422", "503"}, {"202": {JSON}}),
+    ("GET", "/metrics"): ({"200", "422", *GUARD}, {"200": {"text/plain"}}),
+    ("POST", "/feedback"): ({"202", "400", "404", "413", "422", "503", *GUARD}, {"202": {JSON}}),
     ("POST", "/flows/{flow_id}/sources/{source_id}"): (
-        {"201", "202", "400", "401", "404", "409", "413", "415", "422", "503"},
+        {"201", "202", "400", "401", "404", "409", "413", "415", "422", "429", "503"},
         {"201": {JSON}, "202": {JSON}},
     ),
     ("POST", "/flows/{flow_id}/sources/{source_id}/ping"): (
         {"200", "400", "401", "404", "413", "415", "422", "429", "503"},
         {"200": {JSON}},
     ),
-    ("GET", "/events"): ({"200", "422", "503"}, {"200": {JSON}}),
-    ("GET", "/events/{event_id}"): ({"200", "404", "422", "503"}, {"200": {JSON}}),
-    ("GET", "/leads/{lead_id}/events"): ({"200", "404", "422", "503"}, {"200": {JSON}}),
-    ("GET", "/leads/{lead_id}/changes"): ({"200", "404", "422", "503"}, {"200": {JSON}}),
-    ("GET", "/events/stats"): ({"200", "422", "503"}, {"200": {JSON, "text/csv"}}),
+    ("GET", "/events"): ({"200", "422", "503", *GUARD}, {"200": {JSON}}),
+    ("GET", "/events/{event_id}"): ({"200", "404", "422", "503", *GUARD}, {"200": {JSON}}),
+    ("GET", "/leads/{lead_id}/events"): ({"200", "404", "422", "503", *GUARD}, {"200": {JSON}}),
+    ("GET", "/leads/{lead_id}/changes"): ({"200", "404", "422", "503", *GUARD}, {"200": {JSON}}),
+    ("GET", "/events/stats"): ({"200", "422", "503", *GUARD}, {"200": {JSON, "text/csv"}}),
     ("GET", "/flows/{flow_id}/analytics/daily"): (
-        {"200", "422", "503"},
+        {"200", "422", "503", *GUARD},
         {"200": {JSON, "text/csv"}},
     ),
     ("GET", "/events/export"): (
-        {"200", "422", "503"},
+        {"200", "422", "503", *GUARD},
         {"200": {"text/csv", "application/x-ndjson"}},
     ),
     ("GET", "/flows/{flow_id}/events/export"): (
-        {"200", "422", "503"},
+        {"200", "422", "503", *GUARD},
         {"200": {"text/csv", "application/x-ndjson"}},
     ),
-    ("POST", "/exports"): ({"201", "400", "422", "503"}, {"201": {JSON}}),
-    ("GET", "/exports/{job_id}"): ({"200", "404", "422", "503"}, {"200": {JSON}}),
+    ("POST", "/exports"): ({"201", "400", "413", "422", "503", *GUARD}, {"201": {JSON}}),
+    ("GET", "/exports/{job_id}"): ({"200", "404", "422", "503", *GUARD}, {"200": {JSON}}),
     ("GET", "/exports/{job_id}/download"): (
-        {"200", "404", "409", "410", "422", "502", "503"},
+        {"200", "404", "409", "410", "422", "502", "503", *GUARD},
         {"200": {"application/gzip"}},
     ),
-    ("GET", "/ui/api/whoami"): ({"200", "401", "422", "503"}, {"200": {JSON}}),
-    ("GET", "/ui/api/leads/{lead_id}"): ({"200", "401", "404", "422", "503"}, {"200": {JSON}}),
-    ("POST", "/ui/api/leads/search"): ({"200", "400", "401", "422", "503"}, {"200": {JSON}}),
+    ("GET", "/ui/api/whoami"): ({"200", "422", "503", *GUARD}, {"200": {JSON}}),
+    ("GET", "/ui/api/leads/{lead_id}"): ({"200", "404", "422", "503", *GUARD}, {"200": {JSON}}),
+    ("POST", "/ui/api/leads/search"): (
+        {"200", "400", "413", "422", "503", *GUARD},
+        {"200": {JSON}},
+    ),
 }
 
 
@@ -106,7 +111,7 @@ def test_the_intake_routes_document_their_raw_lead_body() -> None:
 
 @pytest.mark.parametrize("path", ["/exports", "/feedback?event_id=E", "/ui/api/leads/search"])
 def test_a_json_body_that_is_not_utf8_is_the_400_the_document_declares(path: str) -> None:
-    answer = TestClient(APP).post(
+    answer = admin_client(APP).post(
         path, content=b"\xff#", headers={"content-type": "application/json"}
     )
     assert answer.status_code == 400  # FastAPI's, before any route or dependency runs

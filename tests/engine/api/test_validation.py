@@ -17,7 +17,6 @@ from urllib.parse import quote
 import pytest
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from fastapi.testclient import TestClient
 from pydantic import BaseModel
 from starlette.routing import BaseRoute
 
@@ -26,6 +25,7 @@ from engine.settings import Settings
 from engine.web.validation import MAX_ECHO, MAX_ERRORS, unstorable
 from projectors.api import _connection
 from projectors.exports.api import _jobs_connection
+from tests.keys import admin_client
 
 NUL = "a\x00b"
 
@@ -41,7 +41,9 @@ def _no_database() -> Iterator[_UnusedConnection]:
     yield _UnusedConnection()
 
 
-APP = create_app(Settings(export_worker_in_api=False))
+# The body limit (413, tests/security) is raised here: these tests send bodies of megabytes
+# to check what a 422 echoes of them.
+APP = create_app(Settings(export_worker_in_api=False, max_body_bytes=50_000_000))
 APP.dependency_overrides.update({_connection: _no_database, _jobs_connection: _no_database})
 
 
@@ -153,7 +155,7 @@ def test_the_cases_cover_every_route_family() -> None:
 def test_a_nul_anywhere_is_a_422_naming_the_parameter(
     method: str, path: str, where: tuple[str, str]
 ) -> None:
-    answer = TestClient(APP, raise_server_exceptions=False).request(
+    answer = admin_client(APP, raise_server_exceptions=False).request(
         **_request(method, path, where, NUL)
     )
     assert answer.status_code == 422, answer.text
@@ -164,7 +166,7 @@ def test_a_nul_anywhere_is_a_422_naming_the_parameter(
 
 
 def test_nested_body_strings_and_keys_are_named_by_their_path() -> None:
-    client = TestClient(APP)
+    client = admin_client(APP)
     answer = client.post("/exports", json={"type": ["source.accepted", NUL]})
     assert [e["loc"] for e in answer.json()["detail"]] == [["body", "type", 1]]
     answer = client.post("/ui/api/leads/search", json={NUL: "x"})
@@ -172,7 +174,7 @@ def test_nested_body_strings_and_keys_are_named_by_their_path() -> None:
 
 
 def test_a_query_parameter_name_and_a_header_are_checked() -> None:
-    client = TestClient(APP)
+    client = admin_client(APP)
     answer = client.get("/events", params={NUL: "1"})
     assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["query", NUL]
     answer = client.get("/exports/x", headers={"X-Leadflow-User": NUL})
@@ -190,7 +192,7 @@ def test_storable_text_passes() -> None:
 
 def test_a_10_mb_value_is_refused_with_a_small_answer_that_says_it_was_cut() -> None:
     huge = "x" * 10_000_000
-    answer = TestClient(APP).post("/exports", json={"flow_id": huge})
+    answer = admin_client(APP).post("/exports", json={"flow_id": huge})
     assert answer.status_code == 422
     assert len(answer.content) < 2000
     (error,) = answer.json()["detail"]
@@ -201,14 +203,14 @@ def test_a_10_mb_value_is_refused_with_a_small_answer_that_says_it_was_cut() -> 
 
 def test_a_large_object_echoed_whole_by_pydantic_is_cut_too() -> None:
     body = {"type": "return", "reason": "y" * 5_000_000}
-    answer = TestClient(APP).post("/feedback", json=body)  # no event_id: the whole query
+    answer = admin_client(APP).post("/feedback", json=body)  # no event_id: the whole query
     assert answer.status_code == 422 and len(answer.content) < 4000
     errors = {tuple(e["loc"]): e for e in answer.json()["detail"]}
     assert errors[("body", "reason")]["input"].endswith("(truncated: 5,000,000 characters)")
 
 
 def test_a_body_of_many_bad_items_shows_the_first_errors_and_counts_the_rest() -> None:
-    answer = TestClient(APP).post("/exports", json={"type": [1] * 100_000})
+    answer = admin_client(APP).post("/exports", json={"type": [1] * 100_000})
     assert answer.status_code == 422 and len(answer.content) < 20_000
     detail = answer.json()["detail"]
     assert [e["loc"] for e in detail[:MAX_ERRORS]] == [["body", "type", i] for i in range(20)]
@@ -218,7 +220,7 @@ def test_a_body_of_many_bad_items_shows_the_first_errors_and_counts_the_rest() -
 
 
 def test_a_lone_surrogate_in_a_json_body_is_a_422_that_can_be_encoded() -> None:
-    answer = TestClient(APP).post(
+    answer = admin_client(APP).post(
         "/exports",
         content=b'{"format": "csv", "lead_id": "a\\ud800b"}',
         headers={"content-type": "application/json"},

@@ -9,7 +9,6 @@ import orjson
 import psycopg
 import pytest
 from confluent_kafka import Consumer
-from fastapi.testclient import TestClient
 
 from engine.api.app import create_app
 from engine.demo.buyer import BuyerServer
@@ -27,6 +26,7 @@ from projectors.store import connect
 from schemas.codec import default_codec
 from tests.factories import make_flow, make_lead_events
 from tests.kafka_helpers import events_by_lead, read_events
+from tests.keys import admin_client
 from tests.waiting import wait_until
 
 LEAD = {
@@ -123,7 +123,7 @@ def test_feedback_posted_over_http_flows_to_events_and_the_leads_revenue(
                 "the delivery in the timeline projection",
                 every=0.5,
             )
-        answer = TestClient(create_app(settings)).post(
+        answer = admin_client(create_app(settings)).post(
             "/feedback",
             params={"event_id": delivered},
             json={"type": "return", "reason": "Wrong number"},

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import pytest
+import re2
 
 from engine.steps.base import StepResult
 from engine.steps.filter import FilterSettings, Rule, evaluate_filter
@@ -258,6 +259,7 @@ def test_rules_are_compiled_when_loaded_not_per_lead(monkeypatch: pytest.MonkeyP
         raise AssertionError("a pattern was compiled while judging a lead")
 
     monkeypatch.setattr(re, "compile", refuse)
+    monkeypatch.setattr(re2, "compile", refuse)
     for _ in range(3):
         assert evaluate_filter(LEAD, settings, "f").proceed
     assert settings.compiled is compiled

@@ -116,7 +116,10 @@ def test_a_dumped_flow_loads_again() -> None:
 REFUSED = [
     # (rules, where, what)
     ("[{field: lead.x, op: bogus}]", "rules.0.op", "Input should be 'equals'"),
-    ("[{field: lead.x, op: regex, value: '(('}]", "rules.0", "bad pattern '(('"),
+    ("[{field: lead.x, op: regex, value: '(('}]", "rules.0", "pattern '((' is not one RE2"),
+    # Backtracking-only syntax: RE2 runs in linear time and cannot express it.
+    (r"[{field: lead.x, op: regex, value: '(a)\1'}]", "rules.0", "RE2"),
+    ("[{field: lead.x, op: regex, value: '(?<=a)b'}]", "rules.0", "invalid perl operator"),
     ("[{field: lead.x, op: regex, value: [a]}]", "rules.0", "needs a pattern string"),
     ("[{field: lead.x, op: in, value: TX}]", "rules.0", "op 'in' needs a list 'value'"),
     ("[{field: lead.x, op: in, value: [a, {b: 1}]}]", "rules.0", "got dict"),

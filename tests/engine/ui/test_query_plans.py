@@ -21,7 +21,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from fastapi.testclient import TestClient
 from psycopg import sql
 
 from engine.api.app import create_app
@@ -31,6 +30,7 @@ from projectors.generations import current, migrate
 from projectors.store import connect
 from tests.conftest import _drop_schemas_of
 from tests.engine.ui.conftest import PII_KEY, UiStack, ui_keys
+from tests.keys import admin_client
 
 pytestmark = pytest.mark.stack
 
@@ -200,7 +200,7 @@ def _seq_scans(plan: dict[str, Any]) -> list[str]:
 
 def _page_reads(settings: Settings, captured: list[Statement]) -> dict[str, list[Statement]]:
     """What each page asks the API for, and the statements each request sent."""
-    client = TestClient(create_app(settings))
+    client = admin_client(create_app(settings))
     headers = {"Authorization": f"Bearer {PII_KEY}"}
     n = LEADS // 2 + 1  # a lead of the big flow, half-way back in time
     lead, event = _lead_and_event(settings, n)
@@ -230,7 +230,7 @@ def _page_reads(settings: Settings, captured: list[Statement]) -> dict[str, list
 
 def _get_reads(settings: Settings, captured: list[Statement], path: str) -> list[Statement]:
     """The statements one GET of the UI's API sent."""
-    client = TestClient(create_app(settings))
+    client = admin_client(create_app(settings))
     captured.clear()
     answer = client.get(path, headers={"Authorization": f"Bearer {PII_KEY}"})
     assert answer.status_code == 200, answer.text
@@ -366,7 +366,7 @@ def test_a_leads_page_costs_the_same_queries_however_long_its_timeline(
     ui_stack: UiStack, captured: list[Statement]
 ) -> None:
     """No query per event: a lead of 5 events and one of 323 take the same statements."""
-    client = TestClient(create_app(ui_stack.settings))
+    client = admin_client(create_app(ui_stack.settings))
     headers = {"Authorization": f"Bearer {PII_KEY}"}
 
     def statements(path: str) -> int:

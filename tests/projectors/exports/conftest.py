@@ -20,6 +20,7 @@ from projectors.store import Connection
 from projectors.writing import write_batch
 from schemas.codec import EventCodec
 from tests.factories import make_lead_events
+from tests.keys import admin_client
 
 BASE_MS = 1_764_000_000_000  # 2025-11-24T16:00:00Z
 Event = dict[str, Any]
@@ -76,4 +77,4 @@ def api(settings: Settings) -> FastAPI:
 
 @pytest.fixture
 def client(export_settings: Settings) -> TestClient:
-    return TestClient(api(export_settings))
+    return admin_client(api(export_settings))

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from engine import cli
 from engine.api.app import create_app
 from engine.settings import Settings
+from tests.keys import admin_client
 from tests.projectors.exports.conftest import Event
 
 pytestmark = pytest.mark.stack
@@ -47,7 +48,7 @@ RANGES = [
 
 @pytest.fixture
 def client(export_settings: Settings) -> TestClient:
-    return TestClient(create_app(export_settings))
+    return admin_client(create_app(export_settings))
 
 
 def errors(answer: Any) -> list[tuple[tuple[Any, ...], str]]:

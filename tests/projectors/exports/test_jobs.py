@@ -21,6 +21,7 @@ from projectors.exports import jobs
 from projectors.exports.errors import LeaseLostError
 from projectors.exports.runner import ExportWorker
 from projectors.store import Connection, connect
+from tests.keys import admin_client
 from tests.projectors.exports.conftest import Event, api
 from tests.waiting import wait_until
 
@@ -90,7 +91,8 @@ def test_a_job_goes_from_created_to_complete_with_its_gzip_file_in_s3(
     assert answer.status_code == 201, answer.text
     job = answer.json()
     assert job["status"] == "created" and job["download_url"] is None
-    assert job["filters"] == {"flow_id": pg_schema} and job["requested_by"] == "ada@seller.example"
+    # Who asked is the key (the tests' configured one), not the header it names itself by.
+    assert job["filters"] == {"flow_id": pg_schema} and job["requested_by"] == "config:tests"
     assert answer.headers["location"].endswith(f"/exports/{job['id']}")
     key = f"{export_settings.export_prefix}{job['id']}.jsonl.gz"
     assert job["object_key"] == key and job["store"] == "s3"
@@ -114,7 +116,7 @@ def test_the_same_job_in_azure_blob_storage(
     settings = export_settings.model_copy(
         update={"export_store_kind": "azure_blob", "export_bucket": export_settings.azure_container}
     )
-    client = TestClient(api(settings))
+    client = admin_client(api(settings))
     job = create(client, flow_id=pg_schema, type=["flow.completed"])
     with connect(settings) as conn:
         ExportWorker(settings).run_once(conn)
@@ -143,8 +145,8 @@ def test_downloads_stream_the_file_and_record_who_and_when(
         assert answer.content == s3_object(export_settings, job["object_key"])
     downloads = show(client, job["id"])["downloads"]
     assert [(d["by"], d["address"]) for d in downloads] == [
-        ("grace", "testclient"),
-        ("testclient", "testclient"),  # no user given: the client's address
+        ("config:tests (grace)", "testclient"),  # the key, and the user it names
+        ("config:tests", "testclient"),  # no user given: the key alone
     ]
     assert all(d["at"].endswith("Z") for d in downloads)
 
@@ -164,7 +166,7 @@ def test_the_api_process_runs_the_worker_when_configured(
     export_settings: Settings, flow_events: list[Event], pg_schema: str
 ) -> None:
     settings = export_settings.model_copy(update={"export_worker_in_api": True})
-    with TestClient(api(settings)) as client:
+    with admin_client(api(settings)) as client:
         job = create(client, flow_id=pg_schema)
         wait_until(
             lambda: show(client, job["id"])["status"],
@@ -273,7 +275,7 @@ def test_a_missing_container_ends_the_job_in_error_naming_it(
     settings = export_settings.model_copy(
         update={"export_store_kind": "azure_blob", "export_bucket": f"missing-{unique_id}"}
     )
-    client = TestClient(api(settings))
+    client = admin_client(api(settings))
     job = create(client)
     with connect(settings) as conn:
         ExportWorker(settings).run_once(conn)
@@ -292,7 +294,7 @@ def test_refused_credentials_end_the_job_in_error_without_the_secret(
 ) -> None:
     wrong_secret = base64.b64encode(os.urandom(32)).decode()
     settings = export_settings.model_copy(update={"aws_secret_access_key": SecretStr(wrong_secret)})
-    client = TestClient(api(settings))
+    client = admin_client(api(settings))
     job = create(client)
     with connect(settings) as conn:
         ExportWorker(settings).run_once(conn)

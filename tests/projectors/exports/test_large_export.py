@@ -24,6 +24,7 @@ from projectors.exports.runner import ExportWorker
 from projectors.selection import ExportQuery
 from projectors.store import Connection, connect
 from tests.factories import make_lead_events
+from tests.keys import ADMIN
 from tests.projectors.exports.conftest import BASE_MS, api, write_events
 
 pytestmark = pytest.mark.stack
@@ -122,7 +123,9 @@ def test_an_http_export_streams_in_bounded_memory(http_server: str, many_events:
     def download() -> int:
         url = f"{http_server}/flows/{many_events}/events/export"
         lines = 0
-        with httpx.stream("GET", url, params={"format": "jsonl"}, timeout=120) as answer:
+        with httpx.stream(
+            "GET", url, params={"format": "jsonl"}, headers=ADMIN, timeout=120
+        ) as answer:
             assert answer.status_code == 200
             for chunk in answer.iter_bytes():
                 size["bytes"] += len(chunk)

@@ -16,6 +16,7 @@ from engine.api.app import create_app
 from engine.settings import Settings
 from projectors.exports.formats import CSV_HEADER
 from schemas.codec import event_to_json_dict
+from tests.keys import admin_client
 from tests.projectors.exports.conftest import (
     BASE_MS,
     FORMULA_EMAIL,
@@ -217,7 +218,7 @@ def test_the_flow_path_takes_no_second_flow_id(client: TestClient, pg_settings: 
 def test_the_application_routes_events_export_to_the_export_not_to_an_event_id(
     export_settings: Settings, flow_events: list[Event]
 ) -> None:
-    answer = TestClient(create_app(export_settings)).get(
+    answer = admin_client(create_app(export_settings)).get(
         "/events/export", params={"format": "jsonl"}
     )
     assert answer.status_code == 200, answer.text
@@ -230,6 +231,6 @@ def test_an_unreachable_database_answers_503_before_any_byte_of_the_file(
     down = export_settings.model_copy(
         update={"database_url": SecretStr("postgresql://leadflow:s3cret@127.0.0.1:9/leadflow")}
     )
-    answer = TestClient(api(down)).get("/events/export")
+    answer = admin_client(api(down)).get("/events/export")
     assert answer.status_code == 503
     assert answer.json() == {"detail": "The event store is unavailable; retry later"}
