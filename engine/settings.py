@@ -131,6 +131,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1024)
     # statement_timeout on every public query of the API.
     api_statement_timeout_ms: int = Field(15_000, ge=100)
+    # Connections the API keeps to Postgres per process (a request waits up to 5 s for one).
+    api_pool_size: int = Field(10, ge=1, le=1000)
     # The longest start..end a query may span, in days.
     max_query_days: int = Field(366, ge=1)
     # A buyer's feedback key may report on its deliveries for this many days after them.

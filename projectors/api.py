@@ -30,7 +30,7 @@ from projectors.params import Range, StrictQuery, cursor_error, query_error
 from projectors.queries import get_event, lead_timeline
 from projectors.search import EventQuery, UnknownCursorError, search_events
 from projectors.selection import EventId, EventType, Outcome, SortOrder
-from projectors.store import Connection, connect
+from projectors.store import Connection, api_connection
 
 router = APIRouter(
     tags=["events"],
@@ -53,8 +53,7 @@ def _connection(settings: Annotated[Settings, Depends(_settings)]) -> Iterator[C
     """A connection for one request; every public query is cut off after
     ``api_statement_timeout_ms`` (a 503) rather than left running on the server."""
     try:
-        with connect(settings, application_name="leadflow-api") as conn:
-            conn.execute(f"SET statement_timeout = {int(settings.api_statement_timeout_ms)}")
+        with api_connection(settings) as conn:
             yield conn
     except StoreUnavailableError as exc:
         raise HTTPException(503, detail="The event store is unavailable; retry later") from exc

@@ -8,6 +8,7 @@ to decide whether to retry.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +18,7 @@ import psycopg
 import structlog
 from psycopg import sql
 from psycopg.types.json import set_json_loads
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from engine.errors import ConfigError
 from engine.settings import Settings
@@ -69,6 +71,59 @@ def connect(settings: Settings, *, application_name: str = "leadflow") -> Connec
         )
     set_json_loads(orjson.loads, conn)
     return conn
+
+
+# The API's pools, one per database and schema in this process (a test process serves many
+# schemas): idle connections close after POOL_IDLE_S, so none linger for a schema no longer
+# asked about.
+_pools: dict[tuple[str, str, int], ConnectionPool[Connection]] = {}
+_pools_lock = threading.Lock()
+POOL_IDLE_S = 30.0
+POOL_WAIT_S = 5.0
+
+
+def _api_pool(settings: Settings) -> ConnectionPool[Connection]:
+    schema = checked_schema(settings.db_schema)
+    timeout = int(settings.api_statement_timeout_ms)
+    key = (settings.database_url.get_secret_value(), schema, timeout)
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = ConnectionPool(
+                key[0],
+                min_size=0,
+                max_size=settings.api_pool_size,
+                max_idle=POOL_IDLE_S,
+                kwargs={
+                    "autocommit": True,
+                    "application_name": "leadflow-api",
+                    "connect_timeout": 5,
+                    # Every public query is cut off after the API's statement timeout.
+                    "options": f"-c search_path={schema} -c statement_timeout={timeout}",
+                },
+                configure=lambda conn: set_json_loads(orjson.loads, conn),
+                name=f"api-{schema}",
+                open=True,
+            )
+            _pools[key] = pool
+        return pool
+
+
+@contextmanager
+def api_connection(settings: Settings) -> Iterator[Connection]:
+    """A connection from the process's API pool for one request: autocommit, the schema's
+    search_path and the API's ``statement_timeout`` set once when it was opened; given back
+    (or discarded, if broken) after the request. Unavailable Postgres is
+    ``StoreUnavailableError`` (a 503), as for ``connect``."""
+    pool = _api_pool(settings)
+    try:
+        conn = pool.getconn(timeout=POOL_WAIT_S)
+    except (PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise StoreUnavailableError(f"postgres unavailable: {exc}") from exc
+    try:
+        yield conn
+    finally:
+        pool.putconn(conn)
 
 
 # -- the batch write ---------------------------------------------------------------------

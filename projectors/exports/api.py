@@ -41,7 +41,7 @@ from projectors.exports.runner import ExportWorker
 from projectors.params import cursor_error
 from projectors.search import UnknownCursorError
 from projectors.selection import ExportQuery, FlowExportQuery
-from projectors.store import Connection, connect
+from projectors.store import Connection, api_connection, connect
 
 
 @asynccontextmanager
@@ -174,8 +174,7 @@ def _jobs_connection(settings: SettingsDep) -> Iterator[Connection]:
             if settings.db_schema not in _migrated:
                 jobs.migrate_exports(settings)
                 _migrated.add(settings.db_schema)
-        with connect(settings, application_name="leadflow-api") as conn:
-            conn.execute(f"SET statement_timeout = {int(settings.api_statement_timeout_ms)}")
+        with api_connection(settings) as conn:
             yield conn
     except StoreUnavailableError as exc:
         raise HTTPException(503, detail=_UNAVAILABLE) from exc
