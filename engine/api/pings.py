@@ -68,7 +68,10 @@ async def _ask_buyers(checked: Checked, fields: dict[str, Any]) -> float | None:
     async def ask(session: aiohttp.ClientSession, step: RecipientStep) -> Any:
         # The calls' own exchange: a wall-clock deadline, a bounded body, no redirects.
         ping = Call(
-            Delivery(str(step.settings.ping_url), headers, body), step.settings.timeout_ms, "Buyer"
+            Delivery(str(step.settings.ping_url), headers, body),
+            step.settings.timeout_ms,
+            "Buyer",
+            auth=step.settings.auth,
         )
         answer = await exchange(session, ping, CallLimits())
         if answer.status != 200:

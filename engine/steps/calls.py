@@ -13,11 +13,14 @@ request/response as events record them (LeadConduit's ``transactions``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 import orjson
+from pydantic import Field, HttpUrl, model_validator
 
+from engine.model import ConfigModel
 from engine.steps.base import Snapshot
 
 MAX_BODY = 16384
@@ -42,6 +45,38 @@ class Delivery:
     body: bytes
 
 
+class CallAuth(ConfigModel):
+    """Credentials a service wants, by reference: the secret's value lives in an environment
+    variable (``secret_env``) or a file (``secret_file``), never in the flow, the URL or an
+    event. ``header``: sent as ``<header>: <secret>`` (an API key header); ``bearer``:
+    ``Authorization: Bearer <secret>``; ``basic``: ``Authorization: Basic`` of ``username``
+    and the secret as password. Read when the call is made (``engine.runtime.calls``)."""
+
+    kind: Literal["header", "bearer", "basic"] = "header"
+    header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")] = "Authorization"
+    username: str | None = None
+    secret_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")] | None = None
+    secret_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CallAuth:
+        if (self.secret_env is None) == (self.secret_file is None):
+            raise ValueError("auth needs exactly one of secret_env or secret_file")
+        if self.kind == "basic" and not self.username:
+            raise ValueError("basic auth needs a username")
+        return self
+
+
+def no_credentials_in_url(url: HttpUrl) -> HttpUrl:
+    """A URL with a user or password in it would put them in every event that records the
+    request, and in logs: refused, with where they go instead."""
+    if url.username or url.password:
+        raise ValueError(
+            "credentials in the URL are refused: use auth with secret_env or secret_file"
+        )
+    return url
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
     """A call a step asks the runtime to make: the request, how long to wait for the
@@ -52,6 +87,8 @@ class Call:
     service: str
     # The most calls at once to this service (a buyer's own limit); None: no limit.
     max_concurrency: int | None = None
+    # Credentials by reference, added by the runner when it sends the call (never recorded).
+    auth: CallAuth | None = None
 
     @property
     def destination(self) -> str:

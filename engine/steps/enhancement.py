@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import Field, HttpUrl
+from pydantic import AfterValidator, Field, HttpUrl
 
 from engine.fields import Scalar
 from engine.model import ConfigModel
@@ -25,10 +25,12 @@ from engine.steps.calls import (
     HEADER_NAME,
     Answer,
     Call,
+    CallAuth,
     Delivery,
     bounded,
     build_call,
     dig,
+    no_credentials_in_url,
     read_answer,
     transaction,
 )
@@ -47,7 +49,9 @@ NO_DATA = "Service found no data"
 
 
 class EnhancementSettings(ConfigModel):
-    url: HttpUrl
+    url: Annotated[HttpUrl, AfterValidator(no_credentials_in_url)]
+    # Credentials the service wants, by reference (engine.steps.calls.CallAuth).
+    auth: CallAuth | None = None
     key: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
     format: Literal["json", "form"] = "json"
     timeout_ms: Annotated[int, Field(gt=0, le=120_000)] = 5000
@@ -80,7 +84,7 @@ def plan_enhancement(
     is (``delivery_key``): the same key on every retry and replay."""
     request = build_request(snapshot, settings, delivery_key(lead_id, snapshot, step_index))
     # "Service timeout after 5000ms", as LeadConduit words it.
-    return Call(request, settings.timeout_ms, "Service", settings.max_concurrency)
+    return Call(request, settings.timeout_ms, "Service", settings.max_concurrency, settings.auth)
 
 
 def _scalar(value: Any) -> Scalar:

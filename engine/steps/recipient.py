@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, HttpUrl
+from pydantic import AfterValidator, Field, HttpUrl
 
 from engine.caps import CapSpec
 from engine.ids import event_id, id_timestamp_ms
@@ -38,10 +38,12 @@ from engine.steps.calls import (
     MAX_ID,
     Answer,
     Call,
+    CallAuth,
     Delivery,
     bounded,
     build_call,
     dig,
+    no_credentials_in_url,
     read_answer,
     transaction,
 )
@@ -60,7 +62,9 @@ class AcceptRule(ConfigModel):
 
 
 class RecipientSettings(ConfigModel):
-    url: HttpUrl
+    url: Annotated[HttpUrl, AfterValidator(no_credentials_in_url)]
+    # Credentials the service wants, by reference (engine.steps.calls.CallAuth).
+    auth: CallAuth | None = None
     format: Literal["json", "form"] = "json"
     timeout_ms: Annotated[int, Field(gt=0, le=120_000)] = 5000
     mapping: dict[str, str] = Field(default_factory=dict)
@@ -101,7 +105,7 @@ def plan_delivery(
     if full is not None:
         return cap_full(step_id, full)
     delivery = build_delivery(snapshot, settings, delivery_key(lead_id, snapshot, step_index))
-    return Call(delivery, settings.timeout_ms, "Buyer", settings.max_concurrency)
+    return Call(delivery, settings.timeout_ms, "Buyer", settings.max_concurrency, settings.auth)
 
 
 def delivery_key(lead_id: str, snapshot: Snapshot, step_index: int) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from engine.runtime.calls.credentials import CredentialError, credential_headers, masked
 from engine.steps.calls import Answer, Call
 
 DEFAULT_MAX_RESPONSE_BYTES = 1 << 20
@@ -112,13 +113,21 @@ async def exchange(session: aiohttp.ClientSession, call: Call, limits: CallLimit
     clock = _Clock()
     request = call.request
     cap = limits.max_response_bytes
+    headers_out: dict[str, str] = request.headers
+    secrets: list[str] = []
+    if call.auth is not None:
+        try:
+            extra, secrets = credential_headers(call.auth)
+        except CredentialError as exc:
+            return clock.failed(f"{call.service} credentials unavailable: {exc}")
+        headers_out = {**request.headers, **extra}
     try:
         async with (
             asyncio.timeout(call.timeout_ms / 1000),
             session.post(
                 request.url,
                 data=request.body,
-                headers=request.headers,
+                headers=headers_out,
                 allow_redirects=False,
             ) as resp,
         ):
@@ -133,4 +142,7 @@ async def exchange(session: aiohttp.ClientSession, call: Call, limits: CallLimit
         return clock.failed(f"{call.service} timeout after {call.timeout_ms}ms")
     except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
         return clock.failed(failure_reason(call.service, exc))
+    if secrets:  # a service that echoes its credential back: never recorded
+        body = bytearray(masked(bytes(body), secrets))
+        headers = {k: masked(v.encode(), secrets).decode() for k, v in headers.items()}
     return Answer(status, headers, bytes(body), None, clock.waited_ms(), clock.sent_ms, now_ms())

@@ -2,8 +2,8 @@
 
 ``/ok`` answers JSON at once; ``/slow?ms=N`` after N ms; ``/trickle`` sends its
 headers then a byte every 100 ms, for ever; ``/huge?mb=N`` a body of N MiB;
-``/redirect`` a 302 to itself; ``/garbage`` bytes that are not HTTP; ``/hangup``
-closes without an answer; ``/silent`` never answers (until the client goes). It
+``/echo`` the request's headers back; ``/redirect`` a 302 to itself; ``/garbage``
+bytes that are not HTTP; ``/hangup`` closes without an answer; ``/silent`` never answers (until the client goes). It
 counts requests, the idempotency keys it saw, and the peak of requests in flight.
 """
 
@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import orjson
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -79,6 +81,9 @@ class _Handler(BaseHTTPRequestHandler):
             chunk = b"x" * 65536
             for _ in range(size // len(chunk)):
                 self.wfile.write(chunk)
+        elif path == "/echo":  # a service that shows the caller what it sent
+            body = orjson.dumps(dict(self.headers))
+            self._answer(200, body, X_Seen_Auth=self.headers.get("Authorization", ""))
         elif path == "/redirect":
             self._answer(302, b"", Location="/redirect")
         elif path == "/garbage":
