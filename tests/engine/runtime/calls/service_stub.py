@@ -3,8 +3,9 @@
 ``/ok`` answers JSON at once; ``/slow?ms=N`` after N ms; ``/trickle`` sends its
 headers then a byte every 100 ms, for ever; ``/huge?mb=N`` a body of N MiB;
 ``/echo`` the request's headers back; ``/redirect`` a 302 to itself; ``/garbage``
-bytes that are not HTTP; ``/hangup`` closes without an answer; ``/silent`` never answers (until the client goes). It
-counts requests, the idempotency keys it saw, and the peak of requests in flight.
+bytes that are not HTTP; ``/hangup`` closes without an answer; ``/silent`` never
+answers (until the client goes). It counts requests, the idempotency keys it saw,
+and the peak of requests in flight.
 """
 
 from __future__ import annotations
