@@ -74,7 +74,7 @@ def test_a_missing_secret_is_an_error_answer_naming_where_it_was_looked_for(
 
 def test_credentials_in_a_url_are_refused_with_where_they_go_instead() -> None:
     with pytest.raises(ValidationError, match="credentials in the URL are refused"):
-        RecipientSettings(url="https://acme:hunter2@buyer.example/leads")  # type: ignore[arg-type]
+        RecipientSettings(url="https://acme:hunter2@buyer.example/leads")
 
 
 def test_auth_names_exactly_one_place_for_its_secret(tmp_path: Path) -> None:
