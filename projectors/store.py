@@ -20,6 +20,7 @@ from psycopg.types.json import set_json_loads
 
 from engine.errors import ConfigError
 from engine.settings import Settings
+from engine.transport import postgres_tls
 from projectors.batch import EVENT_COLUMNS, Batch
 from projectors.errors import StoreUnavailableError
 
@@ -66,6 +67,7 @@ def connect(settings: Settings, *, application_name: str = "leadflow") -> Connec
             application_name=application_name,
             connect_timeout=5,
             options=f"-c search_path={schema}",
+            **postgres_tls(settings),
         )
     set_json_loads(orjson.loads, conn)
     return conn
