@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import trustme
+from pydantic import SecretStr
 
 from engine.demo.buyer import BuyerServer
 from engine.flows import Flow, parse_flow
@@ -256,3 +257,28 @@ def test_serve_answers_over_https(
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
+
+
+def test_postgres_tls_settings_reach_every_engine_connection(stack: Settings) -> None:
+    """The local Postgres runs without TLS: ``sslmode=require`` must make each of the
+    engine's connection paths fail saying so (the parameter reached libpq, over the URL's
+    own ``sslmode``), and ``disable`` must connect as before."""
+    from engine.state.errors import StateUnavailableError
+    from engine.state.postgres import connect as state_connect
+    from projectors.errors import StoreUnavailableError
+    from projectors.store import connect as projection_connect
+
+    url = stack.database_url.get_secret_value()
+    with_url_mode = stack.model_copy(
+        update={"database_url": SecretStr(url + ("&" if "?" in url else "?") + "sslmode=disable")}
+    )
+    required = with_url_mode.model_copy(update={"db_sslmode": "require"})
+    with pytest.raises(StateUnavailableError, match="SSL"):
+        state_connect(required)
+    with pytest.raises(StoreUnavailableError, match="SSL"):
+        projection_connect(required)
+    disabled = stack.model_copy(update={"db_sslmode": "disable"})
+    with state_connect(disabled) as conn:
+        assert conn.info.parameter_status("server_version")
+    with projection_connect(disabled) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
