@@ -98,7 +98,7 @@ def test_the_harness_talks_to_the_ports_the_3_node_cluster_listens_on() -> None:
 
 
 def test_the_sasl_ssl_node_has_ports_of_its_own_that_the_tests_and_the_guard_know() -> None:
-    from tests.security.conftest import SECURE_BOOTSTRAP
+    from tests.security.secure_kafka import SECURE_BOOTSTRAP
     from tests.service_guard import STACK_PORTS
 
     ports = stack_ports()

@@ -29,7 +29,11 @@ from engine.runtime.step_worker import prepare_topics
 from engine.settings import Settings
 from tests.factories import write_flow
 from tests.kafka_helpers import events_by_lead, read_events
-from tests.security.conftest import SECURE_BOOTSTRAP, SecureKafka
+from tests.security.secure_kafka import (
+    SECURE_BOOTSTRAP,
+    SecureKafka,
+    secure_kafka_fixture,  # noqa: F401  (registers the `secure_kafka` fixture in this module)
+)
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.xdist_group("kafka_secure")]

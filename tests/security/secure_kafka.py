@@ -1,6 +1,7 @@
 """The SASL_SSL broker of the transport tests: a second single-node Kafka
 (``stack/kafka-secure.sh``), started once per session with a CA, certificate and SCRAM
-passwords made for it, and stopped afterwards."""
+passwords made for it, and stopped afterwards. A fixture module, imported by the tests
+that use it (not a conftest: only they should start a broker)."""
 
 from __future__ import annotations
 
@@ -60,8 +61,8 @@ def _script(action: str, directory: Path) -> None:
         pytest.fail(f"stack/kafka-secure.sh {action} failed:\n{done.stdout}{done.stderr}")
 
 
-@pytest.fixture(scope="session")
-def secure_kafka(
+@pytest.fixture(scope="session", name="secure_kafka")
+def secure_kafka_fixture(
     stack: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SecureKafka]:
     """The SASL_SSL broker, for this session only (its certificates and passwords die with
