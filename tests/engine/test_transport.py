@@ -6,6 +6,7 @@ The SASL_SSL broker itself is in ``tests/security/test_transport.py``.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -290,3 +291,26 @@ def test_serve_refuses_a_certificate_without_its_key_in_one_line(pem: Path) -> N
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert lines == ["error: HTTPS needs both a certificate and a key (--tls-cert and --tls-key)"]
+
+
+def test_a_command_refuses_a_missing_password_file_before_connecting(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.password"
+    env = {
+        **os.environ,
+        "LEADFLOW_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "LEADFLOW_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "LEADFLOW_KAFKA_SASL_USERNAME": "leadflow",
+        "LEADFLOW_KAFKA_SASL_PASSWORD_FILE": str(missing),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "flow", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: Kafka SASL password: secret file {missing} cannot be read: "
+        "No such file or directory"
+    ]

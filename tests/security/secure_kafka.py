@@ -61,13 +61,13 @@ def _script(action: str, directory: Path) -> None:
         pytest.fail(f"stack/kafka-secure.sh {action} failed:\n{done.stdout}{done.stderr}")
 
 
-@pytest.fixture(scope="session", name="secure_kafka")
-def secure_kafka_fixture(
-    stack: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[SecureKafka]:
-    """The SASL_SSL broker, for this session only (its certificates and passwords die with
-    it). Requires the stack marker: the tests need the shared Postgres as well."""
-    directory = tmp_path_factory.mktemp("kafka-secure")
+# Per test, not per session: one test uses it, and the broker (half a GB of heap) should not
+# outlive that test in a worker that goes on with others.
+@pytest.fixture(name="secure_kafka")
+def secure_kafka_fixture(stack: Settings, tmp_path: Path) -> Iterator[SecureKafka]:
+    """The SASL_SSL broker, for one test (its certificates and passwords die with it).
+    Requires the stack marker: the test needs the shared Postgres as well."""
+    directory = tmp_path / "kafka-secure"
     _script("start", directory)
     try:
         yield SecureKafka(directory, directory / "tls" / "ca.pem", directory / "client.password")
