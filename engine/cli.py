@@ -22,7 +22,7 @@ from engine.demo.buyer import BuyerServer
 from engine.demo.buyer_realism import Realism
 from engine.demo.report import timeline_table
 from engine.demo.run import run_demo
-from engine.errors import LeadflowError
+from engine.errors import ConfigError, LeadflowError
 from engine.flows import load_flow
 from engine.intake.fake import fake_leads
 from engine.logs import configure_logging
@@ -79,7 +79,14 @@ _LONG_RUNNING = ("run", "serve", "demo")
 
 @app.callback()
 def _setup(ctx: typer.Context) -> None:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        # One line naming each variable, not pydantic's page (which would also echo the value).
+        problems = "; ".join(
+            f"LEADFLOW_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
     configure_logging(settings.log_format, settings.log_level)
     if ctx.invoked_subcommand not in _LONG_RUNNING:
         route_client_logs()

@@ -13,7 +13,15 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -161,6 +169,12 @@ class Settings(BaseSettings):
     # HTTPS for `leadflow serve` (both or neither; --tls-cert/--tls-key override them).
     serve_tls_cert: Path | None = None
     serve_tls_key: Path | None = None
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        # librdkafka takes "sasl_ssl" as well as "SASL_SSL": so do these settings.
+        return value.upper() if isinstance(value, str) else value
 
 
 @cache

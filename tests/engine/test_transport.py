@@ -314,3 +314,30 @@ def test_a_command_refuses_a_missing_password_file_before_connecting(tmp_path: P
         f"error: Kafka SASL password: secret file {missing} cannot be read: "
         "No such file or directory"
     ]
+
+
+def test_protocol_and_mechanism_take_librdkafka_lower_case_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LEADFLOW_KAFKA_SECURITY_PROTOCOL", "sasl_ssl")
+    monkeypatch.setenv("LEADFLOW_KAFKA_SASL_MECHANISM", "scram-sha-512")
+    settings = Settings()
+    assert (settings.kafka_security_protocol, settings.kafka_sasl_mechanism) == (
+        "SASL_SSL",
+        "SCRAM-SHA-512",
+    )
+
+
+def test_an_unknown_protocol_is_one_line_naming_the_variable() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "flow", "list"],
+        env={**os.environ, "LEADFLOW_KAFKA_SECURITY_PROTOCOL": "TLS"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: invalid settings: LEADFLOW_KAFKA_SECURITY_PROTOCOL: Input should be "
+        "'PLAINTEXT', 'SSL', 'SASL_PLAINTEXT' or 'SASL_SSL'"
+    ]
