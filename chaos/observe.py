@@ -18,6 +18,7 @@ from engine.runtime.kafka.offsets import committed_offsets, lags, list_offsets
 from engine.runtime.step_worker import step_group
 from engine.settings import Settings
 from engine.topics import dlq_topic, flow_event_topics, input_topic
+from engine.transport import postgres_tls
 from projectors.projector import consumer_group
 from schemas.codec import EventCodec, SchemaMismatchError
 from streamers import layout
@@ -64,7 +65,9 @@ def postgres_events(settings: Settings, flow: Flow) -> list[tuple[str, str, str]
     query = sql.SQL("SELECT id, lead_id, type FROM {}.events WHERE flow_id = %s").format(
         sql.Identifier(settings.db_schema)
     )
-    with psycopg.connect(settings.database_url.get_secret_value(), connect_timeout=10) as conn:
+    with psycopg.connect(
+        settings.database_url.get_secret_value(), **postgres_tls(settings), connect_timeout=10
+    ) as conn:
         return [(r[0], r[1], r[2]) for r in conn.execute(query, (flow.id,)).fetchall()]
 
 
@@ -72,7 +75,9 @@ def projector_rejects(settings: Settings) -> list[dict[str, Any]]:
     """Records the timeline projector refused (poison, or events Postgres cannot hold), with
     why and their bytes: where an event is missing from Postgres, this says what happened to
     it."""
-    with psycopg.connect(settings.database_url.get_secret_value(), connect_timeout=10) as conn:
+    with psycopg.connect(
+        settings.database_url.get_secret_value(), **postgres_tls(settings), connect_timeout=10
+    ) as conn:
         schemas = [
             r[0]
             for r in conn.execute(

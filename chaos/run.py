@@ -28,6 +28,7 @@ from engine.runtime.kafka.clients import new_admin, new_producer
 from engine.runtime.kafka.topics import ensure_flow_topics
 from engine.settings import Settings
 from engine.topics import HANDOFF_HEADER, events_topic, intake_topic
+from engine.transport import postgres_tls
 
 log = structlog.get_logger(__name__)
 
@@ -133,7 +134,9 @@ def _completed(settings: Settings, flow: Flow) -> int:
         "SELECT count(*) FROM {}.events WHERE flow_id = %s AND type = 'flow.completed'"
     ).format(sql.Identifier(settings.db_schema))
     try:
-        with psycopg.connect(settings.database_url.get_secret_value(), connect_timeout=5) as conn:
+        with psycopg.connect(
+            settings.database_url.get_secret_value(), **postgres_tls(settings), connect_timeout=5
+        ) as conn:
             row = conn.execute(query, (flow.id,)).fetchone()
             return int(row[0]) if row else 0
     except psycopg.Error:

@@ -19,6 +19,9 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
+from engine.runtime.kafka.config import admin_config
+from engine.settings import Settings, get_settings
+
 log = structlog.get_logger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +86,7 @@ def wait_in_sync(timeout: float = IN_SYNC_TIMEOUT_S) -> list[str]:
     replicas are still catching up: until they have, each of its partitions hangs on the
     two other brokers (min ISR 2), and the next fault to take one down stalls writes.
     Waiting for the cluster to be whole again keeps faults from compounding by chance."""
-    admin = AdminClient({"bootstrap.servers": KAFKA3_BOOTSTRAP})
+    admin = AdminClient(admin_config(cluster_settings()))
     deadline = time.monotonic() + timeout
     lagging = ["(no metadata yet)"]
     while time.monotonic() < deadline:
@@ -96,6 +99,12 @@ def wait_in_sync(timeout: float = IN_SYNC_TIMEOUT_S) -> list[str]:
         time.sleep(1)
     log.warning("replicas still out of sync", partitions=lagging[:10], count=len(lagging))
     return lagging
+
+
+def cluster_settings() -> Settings:
+    """The settings with the 3-node cluster as bootstrap: the harness's own admin clients
+    connect the way its workers do (the Kafka kit's configuration, transport included)."""
+    return get_settings().model_copy(update={"kafka_bootstrap_servers": KAFKA3_BOOTSTRAP})
 
 
 def port_open(port: int) -> bool:
@@ -142,7 +151,7 @@ def drop_topics(prefix: str, timeout: float = 60) -> list[str]:
     35 runs the cluster held 360 partitions, and a broker killed -9 recovers every one it
     holds before it answers, which took a restart past its 90 s bound on a loaded machine.
     A run drops its own topics when it ends and any a crashed run left when it starts."""
-    admin = AdminClient({"bootstrap.servers": KAFKA3_BOOTSTRAP})
+    admin = AdminClient(admin_config(cluster_settings()))
     names = sorted(t for t in admin.list_topics(timeout=15).topics if t.startswith(prefix))
     if not names:
         return []

@@ -23,7 +23,7 @@ from engine.demo.buyer import BuyerServer
 from engine.demo.buyer_realism import Realism
 from engine.demo.report import timeline_table
 from engine.demo.run import run_demo
-from engine.errors import LeadflowError
+from engine.errors import ConfigError, LeadflowError
 from engine.flows import load_flow
 from engine.intake.fake import fake_leads
 from engine.logs import configure_logging
@@ -35,7 +35,7 @@ from engine.ops.projections_cli import projections_app, replay
 from engine.ops.streamer_cli import streamer_app, verify_applied_destinations
 from engine.ops.submit import publish_leads
 from engine.runtime.feedback_worker import publish_feedback
-from engine.runtime.kafka.config import route_client_logs
+from engine.runtime.kafka.config import connection_config, route_client_logs
 from engine.runtime.kafka.probe import require_kafka
 from engine.runtime.registry import apply_flow, delete_flow, read_flows
 from engine.runtime.step_worker import prepare_topics
@@ -43,6 +43,7 @@ from engine.runtime.stopping import install_stop_handlers
 from engine.settings import get_settings
 from engine.state.postgres import migrate_state
 from engine.supervisor import registry_role_problems, role_names, run_role, supervise
+from engine.transport import postgres_tls, serve_tls
 from projectors.exports.files import write_export
 from projectors.exports.jobs import list_jobs, migrate_exports
 from projectors.exports.runner import ExportWorker
@@ -81,7 +82,14 @@ _LONG_RUNNING = ("run", "serve", "demo")
 
 @app.callback()
 def _setup(ctx: typer.Context) -> None:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        # One line naming each variable, not pydantic's page (which would also echo the value).
+        problems = "; ".join(
+            f"LEADFLOW_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
     configure_logging(settings.log_format, settings.log_level)
     if ctx.invoked_subcommand not in _LONG_RUNNING:
         route_client_logs()
@@ -290,13 +298,36 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     workers: Annotated[int, typer.Option(help="Server worker processes.")] = 1,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            help="HTTPS: certificate chain (PEM), with --tls-key ($LEADFLOW_SERVE_TLS_CERT)."
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(help="HTTPS: the certificate's private key (PEM) ($LEADFLOW_SERVE_TLS_KEY)."),
+    ] = None,
 ) -> None:
     """Serve the HTTP API with uvicorn: queries, feedback, lead intake, /metrics."""
 
+    settings = get_settings()
+    tls = serve_tls(settings, tls_cert, tls_key)
+    # Checked here, in one line, rather than in each server process's first connection.
+    connection_config(settings)
+    postgres_tls(settings)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker is a process: /metrics sums their counters from files here.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="leadflow-metrics-")
-    uvicorn.run("engine.api.app:create_app", factory=True, host=host, port=port, workers=workers)
+    uvicorn.run(
+        "engine.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
+    )
 
 
 @db_app.command("migrate")

@@ -13,7 +13,15 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,6 +37,9 @@ SCOPE_PATTERN = (
     r"|intake:(\*|[A-Za-z0-9_.-]{1,64})|feedback:(\*|[A-Za-z0-9_.-]{1,64}))$"
 )
 UiScope = Annotated[str, Field(pattern=SCOPE_PATTERN)]
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
+PostgresSslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 
 class UiKey(BaseModel):
@@ -173,6 +184,37 @@ class Settings(BaseSettings):
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
+
+    # Transport security (engine.transport checks them, in one line, before anything connects).
+    # Kafka, with librdkafka's own names: every client the Kafka kit builds gets them.
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    # The password by reference only (like an intake key): an environment variable's name or
+    # a file's path, read when a client is built; the settings never hold it.
+    kafka_sasl_password_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    kafka_sasl_password_file: Path | None = None
+    # PLAIN sends the password as it is: refused without TLS unless this says it is wanted.
+    kafka_allow_plain_without_tls: bool = False
+    kafka_ssl_ca_location: Path | None = None  # PEM; none: the system's CA store
+    kafka_ssl_certificate_location: Path | None = None  # client certificate (PEM), with the key
+    kafka_ssl_key_location: Path | None = None
+    kafka_ssl_verify_hostname: bool = True
+    # Postgres, libpq's names: added to every connection the engine opens, over what
+    # DATABASE_URL says (unset: the URL's own parameters, or libpq's PGSSL* variables, apply).
+    db_sslmode: PostgresSslMode | None = None
+    db_sslrootcert: Path | None = None
+    db_sslcert: Path | None = None
+    db_sslkey: Path | None = None
+    # HTTPS for `leadflow serve` (both or neither; --tls-cert/--tls-key override them).
+    serve_tls_cert: Path | None = None
+    serve_tls_key: Path | None = None
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        # librdkafka takes "sasl_ssl" as well as "SASL_SSL": so do these settings.
+        return value.upper() if isinstance(value, str) else value
 
 
 @cache

@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from engine.errors import ConfigError
 from engine.settings import Settings
+from engine.transport import postgres_tls
 from projectors.batch import EVENT_COLUMNS, Batch
 from projectors.errors import StoreUnavailableError
 
@@ -68,6 +69,7 @@ def connect(settings: Settings, *, application_name: str = "leadflow") -> Connec
             application_name=application_name,
             connect_timeout=5,
             options=f"-c search_path={schema}",
+            **postgres_tls(settings),
         )
     set_json_loads(orjson.loads, conn)
     return conn

@@ -46,6 +46,8 @@ MARK_IT = "mark it @pytest.mark.stack"
 # a test aiming at the controller, a kafka3 node or a SeaweedFS component needs it just as much.
 STACK_PORTS = {
     **{port: "kafka" for port in (9092, 9093, 19092, 19093, 29092, 29093, 39092, 39093)},
+    # The 3-node cluster (stack/lib/ports.sh) and the SASL_SSL node (stack/kafka-secure.sh).
+    **{port: "kafka" for port in (21092, 21093, 22092, 22093, 23092, 23093, 19094, 19095)},
     5433: "postgres",
     **{port: "s3" for port in (8333, 9333, 9340, 8888, 23646)},
     **{port: "azurite" for port in (10000, 10001, 10002)},

@@ -34,6 +34,7 @@ source stack/lib/s3.sh
 source stack/lib/azurite.sh
 echo "kafka $KAFKA_PORT $KAFKA_CTL_PORT"
 for n in 1 2 3; do echo "kafka3 $(kafka_port cluster "$n") $(kafka_ctl_port cluster "$n")"; done
+echo "kafka_secure $KAFKA_SECURE_PORT $KAFKA_SECURE_CTL_PORT"
 echo "postgres $PG_PORT"
 echo "seaweedfs $S3_PORT $S3_MASTER_PORT $S3_VOLUME_PORT $S3_FILER_PORT $S3_ADMIN_PORT"
 echo "azurite $AZ_PORT"
@@ -85,7 +86,7 @@ def test_the_shared_stack_binds_no_port_in_the_ephemeral_range() -> None:
 
 def test_the_chaos_harness_private_instances_bind_no_port_in_the_ephemeral_range() -> None:
     ports = stack_ports(services.private_env())
-    del ports["kafka"]  # the shared single node: the harness never starts it
+    del ports["kafka"], ports["kafka_secure"]  # shared nodes: the harness never starts them
     assert in_ephemeral_range(ports) == {}
     assert ports["postgres"] == [services.PG_PORT]
     assert ports["azurite"] == [services.AZ_PORT]
@@ -96,12 +97,24 @@ def test_the_harness_talks_to_the_ports_the_3_node_cluster_listens_on() -> None:
     assert list(services.KAFKA3_PORTS) == brokers
 
 
+def test_the_sasl_ssl_node_has_ports_of_its_own_that_the_tests_and_the_guard_know() -> None:
+    from tests.security.secure_kafka import SECURE_BOOTSTRAP
+    from tests.service_guard import STACK_PORTS
+
+    ports = stack_ports()
+    port, controller = ports["kafka_secure"]
+    assert f"127.0.0.1:{port}" == SECURE_BOOTSTRAP
+    assert {STACK_PORTS.get(port), STACK_PORTS.get(controller)} == {"kafka"}
+    others = [p for name, ps in ports.items() if name != "kafka_secure" for p in ps]
+    assert not {port, controller} & set(others)
+
+
 def test_the_shared_stack_and_the_chaos_instances_never_share_a_port() -> None:
     shared = [p for ps in stack_ports().values() for p in ps]
     private = [
         p
         for name, ps in stack_ports(services.private_env()).items()
-        if name not in ("kafka", "kafka3")  # the same cluster either way
+        if name not in ("kafka", "kafka3", "kafka_secure")  # the same nodes either way
         for p in ps
     ]
     every = shared + private

@@ -19,6 +19,7 @@ from bench.scenarios.e2e import SERVICE_ROLES
 from bench.scenarios.intake import SERVE_WORKERS
 from bench.scenarios.peer_settings import SETTINGS
 from engine.settings import Settings
+from engine.transport import postgres_tls
 
 Scenario = Callable[[RunConfig, int], ScenarioResult]
 
@@ -266,7 +267,9 @@ def cleanup(settings: Settings, config: RunConfig) -> None:
     """The run's topics and Postgres schemas; consumer groups expire on their own."""
     deleted = delete_topics(settings, f"bench.{config.run_id}.")
     deleted += delete_topics(settings, f"leadflow.b{config.run_id}")
-    with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True) as conn:
+    with psycopg.connect(
+        settings.database_url.get_secret_value(), autocommit=True, **postgres_tls(settings)
+    ) as conn:
         names = conn.execute(
             "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (f"b{config.run_id}%",)
         ).fetchall()

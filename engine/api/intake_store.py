@@ -21,6 +21,7 @@ from engine.errors import LeadflowError
 from engine.pgmigrate import apply_migrations, load_migrations
 from engine.settings import Settings
 from engine.state.postgres import checked_schema, connect
+from engine.transport import postgres_tls
 
 
 class IntakeStoreError(LeadflowError):
@@ -99,6 +100,7 @@ class IntakeStore:
                 "autocommit": True,
                 "options": f"-c search_path={schema}",
                 "application_name": f"leadflow-intake/{schema}",
+                **postgres_tls(settings),
             },
             open=False,
         )

@@ -18,6 +18,7 @@ from engine.errors import ConfigError
 from engine.pgmigrate import MigrationChangedError, apply_migrations, load_migrations
 from engine.settings import Settings
 from engine.state.errors import StateMigrationError, StateUnavailableError
+from engine.transport import postgres_tls
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +56,7 @@ def connect(settings: Settings, *, statement_timeout_ms: int | None = None) -> C
             application_name=f"leadflow-state/{schema}",  # who holds what, in pg_stat_activity
             connect_timeout=3,
             options=options,
+            **postgres_tls(settings),
         )
     except psycopg.Error as exc:
         raise StateUnavailableError(f"state store unreachable: {exc}") from exc

@@ -25,3 +25,7 @@ S3_DEFAULT_PORT=8333
 # weed mini's master, volume, filer and admin (maintenance worker) HTTP ports.
 S3_DEFAULT_INTERNAL_PORTS="9333 9340 8888 9646"
 AZ_DEFAULT_PORT=10000
+# The SASL_SSL single node (stack/kafka-secure.sh: transport tests), beside the shared one:
+# SCRAM-SHA-512 over TLS on the broker port, its controller on plaintext loopback.
+KAFKA_SECURE_PORT=19094
+KAFKA_SECURE_CTL_PORT=19095

@@ -11,6 +11,7 @@ import structlog
 from confluent_kafka import KafkaError
 
 from engine.settings import Settings
+from engine.transport import kafka_security
 
 log = structlog.get_logger(__name__)
 
@@ -67,9 +68,39 @@ LEADER_NOT_READY = frozenset(
 )
 
 
+def connection_config(settings: Settings) -> dict[str, Any]:
+    """Where the brokers are and how to reach them (TLS, SASL): the start of every client's
+    configuration, so no client - worker, projector, streamer, CLI or harness - connects
+    any other way. ``ConfigError`` (one line) for transport settings that cannot work.
+
+    The dict holds the SASL password for librdkafka: hand it to a client, never to a log."""
+    security = kafka_security(settings)
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "security.protocol": security.protocol.lower(),
+    }
+    if security.protocol in ("SSL", "SASL_SSL"):
+        config["ssl.endpoint.identification.algorithm"] = (
+            "https" if security.verify_hostname else "none"
+        )
+        for key, value in (
+            ("ssl.ca.location", security.ca_location),
+            ("ssl.certificate.location", security.certificate_location),
+            ("ssl.key.location", security.key_location),
+        ):
+            if value is not None:
+                config[key] = value
+    if security.mechanism is not None:
+        assert security.password is not None  # kafka_security checked it
+        config["sasl.mechanism"] = security.mechanism
+        config["sasl.username"] = security.username
+        config["sasl.password"] = security.password.get_secret_value()
+    return config
+
+
 def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **connection_config(settings),
         "group.id": group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -92,7 +123,7 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
 
 def transactional_producer_config(settings: Settings, transactional_id: str) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **connection_config(settings),
         "transactional.id": transactional_id,
         # A worker killed inside a transaction blocks read_committed readers of
         # its partitions until this expires or its successor fences it.
@@ -106,7 +137,7 @@ def transactional_producer_config(settings: Settings, transactional_id: str) -> 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **connection_config(settings),
         "linger.ms": 10,
         "compression.type": "lz4",
         "enable.idempotence": True,
@@ -117,7 +148,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
 
 
 def admin_config(settings: Settings) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.kafka_bootstrap_servers, **_client_logging}
+    return {**connection_config(settings), **_client_logging}
 
 
 def librdkafka_property(text: str) -> tuple[str, str]:

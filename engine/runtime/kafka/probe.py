@@ -39,8 +39,10 @@ def require_kafka(settings: Settings, timeout: float = PROBE_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while not future.done():
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or any(e.code() == KafkaError._ALL_BROKERS_DOWN for e in errors):
+        if remaining <= 0:
             raise KafkaUnreachableError(servers, _probe_cause(errors, timeout))
+        if any(e.code() == KafkaError._ALL_BROKERS_DOWN for e in errors):
+            raise KafkaUnreachableError(servers, _probe_cause(errors, None))
         admin.poll(min(0.1, remaining))  # serves error_cb
     try:
         future.result()
@@ -48,10 +50,18 @@ def require_kafka(settings: Settings, timeout: float = PROBE_TIMEOUT_S) -> None:
         raise KafkaUnreachableError(servers, _probe_cause([exc.args[0]], timeout)) from None
 
 
-def _probe_cause(errors: list[KafkaError], timeout: float) -> str:
-    """The first connection error, without librdkafka's broker prefix and state suffix."""
+def _probe_cause(errors: list[KafkaError], timeout: float | None) -> str:
+    """The first connection error, without librdkafka's broker prefix and state suffix;
+    ``timeout`` None: every broker is down and librdkafka said nothing more."""
     for err in errors:
         if err.code() != KafkaError._ALL_BROKERS_DOWN:
             text = re.sub(r"^\S+/\S+: ", "", err.str())
             return re.sub(r" \(after \d+ms in state \w+\)$", "", text)
+    if timeout is None:
+        # What a plaintext client hears from a TLS listener (librdkafka logs it at info
+        # level only): the broker drops the connection at the first request.
+        return (
+            "every broker closed the connection: does LEADFLOW_KAFKA_SECURITY_PROTOCOL "
+            "match the listener's?"
+        )
     return f"no answer within {timeout:g} s"
