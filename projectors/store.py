@@ -102,6 +102,7 @@ def _api_pool(settings: Settings) -> ConnectionPool[Connection]:
                     "connect_timeout": 5,
                     # Every public query is cut off after the API's statement timeout.
                     "options": f"-c search_path={schema} -c statement_timeout={timeout}",
+                    **postgres_tls(settings),
                 },
                 configure=lambda conn: set_json_loads(orjson.loads, conn),
                 name=f"api-{schema}",
