@@ -52,8 +52,11 @@ class SourceHandler(BaseHandler):
         )
         headers = header_map(msg)
         http = read_http_intake(headers)
+        body = msg.value() or b""
+        if self.sealer is not None:
+            body = self.sealer.open_body(body)  # sealed at the intake edge; sealed again on emit
         sub = Submission(
-            body=msg.value() or b"",
+            body=body,
             lead_id=lead_id,
             submitted_ms=submitted_ms,
             flow_id=self.flow.id,
@@ -90,5 +93,6 @@ class SourceHandler(BaseHandler):
         return admit(result, question, answer.duplicate_of, answer.capped)
 
     def close(self) -> None:
+        super().close()
         if self.state is not None:
             self.state.close()

@@ -1,0 +1,137 @@
+"""A step's sealing: clear values inside the handler, sealed values on every topic.
+
+A handler of a flow that declares sensitive fields opens its input's sealed values
+before the pure step decides (a filter, a buyer's request see clear values) and seals
+every event before it is encoded: the sensitive fields of ``vars``, and their clear
+text wherever the event quotes it (a recorded request or response body, a reason).
+The intake edge seals the raw body before it is published (``seal_body``), so no
+topic ever holds a clear sensitive value.
+
+Keys come from ``engine.state.keys.LeadKeys``; ``prefetch`` looks up a fetched
+batch's keys in one query, and a loop that does not call it still works (a query per
+lead, then the in-memory cache).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from confluent_kafka import Message
+
+from engine.events import LeadEvent
+from engine.flows import Flow
+from engine.intake.bodies import decode_body
+from engine.sealing import (
+    ERASED,
+    TOKEN,
+    MasterKey,
+    clear_strings,
+    is_sealed,
+    open_value,
+    require_master_key,
+    seal,
+    seal_snapshot,
+    seal_text,
+    sealed_field,
+)
+from engine.settings import Settings, get_settings
+from engine.state.keys import LeadKeys
+from engine.steps.base import Snapshot
+
+
+class LeadSealer:
+    """Seals and opens one flow's leads; one per handler (not thread-safe)."""
+
+    def __init__(self, flow: Flow, keys: LeadKeys) -> None:
+        self.flow = flow
+        self.sensitive = flow.sensitive
+        self.keys = keys
+
+    @classmethod
+    def for_flow(cls, flow: Flow, settings: Settings | None = None) -> LeadSealer | None:
+        """The flow's sealer, None for a flow with nothing to seal; ``MasterKeyError`` (one
+        line) when the flow seals and no master key is configured."""
+        if not flow.seals:
+            return None
+        settings = settings or get_settings()
+        master: MasterKey = require_master_key(settings, flow.id)
+        return cls(flow, LeadKeys(settings, master))
+
+    def close(self) -> None:
+        self.keys.close()
+
+    def prefetch(self, messages: Iterable[Message]) -> None:
+        """Look up the keys of a fetched batch's leads (their record keys) in one query."""
+        ids = {k.decode(errors="replace") for m in messages if (k := m.key())}
+        if ids:
+            self.keys.fetch(ids)
+
+    def _sealer(self, lead_id: str) -> Any:
+        key = self.keys.ensure(self.flow.id, [lead_id])[lead_id]
+        if key is None:  # an erased lead replayed: nothing of it is kept, not even sealed
+            return lambda _value: ERASED
+        return lambda value: seal(key, lead_id, value)
+
+    def open_snapshot(self, snapshot: Snapshot) -> Snapshot:
+        """``snapshot`` with its sealed values opened (``[erased]`` where the key is gone)."""
+        if not any(is_sealed(v) for v in snapshot.values()):
+            return snapshot
+        lookup = lambda key_id: self.keys.fetch([key_id])[key_id]  # noqa: E731
+        return {k: open_value(v, lookup) if is_sealed(v) else v for k, v in snapshot.items()}
+
+    def open_body(self, body: bytes) -> bytes:
+        """An intake body (JSON, as ``seal_body`` wrote it) with its sealed values opened."""
+        text = body.decode("utf-8", errors="replace")
+        if "enc:v1:" not in text:
+            return body
+        lookup = lambda key_id: self.keys.fetch([key_id])[key_id]  # noqa: E731
+
+        def opened(match: Any) -> str:
+            value = open_value(match.group(0), lookup)
+            # Inside a JSON string: the opened value's JSON text without its quotes.
+            return orjson.dumps(value if isinstance(value, str) else str(value)).decode()[1:-1]
+
+        return TOKEN.sub(opened, text).encode()
+
+    def seal_body(self, lead_id: str, body: bytes, content_type: str) -> tuple[bytes, str]:
+        """An intake body with its sensitive fields sealed, as JSON; the lead's key made and
+        its email and phone indexed for erasure. A body that is not a mapping is kept as
+        it came (the source rejects it) unless it quotes nothing sensitive."""
+        data = decode_body(body, content_type)
+        if not isinstance(data, dict):
+            return body, content_type
+        sealer = self._sealer(lead_id)
+        out = {
+            k: sealer(v)
+            if v not in (None, "") and not is_sealed(v) and k.strip().lower() in self.sensitive
+            else v
+            for k, v in data.items()
+        }
+        emails = [str(v) for k, v in data.items() if "email" in k.lower() and isinstance(v, str)]
+        phones = [str(v) for k, v in data.items() if "phone" in k.lower() and isinstance(v, str)]
+        self.keys.index_person(self.flow.id, lead_id, emails, phones)
+        return orjson.dumps(out), "application/json"
+
+    def seal_event(self, event: LeadEvent) -> LeadEvent:
+        """``event`` as it may be written: sensitive vars sealed, and their clear text
+        sealed wherever the request, response or reason quotes it."""
+        snapshot: Snapshot = event["vars"]
+        if not any(sealed_field(k, self.sensitive) for k in snapshot):
+            return event
+        sealer = self._sealer(event["lead_id"])
+        clears = clear_strings(snapshot, self.sensitive)
+        out: dict[str, Any] = dict(event)
+        out["vars"] = seal_snapshot(snapshot, self.sensitive, sealer)
+        if clears:
+            for part in ("request", "response"):
+                recorded = out.get(part)
+                if isinstance(recorded, dict):
+                    out[part] = {
+                        k: seal_text(v, clears, sealer) if isinstance(v, str) else v
+                        for k, v in recorded.items()
+                    }
+            if isinstance(out.get("reason"), str):
+                out["reason"] = seal_text(out["reason"], clears, sealer)
+        return out

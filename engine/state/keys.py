@@ -1,0 +1,186 @@
+"""Per-lead data keys in Postgres (``engine_lead_keys``), wrapped by the master key.
+
+``LeadKeys`` is a process's handle on them: it creates a lead's key the first time the
+lead is sealed, fetches keys for a batch of leads in one query, and keeps the unwrapped
+keys of recent leads in memory (a lead passes through a step once, and its key never
+changes). Deleting a key (``erase``) is how a person is forgotten: the key row goes, a
+tombstone stays, and no key is ever made again for that lead.
+
+``read_keys`` is the readers' side: the API's own connection, keys looked up, never made.
+Driver errors become ``StateUnavailableError``; nothing above imports psycopg.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
+
+from engine.sealing import (
+    MasterKey,
+    SealingError,
+    new_data_key,
+    person_digest,
+    unwrap_key,
+    wrap_key,
+)
+from engine.settings import Settings
+from engine.state.errors import StateUnavailableError
+from engine.state.postgres import Connection, Cursor, connect, migrate_state
+
+_CACHE = 20_000
+
+_SELECT = "SELECT key_id, wrapped FROM engine_lead_keys WHERE key_id = ANY(%s)"
+_ERASED = "SELECT lead_id FROM engine_erased_leads WHERE lead_id = ANY(%s)"
+_INSERT = """
+INSERT INTO engine_lead_keys (key_id, flow_id, master_key_id, wrapped)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[])
+ON CONFLICT (key_id) DO NOTHING
+"""
+_INDEX = """
+INSERT INTO engine_person_index (kind, digest, lead_id, flow_id) VALUES (%s, %s, %s, %s)
+ON CONFLICT DO NOTHING
+"""
+
+
+def _unwrapped(master: MasterKey, rows: Iterable[tuple[Any, ...]]) -> dict[str, bytes]:
+    return {str(key_id): unwrap_key(master, str(key_id), bytes(w)) for key_id, w in rows}
+
+
+def read_keys(
+    conn: psycopg.Connection[Any], master: MasterKey, key_ids: Iterable[str]
+) -> dict[str, bytes | None]:
+    """Each key id's data key, None where it is gone. For readers: never makes a key.
+    A key that does not unwrap raises ``SealingError`` (the reader shows it unreadable)."""
+    ids = sorted(set(key_ids))
+    if not ids:
+        return {}
+    try:
+        with conn.transaction(), conn.cursor() as cur:  # a savepoint inside a caller's transaction
+            rows = cur.execute(_SELECT, (ids,)).fetchall()
+    except psycopg.Error as exc:
+        raise StateUnavailableError(f"lead keys not readable: {type(exc).__name__}") from exc
+    found = _unwrapped(master, rows)
+    return {key_id: found.get(key_id) for key_id in ids}
+
+
+class LeadKeys:
+    """One process's access to the lead keys; not thread-safe (one per handler)."""
+
+    def __init__(self, settings: Settings, master: MasterKey) -> None:
+        self.settings = settings
+        self.master = master
+        self._cache: OrderedDict[str, bytes | None] = OrderedDict()
+        self._conn: Connection | None = None
+        self._migrated = False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _remember(self, key_id: str, key: bytes | None) -> None:
+        self._cache[key_id] = key
+        self._cache.move_to_end(key_id)
+        while len(self._cache) > _CACHE:
+            self._cache.popitem(last=False)
+
+    def _cursor_work(self, what: str, work: Any) -> Any:
+        if self._conn is None or self._conn.closed:
+            if not self._migrated:
+                migrate_state(self.settings)
+                self._migrated = True
+            self._conn = connect(self.settings, statement_timeout_ms=5_000)
+        try:
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                return work(cur)
+        except psycopg.Error as exc:
+            self.close()
+            raise StateUnavailableError(f"lead keys: {what} failed ({type(exc).__name__})") from exc
+
+    def ensure(self, flow_id: str, lead_ids: Iterable[str]) -> dict[str, bytes | None]:
+        """Each lead's data key, made where the lead has none yet; None for an erased lead
+        (it never gets a key again)."""
+        ids = sorted(set(lead_ids))
+        missing = [i for i in ids if i not in self._cache or self._cache[i] is None]
+        if missing:
+
+            def work(cur: Cursor) -> dict[str, bytes | None]:
+                found = _unwrapped(self.master, cur.execute(_SELECT, (missing,)).fetchall())
+                erased = {r[0] for r in cur.execute(_ERASED, (missing,)).fetchall()}
+                new = [i for i in missing if i not in found and i not in erased]
+                if new:
+                    keys = {i: new_data_key() for i in new}
+                    cur.execute(
+                        _INSERT,
+                        (
+                            new,
+                            [flow_id] * len(new),
+                            [self.master.key_id] * len(new),
+                            [wrap_key(self.master, i, keys[i]) for i in new],
+                        ),
+                    )
+                    # Another process may have made some of them first: read the winners.
+                    found.update(_unwrapped(self.master, cur.execute(_SELECT, (new,)).fetchall()))
+                return {i: found.get(i) for i in missing}
+
+            for key_id, key in self._cursor_work("ensure", work).items():
+                self._remember(key_id, key)
+        return {i: self._cache.get(i) for i in ids}
+
+    def fetch(self, lead_ids: Iterable[str]) -> dict[str, bytes | None]:
+        """Each lead's data key, None where it has none (erased, or never sealed)."""
+        ids = sorted(set(lead_ids))
+        missing = [i for i in ids if i not in self._cache]
+        if missing:
+
+            def work(cur: Cursor) -> dict[str, bytes]:
+                return _unwrapped(self.master, cur.execute(_SELECT, (missing,)).fetchall())
+
+            found: dict[str, bytes] = self._cursor_work("fetch", work)
+            for key_id in missing:
+                self._remember(key_id, found.get(key_id))
+        return {i: self._cache.get(i) for i in ids}
+
+    def index_person(
+        self, flow_id: str, lead_id: str, emails: list[str], phones: list[str]
+    ) -> None:
+        """Record the lead under the keyed hashes of its emails and phones (for erasure)."""
+        rows = [
+            (kind, digest, lead_id, flow_id)
+            for kind, values in (("email", emails), ("phone", phones))
+            for value in values
+            if (digest := person_digest(self.master, kind, value)) is not None
+        ]
+        if rows:
+            self._cursor_work("index", lambda cur: cur.executemany(_INDEX, rows))
+
+
+def find_person(cur: Cursor, master: MasterKey, kind: str, value: str) -> list[str]:
+    """The lead ids recorded under a person's email or phone (none for a malformed value)."""
+    digest = person_digest(master, kind, value)
+    if digest is None:
+        return []
+    rows = cur.execute(
+        "SELECT lead_id FROM engine_person_index WHERE kind = %s AND digest = %s ORDER BY lead_id",
+        (kind, digest),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def erase_leads(cur: Cursor, lead_ids: list[str]) -> int:
+    """Delete the leads' keys and leave tombstones, in the caller's transaction (the
+    tombstone first: a crash between leaves the lead erased, never readable and recorded
+    as erased). Returns how many keys were deleted. Idempotent."""
+    cur.execute(
+        "INSERT INTO engine_erased_leads (lead_id) SELECT unnest(%s::text[])"
+        " ON CONFLICT DO NOTHING",
+        (lead_ids,),
+    )
+    cur.execute("DELETE FROM engine_lead_keys WHERE key_id = ANY(%s)", (lead_ids,))
+    return int(cur.rowcount)
+
+
+__all__ = ["LeadKeys", "SealingError", "erase_leads", "find_person", "read_keys"]
