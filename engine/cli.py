@@ -38,6 +38,7 @@ from engine.runtime.feedback_worker import publish_feedback
 from engine.runtime.kafka.config import route_client_logs
 from engine.runtime.kafka.probe import require_kafka
 from engine.runtime.registry import apply_flow, delete_flow, read_flows
+from engine.runtime.sealer import LeadSealer
 from engine.runtime.step_worker import prepare_topics
 from engine.runtime.stopping import install_stop_handlers
 from engine.settings import get_settings
@@ -228,7 +229,12 @@ def submit(
         leads = list(fake_leads(fake, seed))
     require_kafka(settings)
     prepare_topics(settings, flow)
-    ids = publish_leads(settings, flow.id, leads)
+    sealer = LeadSealer.for_flow(flow, settings)  # a sealing flow without a master key: refused
+    try:
+        ids = publish_leads(settings, flow.id, leads, sealer)
+    finally:
+        if sealer is not None:
+            sealer.close()
     for lead_id in ids:
         print(lead_id)
     console.print(f"published {len(ids)} leads to flow [bold]{flow.id}[/]")
