@@ -23,6 +23,8 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -30,6 +32,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from engine.errors import ConfigError, LeadflowError
+from engine.masking import MASK, field_kind
 from engine.settings import Settings
 
 PREFIX = "enc:v1:"
@@ -88,6 +91,29 @@ def load_master_key(settings: Settings) -> MasterKey | None:
                 f" ({type(exc).__name__})"
             ) from None
         return _decode_master(text, f"LEADFLOW_MASTER_KEY_FILE {settings.master_key_file}")
+    return None
+
+
+def master_key_from_env() -> MasterKey | None:
+    """The master key as a reader (the API, an export) finds it in the environment: the same
+    variables as ``load_master_key``, read once per value (readers have no Settings at hand)."""
+    return _cached_master(
+        os.environ.get("LEADFLOW_MASTER_KEY"), os.environ.get("LEADFLOW_MASTER_KEY_FILE")
+    )
+
+
+@lru_cache(maxsize=4)
+def _cached_master(text: str | None, path: str | None) -> MasterKey | None:
+    if text:
+        return _decode_master(text, "LEADFLOW_MASTER_KEY")
+    if path:
+        try:
+            return _decode_master(
+                Path(path).read_text(encoding="ascii"), "LEADFLOW_MASTER_KEY_FILE"
+            )
+        except (OSError, UnicodeDecodeError):
+            raise MasterKeyError(f"LEADFLOW_MASTER_KEY_FILE {path} cannot be read") from None
+        return _decode_master(text, "LEADFLOW_MASTER_KEY_FILE")
     return None
 
 
@@ -245,6 +271,34 @@ def open_value(value: Any, lookup: KeyLookup) -> Any:
     if isinstance(value, list):
         return [open_value(v, lookup) for v in value]
     return value
+
+
+def _hidden(match: re.Match[str], lookup: KeyLookup) -> str:
+    opened = _open_token(match, lookup)
+    return opened if opened in (ERASED, UNREADABLE) else MASK
+
+
+def _masked_open(value: Any, lookup: KeyLookup, name: str | None) -> Any:
+    if isinstance(value, dict):
+        return {k: _masked_open(v, lookup, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked_open(v, lookup, name) for v in value]
+    if isinstance(value, str) and PREFIX in value:
+        whole = TOKEN.fullmatch(value)
+        if whole is not None and name is not None and field_kind(name) is not None:
+            return _open_token(whole, lookup)  # the masking policy masks it by its kind
+        return TOKEN.sub(lambda m: _hidden(m, lookup), value)
+    return value
+
+
+def reveal(value: Any, lookup: KeyLookup, *, sees_pii: bool) -> Any:
+    """``value`` opened for a reader, before ``engine.masking``: with ``pii:read`` every
+    sealed value opened; without, only fields whose kind the masking policy masks (an
+    email, an SSN: the reader sees its mask), every other sealed value ``***``. Either
+    way ``[erased]`` where the key is gone and ``[unreadable]`` where it does not open."""
+    if sees_pii:
+        return open_value(value, lookup)
+    return _masked_open(value, lookup, None)
 
 
 # -- the person index ----------------------------------------------------------------------

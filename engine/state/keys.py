@@ -18,11 +18,15 @@ from typing import Any
 
 import psycopg
 
+from engine.errors import ConfigError
 from engine.sealing import (
     MasterKey,
     SealingError,
+    key_ids,
+    master_key_from_env,
     new_data_key,
     person_digest,
+    reveal,
     unwrap_key,
     wrap_key,
 )
@@ -64,6 +68,28 @@ def read_keys(
         raise StateUnavailableError(f"lead keys not readable: {type(exc).__name__}") from exc
     found = _unwrapped(master, rows)
     return {key_id: found.get(key_id) for key_id in ids}
+
+
+def reveal_sealed(conn: psycopg.Connection[Any], value: Any, *, sees_pii: bool) -> Any:
+    """``value`` (what a reader is about to get) with its sealed values opened for it
+    (``engine.sealing.reveal``): one key query for all the leads it names. Never raises:
+    no master key, a database error or a key that does not unwrap reads ``[unreadable]``."""
+    ids = key_ids(value)
+    if not ids:
+        return value
+    keys: dict[str, bytes | None] | None
+    try:
+        master = master_key_from_env()
+        keys = read_keys(conn, master, ids) if master is not None else None
+    except (StateUnavailableError, SealingError, ConfigError):
+        keys = None
+
+    def lookup(key_id: str) -> bytes | None:
+        if keys is None:
+            raise SealingError("no keys")
+        return keys.get(key_id)
+
+    return reveal(value, lookup, sees_pii=sees_pii)
 
 
 class LeadKeys:
