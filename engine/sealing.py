@@ -119,7 +119,7 @@ def _cached_master(text: str | None, path: str | None) -> MasterKey | None:
 
 def require_master_key(settings: Settings, flow_id: str) -> MasterKey:
     """The master key, or a one-line ``MasterKeyError`` naming the flow that needs it."""
-    key = load_master_key(settings)
+    key = load_master_key(settings) or master_key_from_env()
     if key is None:
         raise MasterKeyError(
             f"flow {flow_id} declares sensitive fields: set LEADFLOW_MASTER_KEY or"

@@ -113,9 +113,9 @@ class BaseHandler:
         )
         self.retry_topic = retry_topic(flow.id, step.id)
         self.dlq_topic = dlq_topic(flow.id)
-        # None unless the flow declares sensitive fields; then a missing master key stops
-        # the worker here, before it writes anything.
-        self.sealer = LeadSealer.for_flow(flow)
+        # Set by ``make_handler`` for a flow that declares sensitive fields (where a missing
+        # master key stops the worker before it writes anything); None: nothing is sealed.
+        self.sealer: LeadSealer | None = None
 
     def prefetch(self, messages: list[Message]) -> None:
         """Optional hook a loop calls with each fetched batch: the batch's lead keys in one
