@@ -106,7 +106,14 @@ def _raw_records(settings: Settings, unique_id: str) -> list[tuple[str, int, int
             if msg.error():
                 pending.discard((msg.topic(), msg.partition()))
                 continue
-            out.append((msg.topic(), msg.partition(), msg.offset(), msg.value() or b""))
+            out.append(
+                (
+                    str(msg.topic()),
+                    int(msg.partition() or 0),
+                    int(msg.offset() or 0),
+                    msg.value() or b"",
+                )
+            )
     consumer.close()
     return out
 
@@ -118,7 +125,7 @@ def _every_row(conn: psycopg.Connection[Any], schema: str) -> str:
         " WHERE (table_schema = %s OR table_schema LIKE %s) AND table_type = 'BASE TABLE'",
         (schema, schema + "\\_%"),
     ).fetchall()
-    texts = []
+    texts: list[str] = []
     for table_schema, table in tables:
         query = sql.SQL("SELECT t::text FROM {}.{} t").format(
             sql.Identifier(table_schema), sql.Identifier(table)
