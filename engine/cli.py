@@ -27,6 +27,7 @@ from engine.errors import LeadflowError
 from engine.flows import load_flow
 from engine.intake.fake import fake_leads
 from engine.logs import configure_logging
+from engine.ops.erase_cli import erase
 from engine.ops.feedback_check import check_feedback, parse_or_refuse
 from engine.ops.keys_cli import keys_app
 from engine.ops.offsets_cli import offsets_app
@@ -60,6 +61,7 @@ flow_app = typer.Typer(no_args_is_help=True, help="Flow definitions (the registr
 app.add_typer(flow_app, name="flow")
 app.add_typer(offsets_app, name="offsets")
 app.add_typer(keys_app, name="keys")
+app.command()(erase)
 app.add_typer(projections_app, name="projections")
 app.add_typer(streamer_app, name="streamer")
 app.command()(replay)

@@ -15,18 +15,21 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from fastapi.testclient import TestClient
 from psycopg import sql
+from typer.testing import CliRunner
 
 from engine.access.store import create_key
 from engine.api.app import create_app
+from engine.cli import app as cli_app
 from engine.demo.buyer import BuyerServer
 from engine.flows import Flow, parse_flow
+from engine.ops import erase_cli
 from engine.ops.submit import publish_leads
 from engine.runtime.kafka.config import consumer_config
 from engine.runtime.sealer import LeadSealer
 from engine.runtime.step_worker import prepare_topics
 from engine.sealing import ERASED, master_key_from_env, new_master_key_text
 from engine.settings import Settings
-from engine.state.keys import erase_leads, find_person
+from engine.state.keys import find_person
 from engine.state.postgres import connect as state_connect
 from projectors.batch import Record, build_batch
 from projectors.generations import migrate_database
@@ -205,7 +208,7 @@ def test_no_topic_and_no_table_holds_a_clear_sensitive_value(
 
 
 def test_the_api_opens_for_pii_read_masks_for_others_and_shows_erased_after_the_key_goes(
-    sealed_run: tuple[Settings, Flow, list[str]],
+    sealed_run: tuple[Settings, Flow, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings, flow, (first, second) = sealed_run
     migrate_database(settings)
@@ -235,9 +238,17 @@ def test_the_api_opens_for_pii_read_masks_for_others_and_shows_erased_after_the_
     export = pii.get(f"/flows/{flow.id}/events/export", params={"format": "jsonl"})
     assert export.status_code == 200 and "IncomeSecret98765" in export.text
 
-    # Crypto-shredding: the first lead's key goes, its values read [erased] everywhere.
-    with state_connect(settings) as conn, conn.transaction(), conn.cursor() as cur:
-        assert erase_leads(cur, [first]) == 1
+    # Crypto-shredding: `leadflow erase --email` finds the first lead through the keyed
+    # hash and deletes its key; its values read [erased] everywhere. Again: nothing more.
+    monkeypatch.setattr(erase_cli, "get_settings", lambda: settings)
+    runner = CliRunner()
+    done = runner.invoke(cli_app, ["erase", "--email", "Ada@Example.com"])
+    assert done.exit_code == 0, done.output
+    assert first in done.stdout and "1 key(s) deleted now" in done.output
+    again = runner.invoke(cli_app, ["erase", "--lead", first])
+    assert again.exit_code == 0 and "0 key(s) deleted now" in again.output
+    unknown = runner.invoke(cli_app, ["erase", "--email", "nobody@example.com"])
+    assert unknown.exit_code == 1 and "not found" in unknown.output
     gone = pii.get(f"/leads/{first}/events")
     assert gone.status_code == 200 and ERASED in gone.text
     assert [c for c in CLEAR["first"] if c in gone.text] == []
