@@ -42,6 +42,7 @@ from engine.runtime.registry import apply_flow, delete_flow, read_flows
 from engine.runtime.sealer import LeadSealer
 from engine.runtime.step_worker import prepare_topics
 from engine.runtime.stopping import install_stop_handlers
+from engine.sealing import require_master_key
 from engine.settings import get_settings
 from engine.state.postgres import migrate_state
 from engine.supervisor import registry_role_problems, role_names, run_role, supervise
@@ -118,6 +119,11 @@ def run(
     migrate_state(settings)  # caps and duplicate checks: before any step decides
     stop = threading.Event()
     if flow_file is None:
+        # A sealing flow's steps cannot run without the master key: say so once, here,
+        # rather than as a worker restarted every few seconds (a flow applied later would).
+        for applied in read_flows(settings):
+            if applied.seals:
+                require_master_key(settings, applied.id)
         if not wanted or "projector" in wanted:
             migrate_database(settings)
         install_stop_handlers(stop)
@@ -132,6 +138,8 @@ def run(
             f"unknown role(s) {', '.join(unknown)}; this flow has "
             f"{', '.join(role_names(flow))}{why}"
         )
+    if flow.seals:
+        require_master_key(settings, flow.id)
     prepare_topics(settings, flow)
     if "projector" in wanted:
         migrate_database(settings)

@@ -26,9 +26,11 @@ from engine.intake.bodies import decode_body
 from engine.sealing import (
     ERASED,
     TOKEN,
+    KeyLookup,
     MasterKey,
     clear_strings,
     is_sealed,
+    key_ids,
     open_value,
     require_master_key,
     seal,
@@ -74,11 +76,18 @@ class LeadSealer:
             return lambda _value: ERASED
         return lambda value: seal(key, lead_id, value)
 
+    def _lookup(self, value: Any) -> KeyLookup:
+        """The keys ``value`` names, fetched now: a key store that cannot answer (or a master
+        key that unwraps nothing) raises here, so the lead is retried - never decided on
+        values read as ``[unreadable]``. Only a key that is gone opens as ``[erased]``."""
+        keys = self.keys.fetch(key_ids(value))
+        return lambda key_id: keys.get(key_id)
+
     def open_snapshot(self, snapshot: Snapshot) -> Snapshot:
         """``snapshot`` with its sealed values opened (``[erased]`` where the key is gone)."""
         if not any(is_sealed(v) for v in snapshot.values()):
             return snapshot
-        lookup = lambda key_id: self.keys.fetch([key_id])[key_id]  # noqa: E731
+        lookup = self._lookup(snapshot)
         return {k: open_value(v, lookup) if is_sealed(v) else v for k, v in snapshot.items()}
 
     def open_body(self, body: bytes) -> bytes:
@@ -86,7 +95,7 @@ class LeadSealer:
         text = body.decode("utf-8", errors="replace")
         if "enc:v1:" not in text:
             return body
-        lookup = lambda key_id: self.keys.fetch([key_id])[key_id]  # noqa: E731
+        lookup = self._lookup(text)
 
         def opened(match: Any) -> str:
             value = open_value(match.group(0), lookup)

@@ -125,6 +125,12 @@ class LeadKeys:
         except psycopg.Error as exc:
             self.close()
             raise StateUnavailableError(f"lead keys: {what} failed ({type(exc).__name__})") from exc
+        except SealingError as exc:
+            # Not this lead's fault: the master key is not the one that wrapped the keys.
+            # The lead waits (a transient error: retried, logged), it is not dead-lettered.
+            raise StateUnavailableError(
+                f"lead keys: {what}: a data key does not unwrap with this master key"
+            ) from exc
 
     def ensure(self, flow_id: str, lead_ids: Iterable[str]) -> dict[str, bytes | None]:
         """Each lead's data key, made where the lead has none yet; None for an erased lead

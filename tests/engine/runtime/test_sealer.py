@@ -7,10 +7,12 @@ from typing import Any, cast
 from urllib.parse import parse_qsl
 
 import orjson
+import pytest
 
 from engine.flows import parse_flow
 from engine.runtime.sealer import LeadSealer
 from engine.sealing import ERASED, PREFIX, new_data_key
+from engine.state.errors import StateUnavailableError
 from engine.state.keys import LeadKeys
 
 LEAD = "01JABCDEFGHJKMNPQRSTVWXYZ0"
@@ -106,3 +108,15 @@ def test_an_erased_lead_replayed_reads_erased_and_is_never_sealed_again() -> Non
     assert sealer.open_snapshot(sealed["vars"]) == {"lead.ssn": ERASED}
     again = sealer.seal_event({"lead_id": LEAD, "vars": {"lead.ssn": "123-45-6789"}})
     assert again["vars"] == {"lead.ssn": ERASED}
+
+
+def test_a_key_store_that_cannot_answer_stops_the_lead_instead_of_reading_it_unreadable() -> None:
+    sealer, keys = _sealer()
+    sealed = sealer.seal_event({"lead_id": LEAD, "vars": {"lead.ssn": "123-45-6789"}})
+
+    def down(_: Any) -> dict[str, bytes | None]:
+        raise StateUnavailableError("lead keys: fetch failed (OperationalError)")
+
+    keys.fetch = down  # type: ignore[method-assign,assignment]  # the store goes down
+    with pytest.raises(StateUnavailableError):
+        sealer.open_snapshot(sealed["vars"])
