@@ -118,10 +118,20 @@ class LeadSealer:
             else v
             for k, v in data.items()
         }
+        self._index(lead_id, data)
+        return orjson.dumps(out), "application/json"
+
+    def index_body(self, lead_id: str, body: bytes, content_type: str) -> None:
+        """Index the person of a body the intake edge did not seal (a producer writing the
+        intake topic itself), so erasure finds that lead too."""
+        data = decode_body(body, content_type)
+        if isinstance(data, dict):
+            self._index(lead_id, data)
+
+    def _index(self, lead_id: str, data: dict[str, Any]) -> None:
         emails = [str(v) for k, v in data.items() if "email" in k.lower() and isinstance(v, str)]
         phones = [str(v) for k, v in data.items() if "phone" in k.lower() and isinstance(v, str)]
         self.keys.index_person(self.flow.id, lead_id, emails, phones)
-        return orjson.dumps(out), "application/json"
 
     def seal_event(self, event: LeadEvent) -> LeadEvent:
         """``event`` as it may be written: sensitive vars sealed, and their clear text

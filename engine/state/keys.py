@@ -43,8 +43,11 @@ INSERT INTO engine_lead_keys (key_id, flow_id, master_key_id, wrapped)
 SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[])
 ON CONFLICT (key_id) DO NOTHING
 """
+# Never for an erased lead (a replay of its intake record must not link it to a person again).
 _INDEX = """
-INSERT INTO engine_person_index (kind, digest, lead_id, flow_id) VALUES (%s, %s, %s, %s)
+INSERT INTO engine_person_index (kind, digest, lead_id, flow_id)
+SELECT %(kind)s, %(digest)s, %(lead)s, %(flow)s
+WHERE NOT EXISTS (SELECT 1 FROM engine_erased_leads WHERE lead_id = %(lead)s)
 ON CONFLICT DO NOTHING
 """
 
@@ -181,7 +184,7 @@ class LeadKeys:
     ) -> None:
         """Record the lead under the keyed hashes of its emails and phones (for erasure)."""
         rows = [
-            (kind, digest, lead_id, flow_id)
+            {"kind": kind, "digest": digest, "lead": lead_id, "flow": flow_id}
             for kind, values in (("email", emails), ("phone", phones))
             for value in values
             if (digest := person_digest(self.master, kind, value)) is not None
@@ -203,16 +206,19 @@ def find_person(cur: Cursor, master: MasterKey, kind: str, value: str) -> list[s
 
 
 def erase_leads(cur: Cursor, lead_ids: list[str]) -> int:
-    """Delete the leads' keys and leave tombstones, in the caller's transaction (the
-    tombstone first: a crash between leaves the lead erased, never readable and recorded
-    as erased). Returns how many keys were deleted. Idempotent."""
+    """Delete the leads' keys and their person-index rows and leave tombstones, in the
+    caller's transaction (one commit: never readable yet recorded as erased). Returns how
+    many keys were deleted. Idempotent."""
     cur.execute(
         "INSERT INTO engine_erased_leads (lead_id) SELECT unnest(%s::text[])"
         " ON CONFLICT DO NOTHING",
         (lead_ids,),
     )
     cur.execute("DELETE FROM engine_lead_keys WHERE key_id = ANY(%s)", (lead_ids,))
-    return int(cur.rowcount)
+    deleted = int(cur.rowcount)
+    # The keyed hashes go too: nothing links the person to the lead ids any more.
+    cur.execute("DELETE FROM engine_person_index WHERE lead_id = ANY(%s)", (lead_ids,))
+    return deleted
 
 
 __all__ = ["LeadKeys", "SealingError", "erase_leads", "find_person", "read_keys"]

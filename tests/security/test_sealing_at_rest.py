@@ -249,6 +249,12 @@ def test_the_api_opens_for_pii_read_masks_for_others_and_shows_erased_after_the_
     assert again.exit_code == 0 and "0 key(s) deleted now" in again.output
     unknown = runner.invoke(cli_app, ["erase", "--email", "nobody@example.com"])
     assert unknown.exit_code == 1 and "not found" in unknown.output
+    # Nothing links the person to the lead any more; the other lead is still indexed.
+    gone_again = runner.invoke(cli_app, ["erase", "--email", "ada@example.com"])
+    assert gone_again.exit_code == 1 and "not found" in gone_again.output
+    with state_connect(settings) as conn:
+        indexed = {r[0] for r in conn.execute("SELECT lead_id FROM engine_person_index")}
+    assert indexed == {second}
     gone = pii.get(f"/leads/{first}/events")
     assert gone.status_code == 200 and ERASED in gone.text
     assert [c for c in CLEAR["first"] if c in gone.text] == []
@@ -258,3 +264,28 @@ def test_the_api_opens_for_pii_read_masks_for_others_and_shows_erased_after_the_
     assert [c for c in CLEAR["first"] if c in export.text] == []
     assert "IncomeSecret12345" in export.text  # the other lead is intact
     assert "1991-03-14" in pii.get(f"/leads/{second}/events").text
+
+
+def test_a_producer_that_writes_clear_leads_itself_gets_them_sealed_from_the_source_on(
+    stack: Settings, unique_id: str, buyer: BuyerServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEADFLOW_MASTER_KEY", new_master_key_text())
+    settings = stack.model_copy(update={"db_schema": unique_id})
+    flow = _flow(unique_id, buyer.url)
+    prepare_topics(settings, flow)
+    stop = threading.Event()
+    threads = run_steps(settings, flow, stop)
+    try:
+        [lead_id] = publish_leads(settings, flow.id, [FIRST])  # no sealer: its own producer
+        wait_for_completion(settings, flow, 1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    for topic, _, offset, value in _raw_records(settings, flow.id):
+        if not topic.endswith(".intake"):  # what the producer wrote is its own
+            assert [c for c in CLEAR["first"] if c.encode() in value] == [], f"{topic}@{offset}"
+    master = master_key_from_env()
+    assert master is not None
+    with state_connect(settings) as conn, conn.cursor() as cur:
+        assert find_person(cur, master, "phone", "512-555-0123") == [lead_id]

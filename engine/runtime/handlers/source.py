@@ -52,9 +52,13 @@ class SourceHandler(BaseHandler):
         )
         headers = header_map(msg)
         http = read_http_intake(headers)
+        content_type = headers.get("content-type", b"application/json").decode(errors="replace")
         body = msg.value() or b""
         if self.sealer is not None:
-            body = self.sealer.open_body(body)  # sealed at the intake edge; sealed again on emit
+            if b"enc:v1:" in body:
+                body = self.sealer.open_body(body)  # sealed at the intake edge; again on emit
+            else:  # a producer that wrote the intake topic itself: sealed from here on
+                self.sealer.index_body(lead_id, body, content_type)
         sub = Submission(
             body=body,
             lead_id=lead_id,
@@ -63,7 +67,7 @@ class SourceHandler(BaseHandler):
             flow_name=self.flow.name,
             source_id=headers.get("source-id", self.step.id.encode()).decode(errors="replace"),
             source_name=self.step.name,
-            content_type=headers.get("content-type", b"application/json").decode(errors="replace"),
+            content_type=content_type,
             http_request=http.request if http is not None else None,
             price=http.price if http is not None else None,
         )
