@@ -172,3 +172,28 @@ def test_a_flow_seals_what_it_declares_ssns_and_dates_of_birth() -> None:
     assert "email" not in flow.sensitive
     plain = parse_flow(FLOW.replace("sensitive_fields: [income]\n", ""))
     assert not plain.seals
+
+
+def test_a_reader_without_pii_read_sees_masks_and_markers_never_a_clear_declared_value() -> None:
+    from engine.masking import for_reader
+    from engine.sealing import reveal
+
+    gone = "01JOTHERLEAD00000000000000"
+    value = {
+        "lead.ssn": seal(KEY, LEAD, "123-45-6789"),  # a kind the policy masks: opened, masked
+        "lead.dob": seal(KEY, LEAD, "1984-07-21"),
+        "lead.income": seal(KEY, LEAD, 98765),  # declared, no kind: masked whole
+        "lead.email": seal(new_data_key(), gone, "x@y.co"),  # key gone
+        "request": {"body": f"income={seal(KEY, LEAD, 98765)}"},
+    }
+    masked = for_reader(reveal(value, _lookup, sees_pii=False), sees_pii=False)
+    assert masked == {
+        "lead.ssn": "***-**-6789",
+        "lead.dob": "1984-**-**",
+        "lead.income": "***",
+        "lead.email": ERASED,
+        "request": {"body": "income=***"},
+    }
+    clear = for_reader(reveal(value, _lookup, sees_pii=True), sees_pii=True)
+    assert clear["lead.income"] == 98765 and clear["request"]["body"] == "income=98765"
+    assert clear["lead.email"] == ERASED

@@ -237,6 +237,14 @@ def test_the_api_opens_for_pii_read_masks_for_others_and_shows_erased_after_the_
     assert "1984-**-**" in masked.text and "enc:v1:" not in masked.text
     export = pii.get(f"/flows/{flow.id}/events/export", params={"format": "jsonl"})
     assert export.status_code == 200 and "IncomeSecret98765" in export.text
+    timeline = clear.json()
+    timeline = timeline if isinstance(timeline, list) else timeline["events"]
+    accepted = next(e["id"] for e in timeline if e["type"] == "source.accepted")
+    ui_event = f"/ui/api/events/{accepted}"
+    ui_clear, ui_masked = pii.get(ui_event), reader.get(ui_event)
+    assert ui_clear.status_code == ui_masked.status_code == 200
+    assert "1984-07-21" in ui_clear.text and "enc:v1:" not in ui_clear.text
+    assert [c for c in EVERY_CLEAR if c in ui_masked.text] == []
 
     # Crypto-shredding: `leadflow erase --email` finds the first lead through the keyed
     # hash and deletes its key; its values read [erased] everywhere. Again: nothing more.
@@ -259,6 +267,8 @@ def test_the_api_opens_for_pii_read_masks_for_others_and_shows_erased_after_the_
     assert gone.status_code == 200 and ERASED in gone.text
     assert [c for c in CLEAR["first"] if c in gone.text] == []
     assert ERASED in reader.get(f"/leads/{first}/events").text
+    ui_gone = pii.get(ui_event)
+    assert ERASED in ui_gone.text and [c for c in CLEAR["first"] if c in ui_gone.text] == []
     export = pii.get(f"/flows/{flow.id}/events/export", params={"format": "jsonl"})
     assert export.status_code == 200
     assert [c for c in CLEAR["first"] if c in export.text] == []
