@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -223,14 +224,18 @@ def clear_strings(snapshot: Mapping[str, Any], sensitive: frozenset[str]) -> lis
 
 def seal_text(text: str, clears: Iterable[str], sealer: Callable[[Any], str]) -> str:
     """``text`` (a recorded request or response body) with each clear value replaced by
-    its sealed form, as written or URL-encoded (a form body)."""
-    from urllib.parse import quote_plus
-
+    its sealed form, as written or URL-encoded (a form body). One pass, longest value
+    first: a token just written is never searched again (its base64 could hold a digit
+    run that is another, shorter clear value)."""
+    forms: dict[str, str] = {}
     for clear in clears:
-        for form in {clear, quote_plus(clear)}:
-            if form in text:
-                text = text.replace(form, sealer(clear))
-    return text
+        for form in (clear, quote_plus(clear)):
+            forms.setdefault(form, clear)
+    present = sorted((f for f in forms if f in text), key=len, reverse=True)
+    if not present:
+        return text
+    pattern = re.compile("|".join(re.escape(f) for f in present))
+    return pattern.sub(lambda m: sealer(forms[m.group(0)]), text)
 
 
 # -- opening for a reader ----------------------------------------------------------------

@@ -91,27 +91,30 @@ class LeadSealer:
         return {k: open_value(v, lookup) if is_sealed(v) else v for k, v in snapshot.items()}
 
     def open_body(self, body: bytes) -> bytes:
-        """An intake body (JSON, as ``seal_body`` wrote it) with its sealed values opened."""
-        text = body.decode("utf-8", errors="replace")
-        if "enc:v1:" not in text:
+        """An intake body as ``seal_body`` wrote it (JSON with sealed fields, or one sealed
+        string for a body that is not a mapping) with its sealed values opened."""
+        if b"enc:v1:" not in body:
             return body
+        text = body.decode("utf-8", errors="replace")
         lookup = self._lookup(text)
-
-        def opened(match: Any) -> str:
-            value = open_value(match.group(0), lookup)
-            # Inside a JSON string: the opened value's JSON text without its quotes.
-            return orjson.dumps(value if isinstance(value, str) else str(value)).decode()[1:-1]
-
-        return TOKEN.sub(opened, text).encode()
+        whole = TOKEN.fullmatch(text)
+        if whole is not None:
+            opened = open_value(text, lookup)
+            return opened.encode() if isinstance(opened, str) else body
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body  # not as seal_body writes it: the source step judges it as it is
+        return orjson.dumps(open_value(data, lookup))  # typed values back (a number stays one)
 
     def seal_body(self, lead_id: str, body: bytes, content_type: str) -> tuple[bytes, str]:
         """An intake body with its sensitive fields sealed, as JSON; the lead's key made and
-        its email and phone indexed for erasure. A body that is not a mapping is kept as
-        it came (the source rejects it) unless it quotes nothing sensitive."""
+        its email and phone indexed for erasure. A body that is not a mapping (the source
+        rejects it, but it may still quote anything) is sealed whole, as one string."""
         data = decode_body(body, content_type)
-        if not isinstance(data, dict):
-            return body, content_type
         sealer = self._sealer(lead_id)
+        if not isinstance(data, dict):
+            return sealer(body.decode("utf-8", errors="replace")).encode(), content_type
         out = {
             k: sealer(v)
             if v not in (None, "") and not is_sealed(v) and k.strip().lower() in self.sensitive
@@ -133,22 +136,31 @@ class LeadSealer:
         phones = [str(v) for k, v in data.items() if "phone" in k.lower() and isinstance(v, str)]
         self.keys.index_person(self.flow.id, lead_id, emails, phones)
 
-    def seal_event(self, event: LeadEvent) -> LeadEvent:
+    def seal_event(self, event: LeadEvent, *, whole_request_body: bool = False) -> LeadEvent:
         """``event`` as it may be written: sensitive vars sealed, and their clear text
-        sealed wherever the request, response or reason quotes it."""
-        snapshot: Snapshot = event["vars"]
+        sealed wherever the request, response or reason quotes it. ``whole_request_body``
+        (the source's events: the body as a source sent it, which may quote anything,
+        parsed or not) seals the recorded request body whole."""
+        out: dict[str, Any] = dict(event)
+        request = out.get("request")
+        if whole_request_body and isinstance(request, dict):
+            body = request.get("body")
+            if isinstance(body, str) and body and not is_sealed(body):
+                out["request"] = {**request, "body": self._sealer(event["lead_id"])(body)}
+        snapshot: Snapshot = out["vars"]
         if not any(sealed_field(k, self.sensitive) for k in snapshot):
-            return event
+            return out
         sealer = self._sealer(event["lead_id"])
         clears = clear_strings(snapshot, self.sensitive)
-        out: dict[str, Any] = dict(event)
         out["vars"] = seal_snapshot(snapshot, self.sensitive, sealer)
         if clears:
             for part in ("request", "response"):
                 recorded = out.get(part)
                 if isinstance(recorded, dict):
                     out[part] = {
-                        k: seal_text(v, clears, sealer) if isinstance(v, str) else v
+                        k: seal_text(v, clears, sealer)
+                        if isinstance(v, str) and not is_sealed(v)
+                        else v
                         for k, v in recorded.items()
                     }
             if isinstance(out.get("reason"), str):

@@ -63,11 +63,14 @@ SECOND = {
     "dob": "1991-03-14",
     "income": "IncomeSecret12345",
 }
-CLEAR = {
+CLEAR: dict[str, tuple[str, ...]] = {
     "first": ("123-45-6789", "123456789", "1984-07-21", "IncomeSecret98765"),
     "second": ("234-56-7890", "234567890", "1991-03-14", "IncomeSecret12345"),
 }
-EVERY_CLEAR = CLEAR["first"] + CLEAR["second"]
+# Not JSON at all: the source rejects it, and it is sealed whole all the same.
+BROKEN = '{"first_name": "Broken", "ssn": "456-78-9012", "dob": "1970-01-02"'
+CLEAR["broken"] = ("456-78-9012", "1970-01-02")
+EVERY_CLEAR = CLEAR["first"] + CLEAR["second"] + CLEAR["broken"]
 
 
 def _flow(unique_id: str, buyer_url: str) -> Flow:
@@ -157,7 +160,7 @@ def sealed_run(
     sealer = LeadSealer.for_flow(flow, settings)
     assert sealer is not None
     try:
-        ids = publish_leads(settings, flow.id, [FIRST, SECOND], sealer)
+        ids = publish_leads(settings, flow.id, [FIRST, SECOND, BROKEN], sealer)
         wait_for_completion(settings, flow, len(ids))
     finally:
         sealer.close()
@@ -210,7 +213,7 @@ def test_no_topic_and_no_table_holds_a_clear_sensitive_value(
 def test_the_api_opens_for_pii_read_masks_for_others_and_shows_erased_after_the_key_goes(
     sealed_run: tuple[Settings, Flow, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings, flow, (first, second) = sealed_run
+    settings, flow, (first, second, _) = sealed_run
     migrate_database(settings)
     codec = EventCodec()
     events = [

@@ -137,6 +137,8 @@ class BaseHandler:
         timing: Timing,
         source: Message,
         attempt: int = 1,
+        *,
+        seal_request_body: bool = False,
     ) -> list[Record]:
         """Settle the step's result (``engine.steps.settlement``) and write what it says:
         the stamped events, then the input on the retry or the dead-letter topic."""
@@ -148,7 +150,8 @@ class BaseHandler:
         hand_off_at = len(events) - 1 if settled.hand_off else -1
         records = []
         if self.sealer is not None:
-            events = [self.sealer.seal_event(event) for event in events]
+            sealer, whole = self.sealer, seal_request_body
+            events = [sealer.seal_event(event, whole_request_body=whole) for event in events]
         for i, event in enumerate(events):
             headers: Headers = [(TYPE_HEADER, event["type"].encode())]
             if i == hand_off_at:

@@ -77,7 +77,9 @@ class SourceHandler(BaseHandler):
         if http is not None:
             result = answer_source(result, sub, http, self.step.settings, now_ms())
         timing = Timing(start, now_ms(), max(0, start - produced_ms) if produced_ms > 0 else 0)
-        return self._emit(result, lead_id, submitted_ms, {}, timing, msg)
+        # The inbound body, as recorded in the source's events, is sealed whole: it may
+        # quote a sensitive value however the source spelled or nested it.
+        return self._emit(result, lead_id, submitted_ms, {}, timing, msg, seal_request_body=True)
 
     def _admit(self, sub: Submission, result: StepResult, state: StateStore) -> StepResult:
         """Ask the state what ``engine.steps.admission`` says to ask, and let it judge the

@@ -97,7 +97,7 @@ def test_an_event_is_sealed_in_its_vars_and_wherever_it_quotes_them() -> None:
 def test_a_flow_event_without_sensitive_vars_is_written_as_it_is() -> None:
     sealer, keys = _sealer()
     event = {"lead_id": LEAD, "vars": {"lead.email": "a@b.co"}, "reason": None}
-    assert sealer.seal_event(event) is event
+    assert sealer.seal_event(event) == event
     assert keys.keys == {}
 
 
@@ -120,3 +120,30 @@ def test_a_key_store_that_cannot_answer_stops_the_lead_instead_of_reading_it_unr
     keys.fetch = down  # type: ignore[method-assign,assignment]  # the store goes down
     with pytest.raises(StateUnavailableError):
         sealer.open_snapshot(sealed["vars"])
+
+
+def test_a_body_that_is_not_a_mapping_is_sealed_whole_and_opened_back_as_it_came() -> None:
+    sealer, _ = _sealer()
+    broken = b'{"ssn": "123-45-6789", "dob": "1984-07-21"'  # cut short: not JSON
+    sealed, content_type = sealer.seal_body(LEAD, broken, "application/json")
+    assert sealed.startswith(PREFIX.encode()) and b"1984" not in sealed
+    assert content_type == "application/json"
+    assert sealer.open_body(sealed) == broken
+
+
+def test_typed_values_come_back_typed_from_a_sealed_json_body() -> None:
+    sealer, _ = _sealer()
+    sealed, _ = sealer.seal_body(LEAD, b'{"income": 90000, "ssn": null}', "application/json")
+    assert orjson.loads(sealer.open_body(sealed)) == {"income": 90000, "ssn": None}
+
+
+def test_the_sources_recorded_request_body_is_sealed_whole() -> None:
+    sealer, _ = _sealer()
+    event = {
+        "lead_id": LEAD,
+        "vars": {"lead.id": LEAD},  # a rejected body: nothing typed
+        "request": {"body": '{"ssn": "123-45-6789", "dob": "1984-07-21"', "headers": {}},
+    }
+    sealed = sealer.seal_event(event, whole_request_body=True)
+    assert sealed["request"]["body"].startswith(PREFIX + LEAD)
+    assert "1984" not in orjson.dumps(sealed).decode()
