@@ -192,6 +192,7 @@ def key_ids(value: Any) -> set[str]:
 # -- snapshots: which fields are sealed ------------------------------------------------
 
 
+@lru_cache(maxsize=8192)  # a flow's snapshots repeat the same few hundred names
 def sealed_field(name: str, sensitive: frozenset[str]) -> bool:
     """Whether a snapshot key (``lead.dob``, ``lead.dob.year``) holds a sensitive field."""
     parts = name.split(".")
@@ -222,6 +223,11 @@ def clear_strings(snapshot: Mapping[str, Any], sensitive: frozenset[str]) -> lis
     return sorted((s for s in out if len(s) >= 4), key=len, reverse=True)
 
 
+@lru_cache(maxsize=4096)
+def _form_encoded(clear: str) -> str:
+    return quote_plus(clear)
+
+
 def seal_text(text: str, clears: Iterable[str], sealer: Callable[[Any], str]) -> str:
     """``text`` (a recorded request or response body) with each clear value replaced by
     its sealed form, as written or URL-encoded (a form body). One pass, longest value
@@ -229,7 +235,7 @@ def seal_text(text: str, clears: Iterable[str], sealer: Callable[[Any], str]) ->
     run that is another, shorter clear value)."""
     forms: dict[str, str] = {}
     for clear in clears:
-        for form in (clear, quote_plus(clear)):
+        for form in (clear, _form_encoded(clear)):
             forms.setdefault(form, clear)
     present = sorted((f for f in forms if f in text), key=len, reverse=True)
     if not present:

@@ -14,7 +14,7 @@ lead, then the in-memory cache).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -70,7 +70,7 @@ class LeadSealer:
         if ids:
             self.keys.fetch(ids)
 
-    def _sealer(self, lead_id: str) -> Any:
+    def _sealer(self, lead_id: str) -> Callable[[Any], str]:
         key = self.keys.ensure(self.flow.id, [lead_id])[lead_id]
         if key is None:  # an erased lead replayed: nothing of it is kept, not even sealed
             return lambda _value: ERASED
