@@ -6,7 +6,7 @@ keys of recent leads in memory (a lead passes through a step once, and its key n
 changes). Deleting a key (``erase``) is how a person is forgotten: the key row goes, a
 tombstone stays, and no key is ever made again for that lead.
 
-``read_keys`` is the readers' side: the API's own connection, keys looked up, never made.
+``reveal_sealed`` is the readers' side: the API's own connection, keys looked up, never made.
 Driver errors become ``StateUnavailableError``; nothing above imports psycopg.
 """
 
@@ -56,11 +56,8 @@ def _unwrapped(master: MasterKey, rows: Iterable[tuple[Any, ...]]) -> dict[str, 
     return {str(key_id): unwrap_key(master, str(key_id), bytes(w)) for key_id, w in rows}
 
 
-def read_keys(
-    conn: psycopg.Connection[Any], master: MasterKey, key_ids: Iterable[str]
-) -> dict[str, bytes | None]:
-    """Each key id's data key, None where it is gone. For readers: never makes a key.
-    A key that does not unwrap raises ``SealingError`` (the reader shows it unreadable)."""
+def read_wrapped(conn: psycopg.Connection[Any], key_ids: Iterable[str]) -> dict[str, bytes]:
+    """The wrapped data keys of ``key_ids`` that still exist. For readers: never makes one."""
     ids = sorted(set(key_ids))
     if not ids:
         return {}
@@ -69,28 +66,30 @@ def read_keys(
             rows = cur.execute(_SELECT, (ids,)).fetchall()
     except psycopg.Error as exc:
         raise StateUnavailableError(f"lead keys not readable: {type(exc).__name__}") from exc
-    found = _unwrapped(master, rows)
-    return {key_id: found.get(key_id) for key_id in ids}
+    return {str(key_id): bytes(wrapped) for key_id, wrapped in rows}
 
 
 def reveal_sealed(conn: psycopg.Connection[Any], value: Any, *, sees_pii: bool) -> Any:
     """``value`` (what a reader is about to get) with its sealed values opened for it
     (``engine.sealing.reveal``): one key query for all the leads it names. Never raises:
-    no master key, a database error or a key that does not unwrap reads ``[unreadable]``."""
+    no master key or a database error reads ``[unreadable]``, and so does a key that does
+    not unwrap (that lead's values only)."""
     ids = key_ids(value)
     if not ids:
         return value
-    keys: dict[str, bytes | None] | None
+    master: MasterKey | None
+    wrapped: dict[str, bytes] | None
     try:
         master = master_key_from_env()
-        keys = read_keys(conn, master, ids) if master is not None else None
-    except (StateUnavailableError, SealingError, ConfigError):
-        keys = None
+        wrapped = read_wrapped(conn, ids) if master is not None else None
+    except (StateUnavailableError, ConfigError):
+        master, wrapped = None, None
 
     def lookup(key_id: str) -> bytes | None:
-        if keys is None:
+        if master is None or wrapped is None:
             raise SealingError("no keys")
-        return keys.get(key_id)
+        found = wrapped.get(key_id)
+        return None if found is None else unwrap_key(master, key_id, found)
 
     return reveal(value, lookup, sees_pii=sees_pii)
 
@@ -221,4 +220,11 @@ def erase_leads(cur: Cursor, lead_ids: list[str]) -> int:
     return deleted
 
 
-__all__ = ["LeadKeys", "SealingError", "erase_leads", "find_person", "read_keys"]
+__all__ = [
+    "LeadKeys",
+    "SealingError",
+    "erase_leads",
+    "find_person",
+    "read_wrapped",
+    "reveal_sealed",
+]
