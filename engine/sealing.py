@@ -153,9 +153,19 @@ def unwrap_key(master: MasterKey, key_id: str, wrapped: bytes) -> bytes:
 
 
 def seal(data_key: bytes, key_id: str, value: Any) -> str:
-    """``value`` (any JSON value) sealed under ``key_id``'s data key."""
-    nonce = os.urandom(_NONCE)
-    box = AESGCM(data_key).encrypt(nonce, orjson.dumps(value), key_id.encode())
+    """``value`` (any JSON value) sealed under ``key_id``'s data key.
+
+    Deterministic: the nonce is a keyed hash of the value (a synthetic IV, with a nonce
+    key derived from the data key), so one lead's value always seals to the same text.
+    A lead's snapshots then differ only where its data did (``/changes`` diffs stay
+    true) and a replayed step writes the same event; it shows only that two of one
+    lead's sealed values are equal. Two different values never share a nonce (but for
+    a 96-bit hash collision), which is what AES-GCM needs.
+    """
+    clear = orjson.dumps(value)
+    nonce_key = hmac.new(data_key, b"leadflow nonce key v1", hashlib.sha256).digest()
+    nonce = hmac.new(nonce_key, clear, hashlib.sha256).digest()[:_NONCE]
+    box = AESGCM(data_key).encrypt(nonce, clear, key_id.encode())
     return f"{PREFIX}{key_id}:{base64.urlsafe_b64encode(nonce + box).decode().rstrip('=')}"
 
 

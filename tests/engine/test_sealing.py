@@ -48,8 +48,12 @@ def test_a_sealed_value_is_a_prefixed_string_that_opens_to_its_typed_value() -> 
         assert token.startswith(f"{PREFIX}{LEAD}:")
         assert "123-45" not in token
         assert open_value(token, _lookup) == value
-    # A fresh nonce each time: the same value never seals to the same text.
-    assert seal(KEY, LEAD, "x") != seal(KEY, LEAD, "x")
+    # Deterministic per lead (a lead's diffs and replays stay stable), never across leads
+    # or values.
+    assert seal(KEY, LEAD, "x") == seal(KEY, LEAD, "x")
+    assert seal(KEY, LEAD, "x") != seal(KEY, LEAD, "y")
+    assert seal(new_data_key(), LEAD, "x") != seal(KEY, LEAD, "x")
+    assert seal(KEY, LEAD, 1).rsplit(":", 1)[1][:16] != seal(KEY, LEAD, "1").rsplit(":", 1)[1][:16]
 
 
 def test_a_value_sealed_for_one_lead_does_not_open_as_anothers() -> None:

@@ -240,6 +240,13 @@ def test_the_api_opens_for_pii_read_masks_for_others_and_shows_erased_after_the_
     assert "1984-**-**" in masked.text and "enc:v1:" not in masked.text
     export = pii.get(f"/flows/{flow.id}/events/export", params={"format": "jsonl"})
     assert export.status_code == 200 and "IncomeSecret98765" in export.text
+    # Sealing is deterministic per lead: consecutive snapshots differ only where the data did.
+    changes = pii.get(f"/leads/{first}/changes").json()
+    assert changes and all(
+        not k.startswith(("lead.dob", "lead.ssn", "lead.income"))
+        for c in changes
+        for k in c["changed"]
+    ), changes
     timeline = clear.json()
     timeline = timeline if isinstance(timeline, list) else timeline["events"]
     accepted = next(e["id"] for e in timeline if e["type"] == "source.accepted")
