@@ -12,6 +12,7 @@ Driver errors become ``StateUnavailableError``; nothing above imports psycopg.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
@@ -35,6 +36,9 @@ from engine.state.errors import StateUnavailableError
 from engine.state.postgres import Connection, Cursor, connect, migrate_state
 
 _CACHE = 20_000
+# A key is trusted from memory this long: a process that still holds an erased lead's key
+# (a delivery retried after the erasure) stops opening its values within this time.
+_CACHE_SECONDS = 30.0
 
 _SELECT = "SELECT key_id, wrapped FROM engine_lead_keys WHERE key_id = ANY(%s)"
 _ERASED = "SELECT lead_id FROM engine_erased_leads WHERE lead_id = ANY(%s)"
@@ -100,7 +104,8 @@ class LeadKeys:
     def __init__(self, settings: Settings, master: MasterKey) -> None:
         self.settings = settings
         self.master = master
-        self._cache: OrderedDict[str, bytes | None] = OrderedDict()
+        # key id -> (data key or None for none, when it was read)
+        self._cache: OrderedDict[str, tuple[bytes | None, float]] = OrderedDict()
         self._conn: Connection | None = None
         self._migrated = False
 
@@ -110,10 +115,18 @@ class LeadKeys:
             self._conn = None
 
     def _remember(self, key_id: str, key: bytes | None) -> None:
-        self._cache[key_id] = key
+        self._cache[key_id] = (key, time.monotonic())
         self._cache.move_to_end(key_id)
         while len(self._cache) > _CACHE:
             self._cache.popitem(last=False)
+
+    def _known(self, key_id: str) -> bool:
+        found = self._cache.get(key_id)
+        return found is not None and time.monotonic() - found[1] < _CACHE_SECONDS
+
+    def _cached(self, key_id: str) -> bytes | None:
+        found = self._cache.get(key_id)
+        return None if found is None else found[0]
 
     def _cursor_work(self, what: str, work: Any) -> Any:
         if self._conn is None or self._conn.closed:
@@ -138,7 +151,7 @@ class LeadKeys:
         """Each lead's data key, made where the lead has none yet; None for an erased lead
         (it never gets a key again)."""
         ids = sorted(set(lead_ids))
-        missing = [i for i in ids if i not in self._cache or self._cache[i] is None]
+        missing = [i for i in ids if not self._known(i) or self._cached(i) is None]
         if missing:
 
             def work(cur: Cursor) -> dict[str, bytes | None]:
@@ -162,12 +175,12 @@ class LeadKeys:
 
             for key_id, key in self._cursor_work("ensure", work).items():
                 self._remember(key_id, key)
-        return {i: self._cache.get(i) for i in ids}
+        return {i: self._cached(i) for i in ids}
 
     def fetch(self, lead_ids: Iterable[str]) -> dict[str, bytes | None]:
         """Each lead's data key, None where it has none (erased, or never sealed)."""
         ids = sorted(set(lead_ids))
-        missing = [i for i in ids if i not in self._cache]
+        missing = [i for i in ids if not self._known(i)]
         if missing:
 
             def work(cur: Cursor) -> dict[str, bytes]:
@@ -176,7 +189,7 @@ class LeadKeys:
             found: dict[str, bytes] = self._cursor_work("fetch", work)
             for key_id in missing:
                 self._remember(key_id, found.get(key_id))
-        return {i: self._cache.get(i) for i in ids}
+        return {i: self._cached(i) for i in ids}
 
     def index_person(
         self, flow_id: str, lead_id: str, emails: list[str], phones: list[str]
