@@ -237,9 +237,9 @@ def submit(
         leads = [line for line in file.read_bytes().splitlines() if line.strip()]
     else:
         leads = list(fake_leads(fake, seed))
+    sealer = LeadSealer.for_flow(flow, settings)  # a sealing flow without a master key: refused
     require_kafka(settings)
     prepare_topics(settings, flow)
-    sealer = LeadSealer.for_flow(flow, settings)  # a sealing flow without a master key: refused
     try:
         ids = publish_leads(settings, flow.id, leads, sealer)
     finally:
