@@ -27,6 +27,7 @@ from engine.errors import ConfigError, LeadflowError
 from engine.flows import load_flow
 from engine.intake.fake import fake_leads
 from engine.logs import configure_logging
+from engine.ops.erase_cli import erase
 from engine.ops.feedback_check import check_feedback, parse_or_refuse
 from engine.ops.keys_cli import keys_app
 from engine.ops.offsets_cli import offsets_app
@@ -38,8 +39,10 @@ from engine.runtime.feedback_worker import publish_feedback
 from engine.runtime.kafka.config import connection_config, route_client_logs
 from engine.runtime.kafka.probe import require_kafka
 from engine.runtime.registry import apply_flow, delete_flow, read_flows
+from engine.runtime.sealer import LeadSealer
 from engine.runtime.step_worker import prepare_topics
 from engine.runtime.stopping import install_stop_handlers
+from engine.sealing import require_master_key
 from engine.settings import get_settings
 from engine.state.postgres import migrate_state
 from engine.supervisor import registry_role_problems, role_names, run_role, supervise
@@ -60,6 +63,7 @@ flow_app = typer.Typer(no_args_is_help=True, help="Flow definitions (the registr
 app.add_typer(flow_app, name="flow")
 app.add_typer(offsets_app, name="offsets")
 app.add_typer(keys_app, name="keys")
+app.command()(erase)
 app.add_typer(projections_app, name="projections")
 app.add_typer(streamer_app, name="streamer")
 app.command()(replay)
@@ -123,6 +127,11 @@ def run(
     migrate_state(settings)  # caps and duplicate checks: before any step decides
     stop = threading.Event()
     if flow_file is None:
+        # A sealing flow's steps cannot run without the master key: say so once, here,
+        # rather than as a worker restarted every few seconds (a flow applied later would).
+        for applied in read_flows(settings):
+            if applied.seals:
+                require_master_key(settings, applied.id)
         if not wanted or "projector" in wanted:
             migrate_database(settings)
         install_stop_handlers(stop)
@@ -137,6 +146,8 @@ def run(
             f"unknown role(s) {', '.join(unknown)}; this flow has "
             f"{', '.join(role_names(flow))}{why}"
         )
+    if flow.seals:
+        require_master_key(settings, flow.id)
     prepare_topics(settings, flow)
     if "projector" in wanted:
         migrate_database(settings)
@@ -234,9 +245,14 @@ def submit(
         leads = [line for line in file.read_bytes().splitlines() if line.strip()]
     else:
         leads = list(fake_leads(fake, seed))
+    sealer = LeadSealer.for_flow(flow, settings)  # a sealing flow without a master key: refused
     require_kafka(settings)
     prepare_topics(settings, flow)
-    ids = publish_leads(settings, flow.id, leads)
+    try:
+        ids = publish_leads(settings, flow.id, leads, sealer)
+    finally:
+        if sealer is not None:
+            sealer.close()
     for lead_id in ids:
         print(lead_id)
     console.print(f"published {len(ids)} leads to flow [bold]{flow.id}[/]")

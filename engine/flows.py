@@ -16,6 +16,7 @@ from engine.caps import CapSpec
 from engine.destinations import Destination
 from engine.errors import FlowConfigError
 from engine.model import ConfigModel
+from engine.sealing import ALWAYS_SENSITIVE
 from engine.steps.enhancement import EnhancementSettings
 from engine.steps.filter import FilterSettings
 from engine.steps.recipient import RecipientSettings
@@ -69,6 +70,25 @@ class Flow(ConfigModel):
     caps: list[CapSpec] = Field(default_factory=list)
     # Multi-buyer path: stop at the first recipient that accepts, or offer every buyer.
     stop_at_first_delivery: bool = False
+    # Lead fields sealed (encrypted under the lead's own key, engine.sealing) before they
+    # reach any topic. Declaring any turns sealing on for the flow; SSNs and dates of
+    # birth are then sealed too, declared or not. Every process of the flow then needs
+    # the master key (LEADFLOW_MASTER_KEY or LEADFLOW_MASTER_KEY_FILE).
+    sensitive_fields: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]] = Field(
+        default_factory=list
+    )
+
+    @property
+    def seals(self) -> bool:
+        """Whether this flow's sensitive fields are sealed (it declares some)."""
+        return bool(self.sensitive_fields)
+
+    @property
+    def sensitive(self) -> frozenset[str]:
+        """The field names sealed: declared, SSN-typed, and the always-sensitive names."""
+        source = self.steps[0].settings
+        typed = {f.name for f in getattr(source, "fields", []) if f.type == "ssn"}
+        return frozenset(self.sensitive_fields) | typed | ALWAYS_SENSITIVE
 
     @model_validator(mode="after")
     def _shape(self) -> Flow:

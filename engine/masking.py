@@ -135,7 +135,14 @@ def mask_text(text: str) -> str:
     return _PHONE_TEXT.sub(lambda m: f"{m.group(1)}-{MASK}-****", text)
 
 
+# What a sealed value reads as when its key is gone or it does not open (engine.sealing):
+# shown as is, it says more than a mask and holds nothing.
+_MARKERS = frozenset({"[erased]", "[unreadable]"})
+
+
 def _mask_field(kind: str, value: Any) -> Any:
+    if isinstance(value, str) and value in _MARKERS:
+        return value
     if isinstance(value, str):
         return _BY_KIND[kind](value) if value else value
     if isinstance(value, int | float) and not isinstance(value, bool):

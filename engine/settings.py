@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     feedback_return_days: int = Field(30, ge=1)
     # Export jobs a key may have created or processing at once.
     max_export_jobs_per_key: int = Field(3, ge=1)
+    # The master key that wraps each lead's data key (engine.sealing): 32 bytes, base64
+    # (LEADFLOW_MASTER_KEY) or a file holding that text (LEADFLOW_MASTER_KEY_FILE). Needed
+    # by every process of a flow that declares sensitive fields; never logged.
+    master_key: SecretStr | None = None
+    master_key_file: Path | None = None
 
     # Buyers' feedback for this deployment (rejected feedback: "<topic>.rejected"); the
     # topic also names the feedback worker's group. Two deployments sharing a cluster

@@ -30,6 +30,7 @@ from pydantic import BeforeValidator
 from engine.access.guard import STATS, StatsReader, check_flow, only_flow
 from engine.access.scopes import Principal
 from engine.masking import for_reader
+from engine.state.keys import reveal_sealed
 from engine.web.responses import answers, as_text, guarded
 from projectors.api import Conn, Id
 from projectors.daily import DailyGroup, daily_counts
@@ -78,12 +79,20 @@ def neutralise(cell: Any) -> Any:
     return cell
 
 
-def _respond(table: Table, request: Request, format: str | None, reader: Principal) -> Response:
+def _respond(
+    table: Table,
+    request: Request,
+    format: str | None,
+    reader: Principal,
+    conn: Conn | None = None,
+) -> Response:
     """The table as JSON or CSV; reasons and other text masked (``engine.masking``) unless
     the key holds ``pii:read`` (a reason may quote a lead's email or phone)."""
     if format is None:
         format = "csv" if "text/csv" in request.headers.get("accept", "") else "json"
-    rows = table.rows if reader.sees_pii else for_reader(table.rows, sees_pii=False)
+    # A reason may quote a sealed value (engine.sealing): opened for this reader first.
+    rows = table.rows if conn is None else reveal_sealed(conn, table.rows, sees_pii=reader.sees_pii)
+    rows = rows if reader.sees_pii else for_reader(rows, sees_pii=False)
     if format == "json":
         return JSONResponse(rows)
     out = io.StringIO()
@@ -143,7 +152,7 @@ def get_event_stats(
         raise RequestValidationError(
             [{"type": "too_many_rows", "loc": ("query",), "msg": str(exc), "input": None}]
         ) from None
-    return _respond(table, request, format, reader)
+    return _respond(table, request, format, reader, conn)
 
 
 @router.get("/flows/{flow_id}/analytics/steps", responses=_JSON_OR_CSV)
@@ -157,7 +166,7 @@ def get_step_analytics(
 ) -> Response:
     """Per step: count, success/failure/error rates, duration (``ms``) p50/p95/max."""
     check_flow(reader, flow_id)
-    return _respond(step_analytics(conn, flow_id, when), request, format, reader)
+    return _respond(step_analytics(conn, flow_id, when), request, format, reader, conn)
 
 
 @router.get("/flows/{flow_id}/analytics/reasons", responses=_JSON_OR_CSV)
@@ -174,7 +183,7 @@ def get_reason_analytics(
     """Failure and error reasons, most frequent first, with their share of all of them."""
     check_flow(reader, flow_id)
     table = reason_analytics(conn, flow_id, when, step_id, limit)
-    return _respond(table, request, format, reader)
+    return _respond(table, request, format, reader, conn)
 
 
 @router.get("/flows/{flow_id}/analytics/sources", responses=_JSON_OR_CSV)
@@ -189,7 +198,7 @@ def get_source_analytics(
     """Per source, over the leads it submitted in the range: submitted, accepted, delivered,
     cost, revenue, profit."""
     check_flow(reader, flow_id)
-    return _respond(source_analytics(conn, flow_id, when), request, format, reader)
+    return _respond(source_analytics(conn, flow_id, when), request, format, reader, conn)
 
 
 @router.get("/flows/{flow_id}/analytics/recipients", responses=_JSON_OR_CSV)
@@ -203,7 +212,7 @@ def get_recipient_analytics(
 ) -> Response:
     """Per recipient: acceptance rate, response time p50/p95, revenue net of returns."""
     check_flow(reader, flow_id)
-    return _respond(recipient_analytics(conn, flow_id, when), request, format, reader)
+    return _respond(recipient_analytics(conn, flow_id, when), request, format, reader, conn)
 
 
 _DAILY_GROUPS: dict[str, DailyGroup] = {name: name for name in get_args(DailyGroup)}
@@ -248,4 +257,4 @@ def get_daily_analytics(
                 )
             if name not in names:
                 names.append(_DAILY_GROUPS[name])
-    return _respond(daily_counts(conn, flow_id, start, end, names), request, format, reader)
+    return _respond(daily_counts(conn, flow_id, start, end, names), request, format, reader, conn)

@@ -15,6 +15,7 @@ import psycopg
 from engine.access.scopes import Principal
 from engine.access.store import record_pii_read
 from engine.masking import for_reader
+from engine.state.keys import reveal_sealed
 
 
 def lead_ids(value: Any) -> Iterator[str]:
@@ -40,7 +41,10 @@ def disclose(
     leads: Iterable[str] | None = None,
 ) -> Any:
     """``value`` as ``principal`` may see it; a clear-text read of any lead (``leads``, or
-    every ``lead_id`` in ``value``) is audited."""
+    every ``lead_id`` in ``value``) is audited. Sealed values are opened first
+    (``engine.sealing``): clear for ``pii:read``, else masked; ``[erased]`` once a lead's
+    key is deleted."""
+    value = reveal_sealed(conn, value, sees_pii=principal.sees_pii)
     if principal.sees_pii:
         found = set(leads if leads is not None else lead_ids(value))
         if found:

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from engine.api.intake_publisher import IntakePublisher
+from engine.api.intake_publisher import IntakePublisher, PublishError
 from engine.api.intake_store import IntakeStore, migrate_intake
 from engine.api.waiters import Verdict, WaiterHub
 from engine.flows import Flow, SourceStep
@@ -25,6 +25,8 @@ from engine.intake.answers import IntakeAnswer, lead_answer, pending_answer
 from engine.intake.config import IntakeSettings
 from engine.intake.records import intake_headers
 from engine.runtime.flow_catalog import FlowCatalog
+from engine.runtime.sealer import LeadSealer
+from engine.sealing import MasterKeyError
 from engine.settings import Settings
 from engine.state.postgres import migrate_state
 from engine.state.store import Admission, StateStore
@@ -80,6 +82,9 @@ class IntakeService:
         # Ping limits use the caps' counters; one connection, used by one thread at a time.
         self._state: StateStore | None = None
         self._state_lock = asyncio.Lock()
+        # Per flow version, for flows that seal; one thread at a time (a key store connection).
+        self._sealers: dict[tuple[str, int], LeadSealer] = {}
+        self._seal_lock = asyncio.Lock()
 
     async def start(self) -> None:
 
@@ -99,6 +104,8 @@ class IntakeService:
     async def close(self) -> None:
         if self._state is not None:
             self._state.close()
+        for sealer in self._sealers.values():
+            sealer.close()
         for task in list(self._late):
             task.cancel()
         self.hub.close()
@@ -153,9 +160,30 @@ class IntakeService:
         headers = intake_headers(
             lead.content_type, lead.source.id, lead.request, lead.ping_id, lead.price
         )
-        await self.publisher.publish(intake_topic(lead.flow.id), lead_id, lead.body, headers)
+        body = lead.body
+        if lead.flow.seals:
+            body, content_type = await self._sealed(lead, lead_id)
+            headers = intake_headers(
+                content_type, lead.source.id, lead.request, lead.ping_id, lead.price
+            )
+        await self.publisher.publish(intake_topic(lead.flow.id), lead_id, body, headers)
         if lead.idempotency_key is not None:
             await self.store.mark_published(lead.flow.id, lead.source.id, lead.idempotency_key)
+
+    async def _sealed(self, lead: Lead, lead_id: str) -> tuple[bytes, str]:
+        """The body with its sensitive fields sealed under the lead's new key. Without a
+        master key the lead is refused (503), never published in clear."""
+        async with self._seal_lock:
+            version = (lead.flow.id, lead.flow.version)
+            sealer = self._sealers.get(version)
+            if sealer is None:
+                try:
+                    made = LeadSealer.for_flow(lead.flow, self.settings)
+                except MasterKeyError as exc:
+                    raise PublishError(str(exc)) from None
+                assert made is not None  # the flow seals
+                sealer = self._sealers[version] = made
+            return await asyncio.to_thread(sealer.seal_body, lead_id, lead.body, lead.content_type)
 
     async def _store_answer(self, lead: Lead, answer: IntakeAnswer) -> None:
         if lead.idempotency_key is not None:

@@ -31,6 +31,7 @@ import select
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -169,6 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
             answer, calls = self._decide(fields)
             with self.server.lock:
                 calls.append(key)
+                self.server.bodies.append(fields)
                 if key:
                     # Honour the key: the same delivery gets the same answer, every time.
                     kept = self.server.answered.setdefault((self.path, key), answer)
@@ -254,6 +256,9 @@ class BuyerServer(ThreadingHTTPServer):
         self.received: list[str] = []
         self.enhanced: list[str] = []
         self.pinged: list[str] = []
+        # The fields of the last lead calls, as the buyer read them (what a flow's sealed
+        # fields look like on arrival: clear).
+        self.bodies: deque[dict[str, Any]] = deque(maxlen=1000)
 
     @property
     def url(self) -> str:

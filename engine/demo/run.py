@@ -28,6 +28,7 @@ from engine.objects.contract import directory
 from engine.objects.destination import open_store
 from engine.ops.submit import publish_leads
 from engine.runtime.feedback_worker import publish_feedback
+from engine.runtime.sealer import LeadSealer
 from engine.runtime.step_worker import prepare_topics
 from engine.settings import Settings
 from engine.supervisor import role_names, supervise
@@ -161,7 +162,11 @@ def run_demo(settings: Settings, flow_file: Path, leads: int, timeout: float) ->
     workers.start()
     try:
         console.rule(f"[bold]leadflow demo[/]: flow {flow.id}, {leads} leads")
-        lead_ids = publish_leads(settings, flow.id, fake_leads(leads, seed=int(time.time())))
+        sealer = LeadSealer.for_flow(flow, settings)
+        fake = fake_leads(leads, seed=int(time.time()))
+        lead_ids = publish_leads(settings, flow.id, fake, sealer)
+        if sealer is not None:
+            sealer.close()
         console.print(f"published {len(lead_ids)} leads to the intake topic")
 
         with connect(settings) as conn:

@@ -11,6 +11,7 @@ from confluent_kafka import KafkaError, Message
 from engine.errors import LeadflowError
 from engine.ids import new_lead_id
 from engine.runtime.kafka.clients import new_producer
+from engine.runtime.sealer import LeadSealer
 from engine.settings import Settings
 from engine.topics import intake_topic
 
@@ -20,13 +21,17 @@ class SubmitError(LeadflowError):
 
 
 def publish_leads(
-    settings: Settings, flow_id: str, leads: Iterable[dict[str, Any] | str | bytes]
+    settings: Settings,
+    flow_id: str,
+    leads: Iterable[dict[str, Any] | str | bytes],
+    sealer: LeadSealer | None = None,
 ) -> list[str]:
     """Publishes each lead keyed by a new lead id and returns the ids, in order.
 
     The id is assigned here, at the edge, so the producer knows it before any
     step runs (to look the lead up or wait for its outcome). Raw text or bytes
     are sent as they are: the source step turns them into rejections.
+    ``sealer`` (a flow that seals): each lead's sensitive fields are sealed first.
     """
     producer = new_producer(settings)
     topic = intake_topic(flow_id)
@@ -44,6 +49,9 @@ def publish_leads(
             if isinstance(lead, bytes)
             else (lead.encode() if isinstance(lead, str) else orjson.dumps(lead))
         )
+        content_type = "application/json"
+        if sealer is not None:
+            value, content_type = sealer.seal_body(lead_id, value, content_type)
         while True:
             try:
                 producer.produce(
@@ -51,7 +59,7 @@ def publish_leads(
                     value,
                     lead_id.encode(),
                     on_delivery=on_delivery,
-                    headers=[("content-type", b"application/json")],
+                    headers=[("content-type", content_type.encode())],
                 )
                 break
             except BufferError:  # local queue full: let librdkafka drain it

@@ -376,7 +376,16 @@ class TransactionalStepLoop:
         lead never waits for a batch to fill); error messages are triaged there, a fatal
         one raising, so ``process`` sees records only."""
         limit = self.batch_size if max_records is None else max_records
-        return fetch(self.consumer, limit, wait, self._consume_errors)
+        messages = fetch(self.consumer, limit, wait, self._consume_errors)
+        # Optional handler hook (a sealing flow's handler looks up the batch's lead keys in
+        # one query); a lookup that fails now is made again per lead, where it is retried.
+        prefetch = getattr(self.handler, "prefetch", None)
+        if messages and prefetch is not None:
+            try:
+                prefetch(messages)
+            except TransientStepError as exc:
+                log.warning("prefetch failed, looking up per lead", error=str(exc))
+        return messages
 
     def _process_metered(self, messages: list[Message], stop: threading.Event) -> None:
         """``process`` the batch, then report it to the metrics: counts are read once per

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,9 +91,18 @@ class Format:
     def header(self) -> bytes:
         return _csv_bytes([CSV_HEADER]) if self.name == "csv" else b""
 
-    def encode(self, rows: Sequence[tuple[Any, ...]], *, clear_text: bool = True) -> bytes:
+    def encode(
+        self,
+        rows: Sequence[tuple[Any, ...]],
+        *,
+        clear_text: bool = True,
+        opener: Callable[[Any], Any] | None = None,
+    ) -> bytes:
         """The file bytes for ``rows`` (as selected by ``select``), after the header; lead
-        data masked (``engine.masking``) unless ``clear_text``."""
+        data masked (``engine.masking``) unless ``clear_text``. ``opener``: sealed values
+        (``engine.sealing``) opened for this reader, called once per chunk."""
+        if opener is not None and any(_SEALED in str(cell) for row in rows for cell in row):
+            rows = self._opened(rows, opener)
         if self.name == "jsonl":
             if clear_text:
                 return "".join(f"{snapshot}\n" for (snapshot,) in rows).encode()
@@ -105,7 +114,17 @@ class Format:
             rows = [_masked(row) for row in rows]
         return _csv_bytes(_inert(row) for row in rows)
 
+    def _opened(
+        self, rows: Sequence[tuple[Any, ...]], opener: Callable[[Any], Any]
+    ) -> list[tuple[Any, ...]]:
+        if self.name == "jsonl":
+            opened = opener([orjson.loads(snapshot) for (snapshot,) in rows])
+            return [(orjson.dumps(snapshot).decode(),) for snapshot in opened]
+        named = opener([dict(zip(CSV_HEADER, row, strict=True)) for row in rows])
+        return [tuple(row[header] for header in CSV_HEADER) for row in named]
 
+
+_SEALED = "enc:v1:"
 _TEXT_CELLS = tuple(i for i, (_, _, from_lead) in enumerate(_CSV_COLUMNS) if from_lead)
 
 

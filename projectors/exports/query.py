@@ -20,6 +20,7 @@ from typing import Any
 
 from psycopg import sql
 
+from engine.state.keys import reveal_sealed
 from projectors.exports.formats import FORMATS, Format
 from projectors.search import UnknownCursorError, event_filters
 from projectors.selection import ExportQuery
@@ -120,6 +121,11 @@ class ExportStream:
             with conn.cursor(name=f"leadflow_export_{uuid.uuid4().hex}") as cursor:
                 cursor.execute(statement, params)
                 yield self.format.header()
+                clear = self.clear_text
+
+                def opener(value: Any) -> Any:
+                    return reveal_sealed(conn, value, sees_pii=clear)
+
                 while rows := cursor.fetchmany(chunk_rows):
                     self.rows += len(rows)
-                    yield self.format.encode(rows, clear_text=self.clear_text)
+                    yield self.format.encode(rows, clear_text=clear, opener=opener)

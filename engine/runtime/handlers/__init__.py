@@ -7,6 +7,7 @@ from collections.abc import Callable
 from engine.flows import FilterStep, Flow, RecipientStep, SourceStep, Step
 from engine.runtime.calls import CallRunner, call_runner
 from engine.runtime.handlers.base import (
+    BaseHandler,
     Headers,
     PoisonMessageError,
     Record,
@@ -18,6 +19,7 @@ from engine.runtime.handlers.enhancement import enhancement_handler
 from engine.runtime.handlers.filter import FilterHandler
 from engine.runtime.handlers.recipient import RecipientHandler
 from engine.runtime.handlers.source import SourceHandler
+from engine.runtime.sealer import LeadSealer
 from engine.settings import Settings, get_settings
 from engine.state.store import StateStore
 from schemas.codec import EventCodec
@@ -91,5 +93,12 @@ def make_handler(
     by the worker's handlers (each flow version's) and closed by the worker, not by them;
     without one, a calling handler opens and closes its own."""
     step = flow.step(step_id)
-    state = StateStore(settings or get_settings())
-    return FACTORIES[step.kind](flow, step, host, codec, state, calls)
+    settings = settings or get_settings()
+    # First: a sealing flow without a master key stops here, before anything is opened.
+    sealer = LeadSealer.for_flow(flow, settings)
+    state = StateStore(settings)
+    handler = FACTORIES[step.kind](flow, step, host, codec, state, calls)
+    if sealer is not None:
+        assert isinstance(handler, BaseHandler)  # every step kind's handler is one
+        handler.sealer = sealer
+    return handler

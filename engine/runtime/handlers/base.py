@@ -20,6 +20,7 @@ from engine import __version__
 from engine.events import LeadEvent, StepIdentity, Timing, stamp_events
 from engine.flows import Flow
 from engine.runtime.kafka.dead_letter import dead_letter_headers
+from engine.runtime.sealer import LeadSealer
 from engine.steps.base import Snapshot, StepResult
 from engine.steps.calls import Answer, Call, waited_on
 from engine.steps.settlement import StepPlace, settle
@@ -112,9 +113,20 @@ class BaseHandler:
         )
         self.retry_topic = retry_topic(flow.id, step.id)
         self.dlq_topic = dlq_topic(flow.id)
+        # Set by ``make_handler`` for a flow that declares sensitive fields (where a missing
+        # master key stops the worker before it writes anything); None: nothing is sealed.
+        self.sealer: LeadSealer | None = None
+
+    def prefetch(self, messages: list[Message]) -> None:
+        """Optional hook a loop calls with each fetched batch: the batch's lead keys in one
+        query (a loop that never calls it still works, a query per lead)."""
+        if self.sealer is not None:
+            self.sealer.prefetch(messages)
 
     def close(self) -> None:
-        """Release what the handler holds (HTTP connections); nothing by default."""
+        """Release what the handler holds (HTTP connections, the key store's connection)."""
+        if self.sealer is not None:
+            self.sealer.close()
 
     def _emit(
         self,
@@ -125,6 +137,8 @@ class BaseHandler:
         timing: Timing,
         source: Message,
         attempt: int = 1,
+        *,
+        seal_request_body: bool = False,
     ) -> list[Record]:
         """Settle the step's result (``engine.steps.settlement``) and write what it says:
         the stamped events, then the input on the retry or the dead-letter topic."""
@@ -135,6 +149,9 @@ class BaseHandler:
         key = lead_id.encode()
         hand_off_at = len(events) - 1 if settled.hand_off else -1
         records = []
+        if self.sealer is not None:
+            sealer, whole = self.sealer, seal_request_body
+            events = [sealer.seal_event(event, whole_request_body=whole) for event in events]
         for i, event in enumerate(events):
             headers: Headers = [(TYPE_HEADER, event["type"].encode())]
             if i == hand_off_at:
@@ -188,6 +205,8 @@ class EventInputHandler(BaseHandler):
         except (SchemaMismatchError, ValueError) as exc:
             raise PoisonMessageError(str(exc)) from exc
         snapshot: Snapshot = event["vars"]
+        if self.sealer is not None:
+            snapshot = self.sealer.open_snapshot(snapshot)  # the step decides on clear values
         submitted = snapshot.get("submission.timestamp")
         submitted_ms = submitted if isinstance(submitted, int) else start
         _, produced_ms = msg.timestamp()

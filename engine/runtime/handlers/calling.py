@@ -72,5 +72,6 @@ class CallingHandler(EventInputHandler):
         """Undo what ``prepare`` held when the call or its judgement failed; nothing by default."""
 
     def close(self) -> None:
+        super().close()
         if self.owns_calls:
             self.calls.close()

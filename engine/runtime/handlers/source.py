@@ -52,15 +52,22 @@ class SourceHandler(BaseHandler):
         )
         headers = header_map(msg)
         http = read_http_intake(headers)
+        content_type = headers.get("content-type", b"application/json").decode(errors="replace")
+        body = msg.value() or b""
+        if self.sealer is not None:
+            if b"enc:v1:" in body:
+                body = self.sealer.open_body(body)  # sealed at the intake edge; again on emit
+            else:  # a producer that wrote the intake topic itself: sealed from here on
+                self.sealer.index_body(lead_id, body, content_type)
         sub = Submission(
-            body=msg.value() or b"",
+            body=body,
             lead_id=lead_id,
             submitted_ms=submitted_ms,
             flow_id=self.flow.id,
             flow_name=self.flow.name,
             source_id=headers.get("source-id", self.step.id.encode()).decode(errors="replace"),
             source_name=self.step.name,
-            content_type=headers.get("content-type", b"application/json").decode(errors="replace"),
+            content_type=content_type,
             http_request=http.request if http is not None else None,
             price=http.price if http is not None else None,
         )
@@ -70,7 +77,9 @@ class SourceHandler(BaseHandler):
         if http is not None:
             result = answer_source(result, sub, http, self.step.settings, now_ms())
         timing = Timing(start, now_ms(), max(0, start - produced_ms) if produced_ms > 0 else 0)
-        return self._emit(result, lead_id, submitted_ms, {}, timing, msg)
+        # The inbound body, as recorded in the source's events, is sealed whole: it may
+        # quote a sensitive value however the source spelled or nested it.
+        return self._emit(result, lead_id, submitted_ms, {}, timing, msg, seal_request_body=True)
 
     def _admit(self, sub: Submission, result: StepResult, state: StateStore) -> StepResult:
         """Ask the state what ``engine.steps.admission`` says to ask, and let it judge the
@@ -90,5 +99,6 @@ class SourceHandler(BaseHandler):
         return admit(result, question, answer.duplicate_of, answer.capped)
 
     def close(self) -> None:
+        super().close()
         if self.state is not None:
             self.state.close()

@@ -54,3 +54,30 @@ def test_jsonl_writes_each_stored_snapshot_on_its_own_line() -> None:
     encoded = FORMATS["jsonl"].encode([('{"id": "a"}',), ('{"id": "b"}',)])
     assert encoded == b'{"id": "a"}\n{"id": "b"}\n'
     assert FORMATS["jsonl"].header() == b""
+
+
+def test_sealed_values_are_opened_once_per_chunk_before_masking() -> None:
+    from typing import Any
+
+    import orjson
+
+    from engine.sealing import new_data_key, reveal, seal
+
+    lead, key = "01JABCDEFGHJKMNPQRSTVWXYZ0", new_data_key()
+    token = seal(key, lead, "ada@example.com")
+    calls: list[Any] = []
+
+    def opener(value: Any, sees_pii: bool) -> Any:
+        calls.append(value)
+        return reveal(value, lambda _: key, sees_pii=sees_pii)
+
+    snapshot = orjson.dumps({"lead_id": lead, "vars": {"lead.email": token}}).decode()
+    jsonl = FORMATS["jsonl"]
+    clear = jsonl.encode([(snapshot,), (snapshot,)], opener=lambda v: opener(v, True))
+    masked = jsonl.encode([(snapshot,)], clear_text=False, opener=lambda v: opener(v, False))
+    assert clear.count(b"ada@example.com") == 2 and b"enc:v1:" not in clear
+    assert b"a***@example.com" in masked and b"ada@" not in masked
+    assert len(calls) == 2  # one per chunk, not per row
+    row = (None,) * 16 + (token, None, None, None)
+    csv_masked = FORMATS["csv"].encode([row], clear_text=False, opener=lambda v: opener(v, False))
+    assert b"a***@example.com" in csv_masked and b"enc:v1:" not in csv_masked

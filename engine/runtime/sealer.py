@@ -1,0 +1,168 @@
+"""A step's sealing: clear values inside the handler, sealed values on every topic.
+
+A handler of a flow that declares sensitive fields opens its input's sealed values
+before the pure step decides (a filter, a buyer's request see clear values) and seals
+every event before it is encoded: the sensitive fields of ``vars``, and their clear
+text wherever the event quotes it (a recorded request or response body, a reason).
+The intake edge seals the raw body before it is published (``seal_body``), so no
+topic ever holds a clear sensitive value.
+
+Keys come from ``engine.state.keys.LeadKeys``; ``prefetch`` looks up a fetched
+batch's keys in one query, and a loop that does not call it still works (a query per
+lead, then the in-memory cache).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+from confluent_kafka import Message
+
+from engine.events import LeadEvent
+from engine.flows import Flow
+from engine.intake.bodies import decode_body
+from engine.sealing import (
+    ERASED,
+    TOKEN,
+    KeyLookup,
+    MasterKey,
+    clear_strings,
+    is_sealed,
+    key_ids,
+    open_value,
+    require_master_key,
+    seal,
+    seal_snapshot,
+    seal_text,
+    sealed_field,
+)
+from engine.settings import Settings, get_settings
+from engine.state.keys import LeadKeys
+from engine.steps.base import Snapshot
+
+
+class LeadSealer:
+    """Seals and opens one flow's leads; one per handler (not thread-safe)."""
+
+    def __init__(self, flow: Flow, keys: LeadKeys) -> None:
+        self.flow = flow
+        self.sensitive = flow.sensitive
+        self.keys = keys
+
+    @classmethod
+    def for_flow(cls, flow: Flow, settings: Settings | None = None) -> LeadSealer | None:
+        """The flow's sealer, None for a flow with nothing to seal; ``MasterKeyError`` (one
+        line) when the flow seals and no master key is configured."""
+        if not flow.seals:
+            return None
+        settings = settings or get_settings()
+        master: MasterKey = require_master_key(settings, flow.id)
+        return cls(flow, LeadKeys(settings, master))
+
+    def close(self) -> None:
+        self.keys.close()
+
+    def prefetch(self, messages: Iterable[Message]) -> None:
+        """Look up the keys of a fetched batch's leads (their record keys) in one query."""
+        ids = {k.decode(errors="replace") for m in messages if (k := m.key())}
+        if ids:
+            self.keys.fetch(ids)
+
+    def _sealer(self, lead_id: str) -> Callable[[Any], str]:
+        key = self.keys.ensure(self.flow.id, [lead_id])[lead_id]
+        if key is None:  # an erased lead replayed: nothing of it is kept, not even sealed
+            return lambda _value: ERASED
+        return lambda value: seal(key, lead_id, value)
+
+    def _lookup(self, value: Any) -> KeyLookup:
+        """The keys ``value`` names, fetched now: a key store that cannot answer (or a master
+        key that unwraps nothing) raises here, so the lead is retried - never decided on
+        values read as ``[unreadable]``. Only a key that is gone opens as ``[erased]``."""
+        keys = self.keys.fetch(key_ids(value))
+        return lambda key_id: keys.get(key_id)
+
+    def open_snapshot(self, snapshot: Snapshot) -> Snapshot:
+        """``snapshot`` with its sealed values opened (``[erased]`` where the key is gone)."""
+        if not any(is_sealed(v) for v in snapshot.values()):
+            return snapshot
+        lookup = self._lookup(snapshot)
+        return {k: open_value(v, lookup) if is_sealed(v) else v for k, v in snapshot.items()}
+
+    def open_body(self, body: bytes) -> bytes:
+        """An intake body as ``seal_body`` wrote it (JSON with sealed fields, or one sealed
+        string for a body that is not a mapping) with its sealed values opened."""
+        if b"enc:v1:" not in body:
+            return body
+        text = body.decode("utf-8", errors="replace")
+        lookup = self._lookup(text)
+        whole = TOKEN.fullmatch(text)
+        if whole is not None:
+            opened = open_value(text, lookup)
+            return opened.encode() if isinstance(opened, str) else body
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body  # not as seal_body writes it: the source step judges it as it is
+        return orjson.dumps(open_value(data, lookup))  # typed values back (a number stays one)
+
+    def seal_body(self, lead_id: str, body: bytes, content_type: str) -> tuple[bytes, str]:
+        """An intake body with its sensitive fields sealed, as JSON; the lead's key made and
+        its email and phone indexed for erasure. A body that is not a mapping (the source
+        rejects it, but it may still quote anything) is sealed whole, as one string."""
+        data = decode_body(body, content_type)
+        sealer = self._sealer(lead_id)
+        if not isinstance(data, dict):
+            return sealer(body.decode("utf-8", errors="replace")).encode(), content_type
+        out = {
+            k: sealer(v)
+            if v not in (None, "") and not is_sealed(v) and k.strip().lower() in self.sensitive
+            else v
+            for k, v in data.items()
+        }
+        self._index(lead_id, data)
+        return orjson.dumps(out), "application/json"
+
+    def index_body(self, lead_id: str, body: bytes, content_type: str) -> None:
+        """Index the person of a body the intake edge did not seal (a producer writing the
+        intake topic itself), so erasure finds that lead too."""
+        data = decode_body(body, content_type)
+        if isinstance(data, dict):
+            self._index(lead_id, data)
+
+    def _index(self, lead_id: str, data: dict[str, Any]) -> None:
+        emails = [str(v) for k, v in data.items() if "email" in k.lower() and isinstance(v, str)]
+        phones = [str(v) for k, v in data.items() if "phone" in k.lower() and isinstance(v, str)]
+        self.keys.index_person(self.flow.id, lead_id, emails, phones)
+
+    def seal_event(self, event: LeadEvent, *, whole_request_body: bool = False) -> LeadEvent:
+        """``event`` as it may be written: sensitive vars sealed, and their clear text
+        sealed wherever the request, response or reason quotes it. ``whole_request_body``
+        (the source's events: the body as a source sent it, which may quote anything,
+        parsed or not) seals the recorded request body whole."""
+        out: dict[str, Any] = dict(event)
+        request = out.get("request")
+        if whole_request_body and isinstance(request, dict):
+            body = request.get("body")
+            if isinstance(body, str) and body and not is_sealed(body):
+                out["request"] = {**request, "body": self._sealer(event["lead_id"])(body)}
+        snapshot: Snapshot = out["vars"]
+        if not any(sealed_field(k, self.sensitive) for k in snapshot):
+            return out
+        sealer = self._sealer(event["lead_id"])
+        clears = clear_strings(snapshot, self.sensitive)
+        out["vars"] = seal_snapshot(snapshot, self.sensitive, sealer)
+        if clears:
+            for part in ("request", "response"):
+                recorded = out.get(part)
+                if isinstance(recorded, dict):
+                    out[part] = {
+                        k: seal_text(v, clears, sealer)
+                        if isinstance(v, str) and not is_sealed(v)
+                        else v
+                        for k, v in recorded.items()
+                    }
+            if isinstance(out.get("reason"), str):
+                out["reason"] = seal_text(out["reason"], clears, sealer)
+        return out

@@ -1,0 +1,149 @@
+"""A step's sealing (``engine.runtime.sealer``) with keys in memory: what an intake body and
+an event look like once sealed, what a step sees once opened, and an erased lead."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+from urllib.parse import parse_qsl
+
+import orjson
+import pytest
+
+from engine.flows import parse_flow
+from engine.runtime.sealer import LeadSealer
+from engine.sealing import ERASED, PREFIX, new_data_key
+from engine.state.errors import StateUnavailableError
+from engine.state.keys import LeadKeys
+
+LEAD = "01JABCDEFGHJKMNPQRSTVWXYZ0"
+FLOW = parse_flow("""
+id: solar
+name: Solar
+sensitive_fields: [income]
+steps:
+  - id: web
+    name: Web
+    kind: source
+    settings:
+      fields:
+        - {name: email, type: email}
+        - {name: ssn, type: ssn}
+        - {name: dob, type: date}
+        - {name: income}
+""")
+
+
+class MemoryKeys:
+    """``LeadKeys``' interface, in memory."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, bytes | None] = {}
+        self.indexed: list[tuple[str, list[str], list[str]]] = []
+        self.fetches = 0
+
+    def ensure(self, flow_id: str, lead_ids: list[str]) -> dict[str, bytes | None]:
+        for lead_id in lead_ids:
+            self.keys.setdefault(lead_id, new_data_key())
+        return {i: self.keys[i] for i in lead_ids}
+
+    def fetch(self, lead_ids: Any) -> dict[str, bytes | None]:
+        self.fetches += 1
+        return {i: self.keys.get(i) for i in lead_ids}
+
+    def index_person(
+        self, flow_id: str, lead_id: str, emails: list[str], phones: list[str]
+    ) -> None:
+        self.indexed.append((lead_id, emails, phones))
+
+    def close(self) -> None:
+        pass
+
+
+def _sealer() -> tuple[LeadSealer, MemoryKeys]:
+    keys = MemoryKeys()
+    return LeadSealer(FLOW, cast(LeadKeys, keys)), keys
+
+
+def test_an_intake_body_is_sealed_field_by_field_as_json_and_the_person_indexed() -> None:
+    sealer, keys = _sealer()
+    body = b"email=ada%40example.com&ssn=123-45-6789&dob=1984-07-21&income=90000&state=TX"
+    sealed, content_type = sealer.seal_body(LEAD, body, "application/x-www-form-urlencoded")
+    data = orjson.loads(sealed)
+    assert content_type == "application/json"
+    assert data["email"] == "ada@example.com" and data["state"] == "TX"
+    assert all(data[k].startswith(PREFIX + LEAD) for k in ("ssn", "dob", "income"))
+    assert b"123-45" not in sealed and b"1984" not in sealed and b"90000" not in sealed
+    assert keys.indexed == [(LEAD, ["ada@example.com"], [])]
+    # The source step reads it back clear.
+    opened = orjson.loads(sealer.open_body(sealed))
+    assert opened == dict(parse_qsl(body.decode()))
+
+
+def test_an_event_is_sealed_in_its_vars_and_wherever_it_quotes_them() -> None:
+    sealer, _ = _sealer()
+    event = {
+        "lead_id": LEAD,
+        "reason": "Too old: lead.dob is 1984-07-21",
+        "vars": {"lead.email": "ada@example.com", "lead.dob": "1984-07-21", "lead.dob.year": 1984},
+        "request": {"body": "dob=1984-07-21&email=ada%40example.com", "headers": {}},
+        "response": {"body": '{"seen": "1984-07-21"}'},
+    }
+    sealed = sealer.seal_event(event)
+    text = orjson.dumps(sealed).decode()
+    assert "1984" not in text and "ada@example.com" in text
+    assert sealer.open_snapshot(sealed["vars"]) == event["vars"]
+
+
+def test_a_flow_event_without_sensitive_vars_is_written_as_it_is() -> None:
+    sealer, keys = _sealer()
+    event = {"lead_id": LEAD, "vars": {"lead.email": "a@b.co"}, "reason": None}
+    assert sealer.seal_event(event) == event
+    assert keys.keys == {}
+
+
+def test_an_erased_lead_replayed_reads_erased_and_is_never_sealed_again() -> None:
+    sealer, keys = _sealer()
+    sealed = sealer.seal_event({"lead_id": LEAD, "vars": {"lead.ssn": "123-45-6789"}})
+    keys.keys[LEAD] = None  # the key deleted: what LeadKeys.ensure answers for a tombstone
+    assert sealer.open_snapshot(sealed["vars"]) == {"lead.ssn": ERASED}
+    again = sealer.seal_event({"lead_id": LEAD, "vars": {"lead.ssn": "123-45-6789"}})
+    assert again["vars"] == {"lead.ssn": ERASED}
+
+
+def test_a_key_store_that_cannot_answer_stops_the_lead_instead_of_reading_it_unreadable() -> None:
+    sealer, keys = _sealer()
+    sealed = sealer.seal_event({"lead_id": LEAD, "vars": {"lead.ssn": "123-45-6789"}})
+
+    def down(_: Any) -> dict[str, bytes | None]:
+        raise StateUnavailableError("lead keys: fetch failed (OperationalError)")
+
+    keys.fetch = down  # type: ignore[method-assign,assignment]  # the store goes down
+    with pytest.raises(StateUnavailableError):
+        sealer.open_snapshot(sealed["vars"])
+
+
+def test_a_body_that_is_not_a_mapping_is_sealed_whole_and_opened_back_as_it_came() -> None:
+    sealer, _ = _sealer()
+    broken = b'{"ssn": "123-45-6789", "dob": "1984-07-21"'  # cut short: not JSON
+    sealed, content_type = sealer.seal_body(LEAD, broken, "application/json")
+    assert sealed.startswith(PREFIX.encode()) and b"1984" not in sealed
+    assert content_type == "application/json"
+    assert sealer.open_body(sealed) == broken
+
+
+def test_typed_values_come_back_typed_from_a_sealed_json_body() -> None:
+    sealer, _ = _sealer()
+    sealed, _ = sealer.seal_body(LEAD, b'{"income": 90000, "ssn": null}', "application/json")
+    assert orjson.loads(sealer.open_body(sealed)) == {"income": 90000, "ssn": None}
+
+
+def test_the_sources_recorded_request_body_is_sealed_whole() -> None:
+    sealer, _ = _sealer()
+    event = {
+        "lead_id": LEAD,
+        "vars": {"lead.id": LEAD},  # a rejected body: nothing typed
+        "request": {"body": '{"ssn": "123-45-6789", "dob": "1984-07-21"', "headers": {}},
+    }
+    sealed = sealer.seal_event(event, whole_request_body=True)
+    assert sealed["request"]["body"].startswith(PREFIX + LEAD)
+    assert "1984" not in orjson.dumps(sealed).decode()

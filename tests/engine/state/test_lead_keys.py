@@ -1,0 +1,72 @@
+"""Per-lead data keys in Postgres (``engine.state.keys``): made once whoever asks first,
+wrapped (never stored clear), gone for good once erased, refused under a wrong master key."""
+
+from __future__ import annotations
+
+import base64
+
+import psycopg
+import pytest
+
+from engine.sealing import MasterKey, new_master_key_text
+from engine.settings import Settings
+from engine.state.errors import StateUnavailableError
+from engine.state.keys import LeadKeys, erase_leads
+
+pytestmark = pytest.mark.stack
+
+MASTER = MasterKey(base64.b64decode(new_master_key_text()))
+LEADS = ["01JAAAAAAAAAAAAAAAAAAAAAA1", "01JAAAAAAAAAAAAAAAAAAAAAA2"]
+
+
+def test_a_leads_key_is_made_once_and_every_process_gets_the_same(
+    state_settings: Settings, db: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    first, second = LeadKeys(state_settings, MASTER), LeadKeys(state_settings, MASTER)
+    try:
+        made = first.ensure("solar", LEADS)
+        assert all(made[i] is not None for i in LEADS)
+        assert second.ensure("solar", LEADS) == made == second.fetch(LEADS)
+        rows = db.execute("SELECT key_id, master_key_id, wrapped FROM engine_lead_keys").fetchall()
+        assert sorted(str(r[0]) for r in rows) == LEADS
+        assert {r[1] for r in rows} == {MASTER.key_id}
+        for key_id, _, wrapped in rows:  # wrapped, never clear
+            clear = made[str(key_id)]
+            assert isinstance(wrapped, bytes) and clear is not None and clear not in wrapped
+        assert second.fetch(["01JNOKEY000000000000000000"]) == {"01JNOKEY000000000000000000": None}
+    finally:
+        first.close()
+        second.close()
+
+
+def test_an_erased_lead_never_gets_a_key_again(
+    state_settings: Settings, db: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    keys = LeadKeys(state_settings, MASTER)
+    try:
+        keys.ensure("solar", LEADS)
+        with db.transaction(), db.cursor() as cur:
+            assert erase_leads(cur, [LEADS[0]]) == 1
+            assert erase_leads(cur, [LEADS[0]]) == 0  # idempotent
+        fresh = LeadKeys(state_settings, MASTER)
+        assert fresh.ensure("solar", LEADS)[LEADS[0]] is None
+        assert fresh.fetch(LEADS)[LEADS[1]] is not None
+        fresh.close()
+        count = db.execute("SELECT count(*) FROM engine_lead_keys").fetchone()
+        assert count == (1,)
+    finally:
+        keys.close()
+
+
+def test_keys_wrapped_by_another_master_key_are_a_transient_error_not_a_wrong_answer(
+    state_settings: Settings, db: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    maker = LeadKeys(state_settings, MASTER)
+    maker.ensure("solar", LEADS)
+    maker.close()
+    other = LeadKeys(state_settings, MasterKey(bytes(32)))
+    try:
+        with pytest.raises(StateUnavailableError, match="does not unwrap"):
+            other.fetch(LEADS)
+    finally:
+        other.close()
