@@ -154,7 +154,8 @@ def _reads(sent: list[Statement], schema: str) -> list[Statement]:
     return [
         s
         for s in sent
-        if s.options == f"-c search_path={schema}"
+        # The API's pooled connections set their statement timeout in the options too.
+        if s.options.split()[:2] == ["-c", f"search_path={schema}"]
         and s.thread.startswith("AnyIO worker thread")
         and s.text.lstrip(" \n(").upper().startswith(("SELECT", "WITH"))
     ]
