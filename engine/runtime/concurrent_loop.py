@@ -76,6 +76,10 @@ class StartingHandler(StepHandler, Protocol):
     def start(self, msg: Message) -> Started: ...
 
 
+class _UnwritableError(Exception):
+    """A record whose outputs the producer refused: it goes to the dead-letter topic."""
+
+
 @dataclass(eq=False, slots=True)
 class _Work:
     """One taken record: where it is from, its lane, and the handler it started under."""
@@ -128,6 +132,9 @@ class ConcurrentStepLoop(TransactionalStepLoop):
         self.spread: set[TopicPart] = set()  # paused: progress spans too far
         self.users: Counter[int] = Counter()  # taken records per handler (by id)
         self.retired: list[StartingHandler] = []
+        # Records whose outputs the producer refused (their transaction was aborted): when
+        # they come again, dead-lettered with that error instead of run.
+        self.unwritable: dict[tuple[TopicPart, int], str] = {}
 
     # -- taking records -----------------------------------------------------------
 
@@ -173,10 +180,25 @@ class ConcurrentStepLoop(TransactionalStepLoop):
 
     # -- running lanes ------------------------------------------------------------
 
+    def _release_due(self) -> None:
+        """Held retry partitions that are due resume, unless their progress spans too far
+        (they resume with ``_pace_partitions``, once their lowest record is done)."""
+        now = time.time() * 1000
+        for tp in [tp for tp, at in self.held.items() if at <= now]:
+            del self.held[tp]
+            if tp not in self.spread:
+                self.consumer.resume([TopicPartition(*tp)])
+
     def _run_lane(self, work: _Work | None) -> bool:
         """Start ``work`` (its lane's head), and each next record of the lane that finishes
         without a call. False if the transaction had to be recovered (all was reset)."""
         while work is not None:
+            refused = self.unwritable.pop((work.tp, work.offset), None)
+            if refused is not None:
+                if not self._failed(work, _UnwritableError(refused)):
+                    return False
+                work = self._finish(work)
+                continue
             try:
                 started = work.handler.start(work.msg)
             except Exception as exc:  # judged in _failed
@@ -186,7 +208,7 @@ class ConcurrentStepLoop(TransactionalStepLoop):
                 if isinstance(started, Waiting):
                     self._send(work, started)
                     return True
-                if not self._write(started):
+                if not self._write(work, started):
                     return False
             work = self._finish(work)
         return True
@@ -225,12 +247,15 @@ class ConcurrentStepLoop(TransactionalStepLoop):
                 if isinstance(started, Waiting):
                     self._send(work, started)  # more calls (an auction's post after its pings)
                     continue
-                if not self._write(started):
+                if not self._write(work, started):
                     return False
-            if not self._run_lane(self._finish(work)):
+            following = self._finish(work)
+            if self.stop.is_set():
+                continue  # stopping: what follows in the lane is the next owner's
+            if not self._run_lane(following):
                 return False
 
-    def _write(self, records: list[Record]) -> bool:
+    def _write(self, work: _Work, records: list[Record]) -> bool:
         self._begin()
         try:
             self._produce(records)
@@ -238,7 +263,13 @@ class ConcurrentStepLoop(TransactionalStepLoop):
             if transaction_broken(exc):
                 self._recover(exc)
                 return False
-            raise
+            # The record's own outputs cannot be written (too large for the topic): part of
+            # them may be in the transaction, so it is aborted, and when the record comes again
+            # it goes to the dead-letter topic instead of running.
+            log.error("outputs of a record refused by the producer", error=str(exc))
+            self.unwritable[(work.tp, work.offset)] = f"{type(exc).__name__}: {exc}"
+            self._abort_and_rewind(self.stop)
+            return False
         return True
 
     def _failed(self, work: _Work, exc: Exception) -> bool:
@@ -321,9 +352,10 @@ class ConcurrentStepLoop(TransactionalStepLoop):
         self.ready.clear()
         self.changed.clear()
         self.progress.clear()
-        if self.spread:
-            self.consumer.resume([TopicPartition(t, p) for t, p in self.spread])
-            self.spread.clear()
+        unheld = [TopicPartition(t, p) for t, p in self.spread if (t, p) not in self.held]
+        if unheld:
+            self.consumer.resume(unheld)
+        self.spread.clear()
         for tp in self._read_committed(self.consumer.assignment()):
             key = (tp.topic, tp.partition)
             if tp.offset >= 0:
@@ -343,6 +375,12 @@ class ConcurrentStepLoop(TransactionalStepLoop):
             log.warning("partitions lost, aborting", partitions=len(partitions))
             self._abort()
         self._rewind()
+        # Another member may commit further before they come back: their progress is read
+        # again then, and nothing of theirs stays held or paused here.
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        self._give_up(lost)
+        for tp in lost:
+            self.held.pop(tp, None)
 
     def _give_up(self, parts: set[TopicPart]) -> None:
         """Partitions that moved to another member: their unfinished records are theirs now."""
@@ -379,7 +417,8 @@ class ConcurrentStepLoop(TransactionalStepLoop):
                 self.consumer.pause([TopicPartition(*tp)])
             elif progress.span < limit // 2 and tp in self.spread:
                 self.spread.discard(tp)
-                self.consumer.resume([TopicPartition(*tp)])
+                if tp not in self.held:  # a held retry partition resumes when it is due
+                    self.consumer.resume([TopicPartition(*tp)])
 
     def _step(self) -> None:
         """One turn: answers in, ready lanes started, new records taken, a commit when due."""
@@ -423,14 +462,24 @@ class ConcurrentStepLoop(TransactionalStepLoop):
         self._retrying("init_transactions", self.producer.init_transactions)
         topics = [self.input_topic] + ([self.retry_topic] if self.retry_topic else [])
         self.consumer.subscribe(topics, on_revoke=self.on_revoke, on_lost=self._on_lost)
+        clean = False
         try:
             while not stop.is_set():
                 self._follow_flow_changes()
                 self._release_due()
                 self._step()
             self._drain()
+            clean = True
         finally:
-            self._commit()
+            # An error on its way out may have left part of a record's outputs in the open
+            # transaction: only a clean stop commits it.
+            if clean:
+                self._commit()
+            elif self.in_txn:
+                try:
+                    self.producer.abort_transaction(10)
+                except Exception:  # the process is ending anyway: its successor fences it
+                    log.warning("abort on the way out failed", exc_info=True)
             self.consumer.close()
             self.producer.flush(10)
             self.handler.close()

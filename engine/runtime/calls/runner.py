@@ -179,7 +179,16 @@ class AsyncCallRunner:
     async def _group(
         self, calls: list[Call], done: Callable[[list[Answer]], None], window_ms: int | None
     ) -> None:
-        answers = await self._counted(calls, window_ms)
+        try:
+            answers = await self._counted(calls, window_ms)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a runner bug: every call answered as failed, never silence
+            log.error("a call group failed inside the runner", calls=len(calls), **_where(exc))
+            answers = [
+                _failed(call, f"{call.service} call failed: {type(exc).__name__}", None)
+                for call in calls
+            ]
         try:
             done(answers)
         except Exception as exc:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from engine.errors import FlowConfigError
 from engine.flows import parse_flow
@@ -309,3 +309,60 @@ steps:
     name: Buyer
     settings: {url: "http://127.0.0.1:9/leads", timeout_ms: 8000, mapping: {email: lead.email}}
 """
+
+
+def test_a_held_retry_partition_stays_paused_when_its_spread_closes() -> None:
+    consumer = Consumer()
+    loop, _, runner = loop_with(consumer)
+    loop.process([record("a", "lead-a", 0)])
+    tp = ("in", 0)
+    consumer.paused.add(0)  # held until a retry is due, and paused for its spread
+    loop.held[tp] = 2**62
+    loop.spread.add(tp)
+    runner.answer("a")
+    loop._take_answers()
+    loop._pace_partitions()  # the spread closed: not a reason to resume a held partition
+    assert 0 in consumer.paused and tp not in loop.spread
+    loop.spread.add(tp)
+    loop.held[tp] = 0  # due now, but still spread: it stays paused until pacing resumes it
+    loop._release_due()
+    assert 0 in consumer.paused and tp not in loop.held
+
+
+class RefusingProducer(Producer):
+    """Refuses outputs too large for the topic, as librdkafka does at produce time."""
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, **kw: Any) -> None:
+        if topic == "out" and value.endswith(b"huge"):
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        super().produce(topic, value, key, **kw)
+
+
+def test_a_record_whose_outputs_are_refused_aborts_and_is_dead_lettered_when_it_comes_again() -> (
+    None
+):
+    producer, runner = RefusingProducer(), ManualRunner()
+    loop = ConcurrentStepLoop(
+        Consumer(),  # type: ignore[arg-type]
+        producer,  # type: ignore[arg-type]
+        Handler(),
+        calls=runner,
+        input_topic="in",
+        output_topic="out",
+        dlq_topic="dlq",
+        commit_interval_ms=60_000,
+    )
+    loop.stop.set()  # no backoff sleep after the abort
+    loop.process([record("ok", "lead-a", 0), record("huge", "lead-b", 1)])
+    runner.answer("ok")
+    loop._take_answers()
+    runner.answer("huge")
+    loop._take_answers()
+    assert producer.aborts == 1 and producer.open == []  # nothing of it half-written
+    loop.process([record("ok", "lead-a", 0), record("huge", "lead-b", 1)])  # read again
+    assert runner.started == ["ok", "huge", "ok"]  # the refused record does not run again
+    assert loop.dead_lettered == 1
+    runner.answer("ok")
+    loop._take_answers()
+    loop._commit()
+    assert producer.commits[-1] == [(0, 2, "")]

@@ -211,3 +211,16 @@ def test_close_cancels_what_is_in_flight_without_answering_it(stub: ServiceStub)
     assert closing.in_flight() == 0
     with pytest.raises(RunnerClosedError):
         closing.start([call(stub.url("/ok"))], done)
+
+
+def test_a_call_group_that_fails_inside_the_runner_is_still_answered(
+    stub: ServiceStub, runner: AsyncCallRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(calls: list[Call], window_ms: int | None) -> list[Answer]:
+        raise RuntimeError("a runner bug")
+
+    monkeypatch.setattr(runner, "_counted", broken)
+    got = Collected()
+    runner.start([call(stub.url("/ok"))], got)
+    (answer,) = got.wait()  # never silence: the lane behind this call would wait for ever
+    assert answer.status is None and answer.error == "Buyer call failed: RuntimeError"
