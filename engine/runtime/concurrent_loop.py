@@ -135,6 +135,8 @@ class ConcurrentStepLoop(TransactionalStepLoop):
         # Records whose outputs the producer refused (their transaction was aborted): when
         # they come again, dead-lettered with that error instead of run.
         self.unwritable: dict[tuple[TopicPart, int], str] = {}
+        # (processed, dead-lettered, produced) when the metrics were last told (``_report``).
+        self.reported = (0, 0, 0)
 
     # -- taking records -----------------------------------------------------------
 
@@ -308,7 +310,6 @@ class ConcurrentStepLoop(TransactionalStepLoop):
             self.changed.add(work.tp)
         self.processed += 1
         self.transient_failures = 0
-        self.metrics.records_in(self.input_topic, "processed", 1)
         self._release(work)
         lane = self.lanes.get(work.lane)
         if lane is None:
@@ -319,6 +320,27 @@ class ConcurrentStepLoop(TransactionalStepLoop):
             del self.lanes[work.lane]
             return None
         return lane[0]
+
+    def _report(self) -> None:
+        """What finished since the last turn, to the metrics as the one-at-a-time loop reports
+        a batch: records in by outcome, records out by target, dead letters. Records finish
+        out of fetch order here, so they are counted when they finish, once per turn."""
+        handled = self.processed - self.reported[0]
+        dead = self.dead_lettered - self.reported[1]
+        produced = self.produced - self.reported[2]
+        if not (handled or produced):
+            return
+        metrics = self.metrics
+        metrics.records_in(self.input_topic, "processed", handled - dead)
+        metrics.records_in(self.input_topic, "dead_lettered", dead)
+        elsewhere = sum(self.produced_to.values())
+        metrics.records_out(self.output_topic, produced - elsewhere)
+        for topic, count in self.produced_to.items():
+            metrics.records_out(topic, count)
+        metrics.records_out(self.dlq_topic, dead)
+        metrics.dead_letters(self.dlq_topic, dead + self.produced_to.get(self.dlq_topic, 0))
+        self.produced_to.clear()
+        self.reported = (self.processed, self.dead_lettered, self.produced)
 
     def _release(self, work: _Work) -> None:
         self.taken -= 1
@@ -449,6 +471,7 @@ class ConcurrentStepLoop(TransactionalStepLoop):
                 started = time.monotonic()
                 self.process(messages)
                 self.metrics.batch(len(messages), time.monotonic() - started)
+        self._report()
         self.metrics.sample_lag(self.consumer)
         if self.in_txn:
             age = time.monotonic() - self.txn_started

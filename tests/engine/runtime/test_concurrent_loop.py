@@ -5,6 +5,7 @@ chooses (``tests/engine/runtime/test_concurrent_delivery.py`` runs it on the rea
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from engine.flows import parse_flow
 from engine.runtime.concurrent_loop import ConcurrentStepLoop
 from engine.runtime.handlers import PoisonMessageError, Record
 from engine.runtime.handlers.base import Started, Waiting
+from engine.runtime.kafka.metrics import REGISTRY, WorkerMetrics
 from engine.runtime.kafka.progress import encode_done
 from engine.runtime.step_worker import check_call_deadline
 from engine.settings import Settings
@@ -366,3 +368,36 @@ def test_a_record_whose_outputs_are_refused_aborts_and_is_dead_lettered_when_it_
     loop._take_answers()
     loop._commit()
     assert producer.commits[-1] == [(0, 2, "")]
+
+
+def test_finished_records_are_reported_in_and_out_as_the_one_at_a_time_loop_reports_them() -> None:
+    role = f"step:test:{uuid.uuid4().hex[:8]}"
+    producer, runner = Producer(), ManualRunner()
+    loop = ConcurrentStepLoop(
+        Consumer(),  # type: ignore[arg-type]
+        producer,  # type: ignore[arg-type]
+        Handler(),
+        calls=runner,
+        input_topic="in",
+        output_topic="out",
+        dlq_topic="dlq",
+        commit_interval_ms=60_000,
+        metrics=WorkerMetrics(role),
+    )
+    loop.process(
+        [record("a", "lead-a", 0), record("poison", "lead-b", 1), record("b", "lead-c", 2)]
+    )
+    runner.answer("a")
+    loop._take_answers()
+    loop._report()
+    runner.answer("b")
+    loop._take_answers()
+    loop._report()
+
+    def sample(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"role": role, **labels})
+
+    assert sample("leadflow_worker_records_in_total", topic="in", outcome="processed") == 2
+    assert sample("leadflow_worker_records_in_total", topic="in", outcome="dead_lettered") == 1
+    assert sample("leadflow_worker_records_out_total", target="out") == 2
+    assert sample("leadflow_worker_dead_letters_total", target="dlq") == 1
