@@ -126,7 +126,8 @@ def build_step_loop(
     )
     if calls is None:
         return TransactionalStepLoop(consumer, producer, handler, **common)
-    assert isinstance(handler, EventInputHandler)
+    if not isinstance(handler, EventInputHandler):  # a calling step reads hand-off events
+        raise TypeError(f"step {step_id} of {flow.id} is a {flow.step(step_id).kind}")
     return ConcurrentStepLoop(
         consumer,
         producer,

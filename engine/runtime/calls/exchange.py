@@ -120,7 +120,10 @@ async def exchange(session: aiohttp.ClientSession, call: Call, limits: CallLimit
             extra, secrets = credential_headers(call.auth)
         except CredentialError as exc:
             return clock.failed(f"{call.service} credentials unavailable: {exc}")
-        headers_out = {**request.headers, **extra}
+        # The credential wins over a header of the same name in any case the flow wrote it.
+        names = {name.lower() for name in extra}
+        kept = {k: v for k, v in request.headers.items() if k.lower() not in names}
+        headers_out = {**kept, **extra}
     try:
         async with (
             asyncio.timeout(call.timeout_ms / 1000),

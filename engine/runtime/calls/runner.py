@@ -119,6 +119,7 @@ class AsyncCallRunner:
         try:
             self._loop.call_soon_threadsafe(self._spawn, list(calls), done, window_ms)
         except RuntimeError as exc:  # the loop closed between the check and now
+            self._leave(len(calls))
             raise RunnerClosedError("the call runner is closed") from exc
 
     def run(self, call: Call) -> Answer:
