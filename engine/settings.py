@@ -96,6 +96,17 @@ class Settings(BaseSettings):
         validation_alias=_env("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_CONNECTION_STRING"),
     )
 
+    # How events are framed on Kafka (schemas.codec; README "Event encodings"): Avro
+    # single-object encoding (0xC3 0x01 + the schema's fingerprint), which needs no
+    # registry, or the Confluent wire format (0x00 + the 4-byte schema id the registry
+    # gave the schema under "<topic>-value"), which Connect, ksqlDB, Flink and
+    # confluent-kafka's AvroDeserializer read. Readers take both, whatever this says.
+    event_encoding: Literal["single-object", "registry"] = "single-object"
+    # A Confluent-compatible registry API (Apicurio's ccompat, stack/lib/registry.sh).
+    schema_registry_url: str = "http://127.0.0.1:8085/apis/ccompat/v7"
+    # Registry down at start: the step waits this long between tries, logging each.
+    schema_registry_retry_s: float = Field(2.0, gt=0)
+
     db_schema: str = "leadflow"
     # The projector reads every flow's events by default; tests narrow it to one flow.
     projector_name: str = "timeline"

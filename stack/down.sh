@@ -26,7 +26,7 @@ down_ui() {
   rm -f "$pid_file" "$STACK_DIR/ui/server.port"
 }
 
-parse_services ui kafka kafka3 postgres s3 azure -- "$@"
+parse_services ui kafka kafka3 postgres s3 azure registry -- "$@"
 take_lock
 
 for s in "${SERVICES[@]}"; do
@@ -37,5 +37,6 @@ for s in "${SERVICES[@]}"; do
     postgres) down_postgres ;;
     s3) down_s3 ;;
     azure) down_azure ;;
+    registry) down_registry ;;
   esac
 done

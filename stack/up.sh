@@ -2,7 +2,7 @@
 # Start the local service stack (idempotent) and return once every requested
 # service answers its health check.
 #
-#   stack/up.sh                      kafka postgres s3 azure
+#   stack/up.sh                      kafka postgres s3 azure registry
 #   stack/up.sh kafka postgres       only these
 #   stack/up.sh kafka --nodes 3      3-node Kafka cluster (same as: KAFKA_NODES=3 stack/up.sh kafka,
 #                                    or stack/up.sh kafka3); runs beside the single node
@@ -13,7 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/services.sh"
 
 usage() { print_usage "${BASH_SOURCE[0]}"; }
 
-parse_services kafka postgres s3 azure -- "$@"
+parse_services kafka postgres s3 azure registry -- "$@"
 take_lock
 t0=$SECONDS
 
@@ -34,6 +34,7 @@ for s in "${SERVICES[@]}"; do
     postgres) up_postgres ;;
     s3) up_s3 ;;
     azure) up_azure ;;
+    registry) up_registry ;;
   esac
 done
 for s in "${SERVICES[@]}"; do

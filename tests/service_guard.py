@@ -51,6 +51,8 @@ STACK_PORTS = {
     5433: "postgres",
     **{port: "s3" for port in (8333, 9333, 9340, 8888, 23646)},
     **{port: "azurite" for port in (10000, 10001, 10002)},
+    # Apicurio Registry (stack/lib/registry.sh): HTTP API, management interface.
+    **{port: "registry" for port in (8085, 9085)},
 }
 
 # The settings that name a service, by the variable that wins over its aliases.
@@ -59,6 +61,7 @@ SERVICE_VARIABLES = {
     "postgres": "LEADFLOW_DATABASE_URL",
     "s3": "LEADFLOW_S3_ENDPOINT_URL",
     "azurite": "LEADFLOW_AZURE_STORAGE_CONNECTION_STRING",
+    "registry": "LEADFLOW_SCHEMA_REGISTRY_URL",
 }
 
 
@@ -92,6 +95,8 @@ def _service_addresses(settings: Settings) -> dict[tuple[str, int], str]:
     if (endpoint := azure.get("BlobEndpoint")) is not None:
         blob = urlparse(endpoint)
         found[(blob.hostname or "127.0.0.1", blob.port or 80)] = "azurite"
+    registry = urlparse(settings.schema_registry_url)
+    found[(registry.hostname or "127.0.0.1", registry.port or 80)] = "registry"
     return found
 
 
@@ -119,7 +124,7 @@ class Sentinels:
 
     def values(self) -> dict[str, str]:
         """The settings' variables pointing at the sentinels."""
-        kafka, pg, s3, azure = (self.port(s) for s in SERVICE_VARIABLES)
+        kafka, pg, s3, azure, registry = (self.port(s) for s in SERVICE_VARIABLES)
         return {
             "LEADFLOW_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka}",
             # connect_timeout: libpq gives up at once rather than waiting on a silent server.
@@ -131,6 +136,7 @@ class Sentinels:
                 "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
                 f"AccountKey=dW51c2Vk;BlobEndpoint=http://127.0.0.1:{azure}/devstoreaccount1;"
             ),
+            "LEADFLOW_SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{registry}/apis/ccompat/v7",
         }
 
     def _serve(self) -> None:

@@ -32,12 +32,14 @@ source stack/lib/kafka.sh
 source stack/lib/postgres.sh
 source stack/lib/s3.sh
 source stack/lib/azurite.sh
+source stack/lib/registry.sh
 echo "kafka $KAFKA_PORT $KAFKA_CTL_PORT"
 for n in 1 2 3; do echo "kafka3 $(kafka_port cluster "$n") $(kafka_ctl_port cluster "$n")"; done
 echo "kafka_secure $KAFKA_SECURE_PORT $KAFKA_SECURE_CTL_PORT"
 echo "postgres $PG_PORT"
 echo "seaweedfs $S3_PORT $S3_MASTER_PORT $S3_VOLUME_PORT $S3_FILER_PORT $S3_ADMIN_PORT"
 echo "azurite $AZ_PORT"
+echo "registry $REGISTRY_PORT $REGISTRY_MGMT_PORT"
 """
 
 
@@ -82,11 +84,13 @@ def test_the_shared_stack_binds_no_port_in_the_ephemeral_range() -> None:
     assert ports["postgres"] == [5433]
     assert ports["seaweedfs"][0] == 8333
     assert ports["azurite"] == [10000]
+    assert ports["registry"] == [8085, 9085]
 
 
 def test_the_chaos_harness_private_instances_bind_no_port_in_the_ephemeral_range() -> None:
     ports = stack_ports(services.private_env())
-    del ports["kafka"], ports["kafka_secure"]  # shared nodes: the harness never starts them
+    # shared services: the harness never starts them
+    del ports["kafka"], ports["kafka_secure"], ports["registry"]
     assert in_ephemeral_range(ports) == {}
     assert ports["postgres"] == [services.PG_PORT]
     assert ports["azurite"] == [services.AZ_PORT]
@@ -114,7 +118,8 @@ def test_the_shared_stack_and_the_chaos_instances_never_share_a_port() -> None:
     private = [
         p
         for name, ps in stack_ports(services.private_env()).items()
-        if name not in ("kafka", "kafka3", "kafka_secure")  # the same nodes either way
+        # the same nodes either way (the harness starts no registry of its own)
+        if name not in ("kafka", "kafka3", "kafka_secure", "registry")
         for p in ps
     ]
     every = shared + private

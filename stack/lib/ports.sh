@@ -29,3 +29,8 @@ AZ_DEFAULT_PORT=10000
 # SCRAM-SHA-512 over TLS on the broker port, its controller on plaintext loopback.
 KAFKA_SECURE_PORT=19094
 KAFKA_SECURE_CTL_PORT=19095
+# The schema registry (Apicurio Registry 3.x, stack/lib/registry.sh): HTTP API (the
+# Confluent-compatible one at /apis/ccompat/v7) and Quarkus's management interface
+# (health, metrics), both pinned to loopback.
+REGISTRY_DEFAULT_PORT=8085
+REGISTRY_DEFAULT_MGMT_PORT=9085

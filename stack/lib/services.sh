@@ -2,7 +2,7 @@
 # Loads every service module and parses the common command line of
 # up.sh / down.sh / status.sh:  [SERVICE...] [--nodes 1|3]
 #
-# Services: kafka postgres s3 azure (alias: azurite), and kafka3 = the 3-node
+# Services: kafka postgres s3 azure (alias: azurite) registry, and kafka3 = the 3-node
 # Kafka cluster. "kafka" means kafka3 when KAFKA_NODES=3 or --nodes 3 is given.
 
 # shellcheck source-path=SCRIPTDIR/..
@@ -15,6 +15,8 @@ source "$STACK_SRC/lib/postgres.sh"
 source "$STACK_SRC/lib/s3.sh"
 # shellcheck source=stack/lib/azurite.sh
 source "$STACK_SRC/lib/azurite.sh"
+# shellcheck source=stack/lib/registry.sh
+source "$STACK_SRC/lib/registry.sh"
 
 # parse_services DEFAULT... -- ARGS...: sets the global array SERVICES.
 parse_services() {
@@ -27,7 +29,7 @@ parse_services() {
       --nodes) nodes=${2:?--nodes needs a value}; shift 2 ;;
       --nodes=*) nodes=${1#--nodes=}; shift ;;
       -h | --help) usage; exit 0 ;;
-      kafka | kafka3 | postgres | s3) SERVICES+=("$1"); shift ;;
+      kafka | kafka3 | postgres | s3 | registry) SERVICES+=("$1"); shift ;;
       azure | azurite) SERVICES+=(azure); shift ;;
       *) usage >&2; die "unknown service or option: $1" ;;
     esac
