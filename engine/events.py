@@ -9,7 +9,7 @@ from typing import Any
 from engine.ids import event_id
 from engine.steps.base import EventDraft, Snapshot
 
-EVENT_SCHEMA_VERSION = "3"
+EVENT_SCHEMA_VERSION = "4"
 RETENTION_MS = 90 * 24 * 3600 * 1000
 
 LeadEvent = dict[str, Any]
