@@ -18,6 +18,9 @@ EVENTS_PATTERN = r"^leadflow\..+\.events\..+$"
 # Message headers the engine sets on event records.
 HANDOFF_HEADER = "leadflow-handoff"  # present on the one record the next step must process
 TYPE_HEADER = "leadflow-type"
+# On every event: "registry" (Confluent wire format) or "single-object" (Avro's own
+# framing), so a tool reading a topic can tell which deserializer to use before decoding.
+ENCODING_HEADER = "leadflow-encoding"
 ATTEMPT_HEADER = "leadflow-attempt"  # on retry records: which attempt this one is (2, 3, ...)
 DUE_HEADER = "leadflow-due-ms"  # on retry records: not to be processed before this epoch ms
 ERROR_HEADER = "leadflow-error"

@@ -37,6 +37,7 @@ from engine.runtime.backoff import backoff_delay
 from engine.runtime.kafka.clients import new_consumer
 from engine.runtime.kafka.fetch import ConsumeErrors, fetch
 from engine.runtime.kafka.metrics import WorkerMetrics
+from engine.runtime.schema_registry import reading_codec
 from engine.settings import Settings
 from engine.topics import EVENTS_PATTERN
 from projectors.analytics import ANALYTICS
@@ -47,7 +48,6 @@ from projectors.projection import Projection
 from projectors.store import Connection, connect
 from projectors.timeline import TIMELINE
 from projectors.writing import load_checkpoints, write_batch
-from schemas.codec import EventCodec
 
 log = structlog.get_logger(__name__)
 
@@ -109,7 +109,7 @@ class Projector:
         # so other threads (health checks, tests) can read it without a lock.
         self.assigned: frozenset[tuple[str, int]] = frozenset()
         self._overrides = dict(consumer_overrides or {})
-        self._codec = EventCodec()
+        self._codec = reading_codec(self.settings)
         self._conn: Connection | None = None
         self._stop = threading.Event()
         self._pending: list[Record] = []

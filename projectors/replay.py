@@ -33,6 +33,7 @@ from engine.errors import ConfigError
 from engine.runtime.kafka.clients import new_admin, new_consumer
 from engine.runtime.kafka.fetch import ConsumeErrors, EofHook, fetch
 from engine.runtime.kafka.offsets import OffsetQuery, list_offsets, offsets_at
+from engine.runtime.schema_registry import reading_codec
 from engine.settings import Settings
 from projectors.batch import Record, build_batch
 from projectors.generations import (
@@ -47,7 +48,6 @@ from projectors.generations import (
 from projectors.projections import projection
 from projectors.store import Connection, connect
 from projectors.writing import load_checkpoints, write_batch, write_checkpoints
-from schemas.codec import EventCodec
 
 log = structlog.get_logger(__name__)
 
@@ -102,7 +102,7 @@ class Rebuild:
         self.switch_timeout_s = switch_timeout_s
         self.on_progress = on_progress or (lambda done, total: None)
         self.written = 0
-        self._codec = EventCodec()
+        self._codec = reading_codec(self.settings)
         self._positions: dict[TopicPart, int] = {}
         self._heads: dict[TopicPart, int] = {}
         self._at_end: set[TopicPart] = set()

@@ -1,20 +1,29 @@
-"""Encode and decode lead events as Avro single-object encoding.
+"""Encode and decode lead events: Avro single-object encoding or the Confluent wire format.
 
-Framing (the Avro specification's "single-object encoding", no registry needed):
+Single-object encoding (the Avro specification's, no registry needed):
 
     byte 0-1   0xC3 0x01                       marker
     byte 2-9   CRC-64-AVRO fingerprint of the writer schema's parsing canonical
                form, little-endian
     byte 10-   Avro binary encoding of the record
 
-Any Avro library can decode a message: look the fingerprint up among the known
-writer schemas (``schemas/*.avsc``), then read the body with it.
+Confluent wire format (registry mode: what Connect, ksqlDB, Flink and confluent-kafka's
+``AvroDeserializer`` read):
+
+    byte 0     0x00                            magic
+    byte 1-4   the writer schema's id in the schema registry, big-endian
+    byte 5-    Avro binary encoding of the record (the same bytes as above)
+
+A codec writes one of the two (``schema_id`` given: the wire format) and reads both, told
+apart by the first byte. A schema id it does not know is looked up through ``resolve``
+(the runtime's registry client; this package does no I/O of its own).
 """
 
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -27,10 +36,34 @@ from schemas.compiled_writer import SlowPath, record_encoder
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
+WIRE_MAGIC = 0
+WIRE_HEADER_LEN = 5
+
+# A schema id -> the writer schema's JSON as the registry holds it, or None if it has no
+# such id. It may raise when the registry cannot be asked (that is no property of the data).
+SchemaResolver = Callable[[int], dict[str, Any] | None]
 
 
 class SchemaMismatchError(ValueError):
     """The bytes are not a leadflow event written with a known schema."""
+
+
+class UnknownSchemaIdError(SchemaMismatchError):
+    """A wire-format event names a schema id the registry does not have (or, with no
+    registry to ask, that this codec does not know)."""
+
+    def __init__(self, schema_id: int) -> None:
+        super().__init__(f"unknown schema id {schema_id} in a Confluent wire-format event")
+        self.schema_id = schema_id
+
+
+def wire_header(schema_id: int) -> bytes:
+    """The Confluent wire format's 5 bytes before the Avro body."""
+    return bytes([WIRE_MAGIC]) + schema_id.to_bytes(4, "big")
+
+
+def _fingerprint(parsed: Any) -> bytes:
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
 
 
 def load_schema(name: str = "lead_event.avsc") -> dict[str, Any]:
@@ -85,20 +118,28 @@ class EventCodec:
     write the snapshot back as the bytes they read.
     """
 
-    def __init__(self, schema: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        schema: dict[str, Any] | None = None,
+        *,
+        schema_id: int | None = None,
+        resolve: SchemaResolver | None = None,
+    ) -> None:
         raw = schema if schema is not None else load_schema()
         self.schema = fastavro.parse_schema(raw)
-        self.fingerprint = bytes.fromhex(
-            fingerprint(to_parsing_canonical_form(self.schema), "CRC-64-AVRO")
-        )
-        self.header = MAGIC + self.fingerprint
+        self.fingerprint = _fingerprint(self.schema)
+        # What this codec writes: the wire format with the registry's id, or single-object.
+        self.schema_id = schema_id
+        self.encoding = "single-object" if schema_id is None else "registry"
+        self.header = MAGIC + self.fingerprint if schema_id is None else wire_header(schema_id)
         self._writers: dict[bytes, Any] = {self.fingerprint: self.schema}
         # Events written by earlier versions stay readable: their writer schema
         # is resolved against the current one (new fields take their defaults).
         for old in historical_schemas():
             parsed = fastavro.parse_schema(old)
-            fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
-            self._writers.setdefault(fp, parsed)
+            self._writers.setdefault(_fingerprint(parsed), parsed)
+        self._resolve = resolve
+        self._ids: dict[int, Any] = {} if schema_id is None else {schema_id: self.schema}
         self._head, self._snapshot, self._tail = _split_at_snapshot(raw)
         # Compiled writers (schemas.compiled_writer) for the whole record and for the
         # parts around the snapshot: about twice fastavro's speed on these records.
@@ -139,11 +180,11 @@ class EventCodec:
         An event written with an older schema is decoded whole (its snapshot bytes
         are not in the current layout, so it is re-encoded when written on).
         """
-        writer = self._writer(data)
+        writer, at = self._writer(data)
         if writer is not self.schema:
             return self.decode(data)
         buf = io.BytesIO(data)
-        buf.seek(HEADER_LEN)
+        buf.seek(at)
         try:
             head = fastavro.schemaless_reader(buf, self._head, None)
             start = buf.tell()
@@ -155,20 +196,42 @@ class EventCodec:
         head[SNAPSHOT_FIELD] = EncodedSnapshot(values, data[start : buf.tell()])
         return head
 
-    def _writer(self, data: bytes) -> Any:
+    def _writer(self, data: bytes) -> tuple[Any, int]:
+        """The writer schema of an event, by its first byte's framing, and where its body
+        starts."""
+        if len(data) >= WIRE_HEADER_LEN and data[0] == WIRE_MAGIC:
+            return self._writer_by_id(int.from_bytes(data[1:WIRE_HEADER_LEN], "big")), (
+                WIRE_HEADER_LEN
+            )
         if len(data) < HEADER_LEN or data[:2] != MAGIC:
-            raise SchemaMismatchError("not an Avro single-object encoded message")
+            raise SchemaMismatchError(
+                "neither Avro single-object encoding nor the Confluent wire format"
+            )
         writer = self._writers.get(data[2:HEADER_LEN])
         if writer is None:
             raise SchemaMismatchError(f"unknown writer schema fingerprint {data[2:10].hex()}")
+        return writer, HEADER_LEN
+
+    def _writer_by_id(self, schema_id: int) -> Any:
+        writer = self._ids.get(schema_id)
+        if writer is not None:
+            return writer
+        found = self._resolve(schema_id) if self._resolve is not None else None
+        if found is None:
+            raise UnknownSchemaIdError(schema_id)
+        parsed = fastavro.parse_schema(found)
+        # A schema this codec knows (the current one under another id, a historical one)
+        # is used as it is: the current one keeps the hand-off's fast path.
+        writer = self._writers.get(_fingerprint(parsed), parsed)
+        self._ids[schema_id] = writer
         return writer
 
     def decode(self, data: bytes) -> dict[str, Any]:
-        writer = self._writer(data)
+        writer, at = self._writer(data)
         # Same schema: no reader schema, so fastavro skips resolution altogether.
         reader = None if writer is self.schema else self.schema
         buf = io.BytesIO(data)
-        buf.seek(HEADER_LEN)
+        buf.seek(at)
         try:
             record = fastavro.schemaless_reader(buf, writer, reader)
         except (EOFError, ValueError, IndexError, UnicodeDecodeError) as exc:

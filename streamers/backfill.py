@@ -31,8 +31,8 @@ from engine.objects.errors import DestinationError
 from engine.runtime.backoff import backoff_delay
 from engine.runtime.kafka.clients import new_admin, new_consumer
 from engine.runtime.kafka.fetch import ConsumeErrors, fetch
+from engine.runtime.schema_registry import reading_codec
 from engine.settings import Settings
-from schemas.codec import EventCodec
 from streamers.per_event import ObjectWrite, object_for_record
 from streamers.topic_offsets import TopicPart, ends, flow_partitions, offsets_at
 
@@ -113,7 +113,7 @@ def backfill(
     group = f"leadflow.{flow.id}.backfill.{uuid.uuid4().hex[:8]}"
     consumer = new_consumer(settings, group, **{"enable.partition.eof": True})
     errors = ConsumeErrors(group)
-    codec = EventCodec()
+    codec = reading_codec(settings)
     remaining = dict(result.ranges)
     reached = {tp: first for tp, (first, _) in result.ranges.items()}  # next offset to read
     try:

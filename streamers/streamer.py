@@ -40,8 +40,8 @@ from engine.runtime.kafka.clients import new_consumer
 from engine.runtime.kafka.config import is_fatal
 from engine.runtime.kafka.fetch import ConsumeErrors, fetch
 from engine.runtime.kafka.metrics import WorkerMetrics
+from engine.runtime.schema_registry import reading_codec
 from engine.settings import Settings
-from schemas.codec import EventCodec
 from streamers.batched import BatchedSink
 from streamers.observer import NullObserver, StreamerObserver
 from streamers.per_event import ObjectWrite as ObjectWrite
@@ -133,7 +133,7 @@ class Streamer:
         self.observer: StreamerObserver = observer or NullObserver()
         self._store = store
         self._overrides = dict(consumer_overrides or {})
-        self._codec = EventCodec()
+        self._codec = reading_codec(self.settings)
         self._sink = self._make_sink()
         self._paused = False
         # Offsets of durable rounds whose commit failed; retried with the next commit.

@@ -29,9 +29,10 @@ from engine.runtime.handlers.base import header_map
 from engine.runtime.kafka.clients import new_admin, new_consumer
 from engine.runtime.kafka.fetch import ConsumeErrors, fetch
 from engine.runtime.kafka.offsets import list_offsets
+from engine.runtime.schema_registry import reading_codec
 from engine.settings import Settings
 from engine.topics import TYPE_HEADER, flow_event_topics
-from schemas.codec import EventCodec, SchemaMismatchError, default_codec
+from schemas.codec import EventCodec, SchemaMismatchError
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +78,7 @@ def _resolve(future: asyncio.Future[None], error: Exception | None) -> None:
 
 class WaiterHub:
     def __init__(self, settings: Settings, codec: EventCodec | None = None) -> None:
-        self._codec = codec or default_codec()
+        self._codec = codec or reading_codec(settings)
         # A group id is required but never used: partitions are assigned, nothing is committed.
         group = f"leadflow.intake-waiters.{uuid.uuid4().hex}"
         self._consumer = new_consumer(settings, group, **{"fetch.wait.max.ms": 10})

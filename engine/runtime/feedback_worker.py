@@ -16,9 +16,9 @@ from engine.runtime.kafka.clients import (
 )
 from engine.runtime.kafka.metrics import WorkerMetrics
 from engine.runtime.kafka.topics import TopicSpec, ensure_topics
+from engine.runtime.schema_registry import reading_codec
 from engine.runtime.step_loop import TransactionalStepLoop
 from engine.settings import Settings
-from schemas.codec import default_codec
 
 log = structlog.get_logger(__name__)
 
@@ -40,7 +40,7 @@ def build_feedback_loop(settings: Settings, deliveries: Deliveries) -> Transacti
         # The group is named after the topic: each deployment's feedback its own.
         new_consumer(settings, group),
         new_transactional_producer(settings, f"{group}.{settings.instance_id}", metrics),
-        FeedbackHandler(settings, default_codec(), deliveries),
+        FeedbackHandler(settings, reading_codec(settings), deliveries),
         input_topic=group,
         output_topic=rejected,  # every record names its topic; this is a fallback
         dlq_topic=rejected,

@@ -19,10 +19,11 @@ from engine.runtime.kafka.clients import new_admin, new_consumer, new_transactio
 from engine.runtime.kafka.metrics import WorkerMetrics
 from engine.runtime.kafka.topics import ensure_flow_topics
 from engine.runtime.registry import FlowRegistry
+from engine.runtime.schema_registry import step_codec
 from engine.runtime.step_loop import TransactionalStepLoop
 from engine.settings import Settings
 from engine.topics import RETRYING_KINDS, dlq_topic, events_topic, input_topic, retry_topic
-from schemas.codec import default_codec
+from schemas.codec import EventCodec
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +46,7 @@ def follow_registry(
     registry: FlowRegistry,
     flow: Flow,
     step_id: str,
+    codec: EventCodec,
     calls: CallRunner | None = None,
 ) -> Callable[[], StepHandler | None]:
     """A watch for the step loop: a new handler when a newer version of the flow is applied."""
@@ -63,7 +65,7 @@ def follow_registry(
             raise FlowChangedError(f"step {step_id} of {flow.id} moved in v{latest.version}")
         version = latest.version
         log.info("flow version applied", flow=flow.id, version=version, step=step_id)
-        return make_handler(latest, step_id, settings.instance_id, default_codec(), settings, calls)
+        return make_handler(latest, step_id, settings.instance_id, codec, settings, calls)
 
     return watch
 
@@ -98,10 +100,14 @@ def build_step_loop(
     worker_index: int = 0,
     registry: FlowRegistry | None = None,
     calls: ManyCallRunner | None = None,
+    stop: threading.Event | None = None,
 ) -> TransactionalStepLoop:
     """The step's loop: with ``calls`` (a calling step's), one that keeps many records in
     flight on that runner; else one record at a time."""
     check_call_deadline(settings, flow, step_id, concurrent=calls is not None)
+    # Before any client: in registry mode this waits for the registry (logging each try),
+    # so the step never writes an event it could not frame.
+    codec = step_codec(settings, [events_topic(flow.id, step_id)], stop)
     group = step_group(flow.id, step_id)
     # A stable transactional.id per (step, instance): a restarted worker fences
     # its killed predecessor at once instead of waiting out its transaction.
@@ -111,7 +117,7 @@ def build_step_loop(
     consumer = new_consumer(settings, group, **{"group.instance.id": txn_id})
     metrics = WorkerMetrics(f"step:{flow.id}:{step_id}")
     producer = new_transactional_producer(settings, txn_id, metrics)
-    handler = make_handler(flow, step_id, settings.instance_id, default_codec(), settings, calls)
+    handler = make_handler(flow, step_id, settings.instance_id, codec, settings, calls)
     retries = flow.step(step_id).kind in RETRYING_KINDS
     common: dict[str, Any] = dict(
         input_topic=input_topic(flow, step_id),
@@ -121,7 +127,9 @@ def build_step_loop(
         commit_interval_ms=settings.commit_interval_ms,
         commit_linger_ms=settings.commit_linger_ms,
         retry_topic=retry_topic(flow.id, step_id) if retries else None,
-        watch=follow_registry(settings, registry, flow, step_id, calls) if registry else None,
+        watch=(
+            follow_registry(settings, registry, flow, step_id, codec, calls) if registry else None
+        ),
         metrics=metrics,
     )
     if calls is None:
@@ -162,7 +170,7 @@ def run_step(
         # every switch interval (5 ms by default), which a lead waits at each hand-over.
         sys.setswitchinterval(0.0005)
     try:
-        loop = build_step_loop(settings, flow, step_id, worker_index, registry, calls)
+        loop = build_step_loop(settings, flow, step_id, worker_index, registry, calls, stop)
         structlog.contextvars.bind_contextvars(role=f"step:{step_id}", flow=flow.id)
         log.info("step worker started", input=loop.input_topic, output=loop.output_topic)
         try:

@@ -149,8 +149,9 @@ def test_an_undecodable_record_is_kept_with_its_bytes_once_however_often_it_is_r
         "SELECT kafka_topic, kafka_partition, kafka_offset, error, raw, key FROM projector_rejects"
     ).fetchall()
     assert rows == [
-        (TOPIC, 2, 7, "SchemaMismatchError: not an Avro single-object encoded message",
-         b"\x00garbage", b"k"),
+        # 0x00 opens the Confluent wire format: "garb" is read as the schema id.
+        (TOPIC, 2, 7, "UnknownSchemaIdError: unknown schema id 1734439522 in a Confluent"
+         " wire-format event", b"\x00garbage", b"k"),
     ]  # fmt: skip
     assert load_checkpoints(db, "timeline", [TOPIC]) == {(TOPIC, 2): 8}
 

@@ -17,9 +17,11 @@ from typing import Protocol, TypeAlias
 from confluent_kafka import Message
 
 from engine import __version__
+from engine.errors import TransientStepError
 from engine.events import LeadEvent, StepIdentity, Timing, stamp_events
 from engine.flows import Flow
 from engine.runtime.kafka.dead_letter import dead_letter_headers
+from engine.runtime.schema_registry import SchemaRegistryUnavailableError
 from engine.runtime.sealer import LeadSealer
 from engine.steps.base import Snapshot, StepResult
 from engine.steps.calls import Answer, Call, waited_on
@@ -27,6 +29,7 @@ from engine.steps.settlement import StepPlace, settle
 from engine.topics import (
     ATTEMPT_HEADER,
     DUE_HEADER,
+    ENCODING_HEADER,
     HANDOFF_HEADER,
     TYPE_HEADER,
     dlq_topic,
@@ -100,6 +103,7 @@ class BaseHandler:
         self.index = flow.index(step_id)
         step = flow.steps[self.index]
         self.codec = codec
+        self.encoding = (ENCODING_HEADER, codec.encoding.encode())
         self.who = StepIdentity(
             flow.id, flow.version, step.id, step.name, self.index, host, __version__
         )
@@ -153,7 +157,7 @@ class BaseHandler:
             sealer, whole = self.sealer, seal_request_body
             events = [sealer.seal_event(event, whole_request_body=whole) for event in events]
         for i, event in enumerate(events):
-            headers: Headers = [(TYPE_HEADER, event["type"].encode())]
+            headers: Headers = [(TYPE_HEADER, event["type"].encode()), self.encoding]
             if i == hand_off_at:
                 headers.append((HANDOFF_HEADER, b"1"))
             records.append(Record(key, self.codec.encode(event), headers))
@@ -203,7 +207,11 @@ class EventInputHandler(BaseHandler):
             event = self.codec.decode_handoff(msg.value() or b"")
             attempt = int(headers.get(ATTEMPT_HEADER, b"1"))
         except (SchemaMismatchError, ValueError) as exc:
+            # An unknown schema id lands here too, the id in the error.
             raise PoisonMessageError(str(exc)) from exc
+        except SchemaRegistryUnavailableError as exc:
+            # Nothing wrong with the record: the writer schema cannot be fetched now.
+            raise TransientStepError(f"schema registry unavailable: {exc}") from exc
         snapshot: Snapshot = event["vars"]
         if self.sealer is not None:
             snapshot = self.sealer.open_snapshot(snapshot)  # the step decides on clear values

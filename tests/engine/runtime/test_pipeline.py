@@ -148,4 +148,4 @@ def test_poison_event_goes_to_the_dead_letter_topic_and_the_step_goes_on(
     headers = dict(messages[0].headers() or [])
     assert messages[0].value() == b"garbage"
     assert headers["leadflow-source-topic"] == events_topic(flow.id, "source").encode()
-    assert headers["leadflow-error"].startswith(b"PoisonMessage: not an Avro")  # type: ignore[union-attr]
+    assert headers["leadflow-error"].startswith(b"PoisonMessage: neither Avro")  # type: ignore[union-attr]
