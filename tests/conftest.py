@@ -52,6 +52,7 @@ def _down_services(settings: Settings) -> list[str]:
     kafka_host, kafka_port = settings.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)
     pg = urlparse(settings.database_url.get_secret_value())
     s3 = urlparse(settings.s3_endpoint_url or "http://127.0.0.1:8333")
+    registry = urlparse(settings.schema_registry_url)
     return [
         name
         for name, host, port in [
@@ -59,6 +60,7 @@ def _down_services(settings: Settings) -> list[str]:
             ("postgres", pg.hostname or "127.0.0.1", pg.port or 5432),
             ("s3", s3.hostname or "127.0.0.1", s3.port or 80),
             ("azurite", "127.0.0.1", 10000),
+            ("registry", registry.hostname or "127.0.0.1", registry.port or 80),
         ]
         if not _reachable(host, port)
     ]

@@ -85,8 +85,17 @@ class SchemaRegistry:
     def _sr(self) -> SchemaRegistryClient:
         with self._lock:
             if self._client is None:
-                self._client = SchemaRegistryClient({"url": self.url})
+                # No retries inside the client: the callers' own loops retry, logging
+                # each try (start-up), or rewind and read again (a step's decode).
+                self._client = SchemaRegistryClient({"url": self.url, "max.retries": 0})
             return self._client
+
+    def close(self) -> None:
+        """Close the client's HTTP connections (a cached registry lives as its process)."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
     def register(self, subject: str, schema: dict[str, Any]) -> int:
         """The id of ``schema`` under ``subject``, registering it (with the subject's
