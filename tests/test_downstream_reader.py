@@ -60,7 +60,7 @@ def read_events_downstream(settings: Settings, pattern: str, count: int) -> list
             for msg in consumer.consume(100, timeout=1):
                 if msg.error():
                     continue
-                ctx = SerializationContext(msg.topic(), MessageField.VALUE)
+                ctx = SerializationContext(msg.topic() or "", MessageField.VALUE)
                 headers = dict(msg.headers() or [])
                 out.append((deserialize(msg.value(), ctx), headers, msg.value()))
             return len(out)
