@@ -82,12 +82,12 @@ def test_one_consumer_reads_a_topic_holding_v3_and_v4_events_in_both_encodings(
 
     consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap_servers, "group.id": unique_id})
     consumer.assign([TopicPartition(topic, 0, 0)])
-    got = []
+    got: list[bytes] = []
     while len(got) < len(values):
         msg = consumer.poll(10)
         assert msg is not None, f"only {len(got)} of {len(values)} records came"
         if not msg.error():
-            got.append(msg.value())
+            got.append(msg.value() or b"")
     consumer.close()
 
     # leadflow's reader: every record, whatever its framing or version, as v4.
