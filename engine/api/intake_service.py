@@ -25,6 +25,7 @@ from engine.intake.answers import IntakeAnswer, lead_answer, pending_answer
 from engine.intake.config import IntakeSettings
 from engine.intake.records import intake_headers
 from engine.runtime.flow_catalog import FlowCatalog
+from engine.runtime.schema_registry import TopicCodecs
 from engine.runtime.sealer import LeadSealer
 from engine.sealing import MasterKeyError
 from engine.settings import Settings
@@ -77,6 +78,8 @@ class IntakeService:
         self.catalog = FlowCatalog(settings)
         self.hub = WaiterHub(settings)
         self.publisher = IntakePublisher(settings)
+        # Events the API writes itself (pings), framed as the deployment says.
+        self.codecs = TopicCodecs(settings)
         self.store = IntakeStore(settings)
         self._late: set[asyncio.Task[None]] = set()
         # Ping limits use the caps' counters; one connection, used by one thread at a time.

@@ -40,6 +40,7 @@ from engine.ids import new_lead_id
 from engine.intake.config import PingSettings
 from engine.runtime.calls import CallLimits, exchange
 from engine.runtime.calls.exchange import new_session
+from engine.runtime.schema_registry import SchemaRegistryUnavailableError
 from engine.state.errors import StateUnavailableError
 from engine.steps.base import EventDraft, Outcome
 from engine.steps.calls import Call, Delivery
@@ -51,9 +52,8 @@ from engine.steps.pings import (
     ping_limit_reason,
     retry_after_seconds,
 )
-from engine.topics import TYPE_HEADER, events_topic
+from engine.topics import ENCODING_HEADER, TYPE_HEADER, events_topic
 from engine.web.responses import IntakeRefusal, PingAnswer, PingLimited, intake_answers
-from schemas.codec import default_codec
 
 router = APIRouter()
 HOST = socket.gethostname()
@@ -108,12 +108,16 @@ async def _record(
     }
     (event,) = stamp_events([draft], who, ping_id, timing.start_ms, {}, timing)
     event["ping_limit_reached"] = limit_reached
-    await service.publisher.publish(
-        events_topic(flow.id, source.id),
-        ping_id,
-        default_codec().encode(event),
-        [(TYPE_HEADER, b"source.pinged")],
-    )
+    topic = events_topic(flow.id, source.id)
+    try:  # registry mode: the topic's subject registered at its first ping (then cached)
+        codec = await asyncio.to_thread(service.codecs.for_topic, topic)
+    except SchemaRegistryUnavailableError as exc:
+        raise PublishError(f"schema registry unavailable: {exc}") from exc
+    headers: list[tuple[str, str | bytes | None]] = [
+        (TYPE_HEADER, b"source.pinged"),
+        (ENCODING_HEADER, codec.encoding.encode()),
+    ]
+    await service.publisher.publish(topic, ping_id, codec.encode(event), headers)
 
 
 @router.post(

@@ -16,7 +16,7 @@ from engine.runtime.kafka.clients import (
 )
 from engine.runtime.kafka.metrics import WorkerMetrics
 from engine.runtime.kafka.topics import TopicSpec, ensure_topics
-from engine.runtime.schema_registry import reading_codec
+from engine.runtime.schema_registry import TopicCodecs
 from engine.runtime.step_loop import TransactionalStepLoop
 from engine.settings import Settings
 
@@ -40,7 +40,7 @@ def build_feedback_loop(settings: Settings, deliveries: Deliveries) -> Transacti
         # The group is named after the topic: each deployment's feedback its own.
         new_consumer(settings, group),
         new_transactional_producer(settings, f"{group}.{settings.instance_id}", metrics),
-        FeedbackHandler(settings, reading_codec(settings), deliveries),
+        FeedbackHandler(settings, TopicCodecs(settings), deliveries),
         input_topic=group,
         output_topic=rejected,  # every record names its topic; this is a fallback
         dlq_topic=rejected,

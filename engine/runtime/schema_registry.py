@@ -210,3 +210,34 @@ def step_codec(
     )
     log.info("event schema registered", subjects=subjects, schema_id=schema_id)
     return EventCodec(schema_id=schema_id, resolve=registry.resolve)
+
+
+class TopicCodecs:
+    """The codec for each topic a writer meets as it goes (the feedback worker writes to
+    every flow's feedback events topic, the API's pings to each source's): in registry
+    mode the topic's subject is registered at its first event, one try, and a registry
+    down raises ``SchemaRegistryUnavailableError`` for the caller to retry (the feedback
+    worker aborts and reads again; a ping answers 503). The registry's ids are global
+    per schema, so every topic's codec is the same one once its subject is registered."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._registry = registry_for(settings.schema_registry_url)
+        self._registry_mode = settings.event_encoding == "registry"
+        self._reading = EventCodec(resolve=self._registry.resolve)
+        self._framed: EventCodec | None = None
+        self._subjects: set[str] = set()
+        self._lock = threading.Lock()
+
+    def for_topic(self, topic: str) -> EventCodec:
+        if not self._registry_mode:
+            return self._reading
+        subject = value_subject(topic)
+        with self._lock:
+            if subject in self._subjects and self._framed is not None:
+                return self._framed
+        schema_id = self._registry.register(subject, load_schema())
+        with self._lock:
+            if self._framed is None or self._framed.schema_id != schema_id:
+                self._framed = EventCodec(schema_id=schema_id, resolve=self._registry.resolve)
+            self._subjects.add(subject)
+            return self._framed

@@ -21,13 +21,14 @@ from engine.ops.feedback_check import FeedbackRefusedError
 from engine.ops.offsets import UnknownGroupError
 from engine.runtime.handlers.feedback import FEEDBACK_REJECTED_TOPIC, FeedbackHandler
 from engine.runtime.registry import UnknownFlowError, apply_flow, delete_flow
+from engine.runtime.schema_registry import TopicCodecs
 from engine.settings import Settings
 from projectors.batch import Record, build_batch
 from projectors.deliveries import TimelineDeliveries
 from projectors.generations import migrate_database
 from projectors.store import connect
 from projectors.writing import write_batch
-from schemas.codec import EventCodec, default_codec
+from schemas.codec import EventCodec
 from tests.factories import make_flow, make_lead_events
 
 pytestmark = pytest.mark.stack
@@ -154,7 +155,7 @@ def test_feedback_on_a_delivery_is_published_and_no_check_publishes_any(
 def test_the_feedback_worker_logs_every_feedback_it_rejects_with_the_reason(
     stack: Settings,
 ) -> None:
-    handler = FeedbackHandler(stack, default_codec(), TimelineDeliveries(stack))
+    handler = FeedbackHandler(stack, TopicCodecs(stack), TimelineDeliveries(stack))
     message = Message(topic="leadflow.feedback", partition=1, offset=42, value=b'{"type": "x"}')
     try:
         with structlog.testing.capture_logs() as logs:

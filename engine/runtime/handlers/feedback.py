@@ -22,6 +22,7 @@ from engine.errors import TransientStepError
 from engine.events import StepIdentity, Timing, stamp_events
 from engine.ids import FEEDBACK_STEP_INDEX
 from engine.runtime.handlers.base import Headers, Record, now_ms
+from engine.runtime.schema_registry import SchemaRegistryUnavailableError, TopicCodecs
 from engine.settings import Settings
 from engine.steps.feedback import (
     FEEDBACK_STEP_ID,
@@ -29,8 +30,7 @@ from engine.steps.feedback import (
     feedback_events,
     parse_feedback,
 )
-from engine.topics import ERROR_HEADER, TYPE_HEADER, events_topic
-from schemas.codec import EventCodec
+from engine.topics import ENCODING_HEADER, ERROR_HEADER, TYPE_HEADER, events_topic
 
 log = structlog.get_logger(__name__)
 
@@ -57,9 +57,9 @@ class Deliveries(Protocol):
 
 
 class FeedbackHandler:
-    def __init__(self, settings: Settings, codec: EventCodec, deliveries: Deliveries) -> None:
+    def __init__(self, settings: Settings, codecs: TopicCodecs, deliveries: Deliveries) -> None:
         self.settings = settings
-        self.codec = codec
+        self.codecs = codecs
         self.deliveries = deliveries
 
     def _lookup(self, event_id: str) -> tuple[Event | None, list[Event]]:
@@ -117,9 +117,14 @@ class FeedbackHandler:
             step_count=added.step_count,
         )
         topic = events_topic(added.flow_id, FEEDBACK_STEP_ID)
+        try:
+            codec = self.codecs.for_topic(topic)
+        except SchemaRegistryUnavailableError as exc:
+            raise TransientStepError(f"schema registry unavailable: {exc}") from exc
         key = added.lead_id.encode()
+        encoding = (ENCODING_HEADER, codec.encoding.encode())
         return [
-            Record(key, self.codec.encode(e), [(TYPE_HEADER, e["type"].encode())], topic)
+            Record(key, codec.encode(e), [(TYPE_HEADER, e["type"].encode()), encoding], topic)
             for e in events
         ]
 

@@ -16,6 +16,7 @@ from engine.ops.submit import publish_leads
 from engine.runtime.feedback_worker import build_feedback_loop, publish_feedback
 from engine.runtime.handlers.feedback import FeedbackHandler, rejected_topic
 from engine.runtime.kafka.config import consumer_config
+from engine.runtime.schema_registry import TopicCodecs
 from engine.runtime.step_worker import build_step_loop, prepare_topics
 from engine.settings import Settings
 from engine.steps.feedback import Feedback, FeedbackRejectedError, apply_feedback, parse_feedback
@@ -223,7 +224,7 @@ def test_a_leads_second_feedback_follows_the_first_on_its_timeline() -> None:
         def close(self) -> None:
             pass
 
-    handler = FeedbackHandler(Settings(), default_codec(), Deliveries())
+    handler = FeedbackHandler(Settings(), TopicCodecs(Settings()), Deliveries())
     codec = default_codec()
     answers = []
     # The return comes first, the conversion a minute later, at a lower offset modulo 2^15

@@ -23,17 +23,20 @@ from engine.runtime.handlers.filter import FilterHandler
 from engine.runtime.handlers.recipient import RecipientHandler
 from engine.runtime.handlers.source import SourceHandler
 from engine.runtime.kafka.dead_letter import dead_letter_headers
+from engine.runtime.schema_registry import TopicCodecs
 from engine.settings import Settings
 from engine.state.store import Admission, DuplicateCheck
 from engine.steps.calls import Answer, Call
 from engine.steps.cap_checks import CapCheck, CapCount
 from engine.steps.duplicates import LeadOrder, fingerprint
 from engine.steps.feedback import feedback_events, parse_feedback
-from engine.topics import ATTEMPT_HEADER, DUE_HEADER, HANDOFF_HEADER, TYPE_HEADER
+from engine.topics import ATTEMPT_HEADER, DUE_HEADER, ENCODING_HEADER, HANDOFF_HEADER, TYPE_HEADER
 from schemas.codec import default_codec
 from tests.engine.runtime.handler_fakes import LEAD_ID, SUBMITTED_MS, FakeMessage, handoff
 from tests.factories import make_lead_events
 
+# Every event says how it is framed (single-object here: no registry in unit tests).
+SINGLE = (ENCODING_HEADER, b"single-object")
 NOW_MS = SUBMITTED_MS + 500
 FLOW = """
 id: test
@@ -125,15 +128,15 @@ def types(records: list[Record]) -> list[str]:
 def test_a_lead_that_goes_on_is_marked_as_the_next_steps_input(flow: Flow) -> None:
     (record,) = filter_handler(flow).handle(handoff({"lead.state": "TX"}))
     assert (record.key, record.topic) == (LEAD_ID.encode(), None)
-    assert record.headers == [(TYPE_HEADER, b"filter.passed"), (HANDOFF_HEADER, b"1")]
+    assert record.headers == [(TYPE_HEADER, b"filter.passed"), SINGLE, (HANDOFF_HEADER, b"1")]
 
 
 def test_a_stopped_lead_hands_nothing_on(flow: Flow) -> None:
     records = filter_handler(flow).handle(handoff({"lead.state": "WY"}))
     assert types(records) == ["filter.failed", "flow.completed"]
     assert [r.headers for r in records] == [
-        [(TYPE_HEADER, b"filter.failed")],
-        [(TYPE_HEADER, b"flow.completed")],
+        [(TYPE_HEADER, b"filter.failed"), SINGLE],
+        [(TYPE_HEADER, b"flow.completed"), SINGLE],
     ]
 
 
@@ -247,7 +250,7 @@ def test_feedback_is_written_as_its_step_says_on_the_flows_feedback_topic() -> N
     deliveries = OneDelivery()
     body = b'{"event_id": "%s", "type": "return"}' % deliveries.timeline[3]["id"].encode()
     message = FakeMessage(body, LEAD_ID.encode(), topic="leadflow.feedback", offset=44)
-    handler = FeedbackHandler(Settings(instance_id="worker-1"), default_codec(), deliveries)
+    handler = FeedbackHandler(Settings(instance_id="worker-1"), TopicCodecs(Settings()), deliveries)
     records = handler.handle(message)  # type: ignore[arg-type]
     expected = feedback_events(
         parse_feedback(body), deliveries.timeline[3], deliveries.timeline, message.timestamp()[1],
@@ -260,8 +263,8 @@ def test_feedback_is_written_as_its_step_says_on_the_flows_feedback_topic() -> N
     topic = "leadflow.test.events.feedback"
     assert {(r.topic, r.key) for r in records} == {(topic, LEAD_ID.encode())}
     assert [r.headers for r in records] == [
-        [(TYPE_HEADER, b"feedback.received")],
-        [(TYPE_HEADER, b"feedback.processed")],
+        [(TYPE_HEADER, b"feedback.received"), SINGLE],
+        [(TYPE_HEADER, b"feedback.processed"), SINGLE],
     ]
 
 
