@@ -11,10 +11,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from engine.flows import Flow
 from engine.runtime.kafka.config import consumer_config
+from engine.runtime.schema_registry import reading_codec
 from engine.runtime.step_worker import run_step
 from engine.settings import Settings
 from engine.topics import flow_event_topics
-from schemas.codec import EventCodec, SchemaMismatchError
+from schemas.codec import SchemaMismatchError
 from tests.waiting import wait_until
 
 
@@ -28,7 +29,7 @@ def read_events(settings: Settings, flow: Flow, timeout: float = 10.0) -> list[d
     parts = [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in metadata[t].partitions]
     consumer.assign(parts)
     pending = {(tp.topic, tp.partition) for tp in parts}
-    codec = EventCodec()
+    codec = reading_codec(settings)  # both encodings, ids through the registry
     out: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:

@@ -11,7 +11,10 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from structlog.testing import capture_logs
 
+from engine.demo.buyer import BuyerServer
+from engine.ops.submit import publish_leads
 from engine.runtime.kafka.clients import new_admin
+from engine.runtime.kafka.config import consumer_config
 from engine.runtime.kafka.topics import TopicSpec, ensure_topics
 from engine.runtime.schema_registry import (
     SchemaRegistry,
@@ -21,12 +24,24 @@ from engine.runtime.schema_registry import (
     step_codec,
     value_subject,
 )
+from engine.runtime.step_worker import prepare_topics
 from engine.settings import Settings
+from engine.topics import HANDOFF_HEADER, dlq_topic, events_topic
 from schemas.codec import EventCodec, historical_schemas, load_schema
-from tests.factories import make_lead_events
+from tests.factories import make_flow, make_lead_events
+from tests.kafka_helpers import run_steps, wait_for_completion
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
+GOOD_LEAD = {
+    "first_name": "Ada",
+    "last_name": "Lovelace",
+    "phone_1": "(512) 555-0123",
+    "state": "TX",
+    "tcpa_consent": True,
+    "email": "ada@example.com",
+}
 WEEKS_MS = 40 * 24 * 3600 * 1000  # past an int's 24.8 days
 
 
@@ -102,3 +117,60 @@ def test_one_consumer_reads_a_topic_holding_v3_and_v4_events_in_both_encodings(
         ctx = SerializationContext(topic, MessageField.VALUE)
         downstream = [deserialize(v, ctx) for v in got[1:]]
     assert [e["total_ms"] for e in downstream] == [old["total_ms"], WEEKS_MS]
+
+
+def test_a_step_dead_letters_an_event_whose_schema_id_the_registry_does_not_have(
+    stack: Settings, unique_id: str, buyer: BuyerServer
+) -> None:
+    settings = stack.model_copy(update={"event_encoding": "registry"})
+    flow = make_flow(unique_id, buyer.url)
+    prepare_topics(settings, flow)
+    unknown_id = 2**31 - 5
+    framed = EventCodec(schema_id=unknown_id).encode(make_lead_events(flow_id=flow.id)[1])
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap_servers})
+    producer.produce(
+        events_topic(flow.id, "source"), framed, b"k", headers=[(HANDOFF_HEADER, b"1")]
+    )
+    assert producer.flush(10) == 0
+    stop = threading.Event()
+    threads = run_steps(settings, flow, stop)
+    try:
+        publish_leads(settings, flow.id, [GOOD_LEAD])
+        wait_for_completion(settings, flow, 1)  # the step went on past it
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    consumer = Consumer(consumer_config(stack, f"{unique_id}-dlq-reader"))
+    consumer.subscribe([dlq_topic(flow.id)])
+    messages = wait_until(
+        lambda: [m for m in consumer.consume(10, timeout=1) if not m.error()],
+        15,
+        "the dead letter",
+        every=0,
+    )
+    consumer.close()
+    assert [m.value() for m in messages] == [framed]  # kept byte for byte
+    error = dict(messages[0].headers() or [])["leadflow-error"]
+    assert isinstance(error, bytes) and f"unknown schema id {unknown_id}".encode() in error
+    # And the lead that came after it went through in the wire format.
+    raw = read_raw_values(stack, events_topic(flow.id, flow.steps[1].id))
+    assert raw and all(v[0] == 0 for v in raw)
+
+
+def read_raw_values(settings: Settings, topic: str) -> list[bytes]:
+    consumer = Consumer(
+        consumer_config(settings, "unused-reader", **{"enable.partition.eof": True})
+    )
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+    out, ends = [], 0
+    while ends < len(parts):
+        msg = consumer.poll(5)
+        assert msg is not None, f"no end of {topic} in sight"
+        if msg.error():
+            ends += 1
+        else:
+            out.append(msg.value() or b"")
+    consumer.close()
+    return out
