@@ -25,7 +25,9 @@ from engine.flows import Flow
 from engine.runtime.kafka.clients import new_admin, new_producer
 from engine.runtime.kafka.compacted import TopicReader
 from engine.runtime.kafka.topics import TopicSpec, ensure_flow_topics, ensure_topics
+from engine.runtime.schema_registry import register_topics
 from engine.settings import Settings
+from engine.topics import flow_event_topics
 
 log = structlog.get_logger(__name__)
 
@@ -161,6 +163,9 @@ def apply_flow(settings: Settings, flow: Flow) -> ApplyResult:
     if current is not None and flow.version <= current.version:
         flow = flow.model_copy(update={"version": current.version + 1})
     created = ensure_flow_topics(new_admin(settings), flow)
+    # Registry mode: the event schema under every event topic's subject before the flow is
+    # recorded, so a schema the registry refuses fails here, naming the field.
+    register_topics(settings, flow_event_topics(flow))
     event: dict[str, Any] = {
         "type": "flow.created" if current is None else "flow.updated",
         "flow_id": flow.id,

@@ -241,3 +241,17 @@ class TopicCodecs:
                 self._framed = EventCodec(schema_id=schema_id, resolve=self._registry.resolve)
             self._subjects.add(subject)
             return self._framed
+
+
+def register_topics(settings: Settings, topics: Iterable[str]) -> int | None:
+    """``flow apply`` in registry mode: the current schema under every event topic's subject,
+    one try each. Refused (``SchemaIncompatibleError``, the field named) or unreachable
+    (``SchemaRegistryUnavailableError``), the flow is not applied. None in single-object
+    mode, where no registry is asked."""
+    if settings.event_encoding != "registry":
+        return None
+    registry = registry_for(settings.schema_registry_url)
+    ids = {registry.register(value_subject(topic), load_schema()) for topic in topics}
+    if len(ids) != 1:
+        raise LeadflowError(f"the registry gave one schema several ids: {sorted(ids)}")
+    return ids.pop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 
 import pytest
@@ -16,7 +17,9 @@ from engine.ops.submit import publish_leads
 from engine.runtime.kafka.clients import new_admin
 from engine.runtime.kafka.config import consumer_config
 from engine.runtime.kafka.topics import TopicSpec, ensure_topics
+from engine.runtime.registry import apply_flow, read_flows
 from engine.runtime.schema_registry import (
+    SchemaIncompatibleError,
     SchemaRegistry,
     SchemaRegistryUnavailableError,
     reading_codec,
@@ -174,3 +177,21 @@ def read_raw_values(settings: Settings, topic: str) -> list[bytes]:
             out.append(msg.value() or b"")
     consumer.close()
     return out
+
+
+def test_flow_apply_in_registry_mode_fails_on_a_schema_the_registry_refuses_naming_the_field(
+    stack: Settings, unique_id: str, buyer: BuyerServer
+) -> None:
+    settings = stack.model_copy(update={"event_encoding": "registry"})
+    flow = make_flow(unique_id, buyer.url)
+    # What a newer deployment registered last: ``ms`` already widened to long. The current
+    # schema (``ms`` int) cannot read its events, so the registry refuses it.
+    newer = copy.deepcopy(load_schema())
+    next(f for f in newer["fields"] if f["name"] == "ms")["type"] = "long"
+    registry = SchemaRegistry(stack.schema_registry_url)
+    registry.register(value_subject(events_topic(flow.id, flow.steps[1].id)), newer)
+    registry.close()
+    with pytest.raises(SchemaIncompatibleError) as refused:
+        apply_flow(settings, flow)
+    assert refused.value.problems == ["ms: writer long is not readable as int"]
+    assert all(f.id != flow.id for f in read_flows(stack))  # not recorded
