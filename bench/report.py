@@ -59,6 +59,19 @@ class RatioSpec:
 RATIOS = (
     RatioSpec("step / passthrough", ("step", None), ("passthrough", None), Target(">=", 0.6)),
     RatioSpec("leadflow step / Quix Streams", ("step", None), ("peer", None), Target(">=", 2.0)),
+    # Issue #19: registry mode (Confluent wire format) costs the step nothing measurable.
+    RatioSpec(
+        "step registry / single-object",
+        ("step", "registry_events_s"),
+        ("step", None),
+        Target(">=", 0.95),
+    ),
+    RatioSpec(
+        "confluent AvroSerializer / leadflow framed encode",
+        ("step", "encode_avro_serializer_events_s"),
+        ("step", "encode_framed_events_s"),
+        None,
+    ),
     RatioSpec(
         "projector / bare COPY",
         ("projector", None),

@@ -37,13 +37,35 @@ def _passthrough(config: RunConfig, _: int) -> ScenarioResult:
 
 
 def _step(config: RunConfig, _: int) -> ScenarioResult:
-    result = child_scenario("step", "events_s", "events/s", config, 300)
+    """Each round: the step in single-object encoding, then in registry mode (the Confluent
+    wire format with the stack registry's id), each in a fresh child and group."""
+    result = ScenarioResult("step", "events_s", "events/s")
+    result.units.update(
+        registry_events_s="events/s",
+        encode_framed_events_s="events/s",
+        encode_avro_serializer_events_s="events/s",
+    )
     result.settings = {
         "step": "filter (service-area, 2 rules), followed by a buyer step",
         "worker": "build_step_loop",
         "events_out": "filter.passed, or filter.failed + flow.completed (~26% of leads)",
+        "encodings": "events_s: single-object; registry_events_s: Confluent wire format"
+        " (input: the shared single-object topic, read by the same decoder either way)",
     }
-    return result
+
+    def one_round(index: int) -> dict[str, float]:
+        single = run_child("step", config.params(round=index), 300)
+        framed = run_child("step", config.params(round=index, encoding="registry"), 300)
+        return {
+            "events_s": float(single["events_s"]),
+            "dead_lettered": float(single["dead_lettered"]),
+            "registry_events_s": float(framed["events_s"]),
+            "encode_framed_events_s": float(framed["encode_framed_events_s"]),
+            "encode_avro_serializer_events_s": float(framed["encode_avro_serializer_events_s"]),
+            "avro_serializer_same_bytes": float(framed["same_bytes"]),
+        }
+
+    return run_rounds(result, config, one_round)
 
 
 def _step_rss(config: RunConfig, _: int) -> ScenarioResult:
