@@ -10,6 +10,7 @@ last there. A change that breaks compatibility fails here, naming the field.
 from __future__ import annotations
 
 import copy
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from engine.runtime.schema_registry import (
     SchemaIncompatibleError,
     SchemaRegistry,
+    SchemaRegistryUnavailableError,
     value_subject,
 )
 from engine.settings import Settings
@@ -24,6 +26,24 @@ from schemas.codec import historical_schemas, load_schema
 from schemas.compatibility import incompatibilities
 
 pytestmark = pytest.mark.stack
+
+
+@pytest.fixture
+def registry_settings(settings: Settings) -> Settings:
+    """The registry alone (``make schema-check`` starts nothing else); fails if it is down."""
+    probe = SchemaRegistry(settings.schema_registry_url)
+    try:
+        probe.latest("leadflow.probe-value")
+    except SchemaRegistryUnavailableError as exc:
+        pytest.fail(f"schema registry not running ({exc}): run `make up` or `make schema-check`")
+    finally:
+        probe.close()
+    return settings
+
+
+@pytest.fixture
+def fresh() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture
@@ -39,11 +59,11 @@ def every_version() -> list[dict]:  # type: ignore[type-arg]
 
 
 def test_every_schema_version_registers_in_order_under_backward(
-    stack: Settings, unique_id: str, registries: list[SchemaRegistry]
+    registry_settings: Settings, fresh: str, registries: list[SchemaRegistry]
 ) -> None:
-    registry = SchemaRegistry(stack.schema_registry_url)
+    registry = SchemaRegistry(registry_settings.schema_registry_url)
     registries.append(registry)
-    subject = value_subject(f"leadflow.{unique_id}.events.check")
+    subject = value_subject(f"leadflow.{fresh}.events.check")
     ids = []
     for n, schema in enumerate(every_version()):
         if n:
@@ -54,9 +74,9 @@ def test_every_schema_version_registers_in_order_under_backward(
 
 
 def test_the_current_schema_reads_what_every_leadflow_subject_registered_last(
-    stack: Settings, registries: list[SchemaRegistry]
+    registry_settings: Settings, registries: list[SchemaRegistry]
 ) -> None:
-    registry = SchemaRegistry(stack.schema_registry_url)
+    registry = SchemaRegistry(registry_settings.schema_registry_url)
     registries.append(registry)
     sr = registry._sr()
     subjects = [s for s in sr.get_subjects() if s.startswith("leadflow.") and "events" in s]
@@ -65,11 +85,11 @@ def test_the_current_schema_reads_what_every_leadflow_subject_registered_last(
 
 
 def test_an_incompatible_change_is_refused_by_the_registry_naming_the_field(
-    stack: Settings, unique_id: str, registries: list[SchemaRegistry]
+    registry_settings: Settings, fresh: str, registries: list[SchemaRegistry]
 ) -> None:
-    registry = SchemaRegistry(stack.schema_registry_url)
+    registry = SchemaRegistry(registry_settings.schema_registry_url)
     registries.append(registry)
-    subject = value_subject(f"leadflow.{unique_id}.events.broken")
+    subject = value_subject(f"leadflow.{fresh}.events.broken")
     registry.register(subject, load_schema())
     narrowed = copy.deepcopy(load_schema())
     next(f for f in narrowed["fields"] if f["name"] == "total_ms")["type"] = "int"

@@ -180,18 +180,21 @@ def read_raw_values(settings: Settings, topic: str) -> list[bytes]:
 
 
 def test_flow_apply_in_registry_mode_fails_on_a_schema_the_registry_refuses_naming_the_field(
-    stack: Settings, unique_id: str, buyer: BuyerServer
+    stack: Settings, unique_id: str, buyer: BuyerServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = stack.model_copy(update={"event_encoding": "registry"})
     flow = make_flow(unique_id, buyer.url)
-    # What a newer deployment registered last: ``ms`` already widened to long. The current
-    # schema (``ms`` int) cannot read its events, so the registry refuses it.
-    newer = copy.deepcopy(load_schema())
-    next(f for f in newer["fields"] if f["name"] == "ms")["type"] = "long"
+    subject = value_subject(events_topic(flow.id, flow.steps[1].id))
     registry = SchemaRegistry(stack.schema_registry_url)
-    registry.register(value_subject(events_topic(flow.id, flow.steps[1].id)), newer)
+    registry.register(subject, load_schema())  # what the deployment registered so far
     registry.close()
+    # A change that cannot read those events: ``total_ms`` narrowed back to int. (The
+    # registry only ever holds compatible versions: nothing to clean up after.)
+    narrowed = copy.deepcopy(load_schema())
+    next(f for f in narrowed["fields"] if f["name"] == "total_ms")["type"] = "int"
+    monkeypatch.setattr("engine.runtime.schema_registry.load_schema", lambda: narrowed)
     with pytest.raises(SchemaIncompatibleError) as refused:
         apply_flow(settings, flow)
-    assert refused.value.problems == ["ms: writer long is not readable as int"]
+    assert refused.value.problems == ["total_ms: writer long is not readable as int"]
+    assert refused.value.subject == subject
     assert all(f.id != flow.id for f in read_flows(stack))  # not recorded
