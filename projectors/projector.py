@@ -37,7 +37,7 @@ from engine.runtime.backoff import backoff_delay
 from engine.runtime.kafka.clients import new_consumer
 from engine.runtime.kafka.fetch import ConsumeErrors, fetch
 from engine.runtime.kafka.metrics import WorkerMetrics
-from engine.runtime.schema_registry import reading_codec
+from engine.runtime.schema_registry import SchemaRegistryUnavailableError, reading_codec
 from engine.settings import Settings
 from engine.topics import EVENTS_PATTERN
 from projectors.analytics import ANALYTICS
@@ -172,7 +172,7 @@ class Projector:
         ``ProjectorStopped`` if ``stop`` comes first.
         """
         started = time.monotonic()
-        batch = build_batch(self._codec, records)
+        batch = self._build(records)
         built = time.monotonic()
         for reject in batch.rejects:
             r = reject.record
@@ -248,6 +248,25 @@ class Projector:
                 return  # stopping, or idle: let run() look at stop
             if deadline is None:
                 deadline = time.monotonic() + self.batch_ms / 1000
+
+    def _build(self, records: Sequence[Record]) -> Batch:
+        """Decode the batch; while the schema registry cannot say what an unknown schema id
+        is, wait and try again (nothing is wrong with the records: no reject for them)."""
+        attempt = 0
+        while True:
+            try:
+                return build_batch(self._codec, records)
+            except SchemaRegistryUnavailableError as exc:
+                attempt += 1
+                delay = backoff_delay(attempt, cap_s=10.0)
+                self._log.warning(
+                    "schema registry unavailable, retrying",
+                    attempt=attempt,
+                    retry_in_s=round(delay, 2),
+                    error=str(exc),
+                )
+                if self._stop.wait(delay):
+                    raise ProjectorStopped from exc
 
     # -- Postgres, with retries -------------------------------------------------------------
 
