@@ -27,6 +27,7 @@ from engine.errors import ConfigError, LeadflowError
 from engine.flows import load_flow
 from engine.intake.fake import fake_leads
 from engine.logs import configure_logging
+from engine.ops.calls_cli import calls_app
 from engine.ops.erase_cli import erase
 from engine.ops.feedback_check import check_feedback, parse_or_refuse
 from engine.ops.keys_cli import keys_app
@@ -66,6 +67,7 @@ app.add_typer(keys_app, name="keys")
 app.command()(erase)
 app.add_typer(projections_app, name="projections")
 app.add_typer(streamer_app, name="streamer")
+app.add_typer(calls_app, name="calls")
 app.command()(replay)
 console = Console(stderr=True)
 
