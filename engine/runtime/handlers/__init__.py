@@ -8,6 +8,7 @@ from engine.flows import FilterStep, Flow, RecipientStep, SourceStep, Step
 from engine.runtime.calls import CallRunner, call_runner
 from engine.runtime.handlers.base import (
     BaseHandler,
+    EventInputHandler,
     Headers,
     PoisonMessageError,
     Record,
@@ -81,6 +82,11 @@ FACTORIES: dict[str, Factory] = {
 }
 
 
+# Kinds whose decision may run in the previous step's worker (``EventInputHandler.successor``):
+# pure ones only - no calls to wait on, no counters, no retry topic of their own.
+FUSABLE_KINDS = frozenset({"filter"})
+
+
 def make_handler(
     flow: Flow,
     step_id: str,
@@ -101,4 +107,14 @@ def make_handler(
     if sealer is not None:
         assert isinstance(handler, BaseHandler)  # every step kind's handler is one
         handler.sealer = sealer
+    following = flow.index(step_id) + 1
+    if (
+        settings.fuse_pure_steps
+        and isinstance(handler, EventInputHandler)
+        and following < len(flow.steps)
+        and flow.steps[following].kind in FUSABLE_KINDS
+    ):
+        successor = make_handler(flow, flow.steps[following].id, host, codec, settings, calls)
+        assert isinstance(successor, EventInputHandler)
+        handler.successor = successor
     return handler
