@@ -30,6 +30,7 @@ __all__ = [
     "PoisonMessageError",
     "Record",
     "StepHandler",
+    "fused_into",
     "header_map",
     "make_handler",
     "now_ms",
@@ -85,6 +86,15 @@ FACTORIES: dict[str, Factory] = {
 # Kinds whose decision may run in the previous step's worker (``EventInputHandler.successor``):
 # pure ones only - no calls to wait on, no counters, no retry topic of their own.
 FUSABLE_KINDS = frozenset({"filter"})
+
+
+def fused_into(flow: Flow, step_id: str, settings: Settings) -> str | None:
+    """The step whose worker decides ``step_id``'s leads (its fused predecessor), or None.
+    That step's own worker then only takes hand-offs written before the fusion."""
+    index = flow.index(step_id)
+    if not settings.fuse_pure_steps or index < 2 or flow.steps[index].kind not in FUSABLE_KINDS:
+        return None  # the step after the source reads intake's hand-offs: never fused
+    return flow.steps[index - 1].id
 
 
 def make_handler(

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Message
 
 from engine.flows import Flow, parse_flow
-from engine.runtime.handlers import Record, make_handler
+from engine.runtime.handlers import Record, fused_into, make_handler
 from engine.runtime.handlers.base import EventInputHandler
 from engine.settings import Settings
 from engine.topics import HANDOFF_HEADER, TYPE_HEADER, events_topic
@@ -111,3 +111,9 @@ def test_a_stopped_lead_is_not_handed_to_the_filter(flow: Flow) -> None:
 def test_only_pure_steps_are_fused(flow: Flow) -> None:
     assert handler(flow, "zip", fuse=True).successor is None  # the buyer calls: its own worker
     assert handler(flow, "area", fuse=False).successor is None
+
+
+def test_the_fused_steps_worker_knows_who_decides_its_leads(flow: Flow) -> None:
+    on, off = Settings(fuse_pure_steps=True), Settings(fuse_pure_steps=False)
+    assert [fused_into(flow, s.id, on) for s in flow.steps] == [None, None, "area", None]
+    assert [fused_into(flow, s.id, off) for s in flow.steps] == [None, None, None, None]
