@@ -58,6 +58,10 @@ DEFAULT_BID_WINDOW_MS = 750
 # the closing event, and room for a retry's first event.
 MAX_BUYERS = 50
 FIELD_NAME = r"^[a-z][a-z0-9_]*$"
+# Each ping's own deadline is the bid window, timed from when it is sent: that clock says
+# whether a bid was late. The round of pings is cut a little after it, only to end pings
+# that never got sent (stuck behind a buyer's concurrency limit).
+ROUND_GRACE_MS = 100
 
 BidStatus = Literal["bid", "no_bid", "late", "error"]
 
@@ -218,6 +222,11 @@ def open_auction(
         call = Call(request, settings.bid_window_ms, "Buyer", buyer.max_concurrency, buyer.auth)
         pings.append(Ping(buyer, call))
     return Opening(events, pings)
+
+
+def ping_round_ms(settings: AuctionSettings) -> int:
+    """How long the runner waits for the round of pings (``ROUND_GRACE_MS``)."""
+    return settings.bid_window_ms + ROUND_GRACE_MS
 
 
 def _price(data: dict[str, Any], path: str) -> float | None:

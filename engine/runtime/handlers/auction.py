@@ -36,6 +36,7 @@ from engine.steps.auction import (
     judge_post,
     next_post,
     open_auction,
+    ping_round_ms,
     winner,
 )
 from engine.steps.base import Snapshot, StepResult
@@ -104,7 +105,7 @@ class AuctionHandler(EventInputHandler):
         if not opening.pings:
             return after_pings([])
         calls = [p.call for p in opening.pings]
-        return Asking(calls, after_pings, window_ms=settings.bid_window_ms, abandon=abandon)
+        return Asking(calls, after_pings, window_ms=ping_round_ms(settings), abandon=abandon)
 
     def _go_on(
         self, lead_id: str, snapshot: Snapshot, auction: Auction, abandon: Callable[[], None]
