@@ -247,8 +247,9 @@ def judge_ping(
     price: float | None = None
     status: BidStatus
     outcome: Outcome
-    if answer.wait_ms >= window_ms:
-        # Cut at the window, or in but past it: ignored as if it never came.
+    if answer.cut or answer.wait_ms >= window_ms:
+        # Cut at the window (by the ping's own deadline or the round's end), or in but past
+        # it: ignored as if it never came.
         status, outcome = "late", "failure"
         reason: str | None = f"No bid within the {window_ms}ms bid window"
     elif data is None:

@@ -167,7 +167,8 @@ def test_the_post_carries_the_full_lead_and_a_key_per_buyer_stable_across_runs()
 
 
 def test_a_bid_after_the_window_is_ignored_and_recorded_as_late() -> None:
-    cut = answer(None, status=None, wait_ms=750, error="Buyer no answer within the 750ms window")
+    # Cut at the round's end before its own deadline (sent late, on a busy loop): late too.
+    cut = answer(None, status=None, wait_ms=610, error="Buyer no answer...", cut=True)
     result, posted = run(
         settings("alpha", "beta", "gamma"),
         {"alpha": bid(90, wait_ms=800), "beta": cut, "gamma": bid(15, wait_ms=700)},
