@@ -18,7 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from engine.demo.buyer import BuyerServer
 from engine.flows import Flow, parse_flow
@@ -63,16 +65,29 @@ BUYER = """        - id: {id}
           post_url: {post_url}
           ping_fields: [state, postal_code]
           accept: {{path: outcome, value: {accept}}}
+          caps: {caps}
 """
 PING_FIELDS = {"state", "postal_code"}
 
 
 def auction_flow(
-    flow_id: str, buyers: dict[str, BuyerServer], window_ms: int, **accept: str
+    flow_id: str,
+    buyers: dict[str, BuyerServer],
+    window_ms: int,
+    caps: dict[str, int] | None = None,
+    **accept: str,
 ) -> Flow:
+    def capped(name: str) -> str:
+        maximum = (caps or {}).get(name)
+        return f"[{{maximum: {maximum}, duration: day}}]" if maximum else "[]"
+
     listed = "".join(
         BUYER.format(
-            id=name, ping_url=b.ping_url, post_url=b.url, accept=accept.get(name, "success")
+            id=name,
+            ping_url=b.ping_url,
+            post_url=b.url,
+            accept=accept.get(name, "success"),
+            caps=capped(name),
         )
         for name, b in buyers.items()
     )
@@ -173,6 +188,61 @@ def test_an_auction_pings_everyone_posts_the_best_bid_and_falls_back_on_a_refusa
     assert len(buyers["beta"].received) == len(runs)
     assert buyers["gamma"].received == [] and buyers["delta"].received == []
     assert all(b.stats.snapshot()["duplicates"] == 0 for b in buyers.values())
+
+
+@pytest.fixture
+def state_settings(stack: Settings, unique_id: str) -> Iterator[Settings]:
+    """Settings on a fresh Postgres schema (the caps' counters), dropped afterwards."""
+    yield stack.model_copy(update={"db_schema": unique_id})
+    with psycopg.connect(stack.database_url.get_secret_value(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(unique_id)))
+
+
+def test_a_buyer_at_its_cap_is_neither_pinged_nor_posted_and_the_next_bid_wins(
+    state_settings: Settings, unique_id: str
+) -> None:
+    servers = {
+        "alpha": BuyerServer(port=0, mix=False, bid_price=40.0),  # best, but 3 a day
+        "beta": BuyerServer(port=0, mix=False, bid_price=25.0),
+    }
+    for server in servers.values():
+        server.start_in_thread()
+    try:
+        flow = auction_flow(unique_id, servers, window_ms=750, caps={"alpha": 3})
+        prepare_topics(state_settings, flow)
+        rng = random.Random(41)
+        ids = publish_leads(state_settings, flow.id, [fake_lead(rng, n) for n in range(40)])
+        stop = threading.Event()
+        threads = run_steps(state_settings, flow, stop)
+        try:
+            events = wait_for_all(state_settings, flow, len(ids), 90)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+    finally:
+        for server in servers.values():
+            server.stop()
+    runs = auctioned(events)
+    assert len(runs) >= 6, Counter(e["type"] for e in events)
+    won = Counter(
+        (e["entity_id"], e["revenue"])
+        for steps in runs.values()
+        for e in steps
+        if e["type"] == "recipient.delivered"
+    )
+    # Exactly the cap to alpha, at its price; every other lead to beta, at beta's.
+    assert won == {("alpha", 40.0): 3, ("beta", 25.0): len(runs) - 3}, won
+    capped = [
+        e
+        for steps in runs.values()
+        for e in steps
+        if e["type"] == "recipient.failed" and e["entity_id"] == "alpha"
+    ]
+    assert len(capped) == len(runs) - 3
+    assert all(e["cap_reached"] and e["reason"] == "Daily cap reached (3/3)" for e in capped)
+    # Alpha heard of only the leads it could take: three pings, three posts.
+    assert len(servers["alpha"].pinged) == 3 and len(servers["alpha"].received) == 3
 
 
 def start_worker(role: str, flow_file: Path) -> subprocess.Popen[bytes]:
