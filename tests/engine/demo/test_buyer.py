@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 import pytest
 
-from engine.demo.buyer import PHONE_CHECK_PATH, BuyerServer
+from engine.demo.buyer import PHONE_CHECK_PATH, BuyerServer, bid
 
 
 @pytest.fixture
@@ -51,8 +51,6 @@ def test_two_calls_on_one_connection_get_two_answers(server: BuyerServer) -> Non
 
 
 def test_a_ping_gets_the_buyers_own_bid() -> None:
-    from engine.demo.buyer import bid
-
     fields = {"state": "TX", "postal_code": "78701"}
     assert bid(fields, price=42.0).body == {"bid": True, "price": 42.0}
     assert bid(fields, price=0.0).body == {"bid": False, "price": 0.0}  # never bids
