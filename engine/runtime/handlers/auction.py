@@ -85,7 +85,11 @@ class AuctionHandler(EventInputHandler):
         try:
             for buyer in buyers:
                 checks = self._caps(lead_id, snapshot, buyer)
-                capped = self.state.reserve(lead_id, checks) if self.state and checks else None
+                capped = (
+                    self.state.reserve(lead_id, checks)
+                    if self.state is not None and checks
+                    else None
+                )
                 if capped is not None:
                     full[buyer.id] = capped
             opening = open_auction(lead_id, snapshot, settings, self.index, full)
