@@ -207,6 +207,44 @@ def _slow_buyer(config: RunConfig, _: int) -> ScenarioResult:
     return run_rounds(result, replace(config, rounds=rounds), one_round)
 
 
+def _auction(config: RunConfig, _: int) -> ScenarioResult:
+    """A ping-post auction among five buyers (bench/scenarios/auction.py)."""
+    from bench.scenarios import auction as scenario
+
+    result = ScenarioResult("auction", "posted_p99_ms", "ms")
+    rate, seconds = (20.0, 10.0) if config.quick else (40.0, 30.0)
+    result.settings = {
+        "buyers": f"{scenario.BUYERS} demo buyers, each its own process: lognormal median"
+        f" {scenario.MEDIAN_MS} ms, p99 {scenario.P99_MS} ms on pings and posts",
+        "bid_window_ms": scenario.WINDOW_MS,
+        "post_deadline_ms": scenario.DEADLINE_MS,
+        "workers": "source + one auction process, 3 partitions",
+        "offered_rate": rate,
+        "seconds": seconds,
+        "posted": "winning recipient.delivered timestamp - source.accepted timestamp",
+    }
+    result.units.update(
+        offered_rate="leads/s",
+        leads_accepted="leads",
+        leads_sold="leads",
+        posted_p50_ms="ms",
+        post_p50_ms="ms",
+        post_p99_ms="ms",
+        posted_p99_over_budget_ms="ms",
+        late_ping_share="share",
+        buyer_duplicates="posts",
+    )
+    params = config.params(auction_rate=rate, auction_seconds=seconds)
+
+    def one_round(index: int) -> dict[str, float]:
+        out: dict[str, Any] = run_child("auction", {**params, "round": index}, 600)
+        result.notes.extend(n for n in out.pop("notes") if n not in result.notes)
+        return {k: float(v) for k, v in out.items()}
+
+    rounds = 1 if config.quick else config.rounds
+    return run_rounds(result, replace(config, rounds=rounds), one_round)
+
+
 def _intake(config: RunConfig, _: int) -> ScenarioResult:
 
     result = ScenarioResult("intake", "requests_s", "requests/s")
@@ -254,6 +292,7 @@ SCENARIOS: dict[str, Scenario] = {
     "replay": _replay,
     "e2e": _e2e,
     "slow_buyer": _slow_buyer,
+    "auction": _auction,
     "intake": _intake,
 }
 

@@ -37,7 +37,7 @@ def step_group(flow_id: str, step_id: str) -> str:
 
 
 # Steps whose records wait on a service: their workers keep many records in flight.
-CALLING_KINDS = frozenset({"recipient", "enhancement"})
+CALLING_KINDS = frozenset({"recipient", "enhancement", "auction"})
 
 
 def follow_registry(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from engine.flows import FilterStep, Flow, RecipientStep, SourceStep, Step
+from engine.flows import AuctionStep, FilterStep, Flow, RecipientStep, SourceStep, Step
 from engine.runtime.calls import CallRunner, call_runner
+from engine.runtime.handlers.auction import AuctionHandler
 from engine.runtime.handlers.base import (
     BaseHandler,
     EventInputHandler,
@@ -65,6 +66,20 @@ def _recipient(
     return RecipientHandler(flow, step, host, codec, runner, state, owns_calls=owned)
 
 
+def _auction(
+    flow: Flow,
+    step: Step,
+    host: str,
+    codec: EventCodec,
+    state: StateStore,
+    calls: CallRunner | None,
+) -> StepHandler:
+    assert isinstance(step, AuctionStep)
+    owned = calls is None
+    runner = call_runner() if calls is None else calls
+    return AuctionHandler(flow, step, host, codec, runner, state, owns_calls=owned)
+
+
 def _enhancement(
     flow: Flow, step: Step, host: str, codec: EventCodec, _: StateStore, calls: CallRunner | None
 ) -> StepHandler:
@@ -80,6 +95,7 @@ FACTORIES: dict[str, Factory] = {
     "filter": _filter,
     "recipient": _recipient,
     "enhancement": _enhancement,
+    "auction": _auction,
 }
 
 

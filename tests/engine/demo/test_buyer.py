@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 import pytest
 
-from engine.demo.buyer import PHONE_CHECK_PATH, BuyerServer
+from engine.demo.buyer import PHONE_CHECK_PATH, BuyerServer, bid
 
 
 @pytest.fixture
@@ -48,3 +48,15 @@ def test_two_calls_on_one_connection_get_two_answers(server: BuyerServer) -> Non
         for phone in ("5125550100", "5125550101"):
             sock.sendall(_request(json.dumps({"phone": phone}).encode(), port))
             assert _read_response(reader)["outcome"] == "success"
+
+
+def test_a_ping_gets_the_buyers_own_bid() -> None:
+    fields = {"state": "TX", "postal_code": "78701"}
+    assert bid(fields, price=42.0).body == {"bid": True, "price": 42.0}
+    assert bid(fields, price=0.0).body == {"bid": False, "price": 0.0}  # never bids
+    assert bid({**fields, "state": "WY"}, price=42.0).body == {"bid": False}
+    assert bid(fields, delay=0.2).delay == 0.2
+    # Without a price: from the postal code, salted per buyer, the same every time.
+    assert bid(fields, salt="a").body == bid(fields, salt="a").body
+    prices = {bid(fields, salt=s).body["price"] for s in ("a", "b", "c", "d", "e")}
+    assert len(prices) > 1
