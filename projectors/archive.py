@@ -34,8 +34,8 @@ from engine.objects.positions import (
     PositionError,
     batch_positions,
     event_position,
-    in_window,
     parse_archive_key,
+    up_to,
 )
 from schemas.codec import default_codec, event_from_json_dict
 
@@ -90,9 +90,7 @@ def archive_objects(
 ) -> list[ArchiveKey]:
     """Every event object under ``prefix`` (up to ``to_time``'s hour), in time order."""
     found = (parse_archive_key(prefix, key) for key in store.list_keys(directory(prefix)))
-    return sorted(
-        (a for a in found if a is not None and in_window(a, to_time)), key=ArchiveKey.order
-    )
+    return up_to([a for a in found if a is not None], to_time)
 
 
 class ArchiveReader:

@@ -107,12 +107,33 @@ def parse_archive_key(prefix: str, key: str) -> ArchiveKey | None:
     return None
 
 
-def in_window(archived: ArchiveKey, to_time: datetime | None) -> bool:
-    """Whether an object is read for a replay ``--to to_time``: those of a later hour are
-    left to the topics (objects without an hour in their key are always read)."""
-    if to_time is None or archived.hour is None:
-        return True
-    return archived.hour <= to_time.astimezone(UTC)
+def up_to(objects: list[ArchiveKey], to_time: datetime | None) -> list[ArchiveKey]:
+    """The objects a replay ``--to to_time`` reads, in time order; the topics hold the rest.
+
+    A batched object of a later hour ends its partition's run: no object of that partition
+    at a later offset is read, so the hand-over (the offset after the last archived record)
+    never passes over records left unread. Per-event objects are taken by their hour
+    directory; those of the lead layout (no hour in their key) are always read.
+    """
+    ordered = sorted(objects, key=ArchiveKey.order)
+    if to_time is None:
+        return ordered
+    to_hour = to_time.astimezone(UTC)
+    cut: dict[tuple[str, int], int] = {}
+    for a in ordered:
+        if a.batched and a.hour is not None and a.hour > to_hour:
+            tp = (a.topic or "", a.partition or 0)
+            cut[tp] = min(cut.get(tp, a.first_offset or 0), a.first_offset or 0)
+    kept = []
+    for a in ordered:
+        if a.batched:
+            tp = (a.topic or "", a.partition or 0)
+            if tp in cut and (a.first_offset or 0) >= cut[tp]:
+                continue
+        elif a.hour is not None and a.hour > to_hour:
+            continue
+        kept.append(a)
+    return kept
 
 
 # -- batched objects: gaps ----------------------------------------------------------------
