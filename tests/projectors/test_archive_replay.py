@@ -11,6 +11,9 @@ streamer stopped, so only the topics hold them.
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -329,3 +332,30 @@ def test_bad_objects_are_reported_by_key_and_line_and_stop_the_rebuild_unless_sk
         ).fetchone()
         assert rebuilt and full and 0 < rebuilt[0] < full[0]  # what was skipped is missing
         assert len(generations(conn, settings.db_schema, "timeline")) > 2
+
+
+def test_the_command_rebuilds_from_an_azure_archive_and_says_what_it_read(
+    archived: Archived,
+) -> None:
+    settings = archived.settings
+    env = {
+        **os.environ,
+        "LEADFLOW_DB_SCHEMA": settings.db_schema,
+        "LEADFLOW_PROJECTOR_PATTERN": settings.projector_pattern,
+        "LEADFLOW_LOG_FORMAT": "json",
+    }
+    url = f"azure://{settings.azure_container}/{archived.prefix}/azure-avro"
+    command = [sys.executable, "-m", "engine", "replay", "analytics", "--from-archive", url,
+               "--to", TO.isoformat()]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "archived objects" in done.stderr and "is active" in done.stderr
+    with connect(settings) as conn:
+        rebuilt = _active(conn, settings, "analytics")
+        _assert_same(conn, rebuilt, archived.topic_only["analytics"], ANALYTICS_TABLES)
+
+    refused = subprocess.run(
+        [*command[:4], "timeline", "--from-archive", "gs://nowhere/x"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "s3://bucket/prefix" in refused.stderr
