@@ -121,6 +121,7 @@ class ArchiveRebuild:
         self.on_archive = on_archive or (lambda done, total, events: None)
         self.on_progress = on_progress
         self.projector = live_projector_name(settings, name)
+        self.pattern = re.compile(settings.projector_pattern)
         self.bad: list[BadInput] = []
         self._log = log.bind(projection=name, archive=store.name)
 
@@ -199,6 +200,9 @@ class ArchiveRebuild:
             if stop.is_set():
                 break
             if self.from_time is not None and archived.event["timestamp"] < self.from_time:
+                continue
+            if not self.pattern.match(archived.topic):
+                # What a topic rebuild would not read either (another flow's events).
                 continue
             self._add(batch, archived)
             if len(batch.events) >= self.batch_size:

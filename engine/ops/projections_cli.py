@@ -29,7 +29,7 @@ from engine.runtime.kafka.probe import require_kafka
 from engine.runtime.stopping import install_stop_handlers
 from engine.settings import get_settings
 from projectors.archive import archive_destination
-from projectors.archive_replay import ArchiveRebuild, ArchiveReplayError, ArchiveReplayResult
+from projectors.archive_replay import ArchiveRebuild, ArchiveReplayResult
 from projectors.generations import drop, generations
 from projectors.replay import Rebuild
 from projectors.store import connect
@@ -201,9 +201,6 @@ def _archive_replay(
             on_archive=show_archive,
             on_progress=show,
         ).run(stop)
-    except ArchiveReplayError as exc:
-        console.print(f"[red]{projection}: {exc}")
-        raise typer.Exit(1) from None
     finally:
         store.close()
     console.print(
