@@ -71,6 +71,12 @@ RATIOS = (
         ("step_rss", "rss_first_mb"),
         Target("<=", 1.05),
     ),
+    RatioSpec(
+        "archive replay / topic replay",
+        ("replay", "archive_events_s"),
+        ("replay", None),
+        Target(">=", 0.8),
+    ),
     RatioSpec("e2e MB/s / broker produce MB/s", ("e2e", "mb_s"), ("broker", "produce_mb_s"), None),
     RatioSpec(
         "passthrough MB/s / broker produce MB/s",

@@ -18,6 +18,10 @@ from bench.scenarios.broker import PRODUCER_PROPS
 from bench.scenarios.e2e import SERVICE_ROLES
 from bench.scenarios.intake import SERVE_WORKERS
 from bench.scenarios.peer_settings import SETTINGS
+from bench.scenarios.replay import archive_prefix
+from engine.destinations import Destination
+from engine.objects.contract import directory
+from engine.objects.destination import open_store
 from engine.settings import Settings
 from engine.transport import postgres_tls
 
@@ -113,8 +117,13 @@ def _projector(config: RunConfig, _: int) -> ScenarioResult:
 
 def _replay(config: RunConfig, _: int) -> ScenarioResult:
     result = child_scenario("replay", "events_s", "events/s", config, 600)
-    result.units["seconds"] = "s"
-    result.settings = {"path": "projectors.replay.Rebuild('timeline')", "batch": 2000}
+    result.units.update(seconds="s", archive_events_s="events/s", archive_seconds="s")
+    result.settings = {
+        "path": "projectors.replay.Rebuild('timeline')",
+        "batch": 2000,
+        "archive": "projectors.archive_replay.ArchiveRebuild('timeline'), s3 jsonl.gz objects"
+        " of 10,000 records written by streamers.batched",
+    }
     return result
 
 
@@ -314,4 +323,17 @@ def cleanup(settings: Settings, config: RunConfig) -> None:
         ).fetchall()
         for (schema,) in names:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-    console.print(f"cleaned up {len(deleted)} topics, {len(names)} schemas")
+    objects = _delete_archive(settings, config)
+    console.print(f"cleaned up {len(deleted)} topics, {len(names)} schemas, {objects} objects")
+
+
+def _delete_archive(settings: Settings, config: RunConfig) -> int:
+    """The replay scenario's archive objects on the local S3."""
+    store = open_store(Destination(kind="s3", bucket=settings.s3_bucket), settings, threads=4)
+    try:
+        keys = store.list_keys(directory(archive_prefix(config.run_id)))
+        for key in keys:
+            store.delete(key)
+    finally:
+        store.close()
+    return len(keys)
