@@ -380,6 +380,9 @@ def buyer(
         float | None, typer.Option(help="Fixed bid on pings (0: no bid); else by postal code.")
     ] = None,
     ping_ms: Annotated[float, typer.Option(help="Added to each ping's answer time.")] = 0.0,
+    bid_random_seed: Annotated[
+        int | None, typer.Option(help="Bid a random price on every ping, a repeated one too.")
+    ] = None,
 ) -> None:
     """Serve the local demo buyer endpoint (what it saw: GET /stats), pings on /ping."""
 
@@ -391,6 +394,7 @@ def buyer(
         idempotency_header=idempotency_header,
         bid_price=bid_price,
         ping_delay_s=ping_ms / 1000,
+        bid_random_seed=bid_random_seed,
     )
     console.print(f"buyer listening on {server.url} (stats: {server.stats_url})")
     server.serve_forever()

@@ -16,7 +16,9 @@ Without one it answers at once, as it always has. Run it on its own with
 --timeout-fraction 0.05]`` (or ``leadflow buyer``).
 
 ``POST /ping`` answers an auction's ping with a bid (``bid``): a fixed price
-(``--bid-price``), or one from the postal code, after ``--ping-ms``.
+(``--bid-price``), or one from the postal code, after ``--ping-ms``; or, with
+``--bid-random-seed N``, a random price on every ping, a repeated one included (a real
+buyer whose demand changes: an auction run twice is bid differently).
 
 ``POST /enhance/phone`` is a phone-check service for enhancement steps: it
 answers the carrier and line type of the ``phone`` it is sent. Markers in any
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import random
 import select
 import socket
 import threading
@@ -150,9 +153,11 @@ class _Handler(BaseHTTPRequestHandler):
             return check_phone(fields, self.server.slow_seconds), self.server.enhanced
         if self.path == PING_PATH:
             server = self.server
-            return bid(
-                fields, server.bid_price, server.bid_salt, server.ping_delay_s
-            ), server.pinged
+            price = server.bid_price
+            if server.bid_random is not None:
+                with server.lock:  # one Random shared by the handler threads
+                    price = round(server.bid_random.uniform(5.0, 50.0), 2)
+            return bid(fields, price, server.bid_salt, server.ping_delay_s), server.pinged
         return decide(fields, self.server.mix, self.server.slow_seconds), self.server.received
 
     def _caller_gone(self, wait_s: float) -> bool:
@@ -183,8 +188,9 @@ class _Handler(BaseHTTPRequestHandler):
             with self.server.lock:
                 calls.append(key)
                 self.server.bodies.append(fields)
-                if key:
-                    # Honour the key: the same delivery gets the same answer, every time.
+                if key and not (self.path == PING_PATH and self.server.bid_random):
+                    # Honour the key: the same delivery gets the same answer, every time
+                    # (but a buyer bidding at random prices every ping anew, even a repeat).
                     kept = self.server.answered.setdefault((self.path, key), answer)
                     answer = kept
                     if len(self.server.answered) > REMEMBERED_ANSWERS:
@@ -250,6 +256,7 @@ class BuyerServer(ThreadingHTTPServer):
         bid_price: float | None = None,
         bid_salt: str = "",
         ping_delay_s: float = 0.0,
+        bid_random_seed: int | None = None,
     ) -> None:
         try:
             super().__init__(("127.0.0.1", port), _Handler)
@@ -269,6 +276,9 @@ class BuyerServer(ThreadingHTTPServer):
         self.bid_price = bid_price
         self.bid_salt = bid_salt
         self.ping_delay_s = ping_delay_s
+        # Set (a seed): every ping, even one repeated under its key, gets a fresh random
+        # price, as a real buyer's changing demand would: a re-run auction is bid anew.
+        self.bid_random = random.Random(bid_random_seed) if bid_random_seed is not None else None
         self.stats = BuyerStats()
         self.answered: dict[tuple[str, str], BuyerAnswer] = {}
         self.lock = threading.Lock()
@@ -322,6 +332,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--bid-price", type=float, default=None, help="Fixed ping bid (0: no bid).")
     parser.add_argument("--bid-salt", default="", help="Varies the postal-code bid per buyer.")
     parser.add_argument("--ping-ms", type=float, default=0.0, help="Added to each ping answer.")
+    parser.add_argument(
+        "--bid-random-seed",
+        type=int,
+        default=None,
+        help="Bid a random price on every ping, a repeated one too (seeded).",
+    )
     args = parser.parse_args(argv)
     realism = Realism(args.median_ms, args.p99_ms, args.timeout_fraction, args.hold_s, args.seed)
     server = BuyerServer(
@@ -332,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         bid_price=args.bid_price,
         bid_salt=args.bid_salt,
         ping_delay_s=args.ping_ms / 1000,
+        bid_random_seed=args.bid_random_seed,
     )
     print(f"buyer listening on {server.url} (stats: {server.stats_url})", flush=True)
     try:

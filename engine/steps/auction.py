@@ -13,6 +13,11 @@ Pure halves around the calls the runtime makes (``engine.runtime.handlers.auctio
    post (``recipient.failed``/``recipient.error``) falls back to the next bid, until
    one buyer takes it (``recipient.delivered``, revenue the winning price) or the
    bids run out (a closing ``recipient.failed`` for the step).
+
+An auction's record (``AuctionRecord``: the ping round's events, the ranking, the answers
+of the posts that did not take the lead) is kept durably before the first post, so a
+replay after a crash goes on from it (``resume_auction``) instead of pinging again: a
+buyer that bids differently the second time cannot change the winner.
 """
 
 from __future__ import annotations
@@ -160,6 +165,59 @@ class Post:
 
     bid: Bid
     call: Call
+
+
+@dataclass(frozen=True, slots=True)
+class AuctionRecord:
+    """What the ledger keeps of an auction: the ping round's events (the buyers left out at
+    a full cap, then one ``recipient.pinged`` per buyer), the bids ranked best first as
+    (buyer id, price), and the answers of the posts that did not take the lead, in order."""
+
+    events: list[EventDraft]
+    ranked: list[tuple[str, float]]
+    refused: list[Answer] = field(default_factory=list)
+
+
+def auction_ledger_key(lead_id: str, snapshot: Snapshot, step_index: int) -> str:
+    """The auction's key in the ledger: the id its first event has (lead, submission, step,
+    attempt 1 - an auction has no retries), the same on every replay of the lead's input."""
+    return event_id(lead_id, submitted_at(lead_id, snapshot), step_index, 0)
+
+
+def record_of(auction: Auction) -> AuctionRecord:
+    """The record of an auction whose pings are judged, before any post."""
+    return AuctionRecord(list(auction.events), [(b.buyer.id, b.price) for b in auction.ranked])
+
+
+def resume_auction(
+    record: AuctionRecord,
+    lead_id: str,
+    snapshot: Snapshot,
+    settings: AuctionSettings,
+    step_id: str,
+    step_index: int,
+) -> Auction | StepResult:
+    """The auction where its record leaves it: its ping events and ranking as recorded (not
+    pinged again), each recorded refused post judged again as the first run judged it (the
+    same events), and the next post to the bid after them - the one whose post may already
+    have gone out, under the same idempotency key. A bid of a buyer no longer in the step
+    (its flow version edited in place) is dropped: it cannot be posted to."""
+    order = {b.id: i for i, b in enumerate(settings.buyers)}
+    buyers = {b.id: b for b in settings.buyers}
+    bids = [
+        Bid(buyers[buyer_id], price, order[buyer_id])
+        for buyer_id, price in record.ranked
+        if buyer_id in buyers
+    ]
+    auction: Auction | StepResult = Auction(list(record.events), bids, 0, bids)
+    for answer in record.refused:
+        if isinstance(auction, StepResult):
+            break
+        move = next_post(auction, lead_id, snapshot, settings, step_id, step_index)
+        if isinstance(move, StepResult):
+            return move
+        auction = judge_post(auction, move, answer, snapshot, step_id)
+    return auction
 
 
 def auction_key(lead_id: str, snapshot: Snapshot, step_index: int, buyer_id: str) -> str:

@@ -142,16 +142,16 @@ def auctioned(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 
 def test_an_auction_pings_everyone_posts_the_best_bid_and_falls_back_on_a_refusal(
-    stack: Settings, unique_id: str, buyers: dict[str, BuyerServer]
+    state_settings: Settings, unique_id: str, buyers: dict[str, BuyerServer]
 ) -> None:
     flow = auction_flow(unique_id, buyers, window_ms=750, beta="sold")
-    prepare_topics(stack, flow)
+    prepare_topics(state_settings, flow)
     rng = random.Random(21)
-    ids = publish_leads(stack, flow.id, [fake_lead(rng, n) for n in range(60)])
+    ids = publish_leads(state_settings, flow.id, [fake_lead(rng, n) for n in range(60)])
     stop = threading.Event()
-    threads = run_steps(stack, flow, stop)
+    threads = run_steps(state_settings, flow, stop)
     try:
-        events = wait_for_all(stack, flow, len(ids), 90)
+        events = wait_for_all(state_settings, flow, len(ids), 90)
     finally:
         stop.set()
         for thread in threads:
@@ -192,7 +192,7 @@ def test_an_auction_pings_everyone_posts_the_best_bid_and_falls_back_on_a_refusa
 
 @pytest.fixture
 def state_settings(stack: Settings, unique_id: str) -> Iterator[Settings]:
-    """Settings on a fresh Postgres schema (the caps' counters), dropped afterwards."""
+    """Settings on a fresh Postgres schema (caps, the auction ledger), dropped afterwards."""
     yield stack.model_copy(update={"db_schema": unique_id})
     with psycopg.connect(stack.database_url.get_secret_value(), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(unique_id)))
@@ -245,8 +245,14 @@ def test_a_buyer_at_its_cap_is_neither_pinged_nor_posted_and_the_next_bid_wins(
     assert len(servers["alpha"].pinged) == 3 and len(servers["alpha"].received) == 3
 
 
-def start_worker(role: str, flow_file: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "LEADFLOW_LOG_FORMAT": "json", "LEADFLOW_LOG_LEVEL": "WARNING"}
+def start_worker(role: str, flow_file: Path, schema: str) -> subprocess.Popen[bytes]:
+    """The step's worker in a process of its own (to be killed), its state in ``schema``."""
+    env = {
+        **os.environ,
+        "LEADFLOW_LOG_FORMAT": "json",
+        "LEADFLOW_LOG_LEVEL": "WARNING",
+        "LEADFLOW_DB_SCHEMA": schema,
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "engine", "run", role, "--flow-file", str(flow_file)],
         env=env,
@@ -257,7 +263,7 @@ def start_worker(role: str, flow_file: Path) -> subprocess.Popen[bytes]:
 
 @pytest.mark.serial
 def test_an_auction_worker_killed_mid_auction_posts_again_only_under_the_same_key(
-    stack: Settings, unique_id: str, tmp_path: Path
+    state_settings: Settings, unique_id: str, tmp_path: Path
 ) -> None:
     """kill -9 of the auction step while pings and posts are out: the next worker re-runs the
     unfinished auctions, whose posts carry the keys the first run's did (the buyer counts
@@ -273,10 +279,10 @@ def test_an_auction_worker_killed_mid_auction_posts_again_only_under_the_same_ke
     try:
         flow = auction_flow(unique_id, servers, window_ms=1500)
         flow_file = write_flow(tmp_path / "flow.yaml", flow)
-        prepare_topics(stack, flow)
+        prepare_topics(state_settings, flow)
         rng = random.Random(31)
-        ids = publish_leads(stack, flow.id, [fake_lead(rng, n) for n in range(400)])
-        procs = {role: start_worker(role, flow_file) for role in ("source", "auction")}
+        ids = publish_leads(state_settings, flow.id, [fake_lead(rng, n) for n in range(400)])
+        procs = {role: start_worker(role, flow_file, unique_id) for role in ("source", "auction")}
         alpha = servers["alpha"]
         wait_until(
             lambda: len(alpha.received),
@@ -295,8 +301,8 @@ def test_an_auction_worker_killed_mid_auction_posts_again_only_under_the_same_ke
         procs["auction"].kill()  # SIGKILL: no shutdown code runs
         procs["auction"].wait()
         time.sleep(0.5)
-        procs["auction"] = start_worker("auction", flow_file)
-        events = wait_for_all(stack, flow, len(ids), 180)
+        procs["auction"] = start_worker("auction", flow_file, unique_id)
+        events = wait_for_all(state_settings, flow, len(ids), 180)
     finally:
         for proc in procs.values():
             proc.terminate()
@@ -321,3 +327,116 @@ def test_an_auction_worker_killed_mid_auction_posts_again_only_under_the_same_ke
     assert seen["duplicates"] >= again, seen
     # Never to a second buyer: the lower bids were never posted to.
     assert servers["beta"].received == [] and servers["gamma"].received == []
+
+
+def key_buyer(key: str) -> tuple[str, str]:
+    """An auction post's idempotency key as (the auction's part, the buyer's id)."""
+    base, _, buyer = key.rpartition(".")
+    return base, buyer
+
+
+@pytest.mark.serial
+def test_a_killed_auction_goes_on_from_its_record_and_sells_each_lead_once(
+    state_settings: Settings, unique_id: str, tmp_path: Path
+) -> None:
+    """Buyers that bid a new random price on every ping, a repeated one too: an auction run
+    again from scratch would most often crown another winner and sell the lead twice. kill
+    -9 of the auction step with posts out (sent, not committed): the next worker goes on
+    from the auction ledger, pings no one again for those leads, posts only where the first
+    run did, under the same key; each lead is sold to one buyer, its events are on once."""
+    names = ("alpha", "beta", "gamma")
+    servers = {
+        name: BuyerServer(port=0, mix=False, bid_random_seed=seed, latency_s=0.3)
+        for seed, name in enumerate(names)
+    }
+    for server in servers.values():
+        server.start_in_thread()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        flow = auction_flow(unique_id, servers, window_ms=1500)
+        flow_file = write_flow(tmp_path / "flow.yaml", flow)
+        prepare_topics(state_settings, flow)
+        rng = random.Random(53)
+        ids = publish_leads(state_settings, flow.id, [fake_lead(rng, n) for n in range(400)])
+        procs = {role: start_worker(role, flow_file, unique_id) for role in ("source", "auction")}
+        wait_until(
+            lambda: sum(len(s.received) for s in servers.values()),
+            60,
+            "posts to the buyers",
+            until=lambda n: n >= 20,
+            every=0.05,
+        )
+        wait_until(
+            lambda: sum(s.stats.snapshot()["in_flight"] for s in servers.values()),
+            30,
+            "calls in flight at the buyers",
+            until=lambda n: n >= 8,
+            every=0.01,
+        )
+        procs["auction"].kill()  # SIGKILL: no shutdown code runs
+        procs["auction"].wait()
+        time.sleep(0.5)
+        procs["auction"] = start_worker("auction", flow_file, unique_id)
+        events = wait_for_all(state_settings, flow, len(ids), 180)
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            proc.wait(30)
+        for server in servers.values():
+            server.stop()
+    assert [i for i, n in Counter(e["id"] for e in events).items() if n > 1] == []
+    runs = auctioned(events)
+    assert len(runs) >= 50
+    sold: dict[str, str] = {}  # the auction's part of the post key -> the buyer it was sold to
+    for lead, steps in runs.items():
+        types = [(e["type"], e["entity_id"]) for e in steps]
+        assert sorted(b for t, b in types if t == "recipient.pinged") == list(names), types
+        assert types[-1][0] == "flow.completed", (lead, types)
+        delivered = [e for e in steps if e["type"] == "recipient.delivered"]
+        if not delivered:  # no bid at all (outside every buyer's area): never posted
+            assert not any(
+                e["type"] == "recipient.failed" and e["entity_id"] in names for e in steps
+            ), types
+            continue
+        (won,) = delivered
+        # The winner is the best bid of the pings on the topic: the ranking the lead's
+        # events show is the one its post followed, even where the auction was re-run.
+        bids = {
+            e["entity_id"]: e["appended"][f"appended.auction.bids.{e['entity_id']}.price"]
+            for e in steps
+            if e["type"] == "recipient.pinged" and e["outcome"] == "success"
+        }
+        best = max(bids.values())
+        assert won["entity_id"] == next(b for b in names if bids.get(b) == best), (lead, bids)
+        assert won["revenue"] == best
+        base, buyer = key_buyer(won["request"]["headers"]["Idempotency-Key"])
+        assert buyer == won["entity_id"]
+        sold[base] = buyer
+    # The buyers' side, by idempotency key: each auction was posted to one buyer only, the
+    # one its events name, and every post a buyer got belongs to a lead on the topic.
+    posted: dict[str, set[str]] = {}
+    for name, server in servers.items():
+        for key in server.received:
+            base, buyer = key_buyer(key)
+            assert buyer == name
+            posted.setdefault(base, set()).add(name)
+    assert {base: {buyer} for base, buyer in sold.items()} == posted
+    # The kill caught posts out: they were made again, under their first keys ...
+    repeated = {
+        key_buyer(key)[0]
+        for server in servers.values()
+        for key, n in Counter(server.received).items()
+        if n > 1
+    }
+    assert repeated, {n: s.stats.snapshot() for n, s in servers.items()}
+    # ... by a re-run that went on from the ledger: no buyer was pinged again for them.
+    for name, server in servers.items():
+        pings = Counter(server.pinged)
+        assert all(pings[f"{base}.{name}.ping"] == 1 for base in repeated), name
+    with psycopg.connect(
+        state_settings.database_url.get_secret_value(),
+        options=f"-c search_path={unique_id}",
+    ) as conn:
+        row = conn.execute("SELECT count(*) FROM engine_auction_ledger").fetchone()
+    assert row is not None and row[0] == len(sold)  # a record per auction with a bid

@@ -15,16 +15,20 @@ from engine.ids import id_timestamp_ms
 from engine.steps.auction import (
     Auction,
     AuctionBuyer,
+    AuctionRecord,
     AuctionSettings,
     Opening,
     Post,
     auction_caps,
     auction_key,
+    auction_ledger_key,
     judge_pings,
     judge_post,
     next_post,
     open_auction,
     ping_body,
+    record_of,
+    resume_auction,
     winner,
 )
 from engine.steps.base import TOTAL_DELIVERED, TOTAL_REVENUE, StepResult
@@ -337,3 +341,108 @@ def test_an_opening_with_no_eligible_buyer_ends_without_calls() -> None:
     result = next_post(judge_pings(STEP, s, opening, []), LEAD_ID, LEAD, s, STEP, INDEX)
     assert isinstance(result, StepResult)
     assert [e.type for e in result.events] == ["recipient.failed", "recipient.failed"]
+
+
+# -- a re-run from the auction's record (the ledger) -----------------------------------
+
+
+def finish(
+    s: AuctionSettings, state: Auction | StepResult, post: Callable[[str], Answer]
+) -> tuple[StepResult, list[str]]:
+    """Post from ``state`` on as the handler does; the result and the buyers posted to."""
+    posted = []
+    while isinstance(state, Auction):
+        move = next_post(state, LEAD_ID, LEAD, s, STEP, INDEX)
+        if isinstance(move, StepResult):
+            return move, posted
+        posted.append(move.bid.buyer.id)
+        state = judge_post(state, move, post(move.bid.buyer.id), LEAD, STEP)
+    return state, posted
+
+
+def test_the_ledger_key_is_the_id_of_the_auctions_first_event() -> None:
+    key = auction_ledger_key(LEAD_ID, LEAD, INDEX)
+    assert key == auction_key(LEAD_ID, LEAD, INDEX, "alpha").split(".")[0]
+    assert key == auction_ledger_key(LEAD_ID, dict(LEAD), INDEX)  # a re-run: the same key
+    assert key != auction_ledger_key(LEAD_ID, LEAD, INDEX + 1)
+    assert key != auction_ledger_key("01KB0000000000000000000001", LEAD, INDEX)
+
+
+def test_a_rerun_from_the_record_posts_in_the_recorded_order_not_the_new_bids() -> None:
+    s = settings("alpha", "beta", "gamma")
+    first = judge_pings(
+        STEP, s, open_auction(LEAD_ID, LEAD, s, INDEX, {}), [bid(20), bid(35), bid(12)]
+    )
+    record = record_of(first)
+    assert record.ranked == [("beta", 35.0), ("alpha", 20.0), ("gamma", 12.0)]
+    assert record.refused == []
+    # The crash came after beta's post. Pinged again, alpha would now bid highest: the
+    # re-run pings nobody and posts to beta again (the same key), never to alpha.
+    resumed = resume_auction(record, LEAD_ID, LEAD, s, STEP, INDEX)
+    result, posted = finish(s, resumed, lambda _: ACCEPTED)
+    assert posted == ["beta"]
+    original, _ = finish(s, first, lambda _: ACCEPTED)
+    assert result.events == original.events  # what the first run would have committed
+    assert [e.type for e in result.events] == ["recipient.pinged"] * 3 + ["recipient.delivered"]
+    move = next_post(resumed, LEAD_ID, LEAD, s, STEP, INDEX)  # type: ignore[arg-type]
+    assert isinstance(move, Post)
+    assert move.call.request.headers["Idempotency-Key"] == auction_key(LEAD_ID, LEAD, INDEX, "beta")
+
+
+def test_a_rerun_judges_the_recorded_refusals_again_and_posts_to_the_next_bid_only() -> None:
+    s = settings("alpha", "beta", "gamma")
+    first = judge_pings(
+        STEP, s, open_auction(LEAD_ID, LEAD, s, INDEX, {}), [bid(40), bid(30), bid(20)]
+    )
+    broken = answer(None, status=503)
+    answers = {"alpha": REFUSED, "beta": broken}
+    original, posted = finish(s, first, lambda b: answers.get(b, ACCEPTED))
+    assert posted == ["alpha", "beta", "gamma"]
+    # Alpha refused and beta failed, both recorded; the crash came during gamma's post.
+    record = AuctionRecord(record_of(first).events, record_of(first).ranked, [REFUSED, broken])
+    resumed = resume_auction(record, LEAD_ID, LEAD, s, STEP, INDEX)
+    assert isinstance(resumed, Auction) and resumed.posts == 2
+    # Alpha and beta would take the lead now: they are not asked again.
+    result, again = finish(s, resumed, lambda _: ACCEPTED)
+    assert again == ["gamma"]
+    assert result.events == original.events
+
+
+def test_a_rerun_with_every_recorded_post_refused_ends_unsold_without_a_post() -> None:
+    s = settings("alpha", "beta")
+    first = judge_pings(STEP, s, open_auction(LEAD_ID, LEAD, s, INDEX, {}), [bid(40), bid(30)])
+    original, _ = finish(s, first, lambda _: REFUSED)
+    record = AuctionRecord(record_of(first).events, record_of(first).ranked, [REFUSED, REFUSED])
+    resumed = resume_auction(record, LEAD_ID, LEAD, s, STEP, INDEX)
+    assert isinstance(resumed, Auction) and resumed.bids == []
+    result, posted = finish(s, resumed, lambda _: ACCEPTED)
+    assert posted == []
+    assert result.events == original.events
+    assert result.events[-1].reason == "No bidder took the lead (2 posted)"
+
+
+def test_a_rerun_keeps_the_recorded_capped_buyers_and_ties() -> None:
+    capped = buyer("delta", caps=[{"duration": "day", "maximum": 5}])
+    s = AuctionSettings(buyers=[buyer("alpha"), buyer("beta"), buyer("gamma"), capped])
+    (check,) = auction_caps("f", STEP, capped, LEAD_ID, LEAD)
+    full = {"delta": CapCount(check, 5, holds_lead=False)}
+    opening = open_auction(LEAD_ID, LEAD, s, INDEX, full)
+    first = judge_pings(STEP, s, opening, [bid(25), bid(25), answer({"bid": False})])
+    record = record_of(first)
+    assert record.ranked == [("alpha", 25.0), ("beta", 25.0)]  # a tie: flow order
+    resumed = resume_auction(record, LEAD_ID, LEAD, s, STEP, INDEX)
+    assert isinstance(resumed, Auction)
+    assert resumed.events == first.events
+    assert resumed.events[0].type == "recipient.failed"  # delta, at its cap
+    assert [(b.buyer.id, b.price, b.order) for b in resumed.bids] == [
+        ("alpha", 25.0, 0),
+        ("beta", 25.0, 1),
+    ]
+
+
+def test_a_recorded_bid_of_a_buyer_gone_from_the_step_is_dropped() -> None:
+    s = settings("alpha", "beta")
+    record = AuctionRecord([], [("zeta", 50.0), ("beta", 30.0)])
+    resumed = resume_auction(record, LEAD_ID, LEAD, s, STEP, INDEX)
+    assert isinstance(resumed, Auction)
+    assert [b.buyer.id for b in resumed.bids] == ["beta"]
