@@ -118,6 +118,14 @@ class Settings(BaseSettings):
     # commits, aborts, dead letters, lag; engine.runtime.kafka.metrics) at
     # http://127.0.0.1:PORT/metrics, summed over its role processes.
     metrics_port: int = Field(0, ge=0, le=65535)
+    # Where `leadflow calls status` and the UI read the calling workers' breakers, calls
+    # in flight and latency: `leadflow run` expositions, comma-separated (one per host).
+    # Empty: this host's `leadflow run`, at LEADFLOW_METRICS_PORT.
+    calls_metrics_urls: str = ""
+    # A filter right after another event-reading step decides in that step's worker, in
+    # its transaction (engine.runtime.handlers.base: EventInputHandler.successor): one
+    # topic hop and one commit fewer per lead. Off: every step in its own worker.
+    fuse_pure_steps: bool = True
     s3_bucket: str = "leadflow-events"
     azure_container: str = "leadflow-events"
     # Where export jobs write their files (projectors.exports), with the S3 or

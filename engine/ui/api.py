@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.access.disclosure import disclose
 from engine.access.guard import EVENTS_READ, EventsReader, hide_foreign, only_flow
 from engine.access.scopes import Principal
+from engine.runtime.calls.status import fetch_status, metrics_urls
 from engine.ui.dashboard import dashboard
 from engine.ui.objects import locate
 from engine.ui.queries import (
@@ -206,3 +207,13 @@ def get_dashboard(flow_id: str, reader: EventsReader, conn: Bounded, when: Range
     """Everything the flow dashboard draws, for ``start``..``end`` (default: the last 7 days)."""
     only_flow(reader, flow_id)
     return disclose(conn, reader, "ui:dashboard", dashboard(conn, flow_id, when))
+
+
+@router.get("/calls")
+def get_calls(request: Request) -> dict[str, Any]:
+    """The calling workers' destinations: breaker, in flight, latency (``leadflow calls status``).
+
+    No lead data: a destination is a scheme, host and port. ``configured`` false says
+    the server knows no metrics URL to read (the page then says how to set one)."""
+    urls = metrics_urls(request.app.state.settings)
+    return {"configured": bool(urls), "sources": fetch_status(urls)}

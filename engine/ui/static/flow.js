@@ -93,6 +93,26 @@
     $("recipients").replaceChildren(table([{ label: "Recipient", render: (r) => r.step_name || r.step_id }, { label: "Leads", key: "leads", num: true }, { label: "Accepted", render: (r) => pct(r.acceptance_rate), num: true }, { label: "Failed", key: "failed", num: true }, { label: "Errors", key: "errors", num: true }, { label: "Response p50", render: (r) => duration(r.response_ms_p50), num: true }, { label: "p95", render: (r) => duration(r.response_ms_p95), num: true }, { label: "Returned", key: "returned", num: true }, { label: "Revenue", render: (r) => money(r.revenue), num: true }], d.recipients));
   }
 
+  // Live, from the calling workers' metrics (leadflow calls status): not the range above.
+  async function loadCalls() {
+    const c = await api("/calls");
+    if (!c.configured) {
+      $("calls").replaceChildren(el("p", { class: "hint" }, "No workers' metrics to read: run the workers with LEADFLOW_METRICS_PORT (or set LEADFLOW_CALLS_METRICS_URLS) for the server."));
+      return;
+    }
+    const rows = [];
+    for (const s of c.sources) {
+      if (s.error) rows.push({ destination: s.url, breaker: [s.error], _class: "error" });
+      for (const d of s.destinations) rows.push(Object.assign({}, d, d.breaker.includes("open") ? { _class: "error" } : {}));
+    }
+    if (!rows.length) {
+      $("calls").replaceChildren(el("p", { class: "hint" }, "No calls made by the running workers yet."));
+      return;
+    }
+    $("calls").replaceChildren(focusable(table([{ label: "Destination", key: "destination" }, { label: "Breaker", render: (r) => r.breaker.join(" + ").replace("_", "-") || "-" }, { label: "In flight", key: "in_flight", num: true }, { label: "Answered", key: "answered", num: true }, { label: "Failed", key: "failed", num: true }, { label: "Refused", key: "refused", num: true }, { label: "p50", render: (r) => duration(r.p50_ms), num: true }, { label: "p95", render: (r) => duration(r.p95_ms), num: true }], rows), "Buyers and services table"),
+      el("p", { class: "hint" }, "Breaker: open means calls fail at once until a probe succeeds; the counts are since the workers started."));
+  }
+
   onReady(async () => {
     utcInput($("start"), url.searchParams.get("start"));
     utcInput($("end"), url.searchParams.get("end"));
@@ -105,5 +125,6 @@
       load().catch((x) => status(x.message, true));
     });
     await load();
+    await loadCalls().catch((x) => $("calls").replaceChildren(el("p", { class: "hint" }, x.message)));
   });
 })();

@@ -8,6 +8,8 @@ from fastapi.testclient import TestClient
 
 from engine.api.app import create_app
 from engine.masking import for_reader, mask_text
+from engine.runtime.calls import metrics as breakers
+from engine.runtime.kafka.metrics import serve_metrics
 from engine.settings import Settings
 from engine.ui.queries import classify
 from tests.engine.ui.conftest import HOSTILE_REASON, MASKED_KEY, PII_KEY, UiStack
@@ -107,3 +109,28 @@ def test_classify() -> None:
     assert classify(" Ada@Example.COM") == ("email", "ada@example.com")
     assert classify("01kav9ft02fxyr9hm1s9j224nf") == ("lead_id", "01KAV9FT02FXYR9HM1S9J224NF")
     assert classify("ada")[0] == "unknown"
+
+
+@pytest.mark.stack
+def test_the_calls_card_reads_the_workers_metrics(ui_settings: Settings, ui_stack: UiStack) -> None:
+    """The flow page's "Buyers and services" card: the breaker and counts per destination
+    from the metrics URL the server is given; without one, it says none is configured."""
+    unset = TestClient(create_app(ui_settings.model_copy(update={"metrics_port": 0})))
+    assert unset.get("/ui/api/calls", headers=bearer(MASKED_KEY)).json() == {
+        "configured": False,
+        "sources": [],
+    }
+    server, _ = serve_metrics(0)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+        breakers.breaker_state("http://buyer.example:443", "open")
+        served = TestClient(create_app(ui_settings.model_copy(update={"calls_metrics_urls": url})))
+        assert served.get("/ui/api/calls").status_code == 401
+        answer = served.get("/ui/api/calls", headers=bearer(MASKED_KEY)).json()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answer["configured"] is True
+    [source] = answer["sources"]
+    rows = {row["destination"]: row for row in source["destinations"]}
+    assert rows["http://buyer.example:443"]["breaker"] == ["open"]

@@ -135,6 +135,8 @@ def test_find_timeline_inspect_diff_dashboard(page: Page, ui_stack: UiStack) -> 
     expect(page.locator("#outcomes svg rect.bar")).not_to_have_count(0)
     expect(page.locator("#reasons")).to_contain_text(HOSTILE_REASON)
     expect(page.locator("#reasons")).to_contain_text("Duplicate lead")
+    # No workers' metrics given to this server: the card says how to give them.
+    expect(page.locator("#calls")).to_contain_text("LEADFLOW_METRICS_PORT")
     audit(page, "dashboard")
     page.screenshot(path=ARTIFACTS / "dashboard.png", full_page=True)
 
