@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from engine.demo.buyer import BuyerServer
-from engine.demo.report import counts_table, destinations_table, timeline_table
 from engine.demo.master_key import ensure_demo_master_key
+from engine.demo.report import counts_table, destinations_table, timeline_table
 from engine.demo.ui_server import UiServerError, serve_for_demo
 from engine.destinations import Destination
 from engine.errors import LeadflowError
