@@ -14,6 +14,7 @@ lead, then the in-memory cache).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,7 +26,9 @@ from engine.flows import Flow
 from engine.intake.bodies import decode_body
 from engine.sealing import (
     ERASED,
+    PREFIX,
     TOKEN,
+    UNREADABLE,
     KeyLookup,
     MasterKey,
     clear_strings,
@@ -42,6 +45,9 @@ from engine.settings import Settings, get_settings
 from engine.state.keys import LeadKeys
 from engine.steps.base import Snapshot
 
+# The leads whose opened values are remembered for their events (a batch's, and more).
+_OPENED_LEADS = 4096
+
 
 class LeadSealer:
     """Seals and opens one flow's leads; one per handler (not thread-safe)."""
@@ -50,6 +56,9 @@ class LeadSealer:
         self.flow = flow
         self.sensitive = flow.sensitive
         self.keys = keys
+        # Per recent lead: field -> (clear value, the token it was opened from), so its
+        # events reuse the tokens of what the step did not change (``seal_snapshot``).
+        self._opened: OrderedDict[str, dict[str, tuple[Any, str]]] = OrderedDict()
 
     @classmethod
     def for_flow(cls, flow: Flow, settings: Settings | None = None) -> LeadSealer | None:
@@ -85,10 +94,31 @@ class LeadSealer:
 
     def open_snapshot(self, snapshot: Snapshot) -> Snapshot:
         """``snapshot`` with its sealed values opened (``[erased]`` where the key is gone)."""
-        if not any(is_sealed(v) for v in snapshot.values()):
+        sealed = {k: v for k, v in snapshot.items() if is_sealed(v)}
+        if not sealed:
             return snapshot
-        lookup = self._lookup(snapshot)
-        return {k: open_value(v, lookup) if is_sealed(v) else v for k, v in snapshot.items()}
+        tokens: dict[str, str] = {k: v for k, v in sealed.items() if isinstance(v, str)}
+        # The key ids straight from whole tokens (``enc:v1:<id>:...``): no scan of the text.
+        owners = {k: v[len(PREFIX) : v.find(":", len(PREFIX))] for k, v in tokens.items()}
+        keys = self.keys.fetch(set(owners.values()))
+
+        def lookup(key_id: str) -> bytes | None:
+            return keys[key_id] if key_id in keys else self.keys.fetch([key_id])[key_id]
+
+        opened: dict[str, Any] = dict(snapshot)
+        for name, token in tokens.items():
+            value = opened[name] = open_value(token, lookup)
+            if value not in (ERASED, UNREADABLE) and TOKEN.fullmatch(token) is not None:
+                self._remember_opened(owners[name], name, value, token)
+        return opened
+
+    def _remember_opened(self, lead_id: str, name: str, value: Any, token: str) -> None:
+        fields = self._opened.get(lead_id)
+        if fields is None:
+            fields = self._opened[lead_id] = {}
+            while len(self._opened) > _OPENED_LEADS:
+                self._opened.popitem(last=False)
+        fields[name] = (value, token)
 
     def open_body(self, body: bytes) -> bytes:
         """An intake body as ``seal_body`` wrote it (JSON with sealed fields, or one sealed
@@ -151,8 +181,10 @@ class LeadSealer:
         if not any(sealed_field(k, self.sensitive) for k in snapshot):
             return out
         sealer = self._sealer(event["lead_id"])
-        clears = clear_strings(snapshot, self.sensitive)
-        out["vars"] = seal_snapshot(snapshot, self.sensitive, sealer)
+        quoting = out.get("request") or out.get("response") or out.get("reason")
+        clears = clear_strings(snapshot, self.sensitive) if quoting else []
+        reuse = self._opened.get(event["lead_id"])
+        out["vars"] = seal_snapshot(snapshot, self.sensitive, sealer, reuse)
         if clears:
             for part in ("request", "response"):
                 recorded = out.get(part)
