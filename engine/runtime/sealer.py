@@ -112,10 +112,19 @@ class LeadSealer:
             self.keys.fetch(ids)
 
     def _sealer(self, lead_id: str) -> Callable[[Any], str]:
-        key = self.keys.ensure(self.flow.id, [lead_id])[lead_id]
-        if key is None:  # an erased lead replayed: nothing of it is kept, not even sealed
-            return lambda _value: ERASED
-        return lambda value: seal(key, lead_id, value)
+        """Seals values under the lead's key, made (or found) at the first value sealed: an
+        event whose values all came sealed needs no key lookup at all."""
+        found: list[bytes | None] = []
+
+        def sealer(value: Any) -> str:
+            if not found:
+                found.append(self.keys.ensure(self.flow.id, [lead_id])[lead_id])
+            key = found[0]
+            if key is None:  # an erased lead replayed: nothing of it is kept, not even sealed
+                return ERASED
+            return seal(key, lead_id, value)
+
+        return sealer
 
     def _lookup(self, value: Any) -> KeyLookup:
         """The keys ``value`` names, fetched now: a key store that cannot answer (or a master
