@@ -75,6 +75,12 @@ RATIOS = (
         ("step_rss", "rss_first_mb"),
         Target("<=", 1.05),
     ),
+    RatioSpec(
+        "archive replay / topic replay",
+        ("replay", "archive_events_s"),
+        ("replay", None),
+        Target(">=", 0.8),
+    ),
     RatioSpec("e2e MB/s / broker produce MB/s", ("e2e", "mb_s"), ("broker", "produce_mb_s"), None),
     RatioSpec(
         "passthrough MB/s / broker produce MB/s",
@@ -91,6 +97,8 @@ FIGURE_TARGETS: tuple[tuple[str, str, Target], ...] = (
     # Issue #16: one recipient process at a 300 ms buyer, and what it adds to the buyer's p99.
     ("slow_buyer", "leads_s", Target(">=", 200)),
     ("slow_buyer", "e2e_p99_over_buyer_p99_ms", Target("<=", 150)),
+    # Issue #16: p99 accepted -> winner posted within the bid window (750 ms) + post p99.
+    ("auction", "posted_p99_over_budget_ms", Target("<=", 0)),
 )
 
 

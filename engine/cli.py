@@ -375,11 +375,26 @@ def buyer(
     idempotency_header: Annotated[
         str, typer.Option(help="The header carrying each delivery's idempotency key.")
     ] = "Idempotency-Key",
+    bid_price: Annotated[
+        float | None, typer.Option(help="Fixed bid on pings (0: no bid); else by postal code.")
+    ] = None,
+    ping_ms: Annotated[float, typer.Option(help="Added to each ping's answer time.")] = 0.0,
+    bid_random_seed: Annotated[
+        int | None, typer.Option(help="Bid a random price on every ping, a repeated one too.")
+    ] = None,
 ) -> None:
-    """Serve the local demo buyer endpoint (what it saw: GET /stats)."""
+    """Serve the local demo buyer endpoint (what it saw: GET /stats), pings on /ping."""
 
     realism = Realism(median_ms, p99_ms, timeout_fraction)
-    server = BuyerServer(port, mix=mix, realism=realism, idempotency_header=idempotency_header)
+    server = BuyerServer(
+        port,
+        mix=mix,
+        realism=realism,
+        idempotency_header=idempotency_header,
+        bid_price=bid_price,
+        ping_delay_s=ping_ms / 1000,
+        bid_random_seed=bid_random_seed,
+    )
     console.print(f"buyer listening on {server.url} (stats: {server.stats_url})")
     server.serve_forever()
 

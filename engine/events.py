@@ -33,6 +33,8 @@ EVENT_TYPES = (
     "feedback.received",
     "feedback.processed",
     "source.pinged",
+    # An auction's ping to one buyer (its bid, no bid, a late bid or an error).
+    "recipient.pinged",
 )
 
 

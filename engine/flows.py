@@ -17,12 +17,15 @@ from engine.destinations import Destination
 from engine.errors import FlowConfigError
 from engine.model import ConfigModel
 from engine.sealing import ALWAYS_SENSITIVE
+from engine.steps.auction import AuctionSettings
 from engine.steps.enhancement import EnhancementSettings
 from engine.steps.filter import FilterSettings
 from engine.steps.recipient import RecipientSettings
 from engine.steps.source import SourceSettings
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+# Source field types that hold PII, whatever the field is called.
+PII_TYPES = frozenset({"email", "phone", "ssn"})
 
 
 class _Step(ConfigModel):
@@ -50,8 +53,14 @@ class EnhancementStep(_Step):
     settings: EnhancementSettings
 
 
+class AuctionStep(_Step):
+    kind: Literal["auction"]
+    settings: AuctionSettings
+
+
 Step = Annotated[
-    SourceStep | EnhancementStep | FilterStep | RecipientStep, Field(discriminator="kind")
+    SourceStep | EnhancementStep | FilterStep | RecipientStep | AuctionStep,
+    Field(discriminator="kind"),
 ]
 
 
@@ -102,6 +111,7 @@ class Flow(ConfigModel):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"step ids must be unique, repeated: {', '.join(dupes)}")
+        self._pings_without_pii()
         keys = [d.key for d in self.destinations]
         twice = sorted({k for k in keys if keys.count(k) > 1})
         if twice:
@@ -109,6 +119,24 @@ class Flow(ConfigModel):
                 f"destinations must differ (give each an id), repeated: {', '.join(twice)}"
             )
         return self
+
+    def _pings_without_pii(self) -> None:
+        """An auction's pings go to buyers who have not paid: a field the source types as
+        an email, a phone or an SSN, or one the flow seals, may not be in them, whatever
+        its name (names that say PII are refused with the buyer's settings)."""
+        source = self.steps[0].settings
+        typed = {f.name for f in getattr(source, "fields", []) if f.type in PII_TYPES}
+        private = typed | set(self.sensitive_fields)
+        for step in self.steps:
+            if not isinstance(step, AuctionStep):
+                continue
+            for buyer in step.settings.buyers:
+                pii = sorted(private.intersection(buyer.ping_fields))
+                if pii:
+                    raise ValueError(
+                        f"steps.{step.id} buyer {buyer.id}: ping_fields may not carry PII:"
+                        f" {', '.join(pii)}"
+                    )
 
     def step(self, step_id: str) -> Step:
         for s in self.steps:

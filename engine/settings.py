@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     # in flight and latency: `leadflow run` expositions, comma-separated (one per host).
     # Empty: this host's `leadflow run`, at LEADFLOW_METRICS_PORT.
     calls_metrics_urls: str = ""
+    # A filter right after another event-reading step decides in that step's worker, in
+    # its transaction (engine.runtime.handlers.base: EventInputHandler.successor): one
+    # topic hop and one commit fewer per lead. Off: every step in its own worker.
+    fuse_pure_steps: bool = True
     s3_bucket: str = "leadflow-events"
     azure_container: str = "leadflow-events"
     # Where export jobs write their files (projectors.exports), with the S3 or

@@ -221,3 +221,19 @@ def event_to_json_dict(event: dict[str, Any]) -> dict[str, Any]:
     out["timestamp"] = _iso(event["timestamp"])
     out["expires_at"] = _iso(event["expires_at"])
     return out
+
+
+def _from_iso(value: Any) -> Any:
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).astimezone(UTC)
+    return value
+
+
+def event_from_json_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of ``event_to_json_dict``: an archived JSON event (a per-event object or a
+    ``jsonl.gz`` line) as the codec decodes it, with ``timestamp``/``expires_at`` as datetimes.
+    ``KeyError`` or ``ValueError`` when it is not one."""
+    out = dict(data)
+    out["timestamp"] = _from_iso(data["timestamp"])
+    out["expires_at"] = _from_iso(data["expires_at"])
+    return out

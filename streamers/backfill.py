@@ -33,7 +33,7 @@ from engine.runtime.kafka.clients import new_admin, new_consumer
 from engine.runtime.kafka.fetch import ConsumeErrors, fetch
 from engine.settings import Settings
 from schemas.codec import EventCodec
-from streamers.per_event import ObjectWrite, object_for_record
+from streamers.per_event import ObjectWrite, object_for_record, put_object
 from streamers.topic_offsets import TopicPart, ends, flow_partitions, offsets_at
 
 log = structlog.get_logger(__name__)
@@ -217,7 +217,7 @@ def _write_all(
 ) -> None:
     def put(write: ObjectWrite) -> str | DestinationError:
         try:
-            return store.put_if_absent(write.key, write.body, write.content_type)
+            return put_object(store, write)
         except DestinationError as exc:
             return exc
 

@@ -27,16 +27,21 @@ from confluent_kafka import Message, TopicPartition
 from engine.destinations import BatchSettings, Format
 from engine.objects.contract import ObjectStore
 from engine.objects.errors import DestinationError
+from engine.objects.positions import (
+    FIRST_OFFSET,
+    GAPS,
+    LAST_OFFSET,
+    MAX_GAPS,
+    RECORDS,
+    Gap,
+    encode_gaps,
+)
 from schemas.codec import EventCodec, SchemaMismatchError
 from streamers import layout
 from streamers.batches import BatchBounds, closes_before, idle_expired, is_full
 from streamers.formats import BatchEncoder, batch_encoder, extension
 from streamers.per_event import DeadLetterHook, ObjectWrite, dead_letter
 from streamers.work import Job, Outcome, Round, TopicPartitionKey, Written
-
-FIRST_OFFSET = "leadflow_first_offset"
-LAST_OFFSET = "leadflow_last_offset"
-RECORDS = "leadflow_records"
 
 
 @dataclass(slots=True)
@@ -46,6 +51,15 @@ class OpenBatch:
     bounds: BatchBounds
     encoder: BatchEncoder
     dead_letters: list[ObjectWrite] = field(default_factory=list)
+    # The offset runs inside the range this object does not hold (transaction markers,
+    # aborted records, dead letters): recorded so a reader can place each record.
+    gaps: list[Gap] = field(default_factory=list)
+    held_next: int = 0  # the offset after the last record held
+
+    def hold(self, offset: int) -> None:
+        if offset > self.held_next:
+            self.gaps.append((self.held_next - self.bounds.first_offset, offset - self.held_next))
+        self.held_next = offset + 1
 
 
 @dataclass(slots=True)
@@ -61,6 +75,7 @@ class SealedBatch:
     content_type: str = ""
     file: IO[bytes] | None = None
     records: int = 0
+    gaps: list[Gap] = field(default_factory=list)
 
     def close(self) -> None:
         if self.file is not None:
@@ -96,6 +111,7 @@ def upload_job(batch: SealedBatch) -> Job:
             FIRST_OFFSET: str(batch.first_offset),
             LAST_OFFSET: str(batch.last_offset),
             RECORDS: str(batch.records),
+            GAPS: encode_gaps(batch.gaps),
         }
         batch.file.seek(0, 2)
         size = batch.file.tell()
@@ -176,12 +192,14 @@ class BatchedSink:
                 )
                 encoder = batch_encoder(self._format, key)
                 bounds = BatchBounds(offset, offset, event_time, self._clock())
-                state.open = OpenBatch(key, encoder.content_type, bounds, encoder)
+                state.open = OpenBatch(key, encoder.content_type, bounds, encoder, held_next=offset)
             state.open.encoder.add(event)
+            state.open.hold(offset)
             # Bytes are the records' encoded size on the topic: deterministic, cheap,
             # and close to the object's uncompressed size.
             state.open.bounds.add(offset, len(value))
-            if is_full(state.open.bounds, self._settings):
+            # Past MAX_GAPS the object closes (deterministic: gaps follow from offsets).
+            if is_full(state.open.bounds, self._settings) or len(state.open.gaps) >= MAX_GAPS:
                 self._seal(state, topic, partition)
 
     def _add_dead_letter(
@@ -212,6 +230,7 @@ class BatchedSink:
                 batch.content_type,
                 batch.encoder.finish(),
                 bounds.records - len(batch.dead_letters),
+                batch.gaps,
             )
         )
 

@@ -6,13 +6,15 @@ targets the same key and the create-only write answers "exists".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import io
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from confluent_kafka import Message, TopicPartition
 
 from engine.destinations import Layout
-from engine.objects.contract import ObjectStore
+from engine.objects.contract import ObjectStore, PutResult
+from engine.objects.positions import event_metadata
 from schemas.codec import EventCodec, SchemaMismatchError
 from streamers import layout
 from streamers.formats import JSON_CONTENT_TYPE, event_json
@@ -24,12 +26,14 @@ BINARY = "application/octet-stream"
 
 @dataclass(frozen=True, slots=True)
 class ObjectWrite:
-    """One object to create; ``dead_letter_reason`` is set when the record was undecodable."""
+    """One object to create; ``dead_letter_reason`` is set when the record was undecodable.
+    ``metadata`` records an event's Kafka position (``engine.objects.positions``)."""
 
     key: str
     body: bytes
     content_type: str
     dead_letter_reason: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 # Told of each undecodable record: (topic, partition, offset, its dead-letter object).
@@ -66,7 +70,8 @@ def object_for_record(
             )
         else:
             key = layout.event_key(prefix, event["lead_id"], event["id"])
-        return ObjectWrite(key, event_json(event), JSON)
+        position = event_metadata(topic, partition, offset)
+        return ObjectWrite(key, event_json(event), JSON, metadata=position)
     except (SchemaMismatchError, ValueError, TypeError, KeyError, AttributeError) as exc:
         # orjson.JSONEncodeError is a TypeError; layout refuses ids as ValueError.
         reason = f"{type(exc).__name__}: {exc}"
@@ -82,9 +87,17 @@ def next_offsets(messages: Iterable[Message]) -> dict[TopicPartitionKey, int]:
     return out
 
 
+def put_object(store: ObjectStore, write: ObjectWrite) -> PutResult:
+    """Create ``write``'s object, with its metadata when it has any."""
+    if write.metadata:
+        body = io.BytesIO(write.body)
+        return store.put_file_if_absent(write.key, body, write.content_type, write.metadata)
+    return store.put_if_absent(write.key, write.body, write.content_type)
+
+
 def put_job(write: ObjectWrite) -> Job:
     def run(store: ObjectStore) -> Outcome:
-        result = store.put_if_absent(write.key, write.body, write.content_type)
+        result = put_object(store, write)
         return Outcome(written=[Written(write.key, len(write.body), result == "created")])
 
     return run

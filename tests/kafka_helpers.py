@@ -51,11 +51,15 @@ def events_by_lead(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any
     return dict(by_lead)
 
 
-def run_steps(settings: Settings, flow: Flow, stop: threading.Event) -> list[threading.Thread]:
-    """Every step of the flow as its worker runs it (a calling step's on the concurrent loop,
-    with its own call runner), in a thread, until ``stop`` is set."""
+def run_steps(
+    settings: Settings, flow: Flow, stop: threading.Event, without: str | None = None
+) -> list[threading.Thread]:
+    """Every step of the flow (but ``without``) as its worker runs it (a calling step's on
+    the concurrent loop, with its own call runner), in a thread, until ``stop`` is set."""
     threads = []
     for step in flow.steps:
+        if step.id == without:
+            continue
         thread = threading.Thread(
             target=run_step, args=(settings, flow, step.id, stop), name=step.id, daemon=True
         )

@@ -21,7 +21,11 @@ from bench.scenarios.broker import PRODUCER_PROPS
 from bench.scenarios.e2e import SERVICE_ROLES
 from bench.scenarios.intake import SERVE_WORKERS
 from bench.scenarios.peer_settings import SETTINGS
+from bench.scenarios.replay import archive_prefix
 from bench.sealed_input import SENSITIVE, sealed_events, sealing
+from engine.destinations import Destination
+from engine.objects.contract import directory
+from engine.objects.destination import open_store
 from engine.sealing import new_master_key_text
 from engine.settings import Settings
 from engine.transport import postgres_tls
@@ -153,8 +157,13 @@ def _projector(config: RunConfig, _: int) -> ScenarioResult:
 
 def _replay(config: RunConfig, _: int) -> ScenarioResult:
     result = child_scenario("replay", "events_s", "events/s", config, 600)
-    result.units["seconds"] = "s"
-    result.settings = {"path": "projectors.replay.Rebuild('timeline')", "batch": 2000}
+    result.units.update(seconds="s", archive_events_s="events/s", archive_seconds="s")
+    result.settings = {
+        "path": "projectors.replay.Rebuild('timeline')",
+        "batch": 2000,
+        "archive": "projectors.archive_replay.ArchiveRebuild('timeline'), s3 jsonl.gz objects"
+        " of 10,000 records written by streamers.batched",
+    }
     return result
 
 
@@ -247,6 +256,44 @@ def _slow_buyer(config: RunConfig, _: int) -> ScenarioResult:
     return run_rounds(result, replace(config, rounds=rounds), one_round)
 
 
+def _auction(config: RunConfig, _: int) -> ScenarioResult:
+    """A ping-post auction among five buyers (bench/scenarios/auction.py)."""
+    from bench.scenarios import auction as scenario
+
+    result = ScenarioResult("auction", "posted_p99_ms", "ms")
+    rate, seconds = (20.0, 10.0) if config.quick else (40.0, 30.0)
+    result.settings = {
+        "buyers": f"{scenario.BUYERS} demo buyers, each its own process: lognormal median"
+        f" {scenario.MEDIAN_MS} ms, p99 {scenario.P99_MS} ms on pings and posts",
+        "bid_window_ms": scenario.WINDOW_MS,
+        "post_deadline_ms": scenario.DEADLINE_MS,
+        "workers": "source + one auction process, 3 partitions",
+        "offered_rate": rate,
+        "seconds": seconds,
+        "posted": "winning recipient.delivered timestamp - source.accepted timestamp",
+    }
+    result.units.update(
+        offered_rate="leads/s",
+        leads_accepted="leads",
+        leads_sold="leads",
+        posted_p50_ms="ms",
+        post_p50_ms="ms",
+        post_p99_ms="ms",
+        posted_p99_over_budget_ms="ms",
+        late_ping_share="share",
+        buyer_duplicates="posts",
+    )
+    params = config.params(auction_rate=rate, auction_seconds=seconds)
+
+    def one_round(index: int) -> dict[str, float]:
+        out: dict[str, Any] = run_child("auction", {**params, "round": index}, 600)
+        result.notes.extend(n for n in out.pop("notes") if n not in result.notes)
+        return {k: float(v) for k, v in out.items()}
+
+    rounds = 1 if config.quick else config.rounds
+    return run_rounds(result, replace(config, rounds=rounds), one_round)
+
+
 def _intake(config: RunConfig, _: int) -> ScenarioResult:
 
     result = ScenarioResult("intake", "requests_s", "requests/s")
@@ -295,6 +342,7 @@ SCENARIOS: dict[str, Scenario] = {
     "replay": _replay,
     "e2e": _e2e,
     "slow_buyer": _slow_buyer,
+    "auction": _auction,
     "intake": _intake,
 }
 
@@ -316,4 +364,17 @@ def cleanup(settings: Settings, config: RunConfig) -> None:
         ).fetchall()
         for (schema,) in names:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-    console.print(f"cleaned up {len(deleted)} topics, {len(names)} schemas")
+    objects = _delete_archive(settings, config)
+    console.print(f"cleaned up {len(deleted)} topics, {len(names)} schemas, {objects} objects")
+
+
+def _delete_archive(settings: Settings, config: RunConfig) -> int:
+    """The replay scenario's archive objects on the local S3."""
+    store = open_store(Destination(kind="s3", bucket=settings.s3_bucket), settings, threads=4)
+    try:
+        keys = store.list_keys(directory(archive_prefix(config.run_id)))
+        for key in keys:
+            store.delete(key)
+    finally:
+        store.close()
+    return len(keys)

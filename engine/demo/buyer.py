@@ -15,6 +15,11 @@ Without one it answers at once, as it always has. Run it on its own with
 ``python -m engine.demo.buyer --port N [--median-ms 300 --p99-ms 2000
 --timeout-fraction 0.05]`` (or ``leadflow buyer``).
 
+``POST /ping`` answers an auction's ping with a bid (``bid``): a fixed price
+(``--bid-price``), or one from the postal code, after ``--ping-ms``; or, with
+``--bid-random-seed N``, a random price on every ping, a repeated one included (a real
+buyer whose demand changes: an auction run twice is bid differently).
+
 ``POST /enhance/phone`` is a phone-check service for enhancement steps: it
 answers the carrier and line type of the ``phone`` it is sent. Markers in any
 value it is sent (the buyer ignores them) choose other answers: ``+unknown``
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import random
 import select
 import socket
 import threading
@@ -107,13 +113,19 @@ def check_phone(request: dict[str, Any], slow_seconds: float = 10.0) -> BuyerAns
 PING_PATH = "/ping"
 
 
-def bid(fields: dict[str, Any]) -> BuyerAnswer:
+def bid(
+    fields: dict[str, Any], price: float | None = None, salt: str = "", delay: float = 0.0
+) -> BuyerAnswer:
     """A ping's answer, from the non-PII fields it carries: no bid outside the service
-    area (state WY), else a price from the postal code, so a test can predict it."""
+    area (state WY), else ``price`` if the buyer was given one, else a price from the
+    postal code (and the buyer's ``salt``, so buyers of one auction bid apart), so a test
+    can predict it. ``delay``: how long the buyer takes to bid."""
     if str(fields.get("state", "")).upper() == "WY":
-        return BuyerAnswer(200, {"bid": False})
-    digest = hashlib.sha256(str(fields.get("postal_code", "")).encode()).digest()
-    return BuyerAnswer(200, {"bid": True, "price": float(10 + digest[0] % 20)})
+        return BuyerAnswer(200, {"bid": False}, delay=delay)
+    if price is not None:
+        return BuyerAnswer(200, {"bid": price > 0, "price": price}, delay=delay)
+    digest = hashlib.sha256((salt + str(fields.get("postal_code", ""))).encode()).digest()
+    return BuyerAnswer(200, {"bid": True, "price": float(10 + digest[0] % 20)}, delay=delay)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -140,7 +152,12 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == PHONE_CHECK_PATH:
             return check_phone(fields, self.server.slow_seconds), self.server.enhanced
         if self.path == PING_PATH:
-            return bid(fields), self.server.pinged
+            server = self.server
+            price = server.bid_price
+            if server.bid_random is not None:
+                with server.lock:  # one Random shared by the handler threads
+                    price = round(server.bid_random.uniform(5.0, 50.0), 2)
+            return bid(fields, price, server.bid_salt, server.ping_delay_s), server.pinged
         return decide(fields, self.server.mix, self.server.slow_seconds), self.server.received
 
     def _caller_gone(self, wait_s: float) -> bool:
@@ -171,8 +188,9 @@ class _Handler(BaseHTTPRequestHandler):
             with self.server.lock:
                 calls.append(key)
                 self.server.bodies.append(fields)
-                if key:
-                    # Honour the key: the same delivery gets the same answer, every time.
+                if key and not (self.path == PING_PATH and self.server.bid_random):
+                    # Honour the key: the same delivery gets the same answer, every time
+                    # (but a buyer bidding at random prices every ping anew, even a repeat).
                     kept = self.server.answered.setdefault((self.path, key), answer)
                     answer = kept
                     if len(self.server.answered) > REMEMBERED_ANSWERS:
@@ -235,6 +253,10 @@ class BuyerServer(ThreadingHTTPServer):
         latency_s: float = 0.0,
         realism: Realism | None = None,
         idempotency_header: str = "Idempotency-Key",
+        bid_price: float | None = None,
+        bid_salt: str = "",
+        ping_delay_s: float = 0.0,
+        bid_random_seed: int | None = None,
     ) -> None:
         try:
             super().__init__(("127.0.0.1", port), _Handler)
@@ -249,6 +271,14 @@ class BuyerServer(ThreadingHTTPServer):
         self.latency_s = latency_s
         self.realism = realism if realism is not None and not realism.instant else None
         self.idempotency_header = idempotency_header
+        # How this buyer bids on pings (``bid``): a fixed price (0: never bids), or one
+        # from the lead's postal code and this salt; and how long it takes to answer one.
+        self.bid_price = bid_price
+        self.bid_salt = bid_salt
+        self.ping_delay_s = ping_delay_s
+        # Set (a seed): every ping, even one repeated under its key, gets a fresh random
+        # price, as a real buyer's changing demand would: a re-run auction is bid anew.
+        self.bid_random = random.Random(bid_random_seed) if bid_random_seed is not None else None
         self.stats = BuyerStats()
         self.answered: dict[tuple[str, str], BuyerAnswer] = {}
         self.lock = threading.Lock()
@@ -299,10 +329,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--hold-s", type=float, default=600.0, help="Longest hold of those.")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--idempotency-header", default="Idempotency-Key")
+    parser.add_argument("--bid-price", type=float, default=None, help="Fixed ping bid (0: no bid).")
+    parser.add_argument("--bid-salt", default="", help="Varies the postal-code bid per buyer.")
+    parser.add_argument("--ping-ms", type=float, default=0.0, help="Added to each ping answer.")
+    parser.add_argument(
+        "--bid-random-seed",
+        type=int,
+        default=None,
+        help="Bid a random price on every ping, a repeated one too (seeded).",
+    )
     args = parser.parse_args(argv)
     realism = Realism(args.median_ms, args.p99_ms, args.timeout_fraction, args.hold_s, args.seed)
     server = BuyerServer(
-        args.port, mix=args.mix, realism=realism, idempotency_header=args.idempotency_header
+        args.port,
+        mix=args.mix,
+        realism=realism,
+        idempotency_header=args.idempotency_header,
+        bid_price=args.bid_price,
+        bid_salt=args.bid_salt,
+        ping_delay_s=args.ping_ms / 1000,
+        bid_random_seed=args.bid_random_seed,
     )
     print(f"buyer listening on {server.url} (stats: {server.stats_url})", flush=True)
     try:

@@ -4,6 +4,7 @@ drop its generations."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -22,10 +23,13 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from engine.objects.destination import open_store
 from engine.ops.output import AsJson, print_json
 from engine.runtime.kafka.probe import require_kafka
 from engine.runtime.stopping import install_stop_handlers
 from engine.settings import get_settings
+from projectors.archive import archive_destination
+from projectors.archive_replay import ArchiveRebuild, ArchiveReplayResult
 from projectors.generations import drop, generations
 from projectors.replay import Rebuild
 from projectors.store import connect
@@ -66,45 +70,63 @@ def replay(
         typer.Option("--restart", help="Drop an interrupted rebuild and start over."),
     ] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 2000,
+    from_archive: Annotated[
+        str | None,
+        typer.Option(
+            "--from-archive",
+            help="s3://bucket/prefix or azure://container/prefix: rebuild from the objects "
+            "the streamer wrote there, then hand over to the topics where the archive ends.",
+        ),
+    ] = None,
+    to_time: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="With --from-archive: read archived objects up to this time's hour; the "
+            "topics hold the rest.",
+        ),
+    ] = None,
+    skip_bad: Annotated[
+        bool,
+        typer.Option(
+            "--skip-bad",
+            help="With --from-archive: report unreadable objects and lines and go on "
+            "(without it, they stop the rebuild before it switches).",
+        ),
+    ] = False,
 ) -> None:
-    """Rebuild PROJECTION from the topics into a new generation while the current one keeps
-    serving, then switch atomically. Interrupted (Ctrl-C), it resumes when run again."""
+    """Rebuild PROJECTION from the topics (or an archive, then the topics) into a new
+    generation while the current one keeps serving, then switch atomically. Interrupted
+    (Ctrl-C) while reading topics, it resumes when run again."""
 
     if from_beginning and from_time is not None:
         raise typer.BadParameter("give --from-beginning or --from, not both")
-    start: datetime | None = None
-    if from_time is not None:
-        try:
-            start = datetime.fromisoformat(from_time)
-        except ValueError as exc:
-            raise typer.BadParameter(f"not an ISO 8601 time: {from_time!r}") from exc
-        start = start if start.tzinfo else start.replace(tzinfo=UTC)
+    if from_archive is None and (to_time is not None or skip_bad):
+        raise typer.BadParameter("--to and --skip-bad go with --from-archive")
+    start, end = _time(from_time), _time(to_time)
     require_kafka(get_settings())
     stop = threading.Event()
     install_stop_handlers(stop)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
+    with _progress() as progress:
         task = progress.add_task(f"rebuilding {projection}", total=None)
 
         def show(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        result = Rebuild(
-            get_settings(),
-            projection,
-            from_time=start,
-            restart=restart,
-            batch_size=batch_size,
-            on_progress=show,
-        ).run(stop)
+        if from_archive is not None:
+            archived = _archive_replay(
+                progress, projection, from_archive, start, end, skip_bad, batch_size, show, stop
+            )
+            result = archived.topics
+        else:
+            result = Rebuild(
+                get_settings(),
+                projection,
+                from_time=start,
+                restart=restart,
+                batch_size=batch_size,
+                on_progress=show,
+            ).run(stop)
     rate = result.records / result.seconds if result.seconds else 0.0
     summary = (
         f"{result.records:,} events in {result.seconds:.1f}s ({rate:,.0f}/s)"
@@ -121,6 +143,72 @@ def replay(
         f"({summary}). Run the same command again to resume."
     )
     raise typer.Exit(130)
+
+
+def _time(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not an ISO 8601 time: {text!r}") from exc
+    return found if found.tzinfo else found.replace(tzinfo=UTC)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _archive_replay(
+    progress: Progress,
+    projection: str,
+    url: str,
+    start: datetime | None,
+    end: datetime | None,
+    skip_bad: bool,
+    batch_size: int,
+    show: Callable[[int, int], None],
+    stop: threading.Event,
+) -> ArchiveReplayResult:
+    """The archive part of ``replay --from-archive``, with its own progress bar (objects)."""
+    settings = get_settings()
+    objects = progress.add_task(f"archive {url}", total=None)
+
+    def show_archive(done: int, total: int, events: int) -> None:
+        progress.update(objects, completed=done, total=total,
+                        description=f"archive {url} ({events:,} events)")  # fmt: skip
+
+    store = open_store(archive_destination(url), settings, threads=8)
+    try:
+        result = ArchiveRebuild(
+            settings,
+            projection,
+            store,
+            archive_destination(url).prefix,
+            from_time=start,
+            to_time=end,
+            skip_bad=skip_bad,
+            batch_size=batch_size,
+            on_archive=show_archive,
+            on_progress=show,
+        ).run(stop)
+    finally:
+        store.close()
+    console.print(
+        f"{projection}: {result.archive_events:,} events from {result.archive_objects:,} "
+        f"archived objects in {result.seconds:.1f}s"
+        + (f", {len(result.bad)} bad input(s) skipped" if result.bad else "")
+    )
+    return result
 
 
 @projections_app.callback()

@@ -13,7 +13,7 @@ from engine.errors import FlowConfigError, LeadflowError
 from engine.flows import Flow
 from engine.runtime.calls import CallRunner, ManyCallRunner, call_runner
 from engine.runtime.concurrent_loop import ConcurrentStepLoop
-from engine.runtime.handlers import StepHandler, make_handler
+from engine.runtime.handlers import StepHandler, fused_into, make_handler
 from engine.runtime.handlers.base import EventInputHandler
 from engine.runtime.kafka.clients import new_admin, new_consumer, new_transactional_producer
 from engine.runtime.kafka.metrics import WorkerMetrics
@@ -37,7 +37,7 @@ def step_group(flow_id: str, step_id: str) -> str:
 
 
 # Steps whose records wait on a service: their workers keep many records in flight.
-CALLING_KINDS = frozenset({"recipient", "enhancement"})
+CALLING_KINDS = frozenset({"recipient", "enhancement", "auction"})
 
 
 def follow_registry(
@@ -108,7 +108,14 @@ def build_step_loop(
     txn_id = f"{group}.{settings.instance_id}.{worker_index}"
     # Static membership under the same stable id: a restarted worker takes its
     # partitions back at once instead of waiting out the dead one's session.
-    consumer = new_consumer(settings, group, **{"group.instance.id": txn_id})
+    overrides: dict[str, Any] = {"group.instance.id": txn_id}
+    predecessor = fused_into(flow, step_id, settings)
+    if predecessor is not None:
+        # Its leads are decided in the predecessor's worker; this one only takes hand-offs
+        # written before the fusion, so it need not ask the broker 100 times a second.
+        overrides["fetch.wait.max.ms"] = 500
+        log.info("step decided in the previous step's worker", step=step_id, by=predecessor)
+    consumer = new_consumer(settings, group, **overrides)
     metrics = WorkerMetrics(f"step:{flow.id}:{step_id}")
     producer = new_transactional_producer(settings, txn_id, metrics)
     handler = make_handler(flow, step_id, settings.instance_id, default_codec(), settings, calls)

@@ -1,4 +1,4 @@
-"""Caps and duplicates in Postgres: one short transaction per lead, every write keyed by lead id.
+"""Caps, duplicates and auction records in Postgres: short transactions, every write keyed.
 
 A step's Kafka transaction and these writes cannot commit atomically, so every
 operation here is idempotent: a lead re-run after a crash, a retry or a replay
@@ -22,6 +22,7 @@ import psycopg
 import structlog
 
 from engine.settings import Settings
+from engine.state.auctions import AuctionPlace, add_refused_post, read_auction, record_auction
 from engine.state.errors import StateMigrationError, StateUnavailableError
 from engine.state.postgres import (
     Connection,
@@ -31,6 +32,8 @@ from engine.state.postgres import (
     connect,
     migrate_state,
 )
+from engine.steps.auction import AuctionRecord
+from engine.steps.calls import Answer
 from engine.steps.cap_checks import CapCheck, CapCount, first_full
 from engine.steps.duplicates import DAY_MS, LeadOrder, earlier_match
 
@@ -257,6 +260,22 @@ class StateStore:
             ).fetchone(),
         )
         return int(row[0]) if row is not None else 0
+
+    def record_auction(self, place: AuctionPlace, record: AuctionRecord) -> AuctionRecord:
+        """Keep an auction's record before its first post (``engine.state.auctions``);
+        the record that stands, the first one written for ``place``."""
+        return self._transaction("record auction", lambda cur: record_auction(cur, place, record))
+
+    def recorded_auction(self, key: str) -> AuctionRecord | None:
+        """The auction's record if a run before this one kept it."""
+        return self._transaction("read auction", lambda cur: read_auction(cur, key))
+
+    def record_refused_post(self, key: str, position: int, buyer_id: str, answer: Answer) -> None:
+        """Keep that an auction's post ``position`` did not take the lead, before the next."""
+        self._transaction(
+            "record auction post",
+            lambda cur: add_refused_post(cur, key, position, buyer_id, answer),
+        )
 
     # -- transactions ------------------------------------------------------------------
 

@@ -113,6 +113,9 @@ class Answer:
     # The destination's circuit breaker after this call (closed, open, half_open), where
     # the runtime keeps one: recorded on the step's error event.
     breaker_state: str | None = None
+    # True: no answer because the round of calls it was made in ended (its window), not
+    # because the service failed: for an auction, a bid that did not come in time.
+    cut: bool = False
 
 
 def _form_value(value: Any) -> str:

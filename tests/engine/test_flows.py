@@ -36,6 +36,27 @@ def test_the_demo_flow_seals_its_personal_fields() -> None:
     assert "state" not in flow.sensitive  # the filter's field stays clear, and is not personal
 
 
+def test_the_auction_example_loads_with_its_buyers_ping_fields_and_caps() -> None:
+    flow = load_flow(DEMO_RUN.with_name("auction.yaml"))
+    assert [s.kind for s in flow.steps] == ["source", "filter", "auction"]
+    auction = flow.step("auction").settings
+    assert auction.bid_window_ms == 750  # type: ignore[union-attr]
+    buyers = auction.buyers  # type: ignore[union-attr]
+    assert [b.id for b in buyers] == ["premier", "summit", "apex"]
+    assert all("email" not in b.ping_fields for b in buyers)
+    assert buyers[0].caps[0].maximum == 500
+
+
+def test_an_auction_ping_field_that_is_pii_points_at_its_line() -> None:
+    path = DEMO_RUN.with_name("auction.yaml")
+    text = path.read_text().replace("ping_fields: [state]", "ping_fields: [state, email]")
+    with pytest.raises(FlowConfigError) as exc:
+        parse_flow(text, "auction.yaml")
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "[state, email]" in row)
+    assert exc.value.problems[0].startswith(f"line {line}: steps.2.auction.settings.buyers.2")
+    assert "ping_fields may not carry PII: email" in exc.value.problems[0]
+
+
 def test_errors_point_at_the_line_and_field() -> None:
     text = DEMO.read_text().replace("op: in,", "op: bogus,")
     with pytest.raises(FlowConfigError) as exc:

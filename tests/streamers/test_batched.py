@@ -15,6 +15,14 @@ import pytest
 from confluent_kafka import Message
 
 from engine.destinations import BatchSettings, Format
+from engine.objects.positions import (
+    GAPS,
+    MAX_GAPS,
+    RECORDS,
+    batch_positions,
+    decode_gaps,
+    parse_archive_key,
+)
 from schemas.codec import EventCodec
 from streamers import layout
 from streamers.batched import LAST_OFFSET, BatchedSink
@@ -165,3 +173,26 @@ def test_avro_objects_are_written_the_same_way() -> None:
     drain(s, store)
     assert list(store.objects) == [name(0, "avro")]
     assert len(decode_object(name(0, "avro"), store.objects[name(0, "avro")])) == 10
+
+
+def test_an_object_records_the_offsets_it_does_not_hold_so_a_reader_can_place_each_record() -> None:
+    store, s = MemoryStore(), sink()
+    held = [0, 1, 3, 4, 7]  # 2, 5 and 6: transaction markers
+    s.add([Message(topic=TOPIC, partition=0, offset=o, value=m.value()) for o, m in
+           zip(held, records(1), strict=True)])  # fmt: skip
+    drain(s, store, now=10_000)
+    key = parse_archive_key("p", name(0))
+    assert key is not None
+    positions = batch_positions(key, store.meta[name(0)])
+    assert list(positions.offsets()) == held
+
+
+def test_an_object_closes_at_max_gaps_so_its_metadata_stays_small() -> None:
+    store, s = MemoryStore(), sink(max_records=1000)
+    events = records(30)  # 150 records, every other offset a marker
+    s.add([Message(topic=TOPIC, partition=0, offset=2 * i, value=m.value())
+           for i, m in enumerate(events)])  # fmt: skip
+    drain(s, store, now=10_000)
+    first = store.meta[name(0)]
+    assert len(decode_gaps(first[GAPS])) == MAX_GAPS
+    assert int(first[RECORDS]) == MAX_GAPS + 1

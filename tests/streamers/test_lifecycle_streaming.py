@@ -4,8 +4,8 @@ writes pauses (keeping its position) and, once re-enabled, delivers every event.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import IO, Any
 
 import pytest
 
@@ -41,6 +41,13 @@ class OutageStore:
         if self.down.is_set():
             raise DestinationError(self.store.name, "ServiceUnavailable (HTTP 503) on PutObject")
         return self.store.put_if_absent(key, body, content_type)
+
+    def put_file_if_absent(
+        self, key: str, file: IO[bytes], content_type: str, metadata: Mapping[str, str]
+    ) -> PutResult:
+        if self.down.is_set():
+            raise DestinationError(self.store.name, "ServiceUnavailable (HTTP 503) on PutObject")
+        return self.store.put_file_if_absent(key, file, content_type, metadata)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)

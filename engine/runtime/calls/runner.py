@@ -222,7 +222,7 @@ class AsyncCallRunner:
         for i, (call, task) in enumerate(zip(calls, tasks, strict=True)):
             if task in pending or task.cancelled():
                 reason = f"{call.service} no answer within the {window_ms}ms window"
-                answers.append(_failed(call, reason, sent[i]))
+                answers.append(replace(_failed(call, reason, sent[i]), cut=True))
             elif (exc := task.exception()) is not None:  # _one catches all: a runner bug
                 answers.append(
                     _failed(call, f"{call.service} call failed: {type(exc).__name__}", sent[i])

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from engine.flows import FilterStep, Flow, RecipientStep, SourceStep, Step
+from engine.flows import AuctionStep, FilterStep, Flow, RecipientStep, SourceStep, Step
 from engine.runtime.calls import CallRunner, call_runner
+from engine.runtime.handlers.auction import AuctionHandler
 from engine.runtime.handlers.base import (
     BaseHandler,
+    EventInputHandler,
     Headers,
     PoisonMessageError,
     Record,
@@ -29,6 +31,7 @@ __all__ = [
     "PoisonMessageError",
     "Record",
     "StepHandler",
+    "fused_into",
     "header_map",
     "make_handler",
     "now_ms",
@@ -63,6 +66,20 @@ def _recipient(
     return RecipientHandler(flow, step, host, codec, runner, state, owns_calls=owned)
 
 
+def _auction(
+    flow: Flow,
+    step: Step,
+    host: str,
+    codec: EventCodec,
+    state: StateStore,
+    calls: CallRunner | None,
+) -> StepHandler:
+    assert isinstance(step, AuctionStep)
+    owned = calls is None
+    runner = call_runner() if calls is None else calls
+    return AuctionHandler(flow, step, host, codec, runner, state, owns_calls=owned)
+
+
 def _enhancement(
     flow: Flow, step: Step, host: str, codec: EventCodec, _: StateStore, calls: CallRunner | None
 ) -> StepHandler:
@@ -78,7 +95,22 @@ FACTORIES: dict[str, Factory] = {
     "filter": _filter,
     "recipient": _recipient,
     "enhancement": _enhancement,
+    "auction": _auction,
 }
+
+
+# Kinds whose decision may run in the previous step's worker (``EventInputHandler.successor``):
+# pure ones only - no calls to wait on, no counters, no retry topic of their own.
+FUSABLE_KINDS = frozenset({"filter"})
+
+
+def fused_into(flow: Flow, step_id: str, settings: Settings) -> str | None:
+    """The step whose worker decides ``step_id``'s leads (its fused predecessor), or None.
+    That step's own worker then only takes hand-offs written before the fusion."""
+    index = flow.index(step_id)
+    if not settings.fuse_pure_steps or index < 2 or flow.steps[index].kind not in FUSABLE_KINDS:
+        return None  # the step after the source reads intake's hand-offs: never fused
+    return flow.steps[index - 1].id
 
 
 def make_handler(
@@ -101,4 +133,14 @@ def make_handler(
     if sealer is not None:
         assert isinstance(handler, BaseHandler)  # every step kind's handler is one
         handler.sealer = sealer
+    following = flow.index(step_id) + 1
+    if (
+        settings.fuse_pure_steps
+        and isinstance(handler, EventInputHandler)
+        and following < len(flow.steps)
+        and flow.steps[following].kind in FUSABLE_KINDS
+    ):
+        successor = make_handler(flow, flow.steps[following].id, host, codec, settings, calls)
+        assert isinstance(successor, EventInputHandler)
+        handler.successor = successor
     return handler

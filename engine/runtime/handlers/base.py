@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol, TypeAlias
+from dataclasses import dataclass, replace
+from typing import Protocol, TypeAlias, cast
 
 from confluent_kafka import Message
 
@@ -30,6 +30,7 @@ from engine.topics import (
     HANDOFF_HEADER,
     TYPE_HEADER,
     dlq_topic,
+    events_topic,
     retry_topic,
 )
 from schemas.codec import EventCodec, SchemaMismatchError
@@ -174,6 +175,38 @@ class BaseHandler:
         return records
 
 
+class _HandOff:
+    """A hand-off event as a fused successor reads it (``EventInputHandler.successor``): the
+    methods of a consumed ``Message`` that a handler uses, over the bytes just encoded.
+    Produced "now" (no input lag: it never waited on a topic); where it would have come
+    from (a dead letter names it) is the predecessor's events topic, at the input's place."""
+
+    def __init__(self, value: bytes, topic: str, source: Message) -> None:
+        self._value, self._topic, self._source = value, topic, source
+        self._at = now_ms()
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes | None:
+        return self._source.key()
+
+    def headers(self) -> Headers:
+        return [(HANDOFF_HEADER, b"1")]
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._at)  # TIMESTAMP_CREATE_TIME
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int | None:
+        return self._source.partition()
+
+    def offset(self) -> int | None:
+        return self._source.offset()
+
+
 class EventInputHandler(BaseHandler):
     """Steps after the source read the previous step's hand-off event (or its retry).
 
@@ -182,6 +215,20 @@ class EventInputHandler(BaseHandler):
     that keeps many records in flight (``engine.runtime.concurrent_loop``) makes those
     calls at once; ``handle`` makes them one after the other, for the one-at-a-time loop.
     """
+
+    # The next step, when it is pure (a filter: no calls, no state, no retries) and runs in
+    # this step's worker (``Settings.fuse_pure_steps``): its decision is made on this step's
+    # hand-off in the same transaction, and its events go to its own topic as its worker
+    # would have written them. Per lead that is one topic hop, one commit and one process
+    # fewer; the events, their topics and their order are the same. The hand-off event then
+    # goes out without the hand-off header, so the successor's own worker (still running,
+    # for hand-offs written before the fusion) does not decide the lead a second time.
+    successor: EventInputHandler | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self.successor is not None:
+            self.successor.close()
 
     def handle(self, msg: Message) -> list[Record]:
         started = self.start(msg)
@@ -223,11 +270,32 @@ class EventInputHandler(BaseHandler):
 
                 return Waiting(decided.calls, resume, decided.window_ms, decided.abandon)
             timing = Timing(start, now_ms(), lag, waited)
-            return self._emit(
+            records = self._emit(
                 decided, event["lead_id"], submitted_ms, snapshot, timing, msg, attempt
             )
+            return records if self.successor is None else self._fused(records, msg)
 
         return finish(self.plan(event, snapshot), 0)
+
+    def _fused(self, records: list[Record], source: Message) -> list[Record]:
+        """``records`` with the successor's decision on the hand-off among them, in its place."""
+        successor = self.successor
+        assert successor is not None
+        own_topic = events_topic(self.flow.id, self.who.step_id)
+        successor_topic = events_topic(successor.flow.id, successor.who.step_id)
+        out: list[Record] = []
+        for record in records:
+            if record.topic is not None or (HANDOFF_HEADER, b"1") not in record.headers:
+                out.append(record)
+                continue
+            headers = [h for h in record.headers if h[0] != HANDOFF_HEADER]
+            out.append(replace(record, headers=headers))
+            hand_off = cast(Message, _HandOff(record.value, own_topic, source))
+            decided = successor.start(hand_off)
+            if not isinstance(decided, list):  # only pure steps are fused: make_handler's rule
+                raise TypeError(f"step {successor.who.step_id} waits on calls: not fusable")
+            out.extend(replace(r, topic=r.topic or successor_topic) for r in decided)
+        return out
 
     def plan(self, event: LeadEvent, snapshot: Snapshot) -> StepResult | Asking:
         """The step's decision for the lead, or the calls it waits on first."""

@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 import pytest
 
-from engine.demo.buyer import PHONE_CHECK_PATH, BuyerServer
+from engine.demo.buyer import PHONE_CHECK_PATH, BuyerServer, bid
 
 
 @pytest.fixture
@@ -48,3 +48,39 @@ def test_two_calls_on_one_connection_get_two_answers(server: BuyerServer) -> Non
         for phone in ("5125550100", "5125550101"):
             sock.sendall(_request(json.dumps({"phone": phone}).encode(), port))
             assert _read_response(reader)["outcome"] == "success"
+
+
+def test_a_ping_gets_the_buyers_own_bid() -> None:
+    fields = {"state": "TX", "postal_code": "78701"}
+    assert bid(fields, price=42.0).body == {"bid": True, "price": 42.0}
+    assert bid(fields, price=0.0).body == {"bid": False, "price": 0.0}  # never bids
+    assert bid({**fields, "state": "WY"}, price=42.0).body == {"bid": False}
+    assert bid(fields, delay=0.2).delay == 0.2
+    # Without a price: from the postal code, salted per buyer, the same every time.
+    assert bid(fields, salt="a").body == bid(fields, salt="a").body
+    prices = {bid(fields, salt=s).body["price"] for s in ("a", "b", "c", "d", "e")}
+    assert len(prices) > 1
+
+
+def test_a_randomly_bidding_buyer_prices_every_ping_anew_even_under_one_key() -> None:
+    buyer = BuyerServer(port=0, mix=False, bid_random_seed=7)
+    buyer.start_in_thread()
+    try:
+        port = int(buyer.ping_url.rsplit(":", 1)[1].split("/", 1)[0])
+        body = json.dumps({"state": "TX", "postal_code": "78701"}).encode()
+        prices = []
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+            sock.makefile("rb") as reader,
+        ):
+            for _ in range(5):
+                request = _request(body, port).replace(PHONE_CHECK_PATH.encode(), b"/ping", 1)
+                sock.sendall(request.replace(b"\r\n\r\n", b"\r\nIdempotency-Key: k1\r\n\r\n", 1))
+                answer = _read_response(reader)
+                assert answer["bid"] is True
+                prices.append(answer["price"])
+        assert len(set(prices)) > 1, prices  # the same key, another price
+        assert all(isinstance(p, float) and 5.0 <= p <= 50.0 for p in prices), prices
+        assert buyer.pinged == ["k1"] * 5
+    finally:
+        buyer.stop()

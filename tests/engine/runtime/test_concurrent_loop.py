@@ -296,6 +296,28 @@ def test_a_deadline_near_the_transaction_timeout_is_refused_only_where_calls_are
     check_call_deadline(settings, flow, "source", concurrent=False)  # no call at all
 
 
+def test_an_auctions_post_deadline_is_checked_as_a_recipients() -> None:
+    auction = """
+id: a
+name: A
+steps:
+  - {id: source, kind: source, name: S, settings: {fields: [{name: state, type: state}]}}
+  - id: auction
+    kind: auction
+    name: A
+    settings:
+      timeout_ms: 8000
+      buyers:
+        - {id: b, name: B, ping_url: "http://b/ping", post_url: "http://b/post",
+           ping_fields: [state]}
+"""
+    flow = parse_flow(auction, "auction.yaml")
+    settings = Settings(transaction_timeout_ms=10_000)
+    check_call_deadline(settings, flow, "auction", concurrent=True)
+    with pytest.raises(FlowConfigError, match=r"auction\.settings\.timeout_ms: 8000 is more than"):
+        check_call_deadline(settings, flow, "auction", concurrent=False)
+
+
 SLOW_FLOW = """
 id: slow
 name: Slow

@@ -78,12 +78,13 @@ def service() -> Iterator[BuyerServer]:
 
 
 def run_leads(
-    settings: Settings, flow: Flow, leads: list[dict[str, Any]]
+    settings: Settings, flow: Flow, leads: list[dict[str, Any]], without: str | None = None
 ) -> list[list[dict[str, Any]]]:
-    """Each lead's events, in the order of ``leads``, once every lead completed."""
+    """Each lead's events, in the order of ``leads``, once every lead completed (with no
+    worker for step ``without``)."""
     prepare_topics(settings, flow)
     stop = threading.Event()
-    threads = run_steps(settings, flow, stop)
+    threads = run_steps(settings, flow, stop, without=without)
     try:
         ids = publish_leads(settings, flow.id, leads)
         wait_for_completion(settings, flow, len(ids), timeout=30)
@@ -192,3 +193,26 @@ def test_a_required_enhancement_stops_the_lead_it_cannot_enhance(
     assert (unknown[-1]["outcome"], unknown[-1]["reason"]) == ("failure", "Phone not found")
     assert down[-1]["step_id"] == unknown[-1]["step_id"] == "phone-check"
     assert sorted(buyer.received) == [found[4]["id"]]
+
+
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "own-worker"])
+def test_the_filter_after_an_enhancement_decides_in_its_worker(
+    stack: Settings, unique_id: str, buyer: BuyerServer, service: BuyerServer, fuse: bool
+) -> None:
+    """Fused (the default), the filter's leads are decided in the enhancement's worker: with
+    no filter worker at all they still reach the buyer, and the filter's events are on its
+    own topic. Unfused, the filter's worker is needed; the events are the same either way."""
+    settings = stack.model_copy(update={"fuse_pure_steps": fuse})
+    flow = enhanced_flow(unique_id, service.phone_check_url, buyer.url, required=False)
+    leads = [lead("ada@example.com"), lead("ada+voip@example.com")]
+    found, voip = run_leads(settings, flow, leads, without="no-voip" if fuse else None)
+    assert [e["type"] for e in found] == [*ACCEPTED, "enhancement.success", *DELIVERED]
+    assert [e["type"] for e in voip] == [
+        *ACCEPTED,
+        "enhancement.success",
+        "filter.failed",
+        "flow.completed",
+    ]
+    assert found[3]["step_id"] == "no-voip" and found[3]["lag_ms"] >= 0
+    decided = [e["type"] for e in read_events(settings, flow) if e["step_id"] == "no-voip"]
+    assert sorted(decided) == ["filter.failed", "filter.passed", "flow.completed"]
