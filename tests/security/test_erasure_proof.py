@@ -3,15 +3,16 @@ runs three people's leads through its steps, the timeline projector, and streame
 and Azure in every layout (per-event by lead, per-event by time, batched JSON lines,
 batched Avro); an export file is written in clear text for a ``pii:read`` key. Then one
 person is erased - first by an erase that crashes half way, then by running it again -
-the projection is rebuilt from the topics, and every store is searched for that person's
-email, phone and names in clear text: every record of every topic (all partitions,
-aborted transactions too), every row of every table (all columns as text), every object
-in S3 and Azure (decoded: gzip and Avro's deflate hide text from a byte search), the
-export files and the logs of the whole run. Zero hits; the other two people are intact.
+the projection is rebuilt from the topics and replayed from the archive, and every store
+is searched for that person's email, phone and names in clear text: every record of
+every topic (all partitions, aborted transactions too), every row of every table (all
+columns as text), every object in S3 and Azure (decoded: gzip and Avro's deflate hide
+text from a byte search), the export files and the logs of the whole run. Zero hits;
+the other two people are intact.
 
-``AFTER_ERASURE`` lists what runs between the erasure and the search; the archive replay
-(``leadflow replay --from-archive``, #19) is meant to be appended there, so its output
-is searched like every other store.
+``AFTER_ERASURE`` lists what runs between the erasure and the search: a rebuild from the
+topics, then a replay from the streamed archive (``leadflow projections replay
+--from-archive``, #19), so what each writes is searched like every other store.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from engine.sealing import ERASED, master_key_from_env, new_master_key_text
 from engine.settings import Settings
 from engine.state.keys import LeadKeys
 from engine.state.postgres import connect as state_connect
+from projectors.archive_replay import ArchiveRebuild
 from projectors.exports.jobs import create_job, migrate_exports
 from projectors.exports.runner import ExportWorker
 from projectors.generations import migrate_database
@@ -256,8 +258,18 @@ def _rebuild_projection(run: Run) -> None:
     assert result.switched
 
 
-# Run after the erasure, before the search; the archive replay appends itself here (#19).
-AFTER_ERASURE: list[Callable[[Run], None]] = [_rebuild_projection]
+def _replay_from_archive(run: Run) -> None:
+    """The timeline rebuilt from the batched S3 archive, then the topics (``leadflow
+    projections replay --from-archive``, #19): the archive holds the erased person's
+    events, sealed under a key that is gone."""
+    rebuild = ArchiveRebuild(run.settings, "timeline", run.stores["s3"], f"{run.prefix}/s3-jsonl")
+    result = rebuild.run(threading.Event())
+    assert result.archive_events > 0 and result.bad == []
+    assert result.topics.switched
+
+
+# Run after the erasure, before the search: every way a projection is rebuilt.
+AFTER_ERASURE: list[Callable[[Run], None]] = [_rebuild_projection, _replay_from_archive]
 
 
 def _hits(text: str) -> list[str]:
