@@ -10,7 +10,8 @@ per-event objects and the export files holding it are overwritten or deleted, an
 Exit codes: 0 erased (and cleaned up); 1 not found (nobody recorded under that id,
 email or phone: nothing changed); 2 an error (a store unreachable, no master key);
 3 erased (keys gone, unreadable everywhere) but the clean-up did not finish: run the
-same command again. Idempotent: running it again finishes what a crash left.
+same command again. Idempotent: the same command run again finishes what a crash left
+(the person index is kept until the end for that).
 """
 
 from __future__ import annotations

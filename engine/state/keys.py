@@ -229,7 +229,7 @@ def known_leads(cur: Cursor, lead_ids: list[str]) -> list[str]:
 
 
 def erase_leads(cur: Cursor, lead_ids: list[str], flows: Mapping[str, str] | None = None) -> int:
-    """Delete the leads' keys and their person-index rows and leave tombstones, in the
+    """Delete the leads' keys and leave tombstones, in the
     caller's transaction (one commit: never readable yet recorded as erased). The tombstone
     keeps the lead's flow (from its key, its index rows or ``flows``) for the second phase
     (``engine.ops.erasure``). Returns how many keys were deleted. Idempotent."""
@@ -245,10 +245,10 @@ def erase_leads(cur: Cursor, lead_ids: list[str], flows: Mapping[str, str] | Non
         (lead_ids, [given.get(i) for i in lead_ids]),
     )
     cur.execute("DELETE FROM engine_lead_keys WHERE key_id = ANY(%s)", (lead_ids,))
-    deleted = int(cur.rowcount)
-    # The keyed hashes go too: nothing links the person to the lead ids any more.
-    cur.execute("DELETE FROM engine_person_index WHERE lead_id = ANY(%s)", (lead_ids,))
-    return deleted
+    # The person-index rows (keyed hashes, nothing readable) stay until the second phase
+    # finishes (``finish_erasure``): the same ``erase --email`` run again after a crash
+    # must still find the leads it has to finish.
+    return int(cur.rowcount)
 
 
 def unfinished_erasures(cur: Cursor) -> list[tuple[str, str | None, int]]:
@@ -261,6 +261,9 @@ def unfinished_erasures(cur: Cursor) -> list[tuple[str, str | None, int]]:
 
 
 def finish_erasure(cur: Cursor, lead_id: str) -> None:
+    """The erasure's last act: the keyed hashes go (nothing links the person to the lead
+    any more) and the tombstone says finished."""
+    cur.execute("DELETE FROM engine_person_index WHERE lead_id = %s", (lead_id,))
     cur.execute("UPDATE engine_erased_leads SET finished_at = now() WHERE lead_id = %s", (lead_id,))
 
 

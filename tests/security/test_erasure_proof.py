@@ -319,13 +319,16 @@ def test_an_erased_person_is_in_no_store_in_clear_text_and_the_others_are_intact
             "SELECT finished_at IS NULL FROM engine_erased_leads WHERE lead_id = %s", (run.person,)
         ).fetchone()
     assert unfinished == (True,)
-    # Run again (by the lead id it printed): it finishes. Unknown people: "not found", exit 1.
-    again = _erase("--lead", run.person, *flow_arg)
+    # The same command again: it finishes. Unknown people: "not found", exit 1.
+    again = _erase("--email", "Zebulonia.Quix@Erase.example", *flow_arg)
     assert again.exit_code == 0, again.output
     # The crashed run had overwritten the rows and removed the export: the rerun does the rest.
     assert "0 row(s) overwritten" in again.output and "0 export(s) removed" in again.output
     assert "lead.erased on" in again.output and " 0 object(s) deleted" not in again.output
     assert "batched objects keep ciphertext only" in again.output
+    finished = _erase("--email", "Zebulonia.Quix@Erase.example", *flow_arg)
+    assert finished.exit_code == erase_cli.NOT_FOUND  # finished: nothing links them any more
+    assert _erase("--lead", run.person, *flow_arg).exit_code == 0  # idempotent by id
     unknown = _erase("--email", "nobody@erase.example", *flow_arg)
     assert unknown.exit_code == erase_cli.NOT_FOUND and "not found" in unknown.output
     assert _erase("--lead", "01JNOSUCHLEAD0000000000000").exit_code == erase_cli.NOT_FOUND
