@@ -185,5 +185,6 @@ def test_migrations_apply_once(state_settings: Settings) -> None:
         "001_engine_state",
         "002_lead_keys",
         "004_erasure_progress",
+        "005_auction_ledger",
     ]
     assert migrate_state(state_settings) == []
