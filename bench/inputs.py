@@ -9,6 +9,7 @@ the leads pass the bench filter, so both of its branches are exercised.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 from engine import __version__
@@ -49,8 +50,15 @@ def snapshot(lead_id: str, submitted_ms: int, rng: random.Random) -> dict[str, A
     }
 
 
-def accepted_events(flow_id: str, count: int, seed: int = 7) -> list[tuple[bytes, bytes, Headers]]:
-    """(key, value, headers) of ``count`` encoded ``source.accepted`` hand-off events."""
+# A lead id and its snapshot -> the snapshot as written (``bench.sealed_input``: sealed).
+SnapshotTransform = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+def accepted_events(
+    flow_id: str, count: int, seed: int = 7, transform: SnapshotTransform | None = None
+) -> list[tuple[bytes, bytes, Headers]]:
+    """(key, value, headers) of ``count`` encoded ``source.accepted`` hand-off events; the
+    same leads for the same seed, whatever ``transform`` does to their snapshots."""
     rng = random.Random(seed)
     codec = default_codec()
     who = StepIdentity(flow_id, 1, "source", "Web form A", 0, "bench", __version__)
@@ -60,12 +68,13 @@ def accepted_events(flow_id: str, count: int, seed: int = 7) -> list[tuple[bytes
         submitted = base_ms + i
         lead_id = new_lead_id(submitted)
         draft = EventDraft("source.accepted", "success", cost=2.5, entity_id="source")
+        vars_ = snapshot(lead_id, submitted, rng)
         (event,) = stamp_events(
             [draft],
             who,
             lead_id,
             submitted,
-            snapshot(lead_id, submitted, rng),
+            vars_ if transform is None else transform(lead_id, vars_),
             Timing(submitted, submitted + 1, 0),
         )
         headers: Headers = [(TYPE_HEADER, b"source.accepted"), (HANDOFF_HEADER, b"1")]

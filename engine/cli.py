@@ -121,25 +121,26 @@ def run(
     settings = get_settings()
     require_kafka(settings)
     wanted = roles or []
-    if flow_file is None and wanted:
+    flow = load_flow(flow_file) if flow_file is not None else None
+    applied = read_flows(settings) if flow is None else [flow]
+    if flow is None and wanted:
         # Roles that match no applied flow would run nothing, silently and forever.
-        problems = registry_role_problems(wanted, read_flows(settings))
+        problems = registry_role_problems(wanted, applied)
         if problems:
             raise typer.BadParameter("; ".join(problems))
+    # A sealing flow's steps cannot run without the master key: say so once, here, before
+    # anything is made or written (not as a worker restarted every few seconds).
+    for sealing in applied:
+        if sealing.seals:
+            require_master_key(settings, sealing.id)
     migrate_state(settings)  # caps and duplicate checks: before any step decides
     stop = threading.Event()
-    if flow_file is None:
-        # A sealing flow's steps cannot run without the master key: say so once, here,
-        # rather than as a worker restarted every few seconds (a flow applied later would).
-        for applied in read_flows(settings):
-            if applied.seals:
-                require_master_key(settings, applied.id)
+    if flow is None or flow_file is None:
         if not wanted or "projector" in wanted:
             migrate_database(settings)
         install_stop_handlers(stop)
         supervise(wanted, None, stop)
         return
-    flow = load_flow(flow_file)
     wanted = wanted or role_names(flow)
     unknown = sorted(set(wanted) - set(role_names(flow)))
     if unknown:
@@ -148,8 +149,6 @@ def run(
             f"unknown role(s) {', '.join(unknown)}; this flow has "
             f"{', '.join(role_names(flow))}{why}"
         )
-    if flow.seals:
-        require_master_key(settings, flow.id)
     prepare_topics(settings, flow)
     if "projector" in wanted:
         migrate_database(settings)

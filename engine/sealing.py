@@ -163,17 +163,23 @@ def seal(data_key: bytes, key_id: str, value: Any) -> str:
     a 96-bit hash collision), which is what AES-GCM needs.
     """
     clear = orjson.dumps(value)
-    nonce_key = hmac.new(data_key, b"leadflow nonce key v1", hashlib.sha256).digest()
-    nonce = hmac.new(nonce_key, clear, hashlib.sha256).digest()[:_NONCE]
-    box = AESGCM(data_key).encrypt(nonce, clear, key_id.encode())
+    aes, nonce_key = _cipher(data_key)
+    nonce = hmac.digest(nonce_key, clear, "sha256")[:_NONCE]
+    box = aes.encrypt(nonce, clear, key_id.encode())
     return f"{PREFIX}{key_id}:{base64.urlsafe_b64encode(nonce + box).decode().rstrip('=')}"
+
+
+@lru_cache(maxsize=4096)  # a batch's leads: the cipher and nonce key made once per lead
+def _cipher(data_key: bytes) -> tuple[AESGCM, bytes]:
+    """The data key's cipher and its nonce key (a keyed hash of the data key)."""
+    return AESGCM(data_key), hmac.digest(data_key, b"leadflow nonce key v1", "sha256")
 
 
 def open_sealed(data_key: bytes, key_id: str, blob: str) -> Any:
     """The value a token's base64 part held; ``SealingError`` if it does not open."""
     try:
         raw = base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))
-        clear = AESGCM(data_key).decrypt(raw[:_NONCE], raw[_NONCE:], key_id.encode())
+        clear = _cipher(data_key)[0].decrypt(raw[:_NONCE], raw[_NONCE:], key_id.encode())
         return orjson.loads(clear)
     except (InvalidTag, ValueError, orjson.JSONDecodeError) as exc:
         raise SealingError(f"a value sealed under {key_id} does not open") from exc
@@ -210,13 +216,26 @@ def sealed_field(name: str, sensitive: frozenset[str]) -> bool:
 
 
 def seal_snapshot(
-    snapshot: Mapping[str, Any], sensitive: frozenset[str], sealer: Callable[[Any], str]
+    snapshot: Mapping[str, Any],
+    sensitive: frozenset[str],
+    sealer: Callable[[Any], str],
+    reuse: Mapping[str, tuple[Any, str]] | None = None,
 ) -> dict[str, Any]:
-    """``snapshot`` with every sensitive field's value (and its parts) sealed."""
-    return {
-        k: sealer(v) if v is not None and not is_sealed(v) and sealed_field(k, sensitive) else v
-        for k, v in snapshot.items()
-    }
+    """``snapshot`` with every sensitive field's value (and its parts) sealed. ``reuse``:
+    field -> (clear value, the token it was opened from); a field still holding that value
+    gets that token back, which is exactly what sealing it again gives (sealing is
+    deterministic) without the cost - a step changes few of the fields it reads."""
+    known = reuse or {}
+
+    def sealed(name: str, value: Any) -> Any:
+        if value is None or is_sealed(value) or not sealed_field(name, sensitive):
+            return value
+        opened = known.get(name)
+        if opened is not None and type(opened[0]) is type(value) and opened[0] == value:
+            return opened[1]
+        return sealer(value)
+
+    return {k: sealed(k, v) for k, v in snapshot.items()}
 
 
 def clear_strings(snapshot: Mapping[str, Any], sensitive: frozenset[str]) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -11,7 +12,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench.kafka_admin import delete_topics
+from bench.flows import filter_flow
+from bench.inputs import fill
+from bench.kafka_admin import create_topics, delete_topics
 from bench.results_model import ScenarioResult
 from bench.runner import RunConfig, child_scenario, console, run_child, run_rounds
 from bench.scenarios.broker import PRODUCER_PROPS
@@ -19,9 +22,11 @@ from bench.scenarios.e2e import SERVICE_ROLES
 from bench.scenarios.intake import SERVE_WORKERS
 from bench.scenarios.peer_settings import SETTINGS
 from bench.scenarios.replay import archive_prefix
+from bench.sealed_input import SENSITIVE, sealed_events, sealing
 from engine.destinations import Destination
 from engine.objects.contract import directory
 from engine.objects.destination import open_store
+from engine.sealing import new_master_key_text
 from engine.settings import Settings
 from engine.transport import postgres_tls
 
@@ -70,6 +75,41 @@ def _step(config: RunConfig, _: int) -> ScenarioResult:
         }
 
     return run_rounds(result, config, one_round)
+
+
+def _step_sealed(config: RunConfig, _: int) -> ScenarioResult:
+    """``step`` with sealing on: the same leads, personal fields sealed, keys in Postgres."""
+    settings = Settings().model_copy(update={"db_schema": f"b{config.run_id}_sealed"})
+    topic = f"bench.{config.run_id}.input-sealed"
+    master = new_master_key_text()  # a throwaway key for throwaway data; children inherit it
+    flow = sealing(filter_flow(f"b{config.run_id}-step-sealed", config.partitions))
+    create_topics(settings, [topic], config.partitions)
+    fill(settings, topic, sealed_events(settings, master, flow, config.events))
+    before = os.environ.get("LEADFLOW_MASTER_KEY")
+    os.environ["LEADFLOW_MASTER_KEY"] = master
+    try:
+        result = child_scenario(
+            "step",
+            "events_s",
+            "events/s",
+            config,
+            300,
+            sealed=True,
+            db_schema=settings.db_schema,
+            input_topic=topic,
+        )
+    finally:
+        if before is None:
+            os.environ.pop("LEADFLOW_MASTER_KEY", None)
+        else:
+            os.environ["LEADFLOW_MASTER_KEY"] = before
+    result.name = "step_sealed"
+    result.settings = {
+        "step": "step's filter, its flow sealing the demo's personal fields",
+        "sealed": ", ".join(SENSITIVE),
+        "keys": "Postgres engine_lead_keys, one query per fetched batch, then cached",
+    }
+    return result
 
 
 def _step_rss(config: RunConfig, _: int) -> ScenarioResult:
@@ -317,6 +357,7 @@ SCENARIOS: dict[str, Scenario] = {
     "broker": _broker,
     "passthrough": _passthrough,
     "step": _step,
+    "step_sealed": _step_sealed,
     "peer": _peer,
     "step_rss": _step_rss,
     "projector": _projector,

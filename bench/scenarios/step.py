@@ -1,5 +1,8 @@
 """step: one leadflow filter step worker on the shared input - decode, evaluate, encode, produce.
 
+With ``sealed`` (the ``step_sealed`` scenario) the flow seals the personal fields and the
+input is ``bench.sealed_input``'s: open, evaluate, seal again - the cost of encryption.
+
 The worker is the engine's own (``build_step_loop``: its consumer, transactional
 producer, handler and ``TransactionalStepLoop``). Only its topics are pointed
 elsewhere: the input at the shared bench topic, the output at the bench's sink,
@@ -24,6 +27,7 @@ from confluent_kafka import Message
 
 from bench.clock import RateClock
 from bench.flows import filter_flow
+from bench.sealed_input import sealing
 from engine.logs import configure_logging
 from engine.runtime.handlers import Record, StepHandler
 from engine.runtime.step_worker import build_step_loop
@@ -42,6 +46,12 @@ class CountedHandler:
             self.stop.set()
         return records
 
+    def prefetch(self, messages: list[Message]) -> None:
+        """The real handler's batch key lookup (a sealing flow's), as the loop calls it."""
+        prefetch = getattr(self.inner, "prefetch", None)
+        if prefetch is not None:
+            prefetch(messages)
+
     def close(self) -> None:
         self.inner.close()
 
@@ -56,6 +66,9 @@ def run_round(params: dict[str, Any]) -> dict[str, float]:
     )
     suffix = "" if encoding == "single-object" else "-sr"
     flow = filter_flow(f"b{params['run_id']}-step-r{params['round']}{suffix}", params["partitions"])
+    if params.get("sealed"):  # step_sealed: the same step, its flow sealing the personal fields
+        settings = settings.model_copy(update={"db_schema": params["db_schema"]})
+        flow = sealing(flow)
     loop = build_step_loop(settings, flow, "service-area")
     loop.input_topic, loop.output_topic = params["input_topic"], params["output_topic"]
     clock, stop = RateClock(params["events"]), threading.Event()

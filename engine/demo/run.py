@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from engine.demo.buyer import BuyerServer
+from engine.demo.master_key import ensure_demo_master_key
 from engine.demo.report import counts_table, destinations_table, timeline_table
 from engine.demo.ui_server import UiServerError, serve_for_demo
 from engine.destinations import Destination
@@ -147,6 +148,9 @@ def _print_ui_url(settings: Settings, lead_id: str) -> None:
 
 def run_demo(settings: Settings, flow_file: Path, leads: int, timeout: float) -> None:
     flow = load_flow(flow_file)
+    key_file = ensure_demo_master_key(settings, flow)
+    if key_file is not None:
+        console.print(f"sealing personal fields under the demo master key in {key_file}")
     buyers = [BuyerServer(port, mix=True) for port in _buyer_ports(flow)]
     for b in buyers:
         b.start_in_thread()

@@ -14,7 +14,8 @@ lead, then the in-memory cache).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections import OrderedDict
+from collections.abc import Callable, ItemsView, Iterable, Mapping, ValuesView
 from typing import Any
 
 import orjson
@@ -25,7 +26,9 @@ from engine.flows import Flow
 from engine.intake.bodies import decode_body
 from engine.sealing import (
     ERASED,
+    PREFIX,
     TOKEN,
+    UNREADABLE,
     KeyLookup,
     MasterKey,
     clear_strings,
@@ -43,6 +46,41 @@ from engine.state.keys import LeadKeys
 from engine.steps.base import Snapshot
 
 
+class OpenedSnapshot(dict[str, Any]):
+    """A snapshot whose sealed values open when the step reads them (``[k]``, ``get``,
+    ``items``, ``values``), once each. Most steps read a few fields (a filter: its rules'),
+    so most sealed values are never opened - and since copying a dict (``{**snapshot}``,
+    ``dict(snapshot)``) takes its stored values, the events a step writes carry the
+    untouched values' tokens as they came: nothing to seal again."""
+
+    def __init__(self, raw: Mapping[str, Any], opener: Callable[[str, str], Any]) -> None:
+        super().__init__(raw)
+        self._opener = opener
+        self._opened: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        if not (isinstance(value, str) and is_sealed(value)):
+            return value
+        if key not in self._opened:
+            self._opened[key] = self._opener(key, value)
+        return self._opened[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        # Not dict.get (it reads the stored token): the opened value, through __getitem__.
+        return self[key] if key in self else default  # noqa: SIM401
+
+    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]  # a view of opened values
+        return {k: self[k] for k in self}.items()
+
+    def values(self) -> ValuesView[Any]:  # type: ignore[override]  # a view of opened values
+        return {k: self[k] for k in self}.values()
+
+
+# The leads whose opened values are remembered for their events (a batch's, and more).
+_OPENED_LEADS = 4096
+
+
 class LeadSealer:
     """Seals and opens one flow's leads; one per handler (not thread-safe)."""
 
@@ -50,6 +88,9 @@ class LeadSealer:
         self.flow = flow
         self.sensitive = flow.sensitive
         self.keys = keys
+        # Per recent lead: field -> (clear value, the token it was opened from), so its
+        # events reuse the tokens of what the step did not change (``seal_snapshot``).
+        self._opened: OrderedDict[str, dict[str, tuple[Any, str]]] = OrderedDict()
 
     @classmethod
     def for_flow(cls, flow: Flow, settings: Settings | None = None) -> LeadSealer | None:
@@ -71,10 +112,19 @@ class LeadSealer:
             self.keys.fetch(ids)
 
     def _sealer(self, lead_id: str) -> Callable[[Any], str]:
-        key = self.keys.ensure(self.flow.id, [lead_id])[lead_id]
-        if key is None:  # an erased lead replayed: nothing of it is kept, not even sealed
-            return lambda _value: ERASED
-        return lambda value: seal(key, lead_id, value)
+        """Seals values under the lead's key, made (or found) at the first value sealed: an
+        event whose values all came sealed needs no key lookup at all."""
+        found: list[bytes | None] = []
+
+        def sealer(value: Any) -> str:
+            if not found:
+                found.append(self.keys.ensure(self.flow.id, [lead_id])[lead_id])
+            key = found[0]
+            if key is None:  # an erased lead replayed: nothing of it is kept, not even sealed
+                return ERASED
+            return seal(key, lead_id, value)
+
+        return sealer
 
     def _lookup(self, value: Any) -> KeyLookup:
         """The keys ``value`` names, fetched now: a key store that cannot answer (or a master
@@ -84,11 +134,34 @@ class LeadSealer:
         return lambda key_id: keys.get(key_id)
 
     def open_snapshot(self, snapshot: Snapshot) -> Snapshot:
-        """``snapshot`` with its sealed values opened (``[erased]`` where the key is gone)."""
-        if not any(is_sealed(v) for v in snapshot.values()):
+        """``snapshot`` as the step reads it: each sealed value opens when it is read
+        (``[erased]`` where the key is gone). Its keys are fetched now, so a key store that
+        cannot answer retries the lead rather than let it be decided on markers."""
+        tokens = {k: v for k, v in snapshot.items() if isinstance(v, str) and is_sealed(v)}
+        if not tokens:
             return snapshot
-        lookup = self._lookup(snapshot)
-        return {k: open_value(v, lookup) if is_sealed(v) else v for k, v in snapshot.items()}
+        # The key ids straight from whole tokens (``enc:v1:<id>:...``): no scan of the text.
+        owners = {k: v[len(PREFIX) : v.find(":", len(PREFIX))] for k, v in tokens.items()}
+        keys = self.keys.fetch(set(owners.values()))
+
+        def lookup(key_id: str) -> bytes | None:
+            return keys[key_id] if key_id in keys else self.keys.fetch([key_id])[key_id]
+
+        def opener(name: str, token: str) -> Any:
+            value = open_value(token, lookup)
+            if value not in (ERASED, UNREADABLE) and TOKEN.fullmatch(token) is not None:
+                self._remember_opened(owners.get(name, ""), name, value, token)
+            return value
+
+        return OpenedSnapshot(snapshot, opener)
+
+    def _remember_opened(self, lead_id: str, name: str, value: Any, token: str) -> None:
+        fields = self._opened.get(lead_id)
+        if fields is None:
+            fields = self._opened[lead_id] = {}
+            while len(self._opened) > _OPENED_LEADS:
+                self._opened.popitem(last=False)
+        fields[name] = (value, token)
 
     def open_body(self, body: bytes) -> bytes:
         """An intake body as ``seal_body`` wrote it (JSON with sealed fields, or one sealed
@@ -136,6 +209,17 @@ class LeadSealer:
         phones = [str(v) for k, v in data.items() if "phone" in k.lower() and isinstance(v, str)]
         self.keys.index_person(self.flow.id, lead_id, emails, phones)
 
+    def _clears(self, snapshot: Snapshot, opened: dict[str, tuple[Any, str]] | None) -> list[str]:
+        """The clear text a request, response or reason may quote: the snapshot's clear
+        sensitive values, and those the step opened (its vars hold their tokens)."""
+        values = {k: v for k, (v, _) in (opened or {}).items()}
+        return sorted(
+            set(clear_strings(snapshot, self.sensitive))
+            | set(clear_strings(values, self.sensitive)),
+            key=len,
+            reverse=True,
+        )
+
     def seal_event(self, event: LeadEvent, *, whole_request_body: bool = False) -> LeadEvent:
         """``event`` as it may be written: sensitive vars sealed, and their clear text
         sealed wherever the request, response or reason quotes it. ``whole_request_body``
@@ -147,12 +231,17 @@ class LeadSealer:
             body = request.get("body")
             if isinstance(body, str) and body and not is_sealed(body):
                 out["request"] = {**request, "body": self._sealer(event["lead_id"])(body)}
-        snapshot: Snapshot = out["vars"]
+        # A plain dict of the stored values: an ``OpenedSnapshot`` passed on as the event's
+        # vars (a step that changed nothing) would open every value when it is written.
+        snapshot: Snapshot = dict(out["vars"])
+        out["vars"] = snapshot
         if not any(sealed_field(k, self.sensitive) for k in snapshot):
             return out
         sealer = self._sealer(event["lead_id"])
-        clears = clear_strings(snapshot, self.sensitive)
-        out["vars"] = seal_snapshot(snapshot, self.sensitive, sealer)
+        reuse = self._opened.get(event["lead_id"])
+        quoting = out.get("request") or out.get("response") or out.get("reason")
+        clears = self._clears(snapshot, reuse) if quoting else []
+        out["vars"] = seal_snapshot(snapshot, self.sensitive, sealer, reuse)
         if clears:
             for part in ("request", "response"):
                 recorded = out.get(part)

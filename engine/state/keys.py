@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import psycopg
@@ -217,20 +217,54 @@ def find_person(cur: Cursor, master: MasterKey, kind: str, value: str) -> list[s
     return [str(r[0]) for r in rows]
 
 
-def erase_leads(cur: Cursor, lead_ids: list[str]) -> int:
-    """Delete the leads' keys and their person-index rows and leave tombstones, in the
-    caller's transaction (one commit: never readable yet recorded as erased). Returns how
-    many keys were deleted. Idempotent."""
+def known_leads(cur: Cursor, lead_ids: list[str]) -> list[str]:
+    """Which of ``lead_ids`` the engine knows: a key, a person-index row or a tombstone."""
+    rows = cur.execute(
+        "SELECT key_id FROM engine_lead_keys WHERE key_id = ANY(%(ids)s)"
+        " UNION SELECT lead_id FROM engine_person_index WHERE lead_id = ANY(%(ids)s)"
+        " UNION SELECT lead_id FROM engine_erased_leads WHERE lead_id = ANY(%(ids)s)",
+        {"ids": lead_ids},
+    ).fetchall()
+    return sorted(str(r[0]) for r in rows)
+
+
+def erase_leads(cur: Cursor, lead_ids: list[str], flows: Mapping[str, str] | None = None) -> int:
+    """Delete the leads' keys and leave tombstones, in the
+    caller's transaction (one commit: never readable yet recorded as erased). The tombstone
+    keeps the lead's flow (from its key, its index rows or ``flows``) for the second phase
+    (``engine.ops.erasure``). Returns how many keys were deleted. Idempotent."""
+    given = flows or {}
     cur.execute(
-        "INSERT INTO engine_erased_leads (lead_id) SELECT unnest(%s::text[])"
-        " ON CONFLICT DO NOTHING",
-        (lead_ids,),
+        "INSERT INTO engine_erased_leads (lead_id, flow_id)"
+        " SELECT l, COALESCE("
+        "   (SELECT flow_id FROM engine_lead_keys WHERE key_id = l),"
+        "   (SELECT min(flow_id) FROM engine_person_index WHERE lead_id = l), g)"
+        " FROM unnest(%s::text[], %s::text[]) AS u(l, g)"
+        " ON CONFLICT (lead_id) DO UPDATE"
+        " SET flow_id = COALESCE(engine_erased_leads.flow_id, EXCLUDED.flow_id)",
+        (lead_ids, [given.get(i) for i in lead_ids]),
     )
     cur.execute("DELETE FROM engine_lead_keys WHERE key_id = ANY(%s)", (lead_ids,))
-    deleted = int(cur.rowcount)
-    # The keyed hashes go too: nothing links the person to the lead ids any more.
-    cur.execute("DELETE FROM engine_person_index WHERE lead_id = ANY(%s)", (lead_ids,))
-    return deleted
+    # The person-index rows (keyed hashes, nothing readable) stay until the second phase
+    # finishes (``finish_erasure``): the same ``erase --email`` run again after a crash
+    # must still find the leads it has to finish.
+    return int(cur.rowcount)
+
+
+def unfinished_erasures(cur: Cursor) -> list[tuple[str, str | None, int]]:
+    """Tombstones whose second phase has not finished: (lead id, flow id, erased at ms)."""
+    rows = cur.execute(
+        "SELECT lead_id, flow_id, (extract(epoch FROM erased_at) * 1000)::bigint"
+        " FROM engine_erased_leads WHERE finished_at IS NULL ORDER BY lead_id"
+    ).fetchall()
+    return [(str(r[0]), None if r[1] is None else str(r[1]), int(r[2])) for r in rows]
+
+
+def finish_erasure(cur: Cursor, lead_id: str) -> None:
+    """The erasure's last act: the keyed hashes go (nothing links the person to the lead
+    any more) and the tombstone says finished."""
+    cur.execute("DELETE FROM engine_person_index WHERE lead_id = %s", (lead_id,))
+    cur.execute("UPDATE engine_erased_leads SET finished_at = now() WHERE lead_id = %s", (lead_id,))
 
 
 __all__ = [
@@ -238,6 +272,9 @@ __all__ = [
     "SealingError",
     "erase_leads",
     "find_person",
+    "finish_erasure",
+    "known_leads",
     "read_wrapped",
     "reveal_sealed",
+    "unfinished_erasures",
 ]

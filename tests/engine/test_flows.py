@@ -29,6 +29,13 @@ def test_the_demo_flow_uses_every_step_kind() -> None:
     assert flow.stop_at_first_delivery
 
 
+def test_the_demo_flow_seals_its_personal_fields() -> None:
+    flow = load_flow(DEMO_RUN)
+    assert flow.seals
+    assert {"first_name", "last_name", "email", "phone_1", "postal_code"} <= flow.sensitive
+    assert "state" not in flow.sensitive  # the filter's field stays clear, and is not personal
+
+
 def test_the_auction_example_loads_with_its_buyers_ping_fields_and_caps() -> None:
     flow = load_flow(DEMO_RUN.with_name("auction.yaml"))
     assert [s.kind for s in flow.steps] == ["source", "filter", "auction"]

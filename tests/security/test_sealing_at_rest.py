@@ -259,6 +259,7 @@ def test_the_api_opens_for_pii_read_masks_for_others_and_shows_erased_after_the_
     # Crypto-shredding: `leadflow erase --email` finds the first lead through the keyed
     # hash and deletes its key; its values read [erased] everywhere. Again: nothing more.
     monkeypatch.setattr(erase_cli, "get_settings", lambda: settings)
+    monkeypatch.setattr(erase_cli, "read_flows", lambda _settings: [flow])  # not applied here
     runner = CliRunner()
     done = runner.invoke(cli_app, ["erase", "--email", "Ada@Example.com"])
     assert done.exit_code == 0, done.output

@@ -91,7 +91,37 @@ def test_an_event_is_sealed_in_its_vars_and_wherever_it_quotes_them() -> None:
     sealed = sealer.seal_event(event)
     text = orjson.dumps(sealed).decode()
     assert "1984" not in text and "ada@example.com" in text
-    assert sealer.open_snapshot(sealed["vars"]) == event["vars"]
+    assert dict(sealer.open_snapshot(sealed["vars"]).items()) == event["vars"]
+
+
+def test_a_step_opens_only_what_it_reads_and_its_events_keep_the_tokens_it_came_with() -> None:
+    sealer, _ = _sealer()
+    first = sealer.seal_event(
+        {
+            "lead_id": LEAD,
+            "reason": None,
+            "vars": {"lead.email": "ada@example.com", "lead.dob": "1984-07-21", "lead.state": "TX"},
+        }
+    )
+    opened = sealer.open_snapshot(first["vars"])
+    assert opened.get("lead.state") == "TX"  # what a filter reads; nothing sealed opened
+    assert opened["lead.dob"] == "1984-07-21" and opened.get("lead.dob") == "1984-07-21"
+    # A recipient that quoted the value it read: the request is sealed, the vars keep the
+    # very tokens they came with (deterministic sealing would give the same again).
+    after = sealer.seal_event(
+        {
+            "lead_id": LEAD,
+            "reason": None,
+            "vars": {**opened, "lead.state": "CA"},
+            "request": {"body": "dob=1984-07-21&state=CA"},
+        }
+    )
+    assert after["vars"]["lead.dob"] == first["vars"]["lead.dob"]
+    assert after["vars"]["lead.state"] == "CA"
+    assert "1984" not in orjson.dumps(after).decode()
+    # Passed on whole (a step that changed nothing): written with its tokens, never opened.
+    same = sealer.seal_event({"lead_id": LEAD, "reason": None, "vars": opened})
+    assert type(same["vars"]) is dict and same["vars"] == first["vars"]
 
 
 def test_a_flow_event_without_sensitive_vars_is_written_as_it_is() -> None:
@@ -105,7 +135,7 @@ def test_an_erased_lead_replayed_reads_erased_and_is_never_sealed_again() -> Non
     sealer, keys = _sealer()
     sealed = sealer.seal_event({"lead_id": LEAD, "vars": {"lead.ssn": "123-45-6789"}})
     keys.keys[LEAD] = None  # the key deleted: what LeadKeys.ensure answers for a tombstone
-    assert sealer.open_snapshot(sealed["vars"]) == {"lead.ssn": ERASED}
+    assert dict(sealer.open_snapshot(sealed["vars"]).items()) == {"lead.ssn": ERASED}
     again = sealer.seal_event({"lead_id": LEAD, "vars": {"lead.ssn": "123-45-6789"}})
     assert again["vars"] == {"lead.ssn": ERASED}
 

@@ -181,5 +181,10 @@ def test_postgres_down_is_a_transient_error_never_a_silent_pass(state_settings: 
 
 
 def test_migrations_apply_once(state_settings: Settings) -> None:
-    assert migrate_state(state_settings) == ["001_engine_state", "002_lead_keys"]
+    assert migrate_state(state_settings) == [
+        "001_engine_state",
+        "002_lead_keys",
+        "004_erasure_progress",
+        "005_auction_ledger",
+    ]
     assert migrate_state(state_settings) == []
