@@ -21,14 +21,21 @@ from __future__ import annotations
 import json
 import threading
 import time
+import warnings
 from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
 import httpx
 import structlog
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+# authlib (the client's OAuth dependency) warns on import that its httpx module is
+# deprecated, under a filter of its own that says "always": every command would print it
+# above its own output. Recorded here and dropped; not ours to act on.
+with warnings.catch_warnings(record=True):
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+    from confluent_kafka.schema_registry.common import _httpx_compat  # noqa: F401
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from engine.errors import LeadflowError
 from engine.settings import Settings
