@@ -1,6 +1,7 @@
 """The timeline projection: one row per event and each lead's latest state.
 
-Tables (``projectors/migrations/timeline``): ``events``, keyed by event id,
+Tables (``projectors/migrations/timeline``): ``events``, partitioned by day (UTC) and
+keyed by (event id, time),
 the whole event as JSONB next to its columns; ``leads``, one row per lead,
 each column a function of the set of the lead's events (never of the order
 they were read in). Readers use them through the serving schema's
@@ -14,13 +15,17 @@ from typing import Any
 from psycopg import Cursor, sql
 
 from projectors.batch import EVENT_COLUMNS, Batch
+from projectors.partitions import ensure_batch_days
 from projectors.projection import Projection
 from projectors.store import stage_events
 
 _COLUMNS = [name for name, _ in EVENT_COLUMNS]
 
+# (id, ts): the key of the partitioned table (migration 007); an event's ts is recorded in
+# it, so the same event met again has the same key.
 _INSERT_EVENTS = sql.SQL(
-    "INSERT INTO events ({columns}) SELECT {values} FROM events_stage ON CONFLICT (id) DO NOTHING"
+    "INSERT INTO events ({columns}) SELECT {values} FROM events_stage"
+    " ON CONFLICT (id, ts) DO NOTHING"
 ).format(
     columns=sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)),
     values=sql.SQL(", ").join(
@@ -88,6 +93,7 @@ WHERE EXCLUDED.last_event_id > l.last_event_id
 
 def apply_timeline(cur: Cursor[Any], batch: Batch) -> int:
     stage_events(cur, batch)
+    ensure_batch_days(cur)  # no insert ever lacks its day's partition
     cur.execute(_INSERT_EVENTS)
     inserted = cur.rowcount
     cur.execute(_UPSERT_LEADS)

@@ -101,7 +101,14 @@ class BaseHandler:
         step = flow.steps[self.index]
         self.codec = codec
         self.who = StepIdentity(
-            flow.id, flow.version, step.id, step.name, self.index, host, __version__
+            flow.id,
+            flow.version,
+            step.id,
+            step.name,
+            self.index,
+            host,
+            __version__,
+            flow.retention_ms,
         )
         fmt = getattr(step.settings, "format", None)
         self.place = StepPlace(
