@@ -79,7 +79,8 @@ class DayPartition:
 
 def partition_of(name: str) -> DayPartition | None:
     """The day a partition's name stands for; None for a table that is not one of ours."""
-    if not name.startswith(PARTITION_PREFIX):
+    digits = name.removeprefix(PARTITION_PREFIX)
+    if not name.startswith(PARTITION_PREFIX) or len(digits) != 8 or not digits.isdigit():
         return None
     try:
         return DayPartition(datetime.strptime(name[len(PARTITION_PREFIX) :], "%Y%m%d").date())

@@ -24,10 +24,11 @@ log = structlog.get_logger(__name__)
 
 _ENSURE = "SELECT ensure_event_partitions(%s::date[])"
 
-# Every partition of ``events`` in the schema, with the planner's row estimate (reltuples:
-# -1 before the first ANALYZE) and size, read from the catalogue: no scan of the data.
+# Every partition of ``events`` in the schema, with the planner's row estimate (reltuples)
+# and size, read from the catalogue: no scan of the data. A partition never analyzed yet
+# (reltuples -1: a young one) is counted instead.
 _LIST = """
-SELECT c.relname, greatest(c.reltuples, 0)::bigint, pg_total_relation_size(c.oid),
+SELECT c.relname, c.reltuples::bigint, pg_total_relation_size(c.oid),
        i.inhdetachpending
 FROM pg_inherits i
 JOIN pg_class c ON c.oid = i.inhrelid
@@ -84,8 +85,17 @@ def held_partitions(conn: Connection, schema: str) -> list[HeldPartition]:
     for name, rows_estimate, size, pending in rows:
         day = partition_of(str(name))
         if day is not None:
-            held.append(HeldPartition(day, int(rows_estimate), int(size), bool(pending)))
+            count = rows_estimate if rows_estimate >= 0 else _count(conn, schema, day.name)
+            held.append(HeldPartition(day, int(count), int(size), bool(pending)))
     return sorted(held, key=lambda h: h.partition.day)
+
+
+def _count(conn: Connection, schema: str, table: str) -> int:
+    with translate_errors():
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def drop_partition(conn: Connection, schema: str, held: HeldPartition) -> None:
