@@ -121,6 +121,7 @@ def _shorter_flows(
                     f"flow_id = %s AND {age} < %s",
                     (flow.id, edge),
                     dry_run=dry_run,
+                    held_by=("flow_id = %s", (flow.id,)),
                 )
             )
     return out
@@ -181,14 +182,20 @@ def _batched(
     params: tuple[object, ...],
     *,
     dry_run: bool,
+    held_by: tuple[str, tuple[object, ...]] = ("true", ()),
 ) -> Holding:
-    """``holding`` with ``table``'s figures filled in, and its rows matching ``condition``
-    deleted ``BATCH`` at a time (each batch its own transaction) unless ``dry_run``."""
+    """``holding`` with ``table``'s figures filled in (the rows ``held_by`` selects, the
+    whole table by default), and its rows matching ``condition`` deleted ``BATCH`` at a
+    time (each batch its own transaction) unless ``dry_run``. The figures are exact
+    counts, read through the indexes the conditions name."""
     target = sql.Identifier(schema, table)
     where = sql.SQL(condition)
     with translate_errors():
         row = conn.execute(
-            sql.SQL("SELECT count(*), min({}) FROM {}").format(sql.Identifier(age), target)
+            sql.SQL("SELECT count(*), min({}) FROM {} WHERE {}").format(
+                sql.Identifier(age), target, sql.SQL(held_by[0])
+            ),
+            held_by[1],
         ).fetchone()
         expired = conn.execute(
             sql.SQL("SELECT count(*) FROM {} WHERE {}").format(target, where), params
