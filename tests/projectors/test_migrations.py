@@ -125,8 +125,10 @@ def test_the_layout_from_before_generations_is_moved_into_generation_1_with_its_
     pg_settings: Settings, pg_schema: str
 ) -> None:
     with connect(pg_settings) as conn, conn.transaction(), conn.cursor() as cur:
-        # What 0.2 left: the timeline's tables right in the configured schema.
-        apply_migrations(cur, pg_schema, "schema_migrations", projection("timeline").migrations())
+        # What 0.2 left: the timeline's tables right in the configured schema (from before
+        # the partitioned events of 007, which only ever ran in a generation).
+        before_007 = [m for m in projection("timeline").migrations() if m.version < "007"]
+        apply_migrations(cur, pg_schema, "schema_migrations", before_007)
         cur.execute(
             "INSERT INTO leads VALUES ('L1', 'f', 'success', 'E1', 'flow.completed', 'c',"
             " 1, 2, now(), now(), true)"
@@ -176,8 +178,8 @@ def test_migration_006_recomputes_lead_rows_a_replay_had_left_without_their_fact
 ) -> None:
     """Before 006 a rebuild that read the feedback topic first left leads completed = false and
     cost NULL (issue #14); the migration rebuilds every row from its events."""
-    from projectors.batch import Record, build_batch
-    from projectors.timeline import apply_timeline
+    from projectors.batch import EVENT_COLUMNS, Record, build_batch
+    from projectors.store import stage_events
     from schemas.codec import EventCodec
     from tests.factories import make_lead_events
 
@@ -190,14 +192,29 @@ def test_migration_006_recomputes_lead_rows_a_replay_had_left_without_their_fact
         try:
             with conn.transaction(), conn.cursor() as cur:
                 apply_migrations(cur, schema, "schema_migrations", upto_005)
-                cur.execute("ALTER TABLE leads ADD COLUMN cost_event_id text,"
-                            " ADD COLUMN revenue_event_id text")  # fmt: skip
                 records = [Record("t", 0, i, codec.encode(e)) for i, e in enumerate(events)]
-                apply_timeline(cur, build_batch(codec, records))
-                cur.execute("ALTER TABLE leads DROP COLUMN cost_event_id,"
-                            " DROP COLUMN revenue_event_id")  # fmt: skip
-                # What the old upsert left after a feedback-first read.
-                cur.execute("UPDATE leads SET completed = false, cost = NULL")
+                # The events as the write path of 005 left them (today's needs 007's
+                # partitions), and a lead row as the old upsert left it after a
+                # feedback-first read: not completed, no cost.
+                stage_events(cur, build_batch(codec, records))
+                columns = sql.SQL(", ").join(sql.Identifier(n) for n, _ in EVENT_COLUMNS)
+                values = sql.SQL(", ").join(
+                    sql.SQL("convert_from(snapshot, 'UTF8')::jsonb")
+                    if n == "snapshot"
+                    else sql.Identifier(n)
+                    for n, _ in EVENT_COLUMNS
+                )
+                cur.execute(
+                    sql.SQL("INSERT INTO events ({}) SELECT {} FROM events_stage").format(
+                        columns, values
+                    )
+                )
+                cur.execute(
+                    "INSERT INTO leads (lead_id, flow_id, status, last_event_id,"
+                    " last_event_type, last_step_id, submitted_at, updated_at)"
+                    " SELECT lead_id, flow_id, 'success', max(id), 'x', 'x', now(), now()"
+                    " FROM events GROUP BY 1, 2"
+                )
             with conn.transaction(), conn.cursor() as cur:
                 applied = apply_migrations(cur, schema, "schema_migrations", timeline)
                 row = cur.execute(
