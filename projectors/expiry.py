@@ -3,7 +3,8 @@
 In every live generation (the active one, and one being rebuilt): the timeline drops
 the daily partitions whose events have all expired for the longest retention of the
 flows (``projectors.partitions``), then deletes, in batches, the events of flows that
-keep theirs for less (``events (flow_id, ts)``) and the leads with no event left. The
+keep theirs for less (``events (flow_id, ts)``), the ids of the dropped events and the
+leads with no event left. The
 analytics deletes each flow's rollup days once expired for that flow, and the record of
 counted events by day. ``dry_run`` reports the same figures without removing anything.
 """
@@ -69,6 +70,21 @@ def expire_timeline(
         # A lead whose latest event is older than every partition kept has no event left.
         edge = min(kept) if kept else cutoff(now, longest)
         out += _shorter_flows(conn, gen.schema, flows, longest, now, dry_run=dry_run)
+        # The ids of the dropped events: a copy of one replayed now is as expired as it.
+        out.append(
+            _batched(
+                conn,
+                gen.schema,
+                Holding(
+                    f"timeline {gen.schema}", "event_ids", 0, "ids", None, 0, "delete in batches"
+                ),
+                "event_ids",
+                "ts",
+                "ts < %s",
+                (edge,),
+                dry_run=dry_run,
+            )
+        )
         out.append(
             _batched(
                 conn,

@@ -21,17 +21,24 @@ from projectors.store import stage_events
 
 _COLUMNS = [name for name, _ in EVENT_COLUMNS]
 
-# (id, ts): the key of the partitioned table (migration 007); an event's ts is recorded in
-# it, so the same event met again has the same key.
+# An event is written once by its id: a replayed step re-records its events under the same
+# ids with a new time, so the partitioned table's key (id, ts) cannot tell a copy; the id
+# is claimed in event_ids (migration 007) and only the claim's row is written. One copy per
+# id in a batch: the earliest recorded (its Kafka position), as the first write wins later.
 _INSERT_EVENTS = sql.SQL(
-    "INSERT INTO events ({columns}) SELECT {values} FROM events_stage"
-    " ON CONFLICT (id, ts) DO NOTHING"
+    "WITH fresh AS ("
+    " INSERT INTO event_ids (id, ts)"
+    " SELECT DISTINCT ON (id) id, ts FROM events_stage"
+    " ORDER BY id, kafka_topic, kafka_partition, kafka_offset"
+    " ON CONFLICT (id) DO NOTHING RETURNING id, ts)"
+    " INSERT INTO events ({columns}) SELECT {values} FROM events_stage s"
+    " JOIN fresh USING (id, ts) ON CONFLICT (id, ts) DO NOTHING"
 ).format(
     columns=sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)),
     values=sql.SQL(", ").join(
-        sql.SQL("convert_from(snapshot, 'UTF8')::jsonb")
+        sql.SQL("convert_from(s.snapshot, 'UTF8')::jsonb")
         if name == "snapshot"
-        else sql.Identifier(name)
+        else sql.SQL("s.") + sql.Identifier(name)
         for name in _COLUMNS
     ),
 )

@@ -33,6 +33,7 @@ SERVING_TABLES = {
 VIEWS = {"events", "leads", "daily_event_counts"}
 TIMELINE_TABLES = {
     "events",
+    "event_ids",  # each event id once, across the day partitions of events
     "leads",
     "projector_checkpoints",
     "projector_rejects",

@@ -6,9 +6,8 @@
 --
 -- The existing table is copied into the partitioned one, columns and values as they
 -- are (xid included, so paging by (xid, id) goes on where it was). A key of a partitioned
--- table must hold the partition key: events are keyed (id, ts) now. An event's ts is
--- part of the recorded event, so the same event met again (a replay) has the same
--- (id, ts) and is still written once (timeline.py: ON CONFLICT (id, ts) DO NOTHING).
+-- table must hold the partition key: events are keyed (id, ts) now, and the id alone is
+-- kept unique by event_ids (below).
 -- One rewrite of the table: on a big projection run it at a quiet time, as 005 and 006.
 
 ALTER TABLE events RENAME TO events_unpartitioned;
@@ -87,6 +86,17 @@ CREATE INDEX events_accepted_phones ON events USING gin ((ARRAY[
     snapshot #>> '{vars,lead.phone}'
 ])) WHERE type = 'source.accepted';
 CREATE INDEX events_flow_id_type_ts_id ON events (flow_id, type, ts, id);
+
+-- Every event once, by id alone: a replayed step re-records its events under the same ids
+-- with a new time, so (id, ts) cannot tell a copy from a new event. The write path claims
+-- the id here first (timeline.py); the copy's claim conflicts and writes nothing. Pruned by
+-- ts with the partitions (projectors/expiry.py).
+CREATE TABLE event_ids (
+    id text PRIMARY KEY,
+    ts timestamptz NOT NULL
+);
+INSERT INTO event_ids (id, ts) SELECT id, ts FROM events;
+CREATE INDEX event_ids_ts ON event_ids (ts);
 
 -- Expiry deletes the leads whose latest event is older than every partition kept.
 CREATE INDEX leads_updated_at ON leads (updated_at);
