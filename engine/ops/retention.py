@@ -106,6 +106,12 @@ def _projection(
     dry_run: bool,
 ) -> list[Holding]:
     with connect(settings, application_name="leadflow-retention") as conn:
+        row = conn.execute("SELECT to_regclass('projection_generations') IS NOT NULL").fetchone()
+        if not row or not row[0]:
+            log.warning(
+                "no projections to expire: run leadflow db migrate", schema=settings.db_schema
+            )
+            return []
         return expire(conn, settings.db_schema, flows, now, dry_run=dry_run)
 
 
