@@ -34,6 +34,7 @@ from engine.ops.keys_cli import keys_app
 from engine.ops.offsets_cli import offsets_app
 from engine.ops.output import AsJson, print_json
 from engine.ops.projections_cli import projections_app, replay
+from engine.ops.retention_cli import retention_app
 from engine.ops.streamer_cli import streamer_app, verify_applied_destinations
 from engine.ops.submit import publish_leads
 from engine.runtime.feedback_worker import publish_feedback
@@ -68,6 +69,7 @@ app.command()(erase)
 app.add_typer(projections_app, name="projections")
 app.add_typer(streamer_app, name="streamer")
 app.add_typer(calls_app, name="calls")
+app.add_typer(retention_app, name="retention")
 app.command()(replay)
 console = Console(stderr=True)
 

@@ -10,7 +10,7 @@ from engine.ids import event_id
 from engine.steps.base import EventDraft, Snapshot
 
 EVENT_SCHEMA_VERSION = "4"
-RETENTION_MS = 90 * 24 * 3600 * 1000
+RETENTION_MS = 90 * 24 * 3600 * 1000  # the default of Flow.retention_days
 
 LeadEvent = dict[str, Any]
 
@@ -49,6 +49,8 @@ class StepIdentity:
     step_index: int
     host: str
     handler_version: str
+    # The flow's retention (``Flow.retention_ms``): each event expires this long after it.
+    retention_ms: int = RETENTION_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +130,7 @@ def stamp_events(
                 "retry_status": draft.retry_status,
                 "circuit_breaker_state": draft.circuit_breaker_state,
                 "key": draft.key,
-                "expires_at": timing.end_ms + RETENTION_MS,
+                "expires_at": timing.end_ms + who.retention_ms,
                 "version": EVENT_SCHEMA_VERSION,
                 "handler_version": who.handler_version,
                 "host": who.host,

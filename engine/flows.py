@@ -79,6 +79,10 @@ class Flow(ConfigModel):
     caps: list[CapSpec] = Field(default_factory=list)
     # Multi-buyer path: stop at the first recipient that accepts, or offer every buyer.
     stop_at_first_delivery: bool = False
+    # How long the flow's data is kept everywhere (engine.retention): its events'
+    # ``expires_at``, its topics' ``retention.ms``, the timeline's partitions, the state
+    # tables, export files and objects. Days, fractions allowed (a test runs on minutes).
+    retention_days: Annotated[float, Field(gt=0, le=3650)] = 90
     # Lead fields sealed (encrypted under the lead's own key, engine.sealing) before they
     # reach any topic. Declaring any turns sealing on for the flow; SSNs and dates of
     # birth are then sealed too, declared or not. Every process of the flow then needs
@@ -86,6 +90,11 @@ class Flow(ConfigModel):
     sensitive_fields: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]] = Field(
         default_factory=list
     )
+
+    @property
+    def retention_ms(self) -> int:
+        """``retention_days`` in milliseconds (what Kafka and ``expires_at`` count in)."""
+        return round(self.retention_days * 86_400_000)
 
     @property
     def seals(self) -> bool:

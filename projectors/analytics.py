@@ -20,8 +20,8 @@ from projectors.store import stage_events
 # projector instances counting into the same rows from deadlocking.
 _COUNT = """
 WITH fresh AS (
-    INSERT INTO counted_events (id)
-    SELECT DISTINCT id FROM events_stage
+    INSERT INTO counted_events (id, day)
+    SELECT DISTINCT ON (id) id, (ts AT TIME ZONE 'UTC')::date FROM events_stage ORDER BY id
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 ), counted AS (

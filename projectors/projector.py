@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
 import structlog
@@ -44,6 +45,7 @@ from projectors.analytics import ANALYTICS
 from projectors.batch import Batch, Record, build_batch
 from projectors.errors import StoreUnavailableError
 from projectors.generations import Generation, GenerationChangedError, current, migrate
+from projectors.partitions import make_ahead
 from projectors.projection import Projection
 from projectors.store import Connection, connect
 from projectors.timeline import TIMELINE
@@ -56,6 +58,8 @@ T = TypeVar("T")
 DEFAULT_BATCH_SIZE = 2000
 DEFAULT_BATCH_MS = 200
 _IDLE_POLL_S = 0.5
+# How often a running projector does its housekeeping (the timeline's partitions ahead).
+MAINTAIN_EVERY_S = 3600.0
 
 
 class ProjectorStopped(Exception):
@@ -129,6 +133,7 @@ class Projector:
         try:
             self._with_store(lambda conn: migrate(conn, self.settings.db_schema))
             self._generation = self._with_store(self._active_generation)
+            self._with_store(self._maintain)
         except ProjectorStopped:
             self.close()
             return
@@ -140,8 +145,12 @@ class Projector:
             on_lost=self._on_revoke,
         )
         self._log.info("projector started", pattern=self.pattern, batch_size=self.batch_size)
+        maintained = time.monotonic()
         try:
             while True:
+                if time.monotonic() - maintained >= MAINTAIN_EVERY_S:
+                    self._with_store(self._maintain)
+                    maintained = time.monotonic()
                 self._fill(consumer)
                 if self._switched_while_idle:
                     self._follow_switch(consumer)
@@ -395,11 +404,20 @@ class Projector:
     def _stats_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self.stats)
 
+    def _maintain(self, conn: Connection) -> None:
+        """The projection's housekeeping, at start and every ``MAINTAIN_EVERY_S``: none."""
+
 
 class TimelineProjector(Projector):
     """The projector of ``TIMELINE``: ``leadflow run``'s ``projector`` role."""
 
     projection = TIMELINE
+
+    def _maintain(self, conn: Connection) -> None:
+        """Make the coming days' partitions of ``events`` before any batch needs one, so
+        the write path (which makes a missing one itself) rarely has to lock the table."""
+        if self._generation is not None:
+            make_ahead(conn, self._generation.schema, datetime.now(UTC))
 
 
 class AnalyticsProjector(Projector):

@@ -1,6 +1,7 @@
 """The timeline projection: one row per event and each lead's latest state.
 
-Tables (``projectors/migrations/timeline``): ``events``, keyed by event id,
+Tables (``projectors/migrations/timeline``): ``events``, partitioned by day (UTC) and
+keyed by (event id, time),
 the whole event as JSONB next to its columns; ``leads``, one row per lead,
 each column a function of the set of the lead's events (never of the order
 they were read in). Readers use them through the serving schema's
@@ -14,19 +15,30 @@ from typing import Any
 from psycopg import Cursor, sql
 
 from projectors.batch import EVENT_COLUMNS, Batch
+from projectors.partitions import ensure_batch_days
 from projectors.projection import Projection
 from projectors.store import stage_events
 
 _COLUMNS = [name for name, _ in EVENT_COLUMNS]
 
+# An event is written once by its id: a replayed step re-records its events under the same
+# ids with a new time, so the partitioned table's key (id, ts) cannot tell a copy; the id
+# is claimed in event_ids (migration 007) and only the claim's row is written. One copy per
+# id in a batch: the earliest recorded (its Kafka position), as the first write wins later.
 _INSERT_EVENTS = sql.SQL(
-    "INSERT INTO events ({columns}) SELECT {values} FROM events_stage ON CONFLICT (id) DO NOTHING"
+    "WITH fresh AS ("
+    " INSERT INTO event_ids (id, ts)"
+    " SELECT DISTINCT ON (id) id, ts FROM events_stage"
+    " ORDER BY id, kafka_topic, kafka_partition, kafka_offset"
+    " ON CONFLICT (id) DO NOTHING RETURNING id, ts)"
+    " INSERT INTO events ({columns}) SELECT {values} FROM events_stage s"
+    " JOIN fresh USING (id, ts) ON CONFLICT (id, ts) DO NOTHING"
 ).format(
     columns=sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)),
     values=sql.SQL(", ").join(
-        sql.SQL("convert_from(snapshot, 'UTF8')::jsonb")
+        sql.SQL("convert_from(s.snapshot, 'UTF8')::jsonb")
         if name == "snapshot"
-        else sql.Identifier(name)
+        else sql.SQL("s.") + sql.Identifier(name)
         for name in _COLUMNS
     ),
 )
@@ -88,6 +100,7 @@ WHERE EXCLUDED.last_event_id > l.last_event_id
 
 def apply_timeline(cur: Cursor[Any], batch: Batch) -> int:
     stage_events(cur, batch)
+    ensure_batch_days(cur)  # no insert ever lacks its day's partition
     cur.execute(_INSERT_EVENTS)
     inserted = cur.rowcount
     cur.execute(_UPSERT_LEADS)

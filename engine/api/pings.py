@@ -96,7 +96,9 @@ async def _record(
     limit_reached: bool | None,
 ) -> None:
     flow, source = checked.flow, checked.source
-    who = StepIdentity(flow.id, flow.version, source.id, source.name, 0, HOST, __version__)
+    who = StepIdentity(
+        flow.id, flow.version, source.id, source.name, 0, HOST, __version__, flow.retention_ms
+    )
     draft.vars = {
         **{f"lead.{k}": str(v) for k, v in fields.items()},
         "ping.id": ping_id,

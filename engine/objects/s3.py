@@ -171,6 +171,33 @@ class S3Store:
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc) from exc
 
+    def set_expiration(self, rule_id: str, prefix: str, days: int) -> None:
+        """A lifecycle rule expiring objects under ``prefix`` ``days`` after they were
+        written, put beside the bucket's other rules (a PUT replaces the whole set, so
+        the others are read first and kept). ``DestinationError`` where the server
+        refuses lifecycle rules."""
+        try:
+            try:
+                rules = self._client.get_bucket_lifecycle_configuration(Bucket=self._bucket)[
+                    "Rules"
+                ]
+            except ClientError as exc:
+                if _code_and_status(exc)[0] != "NoSuchLifecycleConfiguration":
+                    raise
+                rules = []
+            kept = [r for r in rules if r.get("ID") != rule_id]
+            rule: Any = {
+                "ID": rule_id,
+                "Filter": {"Prefix": prefix},
+                "Status": "Enabled",
+                "Expiration": {"Days": days},
+            }
+            self._client.put_bucket_lifecycle_configuration(
+                Bucket=self._bucket, LifecycleConfiguration={"Rules": [*kept, rule]}
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc) from exc
+
     def close(self) -> None:
         self._client.close()
 

@@ -22,9 +22,10 @@ from confluent_kafka.admin import AdminClient
 
 from engine.errors import LeadflowError
 from engine.flows import Flow
+from engine.retention import topic_retention
 from engine.runtime.kafka.clients import new_admin, new_producer
 from engine.runtime.kafka.compacted import TopicReader
-from engine.runtime.kafka.topics import TopicSpec, ensure_flow_topics, ensure_topics
+from engine.runtime.kafka.topics import TopicSpec, ensure_flow_topics, ensure_topics, set_retention
 from engine.runtime.schema_registry import register_topics
 from engine.settings import Settings
 from engine.topics import flow_event_topics
@@ -45,6 +46,12 @@ def checksum(flow: Flow) -> str:
     """Identity of a definition's content, its version number aside."""
     body = flow.model_dump(mode="json", exclude={"version"})
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def shared_topics(settings: Settings) -> list[str]:
+    """The topics every flow writes to (buyer feedback and its rejects): they keep the
+    longest retention of the flows. The compacted registry is not one of them."""
+    return [settings.feedback_topic, f"{settings.feedback_topic}.rejected"]
 
 
 def ensure_flows_topic(admin: AdminClient, replication: int = 1) -> None:
@@ -157,12 +164,17 @@ def read_flows(settings: Settings, timeout: float = 10.0) -> list[Flow]:
 
 def apply_flow(settings: Settings, flow: Flow) -> ApplyResult:
     """Record ``flow`` as the current definition; the version goes up when content changes."""
-    current = next((f for f in read_flows(settings) if f.id == flow.id), None)
+    flows = read_flows(settings)
+    current = next((f for f in flows if f.id == flow.id), None)
+    admin = new_admin(settings)
     if current is not None and checksum(current) == checksum(flow):
+        # Topics made before retention was a setting get it on the next apply, changed or not.
+        _set_topic_retention(settings, admin, flows, current)
         return ApplyResult("flow.unchanged", current, [])
     if current is not None and flow.version <= current.version:
         flow = flow.model_copy(update={"version": current.version + 1})
-    created = ensure_flow_topics(new_admin(settings), flow)
+    created = ensure_flow_topics(admin, flow)
+    _set_topic_retention(settings, admin, flows, flow)
     # Registry mode: the event schema under every event topic's subject before the flow is
     # recorded, so a schema the registry refuses fails here, naming the field.
     register_topics(settings, flow_event_topics(flow))
@@ -179,6 +191,17 @@ def apply_flow(settings: Settings, flow: Flow) -> ApplyResult:
     if producer.flush(30):
         raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "flow not recorded"))
     return ApplyResult(event["type"], flow, created)
+
+
+def _set_topic_retention(
+    settings: Settings, admin: AdminClient, flows: Sequence[Flow], flow: Flow
+) -> None:
+    """``retention.ms`` of ``flow``'s topics, and of the shared ones (the longest of every
+    flow with ``flow`` as it is now), where they differ from what the topics have."""
+    others = [f for f in flows if f.id != flow.id]
+    changed = set_retention(admin, topic_retention([*others, flow], shared_topics(settings)))
+    if changed:
+        log.info("topic retention set", flow_id=flow.id, topics=changed)
 
 
 def delete_flow(settings: Settings, flow_id: str, *, must_exist: bool = False) -> None:

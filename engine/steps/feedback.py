@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -123,6 +124,9 @@ class FeedbackEvents:
     snapshot: Snapshot
     drafts: list[EventDraft]
     ids: list[str]
+    # The delivery's retention (its expires_at less its timestamp): the lead's feedback is
+    # kept as long as the rest of its flow's events; None when the delivery does not say.
+    retention_ms: int | None = None
 
 
 def feedback_events(
@@ -158,4 +162,16 @@ def feedback_events(
         snapshot=snapshot,
         drafts=result.events,
         ids=ids,
+        retention_ms=_retention_ms(delivery),
     )
+
+
+def _retention_ms(event: dict[str, Any]) -> int | None:
+    """How long ``event`` (LeadConduit JSON: ISO 8601 ``timestamp``/``expires_at``) is kept."""
+    try:
+        expires = datetime.fromisoformat(str(event["expires_at"]))
+        at = datetime.fromisoformat(str(event["timestamp"]))
+    except (KeyError, ValueError):
+        return None
+    ms = round((expires - at).total_seconds() * 1000)
+    return ms if ms > 0 else None

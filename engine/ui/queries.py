@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from engine.ids import id_timestamp_ms, is_valid_id
 from projectors.params import iso_utc
 from projectors.store import Connection, translate_errors
 
@@ -170,15 +171,34 @@ def timeline_page(
 
 
 def neighbour_before(conn: Connection, event_id: str) -> str | None:
-    """The id of the lead's event just before ``event_id`` in time order, for a default diff."""
+    """The id of the lead's event just before ``event_id`` in time order, for a default diff.
+
+    ``events`` is partitioned by day: each lookup carries a lower bound on ``ts`` from an id
+    (an event happens after the time in its id, a lead's events after its submission, the
+    time in the lead's id; a day earlier for clocks that disagree), so the planner reads the
+    few partitions a timeline spans instead of probing every day kept."""
+    found = _rows(
+        conn,
+        "SELECT lead_id, ts FROM events WHERE id = %(id)s AND ts >= %(from)s",
+        {"id": event_id, "from": _not_before(event_id)},
+    )
+    if not found:
+        return None
+    lead_id, ts = str(found[0]["lead_id"]), found[0]["ts"]
     rows = _rows(
         conn,
-        "SELECT p.id FROM events e JOIN events p ON p.lead_id = e.lead_id"
-        " AND (p.ts, p.id) < (e.ts, e.id) WHERE e.id = %(id)s ORDER BY p.ts DESC, p.id DESC"
-        " LIMIT 1",
-        {"id": event_id},
+        "SELECT id FROM events WHERE lead_id = %(lead)s AND ts >= %(from)s"
+        " AND (ts, id) < (%(ts)s, %(id)s) ORDER BY ts DESC, id DESC LIMIT 1",
+        {"lead": lead_id, "from": _not_before(lead_id), "ts": ts, "id": event_id},
     )
     return str(rows[0]["id"]) if rows else None
+
+
+def _not_before(id_: str) -> datetime:
+    """No event of this id (or of this lead) is older than this: the id's time less a day."""
+    if not is_valid_id(id_):
+        return datetime.min.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(id_timestamp_ms(id_) / 1000, UTC) - timedelta(days=1)
 
 
 def flow_ids(conn: Connection, limit: int = 200) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -12,6 +13,7 @@ from psycopg import sql
 
 from engine.errors import ConfigError
 from engine.pgmigrate import Migration, apply_migrations, load_migrations
+from engine.retention import partition_of, partitions_to_make
 from engine.settings import Settings
 from projectors.errors import MigrationError
 from projectors.generations import current, generations, migrate
@@ -31,6 +33,7 @@ SERVING_TABLES = {
 VIEWS = {"events", "leads", "daily_event_counts"}
 TIMELINE_TABLES = {
     "events",
+    "event_ids",  # each event id once, across the day partitions of events
     "leads",
     "projector_checkpoints",
     "projector_rejects",
@@ -86,7 +89,11 @@ def test_migrate_builds_the_serving_views_over_a_first_active_generation_and_is_
         assert relations(conn, pg_schema, "VIEW") == VIEWS
         timeline = current(conn, pg_schema, "timeline", "active")
         assert timeline is not None and timeline.number == 1
-        assert relations(conn, timeline.schema) == TIMELINE_TABLES
+        tables = relations(conn, timeline.schema)
+        # events is partitioned by day: yesterday's, today's and the days ahead exist.
+        partitions = {t for t in tables if partition_of(t) is not None}
+        assert tables - partitions == TIMELINE_TABLES
+        assert {p.name for p in partitions_to_make(datetime.now(UTC))} <= partitions
         assert [(g.projection, g.state) for g in generations(conn, pg_schema)] == [
             ("analytics", "active"),
             ("timeline", "active"),
@@ -119,8 +126,10 @@ def test_the_layout_from_before_generations_is_moved_into_generation_1_with_its_
     pg_settings: Settings, pg_schema: str
 ) -> None:
     with connect(pg_settings) as conn, conn.transaction(), conn.cursor() as cur:
-        # What 0.2 left: the timeline's tables right in the configured schema.
-        apply_migrations(cur, pg_schema, "schema_migrations", projection("timeline").migrations())
+        # What 0.2 left: the timeline's tables right in the configured schema (from before
+        # the partitioned events of 007, which only ever ran in a generation).
+        before_007 = [m for m in projection("timeline").migrations() if m.version < "007"]
+        apply_migrations(cur, pg_schema, "schema_migrations", before_007)
         cur.execute(
             "INSERT INTO leads VALUES ('L1', 'f', 'success', 'E1', 'flow.completed', 'c',"
             " 1, 2, now(), now(), true)"
@@ -131,7 +140,10 @@ def test_the_layout_from_before_generations_is_moved_into_generation_1_with_its_
         assert relations(conn, pg_schema) == SERVING_TABLES
         assert conn.execute("SELECT lead_id FROM leads").fetchall() == [("L1",)]
         timeline = current(conn, pg_schema, "timeline", "active")
-        assert timeline is not None and relations(conn, timeline.schema) == TIMELINE_TABLES
+        assert timeline is not None
+        assert {
+            t for t in relations(conn, timeline.schema) if partition_of(t) is None
+        } == TIMELINE_TABLES
 
 
 @pytest.mark.stack
@@ -167,8 +179,8 @@ def test_migration_006_recomputes_lead_rows_a_replay_had_left_without_their_fact
 ) -> None:
     """Before 006 a rebuild that read the feedback topic first left leads completed = false and
     cost NULL (issue #14); the migration rebuilds every row from its events."""
-    from projectors.batch import Record, build_batch
-    from projectors.timeline import apply_timeline
+    from projectors.batch import EVENT_COLUMNS, Record, build_batch
+    from projectors.store import stage_events
     from schemas.codec import EventCodec
     from tests.factories import make_lead_events
 
@@ -181,14 +193,29 @@ def test_migration_006_recomputes_lead_rows_a_replay_had_left_without_their_fact
         try:
             with conn.transaction(), conn.cursor() as cur:
                 apply_migrations(cur, schema, "schema_migrations", upto_005)
-                cur.execute("ALTER TABLE leads ADD COLUMN cost_event_id text,"
-                            " ADD COLUMN revenue_event_id text")  # fmt: skip
                 records = [Record("t", 0, i, codec.encode(e)) for i, e in enumerate(events)]
-                apply_timeline(cur, build_batch(codec, records))
-                cur.execute("ALTER TABLE leads DROP COLUMN cost_event_id,"
-                            " DROP COLUMN revenue_event_id")  # fmt: skip
-                # What the old upsert left after a feedback-first read.
-                cur.execute("UPDATE leads SET completed = false, cost = NULL")
+                # The events as the write path of 005 left them (today's needs 007's
+                # partitions), and a lead row as the old upsert left it after a
+                # feedback-first read: not completed, no cost.
+                stage_events(cur, build_batch(codec, records))
+                columns = sql.SQL(", ").join(sql.Identifier(n) for n, _ in EVENT_COLUMNS)
+                values = sql.SQL(", ").join(
+                    sql.SQL("convert_from(snapshot, 'UTF8')::jsonb")
+                    if n == "snapshot"
+                    else sql.Identifier(n)
+                    for n, _ in EVENT_COLUMNS
+                )
+                cur.execute(
+                    sql.SQL("INSERT INTO events ({}) SELECT {} FROM events_stage").format(
+                        columns, values
+                    )
+                )
+                cur.execute(
+                    "INSERT INTO leads (lead_id, flow_id, status, last_event_id,"
+                    " last_event_type, last_step_id, submitted_at, updated_at)"
+                    " SELECT lead_id, flow_id, 'success', max(id), 'x', 'x', now(), now()"
+                    " FROM events GROUP BY 1, 2"
+                )
             with conn.transaction(), conn.cursor() as cur:
                 applied = apply_migrations(cur, schema, "schema_migrations", timeline)
                 row = cur.execute(

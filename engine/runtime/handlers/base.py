@@ -106,7 +106,14 @@ class BaseHandler:
         self.codec = codec
         self.encoding = (ENCODING_HEADER, codec.encoding.encode())
         self.who = StepIdentity(
-            flow.id, flow.version, step.id, step.name, self.index, host, __version__
+            flow.id,
+            flow.version,
+            step.id,
+            step.name,
+            self.index,
+            host,
+            __version__,
+            flow.retention_ms,
         )
         fmt = getattr(step.settings, "format", None)
         self.place = StepPlace(

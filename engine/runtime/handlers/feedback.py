@@ -19,7 +19,7 @@ from confluent_kafka import Message
 
 from engine import __version__
 from engine.errors import TransientStepError
-from engine.events import StepIdentity, Timing, stamp_events
+from engine.events import RETENTION_MS, StepIdentity, Timing, stamp_events
 from engine.ids import FEEDBACK_STEP_INDEX
 from engine.runtime.handlers.base import Headers, Record, now_ms
 from engine.runtime.schema_registry import SchemaRegistryUnavailableError, TopicCodecs
@@ -103,6 +103,7 @@ class FeedbackHandler:
             FEEDBACK_STEP_INDEX,
             self.settings.instance_id,
             __version__,
+            added.retention_ms or RETENTION_MS,
         )
         lag_ms = max(0, start - published_ms) if published_ms > 0 else 0
         timing = Timing(start, now_ms(), lag_ms)

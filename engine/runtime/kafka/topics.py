@@ -17,12 +17,18 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import (
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+)
 from confluent_kafka.admin._listoffsets import OffsetSpec
+from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
 from engine.flows import Flow
+from engine.retention import flow_topic_retention
 from engine.runtime.kafka.config import LEADER_NOT_READY
-from engine.topics import flow_topics
 
 # confluent-kafka's OffsetSpec constructors are not annotated.
 _LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
@@ -117,13 +123,65 @@ def _unled(admin: AdminClient, topics: Sequence[str], timeout: float) -> list[st
 
 
 def flow_topic_specs(flow: Flow) -> list[TopicSpec]:
-    """Every topic of ``flow`` (``engine.topics.flow_topics``), as its definition sizes them."""
+    """Every topic of ``flow`` (``engine.topics.flow_topics``), as its definition sizes them,
+    each kept for the flow's retention (``engine.retention``)."""
     return [
-        TopicSpec(name, flow.topics.partitions, flow.topics.replication)
-        for name in flow_topics(flow)
+        TopicSpec(name, flow.topics.partitions, flow.topics.replication, {"retention.ms": str(ms)})
+        for name, ms in flow_topic_retention(flow).items()
     ]
 
 
 def ensure_flow_topics(admin: AdminClient, flow: Flow, timeout: float = 30.0) -> list[str]:
     """Create the flow's topics that do not exist yet; returns the ones created."""
     return ensure_topics(admin, flow_topic_specs(flow), timeout)
+
+
+# -- retention ------------------------------------------------------------------------------
+
+
+def set_retention(
+    admin: AdminClient, retention_ms: Mapping[str, int], timeout: float = 30.0
+) -> dict[str, int]:
+    """Set ``retention.ms`` of each existing topic of ``retention_ms`` whose value differs;
+    returns the ones changed. Incremental (KIP-339): the topic's other configs stay as they
+    are, unlike the legacy AlterConfigs that resets every config it is not given. Topics
+    that do not exist are left alone (the next ``flow apply`` creates and sets them)."""
+    current = topic_retention(admin, list(retention_ms), timeout)
+    changed = {
+        name: ms for name, ms in retention_ms.items() if name in current and current[name] != ms
+    }
+    if not changed:
+        return {}
+    resources = [
+        ConfigResource(
+            ResourceType.TOPIC,
+            name,
+            incremental_configs=[
+                ConfigEntry("retention.ms", str(ms), incremental_operation=AlterConfigOpType.SET)
+            ],
+        )
+        for name, ms in changed.items()
+    ]
+    for future in admin.incremental_alter_configs(resources, request_timeout=timeout).values():
+        future.result()
+    return changed
+
+
+def topic_retention(
+    admin: AdminClient, topics: Sequence[str], timeout: float = 30.0
+) -> dict[str, int | None]:
+    """Each existing topic's ``retention.ms`` (None: unlimited, -1); absent topics are not
+    in the result. A compacted topic reports its (unused) retention too."""
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    names = [t for t in topics if t in existing]
+    if not names:
+        return {}
+    futures = admin.describe_configs(
+        [ConfigResource(ResourceType.TOPIC, t) for t in names], request_timeout=timeout
+    )
+    result: dict[str, int | None] = {}
+    for resource, future in futures.items():
+        entry = future.result().get("retention.ms")
+        ms = int(entry.value) if entry is not None and entry.value is not None else -1
+        result[resource.name] = None if ms < 0 else ms
+    return result
