@@ -77,6 +77,21 @@ RATIOS = (
         ("replay", None),
         Target(">=", 0.8),
     ),
+    # Issue #18: what a streamer process costs over the store itself (same server, same
+    # concurrency): objects/s per event, MB/s batched.
+    *(
+        RatioSpec(
+            f"streamer {store} {label} / bare PUT loop",
+            ("streamer", f"{store}_{case}.{figure}"),
+            ("streamer", f"{store}_{case}.bare_{figure}"),
+            None,
+        )
+        for store in ("s3", "azure")
+        for case, label, figure in (
+            ("per_event", "per-event objects/s", "objects_s"),
+            ("batched", "batched MB/s", "mb_s"),
+        )
+    ),
     RatioSpec("e2e MB/s / broker produce MB/s", ("e2e", "mb_s"), ("broker", "produce_mb_s"), None),
     RatioSpec(
         "passthrough MB/s / broker produce MB/s",
