@@ -92,6 +92,12 @@ RATIOS = (
             ("batched", "batched MB/s", "mb_s"),
         )
     ),
+    RatioSpec(
+        "scale_out CPU/event, 4 processes / 1",
+        ("scale_out", "p4.cpu_ms_per_event"),
+        ("scale_out", "p1.cpu_ms_per_event"),
+        Target("<=", 1.2),
+    ),
     RatioSpec("e2e MB/s / broker produce MB/s", ("e2e", "mb_s"), ("broker", "produce_mb_s"), None),
     RatioSpec(
         "passthrough MB/s / broker produce MB/s",

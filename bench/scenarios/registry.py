@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -325,6 +326,38 @@ def _streamer(config: RunConfig, _: int) -> ScenarioResult:
     return run_rounds(result, config, lambda i: run_child("streamer", {**params, "round": i}, 1800))
 
 
+def _scale_out(config: RunConfig, _: int) -> ScenarioResult:
+    """1, 2 and 4 processes of one filter step (bench/scenarios/scale_out.py)."""
+    from bench.scenarios import scale_out as scenario
+
+    events = 30_000 if config.quick else 120_000
+    result = ScenarioResult("scale_out", "events_s_per_process", "events/s")
+    result.settings = {
+        "step": f"filter ({scenario.STEP}), `leadflow run -f FLOW {scenario.STEP}` per process",
+        "partitions": scenario.PARTITIONS,
+        "processes": list(scenario.PROCESS_COUNTS),
+        "burst_events": events,
+        "warm_up_events": scenario.WARM_UP_EVENTS,
+        "cpu": "utime + stime of the step processes over the burst (/proc)",
+    }
+    for n in scenario.PROCESS_COUNTS:
+        result.units.update(
+            {
+                f"p{n}.events_s": "events/s",
+                f"p{n}.events_s_per_process": "events/s",
+                f"p{n}.cpu_ms_per_event": "ms",
+            }
+        )
+    result.notes.append(
+        f"{os.cpu_count()} CPUs: with more processes than cores totals cannot grow;"
+        " compare cpu_ms_per_event across process counts (flat is the goal)"
+    )
+    params = config.params(scale_events=events)
+    return run_rounds(
+        result, config, lambda i: run_child("scale_out", {**params, "round": i}, 1800)
+    )
+
+
 SCENARIOS: dict[str, Scenario] = {
     "broker": _broker,
     "passthrough": _passthrough,
@@ -338,6 +371,7 @@ SCENARIOS: dict[str, Scenario] = {
     "auction": _auction,
     "intake": _intake,
     "streamer": _streamer,
+    "scale_out": _scale_out,
 }
 
 
