@@ -110,6 +110,28 @@ def _object_sizes(settings: Settings, destination: Destination) -> list[int]:
     return [int(b.size) for b in blobs]
 
 
+def _retrying(put: Callable[[int], Any], index: int) -> None:
+    """A put retried as the streamer retries (a loaded local server times out now and
+    then); a retry that finds its object written by the timed-out attempt is done."""
+    for attempt in range(6):
+        try:
+            put(index)
+            return
+        except Exception as exc:
+            # azure-core errors carry status_code, botocore's ClientError a response dict.
+            response = getattr(exc, "response", None)
+            status = getattr(exc, "status_code", None) or (
+                response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if isinstance(response, dict)
+                else None
+            )
+            if attempt and status in (409, 412):
+                return
+            if attempt == 5:
+                raise
+            time.sleep(0.2 * 2**attempt)
+
+
 def bare_put_loop(
     settings: Settings, kind: str, count: int, size: int, threads: int
 ) -> dict[str, float]:
@@ -156,7 +178,7 @@ def bare_put_loop(
 
     cpu_before, started = time.process_time(), time.monotonic()
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(put, range(count)))
+        list(pool.map(lambda i: _retrying(put, i), range(count)))
     elapsed, cpu = time.monotonic() - started, time.process_time() - cpu_before
     return {
         "objects_s": count / elapsed,
