@@ -346,6 +346,8 @@ def _scale_out(config: RunConfig, _: int) -> ScenarioResult:
                 f"p{n}.events_s": "events/s",
                 f"p{n}.events_s_per_process": "events/s",
                 f"p{n}.cpu_ms_per_event": "ms",
+                f"p{n}.busy_cpu_ms_per_event": "ms",
+                f"p{n}.idle_cpu_pct_per_process": "%",
             }
         )
     result.notes.append(

@@ -5,7 +5,9 @@ own transactional id and static member), as deployed; a fresh flow per process
 count gives each its own group. After a warm-up (every member joined and
 committed), a burst of the shared input's events is produced to the step's input
 topic; the figures are events / (input fully committed - burst start) and the
-processes' summed CPU over the same interval, per event.
+processes' summed CPU over the same interval, per event; and, measured for 3 s
+before the burst, what the idle members burn, so the CPU per event can also be
+given net of that fixed cost per process.
 
 On a machine with fewer cores than processes the total cannot grow: the figure
 that says whether scaling out works is CPU per event, which should stay flat
@@ -36,6 +38,7 @@ PARTITIONS = 6
 PROCESS_COUNTS = (1, 2, 4)
 STEP = "service-area"
 WARM_UP_EVENTS = 600  # 100 per partition: every member has records to commit
+IDLE_S = 3.0
 
 
 def _wait_committed(settings: Settings, flow: Flow, timeout_s: float) -> float:
@@ -80,6 +83,11 @@ def _one_count(settings: Settings, params: dict[str, Any], processes: int) -> di
         fill(settings, topic, records[:WARM_UP_EVENTS])
         _wait_committed(settings, flow, 180)
         pids = [p.pid for p in procs.values()]
+        # What the members burn with nothing to do (polls, heartbeats, librdkafka's
+        # threads): a cost per process and second, not per event.
+        idle_before = sum(map(cpu_seconds, pids))
+        time.sleep(IDLE_S)
+        idle_per_s = (sum(map(cpu_seconds, pids)) - idle_before) / IDLE_S
         cpu_before, started = sum(map(cpu_seconds, pids)), time.monotonic()
         fill(settings, topic, records[WARM_UP_EVENTS:])
         finished = _wait_committed(settings, flow, 900)
@@ -88,8 +96,11 @@ def _one_count(settings: Settings, params: dict[str, Any], processes: int) -> di
         notes = _stop(procs, workdir)
     if notes:
         raise RuntimeError("; ".join(notes))
-    rate = events / (finished - started)
+    elapsed = finished - started
+    rate = events / elapsed
     return {
+        f"p{processes}.idle_cpu_pct_per_process": idle_per_s * 100 / processes,
+        f"p{processes}.busy_cpu_ms_per_event": (cpu - idle_per_s * elapsed) * 1000 / events,
         f"p{processes}.events_s": rate,
         f"p{processes}.events_s_per_process": rate / processes,
         f"p{processes}.cpu_ms_per_event": cpu * 1000 / events,
