@@ -14,12 +14,10 @@ from typing import IO, BinaryIO, Literal, Protocol
 
 PutResult = Literal["created", "exists"]
 
-# Concurrent writes per destination. Per-event objects are small PUTs whose time is
-# the server's round trip, not bytes or CPU: at ~50 ms a PUT on a loaded server,
-# 16 in flight cap a streamer near 300 objects/s. A bare boto3 loop against the
-# local SeaweedFS (issue #18, bench/SCALING.md) went 283 -> 510 -> 507 PUT/s at
-# 16 -> 64 -> 128 threads; past 64 only the connection pool grows.
-DEFAULT_THREADS = 64
+# Concurrent writes per destination. 64 was tried for per-event objects (issue #18,
+# bench/SCALING.md): a bare boto3 loop against the local SeaweedFS gained (283 -> 510
+# PUT/s), the streamer did not (its rounds wait for their slowest write), so 16 stays.
+DEFAULT_THREADS = 16
 
 
 class ObjectStore(Protocol):
