@@ -149,19 +149,10 @@ class AzureBlobStore:
         self._container.close()
 
 
-def _signed_by_the_sdk(request: requests.PreparedRequest) -> requests.PreparedRequest:
-    """The request as the SDK's pipeline signed it (see ``_transport``)."""
-    return request
-
-
 def _transport(max_connections: int) -> RequestsTransport:
     # requests keeps 10 connections per host by default: more writer threads
     # than that would open and discard a connection per upload.
     session = requests.Session()
-    # The SDK signs each request itself. Without an auth of the session's own,
-    # requests looks for a ~/.netrc on every request (two stat calls under the GIL,
-    # a quarter of an upload's samples in the streamer's profile, issue #18).
-    session.auth = _signed_by_the_sdk
     adapter = HTTPAdapter(
         pool_maxsize=max_connections,
         # The SDK's retry policy retries, not urllib3 (as azure-core's own session does).

@@ -14,9 +14,6 @@ from typing import IO, BinaryIO, Literal, Protocol
 
 PutResult = Literal["created", "exists"]
 
-# Concurrent writes per destination. 64 was tried for per-event objects (issue #18,
-# bench/SCALING.md): a bare boto3 loop against the local SeaweedFS gained (283 -> 510
-# PUT/s), the streamer did not (its rounds wait for their slowest write), so 16 stays.
 DEFAULT_THREADS = 16
 
 
