@@ -94,6 +94,27 @@ RATIOS = (
         ("replay", None),
         Target(">=", 0.8),
     ),
+    # Issue #18: what a streamer process costs over the store itself (same server, same
+    # concurrency): objects/s per event, MB/s batched.
+    *(
+        RatioSpec(
+            f"streamer {store} {label} / bare PUT loop",
+            ("streamer", f"{store}_{case}.{figure}"),
+            ("streamer", f"{store}_{case}.bare_{figure}"),
+            None,
+        )
+        for store in ("s3", "azure")
+        for case, label, figure in (
+            ("per_event", "per-event objects/s", "objects_s"),
+            ("batched", "batched MB/s", "mb_s"),
+        )
+    ),
+    RatioSpec(
+        "scale_out CPU/event, 4 processes / 1",
+        ("scale_out", "p4.cpu_ms_per_event"),
+        ("scale_out", "p1.cpu_ms_per_event"),
+        Target("<=", 1.2),
+    ),
     RatioSpec("e2e MB/s / broker produce MB/s", ("e2e", "mb_s"), ("broker", "produce_mb_s"), None),
     RatioSpec(
         "passthrough MB/s / broker produce MB/s",

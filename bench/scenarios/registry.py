@@ -353,6 +353,74 @@ def _intake(config: RunConfig, _: int) -> ScenarioResult:
     return run_rounds(result, replace(config, rounds=rounds), one_round)
 
 
+def _streamer(config: RunConfig, _: int) -> ScenarioResult:
+    """One streamer process per store and layout, beside a bare SDK PUT loop
+    (bench/scenarios/streamer.py)."""
+    from bench.scenarios import streamer as scenario
+
+    events = 1_500 if config.quick else 10_000
+    result = ScenarioResult("streamer", "events_s", "events/s")
+    result.settings = {
+        "process": "leadflow run -f FLOW streamer (one destination per flow)",
+        "burst_events": events,
+        "warm_up_events": scenario.WARM_UP_EVENTS,
+        "partitions": config.partitions,
+        "batched": "jsonl.gz, max_records 1000, max_seconds 1",
+        "bare": "boto3 put_object / azure upload_blob, create-only, same thread count",
+        "servers": "SeaweedFS S3 (S3_ENDPOINT_URL), Azurite (AZURE_STORAGE_CONNECTION_STRING)",
+    }
+    for name, _kind, _format in scenario.CASES:
+        result.units.update(
+            {
+                f"{name}.events_s": "events/s",
+                f"{name}.objects_s": "objects/s",
+                f"{name}.mb_s": "MB/s",
+                f"{name}.cpu_ms_per_event": "ms",
+                f"{name}.object_bytes": "bytes",
+                f"{name}.bare_objects_s": "objects/s",
+                f"{name}.bare_mb_s": "MB/s",
+                f"{name}.bare_cpu_ms_per_object": "ms",
+            }
+        )
+    result.notes.append("events_s (primary) is the S3 per-event streamer's")
+    params = config.params(streamer_events=events)
+    return run_rounds(result, config, lambda i: run_child("streamer", {**params, "round": i}, 1800))
+
+
+def _scale_out(config: RunConfig, _: int) -> ScenarioResult:
+    """1, 2 and 4 processes of one filter step (bench/scenarios/scale_out.py)."""
+    from bench.scenarios import scale_out as scenario
+
+    events = 30_000 if config.quick else 120_000
+    result = ScenarioResult("scale_out", "events_s_per_process", "events/s")
+    result.settings = {
+        "step": f"filter ({scenario.STEP}), `leadflow run -f FLOW {scenario.STEP}` per process",
+        "partitions": scenario.PARTITIONS,
+        "processes": list(scenario.PROCESS_COUNTS),
+        "burst_events": events,
+        "warm_up_events": scenario.WARM_UP_EVENTS,
+        "cpu": "utime + stime of the step processes over the burst (/proc)",
+    }
+    for n in scenario.PROCESS_COUNTS:
+        result.units.update(
+            {
+                f"p{n}.events_s": "events/s",
+                f"p{n}.events_s_per_process": "events/s",
+                f"p{n}.cpu_ms_per_event": "ms",
+                f"p{n}.busy_cpu_ms_per_event": "ms",
+                f"p{n}.idle_cpu_pct_per_process": "%",
+            }
+        )
+    result.notes.append(
+        f"{os.cpu_count()} CPUs: with more processes than cores totals cannot grow;"
+        " compare cpu_ms_per_event across process counts (flat is the goal)"
+    )
+    params = config.params(scale_events=events)
+    return run_rounds(
+        result, config, lambda i: run_child("scale_out", {**params, "round": i}, 1800)
+    )
+
+
 SCENARIOS: dict[str, Scenario] = {
     "broker": _broker,
     "passthrough": _passthrough,
@@ -366,6 +434,8 @@ SCENARIOS: dict[str, Scenario] = {
     "slow_buyer": _slow_buyer,
     "auction": _auction,
     "intake": _intake,
+    "streamer": _streamer,
+    "scale_out": _scale_out,
 }
 
 

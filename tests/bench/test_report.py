@@ -71,3 +71,27 @@ def test_the_table_shows_every_figure_and_ratio() -> None:
 
 def test_summaries_of_failed_scenarios_are_absent() -> None:
     assert summarize(_results()["peer"].rounds.get("events_s", [])) is None
+
+
+def test_streamer_ratios_compare_each_case_with_its_bare_loop() -> None:
+    streamer = ScenarioResult("streamer", "events_s", "events/s")
+    streamer.add(
+        {
+            "s3_per_event.objects_s": 240.0,
+            "s3_per_event.bare_objects_s": 300.0,
+            "s3_batched.mb_s": 1.0,
+            "s3_batched.bare_mb_s": 4.0,
+        }
+    )
+    out = ratios({"streamer": streamer})
+    assert out["streamer s3 per-event objects/s / bare PUT loop"]["value"] == 0.8
+    assert out["streamer s3 batched MB/s / bare PUT loop"]["value"] == 0.25
+    # Azure was not measured: its ratios are left out, not shown as zero.
+    assert not any(label.startswith("streamer azure") for label in out)
+
+
+def test_scale_out_ratio_is_cpu_per_event_of_four_processes_over_one() -> None:
+    scale = ScenarioResult("scale_out", "events_s_per_process", "events/s")
+    scale.add({"p1.cpu_ms_per_event": 0.1, "p4.cpu_ms_per_event": 0.13})
+    out = ratios({"scale_out": scale})["scale_out CPU/event, 4 processes / 1"]
+    assert round(out["value"], 6) == 1.3 and out["target"] == "<= 1.2" and out["met"] is False
