@@ -46,17 +46,22 @@ def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:
             exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
         )
     )
+    # Replaced in place: a logger cached (cache_logger_on_first_use) before a second
+    # configuration holds the list itself, and would otherwise keep the old processors (the
+    # old renderer, and none a test's capture_logs adds).
+    processors = structlog.get_config()["processors"]
+    processors[:] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _mask_secrets,
+        structlog.processors.format_exc_info
+        if json_output
+        else structlog.processors.StackInfoRenderer(),
+        renderer,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _mask_secrets,
-            structlog.processors.format_exc_info
-            if json_output
-            else structlog.processors.StackInfoRenderer(),
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
 from engine.logs import configure_logging
 
@@ -58,3 +59,16 @@ def test_the_console_renderer_never_prints_a_tracebacks_local_variables(
     text = out.getvalue()
     assert "buyer refused" in text and "deliver" in text  # the traceback is there
     assert "ada.lovelace@example.com" not in text  # its frame's locals are not
+
+
+def test_a_logger_cached_before_a_reconfiguration_follows_it() -> None:
+    """A second ``configure_logging`` (a CLI command in a test process, a worker after its
+    parent) reaches loggers already cached: they write with the new processors, and a test's
+    ``capture_logs`` sees them (a projector bound before it once logged past it)."""
+    configure_logging("json", "INFO")
+    bound = structlog.get_logger("cached").bind(who="early")
+    bound.info("first use caches it")
+    configure_logging("json", "INFO")
+    with capture_logs() as logs:
+        bound.warning("after")
+    assert logs == [{"who": "early", "event": "after", "log_level": "warning"}]

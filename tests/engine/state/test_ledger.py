@@ -184,6 +184,7 @@ def test_migrations_apply_once(state_settings: Settings) -> None:
     assert migrate_state(state_settings) == [
         "001_engine_state",
         "002_lead_keys",
+        "003_retention_indexes",
         "004_erasure_progress",
         "005_auction_ledger",
     ]
