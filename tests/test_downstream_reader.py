@@ -53,7 +53,7 @@ def read_events_downstream(settings: Settings, pattern: str, count: int) -> list
     )
     consumer.subscribe([pattern])
     out: list[Any] = []
-    with SchemaRegistryClient({"url": settings.schema_registry_url}) as registry:
+    with SchemaRegistryClient({"url": settings.schema_registry_url, "timeout": 10}) as registry:
         deserialize = AvroDeserializer(registry)
 
         def more() -> int:

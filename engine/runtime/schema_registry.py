@@ -55,6 +55,8 @@ except ImportError:  # pragma: no cover - older confluent-kafka: plain httpx
 log = structlog.get_logger(__name__)
 
 COMPATIBILITY = "BACKWARD"
+# Seconds a registry request may take before it counts as no answer (and is retried).
+REQUEST_TIMEOUT_S = 10
 # The registry's own error codes (Confluent's API, which Apicurio's ccompat serves).
 _SUBJECT_NOT_FOUND, _SCHEMA_NOT_FOUND = 40401, 40403
 
@@ -93,8 +95,13 @@ class SchemaRegistry:
         with self._lock:
             if self._client is None:
                 # No retries inside the client: the callers' own loops retry, logging
-                # each try (start-up), or rewind and read again (a step's decode).
-                self._client = SchemaRegistryClient({"url": self.url, "max.retries": 0})
+                # each try (start-up), or rewind and read again (a step's decode). A
+                # deadline on every request: the client's default is none, and a registry
+                # that accepts a connection and never answers (one did, in CI) would stall
+                # the worker for ever instead of making it retry.
+                self._client = SchemaRegistryClient(
+                    {"url": self.url, "max.retries": 0, "timeout": REQUEST_TIMEOUT_S}
+                )
             return self._client
 
     def close(self) -> None:

@@ -67,7 +67,7 @@ def test_registry_mode_registers_under_the_topic_subject_and_frames_with_its_id(
     topic = f"leadflow.{unique_id}.events.source"
     settings = stack.model_copy(update={"event_encoding": "registry"})
     codec = step_codec(settings, [topic])
-    with SchemaRegistryClient({"url": stack.schema_registry_url}) as sr:
+    with SchemaRegistryClient({"url": stack.schema_registry_url, "timeout": 10}) as sr:
         registered = sr.get_latest_version(value_subject(topic))
         assert sr.get_compatibility(value_subject(topic)) == "BACKWARD"
     assert codec.schema_id == registered.schema_id
@@ -115,7 +115,7 @@ def test_one_consumer_reads_a_topic_holding_v3_and_v4_events_in_both_encodings(
     assert [e["total_ms"] for e in decoded] == [old["total_ms"], old["total_ms"], WEEKS_MS]
     # A downstream reader (confluent-kafka's own deserializer) reads the wire-format ones,
     # each with the writer schema the registry holds under its id.
-    with SchemaRegistryClient({"url": stack.schema_registry_url}) as sr:
+    with SchemaRegistryClient({"url": stack.schema_registry_url, "timeout": 10}) as sr:
         deserialize = AvroDeserializer(sr)
         ctx = SerializationContext(topic, MessageField.VALUE)
         downstream = [deserialize(v, ctx) for v in got[1:]]
