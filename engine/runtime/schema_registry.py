@@ -18,6 +18,7 @@ schema: the field that broke is named).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -34,8 +35,12 @@ import structlog
 # above its own output. Recorded here and dropped; not ours to act on.
 with warnings.catch_warnings(record=True):
     from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-    from confluent_kafka.schema_registry.common import _httpx_compat  # noqa: F401
     from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    # The module that imports authlib's httpx in clients >= 2.16; the bench's venv runs
+    # an older client (its peer pins it), which has no such module.
+    with contextlib.suppress(ImportError):
+        from confluent_kafka.schema_registry.common import _httpx_compat  # noqa: F401
 
 from engine.errors import LeadflowError
 from engine.settings import Settings
