@@ -89,11 +89,16 @@ def _latency_phase(
     # Where the latency goes: how long each step's input waited in Kafka (the previous
     # step's transaction commit plus the fetch), per step, at the 95th percentile.
     lag: dict[str, list[float]] = defaultdict(list)
+    # And how long each calling step waited on its service or buyer (the local demo buyer
+    # shares the two cores with the workers: its answers are part of the latency).
+    wait: dict[str, list[float]] = defaultdict(list)
     codec = default_codec()
     for value in seen.values:
         event = codec.decode(value)
         overhead[event["step_id"]].append(event["overhead_ms"])
         lag[event["step_id"]].append(event["lag_ms"])
+        if event.get("wait_ms"):
+            wait[event["step_id"]].append(event["wait_ms"])
     every = [ms for values in overhead.values() for ms in values]
     return {
         "offered_rate": rate,
@@ -103,6 +108,7 @@ def _latency_phase(
         "overhead_ms_median": statistics.median(every) if every else 0.0,
         "overhead_ms_median_by_step": {s: statistics.median(v) for s, v in overhead.items()},
         "lag_ms_p95_by_step": {s: percentile(v, 95) for s, v in lag.items()},
+        "wait_ms_p95_by_step": {s: percentile(v, 95) for s, v in wait.items()},
     }
 
 

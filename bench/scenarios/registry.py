@@ -234,6 +234,8 @@ def _e2e(config: RunConfig, _: int) -> ScenarioResult:
         result.add({f"overhead_ms.{step}": ms}, {f"overhead_ms.{step}": "ms"})
     for step, ms in out["lag_ms_p95_by_step"].items():
         result.add({f"lag_ms_p95.{step}": ms}, {f"lag_ms_p95.{step}": "ms"})
+    for step, ms in out.get("wait_ms_p95_by_step", {}).items():
+        result.add({f"wait_ms_p95.{step}": ms}, {f"wait_ms_p95.{step}": "ms"})
     for role, mb in out["rss_peak_mb"].items():
         result.add({f"rss_peak_mb.{role}": mb}, {f"rss_peak_mb.{role}": "MiB"})
     result.notes.extend(out["notes"])
