@@ -109,8 +109,8 @@ def run(
         list[str] | None,
         typer.Argument(
             help="Roles to run (default: all). With -f: step ids, projector, analytics, "
-            "streamer, feedback; from the registry: <flow>:<step>, streamer:<flow>, projector, "
-            "analytics, feedback."
+            "streamer, feedback, relay; from the registry: <flow>:<step>, streamer:<flow>, "
+            "projector, analytics, feedback, relay."
         ),
     ] = None,
     flow_file: Annotated[

@@ -3,10 +3,11 @@
 Two ways to say what runs:
 
 * **a flow file** (``leadflow run -f FLOW``): roles are the flow's step ids
-  plus ``projector`` (the timeline), ``analytics``, ``streamer`` and ``feedback``;
+  plus ``projector`` (the timeline), ``analytics``, ``streamer``, ``feedback`` and
+  ``relay`` (the system events outbox to Kafka, ``engine.runtime.outbox_relay``);
 * **the flow registry** (``leadflow run``): every applied flow's steps
-  (``<flow>:<step>``), a ``streamer:<flow>`` per flow, and one ``projector``
-  and one ``analytics`` projector for all flows. Flows applied later get their
+  (``<flow>:<step>``), a ``streamer:<flow>`` per flow, and one ``projector``,
+  one ``analytics`` projector and one ``relay`` for all flows. Flows applied later get their
   workers within seconds, and running steps switch to a new version of their
   flow without a restart.
 
@@ -30,6 +31,7 @@ from engine.flows import Flow, load_flow
 from engine.logs import configure_logging
 from engine.runtime.feedback_worker import run_feedback
 from engine.runtime.kafka.metrics import ProcessesMetrics, serve_metrics
+from engine.runtime.outbox_relay import OutboxRelay
 from engine.runtime.registry import FlowRegistry
 from engine.runtime.step_worker import run_step
 from engine.runtime.stopping import install_stop_handlers
@@ -40,7 +42,7 @@ from streamers.service import stream_flow
 
 log = structlog.get_logger(__name__)
 
-SERVICE_ROLES = ("projector", "analytics", "streamer", "feedback")
+SERVICE_ROLES = ("projector", "analytics", "streamer", "feedback", "relay")
 REGISTRY_POLL_S = 3.0
 
 
@@ -58,7 +60,7 @@ def role_names(flow: Flow) -> list[str]:
 
 
 def registry_roles(flows: list[Flow]) -> list[str]:
-    roles = ["projector", "analytics", "feedback"]
+    roles = ["projector", "analytics", "feedback", "relay"]
     for flow in flows:
         roles += [f"{flow.id}:{s.id}" for s in flow.steps]
         roles += [f"streamer:{flow.id}"] if streams(flow) else []
@@ -97,6 +99,8 @@ def run_role(role: str, settings: Settings, flow: Flow, stop: threading.Event) -
         _run_projector(settings, role, stop)
     elif role == "feedback":
         run_feedback(settings, stop, TimelineDeliveries(settings))
+    elif role == "relay":
+        OutboxRelay(settings).run(stop)
     elif role == "streamer":
         stream_flow(settings, flow, stop, metrics_port=settings.streamer_metrics_port or None)
     else:
@@ -121,6 +125,12 @@ def run_registry_role(role: str, settings: Settings, stop: threading.Event) -> N
         return
     if role == "feedback":
         run_feedback(settings, stop, TimelineDeliveries(settings))
+        return
+    if role == "relay":
+        # A role of its own, not a thread of the streamer or the supervisor: the outbox is
+        # written by commands, streamers and export runs of every flow (a flow without
+        # destinations has no streamer), and a relay that dies is restarted alone.
+        OutboxRelay(settings).run(stop)
         return
     registry = FlowRegistry(settings)
     registry.refresh()

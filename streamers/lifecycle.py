@@ -2,40 +2,42 @@
 enabled by its user; each change recorded as an ``event_destination.*`` event.
 
 The current state lives in Postgres (``streamers.destination_state``), which
-every streamer reads to decide whether to write; the changes are also
-published as JSON events on the ``leadflow.destinations`` topic, keyed by
-``FLOW/DESTINATION``, as the audit trail the seeds' ``object.action`` events
-describe::
+every streamer reads to decide whether to write. Each change and its event are written
+in one Postgres transaction (the event as a row of the system events outbox,
+``engine.state.outbox``), so a committed change always has its event. The relay
+(``engine.runtime.outbox_relay``) publishes it, right after the commit and, if Kafka
+fails then, later from the ``relay`` role: on ``leadflow.system-events`` and, as always,
+as JSON on ``leadflow.destinations`` keyed by ``FLOW/DESTINATION``::
 
     {"id": "01K...", "type": "event_destination.deactivated", "flow_id": "demo",
-     "destination": "s3-leadflow-events-demo", "reason": "...", "at": "2026-...Z"}
+     "destination": "s3-leadflow-events-demo", "reason": "...", "at": "2026-...Z",
+     "data": {"flow_id": "demo", "key": "s3-leadflow-events-demo", "state": "deactivated",
+              "kind": "s3", "bucket": "leadflow-events", ...}}
 
-An event is published for every change of state, after the change is committed.
-If Kafka refuses it, the change stands (the table is what streamers obey) and the
-missing event is logged: the topic is an audit trail, not the source of truth.
+``data`` is the destination as it was at the event: its settings (credentials by
+reference only, as the flow names them) and its new state.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from typing import Final, Literal
+from dataclasses import dataclass, field, fields
+from typing import Any, Final, Literal
 
 import orjson
 import structlog
-from confluent_kafka import KafkaError, KafkaException, Producer
 
 from engine.destinations import Destination
 from engine.errors import LeadflowError
 from engine.flows import Flow
-from engine.ids import new_lead_id
-from engine.runtime.kafka.clients import new_admin, new_producer
+from engine.runtime.kafka.clients import new_admin
 from engine.runtime.kafka.compacted import TopicReader
 from engine.runtime.kafka.topics import TopicSpec, ensure_topics
+from engine.runtime.outbox_relay import DESTINATIONS_TOPIC, OutboxRelay
 from engine.settings import Settings
+from engine.state.outbox import record_system_event
+from engine.state.postgres import migrate_state
 from streamers.destination_state import (
     DestinationState,
     State,
@@ -47,7 +49,7 @@ from streamers.verification import StoreOpener, verify_destination
 
 log = structlog.get_logger(__name__)
 
-DESTINATIONS_TOPIC = "leadflow.destinations"
+__all__ = ["DESTINATIONS_TOPIC", "DestinationEvent", "Lifecycle", "read_events", "verify_flow"]
 ACTIVATED: Final = "event_destination.activated"
 DEACTIVATED: Final = "event_destination.deactivated"
 EventType = Literal["event_destination.activated", "event_destination.deactivated"]
@@ -71,22 +73,28 @@ class DestinationEvent:
     destination: str
     reason: str
     at: str
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
+    data: dict[str, Any] = field(default_factory=dict)  # {}: a record from before data
 
     @staticmethod
-    def create(flow_id: str, destination: str, to: State, reason: str) -> DestinationEvent:
-        now = datetime.now(UTC)
-        return DestinationEvent(
-            # A ULID: unique, and sorts by the time of the change.
-            id=new_lead_id(int(now.timestamp() * 1000)),
-            type=ACTIVATED if to == "active" else DEACTIVATED,
-            flow_id=flow_id,
-            destination=destination,
-            reason=reason,
-            at=now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        )
+    def from_json(value: bytes) -> DestinationEvent:
+        body = orjson.loads(value)
+        return DestinationEvent(**{f.name: body[f.name] for f in fields(DestinationEvent)
+                                   if f.name in body})  # fmt: skip
+
+
+def destination_data(
+    flow_id: str, destination: Destination, state: State, reason: str
+) -> dict[str, Any]:
+    """The resource object of an ``event_destination.*`` event: the destination's settings
+    as the flow gives them (credentials are references, never secrets) and its new state."""
+    return {
+        "flow_id": flow_id,
+        "key": destination.key,
+        "name": destination.name,
+        **destination.model_dump(mode="json"),
+        "state": state,
+        "reason": reason,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +130,7 @@ def read_events(
         reader.close()
     if not complete:
         raise LifecycleError(f"{DESTINATIONS_TOPIC} could not be read to its end in {timeout:g} s")
-    events = [DestinationEvent(**orjson.loads(msg.value() or b"{}")) for msg in records]
+    events = [DestinationEvent.from_json(msg.value() or b"{}") for msg in records]
     return [e for e in events if flow_id is None or e.flow_id == flow_id]
 
 
@@ -131,13 +139,22 @@ class Lifecycle:
 
     Every call opens its own short connection: lifecycle changes are rare
     (apply, a user's command, a deactivation), so nothing is held open.
+    ``publish_timeout`` bounds the wait for Kafka after a change (the event stays pending
+    for the relay role if Kafka does not answer in it).
     """
 
-    def __init__(self, settings: Settings, *, opener: StoreOpener | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        opener: StoreOpener | None = None,
+        publish_timeout: float = 10.0,
+    ) -> None:
         self.settings = settings
         self._opener = opener
-        self._producer: Producer | None = None
-        self._publishing = threading.Lock()  # verify_flow verifies from several threads
+        # Thread-safe: verify_flow verifies from several threads.
+        self._relay = OutboxRelay(settings, timeout=publish_timeout)
+        self._migrated = False
 
     def state(self, flow_id: str, destination: str) -> DestinationState | None:
         with open_state(self.settings) as conn:
@@ -185,9 +202,7 @@ class Lifecycle:
         return known
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.flush(10)
-            self._producer = None
+        self._relay.close()
 
     def _move(
         self,
@@ -198,7 +213,10 @@ class Lifecycle:
         allowed_from: frozenset[State | None],
     ) -> Outcome:
         key = destination.key
-        with open_state(self.settings) as conn:
+        if not self._migrated:  # the outbox is the engine state's (migration 006)
+            migrate_state(self.settings)
+            self._migrated = True
+        with open_state(self.settings) as conn, conn.transaction():
             previous = transition(
                 conn, flow_id, key, destination.name, to, reason,
                 allowed_from=allowed_from, verified=to == "active",
@@ -208,32 +226,28 @@ class Lifecycle:
                 state = current.state if current else None
                 why = f"left {state}: {current.reason if current else ''}".rstrip(": ")
                 return Outcome(flow_id, key, destination.name, state, why, changed=False)
-        changed = previous != to
+            changed = previous != to
+            if changed:
+                # In the change's transaction: the change commits with its event or not at all.
+                record_system_event(
+                    conn, ACTIVATED if to == "active" else DEACTIVATED,
+                    subject=f"flows/{flow_id}/destinations/{key}",
+                    data=destination_data(flow_id, destination, to, reason),
+                    flow_id=flow_id, reason=reason,
+                )  # fmt: skip
         if changed:
-            self._publish(DestinationEvent.create(flow_id, key, to, reason))
+            self._publish()
             say = log.info if to == "active" else log.warning
             say("destination " + to, flow=flow_id, destination=key, reason=reason)
         return Outcome(flow_id, key, destination.name, to, reason, changed=changed)
 
-    def _publish(self, event: DestinationEvent) -> None:
-        with self._publishing:
-            self._publish_now(event)
-
-    def _publish_now(self, event: DestinationEvent) -> None:
+    def _publish(self) -> None:
+        """Publish the event just committed (and any other pending); if Kafka fails, the
+        change stands and the event stays pending: the relay role publishes it later."""
         try:
-            if self._producer is None:
-                ensure_destinations_topic(self.settings)
-                self._producer = new_producer(self.settings)
-            key = f"{event.flow_id}/{event.destination}".encode()
-            self._producer.produce(DESTINATIONS_TOPIC, event.to_json(), key)
-            if self._producer.flush(10):
-                raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "not delivered"))
-        except KafkaException as exc:
-            log.error(
-                "lifecycle event not recorded (the state change stands)",
-                event_id=event.id, type=event.type, flow=event.flow_id,
-                destination=event.destination, error=str(exc),
-            )  # fmt: skip
+            self._relay.publish_pending()
+        except LeadflowError as exc:
+            log.warning("lifecycle event pending: the relay publishes it later", error=str(exc))
 
 
 def _failed(outcome: Outcome, reason: str) -> Outcome:

@@ -20,7 +20,6 @@ from engine.settings import Settings
 from streamers.lifecycle import (
     ACTIVATED,
     DEACTIVATED,
-    DestinationEvent,
     Lifecycle,
     read_events,
     verify_flow,
@@ -229,8 +228,18 @@ def test_the_user_disables_and_enables_and_apply_never_overrides_disabled(
     ]
 
 
-def test_events_have_the_documented_shape(schema_settings: Settings, flow: Flow) -> None:
-    event = DestinationEvent.create(flow.id, "s3-x", "deactivated", "why")
-    assert set(event.__slots__) == {"id", "type", "flow_id", "destination", "reason", "at"}
+def test_events_have_the_documented_shape(
+    schema_settings: Settings, flow: Flow, lifecycle: Lifecycle
+) -> None:
+    destination = flow.destinations[0]
+    lifecycle.disable(flow.id, destination)
+    [event] = read_events(schema_settings, flow.id)
+    assert set(event.__slots__) == {"id", "type", "flow_id", "destination", "reason", "at", "data"}
     assert event.type == "event_destination.deactivated"
     assert event.at.endswith("Z") and len(event.id) == 26
+    # The resource object: the destination as the flow gives it, and its new state.
+    assert event.data == {
+        "flow_id": flow.id, "key": destination.key, "name": destination.name,
+        **destination.model_dump(mode="json"),
+        "state": "disabled", "reason": "disabled by the user",
+    }  # fmt: skip
