@@ -15,6 +15,7 @@ from engine.api.feedback import router as feedback_router
 from engine.api.intake import router as intake_router
 from engine.api.metrics import router as metrics_router
 from engine.api.pings import router as pings_router
+from engine.api.system_events import router as system_events_router
 from engine.settings import Settings, get_settings
 from engine.ui.routes import router as ui_router
 from engine.web.body_limit import BodyLimit
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(intake_router)
     app.include_router(pings_router)
     app.include_router(metrics_router)
+    app.include_router(system_events_router)
     app.include_router(stats_router)  # before events: /events/stats is no event id
     app.include_router(exports_router)  # before events: /events/export is no event id
     app.include_router(events_router)

@@ -1,38 +1,43 @@
 """Flows as data: applied definitions live on a compacted topic, and workers follow it.
 
 ``leadflow flow apply FILE`` validates the definition, creates the flow's
-topics, and records a ``flow.created`` or ``flow.updated`` event on
-``leadflow.flows`` keyed by flow id. Compaction keeps the latest definition
-of every flow forever, so any process rebuilds the whole registry by reading
-the topic from the beginning - no other store holds configuration.
+topics, and records a ``flow.created`` or ``flow.updated`` event; ``leadflow flow
+delete`` a ``flow.deleted``. Each is a row of the system events outbox
+(``engine.state.outbox``), which the relay (``engine.runtime.outbox_relay``) publishes
+in one Kafka transaction to ``leadflow.flows`` keyed by flow id (the definition, or a
+tombstone) and to the uncompacted ``leadflow.system-events`` (the full history, which
+compaction takes from the registry). Compaction keeps the latest definition of every flow
+forever, so any process rebuilds the whole registry by reading the topic from the
+beginning; Postgres and ``leadflow.system-events`` keep every version.
 """
 
 from __future__ import annotations
 
-import hashlib
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 import structlog
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaException, Message
 from confluent_kafka.admin import AdminClient
 
 from engine.errors import LeadflowError
 from engine.flows import Flow
 from engine.retention import topic_retention
-from engine.runtime.kafka.clients import new_admin, new_producer
+from engine.runtime.kafka.clients import new_admin
 from engine.runtime.kafka.compacted import TopicReader
-from engine.runtime.kafka.topics import TopicSpec, ensure_flow_topics, ensure_topics, set_retention
+from engine.runtime.kafka.topics import ensure_flow_topics, ensure_topics, set_retention
+from engine.runtime.outbox_relay import FLOWS_TOPIC, OutboxRelay, flow_checksum, flows_topic_spec
 from engine.runtime.schema_registry import register_topics
 from engine.settings import Settings
+from engine.state.outbox import record_system_event
+from engine.state.postgres import connect, migrate_state
 from engine.topics import flow_event_topics
 
 log = structlog.get_logger(__name__)
 
-FLOWS_TOPIC = "leadflow.flows"
+__all__ = ["FLOWS_TOPIC", "ApplyResult", "FlowRegistry", "apply_flow", "delete_flow", "read_flows"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +49,7 @@ class ApplyResult:
 
 def checksum(flow: Flow) -> str:
     """Identity of a definition's content, its version number aside."""
-    body = flow.model_dump(mode="json", exclude={"version"})
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return flow_checksum(flow.model_dump(mode="json"))
 
 
 def shared_topics(settings: Settings) -> list[str]:
@@ -55,13 +59,7 @@ def shared_topics(settings: Settings) -> list[str]:
 
 
 def ensure_flows_topic(admin: AdminClient, replication: int = 1) -> None:
-    topic = TopicSpec(
-        FLOWS_TOPIC,
-        1,  # one partition: one total order of configuration changes
-        replication,
-        {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
-    )
-    ensure_topics(admin, [topic], timeout=10.0)
+    ensure_topics(admin, [flows_topic_spec(replication)], timeout=10.0)
 
 
 class RegistryUnreadError(LeadflowError):
@@ -178,19 +176,11 @@ def apply_flow(settings: Settings, flow: Flow) -> ApplyResult:
     # Registry mode: the event schema under every event topic's subject before the flow is
     # recorded, so a schema the registry refuses fails here, naming the field.
     register_topics(settings, flow_event_topics(flow))
-    event: dict[str, Any] = {
-        "type": "flow.created" if current is None else "flow.updated",
-        "flow_id": flow.id,
-        "version": flow.version,
-        "checksum": checksum(flow),
-        "timestamp": int(time.time() * 1000),
-        "definition": flow.model_dump(mode="json"),
-    }
-    producer = new_producer(settings)
-    producer.produce(FLOWS_TOPIC, orjson.dumps(event), flow.id.encode())
-    if producer.flush(30):
-        raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "flow not recorded"))
-    return ApplyResult(event["type"], flow, created)
+    kind: Literal["flow.created", "flow.updated"] = (
+        "flow.created" if current is None else "flow.updated"
+    )
+    _record_and_publish(settings, kind, flow.id, flow.model_dump(mode="json"))
+    return ApplyResult(kind, flow, created)
 
 
 def _set_topic_retention(
@@ -205,13 +195,30 @@ def _set_topic_retention(
 
 
 def delete_flow(settings: Settings, flow_id: str, *, must_exist: bool = False) -> None:
-    """Remove a flow from the registry (a tombstone); its workers stop, its topics stay.
+    """Remove a flow from the registry (a tombstone) and record ``flow.deleted`` with its
+    last definition; its workers stop, its topics stay.
 
-    ``must_exist``: raise ``UnknownFlowError`` for a flow that is not applied (an
-    operator's typo) rather than record a tombstone that removes nothing."""
-    if must_exist and all(f.id != flow_id for f in read_flows(settings)):
-        raise UnknownFlowError(flow_id)
-    producer = new_producer(settings)
-    producer.produce(FLOWS_TOPIC, None, flow_id.encode())
-    if producer.flush(30):
-        raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "tombstone not recorded"))
+    A flow that is not applied is left alone (no event: nothing was deleted), or with
+    ``must_exist`` is an ``UnknownFlowError`` (an operator's typo)."""
+    current = next((f for f in read_flows(settings) if f.id == flow_id), None)
+    if current is None:
+        if must_exist:
+            raise UnknownFlowError(flow_id)
+        return
+    _record_and_publish(settings, "flow.deleted", flow_id, current.model_dump(mode="json"))
+
+
+def _record_and_publish(
+    settings: Settings, kind: str, flow_id: str, definition: dict[str, Any]
+) -> None:
+    """The change as a pending system event, then published at once (the registry record and
+    the history event in one Kafka transaction, ``engine.runtime.outbox_relay``).
+
+    The row is the change: if Kafka fails now, it stays pending and the relay role records
+    it later, never half. ``OutboxUnpublishedError`` says so to the command."""
+    migrate_state(settings)
+    with connect(settings, statement_timeout_ms=5_000) as conn, conn.transaction():
+        record_system_event(
+            conn, kind, subject=f"flows/{flow_id}", data=definition, flow_id=flow_id
+        )
+    OutboxRelay(settings, timeout=30.0).publish_pending(wait=True)
