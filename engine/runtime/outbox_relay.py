@@ -210,7 +210,8 @@ class OutboxRelay:
             # transactional state is not worth untangling for a few records.
             self._producer = None
             raise OutboxUnpublishedError(
-                f"{len(events)} system event(s) not published: {exc.args[0]}"
+                f"{len(events)} system event(s) recorded but not published yet (the relay"
+                f" role publishes them once Kafka answers): {exc.args[0]}"
             ) from exc
 
     def _open(self) -> Producer:
