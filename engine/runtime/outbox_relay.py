@@ -43,8 +43,10 @@ import psycopg
 import structlog
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
+from pydantic import ValidationError
 
 from engine.errors import LeadflowError
+from engine.flows import Flow
 from engine.runtime.kafka.clients import new_admin, new_transactional_producer
 from engine.runtime.kafka.topics import TopicSpec, ensure_topics
 from engine.settings import Settings
@@ -99,6 +101,12 @@ def records_of(event: SystemEvent) -> Iterator[Record]:
     yield SYSTEM_EVENTS_TOPIC, orjson.dumps(body), event.subject.encode()
     data = event.data
     if event.type in ("flow.created", "flow.updated"):
+        if not _is_definition(data):
+            # Not written by `flow apply`: the registry is not changed by what it cannot run
+            # (the event still goes out; a row that stopped the relay would hold back all).
+            log.error("flow event without a valid definition: registry not changed",
+                      event_id=event.id, type=event.type)  # fmt: skip
+            return
         record = {
             "type": event.type,
             "flow_id": event.flow_id,
@@ -122,6 +130,14 @@ def records_of(event: SystemEvent) -> Iterator[Record]:
             "data": data,
         }
         yield DESTINATIONS_TOPIC, orjson.dumps(legacy), f"{event.flow_id}/{data['key']}".encode()
+
+
+def _is_definition(data: dict[str, Any]) -> bool:
+    try:
+        Flow.model_validate(data)
+    except ValidationError:
+        return False
+    return True
 
 
 class OutboxRelay:

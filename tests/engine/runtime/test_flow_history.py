@@ -11,7 +11,7 @@ import pytest
 
 from engine.flows import Flow
 from engine.runtime.kafka.compacted import TopicReader
-from engine.runtime.outbox_relay import SYSTEM_EVENTS_TOPIC
+from engine.runtime.outbox_relay import SYSTEM_EVENTS_TOPIC, OutboxRelay, OutboxUnpublishedError
 from engine.runtime.registry import UnknownFlowError, apply_flow, delete_flow, read_flows
 from engine.settings import Settings
 from engine.state.outbox import published_events
@@ -78,3 +78,33 @@ def test_deleting_a_flow_that_is_not_applied_records_nothing(
     migrate_state(schema_settings)
     with connect(schema_settings) as conn:
         assert published_events(conn) == []
+
+
+def test_kafka_lost_after_an_apply_commits_the_relay_records_it_later_once(
+    schema_settings: Settings, unique_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The apply's event is committed in Postgres, then Kafka is gone: the command says the
+    change waits; the relay role later writes the registry and the history, once each."""
+    flow = make_flow(unique_id, "http://127.0.0.1:9/leads")
+    away = schema_settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
+
+    def relay_without_kafka(_: Settings, **__: object) -> OutboxRelay:
+        return OutboxRelay(away, timeout=2.0)
+
+    monkeypatch.setattr("engine.runtime.registry.OutboxRelay", relay_without_kafka)
+    with pytest.raises(OutboxUnpublishedError, match="relay role publishes them"):
+        apply_flow(schema_settings, flow)
+    monkeypatch.undo()
+    assert all(f.id != flow.id for f in read_flows(schema_settings))
+    assert history_on_the_topic(schema_settings, flow.id) == []
+
+    assert OutboxRelay(schema_settings).publish_pending() == 1  # the relay role's next pass
+
+    try:
+        assert [f.version for f in read_flows(schema_settings) if f.id == flow.id] == [1]
+        [created] = history_on_the_topic(schema_settings, flow.id)
+        assert (created["type"], created["data"]) == ("flow.created", flow.model_dump(mode="json"))
+        assert OutboxRelay(schema_settings).publish_pending() == 0
+        assert len(history_on_the_topic(schema_settings, flow.id)) == 1
+    finally:
+        delete_flow(schema_settings, flow.id)

@@ -59,6 +59,13 @@ def test_a_flow_event_is_also_the_registry_record_and_a_deletion_its_tombstone()
     assert deleted[1] == (FLOWS_TOPIC, None, b"f")
 
 
+def test_a_flow_event_without_a_runnable_definition_leaves_the_registry_alone() -> None:
+    """An event another writer made with part of a flow: published, but the registry keeps
+    the definition the workers run."""
+    records = list(records_of(event("flow.updated", {"id": "f", "caps": []})))
+    assert [t for t, _, _ in records] == [SYSTEM_EVENTS_TOPIC]
+
+
 def test_a_destination_event_keeps_the_destinations_topic_record() -> None:
     data = {"key": "s3-x", "state": "active"}
     records = list(records_of(event("event_destination.activated", data)))
