@@ -120,16 +120,18 @@ def records_of(event: SystemEvent) -> Iterator[Record]:
     elif event.type == "flow.deleted":
         yield FLOWS_TOPIC, None, str(event.flow_id).encode()
     elif event.type.startswith("event_destination."):
+        # The subject ends with the key too: a row with less data still goes out.
+        key = str(data.get("key") or event.subject.rsplit("/", 1)[-1])
         legacy = {
             "id": event.id,
             "type": event.type,
             "flow_id": event.flow_id,
-            "destination": data["key"],
+            "destination": key,
             "reason": event.reason,
             "at": body["occurred_at"],
             "data": data,
         }
-        yield DESTINATIONS_TOPIC, orjson.dumps(legacy), f"{event.flow_id}/{data['key']}".encode()
+        yield DESTINATIONS_TOPIC, orjson.dumps(legacy), f"{event.flow_id}/{key}".encode()
 
 
 def _is_definition(data: dict[str, Any]) -> bool:

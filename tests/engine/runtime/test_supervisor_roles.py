@@ -6,9 +6,22 @@ forever (113 restarts in 6 minutes).
 
 from __future__ import annotations
 
+import threading
+
+import pytest
+
 from engine.flows import Flow
-from engine.supervisor import registry_role_problems, registry_roles, role_names
+from engine.settings import Settings
+from engine.state.outbox import published_events, record_system_event
+from engine.state.postgres import connect, migrate_state
+from engine.supervisor import (
+    registry_role_problems,
+    registry_roles,
+    role_names,
+    run_registry_role,
+)
 from tests.factories import make_flow
+from tests.waiting import wait_until
 
 URL = "http://127.0.0.1:9/leads"
 
@@ -39,3 +52,26 @@ def test_a_flow_without_destinations_or_with_none_enabled_runs_no_streamer() -> 
     assert registry_role_problems(["streamer:none"], [none]) == [
         "streamer:none: flow none has no enabled destinations to stream to"
     ]
+
+
+@pytest.mark.stack
+def test_the_relay_role_publishes_what_writers_left_pending(
+    stack: Settings, unique_id: str
+) -> None:
+    settings = stack.model_copy(update={"db_schema": unique_id})
+    migrate_state(settings)
+    with connect(settings) as conn, conn.transaction():
+        event = record_system_event(conn, "task_run.queued", subject="exports/1", data={"id": "1"})
+    stop = threading.Event()
+    role = threading.Thread(target=run_registry_role, args=("relay", settings, stop), daemon=True)
+    role.start()
+    try:
+        with connect(settings) as conn:
+            published = wait_until(
+                lambda: published_events(conn), 30.0, "the relay role to publish the event"
+            )
+    finally:
+        stop.set()
+        role.join(30)
+    assert [e.id for e in published] == [event.id]
+    assert not role.is_alive()
