@@ -106,7 +106,7 @@ class Outcome:
     name: str
     state: State | None  # after the call; None: never recorded
     reason: str | None  # why it is in that state, or why the call changed nothing
-    changed: bool  # the state changed (and an event was published)
+    changed: bool  # the state changed (and an event was recorded)
     verification_failed: bool = False
 
 

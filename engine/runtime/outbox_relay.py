@@ -146,8 +146,9 @@ class OutboxRelay:
     """Publishes the outbox's pending events; one per process, used from one thread at a time
     (calls are serialised by a lock, so a process's threads may share it).
 
-    ``timeout`` bounds each Kafka wait (topics, ``init_transactions``, the commit): a broker
-    that does not answer costs that, then the rows wait for the next pass."""
+    ``timeout`` bounds each Kafka wait (topics, ``init_transactions``, the commit) and the
+    wait for another relay's lock: a broker that does not answer costs that, then the rows
+    wait for the next pass."""
 
     def __init__(self, settings: Settings, *, timeout: float = 10.0, batch: int = 500) -> None:
         self.settings = settings
@@ -157,14 +158,15 @@ class OutboxRelay:
         self._migrated = False
         self._serial = threading.Lock()
 
-    def publish_pending(self, *, wait: bool = False) -> int:
-        """Publish every pending event; returns how many. ``wait``: queue behind a relay
-        that is publishing (else leave the rows to it, returning 0).
-        ``OutboxUnpublishedError`` if Kafka failed (the rows stay pending)."""
+    def publish_pending(self) -> int:
+        """Publish every pending event; returns how many. Queues behind a relay that is
+        publishing (up to ``timeout``), then takes what it left: a writer's event is out
+        when this returns. ``OutboxUnpublishedError`` if Kafka failed (the rows stay
+        pending), ``StateUnavailableError`` if Postgres did (or the wait was too long)."""
         total = 0
         with self._serial:
             while True:
-                done = self._publish_batch(wait)
+                done = self._publish_batch()
                 total += done
                 if done < self.batch:
                     return total
@@ -175,7 +177,7 @@ class OutboxRelay:
         try:
             while not stop.is_set():
                 try:
-                    self.publish_pending(wait=True)
+                    self.publish_pending()
                 except (OutboxUnpublishedError, StateUnavailableError) as exc:
                     log.warning("system events not published yet, retrying", error=str(exc))
                 stop.wait(poll_s)
@@ -185,21 +187,14 @@ class OutboxRelay:
     def close(self) -> None:
         self._producer = None  # nothing is left in flight: every pass ends its transaction
 
-    def _publish_batch(self, wait: bool) -> int:
+    def _publish_batch(self) -> int:
         if not self._migrated:
             migrate_state(self.settings)
             self._migrated = True
         try:
             with connect(self.settings, statement_timeout_ms=30_000) as conn, conn.transaction():
-                if wait:
-                    conn.execute(f"SET LOCAL lock_timeout = {int(self.timeout * 1000)}")
-                    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_LOCK,))
-                else:
-                    got = conn.execute(
-                        "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", (_LOCK,)
-                    ).fetchone()
-                    if not (got and got[0]):
-                        return 0  # another relay is publishing: it will take these rows
+                conn.execute(f"SET LOCAL lock_timeout = {int(self.timeout * 1000)}")
+                conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_LOCK,))
                 events = claim_pending(conn, self.batch)
                 if not events:
                     return 0

@@ -221,4 +221,4 @@ def _record_and_publish(
         record_system_event(
             conn, kind, subject=f"flows/{flow_id}", data=definition, flow_id=flow_id
         )
-    OutboxRelay(settings, timeout=30.0).publish_pending(wait=True)
+    OutboxRelay(settings, timeout=30.0).publish_pending()
