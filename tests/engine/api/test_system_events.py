@@ -10,9 +10,11 @@ from fastapi.testclient import TestClient
 
 from engine.access.store import create_key
 from engine.api.app import create_app
+from engine.runtime.registry import apply_flow, delete_flow
 from engine.settings import Settings
 from engine.state.outbox import mark_published, record_system_event
 from engine.state.postgres import connect, migrate_state
+from tests.factories import make_flow
 
 pytestmark = pytest.mark.stack
 
@@ -97,3 +99,19 @@ def test_needs_flows_admin_and_a_restricted_key_sees_only_its_flows(settings_: S
 
     only_a = client(settings_, ["flows:admin"], ["a"])
     assert ids(only_a.get("/system-events")) == [made[0], made[1]]  # not b's, not flowless
+
+
+def test_a_flow_applied_and_deleted_is_served_with_its_definitions(
+    settings_: Settings, unique_id: str
+) -> None:
+    flow = make_flow(unique_id, "http://127.0.0.1:9/leads")
+    applied = apply_flow(settings_, flow).flow
+    delete_flow(settings_, flow.id, must_exist=True)
+
+    answer = client(settings_, ["flows:admin"]).get("/system-events")
+
+    assert answer.status_code == 200, answer.text
+    assert [(e["type"], e["subject"], e["data"]) for e in answer.json()] == [
+        ("flow.created", f"flows/{flow.id}", applied.model_dump(mode="json")),
+        ("flow.deleted", f"flows/{flow.id}", applied.model_dump(mode="json")),
+    ]
