@@ -194,7 +194,10 @@ class OutboxRelay:
         try:
             with connect(self.settings, statement_timeout_ms=30_000) as conn, conn.transaction():
                 conn.execute(f"SET LOCAL lock_timeout = {int(self.timeout * 1000)}")
-                conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_LOCK,))
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                    (f"{_LOCK}.{self.settings.db_schema}",),  # locks are the database's
+                )
                 events = claim_pending(conn, self.batch)
                 if not events:
                     return 0
