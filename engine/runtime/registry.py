@@ -162,8 +162,11 @@ def read_flows(settings: Settings, timeout: float = 10.0) -> list[Flow]:
         registry.close()
 
 
-def apply_flow(settings: Settings, flow: Flow) -> ApplyResult:
-    """Record ``flow`` as the current definition; the version goes up when content changes."""
+def apply_flow(settings: Settings, flow: Flow, *, reason: str | None = None) -> ApplyResult:
+    """Record ``flow`` as the current definition; the version goes up when content changes.
+
+    ``reason``: why, when it is not an operator's ``flow apply`` (an alert's automated
+    response), recorded on the ``flow.updated`` event."""
     flows = read_flows(settings)
     current = next((f for f in flows if f.id == flow.id), None)
     admin = new_admin(settings)
@@ -186,6 +189,8 @@ def apply_flow(settings: Settings, flow: Flow) -> ApplyResult:
         "timestamp": int(time.time() * 1000),
         "definition": flow.model_dump(mode="json"),
     }
+    if reason is not None:
+        event["reason"] = reason
     producer = new_producer(settings)
     producer.produce(FLOWS_TOPIC, orjson.dumps(event), flow.id.encode())
     if producer.flush(30):
