@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from engine.alerts.rules import AlertRule
@@ -33,6 +34,14 @@ class Sample:
     lead_id: str
 
 
+def _epoch_ms(value: Any) -> int:
+    """The event's time: decoded Avro gives a ``datetime`` (timestamp-millis), a stamped
+    event not yet encoded epoch milliseconds."""
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return int(value or 0)
+
+
 def _reason(event: Mapping[str, Any]) -> str | None:
     reason = event.get("reason")
     if not reason:
@@ -46,7 +55,7 @@ def sample_of(rule: AlertRule, event: Mapping[str, Any]) -> Sample | None:
     step = str(event.get("step_id", ""))
     if rule.steps and rule.metric != "rejection_rate" and step not in rule.steps:
         return None
-    at = int(event.get("timestamp") or 0)
+    at = _epoch_ms(event.get("timestamp"))
     lead = str(event.get("lead_id", ""))
     if rule.metric == "rejection_rate":
         if kind != "flow.completed":

@@ -43,10 +43,10 @@ DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()
 """
 
 _SAVE_INSTANCE = """
-INSERT INTO engine_alert_windows (flow_id, rule_id, subject, "window", alert, firing)
+INSERT INTO engine_alert_windows (flow_id, rule_id, subject, samples, alert, firing)
 VALUES (%s, %s, %s, %s, %s, %s)
 ON CONFLICT (flow_id, rule_id, subject)
-DO UPDATE SET "window" = EXCLUDED."window", alert = EXCLUDED.alert, firing = EXCLUDED.firing,
+DO UPDATE SET samples = EXCLUDED.samples, alert = EXCLUDED.alert, firing = EXCLUDED.firing,
               updated_at = now()
 """
 
@@ -58,14 +58,19 @@ ON CONFLICT (id) DO NOTHING
 
 # Claimed under a lease (the next attempt pushed out) rather than a held row lock: the
 # action runs outside any transaction (an HTTP call, a flow update), and a runner that
-# dies mid-action leaves it to be picked up again when the lease ends.
+# dies mid-action leaves it to be picked up again when the lease ends. An alert's actions
+# of one kind go in order: its resolution is not sent while its trigger is still retried.
 _CLAIM = """
 UPDATE engine_alert_actions a
 SET attempts = a.attempts + 1, next_attempt_at = now() + make_interval(secs => %(lease)s)
 WHERE a.id IN (
-    SELECT id FROM engine_alert_actions
-    WHERE flow_id = %(flow)s AND status = 'pending' AND next_attempt_at <= now()
-    ORDER BY created_at, id
+    SELECT d.id FROM engine_alert_actions d
+    WHERE d.flow_id = %(flow)s AND d.status = 'pending' AND d.next_attempt_at <= now()
+      AND NOT EXISTS (
+          SELECT 1 FROM engine_alert_actions e
+          WHERE e.flow_id = d.flow_id AND e.alert_id = d.alert_id AND e.kind = d.kind
+            AND e.status = 'pending' AND e.created_at < d.created_at)
+    ORDER BY d.created_at, d.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
@@ -134,7 +139,7 @@ class AlertStateStore:
     def instances(self) -> list[StoredInstance]:
         with _translated("read alert windows"):
             rows = self._conn.execute(
-                'SELECT rule_id, subject, "window", alert FROM engine_alert_windows'
+                "SELECT rule_id, subject, samples, alert FROM engine_alert_windows"
                 " WHERE flow_id = %s",
                 (self.flow_id,),
             ).fetchall()

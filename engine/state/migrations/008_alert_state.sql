@@ -16,7 +16,7 @@ CREATE TABLE engine_alert_windows (
     flow_id    text NOT NULL,
     rule_id    text NOT NULL,
     subject    text NOT NULL,       -- 'flow', or the step the rule judged
-    window     jsonb NOT NULL,      -- engine.alerts.windows.SlidingWindow.to_json
+    samples    jsonb NOT NULL,      -- the window: engine.alerts.windows.SlidingWindow.to_json
     alert      jsonb NOT NULL,      -- engine.alerts.hysteresis.AlertState.to_json
     firing     boolean NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now(),

@@ -3,6 +3,7 @@ fake clock: it triggers once, holds inside the hysteresis band, and resolves onc
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from engine.alerts.evaluation import AlertChange, FlowAlerts
@@ -212,3 +213,11 @@ def test_state_saved_and_loaded_goes_on_where_it_was() -> None:
     changes = second.evaluate(first.now + 10 * MIN)
     assert [c.transition for c in changes] == ["resolved"]
     assert changes[0].alert_id == first.changes[0].alert_id
+
+
+def test_event_times_decoded_from_avro_count_like_epoch_milliseconds() -> None:
+    rule = AlertRule(id="r", metric="rejection_rate", above=30, window_minutes=5, min_events=1)
+    alerts = FlowAlerts("solar", [rule])
+    at = datetime.fromtimestamp((T0 - 1) / 1000, UTC)  # what the codec hands back
+    alerts.observe(event("flow.completed", 0, outcome="failure") | {"timestamp": at}, T0)
+    assert [c.transition for c in alerts.evaluate(T0)] == ["triggered"]
