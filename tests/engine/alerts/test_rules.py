@@ -51,12 +51,16 @@ def test_rules_from_the_seed_are_accepted() -> None:
         ("{id: a, metric: rejection_rate, above: 30, below: 10}", "exactly one of above or below"),
         ("{id: a, metric: rejection_rate, above: 30, resolve: 40}", "at or below above"),
         ("{id: a, metric: buyer_acceptance, below: 70, resolve: 60}", "at or above below"),
-        ("{id: a, metric: rejection_rate, above: 3, lower_source_cap: {}}",
-         "source_rejection_rate only"),
-        ("{id: a, metric: rejection_rate, above: 3, webhook: {url: 'https://u:p@h.example.com'}}",
-         "credentials in the URL"),
+        (
+            "{id: a, metric: rejection_rate, above: 3, lower_source_cap: {}}",
+            "source_rejection_rate only",
+        ),
+        (
+            "{id: a, metric: rejection_rate, above: 3, webhook: {url: 'https://u:p@h.example.com'}}",
+            "credentials in the URL",
+        ),
     ],
-)  # fmt: skip
+)
 def test_what_apply_refuses(rule: str, message: str) -> None:
     with pytest.raises(FlowConfigError, match=message):
         parse_flow(FLOW + f"  - {rule}\n")
@@ -93,28 +97,42 @@ def _trigger(rule: AlertRule) -> list:  # type: ignore[type-arg]
     now = 1_800_000_000_000
     for i in range(10):
         alerts.observe(
-            {"type": "source.rejected", "step_id": "source", "timestamp": now - 1,
-             "lead_id": f"L{i}", "reason": "Missing required field: email"},
+            {
+                "type": "source.rejected",
+                "step_id": "source",
+                "timestamp": now - 1,
+                "lead_id": f"L{i}",
+                "reason": "Missing required field: email",
+            },
             now,
-        )  # fmt: skip
+        )
     return alerts.evaluate(now)
 
 
 def test_a_triggered_source_alert_owes_a_webhook_and_the_lowered_caps() -> None:
     rule = AlertRule.model_validate(
-        {"id": "bad", "metric": "source_rejection_rate", "above": 50,
-         "lower_source_cap": {"factor": 0.5, "minimum": 2},
-         "webhook": {"url": "https://hooks.example.com/x",
-                     "auth": {"kind": "bearer", "secret_env": "HOOK_KEY"}}}
-    )  # fmt: skip
+        {
+            "id": "bad",
+            "metric": "source_rejection_rate",
+            "above": 50,
+            "lower_source_cap": {"factor": 0.5, "minimum": 2},
+            "webhook": {
+                "url": "https://hooks.example.com/x",
+                "auth": {"kind": "bearer", "secret_env": "HOOK_KEY"},
+            },
+        }
+    )
     (change,) = _trigger(rule)
     caps = [CapSpec(maximum=100), CapSpec(maximum=3, duration="hour")]
     webhook, lower = actions_for(change, caps)
     assert webhook.kind == "webhook"
     assert webhook.payload["webhook"]["auth"] == {
-        "kind": "bearer", "header": "Authorization", "username": None,
-        "secret_env": "HOOK_KEY", "secret_file": None,
-    }  # fmt: skip
+        "kind": "bearer",
+        "header": "Authorization",
+        "username": None,
+        "secret_env": "HOOK_KEY",
+        "secret_file": None,
+    }
     assert webhook.payload["body"]["type"] == "alert.triggered"
     assert lower.kind == "lower_source_cap"
     assert lower.payload["caps"] == [
@@ -126,14 +144,27 @@ def test_a_triggered_source_alert_owes_a_webhook_and_the_lowered_caps() -> None:
 
 def test_a_resolution_owes_the_webhook_only() -> None:
     rule = AlertRule.model_validate(
-        {"id": "bad", "metric": "source_rejection_rate", "above": 50, "min_events": 5,
-         "lower_source_cap": {"factor": 0.5}, "webhook": {"url": "https://hooks.example.com/x"}}
-    )  # fmt: skip
+        {
+            "id": "bad",
+            "metric": "source_rejection_rate",
+            "above": 50,
+            "min_events": 5,
+            "lower_source_cap": {"factor": 0.5},
+            "webhook": {"url": "https://hooks.example.com/x"},
+        }
+    )
     alerts = FlowAlerts("solar", [rule])
     now = 1_800_000_000_000
     for i in range(10):
-        alerts.observe({"type": "source.rejected", "step_id": "source", "timestamp": now - 1,
-                        "lead_id": f"L{i}"}, now)  # fmt: skip
+        alerts.observe(
+            {
+                "type": "source.rejected",
+                "step_id": "source",
+                "timestamp": now - 1,
+                "lead_id": f"L{i}",
+            },
+            now,
+        )
     assert [c.transition for c in alerts.evaluate(now)] == ["triggered"]
     (resolved,) = alerts.evaluate(now + 2 * 3_600_000)
     assert resolved.transition == "resolved"

@@ -53,8 +53,11 @@ class WebhookReceiver(ThreadingHTTPServer):
 
     def bodies(self, kind: str) -> list[dict[str, Any]]:
         with self.lock:
-            return [r["body"] for r, s in zip(self.received, self.answered, strict=True)
-                    if s == 200 and r["body"]["type"] == kind]  # fmt: skip
+            return [
+                r["body"]
+                for r, s in zip(self.received, self.answered, strict=True)
+                if s == 200 and r["body"]["type"] == kind
+            ]
 
 
 class _Hook(BaseHTTPRequestHandler):
@@ -91,9 +94,10 @@ def alert_settings(stack: Settings, unique_id: str, monkeypatch: pytest.MonkeyPa
     settings = stack.model_copy(update={"db_schema": unique_id})
     migrate_state(settings)
     with psycopg.connect(
-        settings.database_url.get_secret_value(), autocommit=True,
+        settings.database_url.get_secret_value(),
+        autocommit=True,
         options=f"-c search_path={unique_id}",
-    ) as conn:  # fmt: skip
+    ) as conn:
         conn.execute(OUTBOX)
     return settings
 

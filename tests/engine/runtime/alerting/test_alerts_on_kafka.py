@@ -32,8 +32,11 @@ pytestmark = pytest.mark.stack
 
 
 def outbox(settings: Settings) -> list[tuple[str, str, str, dict[str, Any]]]:
-    with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True,
-                         options=f"-c search_path={settings.db_schema}") as conn:  # fmt: skip
+    with psycopg.connect(
+        settings.database_url.get_secret_value(),
+        autocommit=True,
+        options=f"-c search_path={settings.db_schema}",
+    ) as conn:
         rows = conn.execute(
             "SELECT type, subject, reason, data FROM system_event_outbox ORDER BY occurred_at, id"
         ).fetchall()
@@ -41,8 +44,11 @@ def outbox(settings: Settings) -> list[tuple[str, str, str, dict[str, Any]]]:
 
 
 def actions(settings: Settings) -> list[tuple[str, str, int, str | None]]:
-    with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True,
-                         options=f"-c search_path={settings.db_schema}") as conn:  # fmt: skip
+    with psycopg.connect(
+        settings.database_url.get_secret_value(),
+        autocommit=True,
+        options=f"-c search_path={settings.db_schema}",
+    ) as conn:
         rows = conn.execute(
             "SELECT kind, status, attempts, last_error FROM engine_alert_actions"
             " ORDER BY created_at, id"
@@ -117,8 +123,12 @@ def test_a_bad_source_triggers_lowers_its_cap_and_resolves(
         assert request["headers"]["Idempotency-Key"].startswith(alert_id)
 
         # The automated response: the source's daily cap halved, as a new flow version.
-        wait_until(lambda: source_caps(alert_settings, alerted_flow.id), 60,
-                   "the source's cap lowered", until=lambda v: v[1] == [50])  # fmt: skip
+        wait_until(
+            lambda: source_caps(alert_settings, alerted_flow.id),
+            60,
+            "the source's cap lowered",
+            until=lambda v: v[1] == [50],
+        )
         update = flow_updates(alert_settings, alerted_flow.id)[-1]
         assert update["type"] == "flow.updated"
         assert update["reason"].startswith(f"alert bad-source ({alert_id}): ")
@@ -131,11 +141,17 @@ def test_a_bad_source_triggers_lowers_its_cap_and_resolves(
         resolved = outbox(alert_settings)[1]
         assert resolved[1] == alert_id  # one alert, triggered then resolved
         assert resolved[3]["value"] <= 30
-        wait_until(lambda: actions(alert_settings), 30, "every action done",
-                   until=lambda rows: all(r[1] == "done" for r in rows))  # fmt: skip
+        wait_until(
+            lambda: actions(alert_settings),
+            30,
+            "every action done",
+            until=lambda rows: all(r[1] == "done" for r in rows),
+        )
         assert sorted(r[0] for r in actions(alert_settings)) == [
-            "lower_source_cap", "webhook", "webhook",
-        ]  # fmt: skip
+            "lower_source_cap",
+            "webhook",
+            "webhook",
+        ]
     assert HOOK_SECRET not in repr(logs)
 
 
@@ -148,19 +164,28 @@ def test_a_failing_webhook_is_retried_and_never_holds_up_evaluation(
 ) -> None:
     with capture_logs() as logs:
         put_source_events(alert_settings, alerted_flow, rejected=8, accepted=2)
-        wait_until(lambda: [r for r in outbox(alert_settings) if r[0] == "alert.triggered"],
-                   60, "the trigger")  # fmt: skip
+        wait_until(
+            lambda: [r for r in outbox(alert_settings) if r[0] == "alert.triggered"],
+            60,
+            "the trigger",
+        )
         put_source_events(alert_settings, alerted_flow, rejected=0, accepted=20)
         # The evaluation went on while the webhook kept failing: resolved in the outbox.
-        wait_until(lambda: [r for r in outbox(alert_settings) if r[0] == "alert.resolved"],
-                   60, "the resolution")  # fmt: skip
+        wait_until(
+            lambda: [r for r in outbox(alert_settings) if r[0] == "alert.resolved"],
+            60,
+            "the resolution",
+        )
         wait_until(lambda: receiver.bodies("alert.resolved"), 60, "both webhooks delivered")
     # The trigger's three failures, its success, then (only then) the resolution.
     calls = zip(receiver.received, receiver.answered, strict=True)
     assert [(r["body"]["type"], status) for r, status in calls] == [
-        ("alert.triggered", 500), ("alert.triggered", 500), ("alert.triggered", 500),
-        ("alert.triggered", 200), ("alert.resolved", 200),
-    ]  # fmt: skip
+        ("alert.triggered", 500),
+        ("alert.triggered", 500),
+        ("alert.triggered", 500),
+        ("alert.triggered", 200),
+        ("alert.resolved", 200),
+    ]
     webhooks = [r for r in actions(alert_settings) if r[0] == "webhook"]
     assert webhooks[0][2] == 4 and webhooks[0][1] == "done"  # three failures, then done
     retried = [e for e in logs if e["event"] == "alert action failed, retried"]
