@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from engine.alerts.actions import actions_for, lowered_maximum
@@ -169,3 +171,11 @@ def test_a_resolution_owes_the_webhook_only() -> None:
     (resolved,) = alerts.evaluate(now + 2 * 3_600_000)
     assert resolved.transition == "resolved"
     assert [d.kind for d in actions_for(resolved, [CapSpec(maximum=10)])] == ["webhook"]
+
+
+def test_the_readme_example_is_a_valid_alerts_section() -> None:
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Alerts and automated responses", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    flow = parse_flow(FLOW.removesuffix("alerts:\n") + example)
+    assert [r.id for r in flow.alerts] == ["rejections", "slow-steps", "bad-source", "buyers"]
