@@ -80,7 +80,10 @@ class ActionRunner:
                 if not did:
                     stop.wait(IDLE_S)
         finally:
-            self._queue.close()
+            self.close()
+
+    def close(self) -> None:
+        self._queue.close()
 
     def run_due(self) -> int:
         """Carry out every action due now; how many were tried."""
