@@ -19,7 +19,7 @@ FLOW_SUBJECT = "flow"
 MAX_REASON = 200
 # Events that record a step's decision on a lead; the others (the submission as received,
 # completion, retries, feedback) are bookkeeping and would dilute a step's mean duration.
-_DECISION_PREFIXES = ("source.", "enhancement.", "filter.", "recipient.", "auction.")
+_DECISION_PREFIXES = ("source.", "enhancement.", "filter.", "recipient.")
 _NOT_DECISIONS = frozenset({"source.submitted", "source.pinged", "recipient.pinged"})
 _BUYER_ANSWERS = frozenset({"recipient.delivered", "recipient.failed", "recipient.error"})
 
