@@ -23,7 +23,8 @@ from engine.settings import Settings
 from tests.engine.runtime.alerting.conftest import WebhookReceiver, put_source_events
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.stack
+# serial: its kill aims at a moment (right after a commit) that a busy machine would move.
+pytestmark = [pytest.mark.stack, pytest.mark.serial]
 
 
 def _evaluate(settings: Settings, flow: Flow) -> None:
