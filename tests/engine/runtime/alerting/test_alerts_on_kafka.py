@@ -107,12 +107,12 @@ def test_a_bad_source_triggers_lowers_its_cap_and_resolves(
         wait_until(lambda: receiver.bodies("alert.triggered"), 60, "the triggered webhook")
         (triggered,) = [row for row in outbox(alert_settings) if row[0] == "alert.triggered"]
         _, alert_id, reason, data = triggered
-        # Judged after whichever batch crossed the threshold (at least min_events = 5).
+        # Judged after whichever batch first crossed the threshold.
         assert re.fullmatch(r"source_rejection_rate \d+\.\d % > 50 % over 60 min", reason)
         assert data["value"] > 50 and data["subject"] == "source" and data["id"] == alert_id
         (top,) = data["top_reasons"]
         assert top["reason"] == "Invalid email: j***@example.com" and top["share"] == 1.0
-        assert 5 <= top["count"] <= 8
+        assert 3 <= top["count"] <= 8  # over half of at least min_events (5)
         assert 1 <= len(data["example_lead_ids"]) <= 5
         assert set(data["example_lead_ids"]) <= set(bad[:8])
 
