@@ -188,6 +188,6 @@ def test_a_failing_webhook_is_retried_and_never_holds_up_evaluation(
     ]
     webhooks = [r for r in actions(alert_settings) if r[0] == "webhook"]
     assert webhooks[0][2] == 4 and webhooks[0][1] == "done"  # three failures, then done
+    assert HOOK_SECRET not in repr(logs) + repr(actions(alert_settings))
     retried = [e for e in logs if e["event"] == "alert action failed, retried"]
     assert len(retried) == 3 and retried[0]["error"].endswith("answered 500")
-    assert HOOK_SECRET not in repr(logs) + repr(actions(alert_settings))
