@@ -179,7 +179,9 @@ class AlertStateStore:
                     ),
                     event_type=f"alert.{change.transition}",
                     flow_id=self.flow_id,
-                    subject=change.alert_id,
+                    # The resource's path, as the other system events name theirs (the
+                    # relay's Kafka key: an alert's trigger and resolution keep their order).
+                    subject=f"flows/{self.flow_id}/alerts/{change.alert_id}",
                     data=payload,
                     reason=str(payload["summary"]),
                     occurred_at=datetime.fromisoformat(payload["occurred_at"]),

@@ -106,10 +106,12 @@ def test_a_bad_source_triggers_lowers_its_cap_and_resolves(
         bad = put_source_events(alert_settings, alerted_flow, rejected=8, accepted=2)
         wait_until(lambda: receiver.bodies("alert.triggered"), 60, "the triggered webhook")
         (triggered,) = [row for row in outbox(alert_settings) if row[0] == "alert.triggered"]
-        _, alert_id, reason, data = triggered
+        _, subject, reason, data = triggered
+        alert_id = data["id"]
+        assert subject == f"flows/{alerted_flow.id}/alerts/{alert_id}"
         # Judged after whichever batch first crossed the threshold.
         assert re.fullmatch(r"source_rejection_rate \d+\.\d % > 50 % over 60 min", reason)
-        assert data["value"] > 50 and data["subject"] == "source" and data["id"] == alert_id
+        assert data["value"] > 50 and data["subject"] == "source" and data["status"] == "firing"
         (top,) = data["top_reasons"]
         assert top["reason"] == "Invalid email: j***@example.com" and top["share"] == 1.0
         assert 3 <= top["count"] <= 8  # over half of at least min_events (5)
@@ -139,7 +141,7 @@ def test_a_bad_source_triggers_lowers_its_cap_and_resolves(
         kinds = [row[0] for row in outbox(alert_settings)]
         assert kinds == ["alert.triggered", "alert.resolved"]
         resolved = outbox(alert_settings)[1]
-        assert resolved[1] == alert_id  # one alert, triggered then resolved
+        assert resolved[1] == subject  # one alert, triggered then resolved
         assert resolved[3]["value"] <= 30
         wait_until(
             lambda: actions(alert_settings),
