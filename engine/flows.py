@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from engine.alerts.rules import AlertRule
 from engine.caps import CapSpec
 from engine.destinations import Destination
 from engine.errors import FlowConfigError
@@ -90,6 +91,9 @@ class Flow(ConfigModel):
     sensitive_fields: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]] = Field(
         default_factory=list
     )
+    # Rules evaluated continuously on the flow's events (engine.alerts; the `alerts:<flow>`
+    # role runs them): alert events, webhooks, and a bad source's cap lowered.
+    alerts: list[AlertRule] = Field(default_factory=list)
 
     @property
     def retention_ms(self) -> int:
@@ -121,6 +125,7 @@ class Flow(ConfigModel):
         if dupes:
             raise ValueError(f"step ids must be unique, repeated: {', '.join(dupes)}")
         self._pings_without_pii()
+        self._alerts_name_steps()
         keys = [d.key for d in self.destinations]
         twice = sorted({k for k in keys if keys.count(k) > 1})
         if twice:
@@ -146,6 +151,34 @@ class Flow(ConfigModel):
                         f"steps.{step.id} buyer {buyer.id}: ping_fields may not carry PII:"
                         f" {', '.join(pii)}"
                     )
+
+    def _alerts_name_steps(self) -> None:
+        """A rule watches steps of the kind its metric is about, and a source's cap can be
+        lowered only where the source has one."""
+        ids = [r.id for r in self.alerts]
+        if twice := sorted({i for i in ids if ids.count(i) > 1}):
+            raise ValueError(f"alert ids must be unique, repeated: {', '.join(twice)}")
+        kinds = {
+            "source_rejection_rate": ("source",),
+            "buyer_acceptance": ("recipient",),
+            "avg_step_ms": ("source", "enhancement", "filter", "recipient", "auction"),
+            "rejection_rate": (),
+        }
+        by_id = {s.id: s for s in self.steps}
+        for rule in self.alerts:
+            wanted = kinds[rule.metric]
+            for step_id in rule.steps:
+                step = by_id.get(step_id)
+                if step is None or step.kind not in wanted:
+                    raise ValueError(
+                        f"alerts.{rule.id}: {rule.metric} watches {' or '.join(wanted) or 'no'}"
+                        f" steps; {step_id} is {'no step' if step is None else step.kind}"
+                    )
+            source = self.steps[0].settings
+            if rule.lower_source_cap is not None and not getattr(source, "caps", None):
+                raise ValueError(
+                    f"alerts.{rule.id}: lower_source_cap needs caps on the source step to lower"
+                )
 
     def step(self, step_id: str) -> Step:
         for s in self.steps:

@@ -29,6 +29,7 @@ import structlog
 
 from engine.flows import Flow, load_flow
 from engine.logs import configure_logging
+from engine.runtime.alerting.evaluator import run_alerts
 from engine.runtime.feedback_worker import run_feedback
 from engine.runtime.kafka.metrics import ProcessesMetrics, serve_metrics
 from engine.runtime.outbox_relay import OutboxRelay
@@ -54,9 +55,11 @@ def streams(flow: Flow) -> bool:
 
 
 def role_names(flow: Flow) -> list[str]:
-    return [s.id for s in flow.steps] + [
-        r for r in SERVICE_ROLES if r != "streamer" or streams(flow)
-    ]
+    return (
+        [s.id for s in flow.steps]
+        + [r for r in SERVICE_ROLES if r != "streamer" or streams(flow)]
+        + (["alerts"] if flow.alerts else [])
+    )
 
 
 def registry_roles(flows: list[Flow]) -> list[str]:
@@ -64,6 +67,7 @@ def registry_roles(flows: list[Flow]) -> list[str]:
     for flow in flows:
         roles += [f"{flow.id}:{s.id}" for s in flow.steps]
         roles += [f"streamer:{flow.id}"] if streams(flow) else []
+        roles += [f"alerts:{flow.id}"] if flow.alerts else []
     return roles
 
 
@@ -76,16 +80,19 @@ def registry_role_problems(roles: list[str], flows: list[Flow]) -> list[str]:
         if role in known:
             continue
         head, colon, tail = role.partition(":")
-        flow = by_id.get(tail if head == "streamer" else head)
+        flow_id = tail if head in ("streamer", "alerts") else head
+        flow = by_id.get(flow_id)
         if not colon:
             problems.append(
-                f"{role}: no such role (<flow>:<step>, streamer:<flow>, "
+                f"{role}: no such role (<flow>:<step>, streamer:<flow>, alerts:<flow>, "
                 f"{', '.join(r for r in SERVICE_ROLES if r != 'streamer')})"
             )
         elif flow is None:
-            problems.append(f"{role}: no applied flow {tail if head == 'streamer' else head}")
+            problems.append(f"{role}: no applied flow {flow_id}")
         elif head == "streamer":
             problems.append(f"{role}: flow {flow.id} has no enabled destinations to stream to")
+        elif head == "alerts":
+            problems.append(f"{role}: flow {flow.id} has no alert rules")
         else:
             steps = ", ".join(s.id for s in flow.steps)
             problems.append(f"{role}: flow {flow.id} has no step {tail} (its steps: {steps})")
@@ -103,6 +110,8 @@ def run_role(role: str, settings: Settings, flow: Flow, stop: threading.Event) -
         OutboxRelay(settings).run(stop)
     elif role == "streamer":
         stream_flow(settings, flow, stop, metrics_port=settings.streamer_metrics_port or None)
+    elif role == "alerts":
+        run_alerts(settings, flow, stop)
     else:
         flow.step(role)  # KeyError for an unknown role, before anything connects
         run_step(settings, flow, role, stop)
@@ -135,13 +144,18 @@ def run_registry_role(role: str, settings: Settings, stop: threading.Event) -> N
     registry = FlowRegistry(settings)
     registry.refresh()
     head, _, tail = role.partition(":")
-    flow_id = tail if head == "streamer" else head
+    flow_id = tail if head in ("streamer", "alerts") else head
     flow = registry.get(flow_id)
     if flow is None:
         raise KeyError(f"flow {flow_id} is not in the registry")
     if head == "streamer":
         registry.close()
         stream_flow(settings, flow, stop, metrics_port=settings.streamer_metrics_port or None)
+    elif head == "alerts":
+        try:
+            run_alerts(settings, flow, stop, registry=registry)
+        finally:
+            registry.close()
     else:
         run_step(settings, flow, tail, stop, registry=registry)
 

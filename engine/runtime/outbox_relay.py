@@ -116,6 +116,8 @@ def records_of(event: SystemEvent) -> Iterator[Record]:
             "definition": data,
             "event_id": event.id,
         }
+        if event.reason is not None:  # not an operator's apply: an alert's automated response
+            record["reason"] = event.reason
         yield FLOWS_TOPIC, orjson.dumps(record), str(event.flow_id).encode()
     elif event.type == "flow.deleted":
         yield FLOWS_TOPIC, None, str(event.flow_id).encode()

@@ -160,8 +160,11 @@ def read_flows(settings: Settings, timeout: float = 10.0) -> list[Flow]:
         registry.close()
 
 
-def apply_flow(settings: Settings, flow: Flow) -> ApplyResult:
-    """Record ``flow`` as the current definition; the version goes up when content changes."""
+def apply_flow(settings: Settings, flow: Flow, *, reason: str | None = None) -> ApplyResult:
+    """Record ``flow`` as the current definition; the version goes up when content changes.
+
+    ``reason``: why, when it is not an operator's ``flow apply`` (an alert's automated
+    response), recorded on the ``flow.updated`` event."""
     flows = read_flows(settings)
     current = next((f for f in flows if f.id == flow.id), None)
     admin = new_admin(settings)
@@ -179,7 +182,7 @@ def apply_flow(settings: Settings, flow: Flow) -> ApplyResult:
     kind: Literal["flow.created", "flow.updated"] = (
         "flow.created" if current is None else "flow.updated"
     )
-    _record_and_publish(settings, kind, flow.id, flow.model_dump(mode="json"))
+    _record_and_publish(settings, kind, flow.id, flow.model_dump(mode="json"), reason=reason)
     return ApplyResult(kind, flow, created)
 
 
@@ -209,7 +212,12 @@ def delete_flow(settings: Settings, flow_id: str, *, must_exist: bool = False) -
 
 
 def _record_and_publish(
-    settings: Settings, kind: str, flow_id: str, definition: dict[str, Any]
+    settings: Settings,
+    kind: str,
+    flow_id: str,
+    definition: dict[str, Any],
+    *,
+    reason: str | None = None,
 ) -> None:
     """The change as a pending system event, then published at once (the registry record and
     the history event in one Kafka transaction, ``engine.runtime.outbox_relay``).
@@ -219,6 +227,11 @@ def _record_and_publish(
     migrate_state(settings)
     with connect(settings, statement_timeout_ms=5_000) as conn, conn.transaction():
         record_system_event(
-            conn, kind, subject=f"flows/{flow_id}", data=definition, flow_id=flow_id
+            conn,
+            kind,
+            subject=f"flows/{flow_id}",
+            data=definition,
+            flow_id=flow_id,
+            reason=reason,
         )
     OutboxRelay(settings, timeout=30.0).publish_pending()

@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 
 from engine.ids import new_lead_id
 from engine.state.errors import StateUnavailableError
-from engine.state.postgres import Connection
+from engine.state.postgres import Connection, Cursor
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,21 +55,27 @@ def _iso(at: datetime) -> str:
 
 
 def record_system_event(
-    conn: Connection,
+    conn: Connection | Cursor,
     type_: str,
     *,
     subject: str,
     data: Mapping[str, Any],
     flow_id: str | None = None,
     reason: str | None = None,
+    event_id: str | None = None,
+    occurred_at: datetime | None = None,
 ) -> SystemEvent:
     """Insert a pending event; call inside the transaction that makes the change it reports
-    (then the event exists if and only if the change committed)."""
-    now = datetime.now(UTC)
+    (then the event exists if and only if the change committed).
+
+    ``event_id``/``occurred_at``: for a writer that may record the same change again after a
+    crash (an alert evaluator re-reading its input) and derives the id from the change; the
+    second insert of an id is a no-op."""
+    now = occurred_at or datetime.now(UTC)
     event = SystemEvent(
         # A ULID taken inside the change's transaction: a subject's changes are serialised
         # by the lock of the row they change, so its events' ids follow their commits.
-        id=new_lead_id(int(now.timestamp() * 1000)),
+        id=event_id or new_lead_id(int(now.timestamp() * 1000)),
         type=type_,
         flow_id=flow_id,
         subject=subject,
@@ -79,7 +85,7 @@ def record_system_event(
     )
     conn.execute(
         "INSERT INTO system_event_outbox (id, type, flow_id, subject, data, reason, occurred_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
         (event.id, type_, flow_id, subject, Jsonb(event.data), reason, now),
     )
     return event

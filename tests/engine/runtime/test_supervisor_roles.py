@@ -75,3 +75,18 @@ def test_the_relay_role_publishes_what_writers_left_pending(
         role.join(30)
     assert [e.id for e in published] == [event.id]
     assert not role.is_alive()
+
+
+def test_a_flow_with_alert_rules_runs_its_evaluator() -> None:
+    rules = [{"id": "rejections", "metric": "rejection_rate", "above": 30}]
+    plain = with_destinations("plain", [])
+    alerted = Flow.model_validate(
+        {**plain.model_dump(mode="json"), "id": "watched", "alerts": rules}
+    )
+    assert role_names(alerted)[-1] == "alerts"
+    assert "alerts" not in role_names(plain)
+    assert [r for r in registry_roles([plain, alerted]) if "alerts" in r] == ["alerts:watched"]
+    assert registry_role_problems(["alerts:plain", "alerts:nope"], [plain, alerted]) == [
+        "alerts:plain: flow plain has no alert rules",
+        "alerts:nope: no applied flow nope",
+    ]

@@ -188,5 +188,6 @@ def test_migrations_apply_once(state_settings: Settings) -> None:
         "004_erasure_progress",
         "005_auction_ledger",
         "006_system_event_outbox",
+        "008_alert_state",
     ]
     assert migrate_state(state_settings) == []
