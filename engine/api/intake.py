@@ -29,6 +29,7 @@ from engine.api.intake_store import IntakeStoreError
 from engine.flows import Flow, SourceStep
 from engine.intake.answers import recorded_headers
 from engine.intake.bodies import body_format, decode_body, media_type
+from engine.intake.client_ip import client_address, trusted_networks
 from engine.intake.config import IntakeAuth, IntakeSettings
 from engine.state.errors import StateUnavailableError
 from engine.web.responses import IntakeRefusal, LeadAnswer, PendingAnswer, intake_answers
@@ -166,10 +167,13 @@ async def check_request(
 
 def recorded_request(request: Request, checked: Checked) -> dict[str, Any]:
     pairs = [(k, v) for k, v in request.headers.items()]
+    trusted = trusted_networks(request.app.state.settings.trusted_proxies)
+    peer = request.client.host if request.client else None
     return {
         "method": request.method,
         "uri": str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""),
         "headers": recorded_headers(pairs, checked.intake.auth.header),
+        "client_ip": client_address(peer, request.headers.get("x-forwarded-for"), trusted),
     }
 
 

@@ -222,16 +222,47 @@ class RuleSet(ConfigModel):
         return condition.explain(snapshot)
 
     def as_json(self) -> str:
-        """The rules as JSON text, as recorded on events (``acceptance_criteria``)."""
+        """The rules as JSON text (what events recorded as ``acceptance_criteria`` before
+        schema v5)."""
         return self._current().as_json
+
+    def results(self, snapshot: Snapshot | None) -> list[dict[str, Any]]:
+        """Each top-level rule judged on ``snapshot`` (the schema's ``RuleResult``): its
+        label, its definition as JSON, whether it passed, and when it failed the fields it
+        read with their values. ``snapshot`` None: the rules were not evaluated (the lead
+        was rejected before them), so every ``passed`` is None."""
+        compiled = self._current()
+        out = []
+        for condition, rule_json in zip(
+            compiled.condition.children, compiled.rule_json, strict=True
+        ):
+            passed = None if snapshot is None else condition.holds(snapshot)
+            failed = condition.values(snapshot) if snapshot is not None and not passed else {}
+            out.append(
+                {
+                    "name": condition.label,
+                    "rule": rule_json,
+                    "passed": passed,
+                    "failed_values": failed,
+                }
+            )
+        return out
+
+    def criteria(self, snapshot: Snapshot | None) -> dict[str, Any]:
+        """The rule set and its results as events record acceptance criteria (the schema's
+        ``AcceptanceCriteria``)."""
+        results = self.results(snapshot)
+        passed = None if snapshot is None else self._current().condition.holds(snapshot)
+        return {"match": self.match, "passed": passed, "rules": results}
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledRules:
     rules: list[Rule]  # the very list compiled, to notice a model_copy(update=...)
     match: str
-    condition: _Condition
+    condition: _AllOf | _AnyOf
     as_json: str
+    rule_json: tuple[str, ...]  # each top-level rule as JSON, for its result on events
 
     @classmethod
     def of(cls, rule_set: RuleSet) -> CompiledRules:
@@ -239,7 +270,8 @@ class CompiledRules:
         top = _AllOf(children, None) if rule_set.match == "all" else _AnyOf(children, None)
         dumped = [r.model_dump(mode="json", exclude_none=True) for r in rule_set.rules]
         as_json = orjson.dumps({"match": rule_set.match, "rules": dumped}).decode()
-        return cls(rule_set.rules, rule_set.match, top, as_json)
+        rule_json = tuple(orjson.dumps(d).decode() for d in dumped)
+        return cls(rule_set.rules, rule_set.match, top, as_json, rule_json)
 
 
 def referenced_fields(rules: list[Rule]) -> Iterator[str]:
@@ -287,6 +319,9 @@ class _Leaf:
     def facts(self, snapshot: Snapshot) -> list[str]:
         return [f"{self.field} is {self.show(snapshot.get(self.field, MISSING), snapshot)}"]
 
+    def values(self, snapshot: Snapshot) -> dict[str, str]:
+        return {self.field: self.show(snapshot.get(self.field, MISSING), snapshot)}
+
     def explain(self, snapshot: Snapshot) -> str:
         return f"{self.label}: {self.facts(snapshot)[0]}"
 
@@ -305,6 +340,9 @@ class _AllOf:
 
     def facts(self, snapshot: Snapshot) -> list[str]:
         return _facts(self.children, snapshot)
+
+    def values(self, snapshot: Snapshot) -> dict[str, str]:
+        return _values(self.children, snapshot)
 
     def explain(self, snapshot: Snapshot) -> str:
         failed = next(c for c in self.children if not c.holds(snapshot))
@@ -326,6 +364,9 @@ class _AnyOf:
     def facts(self, snapshot: Snapshot) -> list[str]:
         return _facts(self.children, snapshot)
 
+    def values(self, snapshot: Snapshot) -> dict[str, str]:
+        return _values(self.children, snapshot)
+
     def explain(self, snapshot: Snapshot) -> str:
         reasons = "; ".join(c.explain(snapshot) for c in self.children)
         return f"{self.name + ': ' if self.name else ''}none of ({reasons})"
@@ -346,6 +387,9 @@ class _Not:
     def facts(self, snapshot: Snapshot) -> list[str]:
         return self.child.facts(snapshot)
 
+    def values(self, snapshot: Snapshot) -> dict[str, str]:
+        return self.child.values(snapshot)
+
     def explain(self, snapshot: Snapshot) -> str:
         return f"{self.label}: {', '.join(self.facts(snapshot))}"
 
@@ -355,6 +399,13 @@ _Condition = _Leaf | _AllOf | _AnyOf | _Not
 
 def _facts(children: tuple[_Condition, ...], snapshot: Snapshot) -> list[str]:
     return list(dict.fromkeys(fact for c in children for fact in c.facts(snapshot)))
+
+
+def _values(children: tuple[_Condition, ...], snapshot: Snapshot) -> dict[str, str]:
+    """The fields a group's rules read and their values as reasons show them; in a group
+    that failed, only its failed rules' (an ``all`` failed by one of three names one)."""
+    failed = [c for c in children if not c.holds(snapshot)] or list(children)
+    return {k: v for c in failed for k, v in c.values(snapshot).items()}
 
 
 def _compile(rule: Rule) -> _Condition:

@@ -209,8 +209,23 @@ ADULT = {"email": "ada@example.com", "age": "42", "phone_1": "512-555-0123"}
 
 
 def criteria_of(event: EventDraft) -> Any:
+    """The criteria as configured, read back from the event's structured record."""
     assert event.acceptance_criteria is not None
-    return orjson.loads(event.acceptance_criteria)
+    recorded = event.acceptance_criteria
+    return {
+        "match": recorded["match"],
+        "rules": [orjson.loads(r["rule"]) for r in recorded["rules"]],
+    }
+
+
+def results_of(event: EventDraft) -> list[tuple[str, bool | None, dict[str, str]]]:
+    assert event.acceptance_criteria is not None
+    return [
+        (r["name"], r["passed"], r["failed_values"]) for r in event.acceptance_criteria["rules"]
+    ]
+
+
+NOT_TOLLFREE = "not (lead.phone_1.is_tollfree equals True)"
 
 
 def test_a_lead_meeting_the_criteria_is_accepted_and_both_events_record_them() -> None:
@@ -218,6 +233,14 @@ def test_a_lead_meeting_the_criteria_is_accepted_and_both_events_record_them() -
     assert [e.type for e in result.events] == ["source.submitted", "source.accepted"]
     recorded = {"match": "all", **CRITERIA}
     assert [criteria_of(e) for e in result.events] == [recorded, recorded]
+    submitted, accepted = result.events
+    # source.submitted is before any parsing: the criteria are not judged yet.
+    assert submitted.acceptance_criteria is not None
+    assert submitted.acceptance_criteria["passed"] is None
+    assert results_of(submitted) == [("Adult", None, {}), (NOT_TOLLFREE, None, {})]
+    assert accepted.acceptance_criteria is not None
+    assert accepted.acceptance_criteria["passed"] is True
+    assert results_of(accepted) == [("Adult", True, {}), (NOT_TOLLFREE, True, {})]
 
 
 def test_a_lead_failing_the_criteria_is_rejected_with_the_rule_and_value() -> None:
@@ -230,6 +253,9 @@ def test_a_lead_failing_the_criteria_is_rejected_with_the_rule_and_value() -> No
     assert rejected.vars["lead.age"] == 16.0
     assert TOTAL_COST not in rejected.vars
     assert criteria_of(rejected) == {"match": "all", **CRITERIA}
+    assert rejected.acceptance_criteria is not None
+    assert rejected.acceptance_criteria["passed"] is False
+    assert results_of(rejected) == [("Adult", False, {"lead.age": "16"}), (NOT_TOLLFREE, True, {})]
 
 
 def test_criteria_read_parsed_components() -> None:
