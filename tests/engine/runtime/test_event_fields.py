@@ -43,6 +43,7 @@ def fields_flow(flow_id: str, url: str) -> Flow:
     source["settings"]["acceptance"] = {
         "rules": [{"name": "Adult", "field": "lead.state", "op": "exists"}]
     }
+    source["settings"]["caps"] = [{"maximum": 1000, "duration": "day"}]
     source["settings"]["intake"] = {
         "auth": {"key_env": "FIELDS_TEST_KEY"},
         "ping": {
@@ -74,8 +75,15 @@ def fields_flow(flow_id: str, url: str) -> Flow:
     return parse_flow(yaml.safe_dump(data), f"{flow_id}.yaml")
 
 
-def post_over_http(settings: Settings, flow: Flow, lead: dict[str, Any], client_ip: str) -> str:
-    """An intake record as the HTTP intake writes it (its recorded request, client included)."""
+def post_over_http(
+    settings: Settings,
+    flow: Flow,
+    lead: dict[str, Any],
+    client_ip: str,
+    ping: tuple[str, float] | None = None,
+) -> str:
+    """An intake record as the HTTP intake writes it (its recorded request, client included;
+    with ``ping``: a post for that ping id, at its price)."""
     lead_id = new_lead_id()
     producer = new_producer(settings)
     request = {
@@ -84,7 +92,8 @@ def post_over_http(settings: Settings, flow: Flow, lead: dict[str, Any], client_
         "headers": {},
         "client_ip": client_ip,
     }
-    headers = intake_headers("application/json", "source", request)
+    ping_id, price = ping or (None, None)
+    headers = intake_headers("application/json", "source", request, ping_id, price)
     producer.produce(intake_topic(flow.id), orjson.dumps(lead), lead_id.encode(), headers=headers)
     assert producer.flush(30) == 0
     return lead_id
@@ -94,9 +103,12 @@ def by_type(timeline: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {e["type"]: e for e in timeline}
 
 
-def test_a_runs_events_carry_the_v5_fields_where_they_apply(
-    stack: Settings, unique_id: str
-) -> None:
+Run = tuple[Flow, dict[str, str], dict[str, list[dict[str, Any]]]]
+
+
+def run_fields_flow(stack: Settings, unique_id: str) -> Run:
+    """``fields_flow`` run on the broker with one lead per case: the flow, each case's
+    lead id, and every lead's timeline as a reader decodes it."""
     buyer = BuyerServer(port=0, mix=False, slow_seconds=2.0)
     buyer.start_in_thread()
     flow = fields_flow(unique_id, buyer.url.rsplit("/", 1)[0])
@@ -104,23 +116,33 @@ def test_a_runs_events_carry_the_v5_fields_where_they_apply(
     stop = threading.Event()
     threads = run_steps(stack, flow, stop)
     try:
-        delivered, out_of_area, slow = publish_leads(
-            stack,
-            flow.id,
-            [
-                {**GOOD, "email": "ada@example.com"},
-                {**GOOD, "email": "wy@example.com", "state": "WY"},
-                {**GOOD, "email": "ada+slow@example.com"},
-            ],
+        cases = {
+            "delivered": {**GOOD, "email": "ada@example.com"},
+            "out_of_area": {**GOOD, "email": "wy@example.com", "state": "WY"},
+            "slow": {**GOOD, "email": "ada+slow@example.com"},
+            "rejected": {"first_name": "NoEmail"},
+        }
+        ids = dict(zip(cases, publish_leads(stack, flow.id, list(cases.values())), strict=True))
+        ids["over_http"] = post_over_http(
+            stack, flow, {**GOOD, "email": "h@example.com"}, "203.0.113.7"
         )
-        over_http = post_over_http(stack, flow, {**GOOD, "email": "h@example.com"}, "203.0.113.7")
-        wait_for_completion(stack, flow, 4, timeout=120)
+        ids["pinged"] = post_over_http(
+            stack, flow, {**GOOD, "email": "p@example.com"}, "203.0.113.8", ("01PING", 4.5)
+        )
+        wait_for_completion(stack, flow, len(ids), timeout=120)
     finally:
         stop.set()
         for t in threads:
             t.join(30)
         buyer.stop()
-    timelines = events_by_lead(read_events(stack, flow))
+    return flow, ids, events_by_lead(read_events(stack, flow))
+
+
+def test_a_runs_events_carry_the_v5_fields_where_they_apply(
+    stack: Settings, unique_id: str
+) -> None:
+    flow, ids, timelines = run_fields_flow(stack, unique_id)
+    delivered, out_of_area, slow = ids["delivered"], ids["out_of_area"], ids["slow"]
     every = [e for timeline in timelines.values() for e in timeline]
     assert {e["version"] for e in every} == {"5"}
 
@@ -147,7 +169,11 @@ def test_a_runs_events_carry_the_v5_fields_where_they_apply(
     assert submitted["acceptance_criteria"]["passed"] is None
     assert submitted["source_config_version"] == flow.steps[0].settings.config_version  # type: ignore[union-attr]
     assert submitted["client_ip"] is None  # not over HTTP
-    assert {e["client_ip"] for e in timelines[over_http][:2]} == {"203.0.113.7"}
+    assert {e["client_ip"] for e in timelines[ids["over_http"]][:2]} == {"203.0.113.7"}
+    # Limits are evaluated on a ping, so a lead posted for an admitted ping says false.
+    assert events["source.accepted"]["ping_limit_reached"] is None
+    assert by_type(timelines[ids["pinged"]])["source.accepted"]["ping_limit_reached"] is False
+    assert by_type(timelines[ids["pinged"]])["source.accepted"]["cost"] == 4.5
 
     # The paid enhancement and the filter's rules.
     assert events["enhancement.success"]["cost"] == 0.05
