@@ -19,7 +19,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from engine.access.guard import failures_wait, lookup, note_failure
+from engine.access.guard import client_ip, failures_wait, lookup, note_failure
 from engine.access.guard import presented_key as access_key
 from engine.api import metrics
 from engine.api.intake_auth import CredentialsUnavailableError, authenticated, presented_key
@@ -29,7 +29,6 @@ from engine.api.intake_store import IntakeStoreError
 from engine.flows import Flow, SourceStep
 from engine.intake.answers import recorded_headers
 from engine.intake.bodies import body_format, decode_body, media_type
-from engine.intake.client_ip import client_address, trusted_networks
 from engine.intake.config import IntakeAuth, IntakeSettings
 from engine.state.errors import StateUnavailableError
 from engine.web.responses import IntakeRefusal, LeadAnswer, PendingAnswer, intake_answers
@@ -167,13 +166,11 @@ async def check_request(
 
 def recorded_request(request: Request, checked: Checked) -> dict[str, Any]:
     pairs = [(k, v) for k, v in request.headers.items()]
-    trusted = trusted_networks(request.app.state.settings.trusted_proxies)
-    peer = request.client.host if request.client else None
     return {
         "method": request.method,
         "uri": str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""),
         "headers": recorded_headers(pairs, checked.intake.auth.header),
-        "client_ip": client_address(peer, request.headers.get("x-forwarded-for"), trusted),
+        "client_ip": client_ip(request),
     }
 
 
