@@ -28,8 +28,7 @@ def evaluate_filter(
     (``rule_results``), ``filter.failed`` also the values that failed it and where the lead
     would have gone (``next_step_id``: the step after this one; None when it is the last).
     ``rule_set`` names the rules on events (the step's name; its id by default)."""
-    reason = settings.check(snapshot)
-    results = settings.results(snapshot)
+    reason, results = settings.judge(snapshot)
     draft = EventDraft(
         "filter.passed" if reason is None else "filter.failed",
         "success" if reason is None else "failure",

@@ -226,12 +226,23 @@ class RuleSet(ConfigModel):
         schema v5)."""
         return self._current().as_json
 
+    def judge(self, snapshot: Snapshot) -> tuple[str | None, list[dict[str, Any]]]:
+        """``check`` and ``results`` at once, judging the rules once when the lead passes
+        them all (the filter's hot path)."""
+        compiled = self._current()
+        if compiled.match == "all" and compiled.condition.holds(snapshot):
+            return None, list(compiled.all_passed)
+        return self.check(snapshot), self.results(snapshot)
+
     def results(self, snapshot: Snapshot | None) -> list[dict[str, Any]]:
         """Each top-level rule judged on ``snapshot`` (the schema's ``RuleResult``): its
         label, its definition as JSON, whether it passed, and when it failed the fields it
         read with their values. ``snapshot`` None: the rules were not evaluated (the lead
         was rejected before them), so every ``passed`` is None."""
         compiled = self._current()
+        if snapshot is not None and compiled.match == "all" and compiled.condition.holds(snapshot):
+            # Most leads pass every rule: the same results each time, built once.
+            return list(compiled.all_passed)
         out = []
         for condition, rule_json in zip(
             compiled.condition.children, compiled.rule_json, strict=True
@@ -263,6 +274,8 @@ class CompiledRules:
     condition: _AllOf | _AnyOf
     as_json: str
     rule_json: tuple[str, ...]  # each top-level rule as JSON, for its result on events
+    # Every rule's result for a lead that passes them all (read-only: shared by events).
+    all_passed: tuple[dict[str, Any], ...]
 
     @classmethod
     def of(cls, rule_set: RuleSet) -> CompiledRules:
@@ -271,7 +284,11 @@ class CompiledRules:
         dumped = [r.model_dump(mode="json", exclude_none=True) for r in rule_set.rules]
         as_json = orjson.dumps({"match": rule_set.match, "rules": dumped}).decode()
         rule_json = tuple(orjson.dumps(d).decode() for d in dumped)
-        return cls(rule_set.rules, rule_set.match, top, as_json, rule_json)
+        all_passed = tuple(
+            {"name": c.label, "rule": j, "passed": True, "failed_values": {}}
+            for c, j in zip(children, rule_json, strict=True)
+        )
+        return cls(rule_set.rules, rule_set.match, top, as_json, rule_json, all_passed)
 
 
 def referenced_fields(rules: list[Rule]) -> Iterator[str]:
