@@ -100,7 +100,10 @@ def canonical_filters(data: dict[str, Any]) -> dict[str, Any]:
             raise PydanticCustomError(
                 "value_error", f"{alias} and {name} are one filter: give only one of them"
             )
-        out[name] = out.pop(alias)
+        value = out.pop(alias)
+        # A query string's one ``event_id=`` reaches the model as text, not a list (only
+        # ``id`` is declared repeatable): one id.
+        out[name] = [value] if name == "id" and isinstance(value, str) else value
     return out
 
 
