@@ -346,6 +346,9 @@ def serve(
         workers=workers,
         ssl_certfile=tls[0] if tls else None,
         ssl_keyfile=tls[1] if tls else None,
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default; leadflow's own
+        # LEADFLOW_TRUSTED_PROXIES decides instead (engine.access.guard.client_ip).
+        proxy_headers=False,
     )
 
 

@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from engine.flows import Flow, SourceStep
 from engine.ids import event_id
 from engine.steps.base import EventDraft, Snapshot
+from engine.steps.pings import ping_limit_objects
 
-EVENT_SCHEMA_VERSION = "4"
+EVENT_SCHEMA_VERSION = "5"
 RETENTION_MS = 90 * 24 * 3600 * 1000  # the default of Flow.retention_days
 
 LeadEvent = dict[str, Any]
@@ -51,6 +53,33 @@ class StepIdentity:
     handler_version: str
     # The flow's retention (``Flow.retention_ms``): each event expires this long after it.
     retention_ms: int = RETENTION_MS
+    context: FlowContext | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowContext:
+    """What every event of a flow (version) says about the flow itself: where it streams
+    its events (``firehose``) and the ping limits of its source, each with its counter's id."""
+
+    firehose: dict[str, Any] | None = None
+    flow_ping_limits: list[dict[str, Any]] | None = None
+    source_ping_limits: list[dict[str, Any]] | None = None
+
+
+def flow_context(flow: Flow) -> FlowContext:
+    """The flow's ``FlowContext``, built once per handler (the flow is fixed per version)."""
+    enabled = [d.key for d in flow.destinations if d.enabled]
+    firehose = {"destinations": enabled} if enabled else None
+    source = flow.steps[0]
+    ping = (
+        source.settings.intake.ping
+        if isinstance(source, SourceStep) and source.settings.intake is not None
+        else None
+    )
+    if ping is None or not ping.limits:
+        return FlowContext(firehose)
+    flow_limits, source_limits = ping_limit_objects(flow.id, source.id, ping.limits)
+    return FlowContext(firehose, flow_limits or None, source_limits or None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +91,9 @@ class Timing:
     end_ms: int
     lag_ms: int
     wait_ms: int = 0
+
+
+_NO_CONTEXT = FlowContext()
 
 
 def stamp_events(
@@ -81,10 +113,13 @@ def stamp_events(
     keeps the ``step_count`` of the delivery it refers to)."""
     if ids is not None and len(ids) != len(drafts):
         raise ValueError(f"{len(ids)} ids for {len(drafts)} events")
-    ms = max(0, timing.end_ms - timing.start_ms)
     count = who.step_index + 1 if step_count is None else step_count
     events = []
+    context = who.context or _NO_CONTEXT
     for seq, draft in enumerate(drafts):
+        at = draft.at_ms
+        start, end = (timing.start_ms, timing.end_ms) if at is None else (at, at)
+        ms = max(0, end - start)
         snapshot = {**snapshot_before, **draft.vars} if draft.vars else snapshot_before
         # Every event of the handling reports the service's wait, whatever its kind: a
         # ``retry.scheduled`` after a 5 s timeout waited 5 s, the engine did not spend them.
@@ -106,14 +141,14 @@ def stamp_events(
                 "step_id": who.step_id,
                 "step_name": who.step_name,
                 "entity_id": draft.entity_id,
-                "timestamp": timing.end_ms,
-                "start_timestamp": timing.start_ms,
-                "end_timestamp": timing.end_ms,
+                "timestamp": end,
+                "start_timestamp": start,
+                "end_timestamp": end,
                 "ms": ms,
-                "wait_ms": wait,
-                "overhead_ms": max(0, ms - wait),
-                "lag_ms": timing.lag_ms,
-                "total_ms": max(0, timing.end_ms - submitted_ms),
+                "wait_ms": wait if at is None else 0,
+                "overhead_ms": max(0, ms - wait) if at is None else 0,
+                "lag_ms": timing.lag_ms if at is None else 0,
+                "total_ms": max(0, end - submitted_ms),
                 "step_count": count,
                 "vars": snapshot,
                 "appended": draft.appended,
@@ -122,18 +157,33 @@ def stamp_events(
                 "cost": draft.cost,
                 "revenue": draft.revenue,
                 "cap_reached": draft.cap_reached,
-                "ping_limit_reached": None,
+                "ping_limit_reached": draft.ping_limit_reached,
                 "module_id": draft.module_id,
+                # The engine's package version (importlib.metadata) with the module that ran.
                 "package_version": who.handler_version if draft.module_id else None,
                 "acceptance_criteria": draft.acceptance_criteria,
                 "attempt": attempt,
                 "retry_status": draft.retry_status,
                 "circuit_breaker_state": draft.circuit_breaker_state,
                 "key": draft.key,
-                "expires_at": timing.end_ms + who.retention_ms,
+                "expires_at": end + who.retention_ms,
                 "version": EVENT_SCHEMA_VERSION,
                 "handler_version": who.handler_version,
                 "host": who.host,
+                "firehose": context.firehose,
+                "flow_ping_limits": context.flow_ping_limits,
+                "source_ping_limits": context.source_ping_limits,
+                "client_ip": draft.client_ip,
+                "source_config_version": draft.source_config_version,
+                "rule_set": draft.rule_set,
+                "rules_evaluated": draft.rules_evaluated,
+                "rule_results": draft.rule_results,
+                "failed_values": draft.failed_values,
+                "would_have_destination": draft.would_have_destination,
+                "retry_attempts": draft.retry_attempts,
+                "timeout_ms": draft.timeout_ms,
+                "timed_out": draft.timed_out,
+                "metrics_changed": draft.metrics_changed,
             }
         )
     return events

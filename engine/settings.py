@@ -8,6 +8,7 @@ stack that ``make up`` starts (see ``stack/README.md``).
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from functools import cache
 from pathlib import Path
@@ -153,6 +154,10 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(5.0, ge=0)
     # Per key, unless the key says otherwise; a token bucket of this size refilled per minute.
     api_rate_per_minute: int = Field(600, ge=1)
+    # Proxies (addresses or CIDR ranges) whose X-Forwarded-For is believed when recording a
+    # lead's client_ip (engine.intake.client_ip); JSON, e.g. '["10.0.0.0/8"]'. Default:
+    # none, so the client is the connection's peer and the header is ignored.
+    trusted_proxies: tuple[str, ...] = ()
     # Failed authentications per client address per minute before 429s.
     auth_failures_per_minute: int = Field(30, ge=1)
     # /metrics answers without a key unless this is true.
@@ -233,6 +238,13 @@ class Settings(BaseSettings):
     # HTTPS for `leadflow serve` (both or neither; --tls-cert/--tls-key override them).
     serve_tls_cert: Path | None = None
     serve_tls_key: Path | None = None
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            ipaddress.ip_network(entry.strip(), strict=False)  # ValueError names the entry
+        return value
 
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
     @classmethod

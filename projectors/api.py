@@ -29,7 +29,14 @@ from projectors.errors import StoreUnavailableError
 from projectors.params import Range, StrictQuery, cursor_error, query_error
 from projectors.queries import get_event, lead_timeline
 from projectors.search import EventQuery, UnknownCursorError, search_events
-from projectors.selection import EventId, EventType, Outcome, SortOrder
+from projectors.selection import (
+    FILTER_ALIASES,
+    EventId,
+    EventType,
+    Outcome,
+    SortOrder,
+    canonical_filters,
+)
 from projectors.store import Connection, api_connection
 
 router = APIRouter(
@@ -74,13 +81,44 @@ def _event_query(
     before_id: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     sort: SortOrder = "desc",
+    id: Annotated[list[EventId] | None, Query(max_length=100, description="event ids")] = None,
+    event_id: Annotated[
+        list[EventId] | None, Query(max_length=100, description="the same as id")
+    ] = None,
+    reason: Annotated[str | None, Query(max_length=1000, description="the exact reason")] = None,
+    rejection_reason: Annotated[
+        str | None, Query(max_length=1000, description="the same as reason")
+    ] = None,
+    min_ms: Annotated[int | None, Query(ge=0, description="took at least this long")] = None,
+    min_duration_ms: Annotated[int | None, Query(ge=0, description="the same as min_ms")] = None,
 ) -> EventQuery:
-    """The query parameters both events routes take."""
+    """The query parameters both events routes take; a filter under either of its names
+    (README, "Field names"), never both."""
+    given = {
+        k: v
+        for k, v in (
+            ("id", id),
+            ("event_id", event_id),
+            ("reason", reason),
+            ("rejection_reason", rejection_reason),
+            ("min_ms", min_ms),
+            ("min_duration_ms", min_duration_ms),
+        )
+        if v is not None
+    }
+    for alias, name in FILTER_ALIASES.items():
+        if alias in given and name in given:
+            message = f"{alias} and {name} are one filter: give only one of them"
+            raise query_error(alias, message, given[alias])
+    named = canonical_filters(given)
     return EventQuery(
         lead_id=lead_id,
         types=tuple(type or ()),
         outcome=outcome,
         step_id=step_id,
+        ids=tuple(named.get("id") or ()),
+        reason=named.get("reason"),
+        min_ms=named.get("min_ms"),
         start=when.start,
         end=when.end,
         after_id=after_id,

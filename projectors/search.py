@@ -46,6 +46,9 @@ class EventQuery:
     types: Sequence[str] = ()
     outcome: str | None = None
     step_id: str | None = None
+    ids: Sequence[str] = ()
+    reason: str | None = None
+    min_ms: int | None = None
     start: datetime | None = None  # inclusive, on the event's timestamp
     end: datetime | None = None  # exclusive
     after_id: str | None = None  # exclusive: the ``limit`` events written right after it
@@ -79,6 +82,9 @@ def event_filters(
     start: datetime | None = None,
     end: datetime | None = None,
     types: Sequence[str] = (),
+    ids: Sequence[str] = (),
+    reason: str | None = None,
+    min_ms: int | None = None,
 ) -> tuple[list[sql.Composable], list[Any]]:
     """The SQL conditions on ``events`` every read route filters by (None selects all), and
     their parameters; ``start`` inclusive, ``end`` exclusive, on the event's timestamp."""
@@ -91,6 +97,8 @@ def event_filters(
         ("step_id", "=", step_id),
         ("ts", ">=", start),
         ("ts", "<", end),
+        ("reason", "=", reason),
+        ("ms", ">=", min_ms),
     ):
         if value is not None:
             clauses.append(sql.SQL("{} {} %s").format(sql.Identifier(column), sql.SQL(op)))
@@ -98,6 +106,9 @@ def event_filters(
     if types:
         clauses.append(sql.SQL("type = ANY(%s)"))
         params.append(list(types))
+    if ids:
+        clauses.append(sql.SQL("id = ANY(%s)"))
+        params.append(list(ids))
     return clauses, params
 
 
@@ -124,6 +135,9 @@ def search_events(conn: Connection, query: EventQuery) -> list[dict[str, Any]]:
         start=query.start,
         end=query.end,
         types=query.types,
+        ids=query.ids,
+        reason=query.reason,
+        min_ms=query.min_ms,
     )
     clauses.insert(0, _HORIZON)
     for param, op in (("after_id", ">"), ("before_id", "<")):

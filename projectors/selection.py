@@ -17,6 +17,7 @@ from pydantic import (
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -71,6 +72,41 @@ def range_problem(start: date | None, end: date | None) -> str | None:
     )
 
 
+# One name per event field: the event schema's (LeadConduit's own, seed 000). The seeds also
+# use these other names for the same fields; filters accept them, and README's "Field names"
+# table lists them. (Exports' CSV header keeps ``event_id``: its columns never change.)
+FIELD_ALIASES: dict[str, str] = {
+    "event_id": "id",
+    "duration_ms": "ms",
+    "lead_snapshot": "vars",
+    "rejection_reason": "reason",
+}
+# The filters named after those fields, under either name.
+FILTER_ALIASES: dict[str, str] = {
+    "event_id": "id",
+    "rejection_reason": "reason",
+    "min_duration_ms": "min_ms",
+}
+
+
+def canonical_filters(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with each filter under its one name; a filter given under both names is
+    refused (which one would win is not for the reader to guess)."""
+    out = dict(data)
+    for alias, name in FILTER_ALIASES.items():
+        if alias not in out:
+            continue
+        if name in out:
+            raise PydanticCustomError(
+                "value_error", f"{alias} and {name} are one filter: give only one of them"
+            )
+        value = out.pop(alias)
+        # A query string's one ``event_id=`` reaches the model as text, not a list (only
+        # ``id`` is declared repeatable): one id.
+        out[name] = [value] if name == "id" and isinstance(value, str) else value
+    return out
+
+
 class EventSelection(BaseModel):
     """Filters on the events, as ``GET /events`` takes them (each one left out selects
     everything), and the order and bounds of an export. Unknown fields are refused (a
@@ -84,6 +120,17 @@ class EventSelection(BaseModel):
     ] = ()
     outcome: Outcome | None = None
     step_id: EventId | None = None
+    id: Annotated[
+        tuple[EventId, ...], Field(max_length=100, description="event ids (or event_id)")
+    ] = ()
+    reason: Annotated[
+        str | None,
+        Field(max_length=1000, description="the exact reason (or rejection_reason)"),
+    ] = None
+    min_ms: Annotated[
+        int | None,
+        Field(ge=0, description="events that took at least this long (or min_duration_ms)"),
+    ] = None
     start: Annotated[Instant | None, Field(description=START_DOC)] = None
     end: Annotated[Instant | None, Field(description=END_DOC)] = None
     after_id: Annotated[
@@ -101,6 +148,11 @@ class EventSelection(BaseModel):
         int | None,
         Field(ge=1, le=1_000_000_000, description="at most this many events (default: all)"),
     ] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_per_filter(cls, data: Any) -> Any:
+        return canonical_filters(data) if isinstance(data, dict) else data
 
     @field_validator("end")
     @classmethod

@@ -51,6 +51,9 @@ _INSERT_EVENTS = sql.SQL(
 # one (their event ids decide); the earliest submission, the latest time, completed or'd.
 # The WHERE skips rows a batch would not change (a replay of old events writes nothing).
 # submitted_at comes from any event: end_timestamp - total_ms is the submission time.
+# The lead's cost is the source's, then flow.completed's total: an enhancement event's cost
+# is that one lookup's (schema v5), which flow.completed's total includes.
+_LEAD_COST = "type NOT LIKE 'enhancement.%'"
 _UPSERT_LEADS = """
 INSERT INTO leads AS l (lead_id, flow_id, status, last_event_id, last_event_type, last_step_id,
                         cost, cost_event_id, revenue, revenue_event_id, submitted_at,
@@ -61,8 +64,8 @@ SELECT lead_id,
        max(id),
        (array_agg(type ORDER BY id DESC))[1],
        (array_agg(step_id ORDER BY id DESC))[1],
-       (array_agg(cost ORDER BY id DESC) FILTER (WHERE cost IS NOT NULL))[1],
-       max(id) FILTER (WHERE cost IS NOT NULL),
+       (array_agg(cost ORDER BY id DESC) FILTER (WHERE cost IS NOT NULL AND {lead_cost}))[1],
+       max(id) FILTER (WHERE cost IS NOT NULL AND {lead_cost}),
        (array_agg(revenue ORDER BY id DESC) FILTER (WHERE revenue IS NOT NULL))[1],
        max(id) FILTER (WHERE revenue IS NOT NULL),
        min(to_timestamp((end_timestamp - total_ms) / 1000.0)),
@@ -95,7 +98,7 @@ WHERE EXCLUDED.last_event_id > l.last_event_id
    OR EXCLUDED.submitted_at < l.submitted_at
    OR EXCLUDED.updated_at > l.updated_at
    OR (EXCLUDED.completed AND NOT l.completed)
-"""
+""".replace("{lead_cost}", _LEAD_COST)
 
 
 def apply_timeline(cur: Cursor[Any], batch: Batch) -> int:

@@ -128,14 +128,19 @@ def _type_name(schema: Any) -> str:
     return "union"
 
 
-def compile_writer(schema: Any) -> Writer:
+def compile_writer(schema: Any, named: dict[str, Any] | None = None) -> Writer:
     """A writer for ``schema`` (fastavro's parsed form); ``UnsupportedSchemaError`` for
-    types it has no fast path for (fixed, bytes, arrays, unions of named types...)."""
+    types it has no fast path for (fixed, bytes, unions of several complex types...).
+    ``named``: the named types defined so far, for a later reference by name (a record
+    used twice is defined once, then named)."""
+    named = {} if named is None else named
     if isinstance(schema, list):
-        return _union(schema)
+        return _union(schema, named)
     if isinstance(schema, str):
         if schema in _PRIMITIVES:
             return _PRIMITIVES[schema]
+        if schema in named:
+            return compile_writer(named[schema], named)
         raise UnsupportedSchemaError(schema)
     kind = schema["type"]
     logical = schema.get("logicalType")
@@ -145,12 +150,16 @@ def compile_writer(schema: Any) -> Writer:
         raise UnsupportedSchemaError(logical)
     if kind in _PRIMITIVES:
         return _PRIMITIVES[kind]
+    if kind in ("enum", "record") and "name" in schema:
+        named[schema["name"]] = schema
     if kind == "enum":
         return _enum(schema["symbols"])
     if kind == "map":
-        return _map(compile_writer(schema["values"]))
+        return _map(compile_writer(schema["values"], named))
+    if kind == "array":
+        return _array(compile_writer(schema["items"], named))
     if kind == "record":
-        return _record(schema)
+        return _record(schema, named)
     raise UnsupportedSchemaError(kind)
 
 
@@ -180,8 +189,23 @@ def _map(values: Writer) -> Writer:
     return write
 
 
-def _record(schema: Any) -> Writer:
-    fields = [(f["name"], compile_writer(f["type"])) for f in schema["fields"]]
+def _array(items: Writer) -> Writer:
+    # One block of all the items, then the empty block: fastavro's layout.
+    def write(value: Any, out: Out) -> None:
+        if not isinstance(value, list):
+            raise SlowPath
+        if value:
+            out.append(_long_bytes(len(value)))
+            for item in value:
+                items(item, out)
+        out.append(b"\x00")
+
+    return write
+
+
+def _record(schema: Any, named: dict[str, Any] | None = None) -> Writer:
+    named = {} if named is None else named
+    fields = [(f["name"], compile_writer(f["type"], named)) for f in schema["fields"]]
 
     def write(value: Any, out: Out) -> None:
         if not isinstance(value, dict):
@@ -195,9 +219,10 @@ def _record(schema: Any) -> Writer:
     return write
 
 
-def _union(branches: list[Any]) -> Writer:
+def _union(branches: list[Any], named: dict[str, Any]) -> Writer:
+    branches = [named.get(b, b) if isinstance(b, str) else b for b in branches]
     names = [_type_name(b) for b in branches]
-    if any(n not in _PRIMITIVES and n not in ("record", "map", "enum") for n in names):
+    if any(n not in _PRIMITIVES and n not in ("record", "map", "enum", "array") for n in names):
         raise UnsupportedSchemaError(f"union of {names}")
     complex_ = [i for i, n in enumerate(names) if n not in _PRIMITIVES]
     if len(complex_) > 1:
@@ -216,7 +241,8 @@ def _union(branches: list[Any]) -> Writer:
         i = complex_[0]
         if names[i] == "enum":
             raise UnsupportedSchemaError("union with an enum branch")  # a str would be ambiguous
-        by_type[dict] = (_long_bytes(i), compile_writer(branches[i]))
+        py_type = list if names[i] == "array" else dict
+        by_type[py_type] = (_long_bytes(i), compile_writer(branches[i], named))
 
     def write(value: Any, out: Out) -> None:
         chosen = by_type.get(type(value))

@@ -32,6 +32,7 @@ from engine.access.keys import key_id_of
 from engine.access.limits import RateLimiter
 from engine.access.scopes import Principal, ScopeError, parse_scopes
 from engine.access.store import find_principal
+from engine.intake.client_ip import client_address, trusted_networks
 from engine.settings import Settings, UiKey
 from engine.state.errors import StateUnavailableError
 
@@ -135,8 +136,19 @@ def lookup(settings: Settings, presented: str) -> Principal | None:
     return _configured_principal(settings, presented)
 
 
+def client_ip(request: Request) -> str | None:
+    """The client's address, as access control counts it and source events record it:
+    the connection's peer, or through proxies the settings trust (``trusted_proxies``) the
+    address they saw. (``leadflow serve`` turns uvicorn's own proxy-header handling off,
+    so this is the only place X-Forwarded-For is believed.)"""
+    settings: Settings = request.app.state.settings
+    peer = request.client.host if request.client else None
+    trusted = trusted_networks(settings.trusted_proxies)
+    return client_address(peer, request.headers.get("x-forwarded-for"), trusted)
+
+
 def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    return client_ip(request) or "unknown"
 
 
 def note_failure(request: Request, status: int, code: str) -> None:

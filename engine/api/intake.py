@@ -19,7 +19,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from engine.access.guard import failures_wait, lookup, note_failure
+from engine.access.guard import client_ip, failures_wait, lookup, note_failure
 from engine.access.guard import presented_key as access_key
 from engine.api import metrics
 from engine.api.intake_auth import CredentialsUnavailableError, authenticated, presented_key
@@ -170,6 +170,7 @@ def recorded_request(request: Request, checked: Checked) -> dict[str, Any]:
         "method": request.method,
         "uri": str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""),
         "headers": recorded_headers(pairs, checked.intake.auth.header),
+        "client_ip": client_ip(request),
     }
 
 
@@ -212,13 +213,14 @@ async def submit_lead(
 ) -> JSONResponse:
     """Submit a lead: LeadConduit's answer once its decisive event is committed."""
     started = time.perf_counter()
-    response = await _submit(flow_id, source_id, request, ping_id)
+    arrived_ms = time.time_ns() // 1_000_000
+    response = await _submit(flow_id, source_id, request, ping_id, arrived_ms)
     metrics.observe("submit", response.status_code, time.perf_counter() - started)
     return response
 
 
 async def _submit(
-    flow_id: str, source_id: str, request: Request, ping_id: str | None
+    flow_id: str, source_id: str, request: Request, ping_id: str | None, arrived_ms: int
 ) -> JSONResponse:
     service = await intake_service(request)
     try:
@@ -240,6 +242,7 @@ async def _submit(
             idempotency_key=key,
             ping_id=ping_id,
             price=None,
+            arrived_ms=arrived_ms,
         )
         if ping_id is not None and checked.malformed_reason is None:
             lead = await _with_ping_price(service, lead, ping_id, key)

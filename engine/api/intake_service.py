@@ -60,6 +60,9 @@ class Lead:
     idempotency_key: str | None
     ping_id: str | None
     price: float | None
+    # When the request arrived (epoch ms): the lead's id, so its submission time and
+    # source.submitted's timestamp, come from it, before the body was read and checked.
+    arrived_ms: int | None = None
 
 
 class IdempotencyConflictError(Exception):
@@ -120,7 +123,7 @@ class IntakeService:
         """The answer, and whether it is a stored answer replayed for a retry.
         Raises ``IdempotencyConflictError``, ``IntakeStoreError``, ``PublishError``."""
         flow, key = lead.flow, lead.idempotency_key
-        lead_id, publish = new_lead_id(), True
+        lead_id, publish = new_lead_id(lead.arrived_ms), True
         if key is not None:
             claim = await self.store.claim(
                 flow.id, lead.source.id, key, lead_id, hashlib.sha256(lead.body).digest()

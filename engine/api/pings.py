@@ -34,7 +34,7 @@ from engine.api.intake import (
 from engine.api.intake_publisher import PublishError
 from engine.api.intake_service import IntakeService
 from engine.api.intake_store import IntakeStoreError
-from engine.events import StepIdentity, Timing, stamp_events
+from engine.events import FlowContext, StepIdentity, Timing, flow_context, stamp_events
 from engine.flows import RecipientStep
 from engine.ids import new_lead_id
 from engine.intake.config import PingSettings
@@ -49,9 +49,11 @@ from engine.steps.pings import (
     best_bid,
     ping_fields,
     ping_limit_checks,
+    ping_limit_objects,
     ping_limit_reason,
     retry_after_seconds,
 )
+from engine.steps.settlement import step_module
 from engine.topics import ENCODING_HEADER, TYPE_HEADER, events_topic
 from engine.web.responses import IntakeRefusal, PingAnswer, PingLimited, intake_answers
 
@@ -94,10 +96,25 @@ async def _record(
     draft: EventDraft,
     timing: Timing,
     limit_reached: bool | None,
+    reached_counter: str | None = None,
 ) -> None:
     flow, source = checked.flow, checked.source
+    context = flow_context(flow)
+    limits = checked.intake.ping.limits if checked.intake.ping is not None else []
+    if limit_reached is not None and limits:
+        # Evaluated on this ping: each limit says whether it was the one that stopped it.
+        evaluated = ping_limit_objects(flow.id, source.id, limits, reached_counter or "")
+        context = FlowContext(context.firehose, evaluated[0] or None, evaluated[1] or None)
     who = StepIdentity(
-        flow.id, flow.version, source.id, source.name, 0, HOST, __version__, flow.retention_ms
+        flow.id,
+        flow.version,
+        source.id,
+        source.name,
+        0,
+        HOST,
+        __version__,
+        flow.retention_ms,
+        context,
     )
     draft.vars = {
         **{f"lead.{k}": str(v) for k, v in fields.items()},
@@ -108,8 +125,9 @@ async def _record(
         "source.id": source.id,
         "source.name": source.name,
     }
+    draft.ping_limit_reached = limit_reached
+    draft.module_id = step_module("source")
     (event,) = stamp_events([draft], who, ping_id, timing.start_ms, {}, timing)
-    event["ping_limit_reached"] = limit_reached
     topic = events_topic(flow.id, source.id)
     try:  # registry mode: the topic's subject registered at its first ping (then cached)
         codec = await asyncio.to_thread(service.codecs.for_topic, topic)
@@ -171,7 +189,8 @@ async def _ping(
             retry_after = retry_after_seconds(admission.capped, start_ms)
             draft = EventDraft("source.pinged", "failure", why, entity_id=checked.source.id)
             timing = Timing(start_ms, time.time_ns() // 1_000_000, 0)
-            await _record(service, checked, ping_id, fields, draft, timing, True)
+            counter = admission.capped.check.key
+            await _record(service, checked, ping_id, fields, draft, timing, True, counter)
             body = {
                 "outcome": "failure",
                 "reason": why,

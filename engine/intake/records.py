@@ -27,6 +27,7 @@ class HttpIntake:
     request: dict[str, Any]
     ping_id: str | None
     price: float | None
+    client_ip: str | None = None
 
 
 def intake_headers(
@@ -60,4 +61,10 @@ def read_http_intake(headers: dict[str, bytes]) -> HttpIntake | None:
         return None
     ping = headers.get(PING_ID_HEADER)
     kept = {k: request[k] for k in ("method", "uri", "headers") if k in request}
-    return HttpIntake(kept, ping.decode(errors="replace") if ping else None, price)
+    client = request.get("client_ip")
+    return HttpIntake(
+        kept,
+        ping.decode(errors="replace") if ping else None,
+        price,
+        client if isinstance(client, str) else None,
+    )

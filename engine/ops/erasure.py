@@ -102,6 +102,20 @@ def erased_event(lead_id: str, flow: Flow, erased_ms: int) -> LeadEvent:
         "version": EVENT_SCHEMA_VERSION,
         "handler_version": __version__,
         "host": socket.gethostname(),
+        "firehose": None,
+        "flow_ping_limits": None,
+        "source_ping_limits": None,
+        "client_ip": None,
+        "source_config_version": None,
+        "rule_set": None,
+        "rules_evaluated": None,
+        "rule_results": None,
+        "failed_values": None,
+        "would_have_destination": None,
+        "retry_attempts": None,
+        "timeout_ms": None,
+        "timed_out": None,
+        "metrics_changed": None,
     }
 
 

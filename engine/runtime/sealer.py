@@ -220,6 +220,27 @@ class LeadSealer:
             reverse=True,
         )
 
+    def _seal_rule_values(self, out: dict[str, Any], sealer: Callable[[str], str]) -> None:
+        """The values that failed a rule (filter events, acceptance criteria) quote the
+        snapshot: a sensitive field's value is sealed there as it is in ``vars``."""
+
+        def sealed(values: dict[str, str]) -> dict[str, str]:
+            return {
+                k: sealer(v) if sealed_field(k, self.sensitive) and not is_sealed(v) else v
+                for k, v in values.items()
+            }
+
+        if isinstance(out.get("failed_values"), dict):
+            out["failed_values"] = sealed(out["failed_values"])
+        if isinstance(out.get("rule_results"), list):
+            out["rule_results"] = [
+                {**r, "failed_values": sealed(r["failed_values"])} for r in out["rule_results"]
+            ]
+        criteria = out.get("acceptance_criteria")
+        if isinstance(criteria, dict):
+            rules = [{**r, "failed_values": sealed(r["failed_values"])} for r in criteria["rules"]]
+            out["acceptance_criteria"] = {**criteria, "rules": rules}
+
     def seal_event(self, event: LeadEvent, *, whole_request_body: bool = False) -> LeadEvent:
         """``event`` as it may be written: sensitive vars sealed, and their clear text
         sealed wherever the request, response or reason quotes it. ``whole_request_body``
@@ -242,6 +263,7 @@ class LeadSealer:
         quoting = out.get("request") or out.get("response") or out.get("reason")
         clears = self._clears(snapshot, reuse) if quoting else []
         out["vars"] = seal_snapshot(snapshot, self.sensitive, sealer, reuse)
+        self._seal_rule_values(out, sealer)
         if clears:
             for part in ("request", "response"):
                 recorded = out.get(part)

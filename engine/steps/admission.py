@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from engine.caps import CapSpec
-from engine.steps.base import TOTAL_COST, TOTAL_DELIVERED, TOTAL_REVENUE, EventDraft, StepResult
+from engine.steps.base import TOTAL_COST, TOTAL_DELIVERED, TOTAL_REVENUE, StepResult
 from engine.steps.cap_checks import (
     CapCheck,
     CapCount,
@@ -85,12 +85,13 @@ def admit(
     else:
         assert capped is not None
         reason = source_cap_reason(capped)
-    rejected = EventDraft(
-        "source.rejected",
-        "failure",
-        reason,
+    # The accepted draft's source fields (criteria, client, configuration) carry over.
+    rejected = replace(
+        accepted,
+        type="source.rejected",
+        outcome="failure",
+        reason=reason,
         vars={k: v for k, v in accepted.vars.items() if k not in _TOTALS},
-        entity_id=accepted.entity_id,
-        cap_reached=accepted.cap_reached,
+        cost=None,
     )
     return StepResult([submitted, rejected], proceed=False)

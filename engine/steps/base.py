@@ -33,9 +33,27 @@ class EventDraft:
     cap_reached: bool | None = None
     key: str | None = None
     module_id: str | None = None
-    acceptance_criteria: str | None = None
+    # The criteria and each rule's result (the schema's AcceptanceCriteria record).
+    acceptance_criteria: dict[str, Any] | None = None
     retry_status: str | None = None
     circuit_breaker_state: str | None = None
+    # The moment the event records when it is not the end of the step's handling:
+    # source.submitted records the lead's arrival, before any parsing.
+    at_ms: int | None = None
+    ping_limit_reached: bool | None = None
+    client_ip: str | None = None
+    source_config_version: str | None = None
+    # Filter events: what the rules were, how each judged the lead, what failed.
+    rule_set: str | None = None
+    rules_evaluated: int | None = None
+    rule_results: list[dict[str, Any]] | None = None
+    failed_values: dict[str, str] | None = None
+    would_have_destination: str | None = None
+    # Calling steps (enhancements, buyers): retries before this attempt, the timeout.
+    retry_attempts: int | None = None
+    timeout_ms: int | None = None
+    timed_out: bool | None = None
+    metrics_changed: list[str] | None = None
 
 
 @dataclass(slots=True)

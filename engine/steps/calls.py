@@ -116,6 +116,8 @@ class Answer:
     # True: no answer because the round of calls it was made in ended (its window), not
     # because the service failed: for an auction, a bid that did not come in time.
     cut: bool = False
+    # True: the call ran out of its own timeout_ms (recorded on the step's error event).
+    timed_out: bool = False
 
 
 def _form_value(value: Any) -> str:

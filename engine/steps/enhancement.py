@@ -19,7 +19,7 @@ from pydantic import AfterValidator, Field, HttpUrl
 from engine.fields import Scalar
 from engine.model import ConfigModel
 from engine.retries import RetrySettings
-from engine.steps.base import EventDraft, Outcome, Snapshot, StepResult
+from engine.steps.base import TOTAL_COST, EventDraft, Outcome, Snapshot, StepResult
 from engine.steps.calls import (
     DEFAULT_IDEMPOTENCY_HEADER,
     HEADER_NAME,
@@ -63,6 +63,10 @@ class EnhancementSettings(ConfigModel):
     # A required enhancement that fails or errs stops the lead (flow.completed).
     required: bool = False
     retry: RetrySettings | None = None
+    # What one answered call costs (a paid lookup): recorded as the event's cost and added
+    # to the lead's cost, on success and failure alike (the service answered); an error
+    # (no answer) costs nothing.
+    cost: Annotated[float, Field(ge=0)] = 0.0
     # The most calls in flight to this service at once (its own limit); None: no limit.
     max_concurrency: Annotated[int, Field(ge=1, le=10_000)] | None = None
     # The header that carries the call's idempotency key, as the service wants it.
@@ -143,17 +147,38 @@ def judge_enhancement(
     data, error = read_answer(answer, "Service")
     if data is None:
         failed = draft(
-            "enhancement.error", "error", error, circuit_breaker_state=answer.breaker_state
+            "enhancement.error",
+            "error",
+            error,
+            circuit_breaker_state=answer.breaker_state,
+            timeout_ms=settings.timeout_ms,
+            timed_out=answer.timed_out,
+            cost=0.0,
         )
         return StepResult([failed], proceed=proceed_unless_required)
 
+    charged = _charged(snapshot, settings.cost)
     if dig(data, settings.success.path) != settings.success.value:
         reason = dig(data, settings.reason_path)
         text = bounded(reason) if reason not in (None, "") else NO_DATA
-        return StepResult(
-            [draft("enhancement.failure", "failure", text)], proceed=proceed_unless_required
-        )
+        failure = draft("enhancement.failure", "failure", text, cost=settings.cost, vars=charged)
+        return StepResult([failure], proceed=proceed_unless_required)
 
     appended = flatten_answer(data, f"appended.{settings.key}")
-    success = draft("enhancement.success", "success", None, appended=appended, vars=dict(appended))
+    success = draft(
+        "enhancement.success",
+        "success",
+        None,
+        appended=appended,
+        vars={**appended, **charged},
+        cost=settings.cost,
+    )
     return StepResult([success], proceed=True)
+
+
+def _charged(snapshot: Snapshot, cost: float) -> Snapshot:
+    """The lead's running cost with this lookup's (nothing when the lookup is free, so a
+    free enhancement leaves the snapshot, and its encoded bytes, as they were)."""
+    if not cost:
+        return {}
+    return {TOTAL_COST: float(snapshot.get(TOTAL_COST) or 0.0) + cost}

@@ -95,9 +95,17 @@ def apply_feedback(
     )
     events = list(timeline) if timeline else [delivery]
     returned = returned_deliveries(events)
+    before = lead_revenue(events, returned)
+    changed = []
+    if feedback.type == "return" and feedback.event_id not in returned:
+        changed.append("returned")
+    if feedback.type == "conversion":
+        changed.append("converted")
     if feedback.type == "return":
         returned.add(feedback.event_id)
     revenue = lead_revenue(events, returned)
+    if revenue != before:
+        changed.insert(0, "revenue")
     processed = EventDraft(
         "feedback.processed",
         "success",
@@ -105,6 +113,9 @@ def apply_feedback(
         vars={**fields, TOTAL_REVENUE: revenue},
         entity_id=entity,
         revenue=revenue,
+        # What a reader of the event alone should update: a second return of the same
+        # delivery changes nothing, and says so with an empty list.
+        metrics_changed=changed,
     )
     return StepResult([received, processed], proceed=False)
 

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from engine.intake.config import PingLimit, PingSettings
-from engine.steps.cap_checks import CapCheck, CapCount, cap_checks, cap_label
+from engine.steps.cap_checks import CapCheck, CapCount, cap_checks, cap_key, cap_label
 
 
 def ping_fields(data: dict[str, Any], settings: PingSettings) -> dict[str, Any]:
@@ -29,13 +29,47 @@ def best_bid(answers: list[Any]) -> float | None:
     return max(prices) if prices else None
 
 
+def _flow_scope(flow_id: str) -> str:
+    return f"ping:flow/{flow_id}"
+
+
+def _source_scope(flow_id: str, source_id: str) -> str:
+    return f"ping:source/{flow_id}/{source_id}"
+
+
 def ping_limit_checks(
     flow_id: str, source_id: str, limits: list[PingLimit], at_ms: int
 ) -> list[CapCheck]:
     flow_limits = [limit for limit in limits if limit.scope == "flow"]
     source_limits = [limit for limit in limits if limit.scope == "source"]
-    return cap_checks(f"ping:flow/{flow_id}", flow_limits, at_ms) + cap_checks(
-        f"ping:source/{flow_id}/{source_id}", source_limits, at_ms
+    return cap_checks(_flow_scope(flow_id), flow_limits, at_ms) + cap_checks(
+        _source_scope(flow_id, source_id), source_limits, at_ms
+    )
+
+
+def ping_limit_objects(
+    flow_id: str, source_id: str, limits: list[PingLimit], reached: str | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The limits as events record them (the schema's ``PingLimit``), flow-wide and the
+    source's own: each with the id of its counter (the limit and its counter share it).
+    ``reached``: the counter id of the limit that stopped a ping, if one did; every
+    other limit was evaluated and not reached (with ``reached`` None: not evaluated)."""
+
+    def one(scope: str, limit: PingLimit) -> dict[str, Any]:
+        key = cap_key(scope, limit)
+        return {
+            "id": key,
+            "name": limit.name,
+            "maximum": limit.maximum,
+            "duration": limit.duration,
+            "time_zone": limit.time_zone,
+            "reached": None if reached is None else key == reached,
+        }
+
+    flow_scope, source_scope = _flow_scope(flow_id), _source_scope(flow_id, source_id)
+    return (
+        [one(flow_scope, limit) for limit in limits if limit.scope == "flow"],
+        [one(source_scope, limit) for limit in limits if limit.scope == "source"],
     )
 
 

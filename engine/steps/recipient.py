@@ -139,7 +139,12 @@ def judge_delivery(
     data, error = read_answer(answer, "Buyer")
     if data is None:
         failed = draft(
-            "recipient.error", "error", error, circuit_breaker_state=answer.breaker_state
+            "recipient.error",
+            "error",
+            error,
+            circuit_breaker_state=answer.breaker_state,
+            timeout_ms=settings.timeout_ms,
+            timed_out=answer.timed_out,
         )
         return StepResult([failed], proceed=True)
 

@@ -222,16 +222,60 @@ class RuleSet(ConfigModel):
         return condition.explain(snapshot)
 
     def as_json(self) -> str:
-        """The rules as JSON text, as recorded on events (``acceptance_criteria``)."""
+        """The rules as JSON text (what events recorded as ``acceptance_criteria`` before
+        schema v5)."""
         return self._current().as_json
+
+    def judge(self, snapshot: Snapshot) -> tuple[str | None, list[dict[str, Any]]]:
+        """``check`` and ``results`` at once, judging the rules once when the lead passes
+        them all (the filter's hot path)."""
+        compiled = self._current()
+        if compiled.match == "all" and compiled.condition.holds(snapshot):
+            return None, list(compiled.all_passed)
+        return self.check(snapshot), self.results(snapshot)
+
+    def results(self, snapshot: Snapshot | None) -> list[dict[str, Any]]:
+        """Each top-level rule judged on ``snapshot`` (the schema's ``RuleResult``): its
+        label, its definition as JSON, whether it passed, and when it failed the fields it
+        read with their values. ``snapshot`` None: the rules were not evaluated (the lead
+        was rejected before them), so every ``passed`` is None."""
+        compiled = self._current()
+        if snapshot is not None and compiled.match == "all" and compiled.condition.holds(snapshot):
+            # Most leads pass every rule: the same results each time, built once.
+            return list(compiled.all_passed)
+        out = []
+        for condition, rule_json in zip(
+            compiled.condition.children, compiled.rule_json, strict=True
+        ):
+            passed = None if snapshot is None else condition.holds(snapshot)
+            failed = condition.values(snapshot) if snapshot is not None and not passed else {}
+            out.append(
+                {
+                    "name": condition.label,
+                    "rule": rule_json,
+                    "passed": passed,
+                    "failed_values": failed,
+                }
+            )
+        return out
+
+    def criteria(self, snapshot: Snapshot | None) -> dict[str, Any]:
+        """The rule set and its results as events record acceptance criteria (the schema's
+        ``AcceptanceCriteria``)."""
+        results = self.results(snapshot)
+        passed = None if snapshot is None else self._current().condition.holds(snapshot)
+        return {"match": self.match, "passed": passed, "rules": results}
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledRules:
     rules: list[Rule]  # the very list compiled, to notice a model_copy(update=...)
     match: str
-    condition: _Condition
+    condition: _AllOf | _AnyOf
     as_json: str
+    rule_json: tuple[str, ...]  # each top-level rule as JSON, for its result on events
+    # Every rule's result for a lead that passes them all (read-only: shared by events).
+    all_passed: tuple[dict[str, Any], ...]
 
     @classmethod
     def of(cls, rule_set: RuleSet) -> CompiledRules:
@@ -239,7 +283,12 @@ class CompiledRules:
         top = _AllOf(children, None) if rule_set.match == "all" else _AnyOf(children, None)
         dumped = [r.model_dump(mode="json", exclude_none=True) for r in rule_set.rules]
         as_json = orjson.dumps({"match": rule_set.match, "rules": dumped}).decode()
-        return cls(rule_set.rules, rule_set.match, top, as_json)
+        rule_json = tuple(orjson.dumps(d).decode() for d in dumped)
+        all_passed = tuple(
+            {"name": c.label, "rule": j, "passed": True, "failed_values": {}}
+            for c, j in zip(children, rule_json, strict=True)
+        )
+        return cls(rule_set.rules, rule_set.match, top, as_json, rule_json, all_passed)
 
 
 def referenced_fields(rules: list[Rule]) -> Iterator[str]:
@@ -287,6 +336,9 @@ class _Leaf:
     def facts(self, snapshot: Snapshot) -> list[str]:
         return [f"{self.field} is {self.show(snapshot.get(self.field, MISSING), snapshot)}"]
 
+    def values(self, snapshot: Snapshot) -> dict[str, str]:
+        return {self.field: self.show(snapshot.get(self.field, MISSING), snapshot)}
+
     def explain(self, snapshot: Snapshot) -> str:
         return f"{self.label}: {self.facts(snapshot)[0]}"
 
@@ -305,6 +357,9 @@ class _AllOf:
 
     def facts(self, snapshot: Snapshot) -> list[str]:
         return _facts(self.children, snapshot)
+
+    def values(self, snapshot: Snapshot) -> dict[str, str]:
+        return _values(self.children, snapshot)
 
     def explain(self, snapshot: Snapshot) -> str:
         failed = next(c for c in self.children if not c.holds(snapshot))
@@ -326,6 +381,9 @@ class _AnyOf:
     def facts(self, snapshot: Snapshot) -> list[str]:
         return _facts(self.children, snapshot)
 
+    def values(self, snapshot: Snapshot) -> dict[str, str]:
+        return _values(self.children, snapshot)
+
     def explain(self, snapshot: Snapshot) -> str:
         reasons = "; ".join(c.explain(snapshot) for c in self.children)
         return f"{self.name + ': ' if self.name else ''}none of ({reasons})"
@@ -346,6 +404,9 @@ class _Not:
     def facts(self, snapshot: Snapshot) -> list[str]:
         return self.child.facts(snapshot)
 
+    def values(self, snapshot: Snapshot) -> dict[str, str]:
+        return self.child.values(snapshot)
+
     def explain(self, snapshot: Snapshot) -> str:
         return f"{self.label}: {', '.join(self.facts(snapshot))}"
 
@@ -355,6 +416,13 @@ _Condition = _Leaf | _AllOf | _AnyOf | _Not
 
 def _facts(children: tuple[_Condition, ...], snapshot: Snapshot) -> list[str]:
     return list(dict.fromkeys(fact for c in children for fact in c.facts(snapshot)))
+
+
+def _values(children: tuple[_Condition, ...], snapshot: Snapshot) -> dict[str, str]:
+    """The fields a group's rules read and their values as reasons show them; in a group
+    that failed, only its failed rules' (an ``all`` failed by one of three names one)."""
+    failed = [c for c in children if not c.holds(snapshot)] or list(children)
+    return {k: v for c in failed for k, v in c.values(snapshot).items()}
 
 
 def _compile(rule: Rule) -> _Condition:

@@ -18,6 +18,17 @@ from engine.steps.base import EventDraft, Snapshot, StepResult
 from engine.steps.completion import complete_flow, finishes
 from engine.steps.retry import GiveUp, RetryPlan, TryAgain, retry_or_give_up, with_attempt
 
+# The events of steps that call a service: they say how many retries came before them.
+_CALLING_EVENTS = ("enhancement.", "recipient.")
+
+
+def step_module(kind: str) -> str:
+    """The module whose pure decision a step of ``kind`` runs (``engine.steps.filter``):
+    what events name as ``module_id``, LeadConduit's integration module. Each kind's
+    decision lives in the module of its name (``tests/engine/steps/test_settlement.py``
+    checks every kind the flow model knows)."""
+    return f"engine.steps.{kind}"
+
 
 @dataclass(frozen=True, slots=True)
 class StepPlace:
@@ -26,7 +37,7 @@ class StepPlace:
     flow_id: str
     is_last: bool
     stop_at_first_delivery: bool
-    # LeadConduit's "integration module": the built-in integration that ran the step.
+    # LeadConduit's "integration module": the step kind's module (``step_module``).
     module_id: str
     retry: RetrySettings | None = None
 
@@ -60,6 +71,8 @@ def settle(
     for draft in drafts:
         if draft.module_id is None:
             draft.module_id = place.module_id
+        if draft.type.startswith(_CALLING_EVENTS):
+            draft.retry_attempts = attempt - 1
     last = drafts[-1]
     after_error = retry_or_give_up(last, attempt, place.retry, decided_ms)
     if isinstance(after_error, TryAgain):

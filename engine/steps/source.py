@@ -13,8 +13,10 @@ A masked type (an SSN) is masked in ``source.submitted`` too, request included.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import islice
 from typing import Annotated, Any, Literal
 
@@ -108,6 +110,13 @@ class SourceSettings(ConfigModel):
             )
         return acceptance
 
+    @cached_property
+    def config_version(self) -> str:
+        """16 hex chars of SHA-256 over the settings' canonical JSON: changes exactly when
+        the source's configuration does (a flow version may change other steps only)."""
+        canonical = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(canonical).hexdigest()[:16]
+
 
 @dataclass(frozen=True, slots=True)
 class Submission:
@@ -123,6 +132,9 @@ class Submission:
     http_request: dict[str, Any] | None = None
     # The price a ping offered for this lead (ping/post): it replaces the source's cost.
     price: float | None = None
+    # The ping this lead was posted for, and the client's address (HTTP intake only).
+    ping_id: str | None = None
+    client_ip: str | None = None
 
 
 _PII = "pii"  # a field the source's intake settings mask, whatever its type
@@ -185,9 +197,34 @@ def _base_vars(sub: Submission) -> Snapshot:
     }
 
 
+def _ping_limit_reached(sub: Submission, settings: SourceSettings) -> bool | None:
+    """False for a lead posted for a ping of a source with ping limits: the limits were
+    evaluated on that ping and admitted it (a ping over a limit gets no price to post
+    for). None otherwise: no limit was evaluated for this lead."""
+    ping = settings.intake.ping if settings.intake is not None else None
+    if sub.ping_id is None or ping is None or not ping.limits:
+        return None
+    return False
+
+
+def _criteria(settings: SourceSettings, typed: Snapshot | None) -> dict[str, Any] | None:
+    return settings.acceptance.criteria(typed) if settings.acceptance is not None else None
+
+
 def accept_submission(sub: Submission, settings: SourceSettings) -> StepResult:
+    result = _accept(sub, settings)
+    # What every source event says about the submission, whatever the verdict.
+    reached = _ping_limit_reached(sub, settings)
+    for draft in result.events:
+        draft.client_ip = sub.client_ip
+        draft.source_config_version = settings.config_version
+        draft.ping_limit_reached = reached
+    return result
+
+
+def _accept(sub: Submission, settings: SourceSettings) -> StepResult:
     base = _base_vars(sub)
-    criteria = settings.acceptance.as_json() if settings.acceptance is not None else None
+    not_evaluated = _criteria(settings, None)
     masked = _masked_names(settings)
     problem: str | None
     decoded = decode_body(sub.body, sub.content_type)
@@ -207,7 +244,10 @@ def accept_submission(sub: Submission, settings: SourceSettings) -> StepResult:
         vars={**raw_vars, **base},  # a submitted "id" must not pass for the lead's id
         entity_id=sub.source_id,
         request=request,
-        acceptance_criteria=criteria,
+        acceptance_criteria=not_evaluated,
+        # Stamped at the lead's arrival (the HTTP intake's, or the intake record's time),
+        # before any parsing: source.accepted - source.submitted is the parsing time.
+        at_ms=sub.submitted_ms,
     )
     if problem is not None or not isinstance(data, dict):
         rejected = EventDraft(
@@ -216,7 +256,7 @@ def accept_submission(sub: Submission, settings: SourceSettings) -> StepResult:
             problem,
             vars=dict(base),
             entity_id=sub.source_id,
-            acceptance_criteria=criteria,
+            acceptance_criteria=not_evaluated,
         )
         return StepResult([submitted, rejected], proceed=False)
 
@@ -235,7 +275,9 @@ def accept_submission(sub: Submission, settings: SourceSettings) -> StepResult:
         if parsed.problem and spec.required:
             problems.append(f"Invalid {spec.name}: {parsed.problem}")
 
+    criteria = not_evaluated
     if not problems and settings.acceptance is not None:
+        criteria = _criteria(settings, typed)
         unmet = settings.acceptance.check(typed)
         if unmet is not None:
             problems.append(f"Acceptance criteria not met: {unmet}")

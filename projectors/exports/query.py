@@ -40,6 +40,9 @@ def where_clause(query: ExportQuery) -> tuple[sql.Composable, list[Any]]:
         start=query.start,
         end=query.end,
         types=query.type,
+        ids=query.id,
+        reason=query.reason,
+        min_ms=query.min_ms,
     )
     for bound, op in ((query.after_id, ">"), (query.before_id, "<")):
         if bound is not None:

@@ -307,3 +307,24 @@ def test_changes_between_two_chosen_events(client: TestClient, leads: list[Event
     assert other_leads.status_code == 404
     assert leads[0][3]["id"] in other_leads.json()["detail"]
     assert client.get("/leads/NOPE/changes").status_code == 404
+
+
+# -- field-name aliases (README, "Field names") -------------------------------------------
+
+
+def test_filters_take_either_name_of_a_field(
+    client: TestClient, leads: list[Events], pg_schema: str
+) -> None:
+    url = f"/flows/{pg_schema}/events"
+    wanted = sorted([leads[0][1]["id"], leads[2][3]["id"]])
+    for name in ("id", "event_id"):
+        assert sorted(ids(client.get(url, params={name: wanted}))) == wanted
+    every = len(all_ids(leads))
+    for name in ("min_ms", "min_duration_ms"):
+        assert len(ids(client.get(url, params={name: 3, "limit": 1000}))) == every
+        assert ids(client.get(url, params={name: 4})) == []
+    for name in ("reason", "rejection_reason"):
+        assert ids(client.get(url, params={name: "Rejected by buyer"})) == []
+    both = client.get(url, params={"reason": "a", "rejection_reason": "b"})
+    assert both.status_code == 422
+    assert "one filter" in both.text

@@ -11,12 +11,17 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
+from engine.events import StepIdentity, Timing, stamp_events
+from engine.ids import new_lead_id
 from engine.runtime.kafka.config import admin_config
 from engine.settings import Settings
+from engine.steps.base import EventDraft
+from projectors.batch import Record, build_batch
 from projectors.projector import TimelineProjector, consumer_group
 from projectors.queries import count_completed, lead_timeline
 from projectors.store import Connection
-from schemas.codec import event_to_json_dict
+from projectors.writing import write_batch
+from schemas.codec import EventCodec, event_to_json_dict
 from tests.projectors.support import (
     CODEC,
     checkpoints,
@@ -181,3 +186,31 @@ def test_while_postgres_is_unreachable_it_retries_and_still_stops_when_asked(
 
     assert not worker.is_alive()
     assert projector.stats.records == 0
+
+
+def test_a_leads_cost_is_the_sources_then_the_total_never_one_lookups_price(
+    db: Connection,
+) -> None:
+    submitted_ms = 1_764_000_000_000
+    lead_id = new_lead_id(submitted_ms)
+    steps = [
+        [EventDraft("source.accepted", "success", cost=2.5)],
+        [EventDraft("enhancement.success", "success", cost=0.25)],
+        [EventDraft("flow.completed", "success", cost=2.75)],
+    ]
+    events = []
+    for index, drafts in enumerate(steps):
+        who = StepIdentity("costs", 1, f"s{index}", f"S{index}", index, "h", "0.1.0")
+        at = submitted_ms + 10 * index
+        events += stamp_events(drafts, who, lead_id, submitted_ms, {}, Timing(at, at + 1, 0))
+    codec = EventCodec()
+
+    def cost_after(upto: int) -> float:
+        records = [Record("t", 0, i, codec.encode(e)) for i, e in enumerate(events[:upto])]
+        write_batch(db, "test", build_batch(codec, records))
+        row = db.execute("SELECT cost FROM leads WHERE lead_id = %s", (lead_id,)).fetchone()
+        assert row is not None
+        return float(row[0])
+
+    assert cost_after(2) == 2.5  # the enhancement's 0.25 is that lookup's, not the lead's
+    assert cost_after(3) == 2.75

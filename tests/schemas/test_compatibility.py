@@ -20,12 +20,23 @@ def _with_field(schema: dict[str, Any], name: str, **changes: Any) -> dict[str, 
 
 
 def test_v4_reads_every_earlier_version_and_widens_the_two_timings() -> None:
-    v3 = historical_schemas()[-1]
-    assert incompatibilities(CURRENT, v3) == []
+    v3, v4 = historical_schemas()[-2:]
+    assert incompatibilities(v4, v3) == []
     # The reverse (FULL's forward half) is refused: a v3 reader cannot read a long.
-    assert incompatibilities(v3, CURRENT) == [
+    assert incompatibilities(v3, v4) == [
         "lag_ms: writer long is not readable as int",
         "total_ms: writer long is not readable as int",
+    ]
+
+
+def test_v5_reads_v4_and_only_the_structured_acceptance_criteria_are_new_to_v4() -> None:
+    v4 = historical_schemas()[-1]
+    assert incompatibilities(CURRENT, v4) == []
+    # BACKWARD only: a v4 reader has no branch for the AcceptanceCriteria record (v5 keeps
+    # a string branch so v4's JSON text stays readable, but never writes it).
+    assert incompatibilities(v4, CURRENT) == [
+        "acceptance_criteria: writer record AcceptanceCriteria matches no branch of"
+        " union[null, string]"
     ]
 
 

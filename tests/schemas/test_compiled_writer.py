@@ -20,8 +20,15 @@ CODEC = EventCodec()
 LONGS = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
 
+NAMED: dict[str, Any] = {}
+
+
 def values_for(schema: Any) -> st.SearchStrategy[Any]:
     """Any value the (parsed) schema allows, drawn the way a step could produce it."""
+    if isinstance(schema, str) and schema in NAMED:
+        return values_for(NAMED[schema])  # a named type used again, by its name
+    if isinstance(schema, dict) and schema.get("type") in ("record", "enum"):
+        NAMED[schema["name"]] = schema
     if isinstance(schema, list):
         return st.one_of([values_for(branch) for branch in schema])
     kind = schema if isinstance(schema, str) else schema["type"]
@@ -44,6 +51,8 @@ def values_for(schema: Any) -> st.SearchStrategy[Any]:
         return st.sampled_from(schema["symbols"])
     if kind == "map":
         return st.dictionaries(st.text(max_size=12), values_for(schema["values"]), max_size=8)
+    if kind == "array":
+        return st.lists(values_for(schema["items"]), max_size=4)
     assert kind == "record", kind
     return st.fixed_dictionaries({f["name"]: values_for(f["type"]) for f in schema["fields"]})
 
@@ -96,7 +105,7 @@ def test_a_snapshot_value_beyond_64_bits_is_written_as_fastavro_writes_it() -> N
     "schema",
     [
         "bytes",
-        {"type": "array", "items": "string"},
+        ["null", {"type": "array", "items": "string"}, {"type": "map", "values": "string"}],
         {"type": "fixed", "name": "F", "size": 4},
         ["null", "float", "double"],
         {"type": "int", "logicalType": "date"},

@@ -45,3 +45,22 @@ def test_an_event_written_with_an_old_schema_decodes_with_defaults(old: dict) ->
     handed_off = codec.decode_handoff(buf.getvalue())
     assert handed_off == decoded
     assert codec.decode(codec.encode(handed_off)) == decoded
+
+
+def test_v4_acceptance_criteria_as_json_text_still_read_and_v5_writes_the_record() -> None:
+    v4 = fastavro.parse_schema(historical_schemas()[-1])
+    assert next(f for f in v4["fields"] if f["name"] == "acceptance_criteria")["type"] == [
+        "null",
+        "string",
+    ]
+    old = {**make_lead_events()[0], "acceptance_criteria": '{"match":"all","rules":[]}'}
+    old = {k: v for k, v in old.items() if k in {f["name"] for f in v4["fields"]}}
+    buf = io.BytesIO()
+    buf.write(MAGIC + bytes.fromhex(fingerprint(to_parsing_canonical_form(v4), "CRC-64-AVRO")))
+    fastavro.schemaless_writer(buf, v4, old)
+    decoded = EventCodec().decode(buf.getvalue())
+    assert decoded["acceptance_criteria"] == '{"match":"all","rules":[]}'
+    assert decoded["firehose"] is None and decoded["rule_results"] is None
+    record = {"match": "all", "passed": True, "rules": []}
+    new = {**make_lead_events()[0], "acceptance_criteria": record}
+    assert EventCodec().decode(EventCodec().encode(new))["acceptance_criteria"] == record

@@ -55,8 +55,10 @@ class _Clock:
     def waited_ms(self) -> int:
         return int((time.perf_counter() - self._t0) * 1000)
 
-    def failed(self, reason: str) -> Answer:
-        return Answer(None, {}, b"", reason, self.waited_ms(), self.sent_ms, now_ms())
+    def failed(self, reason: str, *, timed_out: bool = False) -> Answer:
+        return Answer(
+            None, {}, b"", reason, self.waited_ms(), self.sent_ms, now_ms(), timed_out=timed_out
+        )
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -142,7 +144,7 @@ async def exchange(session: aiohttp.ClientSession, call: Call, limits: CallLimit
             status = resp.status
             headers = {k.lower(): v for k, v in resp.headers.items() if k.lower() in KEPT_HEADERS}
     except TimeoutError:
-        return clock.failed(f"{call.service} timeout after {call.timeout_ms}ms")
+        return clock.failed(f"{call.service} timeout after {call.timeout_ms}ms", timed_out=True)
     except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
         return clock.failed(failure_reason(call.service, exc))
     if secrets:  # a service that echoes its credential back: never recorded

@@ -18,14 +18,14 @@ from confluent_kafka import Message
 
 from engine import __version__
 from engine.errors import TransientStepError
-from engine.events import LeadEvent, StepIdentity, Timing, stamp_events
+from engine.events import LeadEvent, StepIdentity, Timing, flow_context, stamp_events
 from engine.flows import Flow
 from engine.runtime.kafka.dead_letter import dead_letter_headers
 from engine.runtime.schema_registry import SchemaRegistryUnavailableError
 from engine.runtime.sealer import LeadSealer
 from engine.steps.base import Snapshot, StepResult
 from engine.steps.calls import Answer, Call, waited_on
-from engine.steps.settlement import StepPlace, settle
+from engine.steps.settlement import StepPlace, settle, step_module
 from engine.topics import (
     ATTEMPT_HEADER,
     DUE_HEADER,
@@ -114,13 +114,13 @@ class BaseHandler:
             host,
             __version__,
             flow.retention_ms,
+            flow_context(flow),
         )
-        fmt = getattr(step.settings, "format", None)
         self.place = StepPlace(
             flow.id,
             is_last=self.index == len(flow.steps) - 1,
             stop_at_first_delivery=flow.stop_at_first_delivery,
-            module_id=f"leadflow.{step.kind}" + (f".{fmt}" if fmt else ""),
+            module_id=step_module(step.kind),
             retry=getattr(step.settings, "retry", None),
         )
         self.retry_topic = retry_topic(flow.id, step.id)

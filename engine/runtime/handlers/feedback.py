@@ -19,7 +19,7 @@ from confluent_kafka import Message
 
 from engine import __version__
 from engine.errors import TransientStepError
-from engine.events import RETENTION_MS, StepIdentity, Timing, stamp_events
+from engine.events import RETENTION_MS, FlowContext, StepIdentity, Timing, stamp_events
 from engine.ids import FEEDBACK_STEP_INDEX
 from engine.runtime.handlers.base import Headers, Record, now_ms
 from engine.runtime.schema_registry import SchemaRegistryUnavailableError, TopicCodecs
@@ -54,6 +54,19 @@ class Deliveries(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def _context_of(delivery: Event | None) -> FlowContext | None:
+    """The flow context of the delivery the feedback is about (this worker serves every
+    flow and holds none): where the flow streams, its ping limits. None for a delivery
+    recorded before schema v5."""
+    if delivery is None:
+        return None
+    return FlowContext(
+        delivery.get("firehose"),
+        delivery.get("flow_ping_limits"),
+        delivery.get("source_ping_limits"),
+    )
 
 
 class FeedbackHandler:
@@ -104,6 +117,7 @@ class FeedbackHandler:
             self.settings.instance_id,
             __version__,
             added.retention_ms or RETENTION_MS,
+            _context_of(delivery),
         )
         lag_ms = max(0, start - published_ms) if published_ms > 0 else 0
         timing = Timing(start, now_ms(), lag_ms)

@@ -14,6 +14,9 @@ class FilterHandler(EventInputHandler):
     def __init__(self, flow: Flow, step: FilterStep, host: str, codec: EventCodec) -> None:
         super().__init__(flow, step.id, host, codec)
         self.step = step
+        after = flow.steps[self.index + 1 :]
+        self.next_step_id = after[0].id if after else None
 
     def decide(self, event: LeadEvent, snapshot: Snapshot) -> StepResult:
-        return evaluate_filter(snapshot, self.step.settings, self.step.id)
+        step = self.step
+        return evaluate_filter(snapshot, step.settings, step.id, step.name, self.next_step_id)

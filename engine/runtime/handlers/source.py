@@ -70,6 +70,8 @@ class SourceHandler(BaseHandler):
             content_type=content_type,
             http_request=http.request if http is not None else None,
             price=http.price if http is not None else None,
+            ping_id=http.ping_id if http is not None else None,
+            client_ip=http.client_ip if http is not None else None,
         )
         result = accept_submission(sub, self.step.settings)
         if self.state is not None:

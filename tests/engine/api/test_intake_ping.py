@@ -42,6 +42,9 @@ def test_a_ping_gets_a_price_and_the_post_that_follows_it_gets_that_price(
     accepted = next(e for e in events if e["type"] == "source.accepted")
     assert accepted["cost"] == expected
     assert accepted["vars"]["ping.id"] == ping_id
+    # The limits were evaluated on its ping, which they admitted.
+    assert accepted["ping_limit_reached"] is False
+    assert accepted["source_ping_limits"][0]["maximum"] == 2
     ping_event = next(e for e in events if e["type"] == "source.pinged")
     assert {k for k in ping_event["vars"] if k.startswith("lead.")} == {
         "lead.state",
@@ -66,6 +69,13 @@ def test_over_the_ping_limit_the_answer_is_429_with_retry_after(
     assert over.json()["reason"] == "Ping limit reached: Hourly cap (2/2)"
     pings = [e for e in read_events(api_settings, flow) if e["type"] == "source.pinged"]
     assert sorted(str(e["ping_limit_reached"]) for e in pings) == ["False", "False", "True"]
+    # Each ping's event names the limit it was judged by, its counter, and whether it stopped it.
+    counter = f"ping:source/{flow.id}/source:hour@UTC"
+    judged = sorted(
+        (e["source_ping_limits"][0]["id"], e["source_ping_limits"][0]["reached"]) for e in pings
+    )
+    assert judged == [(counter, False), (counter, False), (counter, True)]
+    assert {e["module_id"] for e in pings} == {"engine.steps.source"}
 
 
 def test_a_post_naming_an_unknown_ping_is_refused(api_url: str, applied_flow: AppliedFlow) -> None:

@@ -246,3 +246,25 @@ def test_a_leads_second_feedback_follows_the_first_on_its_timeline() -> None:
     assert converted_received["vars"]["totals.revenue"] == 0.0
     assert converted_received["vars"]["feedback.type"] == "conversion"
     assert "totals.revenue" not in returned_received["vars"]  # as the delivery left it
+
+
+def test_feedback_events_carry_the_flow_context_of_the_delivery_they_are_about() -> None:
+    steps = make_lead_events(flow_id="f", submitted_ms=1_764_000_000_000)
+    limits = [{"id": "ping:flow/f:day@UTC", "name": None, "maximum": 9, "duration": "day",
+               "time_zone": "UTC", "reached": None}]  # fmt: skip
+    delivery = {**steps[3], "firehose": {"destinations": ["archive"]}, "flow_ping_limits": limits}
+
+    class Deliveries:
+        def find(self, event_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+            return delivery, [*steps[:3], delivery, steps[4]]
+
+        def close(self) -> None:
+            pass
+
+    handler = FeedbackHandler(Settings(), TopicCodecs(Settings()), Deliveries())
+    body = orjson.dumps({"event_id": delivery["id"], "type": "conversion"})
+    records = handler.handle(_Message(body, 7, 1_764_000_100_000))  # type: ignore[arg-type]
+    events = [default_codec().decode(r.value) for r in records]
+    assert [e["firehose"] for e in events] == [{"destinations": ["archive"]}] * 2
+    assert [e["flow_ping_limits"] for e in events] == [limits] * 2
+    assert events[1]["metrics_changed"] == ["converted"]

@@ -177,3 +177,21 @@ def test_the_sources_recorded_request_body_is_sealed_whole() -> None:
     sealed = sealer.seal_event(event, whole_request_body=True)
     assert sealed["request"]["body"].startswith(PREFIX + LEAD)
     assert "1984" not in orjson.dumps(sealed).decode()
+
+
+def test_the_values_that_failed_a_rule_are_sealed_where_the_field_is_sensitive() -> None:
+    sealer, _ = _sealer()
+    shown = {"lead.income": "'90000'", "lead.email": "'ada@example.com'"}
+    result = {"name": "Rich", "rule": "{}", "passed": False, "failed_values": shown}
+    event = {
+        "lead_id": LEAD,
+        "vars": {"lead.email": "ada@example.com", "lead.income": "90000"},
+        "failed_values": shown,
+        "rule_results": [result],
+        "acceptance_criteria": {"match": "all", "passed": False, "rules": [result]},
+    }
+    sealed = sealer.seal_event(event)
+    text = orjson.dumps(sealed).decode()
+    assert "90000" not in text
+    assert sealed["failed_values"]["lead.email"] == "'ada@example.com'"  # not sensitive
+    assert sealed["failed_values"]["lead.income"].startswith(PREFIX + LEAD)

@@ -271,3 +271,43 @@ def test_a_misspelt_success_rule_is_refused() -> None:
         EnhancementSettings.model_validate(
             {"url": URL, "key": "k", "success": {"path": "ok", "valu": True}}
         )
+
+
+# -- cost incurred, timeouts (schema v5) -----------------------------------------------------
+
+
+def test_an_answered_lookup_costs_its_price_and_adds_it_to_the_leads_cost() -> None:
+    paid = SETTINGS.model_copy(update={"cost": 0.25})
+    lead = {**LEAD, "totals.cost": 2.5}
+    request = build_request(lead, paid, "EVT1")
+    found = judge_enhancement(lead, paid, "phone-check", request, answer(200, FOUND)).last
+    assert (found.type, found.cost, found.vars["totals.cost"]) == (
+        "enhancement.success",
+        0.25,
+        2.75,
+    )
+    none = judge_enhancement(lead, paid, "phone-check", request, answer(200, {"outcome": "x"}))
+    assert (none.last.type, none.last.cost, none.last.vars["totals.cost"]) == (
+        "enhancement.failure",
+        0.25,
+        2.75,
+    )
+
+
+def test_a_free_lookup_costs_nothing_and_leaves_the_snapshot_alone() -> None:
+    found = judge(answer(200, FOUND)).last
+    assert found.cost == 0.0
+    assert "totals.cost" not in found.vars
+
+
+def test_an_error_costs_nothing_and_says_whether_the_call_timed_out() -> None:
+    timed_out = Answer(None, {}, b"", "Service timeout after 5000ms", 5000, 1, 5001, timed_out=True)
+    error = judge(timed_out).last
+    assert (error.type, error.cost, error.timeout_ms, error.timed_out) == (
+        "enhancement.error",
+        0.0,
+        5000,
+        True,
+    )
+    refused = judge(answer(None, error="Service connection refused")).last
+    assert (refused.timeout_ms, refused.timed_out) == (5000, False)

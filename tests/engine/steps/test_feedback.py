@@ -12,6 +12,7 @@ from engine.ids import feedback_event_id
 from engine.steps.feedback import (
     Feedback,
     FeedbackRejectedError,
+    apply_feedback,
     feedback_events,
 )
 from tests.factories import make_lead_events
@@ -97,3 +98,18 @@ def test_feedback_on_no_delivery_is_refused_with_the_reason(
 ) -> None:
     with pytest.raises(FeedbackRejectedError, match=reason):
         feedback_events(conversion("E404"), delivery, STEPS, PUBLISHED_MS, 9, RECEIVED_MS)
+
+
+def test_feedback_processed_says_which_metrics_the_feedback_changed() -> None:
+    converted = apply_feedback(conversion(), DELIVERY, STEPS).last
+    assert converted.metrics_changed == ["converted"]
+    returned = apply_feedback(Feedback(event_id=DELIVERY["id"], type="return"), DELIVERY, STEPS)
+    assert returned.last.metrics_changed == ["revenue", "returned"]
+    # The same delivery returned again: nothing changes, and the event says so.
+    timeline = [*STEPS, _processed(returned.last.vars)]
+    again = apply_feedback(Feedback(event_id=DELIVERY["id"], type="return"), DELIVERY, timeline)
+    assert again.last.metrics_changed == []
+
+
+def _processed(vars_: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "feedback.processed", "vars": vars_}

@@ -290,3 +290,57 @@ def test_settings_survive_a_dump_and_reload() -> None:
     dumped = settings.model_dump(mode="json")
     assert FilterSettings.model_validate(dumped) == settings
     assert "from" in str(dumped) and "from_" not in str(dumped)
+
+
+# -- what filter events record (schema v5) -------------------------------------------------
+
+
+def test_a_failed_filter_records_every_rule_its_result_the_failed_values_and_the_next_step() -> (
+    None
+):
+    settings = FilterSettings.model_validate(
+        {
+            "rules": [
+                {"name": "Service area", "field": "lead.state", "op": "in", "value": ["TX"]},
+                {"name": "Adult", "field": "lead.age", "op": "gte", "value": 18},
+            ]
+        }
+    )
+    result = evaluate_filter(LEAD, settings, "area", "Service area check", "premier")
+    (failed,) = result.events
+    assert failed.type == "filter.failed"
+    assert (failed.rule_set, failed.rules_evaluated) == ("Service area check", 2)
+    assert failed.rule_results is not None
+    assert [(r["name"], r["passed"], r["failed_values"]) for r in failed.rule_results] == [
+        ("Service area", False, {"lead.state": "'WY'"}),
+        ("Adult", True, {}),
+    ]
+    assert failed.failed_values == {"lead.state": "'WY'"}
+    assert failed.would_have_destination == "premier"
+
+
+def test_a_passed_filter_records_the_rules_but_no_failed_values_or_destination() -> None:
+    settings = FilterSettings.model_validate(
+        {"rules": [{"field": "lead.state", "op": "equals", "value": "WY"}]}
+    )
+    (passed,) = evaluate_filter(LEAD, settings, "area", None, "premier").events
+    assert passed.type == "filter.passed"
+    assert passed.rule_set == "area"  # the step id when the step has no name
+    assert passed.rules_evaluated == 1
+    assert passed.rule_results is not None
+    assert passed.rule_results[0]["passed"] is True
+    assert passed.rule_results[0]["rule"] == '{"field":"lead.state","op":"equals","value":"WY"}'
+    assert passed.failed_values is None
+    assert passed.would_have_destination is None
+
+
+def test_a_failed_group_names_only_the_values_of_its_failed_rules() -> None:
+    group = {
+        "name": "Reachable",
+        "all": [
+            {"field": "lead.email.domain", "op": "equals", "value": "example.com"},
+            {"field": "lead.phone_1", "op": "exists"},
+        ],
+    }
+    (failed,) = run(group).events
+    assert failed.failed_values == {"lead.phone_1": "None"}

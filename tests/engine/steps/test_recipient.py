@@ -154,3 +154,15 @@ def test_a_buyers_own_limit_and_key_header_travel_with_the_call() -> None:
 def test_a_header_name_that_is_not_a_token_is_refused() -> None:
     with pytest.raises(ValueError, match="idempotency_header"):
         RecipientSettings(url="http://b.test/", idempotency_header="Bad Header:")  # type: ignore[arg-type]
+
+
+def test_a_recipient_error_records_the_timeout_and_whether_it_ran_out() -> None:
+    timed_out = Answer(None, {}, b"", "Buyer timeout after 5000ms", 5000, 1, 5001, timed_out=True)
+    error = judge(timed_out).last
+    assert (error.type, error.timeout_ms, error.timed_out) == (
+        "recipient.error",
+        SETTINGS.timeout_ms,
+        True,
+    )
+    assert judge(answer(None, error="Buyer connection refused")).last.timed_out is False
+    assert judge(answer(200, {"outcome": "success"})).last.timeout_ms is None

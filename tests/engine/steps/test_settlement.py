@@ -3,15 +3,18 @@ attempt, a retry, giving up, the lead's completion) and whether the lead is hand
 
 from __future__ import annotations
 
+import importlib
+import typing
 from collections.abc import Callable
 
 import pytest
 
 from engine.events import StepIdentity, Timing, stamp_events
+from engine.flows import Step
 from engine.retries import RetrySettings
 from engine.steps.base import TOTAL_COST, TOTAL_DELIVERED, TOTAL_REVENUE, EventDraft, StepResult
 from engine.steps.retry import RetryPlan
-from engine.steps.settlement import Settlement, StepPlace, settle
+from engine.steps.settlement import Settlement, StepPlace, settle, step_module
 
 RETRY = RetrySettings(attempts=3, initial_backoff_ms=100)
 MIDDLE = StepPlace("demo", is_last=False, stop_at_first_delivery=False, module_id="leadflow.filter")
@@ -187,3 +190,34 @@ def test_a_step_that_changes_nothing_hands_on_the_snapshot_it_read() -> None:
     lead_id = "01KB0000000000000000000000"
     events = stamp_events(settled.events, who, lead_id, DECIDED, BEFORE, timing)
     assert all(e["vars"] is BEFORE for e in events)
+
+
+def test_module_id_is_the_module_of_the_step_kinds_decision() -> None:
+    union = typing.get_args(typing.get_args(Step)[0])
+    kinds = [typing.get_args(m.model_fields["kind"].annotation)[0] for m in union]
+    assert sorted(kinds) == ["auction", "enhancement", "filter", "recipient", "source"]
+    for kind in kinds:
+        module = importlib.import_module(step_module(kind))  # a real module, not a label
+        assert module.__name__ == f"engine.steps.{kind}"
+
+
+def test_calling_steps_events_count_the_retries_before_them() -> None:
+    error = EventDraft(
+        "recipient.error", "error", "Buyer timeout after 5000ms", entity_id="premier"
+    )
+    settled = settle(StepResult([error], proceed=True), BEFORE, BUYER_RETRYING, 3, DECIDED)
+    by_type = {e.type: e.retry_attempts for e in settled.events}
+    assert by_type["recipient.error"] == 2
+    assert by_type["retry.attempted"] is None  # the engine's own events count nothing
+    first = settle(refused(), BEFORE, BUYER_RETRYING, 1, DECIDED)
+    assert first.events[0].retry_attempts == 0
+    assert settle(passed(), BEFORE, MIDDLE, 1, DECIDED).events[0].retry_attempts is None
+
+
+BUYER_RETRYING = StepPlace(
+    "demo",
+    is_last=False,
+    stop_at_first_delivery=False,
+    module_id="engine.steps.recipient",
+    retry=RetrySettings(attempts=5, initial_backoff_ms=100),
+)

@@ -209,8 +209,23 @@ ADULT = {"email": "ada@example.com", "age": "42", "phone_1": "512-555-0123"}
 
 
 def criteria_of(event: EventDraft) -> Any:
+    """The criteria as configured, read back from the event's structured record."""
     assert event.acceptance_criteria is not None
-    return orjson.loads(event.acceptance_criteria)
+    recorded = event.acceptance_criteria
+    return {
+        "match": recorded["match"],
+        "rules": [orjson.loads(r["rule"]) for r in recorded["rules"]],
+    }
+
+
+def results_of(event: EventDraft) -> list[tuple[str, bool | None, dict[str, str]]]:
+    assert event.acceptance_criteria is not None
+    return [
+        (r["name"], r["passed"], r["failed_values"]) for r in event.acceptance_criteria["rules"]
+    ]
+
+
+NOT_TOLLFREE = "not (lead.phone_1.is_tollfree equals True)"
 
 
 def test_a_lead_meeting_the_criteria_is_accepted_and_both_events_record_them() -> None:
@@ -218,6 +233,14 @@ def test_a_lead_meeting_the_criteria_is_accepted_and_both_events_record_them() -
     assert [e.type for e in result.events] == ["source.submitted", "source.accepted"]
     recorded = {"match": "all", **CRITERIA}
     assert [criteria_of(e) for e in result.events] == [recorded, recorded]
+    submitted, accepted = result.events
+    # source.submitted is before any parsing: the criteria are not judged yet.
+    assert submitted.acceptance_criteria is not None
+    assert submitted.acceptance_criteria["passed"] is None
+    assert results_of(submitted) == [("Adult", None, {}), (NOT_TOLLFREE, None, {})]
+    assert accepted.acceptance_criteria is not None
+    assert accepted.acceptance_criteria["passed"] is True
+    assert results_of(accepted) == [("Adult", True, {}), (NOT_TOLLFREE, True, {})]
 
 
 def test_a_lead_failing_the_criteria_is_rejected_with_the_rule_and_value() -> None:
@@ -230,6 +253,9 @@ def test_a_lead_failing_the_criteria_is_rejected_with_the_rule_and_value() -> No
     assert rejected.vars["lead.age"] == 16.0
     assert TOTAL_COST not in rejected.vars
     assert criteria_of(rejected) == {"match": "all", **CRITERIA}
+    assert rejected.acceptance_criteria is not None
+    assert rejected.acceptance_criteria["passed"] is False
+    assert results_of(rejected) == [("Adult", False, {"lead.age": "16"}), (NOT_TOLLFREE, True, {})]
 
 
 def test_criteria_read_parsed_components() -> None:
@@ -395,3 +421,56 @@ def test_an_invalid_optional_date_is_kept_as_invalid() -> None:
     assert result.proceed
     assert result.last.vars["lead.callback_at"] == "tomorrow"
     assert result.last.vars["lead.callback_at.valid"] is False
+
+
+# -- what source events record besides the verdict (schema v5) -----------------------------
+
+
+def test_source_submitted_records_the_arrival_so_parsing_time_is_measured() -> None:
+    submitted, accepted = accept(GOOD, submitted_ms=1234).events
+    assert submitted.at_ms == 1234  # the arrival: stamped before any parsing
+    assert accepted.at_ms is None  # the end of the step's handling, stamped by the runtime
+
+
+def test_every_source_event_names_the_client_and_the_source_configuration() -> None:
+    sub = Submission(
+        orjson.dumps(GOOD), "01LEAD", 1000, "demo", "Demo", "web", "Web", client_ip="203.0.113.7"
+    )
+    result = accept_submission(sub, SETTINGS)
+    assert {e.client_ip for e in result.events} == {"203.0.113.7"}
+    versions = {e.source_config_version for e in result.events}
+    assert versions == {SETTINGS.config_version}
+    assert len(SETTINGS.config_version) == 16
+    # The version follows the configuration, and only it.
+    cheaper = SETTINGS.model_copy(update={"cost": 1.0})
+    assert (
+        SourceSettings.model_validate(SETTINGS.model_dump()).config_version
+        == SETTINGS.config_version
+    )
+    assert (
+        SourceSettings.model_validate(cheaper.model_dump()).config_version
+        != SETTINGS.config_version
+    )
+
+
+def _with_ping_limits() -> SourceSettings:
+    return SourceSettings.model_validate(
+        {
+            **SETTINGS.model_dump(mode="json"),
+            "intake": {
+                "auth": {"key_env": "WEB_KEY"},
+                "ping": {"fields": ["state"], "limits": [{"maximum": 10, "duration": "minute"}]},
+            },
+        }
+    )
+
+
+def test_a_lead_posted_for_a_ping_under_limits_says_no_limit_was_reached() -> None:
+    limited = _with_ping_limits()
+    body = orjson.dumps(GOOD)
+    posted = Submission(body, "01LEAD", 1000, "demo", "Demo", "web", "Web", ping_id="01PING")
+    assert {e.ping_limit_reached for e in accept_submission(posted, limited).events} == {False}
+    # No ping, or no limits: nothing was evaluated, so nothing is said.
+    plain = Submission(body, "01LEAD", 1000, "demo", "Demo", "web", "Web")
+    assert {e.ping_limit_reached for e in accept_submission(plain, limited).events} == {None}
+    assert {e.ping_limit_reached for e in accept_submission(posted, SETTINGS).events} == {None}
