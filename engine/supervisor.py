@@ -3,12 +3,18 @@
 Two ways to say what runs:
 
 * **a flow file** (``leadflow run -f FLOW``): roles are the flow's step ids
-  plus ``projector`` (the timeline), ``analytics``, ``streamer`` and ``feedback``;
+  plus ``projector`` (the timeline), ``analytics``, ``streamer``, ``feedback`` and
+  ``export-scheduler``;
 * **the flow registry** (``leadflow run``): every applied flow's steps
   (``<flow>:<step>``), a ``streamer:<flow>`` per flow, and one ``projector``
   and one ``analytics`` projector for all flows. Flows applied later get their
   workers within seconds, and running steps switch to a new version of their
   flow without a restart.
+
+The export scheduler (``projectors.exports.scheduler``) is a role of its own, not a
+thread of a projector: a scheduled export spools for minutes, which must not hold back
+a projector's commits, and a scheduler that dies is restarted like any role. Several
+supervisors may each run one: a scheduled time is run once however many race for it.
 
 One process per role because the GIL makes threads useless for CPU-bound
 steps, and because a role that crashes must not take the others down.
@@ -35,12 +41,13 @@ from engine.runtime.step_worker import run_step
 from engine.runtime.stopping import install_stop_handlers
 from engine.settings import Settings, get_settings
 from projectors.deliveries import TimelineDeliveries
+from projectors.exports.scheduler import ExportScheduler
 from projectors.projector import AnalyticsProjector, TimelineProjector
 from streamers.service import stream_flow
 
 log = structlog.get_logger(__name__)
 
-SERVICE_ROLES = ("projector", "analytics", "streamer", "feedback")
+SERVICE_ROLES = ("projector", "analytics", "streamer", "feedback", "export-scheduler")
 REGISTRY_POLL_S = 3.0
 
 
@@ -58,7 +65,7 @@ def role_names(flow: Flow) -> list[str]:
 
 
 def registry_roles(flows: list[Flow]) -> list[str]:
-    roles = ["projector", "analytics", "feedback"]
+    roles = ["projector", "analytics", "feedback", "export-scheduler"]
     for flow in flows:
         roles += [f"{flow.id}:{s.id}" for s in flow.steps]
         roles += [f"streamer:{flow.id}"] if streams(flow) else []
@@ -97,6 +104,8 @@ def run_role(role: str, settings: Settings, flow: Flow, stop: threading.Event) -
         _run_projector(settings, role, stop)
     elif role == "feedback":
         run_feedback(settings, stop, TimelineDeliveries(settings))
+    elif role == "export-scheduler":
+        ExportScheduler(settings).run(stop)
     elif role == "streamer":
         stream_flow(settings, flow, stop, metrics_port=settings.streamer_metrics_port or None)
     else:
@@ -121,6 +130,9 @@ def run_registry_role(role: str, settings: Settings, stop: threading.Event) -> N
         return
     if role == "feedback":
         run_feedback(settings, stop, TimelineDeliveries(settings))
+        return
+    if role == "export-scheduler":
+        ExportScheduler(settings).run(stop)
         return
     registry = FlowRegistry(settings)
     registry.refresh()

@@ -187,5 +187,6 @@ def test_migrations_apply_once(state_settings: Settings) -> None:
         "003_retention_indexes",
         "004_erasure_progress",
         "005_auction_ledger",
+        "007_scheduled_exports",
     ]
     assert migrate_state(state_settings) == []

@@ -1,0 +1,488 @@
+"""Scheduled exports in Postgres: schedules, their due times, and each run as a task run.
+
+A run's row is its claim on a scheduled time: ``UNIQUE (schedule_id, scheduled_for)``
+lets one insert succeed however many schedulers race, so each scheduled time is run
+once. Runs are then taken like export jobs (``FOR UPDATE SKIP LOCKED`` and a lease); a
+failed attempt is queued again after a backoff until ``max_attempts``. Every time here
+is the caller's (a scheduler's clock), never ``now()``, so tests drive it with a fake one.
+Each state change writes its ``task_run.*``/``storage.*`` system event in the same
+transaction (``projectors.exports.system_events``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from cronsim import CronSim, CronSimError
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from engine.ids import new_lead_id
+from projectors.exports.errors import LeaseLostError, UnknownScheduleError
+from projectors.exports.system_events import emit_system_event
+from projectors.selection import ExportQuery
+from projectors.store import Connection, translate_errors
+
+RunStatus = Literal["queued", "running", "completed", "failed"]
+
+# -- what a schedule is -------------------------------------------------------------------
+
+
+def checked_cron(expression: str) -> str:
+    """``expression`` if it is a five-field cron expression (UTC); ``ValueError`` if not."""
+    try:
+        CronSim(expression, datetime(2000, 1, 1, tzinfo=UTC))
+    except CronSimError as exc:
+        raise ValueError(f"not a cron expression ({exc}): {expression!r}") from None
+    return expression
+
+
+def latest_due(cron: str, after: datetime, now: datetime) -> datetime | None:
+    """The latest time of ``cron`` in ``(after, now]``, or None if none is.
+
+    Only the latest: a scheduler that was down for a day runs the export once
+    on its return, not once per missed time (each run exports what its filters
+    select then, so the missed runs would write the same file over and over).
+    """
+    # cronsim's reverse iteration starts strictly before its start: one minute past
+    # ``now``'s minute includes that minute itself (cron times are whole minutes).
+    start = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    previous: datetime = next(CronSim(cron, start.astimezone(UTC), reverse=True))
+    return previous if after < previous <= now else None
+
+
+class ObjectOutput(BaseModel):
+    """An S3 bucket or Azure Blob container, with the credentials the export store uses."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["s3", "azure_blob"]
+    bucket: Annotated[str, Field(min_length=3, max_length=63)]
+    prefix: Annotated[str, Field(max_length=500)] = "scheduled-exports"
+
+
+def _relative(path: str) -> str:
+    parts = path.replace("\\", "/").split("/")
+    if path.startswith("/") or ".." in parts:
+        raise ValueError("a path inside LEADFLOW_EXPORT_LOCAL_DIR: relative, without '..'")
+    return "/".join(p for p in parts if p)
+
+
+class LocalOutput(BaseModel):
+    """A folder under the server's ``LEADFLOW_EXPORT_LOCAL_DIR`` (never elsewhere: an API
+    key may choose the folder, so it must not choose any path on the server)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["local"]
+    path: Annotated[str, Field(max_length=500), AfterValidator(_relative)] = ""
+
+
+Output = Annotated[ObjectOutput | LocalOutput, Field(discriminator="kind")]
+
+
+class ScheduleRequest(BaseModel):
+    """A new schedule, as ``POST /export-schedules`` takes it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cron: Annotated[
+        str,
+        Field(max_length=200, description="five fields, UTC, e.g. '0 2 * * *'"),
+        AfterValidator(checked_cron),
+    ]
+    query: ExportQuery = ExportQuery()
+    destination: Output
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+
+
+def _utc(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    id: str
+    cron: str
+    query: dict[str, Any]
+    destination: dict[str, Any]
+    clear_text: bool
+    max_attempts: int
+    created_by: str | None
+    created_at: datetime
+    enabled: bool
+    last_scheduled_for: datetime
+
+    @property
+    def flow_id(self) -> str | None:
+        flow = self.query.get("flow_id")
+        return str(flow) if flow is not None else None
+
+    def export_query(self) -> ExportQuery:
+        return ExportQuery.model_validate(self.query)
+
+    def output(self) -> ObjectOutput | LocalOutput:
+        if self.destination["kind"] == "local":
+            return LocalOutput.model_validate(self.destination)
+        return ObjectOutput.model_validate(self.destination)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "cron": self.cron,
+            "query": self.query,
+            "destination": self.destination,
+            "clear_text": self.clear_text,
+            "max_attempts": self.max_attempts,
+            "created_by": self.created_by,
+            "created_at": _utc(self.created_at),
+            "enabled": self.enabled,
+            "last_scheduled_for": _utc(self.last_scheduled_for),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRun:
+    id: str
+    schedule_id: str
+    scheduled_for: datetime
+    status: RunStatus
+    attempts: int
+    next_attempt_at: datetime
+    lease_expires_at: datetime | None
+    worker: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    output_location: str | None
+    row_count: int | None
+    byte_count: int | None
+
+    def as_json(self) -> dict[str, Any]:
+        """The run as the API and its system events show it (the lease stays private)."""
+        return {
+            "id": self.id,
+            "schedule_id": self.schedule_id,
+            "scheduled_for": _utc(self.scheduled_for),
+            "status": self.status,
+            "attempts": self.attempts,
+            "next_attempt_at": _utc(self.next_attempt_at) if self.status == "queued" else None,
+            "started_at": _utc(self.started_at),
+            "finished_at": _utc(self.finished_at),
+            "error": self.error,
+            "output_location": self.output_location,
+            "rows": self.row_count,
+            "bytes": self.byte_count,
+        }
+
+
+_SCHEDULE_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, Schedule.__dataclass_fields__))
+_RUN_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, TaskRun.__dataclass_fields__))
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+# -- schedules ----------------------------------------------------------------------------
+
+
+def create_schedule(
+    conn: Connection,
+    request: ScheduleRequest,
+    created_by: str | None,
+    now: datetime,
+    *,
+    clear_text: bool,
+) -> Schedule:
+    """A new enabled schedule; its first run is the cron's first time after ``now``."""
+    with translate_errors(), conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            sql.SQL(
+                "INSERT INTO engine_export_schedules (id, cron, query, destination, clear_text,"
+                " max_attempts, created_by, created_at, last_scheduled_for)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {}"
+            ).format(_SCHEDULE_COLUMNS),
+            (
+                new_lead_id(_ms(now)),
+                request.cron,
+                Jsonb(request.query.filters() | {"format": request.query.format}),
+                Jsonb(request.destination.model_dump()),
+                clear_text,
+                request.max_attempts,
+                created_by,
+                now,
+                now,
+            ),
+        ).fetchone()
+    assert row is not None  # INSERT … RETURNING always returns the row
+    return Schedule(**row)
+
+
+def get_schedule(conn: Connection, schedule_id: str) -> Schedule:
+    with translate_errors(), conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            sql.SQL("SELECT {} FROM engine_export_schedules WHERE id = %s").format(
+                _SCHEDULE_COLUMNS
+            ),
+            (schedule_id,),
+        ).fetchone()
+    if row is None:
+        raise UnknownScheduleError(f"Unknown export schedule: {schedule_id}")
+    return Schedule(**row)
+
+
+def list_schedules(conn: Connection) -> list[Schedule]:
+    with translate_errors(), conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            sql.SQL("SELECT {} FROM engine_export_schedules ORDER BY created_at, id").format(
+                _SCHEDULE_COLUMNS
+            )
+        ).fetchall()
+    return [Schedule(**row) for row in rows]
+
+
+def disable_schedule(conn: Connection, schedule_id: str) -> None:
+    """No more runs; the runs so far stay listed."""
+    with translate_errors():
+        cur = conn.execute(
+            "UPDATE engine_export_schedules SET enabled = false WHERE id = %s", (schedule_id,)
+        )
+    if cur.rowcount != 1:
+        raise UnknownScheduleError(f"Unknown export schedule: {schedule_id}")
+
+
+# -- runs ---------------------------------------------------------------------------------
+
+
+def list_runs(
+    conn: Connection,
+    schedule_id: str | None = None,
+    status: RunStatus | None = None,
+    limit: int = 100,
+) -> list[TaskRun]:
+    """The newest runs first (by scheduled time), all or one schedule's, all or in ``status``."""
+    with translate_errors(), conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            sql.SQL(
+                "SELECT {} FROM engine_task_runs"
+                " WHERE (%(schedule)s::text IS NULL OR schedule_id = %(schedule)s)"
+                " AND (%(status)s::text IS NULL OR status = %(status)s)"
+                " ORDER BY scheduled_for DESC, id DESC LIMIT %(limit)s"
+            ).format(_RUN_COLUMNS),
+            {"schedule": schedule_id, "status": status, "limit": limit},
+        ).fetchall()
+    return [TaskRun(**row) for row in rows]
+
+
+def _event(cur: Any, kind: str, run: TaskRun, schedule: Schedule, at: datetime,
+           reason: str | None = None) -> None:  # fmt: skip
+    data = run.as_json() | {"schedule": schedule.as_json()}
+    emit_system_event(cur, f"task_run.{kind}", run.id, data, at, reason, schedule.flow_id)
+
+
+def queue_due_runs(conn: Connection, now: datetime) -> list[TaskRun]:
+    """Queue a run for each enabled schedule that is due at ``now``; the runs this call
+    queued (none for a time another scheduler queued first)."""
+    queued = []
+    with translate_errors(), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        # SKIP LOCKED: a schedule another scheduler is queueing is its business now.
+        rows = cur.execute(
+            sql.SQL(
+                "SELECT {} FROM engine_export_schedules WHERE enabled FOR UPDATE SKIP LOCKED"
+            ).format(_SCHEDULE_COLUMNS)
+        ).fetchall()
+        for schedule in (Schedule(**row) for row in rows):
+            due = latest_due(schedule.cron, schedule.last_scheduled_for, now)
+            if due is None:
+                continue
+            # The unique (schedule_id, scheduled_for) is the guarantee; the lock above
+            # only spares the loser the work.
+            row = cur.execute(
+                sql.SQL(
+                    "INSERT INTO engine_task_runs (id, schedule_id, scheduled_for, status,"
+                    " next_attempt_at) VALUES (%s, %s, %s, 'queued', %s)"
+                    " ON CONFLICT (schedule_id, scheduled_for) DO NOTHING RETURNING {}"
+                ).format(_RUN_COLUMNS),
+                (new_lead_id(_ms(due)), schedule.id, due, due),
+            ).fetchone()
+            cur.execute(
+                "UPDATE engine_export_schedules SET last_scheduled_for = %s"
+                " WHERE id = %s AND last_scheduled_for < %s",
+                (due, schedule.id, due),
+            )
+            if row is not None:
+                run = TaskRun(**row)
+                _event(cur, "queued", run, schedule, now)
+                queued.append(run)
+    return queued
+
+
+_CLAIMABLE = sql.SQL("""
+SELECT {} FROM engine_task_runs
+WHERE (status = 'queued' AND next_attempt_at <= %(now)s)
+   OR (status = 'running' AND lease_expires_at < %(now)s)
+ORDER BY next_attempt_at, id
+LIMIT 1
+FOR UPDATE SKIP LOCKED
+""").format(_RUN_COLUMNS)
+
+_START = sql.SQL("""
+UPDATE engine_task_runs SET status = 'running', attempts = attempts + 1, worker = %(worker)s,
+    started_at = %(now)s, finished_at = NULL,
+    lease_expires_at = %(now)s + make_interval(secs => %(lease_s)s)
+WHERE id = %(id)s
+RETURNING {}
+""").format(_RUN_COLUMNS)
+
+
+def claim_run(
+    conn: Connection, worker: str, now: datetime, lease_s: float
+) -> tuple[TaskRun, Schedule] | None:
+    """The oldest run whose time has come (or whose scheduler died: lease expired), now
+    ``running`` under a lease for ``worker``; None when there is none."""
+    while True:
+        with translate_errors(), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            found = cur.execute(_CLAIMABLE, {"now": now}).fetchone()
+            if found is None:
+                return None
+            run = TaskRun(**found)
+            schedule = _schedule_of(cur, run)
+            if run.status == "running" and run.attempts >= schedule.max_attempts:
+                message = (
+                    f"gave up after {run.attempts} attempts: the scheduler stopped (crashed"
+                    " or was killed) before finishing the last one"
+                )
+                _finish_failed(cur, run, schedule, now, message)
+                continue
+            row = cur.execute(
+                _START, {"worker": worker, "now": now, "lease_s": lease_s, "id": run.id}
+            ).fetchone()
+            assert row is not None  # the row is locked by this transaction
+            started = TaskRun(**row)
+            _event(cur, "running", started, schedule, now)
+            return started, schedule
+
+
+def _schedule_of(cur: Any, run: TaskRun) -> Schedule:
+    row = cur.execute(
+        sql.SQL("SELECT {} FROM engine_export_schedules WHERE id = %s").format(_SCHEDULE_COLUMNS),
+        (run.schedule_id,),
+    ).fetchone()
+    assert row is not None  # the foreign key cascades deletes
+    return Schedule(**row)
+
+
+def _owned(cur: Any, run: TaskRun, update: str, params: dict[str, Any]) -> TaskRun:
+    """Apply ``update`` if ``run`` is still this attempt's; ``LeaseLostError`` if not."""
+    row = cur.execute(
+        sql.SQL("{} WHERE id = %(id)s AND status = 'running' AND attempts = %(attempts)s"
+                " AND worker IS NOT DISTINCT FROM %(worker)s RETURNING {}").format(
+            sql.SQL(update), _RUN_COLUMNS
+        ),
+        params | {"id": run.id, "attempts": run.attempts, "worker": run.worker},
+    ).fetchone()  # fmt: skip
+    if row is None:
+        raise LeaseLostError(f"task run {run.id}: taken over by another scheduler")
+    return TaskRun(**row)
+
+
+def renew_run(conn: Connection, run: TaskRun, now: datetime, lease_s: float) -> None:
+    """Extend the lease; ``LeaseLostError`` if another scheduler holds the run now."""
+    with translate_errors(), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        _owned(
+            cur,
+            run,
+            "UPDATE engine_task_runs SET"
+            " lease_expires_at = %(now)s + make_interval(secs => %(lease_s)s)",
+            {"now": now, "lease_s": lease_s},
+        )
+
+
+def complete_run(
+    conn: Connection,
+    run: TaskRun,
+    schedule: Schedule,
+    now: datetime,
+    location: str,
+    rows: int,
+    size: int,
+) -> TaskRun:
+    """Record success: ``task_run.completed`` and ``storage.created`` for its file."""
+    with translate_errors(), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        done = _owned(
+            cur,
+            run,
+            "UPDATE engine_task_runs SET status = 'completed', finished_at = %(now)s,"
+            " lease_expires_at = NULL, error = NULL, output_location = %(location)s,"
+            " row_count = %(rows)s, byte_count = %(size)s",
+            {"now": now, "location": location, "rows": rows, "size": size},
+        )
+        _event(cur, "completed", done, schedule, now)
+        stored = {
+            "location": location,
+            "bytes": size,
+            "rows": rows,
+            "content_type": "application/gzip",
+            "task_run_id": done.id,
+            "schedule_id": schedule.id,
+        }
+        emit_system_event(cur, "storage.created", location, stored, now, None, schedule.flow_id)
+    return done
+
+
+def fail_run(
+    conn: Connection,
+    run: TaskRun,
+    schedule: Schedule,
+    now: datetime,
+    message: str,
+    backoff_s: float,
+) -> TaskRun:
+    """Record a failed attempt: queued again ``backoff_s`` from now (``task_run.queued``,
+    the error as its reason) while attempts remain, else ``failed`` (``task_run.failed``).
+    ``message`` is shown to users, so it must hold no secret."""
+    with translate_errors(), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        if run.attempts >= schedule.max_attempts:
+            return _finish_failed(cur, run, schedule, now, message)
+        again = _owned(
+            cur,
+            run,
+            "UPDATE engine_task_runs SET status = 'queued', lease_expires_at = NULL,"
+            " next_attempt_at = %(now)s + make_interval(secs => %(backoff_s)s),"
+            " error = %(error)s",
+            {"now": now, "backoff_s": backoff_s, "error": message},
+        )
+        reason = f"retry after attempt {run.attempts}: {message}"
+        _event(cur, "queued", again, schedule, now, reason)
+    return again
+
+
+def _finish_failed(
+    cur: Any, run: TaskRun, schedule: Schedule, now: datetime, message: str
+) -> TaskRun:
+    done = _owned(
+        cur,
+        run,
+        "UPDATE engine_task_runs SET status = 'failed', finished_at = %(now)s,"
+        " lease_expires_at = NULL, error = %(error)s",
+        {"now": now, "error": message},
+    )
+    _event(cur, "failed", done, schedule, now, message)
+    return done
+
+
+def release_run(conn: Connection, run: TaskRun, schedule: Schedule, now: datetime) -> None:
+    """Give the run back now (this scheduler is stopping: not a failed attempt)."""
+    with translate_errors(), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        again = _owned(
+            cur,
+            run,
+            "UPDATE engine_task_runs SET status = 'queued', lease_expires_at = NULL,"
+            " attempts = attempts - 1, next_attempt_at = %(now)s",
+            {"now": now},
+        )
+        _event(cur, "queued", again, schedule, now, "the scheduler running it stopped")
