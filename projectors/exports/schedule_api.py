@@ -103,6 +103,23 @@ def disable_schedule(schedule_id: str, conn: Conn, reader: Exporter) -> Response
     return Response(status_code=204)
 
 
+def visible_runs(
+    conn: Connection,
+    reader: Principal,
+    schedule_id: str | None = None,
+    status: RunStatus | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """The runs ``reader`` may see (of schedules of its flows), newest scheduled time first:
+    for ``/task-runs`` and the operator UI's runs page alike."""
+    visible = {s.id for s in schedules.list_schedules(conn) if reader.sees_flow(s.flow_id)}
+    return [
+        run.as_json()
+        for run in schedules.list_runs(conn, schedule_id, status, limit)
+        if run.schedule_id in visible
+    ]
+
+
 @router.get("/task-runs")
 def list_task_runs(
     conn: Conn,
@@ -113,9 +130,4 @@ def list_task_runs(
 ) -> list[dict[str, Any]]:
     """Scheduled export runs, newest scheduled time first: status, attempts, the last
     error and where the file went."""
-    visible = {s.id for s in schedules.list_schedules(conn) if reader.sees_flow(s.flow_id)}
-    return [
-        run.as_json()
-        for run in schedules.list_runs(conn, schedule_id, status, limit)
-        if run.schedule_id in visible
-    ]
+    return visible_runs(conn, reader, schedule_id, status, limit)

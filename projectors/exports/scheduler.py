@@ -162,16 +162,19 @@ class ExportScheduler:
                 schedules.renew_run(conn, run, now, self.lease_s)
                 renewed[0] = now
 
+        output = schedule.output()
+        name = file_name(schedule, run)
+        # Checked before the export is spooled: a misconfiguration fails in a moment.
+        target = self._local_target(output, name) if isinstance(output, LocalOutput) else None
         query = schedule.export_query()
         with tempfile.TemporaryFile(prefix="leadflow-scheduled-export-") as spool:
             rows = spool_export(self.settings, query, spool, check, clear_text=schedule.clear_text)
             size = spool.tell()
             spool.seek(0)
             check()
-            output = schedule.output()
-            name = file_name(schedule, run)
-            if isinstance(output, LocalOutput):
-                return self._write_local(output, name, spool), rows, size
+            if target is not None:
+                return self._write_local(target, spool), rows, size
+            assert isinstance(output, ObjectOutput)  # not local, so an object store
             return self._upload(output, name, spool), rows, size
 
     def _upload(self, output: ObjectOutput, name: str, spool: BinaryIO) -> str:
@@ -184,11 +187,13 @@ class ExportScheduler:
             store.close()
         return f"{output.kind}://{output.bucket}/{key}"
 
-    def _write_local(self, output: LocalOutput, name: str, spool: BinaryIO) -> str:
+    def _local_target(self, output: LocalOutput, name: str) -> Path:
         root = self.settings.export_local_dir
         if root is None:
             raise OutputError("a local destination needs LEADFLOW_EXPORT_LOCAL_DIR to be set")
-        target = Path(root, output.path, name)
+        return Path(root, output.path, name)
+
+    def _write_local(self, target: Path, spool: BinaryIO) -> str:
         target.parent.mkdir(parents=True, exist_ok=True)
         # Written beside, then renamed: a reader never sees half a file, and a retry
         # replaces the whole of an earlier attempt's.
