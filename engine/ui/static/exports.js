@@ -3,6 +3,8 @@
 (function () {
   const { $, el, api, status, onReady, time, table } = window.LF;
   const LABELS = { queued: "queued", running: "running", completed: "✓ completed", failed: "✕ failed" };
+  // A queued run with attempts behind it failed and waits for its retry.
+  const label = (r) => r.status === "queued" && r.attempts > 0 ? "↻ retry pending" : (LABELS[r.status] || r.status);
 
   onReady(async () => {
     status("Loading…");
@@ -11,7 +13,7 @@
     $("runs").replaceChildren(runs.length ? table([
       { label: "Scheduled for", render: (r) => time(r.scheduled_for) },
       { label: "Schedule", key: "schedule_id" },
-      { label: "Status", render: (r) => el("span", { class: "run-" + r.status }, LABELS[r.status] || r.status) },
+      { label: "Status", render: (r) => el("span", { class: "run-status" }, label(r)) },
       { label: "Attempts", key: "attempts", num: true },
       { label: "Next attempt", render: (r) => time(r.next_attempt_at) },
       { label: "Finished", render: (r) => time(r.finished_at) },
