@@ -18,6 +18,7 @@ from engine.objects.destination import open_store
 from engine.settings import Settings
 from engine.state.postgres import migrate_state
 from projectors.exports import schedules
+from projectors.exports.errors import LeaseLostError
 from projectors.exports.scheduler import ExportScheduler
 from projectors.exports.schedules import ScheduleRequest
 from projectors.store import Connection, connect
@@ -122,8 +123,9 @@ def test_a_run_waits_for_its_time_and_each_time_runs_once(
 def test_two_schedulers_racing_run_each_scheduled_time_exactly_once(
     sched_settings: Settings, clock: FakeClock, sched_db: Connection, flow_events: list[Any]
 ) -> None:
-    make_schedule(sched_db, clock, {"kind": "local", "path": "race"}, cron="*/5 * * * *",
-                  query={"flow_id": sched_settings.db_schema})  # fmt: skip
+    for _ in range(schedules_n := 4):
+        make_schedule(sched_db, clock, {"kind": "local", "path": "race"}, cron="*/5 * * * *",
+                      query={"flow_id": sched_settings.db_schema})  # fmt: skip
     clock.advance(minutes=3)  # 10:05, the first time due
     rounds = 6
     barrier = threading.Barrier(2)
@@ -153,15 +155,16 @@ def test_two_schedulers_racing_run_each_scheduled_time_exactly_once(
     assert failures == []
 
     runs = schedules.list_runs(sched_db)
-    times = sorted(r.scheduled_for for r in runs)
-    assert len(times) == len(set(times)) == rounds  # 10:05 … 10:30, each once
+    times = sorted((r.schedule_id, r.scheduled_for) for r in runs)
+    assert len(times) == len(set(times)) == rounds * schedules_n  # 10:05 … 10:30, each once
     assert all(r.status == "completed" and r.attempts == 1 for r in runs)
     assert sorted(done["a"] + done["b"]) == sorted(r.id for r in runs)  # each run by one only
+    assert done["a"] and done["b"]  # both took part
     files = list((sched_settings.export_local_dir / "race").rglob("*.gz"))  # type: ignore[operator]
-    assert len(files) == rounds
+    assert len(files) == rounds * schedules_n
     types = event_types(sched_settings)
     for kind in ("task_run.queued", "task_run.running", "task_run.completed", "storage.created"):
-        assert types.count(kind) == rounds, kind
+        assert types.count(kind) == rounds * schedules_n, kind
 
 
 def test_a_scheduler_that_read_the_schedule_before_another_queued_it_queues_nothing(
@@ -266,3 +269,55 @@ def test_a_scheduled_export_lands_in_object_storage(
     assert len(csv.splitlines()) == len(flow_events) + 1  # the header
     stored = system_events(sched_settings, "storage.created")
     assert [s["subject"] for s in stored] == [run.output_location]
+
+
+def test_a_run_another_scheduler_is_claiming_is_skipped_not_waited_for(
+    sched_settings: Settings, clock: FakeClock, sched_db: Connection
+) -> None:
+    """The claim's row lock, made certain: the race test above may or may not interleave."""
+    make_schedule(sched_db, clock, {"kind": "local"}, cron="*/5 * * * *")
+    clock.advance(minutes=3)
+    assert len(schedules.queue_due_runs(sched_db, clock())) == 1
+    with connect(sched_settings) as other, other.transaction():
+        other.execute("SELECT id FROM engine_task_runs FOR UPDATE")  # mid-claim elsewhere
+        sched_db.execute("SET lock_timeout = '5s'")  # waiting would fail, not hang
+        assert schedules.claim_run(sched_db, "b", clock(), 60) is None
+    claimed = schedules.claim_run(sched_db, "b", clock(), 60)
+    assert claimed is not None and claimed[0].status == "running"
+
+
+def test_a_run_whose_scheduler_died_is_taken_again_when_its_lease_ends(
+    sched_settings: Settings, clock: FakeClock, sched_db: Connection, flow_events: list[Any]
+) -> None:
+    make_schedule(sched_db, clock, {"kind": "local"}, cron="*/5 * * * *", max_attempts=2,
+                  query={"flow_id": sched_settings.db_schema})  # fmt: skip
+    clock.advance(minutes=3)
+    schedules.queue_due_runs(sched_db, clock())
+    dead = schedules.claim_run(sched_db, "dead", clock(), 60)  # then it is killed
+    assert dead is not None
+    survivor = scheduler(sched_settings, clock, "survivor")
+    clock.advance(seconds=59)
+    assert survivor.run_once(sched_db) is None  # the lease holds
+    clock.advance(seconds=2)
+    run = survivor.run_once(sched_db)
+    assert run is not None and run.id == dead[0].id
+    assert run.status == "completed" and run.attempts == 2 and run.worker == "survivor"
+    # The dead scheduler, back, records nothing over its successor's result.
+    with pytest.raises(LeaseLostError):
+        schedules.complete_run(sched_db, dead[0], dead[1], clock(), "file:///nowhere", 0, 0)
+
+
+def test_a_run_whose_scheduler_dies_every_attempt_is_given_up(
+    sched_settings: Settings, clock: FakeClock, sched_db: Connection
+) -> None:
+    make_schedule(sched_db, clock, {"kind": "local"}, cron="*/5 * * * *", max_attempts=2)
+    clock.advance(minutes=3)
+    schedules.queue_due_runs(sched_db, clock())
+    for _ in range(2):
+        assert schedules.claim_run(sched_db, "dies", clock(), 60) is not None
+        clock.advance(seconds=61)
+    assert schedules.claim_run(sched_db, "next", clock(), 60) is None
+    (run,) = schedules.list_runs(sched_db)
+    assert run.status == "failed" and run.attempts == 2
+    assert run.error is not None and "gave up after 2 attempts" in run.error
+    assert event_types(sched_settings)[-1] == "task_run.failed"
