@@ -23,6 +23,7 @@ from projectors.exports.scheduler import ExportScheduler
 from projectors.exports.schedules import ScheduleRequest
 from projectors.store import Connection, connect
 from tests.system_outbox import ensure_outbox, system_events
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -321,3 +322,29 @@ def test_a_run_whose_scheduler_dies_every_attempt_is_given_up(
     assert run.status == "failed" and run.attempts == 2
     assert run.error is not None and "gave up after 2 attempts" in run.error
     assert event_types(sched_settings)[-1] == "task_run.failed"
+
+
+def test_the_scheduler_role_migrates_then_runs_due_exports_until_stopped(
+    sched_settings: Settings, clock: FakeClock, sched_db: Connection, flow_events: list[Any]
+) -> None:
+    make_schedule(sched_db, clock, {"kind": "local", "path": "role"}, cron="*/5 * * * *",
+                  query={"flow_id": sched_settings.db_schema})  # fmt: skip
+    clock.advance(minutes=3)
+    stop = threading.Event()
+    worker = ExportScheduler(sched_settings, clock=clock, poll_s=0.05, name="role")
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    try:
+        done = wait_until(
+            lambda: schedules.list_runs(sched_db, status="completed"), 30, "the 10:05 run"
+        )
+        clock.advance(minutes=5)  # polling goes on: the next time runs too
+        done = wait_until(
+            lambda: schedules.list_runs(sched_db, status="completed"), 30, "the 10:10 run",
+            until=lambda runs: len(runs) == 2,
+        )  # fmt: skip
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert [r.scheduled_for.minute for r in done] == [10, 5]
