@@ -105,7 +105,7 @@ def run_role(role: str, settings: Settings, flow: Flow, stop: threading.Event) -
     elif role == "feedback":
         run_feedback(settings, stop, TimelineDeliveries(settings))
     elif role == "export-scheduler":
-        ExportScheduler(settings).run(stop)
+        ExportScheduler(settings, flows=lambda: [flow]).run(stop)
     elif role == "streamer":
         stream_flow(settings, flow, stop, metrics_port=settings.streamer_metrics_port or None)
     else:
@@ -132,7 +132,7 @@ def run_registry_role(role: str, settings: Settings, stop: threading.Event) -> N
         run_feedback(settings, stop, TimelineDeliveries(settings))
         return
     if role == "export-scheduler":
-        ExportScheduler(settings).run(stop)
+        _run_registry_scheduler(settings, stop)
         return
     registry = FlowRegistry(settings)
     registry.refresh()
@@ -146,6 +146,21 @@ def run_registry_role(role: str, settings: Settings, stop: threading.Event) -> N
         stream_flow(settings, flow, stop, metrics_port=settings.streamer_metrics_port or None)
     else:
         run_step(settings, flow, tail, stop, registry=registry)
+
+
+def _run_registry_scheduler(settings: Settings, stop: threading.Event) -> None:
+    """The scheduler, keeping every applied flow's ``exports:`` in step (a flow deleted
+    from the registry stops its schedules)."""
+    registry = FlowRegistry(settings)
+
+    def flows() -> list[Flow]:
+        registry.refresh(timeout=2.0)
+        return registry.flows()
+
+    try:
+        ExportScheduler(settings, flows=flows, every_flow=True).run(stop)
+    finally:
+        registry.close()
 
 
 def _child(role: str, flow_file: str | None) -> None:

@@ -23,6 +23,8 @@ from pydantic import ValidationError
 
 from engine.destinations import Destination
 from engine.errors import LeadflowError
+from engine.export_schedules import LocalOutput, ObjectOutput
+from engine.flows import Flow
 from engine.objects.contract import directory
 from engine.objects.destination import open_store
 from engine.objects.errors import redact
@@ -34,7 +36,7 @@ from projectors.exports import schedules
 from projectors.exports.errors import LeaseLostError, OutputError
 from projectors.exports.formats import FORMATS
 from projectors.exports.runner import settings_secrets, spool_export
-from projectors.exports.schedules import LocalOutput, ObjectOutput, Schedule, TaskRun
+from projectors.exports.schedules import Schedule, TaskRun
 from projectors.store import Connection, connect
 
 log = structlog.get_logger(__name__)
@@ -74,7 +76,12 @@ class ExportScheduler:
         retry_base_s: float = 30.0,
         retry_cap_s: float = 3600.0,
         name: str | None = None,
+        flows: Callable[[], list[Flow]] | None = None,
+        every_flow: bool = False,
     ) -> None:
+        """``flows``, if given, says which flows' ``exports:`` to keep in step with before
+        each round (the flow file's, or the registry's: ``every_flow``, so the schedules of
+        a flow deleted from it stop too)."""
         self.settings = settings
         self.clock = clock
         self.lease_s = lease_s
@@ -82,6 +89,8 @@ class ExportScheduler:
         self.retry_base_s = retry_base_s
         self.retry_cap_s = retry_cap_s
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_native_id()}"
+        self.flows = flows
+        self.every_flow = every_flow
         self._secrets = settings_secrets(settings)
 
     def run(self, stop: threading.Event) -> None:
@@ -111,6 +120,10 @@ class ExportScheduler:
     def run_once(self, conn: Connection, stop: threading.Event | None = None) -> TaskRun | None:
         """Queue what is due, then run one run whose time has come; the run as recorded
         afterwards, or None if none was waiting."""
+        if self.flows is not None:
+            schedules.sync_flow_schedules(
+                conn, self.flows(), self.clock(), every_flow=self.every_flow
+            )
         schedules.queue_due_runs(conn, self.clock())
         claimed = schedules.claim_run(conn, self.name, self.clock(), self.lease_s)
         if claimed is None:

@@ -13,14 +13,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from cronsim import CronSim, CronSimError
+from cronsim import CronSim
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
+from engine.export_schedules import (
+    Cron,
+    LocalOutput,
+    MaxAttempts,
+    ObjectOutput,
+    Output,
+)
+from engine.flows import Flow
 from engine.ids import new_lead_id
 from projectors.exports.errors import LeaseLostError, UnknownScheduleError
 from projectors.exports.system_events import emit_system_event
@@ -30,15 +38,6 @@ from projectors.store import Connection, translate_errors
 RunStatus = Literal["queued", "running", "completed", "failed"]
 
 # -- what a schedule is -------------------------------------------------------------------
-
-
-def checked_cron(expression: str) -> str:
-    """``expression`` if it is a five-field cron expression (UTC); ``ValueError`` if not."""
-    try:
-        CronSim(expression, datetime(2000, 1, 1, tzinfo=UTC))
-    except CronSimError as exc:
-        raise ValueError(f"not a cron expression ({exc}): {expression!r}") from None
-    return expression
 
 
 def latest_due(cron: str, after: datetime, now: datetime) -> datetime | None:
@@ -55,46 +54,14 @@ def latest_due(cron: str, after: datetime, now: datetime) -> datetime | None:
     return previous if after < previous <= now else None
 
 
-class ObjectOutput(BaseModel):
-    """An S3 bucket or Azure Blob container, with the credentials the export store uses."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["s3", "azure_blob"]
-    bucket: Annotated[str, Field(min_length=3, max_length=63)]
-    prefix: Annotated[str, Field(max_length=500)] = "scheduled-exports"
-
-
-def _relative(path: str) -> str:
-    parts = path.replace("\\", "/").split("/")
-    if path.startswith("/") or ".." in parts:
-        raise ValueError("a path inside LEADFLOW_EXPORT_LOCAL_DIR: relative, without '..'")
-    return "/".join(p for p in parts if p)
-
-
-class LocalOutput(BaseModel):
-    """A folder under the server's ``LEADFLOW_EXPORT_LOCAL_DIR`` (never elsewhere: an API
-    key may choose the folder, so it must not choose any path on the server)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["local"]
-    path: Annotated[str, Field(max_length=500), AfterValidator(_relative)] = ""
-
-
-Output = Annotated[ObjectOutput | LocalOutput, Field(discriminator="kind")]
-
-
 class ScheduleRequest(BaseModel):
     """A new schedule, as ``POST /export-schedules`` takes it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    cron: Annotated[
-        str,
-        Field(max_length=200, description="five fields, UTC, e.g. '0 2 * * *'"),
-        AfterValidator(checked_cron),
-    ]
+    cron: Cron
     query: ExportQuery = ExportQuery()
     destination: Output
-    max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+    max_attempts: MaxAttempts = 3
 
 
 def _utc(value: datetime | None) -> str | None:
@@ -253,6 +220,66 @@ def disable_schedule(conn: Connection, schedule_id: str) -> None:
         )
     if cur.rowcount != 1:
         raise UnknownScheduleError(f"Unknown export schedule: {schedule_id}")
+
+
+FLOW_FILE = "flow file"  # created_by of the schedules a flow file declares
+
+
+def flow_schedule_id(flow_id: str, export_id: str) -> str:
+    """A flow file's schedule's id: the same at every sync, so its runs carry on."""
+    return f"flow.{flow_id}.{export_id}"
+
+
+def sync_flow_schedules(
+    conn: Connection, flows: list[Flow], now: datetime, *, every_flow: bool
+) -> None:
+    """Make the schedules of ``flows``' ``exports:`` what the flows say: new ones created
+    (their first run is the cron's first time after ``now``), changed ones updated (their
+    runs so far stay; the next follows the new cron), ones no longer declared disabled.
+    With ``every_flow`` (the registry's whole list), those of flows not in ``flows`` too."""
+    declared: list[str] = []
+    with translate_errors(), conn.transaction(), conn.cursor() as cur:
+        for flow in flows:
+            for export in flow.exports:
+                query = ExportQuery(flow_id=flow.id, **export.filters.model_dump())
+                schedule_id = flow_schedule_id(flow.id, export.id)
+                declared.append(schedule_id)
+                cur.execute(
+                    "INSERT INTO engine_export_schedules AS s (id, cron, query, destination,"
+                    " clear_text, max_attempts, created_by, created_at, last_scheduled_for)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (id) DO UPDATE SET cron = excluded.cron,"
+                    " query = excluded.query, destination = excluded.destination,"
+                    " clear_text = excluded.clear_text, max_attempts = excluded.max_attempts,"
+                    " enabled = true"
+                    # Unchanged (every round, as a rule): no row version written.
+                    " WHERE (s.cron, s.query, s.destination, s.clear_text, s.max_attempts,"
+                    " s.enabled) IS DISTINCT FROM (excluded.cron, excluded.query,"
+                    " excluded.destination, excluded.clear_text, excluded.max_attempts, true)",
+                    (
+                        schedule_id,
+                        export.cron,
+                        Jsonb(query.filters() | {"format": query.format}),
+                        Jsonb(export.destination.model_dump()),
+                        export.clear_text,
+                        export.max_attempts,
+                        FLOW_FILE,
+                        now,
+                        now,
+                    ),
+                )
+        # every_flow: a flow's schedules whatever its flow; else only the given flows'.
+        cur.execute(
+            "UPDATE engine_export_schedules SET enabled = false"
+            " WHERE created_by = %(origin)s AND enabled AND NOT id = ANY(%(declared)s)"
+            " AND (%(every)s OR query ->> 'flow_id' = ANY(%(flows)s))",
+            {
+                "origin": FLOW_FILE,
+                "declared": declared,
+                "every": every_flow,
+                "flows": [f.id for f in flows],
+            },
+        )
 
 
 # -- runs ---------------------------------------------------------------------------------

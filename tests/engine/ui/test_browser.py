@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Dialog, Page, Request, expect, sync_playwright
 
+from engine.export_schedules import LocalOutput
 from engine.state.postgres import migrate_state
 from projectors.exports import schedules
 from projectors.exports.scheduler import ExportScheduler
-from projectors.exports.schedules import LocalOutput, ScheduleRequest
+from projectors.exports.schedules import ScheduleRequest
 from projectors.selection import ExportQuery
 from projectors.store import connect
 from tests.engine.ui.conftest import (

@@ -11,10 +11,13 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from engine.flows import Flow
 from engine.settings import Settings
 from projectors.exports.schedule_api import router
 from projectors.exports.scheduler import ExportScheduler
+from projectors.exports.schedules import sync_flow_schedules
 from projectors.store import connect
+from tests.factories import make_flow
 from tests.keys import admin_client
 from tests.system_outbox import ensure_outbox
 
@@ -95,3 +98,18 @@ def test_schedules_and_their_runs_with_status_and_error(
     assert http.get(f"/export-schedules/{schedule['id']}").json()["enabled"] is False
     assert http.get("/export-schedules/nope").status_code == 404
     assert http.delete("/export-schedules/nope").status_code == 404
+
+
+def test_a_flow_files_schedule_is_listed_but_changed_only_in_its_flow(
+    http: TestClient, api_settings: Settings
+) -> None:
+    http.get("/export-schedules")  # the tables, as the API's first request makes them
+    definition = make_flow("fromfile", "http://127.0.0.1:9/leads").model_dump(mode="json")
+    export = {"id": "daily", "cron": "0 3 * * *", "destination": {"kind": "local"}}
+    flow = Flow.model_validate({**definition, "exports": [export]})
+    with connect(api_settings) as conn:
+        sync_flow_schedules(conn, [flow], datetime.now(UTC), every_flow=False)
+    (listed,) = http.get("/export-schedules").json()
+    assert listed["id"] == "flow.fromfile.daily" and listed["query"]["flow_id"] == "fromfile"
+    refused = http.delete("/export-schedules/flow.fromfile.daily")
+    assert refused.status_code == 409 and "remove it from the flow" in refused.text

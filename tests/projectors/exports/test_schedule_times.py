@@ -1,15 +1,19 @@
-"""When a schedule is due, how long a retry waits, and which destinations a schedule may
-name: plain values, no stack."""
+"""When a schedule is due, how long a retry waits, which destinations a schedule may name,
+and a flow file's ``exports:``: plain values, no stack."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from engine.export_schedules import checked_cron
+from engine.flows import Flow
 from projectors.exports.scheduler import backoff_s
-from projectors.exports.schedules import ScheduleRequest, checked_cron, latest_due
+from projectors.exports.schedules import ScheduleRequest, latest_due
+from tests.factories import make_flow
 
 
 def at(hh: int, mm: int, ss: int = 0, day: int = 5) -> datetime:
@@ -68,3 +72,27 @@ def test_destinations_are_s3_azure_or_local_and_nothing_else() -> None:
         ScheduleRequest.model_validate(
             {"cron": "* * * * *", "destination": {"kind": "ftp", "bucket": "abc"}}
         )
+
+
+def flow_with(exports: list[dict[str, Any]]) -> Flow:
+    definition = make_flow("scheduled", "http://127.0.0.1:9/leads").model_dump(mode="json")
+    return Flow.model_validate({**definition, "exports": exports})
+
+
+def test_a_flow_file_declares_scheduled_exports_checked_when_it_is_loaded() -> None:
+    flow = flow_with([{"id": "nightly", "cron": "0 2 * * *",
+                       "destination": {"kind": "s3", "bucket": "reports"},
+                       "filters": {"type": ["flow.completed"], "format": "jsonl"}}])  # fmt: skip
+    (export,) = flow.exports
+    assert export.clear_text is False and export.max_attempts == 3
+    assert export.filters.type == ("flow.completed",)
+    for bad, message in (
+        ({"cron": "at two"}, "not a cron expression"),
+        ({"destination": {"kind": "local", "path": "../x"}}, "relative, without"),
+        ({"filters": {"flow_id": "other"}}, "Extra inputs are not permitted"),
+    ):
+        base = {"id": "nightly", "cron": "0 2 * * *", "destination": {"kind": "local"}}
+        with pytest.raises(ValidationError, match=message):
+            flow_with([base | bad])
+    with pytest.raises(ValidationError, match="ids must be unique"):
+        flow_with([{"id": "a", "cron": "0 2 * * *", "destination": {"kind": "local"}}] * 2)

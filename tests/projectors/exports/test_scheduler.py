@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from engine.destinations import Destination
+from engine.flows import Flow
 from engine.objects.destination import open_store
 from engine.settings import Settings
 from engine.state.postgres import migrate_state
@@ -22,6 +23,7 @@ from projectors.exports.errors import LeaseLostError
 from projectors.exports.scheduler import ExportScheduler
 from projectors.exports.schedules import ScheduleRequest
 from projectors.store import Connection, connect
+from tests.factories import make_flow
 from tests.system_outbox import ensure_outbox, system_events
 from tests.waiting import wait_until
 
@@ -348,3 +350,59 @@ def test_the_scheduler_role_migrates_then_runs_due_exports_until_stopped(
         thread.join(30)
     assert not thread.is_alive()
     assert [r.scheduled_for.minute for r in done] == [10, 5]
+
+
+def flow_exporting(flow_id: str, exports: list[dict[str, Any]]) -> Flow:
+    definition = make_flow(flow_id, "http://127.0.0.1:9/leads").model_dump(mode="json")
+    return Flow.model_validate({**definition, "exports": exports})
+
+
+def test_a_flow_files_exports_are_scheduled_updated_and_stopped_with_the_flow(
+    sched_settings: Settings, clock: FakeClock, sched_db: Connection, flow_events: list[Any]
+) -> None:
+    nightly = {
+        "id": "nightly",
+        "cron": "5 10 * * *",
+        "destination": {"kind": "local", "path": "flow"},
+        "filters": {"type": ["recipient.failed"], "format": "jsonl"},
+    }
+    declared = [flow_exporting(sched_settings.db_schema, [nightly])]
+    worker = ExportScheduler(sched_settings, clock=clock, flows=lambda: declared)
+    assert worker.run_once(sched_db) is None  # 10:02: scheduled, not yet due
+    clock.advance(minutes=3)  # 10:05
+    run = worker.run_once(sched_db)
+    assert run is not None and run.status == "completed"
+    assert run.schedule_id == f"flow.{sched_settings.db_schema}.nightly"
+    assert run.row_count == 1  # the flow's one failed delivery (flow_events)
+    (schedule,) = schedules.list_schedules(sched_db)
+    assert schedule.clear_text is False and schedule.created_by == "flow file"
+
+    # The flow changes its cron: the same schedule, its run kept, the next time per the new cron.
+    declared = [flow_exporting(sched_settings.db_schema, [nightly | {"cron": "*/15 * * * *"}])]
+    clock.advance(minutes=10)  # 10:15
+    again = worker.run_once(sched_db)
+    assert again is not None and again.schedule_id == run.schedule_id
+    assert again.scheduled_for.minute == 15
+    assert len(schedules.list_schedules(sched_db)) == 1
+
+    # The flow drops the export: no more runs; the runs so far stay listed.
+    declared = [flow_exporting(sched_settings.db_schema, [])]
+    clock.advance(minutes=15)
+    assert worker.run_once(sched_db) is None
+    assert [s.enabled for s in schedules.list_schedules(sched_db)] == [False]
+    assert len(schedules.list_runs(sched_db)) == 2
+
+
+def test_the_registry_scheduler_stops_the_exports_of_a_deleted_flow(
+    sched_settings: Settings, clock: FakeClock, sched_db: Connection
+) -> None:
+    export = {"id": "x", "cron": "*/5 * * * *", "destination": {"kind": "local"}}
+    applied = [flow_exporting("kept", [export]), flow_exporting("gone", [export])]
+    schedules.sync_flow_schedules(sched_db, applied, clock(), every_flow=True)
+    schedules.sync_flow_schedules(sched_db, applied[:1], clock(), every_flow=True)
+    enabled = {s.id: s.enabled for s in schedules.list_schedules(sched_db)}
+    assert enabled == {"flow.kept.x": True, "flow.gone.x": False}
+    # A flow file's scheduler knows its own flow only: it leaves the others alone.
+    schedules.sync_flow_schedules(sched_db, applied[1:], clock(), every_flow=False)
+    enabled = {s.id: s.enabled for s in schedules.list_schedules(sched_db)}
+    assert enabled == {"flow.kept.x": True, "flow.gone.x": True}
