@@ -97,12 +97,13 @@ def show_schedule(schedule_id: str, conn: Conn, reader: Exporter) -> dict[str, A
 
 @router.delete("/export-schedules/{schedule_id}", status_code=204, responses=answers(404, 409))
 def disable_schedule(schedule_id: str, conn: Conn, reader: Exporter) -> Response:
-    """Stop the schedule: no more runs (a run already queued still runs); its runs stay.
-    A flow file's schedule is removed from its flow instead (409)."""
+    """Stop the schedule: no more runs (its runs waiting are canceled, one under way
+    finishes); its runs stay listed. A flow file's schedule is removed from its flow
+    instead (409)."""
     if _get(conn, schedule_id, reader).created_by == schedules.FLOW_FILE:
         detail = f"{schedule_id} is declared in its flow's exports: remove it from the flow"
         raise HTTPException(409, detail=detail)
-    schedules.disable_schedule(conn, schedule_id)
+    schedules.disable_schedule(conn, schedule_id, datetime.now(UTC))
     return Response(status_code=204)
 
 

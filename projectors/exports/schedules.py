@@ -35,7 +35,7 @@ from projectors.exports.system_events import emit_system_event
 from projectors.selection import ExportQuery
 from projectors.store import Connection, translate_errors
 
-RunStatus = Literal["queued", "running", "completed", "failed"]
+RunStatus = Literal["queued", "running", "completed", "failed", "canceled"]
 
 # -- what a schedule is -------------------------------------------------------------------
 
@@ -212,14 +212,29 @@ def list_schedules(conn: Connection) -> list[Schedule]:
     return [Schedule(**row) for row in rows]
 
 
-def disable_schedule(conn: Connection, schedule_id: str) -> None:
-    """No more runs; the runs so far stay listed."""
-    with translate_errors():
-        cur = conn.execute(
+def disable_schedule(conn: Connection, schedule_id: str, now: datetime) -> None:
+    """No more runs: its runs waiting are canceled (``task_run.canceled``); a run under way
+    finishes; the runs so far stay listed."""
+    with translate_errors(), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
             "UPDATE engine_export_schedules SET enabled = false WHERE id = %s", (schedule_id,)
         )
-    if cur.rowcount != 1:
-        raise UnknownScheduleError(f"Unknown export schedule: {schedule_id}")
+        if cur.rowcount != 1:
+            raise UnknownScheduleError(f"Unknown export schedule: {schedule_id}")
+        _cancel_waiting(cur, [schedule_id], now, "the schedule was disabled")
+
+
+def _cancel_waiting(cur: Any, schedule_ids: list[str], now: datetime, reason: str) -> None:
+    """Cancel the queued runs of ``schedule_ids`` (just disabled), each with its event."""
+    rows = cur.execute(
+        sql.SQL(
+            "UPDATE engine_task_runs SET status = 'canceled', finished_at = %s"
+            " WHERE schedule_id = ANY(%s) AND status = 'queued' RETURNING {}"
+        ).format(_RUN_COLUMNS),
+        (now, schedule_ids),
+    ).fetchall()
+    for run in (TaskRun(**row) for row in rows):
+        _event(cur, "canceled", run, _schedule_of(cur, run), now, reason)
 
 
 FLOW_FILE = "flow file"  # created_by of the schedules a flow file declares
@@ -238,7 +253,7 @@ def sync_flow_schedules(
     runs so far stay; the next follows the new cron), ones no longer declared disabled.
     With ``every_flow`` (the registry's whole list), those of flows not in ``flows`` too."""
     declared: list[str] = []
-    with translate_errors(), conn.transaction(), conn.cursor() as cur:
+    with translate_errors(), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         for flow in flows:
             for export in flow.exports:
                 query = ExportQuery(flow_id=flow.id, **export.filters.model_dump())
@@ -269,17 +284,20 @@ def sync_flow_schedules(
                     ),
                 )
         # every_flow: a flow's schedules whatever its flow; else only the given flows'.
-        cur.execute(
+        stopped = cur.execute(
             "UPDATE engine_export_schedules SET enabled = false"
             " WHERE created_by = %(origin)s AND enabled AND NOT id = ANY(%(declared)s)"
-            " AND (%(every)s OR query ->> 'flow_id' = ANY(%(flows)s))",
+            " AND (%(every)s OR query ->> 'flow_id' = ANY(%(flows)s)) RETURNING id",
             {
                 "origin": FLOW_FILE,
                 "declared": declared,
                 "every": every_flow,
                 "flows": [f.id for f in flows],
             },
-        )
+        ).fetchall()
+        if stopped:
+            reason = "the export was removed from its flow"
+            _cancel_waiting(cur, [row["id"] for row in stopped], now, reason)
 
 
 # -- runs ---------------------------------------------------------------------------------

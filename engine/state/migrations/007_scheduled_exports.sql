@@ -21,7 +21,8 @@ CREATE TABLE engine_task_runs (
     schedule_id     text NOT NULL REFERENCES engine_export_schedules ON DELETE CASCADE,
     scheduled_for   timestamptz NOT NULL,
     -- text with a CHECK, not an enum: a status added later is one ALTER.
-    status          text NOT NULL CHECK (status IN ('queued', 'running', 'completed', 'failed')),
+    status          text NOT NULL
+                    CHECK (status IN ('queued', 'running', 'completed', 'failed', 'canceled')),
     attempts        integer NOT NULL DEFAULT 0,
     -- When a queued run may start: its scheduled time, or after a failure the backoff's end.
     next_attempt_at timestamptz NOT NULL,

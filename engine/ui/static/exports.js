@@ -2,7 +2,7 @@
 // Scheduled exports: the recent task runs, with their status, attempts, last error and file.
 (function () {
   const { $, el, api, status, onReady, time, table } = window.LF;
-  const LABELS = { queued: "queued", running: "running", completed: "✓ completed", failed: "✕ failed" };
+  const LABELS = { queued: "queued", running: "running", completed: "✓ completed", failed: "✕ failed", canceled: "canceled" };
   // A queued run with attempts behind it failed and waits for its retry.
   const label = (r) => r.status === "queued" && r.attempts > 0 ? "↻ retry pending" : (LABELS[r.status] || r.status);
 

@@ -19,7 +19,7 @@ from projectors.exports.schedules import sync_flow_schedules
 from projectors.store import connect
 from tests.factories import make_flow
 from tests.keys import admin_client
-from tests.system_outbox import ensure_outbox
+from tests.system_outbox import ensure_outbox, system_events
 
 pytestmark = pytest.mark.stack
 
@@ -96,6 +96,11 @@ def test_schedules_and_their_runs_with_status_and_error(
 
     assert http.delete(f"/export-schedules/{schedule['id']}").status_code == 204
     assert http.get(f"/export-schedules/{schedule['id']}").json()["enabled"] is False
+    # The run waiting for its retry is canceled with the schedule.
+    assert [r["status"] for r in http.get("/task-runs").json()] == ["canceled", "completed"]
+    assert [e["reason"] for e in system_events(api_settings, "task_run.canceled")] == [
+        "the schedule was disabled"
+    ]
     assert http.get("/export-schedules/nope").status_code == 404
     assert http.delete("/export-schedules/nope").status_code == 404
 

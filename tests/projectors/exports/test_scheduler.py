@@ -385,12 +385,17 @@ def test_a_flow_files_exports_are_scheduled_updated_and_stopped_with_the_flow(
     assert again.scheduled_for.minute == 15
     assert len(schedules.list_schedules(sched_db)) == 1
 
-    # The flow drops the export: no more runs; the runs so far stay listed.
+    # The flow drops the export: no more runs, the one waiting canceled; the runs stay listed.
+    clock.advance(minutes=15)  # 10:30
+    assert len(schedules.queue_due_runs(sched_db, clock())) == 1
     declared = [flow_exporting(sched_settings.db_schema, [])]
-    clock.advance(minutes=15)
     assert worker.run_once(sched_db) is None
     assert [s.enabled for s in schedules.list_schedules(sched_db)] == [False]
-    assert len(schedules.list_runs(sched_db)) == 2
+    statuses = [r.status for r in schedules.list_runs(sched_db)]
+    assert statuses == ["canceled", "completed", "completed"]
+    (canceled,) = system_events(sched_settings, "task_run.canceled")
+    assert canceled["reason"] == "the export was removed from its flow"
+    assert canceled["data"]["status"] == "canceled"
 
 
 def test_the_registry_scheduler_stops_the_exports_of_a_deleted_flow(
