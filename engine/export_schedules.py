@@ -59,6 +59,10 @@ class LocalOutput(ConfigModel):
 
 Output = Annotated[ObjectOutput | LocalOutput, Field(discriminator="kind")]
 MaxAttempts = Annotated[int, Field(ge=1, le=20)]
+KeepFiles = Annotated[
+    int | None,
+    Field(ge=1, le=100_000, description="keep the newest N files, delete older (default: all)"),
+]
 
 
 class FlowExportFilters(ConfigModel):
@@ -84,4 +88,5 @@ class FlowScheduledExport(ConfigModel):
     destination: Output
     filters: FlowExportFilters = FlowExportFilters()
     max_attempts: MaxAttempts = 3
+    keep_files: KeepFiles = None
     clear_text: bool = False

@@ -16,7 +16,8 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
+from urllib.parse import unquote, urlparse
 
 import structlog
 from pydantic import ValidationError
@@ -135,6 +136,7 @@ class ExportScheduler:
             location, rows, size = self._write(conn, run, schedule, stop or threading.Event())
             done = schedules.complete_run(conn, run, schedule, self.clock(), location, rows, size)
             logger.info("scheduled export complete", rows=rows, bytes=size, location=location)
+            self._delete_old_files(conn, schedule)
             return done
         except LeaseLostError:
             logger.warning("scheduled export abandoned: another scheduler took it over")
@@ -189,6 +191,32 @@ class ExportScheduler:
                 return self._write_local(target, spool), rows, size
             assert isinstance(output, ObjectOutput)  # not local, so an object store
             return self._upload(output, name, spool), rows, size
+
+    def _delete_old_files(self, conn: Connection, schedule: Schedule) -> None:
+        """Delete the files past the schedule's ``keep_files``; each recorded after it is
+        gone, so a crash between leaves it to be deleted (again: a no-op) next time."""
+        for old in schedules.files_beyond_kept(conn, schedule):
+            assert old.output_location is not None  # files_beyond_kept selects files only
+            try:
+                self._delete(old.output_location)
+            except (LeadflowError, OSError) as exc:
+                log.warning("old scheduled export not deleted", location=old.output_location,
+                            error=self._clean(exc))  # fmt: skip
+                continue
+            schedules.record_file_deleted(conn, old, schedule, self.clock())
+
+    def _delete(self, location: str) -> None:
+        scheme, _, rest = location.partition("://")
+        if scheme == "file":
+            Path(unquote(urlparse(location).path)).unlink(missing_ok=True)
+            return
+        bucket, _, key = rest.partition("/")
+        kind: Literal["s3", "azure_blob"] = "s3" if scheme == "s3" else "azure_blob"
+        store = open_store(Destination(kind=kind, bucket=bucket), self.settings, threads=1)
+        try:
+            store.delete(key)
+        finally:
+            store.close()
 
     def _upload(self, output: ObjectOutput, name: str, spool: BinaryIO) -> str:
         key = f"{directory(output.prefix)}{name}"

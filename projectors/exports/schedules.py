@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.export_schedules import (
     Cron,
+    KeepFiles,
     LocalOutput,
     MaxAttempts,
     ObjectOutput,
@@ -62,6 +63,7 @@ class ScheduleRequest(BaseModel):
     query: ExportQuery = ExportQuery()
     destination: Output
     max_attempts: MaxAttempts = 3
+    keep_files: KeepFiles = None
 
 
 def _utc(value: datetime | None) -> str | None:
@@ -78,6 +80,7 @@ class Schedule:
     destination: dict[str, Any]
     clear_text: bool
     max_attempts: int
+    keep_files: int | None
     created_by: str | None
     created_at: datetime
     enabled: bool
@@ -104,6 +107,7 @@ class Schedule:
             "destination": self.destination,
             "clear_text": self.clear_text,
             "max_attempts": self.max_attempts,
+            "keep_files": self.keep_files,
             "created_by": self.created_by,
             "created_at": _utc(self.created_at),
             "enabled": self.enabled,
@@ -125,6 +129,7 @@ class TaskRun:
     finished_at: datetime | None
     error: str | None
     output_location: str | None
+    output_deleted_at: datetime | None
     row_count: int | None
     byte_count: int | None
 
@@ -141,6 +146,7 @@ class TaskRun:
             "finished_at": _utc(self.finished_at),
             "error": self.error,
             "output_location": self.output_location,
+            "output_deleted_at": _utc(self.output_deleted_at),
             "rows": self.row_count,
             "bytes": self.byte_count,
         }
@@ -170,8 +176,8 @@ def create_schedule(
         row = cur.execute(
             sql.SQL(
                 "INSERT INTO engine_export_schedules (id, cron, query, destination, clear_text,"
-                " max_attempts, created_by, created_at, last_scheduled_for)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {}"
+                " max_attempts, keep_files, created_by, created_at, last_scheduled_for)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {}"
             ).format(_SCHEDULE_COLUMNS),
             (
                 new_lead_id(_ms(now)),
@@ -180,6 +186,7 @@ def create_schedule(
                 Jsonb(request.destination.model_dump()),
                 clear_text,
                 request.max_attempts,
+                request.keep_files,
                 created_by,
                 now,
                 now,
@@ -261,16 +268,17 @@ def sync_flow_schedules(
                 declared.append(schedule_id)
                 cur.execute(
                     "INSERT INTO engine_export_schedules AS s (id, cron, query, destination,"
-                    " clear_text, max_attempts, created_by, created_at, last_scheduled_for)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " clear_text, max_attempts, keep_files, created_by, created_at,"
+                    " last_scheduled_for) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (id) DO UPDATE SET cron = excluded.cron,"
                     " query = excluded.query, destination = excluded.destination,"
                     " clear_text = excluded.clear_text, max_attempts = excluded.max_attempts,"
-                    " enabled = true"
+                    " keep_files = excluded.keep_files, enabled = true"
                     # Unchanged (every round, as a rule): no row version written.
                     " WHERE (s.cron, s.query, s.destination, s.clear_text, s.max_attempts,"
-                    " s.enabled) IS DISTINCT FROM (excluded.cron, excluded.query,"
-                    " excluded.destination, excluded.clear_text, excluded.max_attempts, true)",
+                    " s.keep_files, s.enabled) IS DISTINCT FROM (excluded.cron, excluded.query,"
+                    " excluded.destination, excluded.clear_text, excluded.max_attempts,"
+                    " excluded.keep_files, true)",
                     (
                         schedule_id,
                         export.cron,
@@ -278,6 +286,7 @@ def sync_flow_schedules(
                         Jsonb(export.destination.model_dump()),
                         export.clear_text,
                         export.max_attempts,
+                        export.keep_files,
                         FLOW_FILE,
                         now,
                         now,
@@ -531,3 +540,45 @@ def release_run(conn: Connection, run: TaskRun, schedule: Schedule, now: datetim
             {"now": now},
         )
         _event(cur, "queued", again, schedule, now, "the scheduler running it stopped")
+
+
+def files_beyond_kept(conn: Connection, schedule: Schedule) -> list[TaskRun]:
+    """The completed runs whose files are past the schedule's ``keep_files`` newest and
+    not deleted yet (none without ``keep_files``)."""
+    if schedule.keep_files is None:
+        return []
+    with translate_errors(), conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            sql.SQL(
+                # Deleted files are always past the newest kept (or, had keep_files grown
+                # since, leaving them out keeps one more file, never one fewer).
+                "SELECT {} FROM engine_task_runs WHERE schedule_id = %s"
+                " AND status = 'completed' AND output_location IS NOT NULL"
+                " AND output_deleted_at IS NULL"
+                " ORDER BY scheduled_for DESC OFFSET %s"
+            ).format(_RUN_COLUMNS),
+            (schedule.id, schedule.keep_files),
+        ).fetchall()
+    return [TaskRun(**row) for row in rows]
+
+
+def record_file_deleted(conn: Connection, run: TaskRun, schedule: Schedule, now: datetime) -> None:
+    """Record that ``run``'s file is gone (``storage.deleted``), once."""
+    with translate_errors(), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            sql.SQL(
+                "UPDATE engine_task_runs SET output_deleted_at = %s"
+                " WHERE id = %s AND output_deleted_at IS NULL RETURNING {}"
+            ).format(_RUN_COLUMNS),
+            (now, run.id),
+        ).fetchone()
+        if row is None:
+            return  # another scheduler recorded it first
+        deleted = {
+            "location": run.output_location,
+            "task_run_id": run.id,
+            "schedule_id": schedule.id,
+            "reason": f"keep_files {schedule.keep_files}",
+        }
+        subject = run.output_location or run.id
+        emit_system_event(cur, "storage.deleted", subject, deleted, now, None, schedule.flow_id)

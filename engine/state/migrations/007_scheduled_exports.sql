@@ -9,6 +9,8 @@ CREATE TABLE engine_export_schedules (
     destination        jsonb NOT NULL,            -- {kind: s3|azure_blob, bucket, prefix} | {kind: local, path}
     clear_text         boolean NOT NULL,          -- its creator held pii:read
     max_attempts       integer NOT NULL CHECK (max_attempts >= 1),
+    -- Keep this many of the newest files, deleting older ones (storage.deleted); NULL: all.
+    keep_files         integer CHECK (keep_files >= 1),
     created_by         text,
     created_at         timestamptz NOT NULL,
     enabled            boolean NOT NULL DEFAULT true,
@@ -33,6 +35,7 @@ CREATE TABLE engine_task_runs (
     finished_at     timestamptz,
     error           text,                         -- the last attempt's, credential-free
     output_location text,                         -- s3://bucket/key, azure_blob://…, file:///…
+    output_deleted_at timestamptz,                -- the file deleted (keep_files)
     row_count       bigint,
     byte_count      bigint,
     UNIQUE (schedule_id, scheduled_for)
