@@ -19,7 +19,7 @@
       { label: "Finished", render: (r) => time(r.finished_at) },
       { label: "Error", key: "error" },
       { label: "Rows", key: "rows", num: true },
-      { label: "Output", key: "output_location" },
+      { label: "Output", render: (r) => r.output_deleted_at ? [r.output_location, " (deleted: keep_files)"] : r.output_location },
     ], runs.map((r) => Object.assign({ _class: "run run-row-" + r.status }, r)), "Scheduled export runs") : "");
   });
 })();
