@@ -9,6 +9,7 @@ writes the same key (one per schedule and time), replacing the partial attempt.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -136,12 +137,11 @@ class ExportScheduler:
             location, rows, size = self._write(conn, run, schedule, stop or threading.Event())
             done = schedules.complete_run(conn, run, schedule, self.clock(), location, rows, size)
             logger.info("scheduled export complete", rows=rows, bytes=size, location=location)
-            self._delete_old_files(conn, schedule)
-            return done
         except LeaseLostError:
             logger.warning("scheduled export abandoned: another scheduler took it over")
         except _Stopped:
-            schedules.release_run(conn, run, schedule, self.clock())
+            with contextlib.suppress(LeaseLostError):  # then it is its new owner's
+                schedules.release_run(conn, run, schedule, self.clock())
             logger.info("scheduled export released: shutting down")
         except (StoreUnavailableError, StateUnavailableError):
             raise  # nothing reliable can be recorded; the lease runs out, the run is retried
@@ -154,6 +154,10 @@ class ExportScheduler:
                          error=self._clean(exc))  # fmt: skip
             message = f"internal error ({type(exc).__name__}); see the scheduler log"
             return self._failed(conn, run, schedule, message)
+        else:
+            # After the run is recorded: a failure here is no failure of the run.
+            self._delete_old_files(conn, schedule)
+            return done
         return None
 
     def _failed(self, conn: Connection, run: TaskRun, schedule: Schedule, message: str) -> TaskRun:

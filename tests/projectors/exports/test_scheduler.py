@@ -445,3 +445,21 @@ def test_a_local_schedule_keeps_its_newest_files_only(
     deleted = [e["data"]["location"] for e in system_events(sched_settings, "storage.deleted")]
     assert [d.rsplit("/", 1)[-1] for d in deleted] == ["20261205T1005Z.csv.gz",
                                                        "20261205T1010Z.csv.gz"]  # fmt: skip
+
+
+def test_a_scheduler_stopping_mid_run_gives_the_run_back_unspent(
+    sched_settings: Settings, clock: FakeClock, sched_db: Connection, flow_events: list[Any]
+) -> None:
+    make_schedule(sched_db, clock, {"kind": "local"}, cron="*/5 * * * *",
+                  query={"flow_id": sched_settings.db_schema})  # fmt: skip
+    clock.advance(minutes=3)
+    stopping = threading.Event()
+    stopping.set()  # seen after the first chunk
+    assert scheduler(sched_settings, clock, "leaving").run_once(sched_db, stopping) is None
+    (run,) = schedules.list_runs(sched_db)
+    assert run.status == "queued" and run.attempts == 0  # no attempt spent
+    assert system_events(sched_settings, "task_run.")[-1]["reason"] == (
+        "the scheduler running it stopped"
+    )
+    finished = scheduler(sched_settings, clock, "next").run_once(sched_db)  # at once
+    assert finished is not None and finished.status == "completed" and finished.attempts == 1
