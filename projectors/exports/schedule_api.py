@@ -23,7 +23,10 @@ from engine.web.responses import answers, guarded
 from projectors.errors import StoreUnavailableError
 from projectors.exports import schedules
 from projectors.exports.errors import UnknownScheduleError
+from projectors.exports.query import check_cursors
 from projectors.exports.schedules import RunStatus, Schedule, ScheduleRequest
+from projectors.params import cursor_error
+from projectors.search import UnknownCursorError
 from projectors.store import Connection, api_connection
 
 router = APIRouter(
@@ -62,7 +65,7 @@ def _get(conn: Connection, schedule_id: str, reader: Principal) -> Schedule:
     return schedule
 
 
-@router.post("/export-schedules", status_code=201, responses=answers(400))
+@router.post("/export-schedules", status_code=201, responses={**guarded(413), **answers(400)})
 def create_schedule(
     body: ScheduleRequest, request: Request, response: Response, conn: Conn, reader: Exporter
 ) -> dict[str, Any]:
@@ -72,6 +75,10 @@ def create_schedule(
     again with a doubling backoff, ``max_attempts`` times in all."""
     query = body.query.model_copy(update={"flow_id": only_flow(reader, body.query.flow_id)})
     body = body.model_copy(update={"query": query})
+    try:
+        check_cursors(conn, query)  # as for a job: a mistyped id must not bound every run
+    except UnknownCursorError as exc:
+        raise cursor_error(exc, where="body") from None
     schedule = schedules.create_schedule(
         conn, body, reader.key_id, datetime.now(UTC), clear_text=reader.sees_pii
     )

@@ -48,6 +48,17 @@ def test_a_bad_schedule_is_refused_with_what_is_wrong(http: TestClient) -> None:
     assert http.get("/export-schedules").json() == []
 
 
+def test_a_schedule_bounded_by_an_unknown_event_is_refused(
+    http: TestClient, flow_events: list[Any]
+) -> None:
+    body = {"cron": "0 * * * *", "destination": {"kind": "local"},
+            "query": {"after_id": "0" * 26}}  # fmt: skip
+    refused = http.post("/export-schedules", json=body)
+    assert refused.status_code == 422 and "after_id" in refused.text
+    body["query"] = {"after_id": flow_events[0]["id"]}
+    assert http.post("/export-schedules", json=body).status_code == 201
+
+
 def test_schedules_and_their_runs_with_status_and_error(
     http: TestClient, api_settings: Settings, flow_events: list[Any]
 ) -> None:
