@@ -21,7 +21,7 @@ from engine.state.errors import StateUnavailableError
 from engine.state.postgres import migrate_state
 from engine.web.responses import answers, guarded
 from projectors.errors import StoreUnavailableError
-from projectors.exports import schedules
+from projectors.exports import schedules, task_runs
 from projectors.exports.errors import UnknownScheduleError
 from projectors.exports.query import check_cursors
 from projectors.exports.schedules import RunStatus, Schedule, ScheduleRequest
@@ -98,7 +98,7 @@ def list_schedules(conn: Conn, reader: Exporter) -> list[dict[str, Any]]:
 def show_schedule(schedule_id: str, conn: Conn, reader: Exporter) -> dict[str, Any]:
     """One schedule, with its 20 latest runs."""
     answer = _get(conn, schedule_id, reader).as_json()
-    answer["runs"] = [r.as_json() for r in schedules.list_runs(conn, schedule_id, limit=20)]
+    answer["runs"] = [r.as_json() for r in task_runs.list_runs(conn, schedule_id, limit=20)]
     return answer
 
 
@@ -126,7 +126,7 @@ def visible_runs(
     visible = {s.id for s in schedules.list_schedules(conn) if reader.sees_flow(s.flow_id)}
     return [
         run.as_json()
-        for run in schedules.list_runs(conn, schedule_id, status, limit)
+        for run in task_runs.list_runs(conn, schedule_id, status, limit)
         if run.schedule_id in visible
     ]
 

@@ -34,7 +34,7 @@ from engine.settings import Settings
 from engine.state.errors import StateUnavailableError
 from engine.state.postgres import migrate_state
 from projectors.errors import StoreUnavailableError
-from projectors.exports import schedules
+from projectors.exports import schedules, task_runs
 from projectors.exports.errors import LeaseLostError, OutputError
 from projectors.exports.formats import FORMATS
 from projectors.exports.runner import settings_secrets, spool_export
@@ -126,8 +126,8 @@ class ExportScheduler:
             schedules.sync_flow_schedules(
                 conn, self.flows(), self.clock(), every_flow=self.every_flow
             )
-        schedules.queue_due_runs(conn, self.clock())
-        claimed = schedules.claim_run(conn, self.name, self.clock(), self.lease_s)
+        task_runs.queue_due_runs(conn, self.clock())
+        claimed = task_runs.claim_run(conn, self.name, self.clock(), self.lease_s)
         if claimed is None:
             return None
         run, schedule = claimed
@@ -135,13 +135,13 @@ class ExportScheduler:
         logger.info("scheduled export started", scheduled_for=run.scheduled_for.isoformat())
         try:
             location, rows, size = self._write(conn, run, schedule, stop or threading.Event())
-            done = schedules.complete_run(conn, run, schedule, self.clock(), location, rows, size)
+            done = task_runs.complete_run(conn, run, schedule, self.clock(), location, rows, size)
             logger.info("scheduled export complete", rows=rows, bytes=size, location=location)
         except LeaseLostError:
             logger.warning("scheduled export abandoned: another scheduler took it over")
         except _Stopped:
             with contextlib.suppress(LeaseLostError):  # then it is its new owner's
-                schedules.release_run(conn, run, schedule, self.clock())
+                task_runs.release_run(conn, run, schedule, self.clock())
             logger.info("scheduled export released: shutting down")
         except (StoreUnavailableError, StateUnavailableError):
             raise  # nothing reliable can be recorded; the lease runs out, the run is retried
@@ -162,7 +162,7 @@ class ExportScheduler:
 
     def _failed(self, conn: Connection, run: TaskRun, schedule: Schedule, message: str) -> TaskRun:
         wait = backoff_s(run.attempts, self.retry_base_s, self.retry_cap_s)
-        recorded = schedules.fail_run(conn, run, schedule, self.clock(), message, wait)
+        recorded = task_runs.fail_run(conn, run, schedule, self.clock(), message, wait)
         log.warning("scheduled export attempt failed", run=run.id, attempt=run.attempts,
                     status=recorded.status, error=message)  # fmt: skip
         return recorded
@@ -178,7 +178,7 @@ class ExportScheduler:
                 raise _Stopped
             now = self.clock()
             if (now - renewed[0]).total_seconds() >= self.lease_s / 3:
-                schedules.renew_run(conn, run, now, self.lease_s)
+                task_runs.renew_run(conn, run, now, self.lease_s)
                 renewed[0] = now
 
         output = schedule.output()
@@ -199,7 +199,7 @@ class ExportScheduler:
     def _delete_old_files(self, conn: Connection, schedule: Schedule) -> None:
         """Delete the files past the schedule's ``keep_files``; each recorded after it is
         gone, so a crash between leaves it to be deleted (again: a no-op) next time."""
-        for old in schedules.files_beyond_kept(conn, schedule):
+        for old in task_runs.files_beyond_kept(conn, schedule):
             assert old.output_location is not None  # files_beyond_kept selects files only
             try:
                 self._delete(old.output_location)
@@ -207,7 +207,7 @@ class ExportScheduler:
                 log.warning("old scheduled export not deleted", location=old.output_location,
                             error=self._clean(exc))  # fmt: skip
                 continue
-            schedules.record_file_deleted(conn, old, schedule, self.clock())
+            task_runs.record_file_deleted(conn, old, schedule, self.clock())
 
     def _delete(self, location: str) -> None:
         scheme, _, rest = location.partition("://")

@@ -1,7 +1,7 @@
--- Scheduled exports (projectors/exports/schedules.py): an export job that runs on a cron
--- schedule, and each of its runs as a task run. The unique (schedule_id, scheduled_for)
--- is what makes a scheduled time run once however many schedulers race for it: the
--- insert of the run is the claim on that time, and only one insert can succeed.
+-- Scheduled exports (projectors/exports/schedules.py, task_runs.py): an export job that
+-- runs on a cron schedule, and each of its runs as a task run. The unique (schedule_id,
+-- scheduled_for) is what makes a scheduled time run once however many schedulers race
+-- for it: the insert of the run is the claim on that time, and only one insert succeeds.
 CREATE TABLE engine_export_schedules (
     id                 text PRIMARY KEY,          -- a ULID (engine.ids)
     cron               text NOT NULL,             -- five fields, UTC

@@ -18,7 +18,7 @@ from engine.flows import Flow
 from engine.objects.destination import open_store
 from engine.settings import Settings
 from engine.state.postgres import migrate_state
-from projectors.exports import schedules
+from projectors.exports import schedules, task_runs
 from projectors.exports.errors import LeaseLostError
 from projectors.exports.scheduler import ExportScheduler
 from projectors.exports.schedules import ScheduleRequest
@@ -157,7 +157,7 @@ def test_two_schedulers_racing_run_each_scheduled_time_exactly_once(
         thread.join(120)
     assert failures == []
 
-    runs = schedules.list_runs(sched_db)
+    runs = task_runs.list_runs(sched_db)
     times = sorted((r.schedule_id, r.scheduled_for) for r in runs)
     assert len(times) == len(set(times)) == rounds * schedules_n  # 10:05 … 10:30, each once
     assert all(r.status == "completed" and r.attempts == 1 for r in runs)
@@ -176,13 +176,13 @@ def test_a_scheduler_that_read_the_schedule_before_another_queued_it_queues_noth
     ``last_scheduled_for`` is stale (as a racing reader would see it) queues no second run."""
     schedule = make_schedule(sched_db, clock, {"kind": "local"}, cron="*/5 * * * *")
     clock.advance(minutes=3)  # 10:05
-    assert len(schedules.queue_due_runs(sched_db, clock())) == 1
+    assert len(task_runs.queue_due_runs(sched_db, clock())) == 1
     sched_db.execute(
         "UPDATE engine_export_schedules SET last_scheduled_for = %s WHERE id = %s",
         (START, schedule.id),
     )
-    assert schedules.queue_due_runs(sched_db, clock()) == []
-    assert len(schedules.list_runs(sched_db)) == 1
+    assert task_runs.queue_due_runs(sched_db, clock()) == []
+    assert len(task_runs.list_runs(sched_db)) == 1
     assert event_types(sched_settings).count("task_run.queued") == 1
 
 
@@ -237,8 +237,8 @@ def test_a_run_failing_every_attempt_ends_failed_with_its_error(
     assert last is not None and last.status == "failed" and last.attempts == 2
     assert last.error == "a local destination needs LEADFLOW_EXPORT_LOCAL_DIR to be set"
     clock.advance(hours=1)
-    assert schedules.list_runs(sched_db, status="queued") == [
-        r for r in schedules.list_runs(sched_db) if r.scheduled_for > last.scheduled_for
+    assert task_runs.list_runs(sched_db, status="queued") == [
+        r for r in task_runs.list_runs(sched_db) if r.scheduled_for > last.scheduled_for
     ]  # the failed run is not taken again; only later times are queued
     failed = system_events(sched_settings, "task_run.failed")
     assert len(failed) == 1 and failed[0]["reason"] == last.error
@@ -285,7 +285,7 @@ def test_a_scheduled_export_lands_in_object_storage_and_old_files_go(
     (deleted,) = system_events(sched_settings, "storage.deleted")
     assert deleted["subject"] == run.output_location
     assert deleted["data"]["task_run_id"] == run.id
-    first = next(r for r in schedules.list_runs(sched_db) if r.id == run.id)
+    first = next(r for r in task_runs.list_runs(sched_db) if r.id == run.id)
     assert first.output_deleted_at is not None
 
 
@@ -295,12 +295,12 @@ def test_a_run_another_scheduler_is_claiming_is_skipped_not_waited_for(
     """The claim's row lock, made certain: the race test above may or may not interleave."""
     make_schedule(sched_db, clock, {"kind": "local"}, cron="*/5 * * * *")
     clock.advance(minutes=3)
-    assert len(schedules.queue_due_runs(sched_db, clock())) == 1
+    assert len(task_runs.queue_due_runs(sched_db, clock())) == 1
     with connect(sched_settings) as other, other.transaction():
         other.execute("SELECT id FROM engine_task_runs FOR UPDATE")  # mid-claim elsewhere
         sched_db.execute("SET lock_timeout = '5s'")  # waiting would fail, not hang
-        assert schedules.claim_run(sched_db, "b", clock(), 60) is None
-    claimed = schedules.claim_run(sched_db, "b", clock(), 60)
+        assert task_runs.claim_run(sched_db, "b", clock(), 60) is None
+    claimed = task_runs.claim_run(sched_db, "b", clock(), 60)
     assert claimed is not None and claimed[0].status == "running"
 
 
@@ -310,8 +310,8 @@ def test_a_run_whose_scheduler_died_is_taken_again_when_its_lease_ends(
     make_schedule(sched_db, clock, {"kind": "local"}, cron="*/5 * * * *", max_attempts=2,
                   query={"flow_id": sched_settings.db_schema})  # fmt: skip
     clock.advance(minutes=3)
-    schedules.queue_due_runs(sched_db, clock())
-    dead = schedules.claim_run(sched_db, "dead", clock(), 60)  # then it is killed
+    task_runs.queue_due_runs(sched_db, clock())
+    dead = task_runs.claim_run(sched_db, "dead", clock(), 60)  # then it is killed
     assert dead is not None
     survivor = scheduler(sched_settings, clock, "survivor")
     clock.advance(seconds=59)
@@ -322,7 +322,7 @@ def test_a_run_whose_scheduler_died_is_taken_again_when_its_lease_ends(
     assert run.status == "completed" and run.attempts == 2 and run.worker == "survivor"
     # The dead scheduler, back, records nothing over its successor's result.
     with pytest.raises(LeaseLostError):
-        schedules.complete_run(sched_db, dead[0], dead[1], clock(), "file:///nowhere", 0, 0)
+        task_runs.complete_run(sched_db, dead[0], dead[1], clock(), "file:///nowhere", 0, 0)
 
 
 def test_a_run_whose_scheduler_dies_every_attempt_is_given_up(
@@ -330,12 +330,12 @@ def test_a_run_whose_scheduler_dies_every_attempt_is_given_up(
 ) -> None:
     make_schedule(sched_db, clock, {"kind": "local"}, cron="*/5 * * * *", max_attempts=2)
     clock.advance(minutes=3)
-    schedules.queue_due_runs(sched_db, clock())
+    task_runs.queue_due_runs(sched_db, clock())
     for _ in range(2):
-        assert schedules.claim_run(sched_db, "dies", clock(), 60) is not None
+        assert task_runs.claim_run(sched_db, "dies", clock(), 60) is not None
         clock.advance(seconds=61)
-    assert schedules.claim_run(sched_db, "next", clock(), 60) is None
-    (run,) = schedules.list_runs(sched_db)
+    assert task_runs.claim_run(sched_db, "next", clock(), 60) is None
+    (run,) = task_runs.list_runs(sched_db)
     assert run.status == "failed" and run.attempts == 2
     assert run.error is not None and "gave up after 2 attempts" in run.error
     assert event_types(sched_settings)[-1] == "task_run.failed"
@@ -353,11 +353,11 @@ def test_the_scheduler_role_migrates_then_runs_due_exports_until_stopped(
     thread.start()
     try:
         done = wait_until(
-            lambda: schedules.list_runs(sched_db, status="completed"), 30, "the 10:05 run"
+            lambda: task_runs.list_runs(sched_db, status="completed"), 30, "the 10:05 run"
         )
         clock.advance(minutes=5)  # polling goes on: the next time runs too
         done = wait_until(
-            lambda: schedules.list_runs(sched_db, status="completed"), 30, "the 10:10 run",
+            lambda: task_runs.list_runs(sched_db, status="completed"), 30, "the 10:10 run",
             until=lambda runs: len(runs) == 2,
         )  # fmt: skip
     finally:
@@ -402,11 +402,11 @@ def test_a_flow_files_exports_are_scheduled_updated_and_stopped_with_the_flow(
 
     # The flow drops the export: no more runs, the one waiting canceled; the runs stay listed.
     clock.advance(minutes=15)  # 10:30
-    assert len(schedules.queue_due_runs(sched_db, clock())) == 1
+    assert len(task_runs.queue_due_runs(sched_db, clock())) == 1
     declared = [flow_exporting(sched_settings.db_schema, [])]
     assert worker.run_once(sched_db) is None
     assert [s.enabled for s in schedules.list_schedules(sched_db)] == [False]
-    statuses = [r.status for r in schedules.list_runs(sched_db)]
+    statuses = [r.status for r in task_runs.list_runs(sched_db)]
     assert statuses == ["canceled", "completed", "completed"]
     (canceled,) = system_events(sched_settings, "task_run.canceled")
     assert canceled["reason"] == "the export was removed from its flow"
@@ -456,7 +456,7 @@ def test_a_scheduler_stopping_mid_run_gives_the_run_back_unspent(
     stopping = threading.Event()
     stopping.set()  # seen after the first chunk
     assert scheduler(sched_settings, clock, "leaving").run_once(sched_db, stopping) is None
-    (run,) = schedules.list_runs(sched_db)
+    (run,) = task_runs.list_runs(sched_db)
     assert run.status == "queued" and run.attempts == 0  # no attempt spent
     assert system_events(sched_settings, "task_run.")[-1]["reason"] == (
         "the scheduler running it stopped"
