@@ -16,6 +16,7 @@ from engine.alerts.rules import AlertRule
 from engine.caps import CapSpec
 from engine.destinations import Destination
 from engine.errors import FlowConfigError
+from engine.export_schedules import FlowScheduledExport
 from engine.model import ConfigModel
 from engine.sealing import ALWAYS_SENSITIVE
 from engine.steps.auction import AuctionSettings
@@ -77,6 +78,10 @@ class Flow(ConfigModel):
     topics: TopicSettings = TopicSettings()
     steps: Annotated[list[Step], Field(min_length=1, max_length=200)]
     destinations: list[Destination] = Field(default_factory=list)
+    # The flow's events exported on a schedule (projectors.exports.scheduler).
+    exports: Annotated[list[FlowScheduledExport], Field(max_length=100)] = Field(
+        default_factory=list
+    )
     caps: list[CapSpec] = Field(default_factory=list)
     # Multi-buyer path: stop at the first recipient that accepts, or offer every buyer.
     stop_at_first_delivery: bool = False
@@ -126,6 +131,9 @@ class Flow(ConfigModel):
             raise ValueError(f"step ids must be unique, repeated: {', '.join(dupes)}")
         self._pings_without_pii()
         self._alerts_name_steps()
+        exports = [e.id for e in self.exports]
+        if len(set(exports)) != len(exports):
+            raise ValueError("scheduled exports' ids must be unique")
         keys = [d.key for d in self.destinations]
         twice = sorted({k for k in keys if keys.count(k) > 1})
         if twice:

@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     # Run the export worker as a thread of every API process (leadflow serve);
     # False when `leadflow exports work` runs it as its own process.
     export_worker_in_api: bool = True
+    # The folder scheduled exports with a `local` destination write under (their
+    # path is relative to it); None: such schedules fail with a message saying so.
+    export_local_dir: Path | None = None
 
     # LEADFLOW_UI_KEYS, JSON: [{"name": "ops", "key_env": "OPS_UI_KEY", "scopes": ["read", "pii"]}].
     # The default is the local stack's key file, which `leadflow demo` creates.

@@ -4,12 +4,18 @@ Two ways to say what runs:
 
 * **a flow file** (``leadflow run -f FLOW``): roles are the flow's step ids
   plus ``projector`` (the timeline), ``analytics``, ``streamer``, ``feedback`` and
-  ``relay`` (the system events outbox to Kafka, ``engine.runtime.outbox_relay``);
+  ``relay`` (the system events outbox to Kafka, ``engine.runtime.outbox_relay``),
+  ``export-scheduler``;
 * **the flow registry** (``leadflow run``): every applied flow's steps
   (``<flow>:<step>``), a ``streamer:<flow>`` per flow, and one ``projector``,
   one ``analytics`` projector and one ``relay`` for all flows. Flows applied later get their
   workers within seconds, and running steps switch to a new version of their
   flow without a restart.
+
+The export scheduler (``projectors.exports.scheduler``) is a role of its own, not a
+thread of a projector: a scheduled export spools for minutes, which must not hold back
+a projector's commits, and a scheduler that dies is restarted like any role. Several
+supervisors may each run one: a scheduled time is run once however many race for it.
 
 One process per role because the GIL makes threads useless for CPU-bound
 steps, and because a role that crashes must not take the others down.
@@ -38,12 +44,13 @@ from engine.runtime.step_worker import run_step
 from engine.runtime.stopping import install_stop_handlers
 from engine.settings import Settings, get_settings
 from projectors.deliveries import TimelineDeliveries
+from projectors.exports.scheduler import ExportScheduler
 from projectors.projector import AnalyticsProjector, TimelineProjector
 from streamers.service import stream_flow
 
 log = structlog.get_logger(__name__)
 
-SERVICE_ROLES = ("projector", "analytics", "streamer", "feedback", "relay")
+SERVICE_ROLES = ("projector", "analytics", "streamer", "feedback", "relay", "export-scheduler")
 REGISTRY_POLL_S = 3.0
 
 
@@ -63,7 +70,7 @@ def role_names(flow: Flow) -> list[str]:
 
 
 def registry_roles(flows: list[Flow]) -> list[str]:
-    roles = ["projector", "analytics", "feedback", "relay"]
+    roles = ["projector", "analytics", "feedback", "relay", "export-scheduler"]
     for flow in flows:
         roles += [f"{flow.id}:{s.id}" for s in flow.steps]
         roles += [f"streamer:{flow.id}"] if streams(flow) else []
@@ -108,6 +115,8 @@ def run_role(role: str, settings: Settings, flow: Flow, stop: threading.Event) -
         run_feedback(settings, stop, TimelineDeliveries(settings))
     elif role == "relay":
         OutboxRelay(settings).run(stop)
+    elif role == "export-scheduler":
+        ExportScheduler(settings, flows=lambda: [flow]).run(stop)
     elif role == "streamer":
         stream_flow(settings, flow, stop, metrics_port=settings.streamer_metrics_port or None)
     elif role == "alerts":
@@ -140,6 +149,8 @@ def run_registry_role(role: str, settings: Settings, stop: threading.Event) -> N
         # written by commands, streamers and export runs of every flow (a flow without
         # destinations has no streamer), and a relay that dies is restarted alone.
         OutboxRelay(settings).run(stop)
+    if role == "export-scheduler":
+        _run_registry_scheduler(settings, stop)
         return
     registry = FlowRegistry(settings)
     registry.refresh()
@@ -158,6 +169,21 @@ def run_registry_role(role: str, settings: Settings, stop: threading.Event) -> N
             registry.close()
     else:
         run_step(settings, flow, tail, stop, registry=registry)
+
+
+def _run_registry_scheduler(settings: Settings, stop: threading.Event) -> None:
+    """The scheduler, keeping every applied flow's ``exports:`` in step (a flow deleted
+    from the registry stops its schedules)."""
+    registry = FlowRegistry(settings)
+
+    def flows() -> list[Flow]:
+        registry.refresh(timeout=2.0)
+        return registry.flows()
+
+    try:
+        ExportScheduler(settings, flows=flows, every_flow=True).run(stop)
+    finally:
+        registry.close()
 
 
 def _child(role: str, flow_file: str | None) -> None:

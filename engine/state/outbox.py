@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 
 from engine.ids import new_lead_id
 from engine.state.errors import StateUnavailableError
-from engine.state.postgres import Connection, Cursor
+from engine.state.postgres import Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +55,7 @@ def _iso(at: datetime) -> str:
 
 
 def record_system_event(
-    conn: Connection | Cursor,
+    conn: Connection | psycopg.Cursor[Any],
     type_: str,
     *,
     subject: str,

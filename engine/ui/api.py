@@ -34,6 +34,8 @@ from engine.ui.queries import (
 from engine.web.responses import answers, guarded
 from projectors.api import Conn, Id
 from projectors.diff import diff_snapshots
+from projectors.exports.schedule_api import Conn as SchedulesConn
+from projectors.exports.schedule_api import visible_runs
 from projectors.params import Range, StrictQuery
 from projectors.queries import get_event
 from projectors.selection import EventType, Outcome
@@ -66,6 +68,17 @@ router = APIRouter(
 @router.get("/whoami")
 def whoami(reader: EventsReader) -> dict[str, Any]:
     return {"name": reader.name, "scopes": sorted(reader.scopes)}
+
+
+@router.get("/task-runs")
+def get_task_runs(
+    reader: EventsReader,
+    conn: SchedulesConn,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[dict[str, Any]]:
+    """Scheduled export runs for the exports page: status, attempts, last error, file
+    (no lead data: a read key may see them)."""
+    return visible_runs(conn, reader, limit=limit)
 
 
 @router.get("/flows")

@@ -77,6 +77,11 @@ def flow_page(flow_id: str) -> HTMLResponse:
     return _page("flow.html", "Flow dashboard", flow_id=flow_id)
 
 
+@router.get("/exports")
+def exports_page() -> HTMLResponse:
+    return _page("exports.html", "Scheduled exports")
+
+
 @router.get("/static/{name}")
 def static_file(name: str) -> Response:
     found = _STATIC.get(name)

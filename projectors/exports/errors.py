@@ -19,3 +19,12 @@ class ExportNotReadyError(ExportError):
 
 class LeaseLostError(ExportError):
     """Another worker took the job over (this one's lease expired): stop, record nothing."""
+
+
+class UnknownScheduleError(ExportError):
+    """No export schedule has this id."""
+
+
+class OutputError(ExportError):
+    """A scheduled export's file could not be written where its schedule says (a local
+    folder refused it, or none is configured)."""

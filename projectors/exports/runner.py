@@ -32,6 +32,7 @@ from projectors.exports import jobs
 from projectors.exports.errors import LeaseLostError
 from projectors.exports.jobs import ExportJob
 from projectors.exports.query import CHUNK_ROWS, ExportStream
+from projectors.selection import ExportQuery
 from projectors.store import Connection, connect
 
 log = structlog.get_logger(__name__)
@@ -83,7 +84,7 @@ class ExportWorker:
         self.max_attempts = max_attempts
         self.chunk_rows = chunk_rows
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_native_id()}"
-        self._secrets = _secrets(settings)
+        self._secrets = settings_secrets(settings)
 
     def run(self, stop: threading.Event) -> None:
         """Work until ``stop`` is set, riding out Postgres outages with a backoff."""
@@ -181,20 +182,14 @@ class ExportWorker:
     def _spool(
         self, job: ExportJob, spool: IO[bytes], keeper: _LeaseKeeper, stop: threading.Event
     ) -> int:
-        with (
-            connect(self.settings, application_name="leadflow-export") as conn,
-            # mtime 0: a re-run of the same data writes the same bytes. Level 6,
-            # zlib's default: most of 9's ratio on JSON at a fraction of its time.
-            gzip.GzipFile(fileobj=spool, mode="wb", compresslevel=6, mtime=0) as zipped,
-        ):
-            stream = ExportStream(conn, job.query(), self.chunk_rows, clear_text=job.clear_text)
-            try:
-                for chunk in stream:
-                    zipped.write(chunk)
-                    self._check(job, keeper, stop)
-            finally:
-                stream.close()
-            return stream.rows
+        return spool_export(
+            self.settings,
+            job.query(),
+            spool,
+            lambda: self._check(job, keeper, stop),
+            clear_text=job.clear_text,
+            chunk_rows=self.chunk_rows,
+        )
 
     def _check(self, job: ExportJob, keeper: _LeaseKeeper, stop: threading.Event) -> None:
         if keeper.lost:
@@ -206,7 +201,7 @@ class ExportWorker:
         return redact(str(exc), *self._secrets)
 
 
-def _secrets(settings: Settings) -> tuple[str, ...]:
+def settings_secrets(settings: Settings) -> tuple[str, ...]:
     """Every credential an error message could quote, for ``redact``."""
     url = settings.database_url.get_secret_value()
     aws = settings.aws_secret_access_key
@@ -220,3 +215,30 @@ def _secrets(settings: Settings) -> tuple[str, ...]:
         *(value for key, _, value in azure_parts if key in ("AccountKey", "SharedAccessSignature")),
     )
     return tuple(v for v in values if v)
+
+
+def spool_export(
+    settings: Settings,
+    query: ExportQuery,
+    spool: IO[bytes],
+    check: Callable[[], None],
+    *,
+    clear_text: bool,
+    chunk_rows: int = CHUNK_ROWS,
+) -> int:
+    """Write ``query``'s file gzip'd to ``spool``, calling ``check`` after each chunk (it
+    raises to stop); returns the rows written. Shared by export jobs and scheduled runs."""
+    with (
+        connect(settings, application_name="leadflow-export") as conn,
+        # mtime 0: a re-run of the same data writes the same bytes. Level 6,
+        # zlib's default: most of 9's ratio on JSON at a fraction of its time.
+        gzip.GzipFile(fileobj=spool, mode="wb", compresslevel=6, mtime=0) as zipped,
+    ):
+        stream = ExportStream(conn, query, chunk_rows, clear_text=clear_text)
+        try:
+            for chunk in stream:
+                zipped.write(chunk)
+                check()
+        finally:
+            stream.close()
+        return stream.rows

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gzip
 import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,7 @@ from engine.runtime.feedback_worker import ensure_feedback_topics
 from engine.runtime.registry import apply_flow, delete_flow
 from projectors.batch import Record, build_batch
 from projectors.exports.runner import ExportWorker
+from projectors.exports.scheduler import ExportScheduler
 from projectors.store import connect
 from projectors.writing import write_batch
 from schemas.codec import EventCodec
@@ -22,6 +25,7 @@ from tests.factories import make_flow
 from tests.projectors.test_search import wait_visible
 from tests.security.conftest import CLEAR_TEXT, DAY_MS, Seeded, _seed
 from tests.security.test_route_matrix import GUARDED, request_for
+from tests.system_outbox import ensure_outbox
 
 pytestmark = pytest.mark.stack
 
@@ -38,7 +42,8 @@ def test_no_answer_to_a_key_without_pii_read_holds_the_seeded_leads_clear_text(
 ) -> None:
     answer = seeded.client("reader").request(**request_for(seeded, method, path))
     # Served (the job routes name no job: their 404 says nothing of a lead either).
-    assert answer.status_code == (404 if "{job_id}" in path else 200), answer.text
+    unnamed = "{job_id}" in path or "{schedule_id}" in path
+    assert answer.status_code == (404 if unnamed else 200), answer.text
     assert _leaks(answer.text) == []
 
 
@@ -63,6 +68,26 @@ def test_an_export_job_of_a_masked_key_writes_a_masked_file(seeded: Seeded) -> N
     assert answer.status_code == 200
     text = gzip.decompress(answer.content).decode()
     assert "g***@navy.example" in text and _leaks(text) == []
+
+
+def test_a_schedule_of_a_masked_key_writes_masked_files(seeded: Seeded, tmp_path: Path) -> None:
+    body = {
+        "cron": "* * * * *",
+        "query": {"flow_id": seeded.flow_a, "format": "jsonl"},
+        "destination": {"kind": "local"},
+    }
+    made = seeded.client("reader").post("/export-schedules", json=body).json()
+    assert made["clear_text"] is False
+    ensure_outbox(seeded.settings)
+    settings = seeded.settings.model_copy(update={"export_local_dir": tmp_path})
+    later = datetime.now(UTC) + timedelta(minutes=2)
+    worker = ExportScheduler(settings, clock=lambda: later)
+    with connect(settings) as conn:
+        while (run := worker.run_once(conn)) is not None and run.schedule_id != made["id"]:
+            pass
+    assert run is not None and run.output_location is not None
+    text = gzip.decompress(Path(run.output_location.removeprefix("file://")).read_bytes())
+    assert "g***@navy.example" in text.decode() and _leaks(text.decode()) == []
 
 
 def test_a_clear_text_export_job_needs_pii_read_to_download(seeded: Seeded) -> None:

@@ -54,6 +54,7 @@ def request_for(seeded: Seeded, method: str, path: str) -> dict[str, Any]:
         "lead_id": seeded.lead_a,
         "event_id": seeded.delivery_a,
         "job_id": str(uuid.uuid4()),
+        "schedule_id": "01M92TEHE070161DGG0AHEN57N",
         "source_id": "source",
         "name": "ui.js",
     }
@@ -66,6 +67,8 @@ def request_for(seeded: Seeded, method: str, path: str) -> dict[str, Any]:
         params = {"to": seeded.delivery_a}
     elif path == "/exports" and method == "POST":
         body = {"format": "csv"}
+    elif path == "/export-schedules" and method == "POST":
+        body = {"cron": "0 2 * * *", "destination": {"kind": "local"}}
     elif path == "/ui/api/leads/search":
         body = {"q": "grace"}
     elif _INTAKE.match(path):

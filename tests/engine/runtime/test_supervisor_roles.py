@@ -43,9 +43,9 @@ def test_a_flow_without_destinations_or_with_none_enabled_runs_no_streamer() -> 
     none, disabled = with_destinations("none", []), with_destinations("unused", [False, False])
     for flow in (none, disabled):
         assert role_names(flow) == ["source", "service-area", "premier", "projector", "analytics",
-                                    "feedback", "relay"]  # fmt: skip
+                                    "feedback", "relay", "export-scheduler"]  # fmt: skip
     assert registry_roles([none, disabled]) == [
-        "projector", "analytics", "feedback", "relay",
+        "projector", "analytics", "feedback", "relay", "export-scheduler",
         "none:source", "none:service-area", "none:premier",
         "unused:source", "unused:service-area", "unused:premier",
     ]  # fmt: skip

@@ -188,6 +188,7 @@ def test_migrations_apply_once(state_settings: Settings) -> None:
         "004_erasure_progress",
         "005_auction_ledger",
         "006_system_event_outbox",
+        "007_scheduled_exports",
         "008_alert_state",
     ]
     assert migrate_state(state_settings) == []

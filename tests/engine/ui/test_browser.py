@@ -1,19 +1,28 @@
 """The operator UI in headless Chromium (Debian's, via Playwright) on leads that went through
 the real pipeline: find a lead, read its timeline, inspect an event, diff two events, see the
 dashboard; a hostile lead renders as text; every page passes an axe-core audit (no serious or
-critical violation) and the find → timeline path works from the keyboard alone. Screenshots
+critical violation) and the find → timeline path works from the keyboard alone; the
+scheduled exports page lists runs with their status and error. Screenshots
 are kept in ``tests/artifacts/ui/``."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Dialog, Page, Request, expect, sync_playwright
 
+from engine.export_schedules import LocalOutput
+from engine.state.postgres import migrate_state
+from projectors.exports import schedules
+from projectors.exports.scheduler import ExportScheduler
+from projectors.exports.schedules import ScheduleRequest
+from projectors.selection import ExportQuery
+from projectors.store import connect
 from tests.engine.ui.conftest import (
     HOSTILE_CITY,
     HOSTILE_LAST,
@@ -23,6 +32,7 @@ from tests.engine.ui.conftest import (
     PII_KEY,
     UiStack,
 )
+from tests.system_outbox import ensure_outbox
 
 pytestmark = pytest.mark.stack
 
@@ -252,3 +262,46 @@ def test_keyboard_only(page: Page, ui_stack: UiStack) -> None:
     page.keyboard.press("Enter")
     expect(page).to_have_url(f"{ui_stack.url}/ui/events/{good.events[0]['id']}")
     expect(page.locator("#facts")).to_contain_text(good.events[0]["type"])
+
+
+def test_scheduled_export_runs_with_status_and_error(
+    page: Page, ui_stack: UiStack, tmp_path: Path
+) -> None:
+    """Two schedules run by a scheduler with a fake clock: one writes its file, the other
+    fails (no local folder configured) and waits for its retry; the page lists both."""
+    settings = ui_stack.settings
+    migrate_state(settings)
+    ensure_outbox(settings)
+    now = [datetime(2026, 12, 5, 10, 0, tzinfo=UTC)]
+    query = ExportQuery(flow_id=ui_stack.flow_id)
+    with connect(settings) as conn:
+        made = [
+            schedules.create_schedule(
+                conn,
+                ScheduleRequest(cron="5 10 * * *", query=query, destination=destination),
+                "ui-test",
+                now[0],
+                clear_text=False,
+            )
+            for destination in (LocalOutput(kind="local", path="ui"), LocalOutput(kind="local"))
+        ]
+        now[0] += timedelta(minutes=5)
+        writes = settings.model_copy(update={"export_local_dir": tmp_path})
+        refuses = settings.model_copy(update={"export_local_dir": None})
+        for which, config in zip(made, (writes, refuses), strict=True):
+            conn.execute(  # each scheduler finds only its own schedule due
+                "UPDATE engine_export_schedules SET enabled = (id = %s)", (which.id,)
+            )
+            ExportScheduler(config, clock=lambda: now[0], name="ui-test").run_once(conn)
+
+    sign_in(page, "/ui/exports")
+    rows = page.locator("#runs tbody tr")
+    expect(rows).to_have_count(2)
+    expect(page.locator("#runs tbody tr.run-row-completed")).to_contain_text(made[0].id)
+    expect(page.locator("#runs tbody tr.run-row-completed")).to_contain_text("file://")
+    failing = page.locator("#runs tbody tr.run-row-queued")
+    expect(failing).to_contain_text(made[1].id)
+    expect(failing).to_contain_text("needs LEADFLOW_EXPORT_LOCAL_DIR")
+    expect(failing).to_contain_text("retry pending")
+    audit(page, "exports")
+    page.screenshot(path=ARTIFACTS / "exports.png", full_page=True)
