@@ -149,6 +149,7 @@ def run_registry_role(role: str, settings: Settings, stop: threading.Event) -> N
         # written by commands, streamers and export runs of every flow (a flow without
         # destinations has no streamer), and a relay that dies is restarted alone.
         OutboxRelay(settings).run(stop)
+        return
     if role == "export-scheduler":
         _run_registry_scheduler(settings, stop)
         return

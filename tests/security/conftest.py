@@ -109,6 +109,8 @@ def seeded(stack: Settings) -> Iterator[Seeded]:
     roles: dict[str, tuple[list[str], list[str] | None]] = {
         "reader": (["events:read", "stats", "exports"], None),  # no pii:read
         "pii": (["events:read", "stats", "exports", "pii:read"], None),
+        # Routes under flows:admin (system events: flow definitions, no lead data).
+        "admin": (["events:read", "stats", "exports", "flows:admin"], None),  # no pii:read
         "reader_a": (["events:read", "stats", "exports"], [flow_a]),
         "premier": (["feedback:premier"], None),
         "other_buyer": (["feedback:elsewhere"], None),
