@@ -22,6 +22,7 @@ from engine.web.responses import VALIDATION
 from engine.web.validation import bounded_validation_errors, reject_unstorable_text
 from projectors.api import router as events_router
 from projectors.exports.api import router as exports_router
+from projectors.insights_api import router as insights_router
 from projectors.stats_api import router as stats_router
 
 
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pings_router)
     app.include_router(metrics_router)
     app.include_router(stats_router)  # before events: /events/stats is no event id
+    app.include_router(insights_router)
     app.include_router(exports_router)  # before events: /events/export is no event id
     app.include_router(events_router)
     app.include_router(ui_router)  # the operator UI: /ui pages and /ui/api reads
