@@ -148,6 +148,7 @@ FROM (
     GROUP BY 1, 2, 3, 4
 ) r
 ORDER BY count DESC, source_id, step_id, reason
+LIMIT %(limit)s
 """
 ).format(hours=_HOURS)
 
@@ -158,10 +159,12 @@ def rejections(
     when: TimeRange,
     source_id: str | None = None,
     step_id: str | None = None,
+    limit: int | None = None,
 ) -> Table:
     """Refusals, failures and errors by the lead's source, step and reason, most frequent
-    first: ``pct`` of all of them (in the selection), ``pct_of_source`` of the source's."""
-    params = _params(flow_id, when, source_id=source_id, step_id=step_id)
+    first (the first ``limit``): ``pct`` of all of them in the selection, the rows left out
+    included, ``pct_of_source`` of the source's."""
+    params = _params(flow_id, when, source_id=source_id, step_id=step_id, limit=limit)
     return _table(conn, _REJECTIONS, params)
 
 

@@ -64,11 +64,12 @@ def get_rejections(
     when: Range,
     source_id: Id = None,
     step_id: Id = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     format: Format = None,
 ) -> Response:
     """Reasons by source and step, most frequent first, with their percentages."""
     check_flow(reader, flow_id)
-    table = rejections(conn, flow_id, when, source_id, step_id)
+    table = rejections(conn, flow_id, when, source_id, step_id, limit)
     return respond(table, request, format, reader, conn)
 
 

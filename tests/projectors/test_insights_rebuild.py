@@ -87,8 +87,10 @@ def test_a_rebuild_recomputes_every_analytics_row_and_answer_exactly(
         assert live is not None
         with running(AnalyticsProjector(main, main.projector_pattern, batch_ms=50)):
             wait_until(
-                lambda: conn.execute("SELECT sum(events) FROM daily_event_counts").fetchone()
-                == (total,),
+                lambda: (
+                    conn.execute("SELECT sum(events) FROM daily_event_counts").fetchone()
+                    == (total,)
+                ),
                 60,
                 "the live analytics projector to count every event",
             )
