@@ -152,14 +152,16 @@ ON CONFLICT (flow_id, lead_id) DO UPDATE SET
 """
 
 _ENHANCEMENTS = """
-INSERT INTO lead_enhancements AS e (flow_id, lead_id, step_id, succeeded, runs, cost)
-SELECT flow_id, lead_id, step_id, bool_or(type = 'enhancement.success'), count(*),
-       coalesce(sum(cost::numeric), 0)
+INSERT INTO lead_enhancements AS e
+    (flow_id, lead_id, step_id, submitted_at, succeeded, runs, cost)
+SELECT flow_id, lead_id, step_id, min(submitted_at), bool_or(type = 'enhancement.success'),
+       count(*), coalesce(sum(cost::numeric), 0)
 FROM analytics_fresh
 WHERE verdict AND starts_with(type, 'enhancement.')
 GROUP BY 1, 2, 3
 ORDER BY 1, 2, 3
 ON CONFLICT (flow_id, lead_id, step_id) DO UPDATE SET
+    submitted_at = LEAST(e.submitted_at, EXCLUDED.submitted_at),
     succeeded = e.succeeded OR EXCLUDED.succeeded,
     runs = e.runs + EXCLUDED.runs,
     cost = e.cost + EXCLUDED.cost

@@ -11,8 +11,9 @@ enhancement timed out; the first three in the 16:00 hour, the last two in the 17
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -23,7 +24,9 @@ from engine.ids import new_lead_id
 from engine.steps.base import EventDraft, Outcome, Snapshot
 from projectors.analytics import ANALYTICS
 from projectors.batch import Record, build_batch
+from projectors.expiry import expire_analytics
 from projectors.generations import current
+from projectors.histogram import bucket, percentile
 from projectors.insights import (
     buyer_behaviour,
     buyer_hours,
@@ -36,6 +39,7 @@ from projectors.params import TimeRange
 from projectors.store import Connection
 from projectors.writing import write_batch
 from schemas.codec import EventCodec
+from tests.factories import make_flow
 
 pytestmark = pytest.mark.stack
 
@@ -358,3 +362,45 @@ def test_any_order_batching_and_repetition_gives_the_same_rows(
         for i in range(0, len(order), size):
             project(db, order[i : i + size], first_offset=2000 + i)
         assert table_rows(db, pg_schema) == expected
+
+
+def test_retention_prunes_each_table_by_the_flows_days(db: Connection, flow: str) -> None:
+    applied = make_flow(flow, "http://127.0.0.1:9/").model_copy(update={"retention_days": 1})
+    # On 25 Nov at noon a day's retention has expired 23 Nov and before: nothing of the 24th.
+    early = expire_analytics(db, flow, [applied], at(0) + timedelta(hours=20), dry_run=False)
+    assert {h.item: h.expired for h in early if h.item in dict(TABLES)} == dict.fromkeys(
+        dict(TABLES), 0
+    )
+    held = {h.item: h.held for h in early}
+    assert held["lead_facts"] == 6 and held["delivery_facts"] == 3  # the stray lead too
+    # A day later the 24th has expired: its hours, its leads and its deliveries.
+    dry = expire_analytics(db, flow, [applied], at(0) + timedelta(days=2), dry_run=True)
+    assert {h.item: h.expired for h in dry}["lead_facts"] == 6
+    assert all(table_rows(db, flow).values())
+    expire_analytics(db, flow, [applied], at(0) + timedelta(days=2), dry_run=False)
+    # What is left is the feedback's, on the 25th (the return) and the 26th (the
+    # conversion); every per-hour and per-lead row of the 24th is gone, lead_enhancements
+    # (kept by their lead's submission) and delivery_facts (by their delivery) included.
+    left = table_rows(db, flow)
+    assert {t for t, r in left.items() if r} == {"daily_event_counts", "hourly_step_stats"}
+    assert {r[1] for r in left["hourly_step_stats"]} == {
+        datetime(2025, 11, 25, 17, tzinfo=UTC),
+        datetime(2025, 11, 26, 16, tzinfo=UTC),
+    }
+
+
+def test_percentiles_in_sql_are_the_histograms_nearest_rank(db: Connection, pg_schema: str) -> None:
+    rng = random.Random(95)
+    durations = [int(rng.lognormvariate(4, 1.2)) for _ in range(200)]
+    events = [
+        e
+        for i, ms in enumerate(durations)
+        for e in Lead(pg_schema, "web", BASE_MS + i * 1000).accepted(1.0, ms).events
+    ]
+    project(db, events)
+    [source] = step_performance(db, pg_schema, ALL_TIME).rows
+    buckets = Counter(bucket(ms) for ms in durations)
+    rows = [(lo, hi, n) for (lo, hi), n in buckets.items()]
+    assert (source["ms_p50"], source["ms_p95"]) == (percentile(rows, 0.5), percentile(rows, 0.95))
+    assert source["ms_p95"] != percentile(rows, 0.9)
+    assert source["ms_max"] == max(durations)

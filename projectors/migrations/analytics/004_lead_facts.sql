@@ -20,16 +20,19 @@ CREATE TABLE lead_facts (
 CREATE INDEX lead_facts_submitted ON lead_facts (flow_id, submitted_at);
 
 -- Each enhancement step a lead went through: whether it succeeded on any attempt, and
--- its cost (the events' cost field; see projectors/insights.py).
+-- its cost (the events' cost field; see projectors/insights.py). submitted_at (the
+-- lead's) is what retention prunes it by (projectors/expiry.py).
 CREATE TABLE lead_enhancements (
-    flow_id   text NOT NULL,
-    lead_id   text NOT NULL,
-    step_id   text NOT NULL,
-    succeeded boolean NOT NULL,
-    runs      integer NOT NULL,
-    cost      numeric NOT NULL,
+    flow_id      text NOT NULL,
+    lead_id      text NOT NULL,
+    step_id      text NOT NULL,
+    submitted_at timestamptz,
+    succeeded    boolean NOT NULL,
+    runs         integer NOT NULL,
+    cost         numeric NOT NULL,
     PRIMARY KEY (flow_id, lead_id, step_id)
 );
+CREATE INDEX lead_enhancements_submitted ON lead_enhancements (flow_id, submitted_at);
 
 -- One row per recipient.delivered, and the buyer's feedback on it: a feedback event may
 -- be read before the delivery it is about (another topic), so either side creates the
