@@ -17,10 +17,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from psycopg import sql
 
 from engine.events import StepIdentity, Timing, stamp_events
 from engine.ids import new_lead_id
+from engine.settings import Settings
 from engine.steps.base import EventDraft, Outcome, Snapshot
 from projectors.analytics import ANALYTICS
 from projectors.batch import Record, build_batch
@@ -35,11 +37,13 @@ from projectors.insights import (
     source_performance,
     step_performance,
 )
+from projectors.insights_api import router as insights_router
 from projectors.params import TimeRange
 from projectors.store import Connection
 from projectors.writing import write_batch
 from schemas.codec import EventCodec
 from tests.factories import make_flow
+from tests.keys import admin_client
 
 pytestmark = pytest.mark.stack
 
@@ -404,3 +408,33 @@ def test_percentiles_in_sql_are_the_histograms_nearest_rank(db: Connection, pg_s
     assert (source["ms_p50"], source["ms_p95"]) == (percentile(rows, 0.5), percentile(rows, 0.95))
     assert source["ms_p95"] != percentile(rows, 0.9)
     assert source["ms_max"] == max(durations)
+
+
+def test_the_routes_answer_csv_and_refuse_bad_values_naming_them(
+    pg_settings: Settings, flow: str
+) -> None:
+    app = FastAPI()
+    app.state.settings = pg_settings
+    app.include_router(insights_router)
+    client = admin_client(app)
+    csv = client.get(
+        f"/flows/{flow}/insights/buyer-hours",
+        params={"timezone": "America/Chicago", "format": "csv"},
+    )
+    assert csv.text.splitlines() == [
+        "step_id,hour_of_day,offered,accepted,acceptance_pct",
+        "premier,10,2,1,50.0",
+        "premier,11,2,2,100.0",
+    ]
+    hourly = client.get(f"/flows/{flow}/insights/steps", params={"interval": "hour"}).json()
+    assert {r["hour"] for r in hourly} == {"2025-11-24T16:00:00.000Z", "2025-11-24T17:00:00.000Z"}
+    for route, params, name in [
+        ("steps", {"interval": "day"}, "interval"),
+        ("steps", {"start": "2025-01-02T00:00:00Z", "end": "2025-01-01T00:00:00Z"}, "end"),
+        ("rejections", {"limit": 0}, "limit"),
+        ("buyer-hours", {"timezone": "Mars/Olympus"}, "timezone"),
+        ("sources", {"bogus": 1}, "bogus"),
+    ]:
+        answer = client.get(f"/flows/{flow}/insights/{route}", params=params)
+        assert answer.status_code == 422, (route, params, answer.text)
+        assert answer.json()["detail"][0]["loc"][-1] == name, answer.text
