@@ -14,11 +14,13 @@ row exactly.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from psycopg import Cursor
 
-from projectors.batch import Batch
+from projectors.batch import EVENT_COLUMNS, Batch
 from projectors.histogram import BOUNDS, TOP
 from projectors.projection import Projection
 from projectors.stats import VERDICT_TYPES
@@ -35,6 +37,17 @@ CREATE TEMP TABLE IF NOT EXISTS analytics_fresh (
 ) ON COMMIT DELETE ROWS
 """
 
+# What the snapshots say, read in Python (``_snapshot_facts``): parsing every snapshot
+# into jsonb in Postgres cost five times the rest of the batch's write.
+_CREATE_FACTS = """
+CREATE TEMP TABLE IF NOT EXISTS analytics_snapshot_facts (
+    id text, source_id text, submitted_ms int8, capped boolean, feedback_type text,
+    feedback_of text
+) ON COMMIT DELETE ROWS
+"""
+_FACT_TYPES = ["text", "text", "int8", "bool", "text", "text"]
+_COPY_FACTS = "COPY analytics_snapshot_facts FROM STDIN (FORMAT BINARY)"
+
 _PICK_FRESH = """
 WITH fresh AS (
     INSERT INTO counted_events (id, day)
@@ -45,15 +58,13 @@ WITH fresh AS (
 INSERT INTO analytics_fresh
 SELECT s.id, s.lead_id, s.flow_id, s.step_id, s.type, s.outcome, s.entity_id, s.reason,
        s.ts, date_trunc('hour', s.ts, 'UTC'), s.ms, s.wait_ms, s.cost, s.revenue,
-       j #>> '{vars,source.id}',
-       to_timestamp((j #>> '{vars,submission.timestamp}')::float8 / 1000),
+       f.source_id, to_timestamp(f.submitted_ms / 1000.0),
        (starts_with(s.type, 'recipient.') OR starts_with(s.type, 'enhancement.'))
-           AND j ->> 'cap_reached' IS DISTINCT FROM 'true',
-       s.type = ANY(%(verdicts)s),
-       j #>> '{vars,feedback.type}', j #>> '{vars,feedback.recipient_event_id}'
+           AND NOT coalesce(f.capped, false),
+       s.type = ANY(%(verdicts)s), f.feedback_type, f.feedback_of
 FROM (SELECT DISTINCT ON (id) * FROM events_stage ORDER BY id) AS s
 JOIN fresh USING (id)
-CROSS JOIN LATERAL (SELECT convert_from(s.snapshot, 'UTF8')::jsonb AS j) AS parsed
+LEFT JOIN analytics_snapshot_facts f USING (id)
 """
 
 # ORDER BY in every upsert: rows are locked in key order, which keeps two projector
@@ -197,12 +208,49 @@ ON CONFLICT (flow_id, delivery_id) DO UPDATE SET
 _STATEMENTS = (_DAILY, _HOURLY_STEPS, _DURATIONS, _REASONS, _LEADS, _ENHANCEMENTS, _DELIVERIES)
 
 
+_ID, _SNAPSHOT = 0, [name for name, _ in EVENT_COLUMNS].index("snapshot")
+
+
+def _text(value: Any) -> str | None:
+    """A snapshot value as text, the way Postgres' ``#>>`` would give it."""
+    if value is None or isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def _snapshot_facts(batch: Batch) -> Iterator[tuple[Any, ...]]:
+    """Per event id (once): its lead's source, submission time (ms), whether a cap refused
+    it unsent, and what feedback it carries, from the snapshot the row holds."""
+    seen: set[str] = set()
+    for row in batch.events:
+        if row[_ID] in seen:
+            continue
+        seen.add(row[_ID])
+        event = orjson.loads(row[_SNAPSHOT])
+        fields = event.get("vars") or {}
+        submitted = fields.get("submission.timestamp")
+        yield (
+            row[_ID],
+            _text(fields.get("source.id")),
+            submitted if isinstance(submitted, int) and not isinstance(submitted, bool) else None,
+            event.get("cap_reached") is True,
+            _text(fields.get("feedback.type")),
+            _text(fields.get("feedback.recipient_event_id")),
+        )
+
+
 def apply_analytics(cur: Cursor[Any], batch: Batch) -> int:
     stage_events(cur, batch)
     cur.execute(_CREATE_FRESH)
+    cur.execute(_CREATE_FACTS)
     # Empty already, unless an earlier batch of the same outer transaction (a rebuild's
     # final drain, written in savepoints) picked rows.
     cur.execute("DELETE FROM analytics_fresh")
+    cur.execute("DELETE FROM analytics_snapshot_facts")
+    with cur.copy(_COPY_FACTS) as copy:
+        copy.set_types(_FACT_TYPES)
+        for facts in _snapshot_facts(batch):
+            copy.write_row(facts)
     cur.execute(_PICK_FRESH, {"verdicts": list(VERDICT_TYPES)})
     fresh = cur.rowcount
     if fresh <= 0:

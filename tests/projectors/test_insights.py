@@ -108,12 +108,18 @@ class Lead:
         return self.step("phone-check", 100, ms, draft)
 
     def buyer(
-        self, outcome: Outcome, ms: int, wait_ms: int, revenue: float = 0.0, reason: str = ""
+        self,
+        outcome: Outcome,
+        ms: int,
+        wait_ms: int,
+        revenue: float = 0.0,
+        reason: str = "",
+        capped: bool = False,
     ) -> Lead:
         kind = {"success": "delivered", "failure": "failed", "error": "error"}[outcome]
         verdict = EventDraft(
             f"recipient.{kind}", outcome, reason or None, entity_id="premier",
-            wait_ms=wait_ms, revenue=revenue,
+            wait_ms=wait_ms, revenue=revenue, cap_reached=capped or None,
         )  # fmt: skip
         done = EventDraft("flow.completed", outcome, reason or None, revenue=revenue)
         return self.step("premier", 10_000, ms, verdict, done)
@@ -438,3 +444,16 @@ def test_the_routes_answer_csv_and_refuse_bad_values_naming_them(
         answer = client.get(f"/flows/{flow}/insights/{route}", params=params)
         assert answer.status_code == 422, (route, params, answer.text)
         assert answer.json()["detail"][0]["loc"][-1] == name, answer.text
+
+
+def test_a_lead_refused_for_a_full_cap_was_never_sent_so_it_is_no_call(
+    db: Connection, pg_schema: str
+) -> None:
+    capped = Lead(pg_schema, "web", BASE_MS).accepted(1.0, ms=5)
+    capped.buyer("failure", 2, wait_ms=0, reason="Daily cap reached (1/1)", capped=True)
+    sent = Lead(pg_schema, "web", BASE_MS + 1000).accepted(1.0, ms=5)
+    sent.buyer("success", 90, wait_ms=80, revenue=10.0)
+    project(db, capped.events + sent.events)
+    [premier] = buyer_behaviour(db, pg_schema, ALL_TIME).rows
+    assert (premier["offered"], premier["failed"], premier["calls"]) == (2, 1, 1)
+    assert (premier["response_ms_mean"], premier["response_ms_p95"]) == (80.0, 83)  # [80, 84)
