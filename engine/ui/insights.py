@@ -35,6 +35,7 @@ def insights(conn: Connection, flow_id: str, when: TimeRange) -> dict[str, Any]:
         "start": iso_utc(when.start),
         "end": iso_utc(when.end),
         "steps": step_performance(conn, flow_id, when).rows,
+        "step_hours": step_performance(conn, flow_id, when, per_hour=True).rows,
         "rejections": rejections(conn, flow_id, when, limit=TOP_REJECTIONS).rows,
         "enhancements": enhancement_value(conn, flow_id, when).rows,
         "sources": source_performance(conn, flow_id, when).rows,

@@ -56,6 +56,29 @@
     return chart;
   }
 
+  // One row of columns per series over time buckets (ISO instants), each scaled to its
+  // series' largest value: how a figure moved hour by hour.
+  function timeColumns(series, unit, label) {
+    if (!series.length) return el("p", { class: "hint" }, "Nothing in this range.");
+    const buckets = [...new Set(series.flatMap((s) => s.points.map((p) => p.at)))].sort();
+    const W = 600, H = 60, L = 0, gap = 34, slot = (W - L) / buckets.length;
+    const chart = svg("svg", { viewBox: "0 0 " + W + " " + series.length * (H + gap), class: "chart hbars", role: "img", "aria-label": label });
+    series.forEach((s, i) => {
+      const y0 = i * (H + gap);
+      const max = Math.max(...s.points.map((p) => p.value || 0)) || 1;
+      chart.append(svg("text", { x: 0, y: y0 + 12, class: "label" }, s.label + " (up to " + unit(max) + ")"));
+      const base = y0 + 16 + H;
+      chart.append(svg("line", { x1: L, x2: W, y1: base, y2: base, class: "grid" }));
+      for (const p of s.points) {
+        const h = ((p.value || 0) / max) * H;
+        const bar = svg("rect", { x: L + buckets.indexOf(p.at) * slot, y: base - h, width: Math.max(1, slot - 1), height: Math.max(1, h), class: "bar p95" });
+        bar.append(svg("title", {}, p.title));
+        chart.append(bar);
+      }
+    });
+    return chart;
+  }
+
   // A table wider than its card scrolls: keyboard users reach it (Tab, then arrow keys).
   function focusable(scroll, label) {
     scroll.tabIndex = 0;
@@ -64,5 +87,5 @@
     return scroll;
   }
 
-  Object.assign(window.LF, { svg, hbars, hourColumns, focusable });
+  Object.assign(window.LF, { svg, hbars, hourColumns, timeColumns, focusable });
 })();

@@ -2,13 +2,15 @@
 // The dashboard's analytics panels (seed 002), from /ui/api/flows/{id}/insights: the
 // analytics projection's hourly and per-lead rows. Each panel is a chart and its table.
 (function () {
-  const { $, el, api, onReady, duration, money, enc, table, fromInput, hbars, hourColumns, focusable } = window.LF;
+  const { $, el, api, onReady, duration, money, time, enc, table, fromInput, hbars, hourColumns, timeColumns, focusable } = window.LF;
   const flowId = document.getElementById("main").dataset.flowId;
   const pc = (v) => (v === null || v === undefined ? "" : Number(v).toFixed(2) + "%");
   const countPct = (n, p) => n + " (" + pc(p) + ")";
 
-  function steps(rows) {
+  function steps(rows, hours) {
+    const series = rows.map((s) => ({ label: s.step_id + ": p95 per hour", points: hours.filter((h) => h.step_id === s.step_id).map((h) => ({ at: h.hour, value: h.ms_p95, title: time(h.hour) + ": p95 " + duration(h.ms_p95) + " of " + h.count + " decisions" })) }));
     return [
+      timeColumns(series, duration, "Duration p95 per step and hour"),
       hbars(rows.map((s) => ({ label: s.step_id, values: [{ name: "p50", value: s.ms_p50, cls: "p50" }, { name: "p95", value: s.ms_p95, cls: "p95" }] })), duration, "Duration p50 and p95 per step"),
       focusable(table([{ label: "Step", key: "step_id" }, { label: "Decisions", key: "count", num: true },
         { label: "Success", render: (s) => countPct(s.success, s.success_pct), num: true },
@@ -64,7 +66,7 @@
 
   async function load() {
     const d = await api("/flows/" + enc(flowId) + "/insights", { start: fromInput($("start")), end: fromInput($("end")) });
-    $("in-steps").replaceChildren(...steps(d.steps));
+    $("in-steps").replaceChildren(...steps(d.steps, d.step_hours));
     $("in-rejections").replaceChildren(...rejections(d.rejections));
     $("in-enhancements").replaceChildren(...enhancements(d.enhancements));
     $("in-sources").replaceChildren(...sources(d.sources));

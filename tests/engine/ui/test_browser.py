@@ -152,7 +152,8 @@ def test_dashboard_analytics_panels(page: Page, ui_stack: UiStack) -> None:
         page, f"/ui/flows/{ui_stack.flow_id}?start=2025-11-24T00:00:00Z&end=2025-11-27T00:00:00Z"
     )
     expect(page.locator("#in-steps")).to_contain_text("phone-check")
-    expect(page.locator("#in-steps svg rect.bar")).to_have_count(6)  # p50 and p95 of 3 steps
+    # p95 per hour (two hours of three steps), then p50 and p95 per step
+    expect(page.locator("#in-steps svg rect.bar")).to_have_count(6 + 6)
     expect(page.locator("#in-rejections")).to_contain_text("Service found no data")
     expect(page.locator("#in-enhancements")).to_contain_text("100.00%")  # delivered with it
     expect(page.locator("#in-enhancements")).to_contain_text("50.00%")  # and without
