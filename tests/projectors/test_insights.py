@@ -73,6 +73,7 @@ class Lead:
     submitted_ms: int
     lead_id: str = ""
     events: list[dict[str, Any]] = field(default_factory=list)
+    cost: float = 0.0  # what the steps charged so far: flow.completed repeats it
 
     def __post_init__(self) -> None:
         self.lead_id = new_lead_id(self.submitted_ms)
@@ -92,6 +93,7 @@ class Lead:
         return self
 
     def accepted(self, cost: float, ms: int) -> Lead:
+        self.cost += cost
         return self.step(
             "source",
             0,
@@ -104,6 +106,7 @@ class Lead:
         self, outcome: Outcome, ms: int, cost: float | None, reason: str | None = None
     ) -> Lead:
         kind = {"success": "success", "failure": "failure", "error": "error"}[outcome]
+        self.cost += cost or 0.0
         draft = EventDraft(f"enhancement.{kind}", outcome, reason, cost=cost, wait_ms=ms - 2)
         return self.step("phone-check", 100, ms, draft)
 
@@ -121,7 +124,9 @@ class Lead:
             f"recipient.{kind}", outcome, reason or None, entity_id="premier",
             wait_ms=wait_ms, revenue=revenue, cap_reached=capped or None,
         )  # fmt: skip
-        done = EventDraft("flow.completed", outcome, reason or None, revenue=revenue)
+        done = EventDraft(
+            "flow.completed", outcome, reason or None, cost=self.cost, revenue=revenue
+        )
         return self.step("premier", 10_000, ms, verdict, done)
 
     def feedback(self, kind: str, after_ms: int) -> Lead:

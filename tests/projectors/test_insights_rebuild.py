@@ -17,9 +17,12 @@ from engine.runtime.kafka.config import admin_config
 from engine.settings import Settings
 from engine.topics import events_topic
 from projectors.generations import current, migrate
+from projectors.insights import buyer_behaviour, source_performance, step_performance
 from projectors.insights_api import router as insights_router
-from projectors.projector import AnalyticsProjector
+from projectors.params import TimeRange
+from projectors.projector import AnalyticsProjector, TimelineProjector
 from projectors.replay import Rebuild
+from projectors.stats import recipient_analytics, source_analytics, step_analytics
 from projectors.store import Connection, connect
 from tests.keys import admin_client
 from tests.projectors.support import flow_pattern, produce, running
@@ -77,6 +80,27 @@ def answers(settings: Settings, flow_id: str) -> dict[str, Any]:
     return got
 
 
+def assert_agrees_with_the_events(conn: Connection, flow_id: str) -> None:
+    """The projection's figures are the ones ``projectors.stats`` computes by scanning the
+    timeline's events: two independent derivations of the same run."""
+    always = TimeRange()
+    outcomes = ("count", "success", "failure", "error", "ms_max")
+    projected = {r["step_id"]: r for r in step_performance(conn, flow_id, always).rows}
+    scanned = {r["step_id"]: r for r in step_analytics(conn, flow_id, always).rows}
+    assert projected.keys() == scanned.keys()
+    for step, row in scanned.items():
+        assert [projected[step][k] for k in outcomes] == [row[k] for k in outcomes], step
+    money = ("submitted", "accepted", "delivered", "cost", "revenue", "profit")
+    by_source = {r["source_id"]: r for r in source_performance(conn, flow_id, always).rows}
+    for row in source_analytics(conn, flow_id, always).rows:
+        assert [by_source[row["source_id"]][k] for k in money] == [row[k] for k in money]
+    [buyer] = recipient_analytics(conn, flow_id, always).rows
+    [projected_buyer] = buyer_behaviour(conn, flow_id, always).rows
+    assert (projected_buyer["returned"], projected_buyer["revenue"]) == (
+        buyer["returned"], buyer["revenue"],
+    )  # fmt: skip
+
+
 def test_a_rebuild_recomputes_every_analytics_row_and_answer_exactly(
     main: Settings, unique_id: str
 ) -> None:
@@ -85,7 +109,11 @@ def test_a_rebuild_recomputes_every_analytics_row_and_answer_exactly(
         total = publish(main, unique_id)
         live = current(conn, unique_id, "analytics", "active")
         assert live is not None
-        with running(AnalyticsProjector(main, main.projector_pattern, batch_ms=50)):
+        pattern = main.projector_pattern
+        with (
+            running(AnalyticsProjector(main, pattern, batch_ms=50)),
+            running(TimelineProjector(main, pattern, batch_ms=50)),
+        ):
             wait_until(
                 lambda: (
                     conn.execute("SELECT sum(events) FROM daily_event_counts").fetchone()
@@ -94,6 +122,12 @@ def test_a_rebuild_recomputes_every_analytics_row_and_answer_exactly(
                 60,
                 "the live analytics projector to count every event",
             )
+            wait_until(
+                lambda: conn.execute("SELECT count(*) FROM events").fetchone() == (total,),
+                60,
+                "the timeline projector to store every event",
+            )
+        assert_agrees_with_the_events(conn, unique_id)
         built_live = rows(conn, live.schema)
         assert all(built_live.values()), "a table the stories should fill is empty"
         served_live = answers(main, unique_id)
