@@ -91,11 +91,11 @@ ON CONFLICT (flow_id, day, step_id, type, outcome, entity_id, reason) DO UPDATE 
 _HOURLY_STEPS = """
 INSERT INTO hourly_step_stats AS h
     (flow_id, hour, step_id, type, outcome, events, ms_total, ms_max, calls, wait_total,
-     wait_max)
+     wait_max, cost)
 SELECT flow_id, hour, step_id, type, outcome, count(*), coalesce(sum(ms), 0),
        coalesce(max(ms), 0), count(*) FILTER (WHERE called),
        coalesce(sum(wait_ms) FILTER (WHERE called), 0),
-       coalesce(max(wait_ms) FILTER (WHERE called), 0)
+       coalesce(max(wait_ms) FILTER (WHERE called), 0), coalesce(sum(cost::numeric), 0)
 FROM analytics_fresh
 GROUP BY 1, 2, 3, 4, 5
 ORDER BY 1, 2, 3, 4, 5
@@ -105,7 +105,8 @@ ON CONFLICT (flow_id, hour, step_id, type, outcome) DO UPDATE SET
     ms_max = GREATEST(h.ms_max, EXCLUDED.ms_max),
     calls = h.calls + EXCLUDED.calls,
     wait_total = h.wait_total + EXCLUDED.wait_total,
-    wait_max = GREATEST(h.wait_max, EXCLUDED.wait_max)
+    wait_max = GREATEST(h.wait_max, EXCLUDED.wait_max),
+    cost = h.cost + EXCLUDED.cost
 """
 
 # A decision's duration, and a call's response time, into the bucket [lo, hi) of
@@ -205,7 +206,66 @@ ON CONFLICT (flow_id, delivery_id) DO UPDATE SET
     converted_at = LEAST(d.converted_at, EXCLUDED.converted_at)
 """
 
-_STATEMENTS = (_DAILY, _HOURLY_STEPS, _DURATIONS, _REASONS, _LEADS, _ENHANCEMENTS, _DELIVERIES)
+# The leads' contributions to hourly_lead_outcomes: taken (sign -1) from lead_facts,
+# lead_enhancements and delivery_facts before this batch changes them, and again (+1)
+# after; their sum per key is what the batch changed.
+_CREATE_LEAD_DELTA = """
+CREATE TEMP TABLE IF NOT EXISTS analytics_lead_delta (
+    flow_id text, hour timestamptz, source_id text, submitted boolean, accepted boolean,
+    delivered boolean, enhanced text, sign integer, cost numeric, enhancement_cost numeric,
+    revenue numeric
+) ON COMMIT DELETE ROWS
+"""
+
+# A lead with no submission time (none of its snapshots said) is kept under the epoch.
+_LEAD_STATE = """
+INSERT INTO analytics_lead_delta
+SELECT l.flow_id, coalesce(date_trunc('hour', l.submitted_at, 'UTC'), 'epoch'),
+       coalesce(l.source_id, ''), l.submitted, l.accepted, l.delivered,
+       coalesce((SELECT string_agg(e.step_id, ',' ORDER BY e.step_id) FROM lead_enhancements e
+                 WHERE e.flow_id = l.flow_id AND e.lead_id = l.lead_id AND e.succeeded), ''),
+       %(sign)s, l.cost,
+       coalesce((SELECT sum(e.cost) FROM lead_enhancements e
+                 WHERE e.flow_id = l.flow_id AND e.lead_id = l.lead_id), 0),
+       coalesce((SELECT sum(d.revenue) FROM delivery_facts d
+                 WHERE d.flow_id = l.flow_id AND d.lead_id = l.lead_id
+                   AND d.delivered_at IS NOT NULL AND NOT d.returned), 0)
+FROM lead_facts l
+WHERE (l.flow_id, l.lead_id) IN (SELECT DISTINCT flow_id, lead_id FROM analytics_fresh)
+"""
+
+_LEAD_OUTCOMES = """
+INSERT INTO hourly_lead_outcomes AS h
+    (flow_id, hour, source_id, submitted, accepted, delivered, enhanced, leads, cost,
+     enhancement_cost, revenue)
+SELECT flow_id, hour, source_id, submitted, accepted, delivered, enhanced,
+       sum(sign), sum(sign * cost), sum(sign * enhancement_cost), sum(sign * revenue)
+FROM analytics_lead_delta
+GROUP BY 1, 2, 3, 4, 5, 6, 7
+HAVING sum(sign) <> 0 OR sum(sign * cost) <> 0 OR sum(sign * enhancement_cost) <> 0
+    OR sum(sign * revenue) <> 0
+ORDER BY 1, 2, 3, 4, 5, 6, 7
+ON CONFLICT (flow_id, hour, source_id, submitted, accepted, delivered, enhanced) DO UPDATE SET
+    leads = h.leads + EXCLUDED.leads,
+    cost = h.cost + EXCLUDED.cost,
+    enhancement_cost = h.enhancement_cost + EXCLUDED.enhancement_cost,
+    revenue = h.revenue + EXCLUDED.revenue
+"""
+
+# A key no lead is in any more holds zeros only (its sums are over no lead): gone, as a
+# rebuild would never have made it. (Its own statement: a statement's DELETE does not see
+# what its WITH's INSERT changed.)
+_EMPTY_OUTCOMES = """
+DELETE FROM hourly_lead_outcomes h
+USING (SELECT DISTINCT flow_id, hour, source_id, submitted, accepted, delivered, enhanced
+       FROM analytics_lead_delta) d
+WHERE h.leads = 0
+  AND (h.flow_id, h.hour, h.source_id, h.submitted, h.accepted, h.delivered, h.enhanced)
+    = (d.flow_id, d.hour, d.source_id, d.submitted, d.accepted, d.delivered, d.enhanced)
+"""
+
+_EVENT_STATEMENTS = (_DAILY, _HOURLY_STEPS, _DURATIONS, _REASONS)
+_LEAD_STATEMENTS = (_LEADS, _ENHANCEMENTS, _DELIVERIES)
 
 
 _ID, _SNAPSHOT = 0, [name for name, _ in EVENT_COLUMNS].index("snapshot")
@@ -256,8 +316,16 @@ def apply_analytics(cur: Cursor[Any], batch: Batch) -> int:
     if fresh <= 0:
         return 0
     params = {"bounds": list(BOUNDS), "top": TOP}
-    for statement in _STATEMENTS:
+    for statement in _EVENT_STATEMENTS:
         cur.execute(statement, params if "%(" in statement else None)
+    cur.execute(_CREATE_LEAD_DELTA)
+    cur.execute("DELETE FROM analytics_lead_delta")
+    cur.execute(_LEAD_STATE, {"sign": -1})
+    for statement in _LEAD_STATEMENTS:
+        cur.execute(statement)
+    cur.execute(_LEAD_STATE, {"sign": 1})
+    cur.execute(_LEAD_OUTCOMES)
+    cur.execute(_EMPTY_OUTCOMES)
     return fresh
 
 
@@ -271,6 +339,7 @@ ANALYTICS = Projection(
         "lead_facts",
         "lead_enhancements",
         "delivery_facts",
+        "hourly_lead_outcomes",
     ),
     apply=apply_analytics,
 )

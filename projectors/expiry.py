@@ -198,6 +198,7 @@ _INSIGHT_TABLES = (
     ("lead_facts", "submitted_at"),
     ("lead_enhancements", "submitted_at"),
     ("delivery_facts", "delivered_at"),
+    ("hourly_lead_outcomes", "hour"),
 )
 
 

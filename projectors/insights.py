@@ -35,10 +35,6 @@ _HOURS = sql.SQL(
     "hour >= date_trunc('hour', coalesce(%(start)s::timestamptz, '-infinity'), 'UTC')"
     " AND hour < coalesce(%(end)s::timestamptz, 'infinity')"
 )
-_SUBMITTED = sql.SQL(
-    "submitted_at >= coalesce(%(start)s::timestamptz, '-infinity')"
-    " AND submitted_at < coalesce(%(end)s::timestamptz, 'infinity')"
-)
 _DELIVERED = sql.SQL(
     "delivered_at >= coalesce(%(start)s::timestamptz, '-infinity')"
     " AND delivered_at < coalesce(%(end)s::timestamptz, 'infinity')"
@@ -168,116 +164,101 @@ def rejections(
     return _table(conn, _REJECTIONS, params)
 
 
-# Revenue per lead, net of returns, over the deliveries projected so far.
-_LEAD_REVENUE = sql.SQL(
-    """
-revenue AS (
-    SELECT lead_id, sum(revenue) FILTER (WHERE NOT returned) AS revenue
-    FROM delivery_facts
-    WHERE flow_id = %(flow_id)s AND delivered_at IS NOT NULL
-      AND lead_id IN (SELECT lead_id FROM leads)
-    GROUP BY lead_id
-)"""
-)
-
+# Lead answers read hourly_lead_outcomes: the leads by submission hour, source, whether
+# they were accepted and delivered, and which enhancements succeeded for them.
 _ENHANCEMENTS = sql.SQL(
     """
-WITH leads AS (
-    SELECT lead_id, delivered FROM lead_facts
-    WHERE flow_id = %(flow_id)s AND accepted AND {submitted}
-),
-{revenue}, steps AS (
-    SELECT DISTINCT step_id FROM lead_enhancements
-    WHERE flow_id = %(flow_id)s AND lead_id IN (SELECT lead_id FROM leads)
-), per_lead AS (
-    SELECT s.step_id, coalesce(e.succeeded, false) AS enhanced, l.delivered,
-           coalesce(e.cost, 0) AS cost, coalesce(r.revenue, 0) AS revenue
-    FROM steps s CROSS JOIN leads l
-    LEFT JOIN lead_enhancements e
-        ON e.flow_id = %(flow_id)s AND e.lead_id = l.lead_id AND e.step_id = s.step_id
-    LEFT JOIN revenue r ON r.lead_id = l.lead_id
+WITH outcomes AS (
+    SELECT string_to_array(nullif(enhanced, ''), ',') AS enhanced, delivered, leads, revenue
+    FROM hourly_lead_outcomes
+    WHERE flow_id = %(flow_id)s AND accepted AND {hours}
+), costs AS (
+    SELECT step_id, sum(cost) AS cost FROM hourly_step_stats
+    WHERE flow_id = %(flow_id)s AND starts_with(type, 'enhancement.') AND {hours}
+    GROUP BY step_id
+), steps AS (
+    SELECT step_id FROM costs
+    UNION SELECT DISTINCT unnest(enhanced) FROM outcomes
 ), totals AS (
-    SELECT step_id,
-           count(*) FILTER (WHERE enhanced) AS leads_with,
-           count(*) FILTER (WHERE NOT enhanced) AS leads_without,
-           count(*) FILTER (WHERE enhanced AND delivered) AS delivered_with,
-           count(*) FILTER (WHERE NOT enhanced AND delivered) AS delivered_without,
-           sum(cost) AS cost,
-           coalesce(sum(revenue) FILTER (WHERE enhanced), 0) AS revenue_with,
-           coalesce(sum(revenue) FILTER (WHERE NOT enhanced), 0) AS revenue_without
-    FROM per_lead GROUP BY step_id
+    SELECT s.step_id,
+           coalesce(sum(o.leads) FILTER (WHERE s.step_id = ANY(o.enhanced)), 0) AS leads_with,
+           coalesce(sum(o.leads) FILTER (WHERE NOT coalesce(s.step_id = ANY(o.enhanced), false)),
+                    0) AS leads_without,
+           coalesce(sum(o.leads) FILTER (WHERE s.step_id = ANY(o.enhanced) AND o.delivered), 0)
+               AS delivered_with,
+           coalesce(sum(o.leads) FILTER (
+               WHERE NOT coalesce(s.step_id = ANY(o.enhanced), false) AND o.delivered), 0)
+               AS delivered_without,
+           coalesce(sum(o.revenue) FILTER (WHERE s.step_id = ANY(o.enhanced)), 0) AS revenue_with,
+           coalesce(sum(o.revenue) FILTER (WHERE NOT coalesce(s.step_id = ANY(o.enhanced), false)),
+                    0) AS revenue_without
+    FROM steps s CROSS JOIN outcomes o
+    GROUP BY s.step_id
 )
-SELECT step_id, leads_with, delivered_with,
+SELECT s.step_id, coalesce(leads_with, 0)::bigint AS leads_with,
+       coalesce(delivered_with, 0)::bigint AS delivered_with,
        {delivery_with} AS delivery_pct_with,
-       leads_without, delivered_without,
+       coalesce(leads_without, 0)::bigint AS leads_without,
+       coalesce(delivered_without, 0)::bigint AS delivered_without,
        {delivery_without} AS delivery_pct_without,
-       round(cost, 4)::float8 AS cost,
-       round(revenue_with, 4)::float8 AS revenue_with,
-       round(revenue_without, 4)::float8 AS revenue_without,
+       round(coalesce(c.cost, 0), 4)::float8 AS cost,
+       round(coalesce(revenue_with, 0), 4)::float8 AS revenue_with,
+       round(coalesce(revenue_without, 0), 4)::float8 AS revenue_without,
        round(revenue_with / nullif(leads_with, 0), 4)::float8 AS revenue_per_lead_with,
        round(revenue_without / nullif(leads_without, 0), 4)::float8 AS revenue_per_lead_without,
        round(revenue_with / nullif(leads_with, 0)
              - revenue_without / nullif(leads_without, 0), 4)::float8 AS revenue_difference
-FROM totals
-ORDER BY step_id
+FROM steps s LEFT JOIN totals t USING (step_id) LEFT JOIN costs c USING (step_id)
+ORDER BY s.step_id
 """
 ).format(
-    revenue=_LEAD_REVENUE,
-    submitted=_SUBMITTED,
+    hours=_HOURS,
     delivery_with=_pct(_col("delivered_with"), _col("leads_with")),
     delivery_without=_pct(_col("delivered_without"), _col("leads_without")),
 )
 
 
 def enhancement_value(conn: Connection, flow_id: str, when: TimeRange) -> Table:
-    """Per enhancement step, over the leads accepted that were submitted in the range: the
+    """Per enhancement step, over the accepted leads submitted in the range's hours: the
     delivery rate of those it enhanced (a success on any attempt) against the rest (failed,
-    erred, skipped, or never reached), its total cost, and the revenue per lead of each
-    side; ``revenue_difference`` is with minus without, per lead."""
+    erred, skipped, or never reached), and the revenue per lead of each side
+    (``revenue_difference`` is with minus without, per lead); its cost is what its events
+    charged in the range's hours."""
     return _table(conn, _ENHANCEMENTS, _params(flow_id, when))
 
 
 _SOURCES = sql.SQL(
     """
-WITH leads AS (
-    SELECT lead_id, source_id, accepted, delivered, cost FROM lead_facts
-    WHERE flow_id = %(flow_id)s AND submitted AND {submitted}
-),
-{revenue}, enhancement_cost AS (
-    SELECT lead_id, sum(cost) AS cost FROM lead_enhancements
-    WHERE flow_id = %(flow_id)s AND lead_id IN (SELECT lead_id FROM leads)
-    GROUP BY lead_id
-), totals AS (
-    SELECT l.source_id, count(*) AS submitted,
-           count(*) FILTER (WHERE l.accepted) AS accepted,
-           count(*) FILTER (WHERE l.delivered) AS delivered,
-           coalesce(sum(e.cost), 0) AS enhancement_cost,
-           sum(l.cost) AS cost, coalesce(sum(r.revenue), 0) AS revenue
-    FROM leads l
-    LEFT JOIN enhancement_cost e USING (lead_id)
-    LEFT JOIN revenue r USING (lead_id)
-    GROUP BY l.source_id
+WITH totals AS (
+    SELECT source_id, sum(leads) AS submitted,
+           coalesce(sum(leads) FILTER (WHERE accepted), 0) AS accepted,
+           coalesce(sum(leads) FILTER (WHERE delivered), 0) AS delivered,
+           sum(enhancement_cost) AS enhancement_cost, sum(cost) AS cost,
+           sum(revenue) AS revenue
+    FROM hourly_lead_outcomes
+    WHERE flow_id = %(flow_id)s AND submitted AND {hours}
+    GROUP BY source_id
 )
-SELECT source_id, submitted, accepted, {accepted_pct} AS acceptance_pct,
+SELECT nullif(source_id, '') AS source_id, submitted::bigint, accepted::bigint,
+       {accepted_pct} AS acceptance_pct,
        round(enhancement_cost, 4)::float8 AS enhancement_cost,
-       delivered, {delivered_pct} AS delivery_pct,
+       delivered::bigint, {delivered_pct} AS delivery_pct,
        round(cost, 4)::float8 AS cost, round(revenue, 4)::float8 AS revenue,
        round(revenue - cost, 4)::float8 AS profit
 FROM totals
 ORDER BY submitted DESC, source_id
 """
 ).format(
-    revenue=_LEAD_REVENUE,
-    submitted=_SUBMITTED,
+    hours=_HOURS,
     accepted_pct=_pct(_col("accepted"), _col("submitted")),
     delivered_pct=_pct(_col("delivered"), _col("accepted")),
 )
 
 
 def source_performance(conn: Connection, flow_id: str, when: TimeRange) -> Table:
-    """Per source, over the leads it submitted in the range: acceptance rate, what the
-    enhancements cost, delivery rate (of the accepted), revenue net of returns, and profit
-    (revenue less everything the steps charged, the source's price included)."""
+    """Per source, over the leads it submitted in the range's hours: acceptance rate, what
+    the enhancements cost, delivery rate (of the accepted), revenue net of returns, and
+    profit (revenue less everything the steps charged, the source's price included)."""
     return _table(conn, _SOURCES, _params(flow_id, when))
 
 

@@ -61,6 +61,7 @@ TABLES = (
     ("lead_facts", "flow_id, lead_id"),
     ("lead_enhancements", "flow_id, lead_id, step_id"),
     ("delivery_facts", "flow_id, delivery_id"),
+    ("hourly_lead_outcomes", "flow_id, hour, source_id, submitted, accepted, delivered, enhanced"),
 )
 
 

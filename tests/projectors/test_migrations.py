@@ -41,6 +41,7 @@ VIEWS = {
     "lead_facts",
     "lead_enhancements",
     "delivery_facts",
+    "hourly_lead_outcomes",
 }
 TIMELINE_TABLES = {
     "events",

@@ -18,6 +18,8 @@ CREATE TABLE hourly_step_stats (
     calls      bigint NOT NULL,
     wait_total bigint NOT NULL,
     wait_max   integer NOT NULL,
+    -- what the events charged (an enhancement's cost is read from here)
+    cost       numeric NOT NULL,
     PRIMARY KEY (flow_id, hour, step_id, type, outcome)
 );
 

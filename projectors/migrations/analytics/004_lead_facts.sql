@@ -50,3 +50,24 @@ CREATE TABLE delivery_facts (
 );
 CREATE INDEX delivery_facts_delivered ON delivery_facts (flow_id, delivered_at);
 CREATE INDEX delivery_facts_lead ON delivery_facts (flow_id, lead_id);
+
+-- The leads by the hour they were submitted in and what became of them, so questions about
+-- leads (sources, enhancement value) read a few rows per hour, not a row per lead. Kept
+-- by difference: every batch takes away the old contribution of the leads it touches and
+-- adds their new one (projectors/analytics.py), so each row is the sum over its leads'
+-- current state, whatever order their events came in. enhanced: the enhancement steps
+-- that succeeded for the lead, sorted, comma-separated ('' for none).
+CREATE TABLE hourly_lead_outcomes (
+    flow_id          text NOT NULL,
+    hour             timestamptz NOT NULL,
+    source_id        text NOT NULL,
+    submitted        boolean NOT NULL,
+    accepted         boolean NOT NULL,
+    delivered        boolean NOT NULL,
+    enhanced         text NOT NULL,
+    leads            bigint NOT NULL,
+    cost             numeric NOT NULL,
+    enhancement_cost numeric NOT NULL,
+    revenue          numeric NOT NULL,
+    PRIMARY KEY (flow_id, hour, source_id, submitted, accepted, delivered, enhanced)
+);
