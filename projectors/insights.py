@@ -1,15 +1,16 @@
 """The seed's analytics questions (issue #20, seed 002), read from the analytics projection
 (analytics migrations 003 and 004) rather than from events, so a range costs rows per hour
-or per lead, not per event, and a rebuild gives the same answers.
+(and the deliveries made in it, for the buyers' money), not per event, and a rebuild gives
+the same answers.
 
 What each figure counts:
 
-* **hours**: a range selects every UTC hour it overlaps (the hourly rows cannot be cut);
-  the lead-based answers select leads submitted in ``[start, end)`` and the delivery-based
-  ones deliveries made in it, whatever happened to them later;
+* **hours**: a range selects every UTC hour it overlaps (the hourly rows cannot be cut):
+  events by their own hour, leads by the hour they were submitted in (whatever happened
+  to them later, ``hourly_lead_outcomes``), buyers' money by the deliveries made in them;
 * **percentiles** come from the hourly histograms (``projectors.histogram``): nearest rank,
   read as the largest value of the bucket that holds it (exact below 32 ms, at most 1/16
-  above above that); means and maxima are exact;
+  above the true value beyond); means and maxima are exact;
 * **percentages** (``*_pct``) are 0-100, two decimals, beside the count they are of;
 * **cost of an enhancement** is the ``cost`` field of its ``enhancement.*`` events: the one
   field the events have for what a step charged. Enhancement steps do not set it yet (their
@@ -35,9 +36,12 @@ _HOURS = sql.SQL(
     "hour >= date_trunc('hour', coalesce(%(start)s::timestamptz, '-infinity'), 'UTC')"
     " AND hour < coalesce(%(end)s::timestamptz, 'infinity')"
 )
+# The deliveries made in the hours the range overlaps, as _HOURS selects hourly rows.
 _DELIVERED = sql.SQL(
-    "delivered_at >= coalesce(%(start)s::timestamptz, '-infinity')"
-    " AND delivered_at < coalesce(%(end)s::timestamptz, 'infinity')"
+    "delivered_at >= date_trunc('hour', coalesce(%(start)s::timestamptz, '-infinity'), 'UTC')"
+    # before the first hour boundary at or after end: index-friendly on both sides
+    " AND delivered_at < date_trunc('hour', coalesce(%(end)s::timestamptz, 'infinity')"
+    " + interval '1 hour' - interval '1 microsecond', 'UTC')"
 )
 
 

@@ -335,6 +335,15 @@ def test_buyer_behaviour_and_feedback_quality(db: Connection, flow: str) -> None
     ]
 
 
+def test_a_buyers_money_follows_the_deliveries_made_in_the_hours_the_range_overlaps(
+    db: Connection, flow: str
+) -> None:
+    # 16:30-16:45 overlaps the 16:00 hour: the converted lead's sale, not the 17:00 ones.
+    [premier] = buyer_behaviour(db, flow, TimeRange(at(30), at(45))).rows
+    assert (premier["offered"], premier["deliveries"], premier["revenue"]) == (2, 1, 30.0)
+    assert premier["days_to_convert"] == 2.0
+
+
 def test_buyer_acceptance_by_hour_of_day(db: Connection, flow: str) -> None:
     utc = buyer_hours(db, flow, ALL_TIME).rows
     assert [(r["hour_of_day"], r["offered"], r["accepted"], r["acceptance_pct"]) for r in utc] == [
