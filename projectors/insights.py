@@ -12,10 +12,10 @@ What each figure counts:
   read as the largest value of the bucket that holds it (exact below 32 ms, at most 1/16
   above the true value beyond); means and maxima are exact;
 * **percentages** (``*_pct``) are 0-100, two decimals, beside the count they are of;
-* **cost of an enhancement** is the ``cost`` field of its ``enhancement.*`` events: the one
-  field the events have for what a step charged. Enhancement steps do not set it yet (their
-  settings have no price), so it is 0 until they do; nothing here reads the flow's
-  configuration, which a rebuild could not see as it was;
+* **cost of an enhancement** is the ``cost`` field of its ``enhancement.*`` events, what
+  the step charged for each lookup (0 where it records none); nothing here reads the
+  flow's configuration, which a rebuild could not see as it was when the events were
+  recorded;
 * **revenue** is each delivery's price unless the buyer returned it (``feedback.processed``
   of type return), as in ``projectors.stats``.
 """
