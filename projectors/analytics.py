@@ -232,6 +232,36 @@ SELECT l.flow_id, coalesce(date_trunc('hour', l.submitted_at, 'UTC'), 'epoch'),
                    AND d.delivered_at IS NOT NULL AND NOT d.returned), 0)
 FROM lead_facts l
 WHERE (l.flow_id, l.lead_id) IN (SELECT DISTINCT flow_id, lead_id FROM analytics_fresh)
+  AND (%(sign)s > 0
+       OR (l.flow_id, l.lead_id) NOT IN (SELECT flow_id, lead_id FROM analytics_new_leads))
+"""
+
+# Two projector instances may hold events of one lead (its steps' topics are read by
+# different members): each batch locks its leads' rows before reading their old state, so
+# the other's change is either wholly before (and read as old) or wholly after. A lead
+# new to the projection gets its row first (ON CONFLICT waits for another instance's
+# uncommitted insert of it); the rows this batch created had no contribution to take away.
+_CREATE_NEW_LEADS = """
+CREATE TEMP TABLE IF NOT EXISTS analytics_new_leads (flow_id text, lead_id text)
+ON COMMIT DELETE ROWS
+"""
+_CLAIM_LEADS = """
+WITH created AS (
+    INSERT INTO lead_facts AS l
+        (flow_id, lead_id, submitted_at, source_id, submitted, accepted, delivered, cost)
+    SELECT DISTINCT flow_id, lead_id, NULL::timestamptz, NULL, false, false, false, 0
+    FROM analytics_fresh
+    ORDER BY 1, 2
+    ON CONFLICT (flow_id, lead_id) DO NOTHING
+    RETURNING flow_id, lead_id
+)
+INSERT INTO analytics_new_leads SELECT * FROM created
+"""
+_LOCK_LEADS = """
+SELECT 1 FROM lead_facts
+WHERE (flow_id, lead_id) IN (SELECT DISTINCT flow_id, lead_id FROM analytics_fresh)
+ORDER BY flow_id, lead_id
+FOR UPDATE
 """
 
 _LEAD_OUTCOMES = """
@@ -319,7 +349,11 @@ def apply_analytics(cur: Cursor[Any], batch: Batch) -> int:
     for statement in _EVENT_STATEMENTS:
         cur.execute(statement, params if "%(" in statement else None)
     cur.execute(_CREATE_LEAD_DELTA)
+    cur.execute(_CREATE_NEW_LEADS)
     cur.execute("DELETE FROM analytics_lead_delta")
+    cur.execute("DELETE FROM analytics_new_leads")
+    cur.execute(_CLAIM_LEADS)
+    cur.execute(_LOCK_LEADS)
     cur.execute(_LEAD_STATE, {"sign": -1})
     for statement in _LEAD_STATEMENTS:
         cur.execute(statement)

@@ -11,6 +11,7 @@ enhancement timed out; the first three in the 16:00 hour, the last two in the 17
 from __future__ import annotations
 
 import random
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,7 +40,7 @@ from projectors.insights import (
 )
 from projectors.insights_api import router as insights_router
 from projectors.params import TimeRange
-from projectors.store import Connection
+from projectors.store import Connection, connect
 from projectors.writing import write_batch
 from schemas.codec import EventCodec
 from tests.factories import make_flow
@@ -472,3 +473,36 @@ def test_a_lead_refused_for_a_full_cap_was_never_sent_so_it_is_no_call(
     [premier] = buyer_behaviour(db, pg_schema, ALL_TIME).rows
     assert (premier["offered"], premier["failed"], premier["calls"]) == (2, 1, 1)
     assert (premier["response_ms_mean"], premier["response_ms_p95"]) == (80.0, 83)  # [80, 84)
+
+
+def test_two_projector_instances_writing_one_leads_events_at_once_sum_up_right(
+    db: Connection, pg_settings: Settings, pg_schema: str
+) -> None:
+    """A lead's steps are different topics, so two members of the analytics group can hold
+    its events at once: each event its own transaction, both sides in parallel."""
+    events = every_event(pg_schema)
+    project(db, events)
+    expected = table_rows(db, pg_schema)
+    analytics = current(db, pg_schema, "analytics", "active")
+    assert analytics is not None
+    for table in ("counted_events", *(name for name, _ in TABLES)):
+        db.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(analytics.schema, table)))
+    early = {"source", "phone-check"}
+    halves = [[e for e in events if (e["step_id"] in early) == side] for side in (True, False)]
+    errors: list[BaseException] = []
+
+    def member(half: list[dict[str, Any]], offset: int) -> None:
+        try:
+            with connect(pg_settings) as conn:
+                for i, event in enumerate(half):
+                    project(conn, [event], first_offset=offset + i)
+        except BaseException as exc:  # handed to the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=member, args=(h, 1000 * n)) for n, h in enumerate(halves)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert table_rows(db, pg_schema) == expected
