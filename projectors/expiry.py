@@ -12,7 +12,7 @@ counted events by day. ``dry_run`` reports the same figures without removing any
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 
 import structlog
 from psycopg import sql
@@ -173,6 +173,7 @@ def expire_analytics(
                 dry_run=dry_run,
             )
         )
+        out += _expire_insights(conn, gen.schema, store, flows, now, dry_run=dry_run)
         out.append(
             _batched(
                 conn,
@@ -182,6 +183,56 @@ def expire_analytics(
                 "day",
                 "day <= %s",
                 (last_expired_day(now, longest),),
+                dry_run=dry_run,
+            )
+        )
+    return out
+
+
+# The analytics of analytics migrations 003 and 004, with the time each row is kept by:
+# its hour, its lead's submission, its delivery.
+_INSIGHT_TABLES = (
+    ("hourly_step_stats", "hour"),
+    ("hourly_durations", "hour"),
+    ("hourly_reasons", "hour"),
+    ("lead_facts", "submitted_at"),
+    ("lead_enhancements", "submitted_at"),
+    ("delivery_facts", "delivered_at"),
+    ("hourly_lead_outcomes", "hour"),
+)
+
+
+def _expire_insights(
+    conn: Connection,
+    schema: str,
+    store: str,
+    flows: Sequence[Flow],
+    now: datetime,
+    *,
+    dry_run: bool,
+) -> list[Holding]:
+    """The hourly and per-lead rows of each flow from before the first day it still keeps
+    (the rollups' day boundary, so the two agree), through their (flow_id, time) indexes."""
+    longest = longest_retention_ms(flows)
+
+    def kept_from(retention_ms: int) -> datetime:
+        return datetime.combine(last_expired_day(now, retention_ms), time(), UTC) + timedelta(1)
+
+    out = []
+    for table, age in _INSIGHT_TABLES:
+        cases = [f"(flow_id = %s AND {age} < %s)" for _ in flows]
+        params: list[object] = [v for f in flows for v in (f.id, kept_from(f.retention_ms))]
+        cases.append(f"(flow_id <> ALL(%s) AND {age} < %s)")
+        params += [[f.id for f in flows], kept_from(longest)]
+        out.append(
+            _batched(
+                conn,
+                schema,
+                Holding(store, table, 0, "rows", None, 0, "delete in batches"),
+                table,
+                age,
+                " OR ".join(cases),
+                tuple(params),
                 dry_run=dry_run,
             )
         )

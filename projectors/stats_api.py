@@ -62,7 +62,7 @@ _GROUPS: dict[str, GroupBy] = {name: name for name in get_args(GroupBy)}
 
 
 @cache
-def _time_zones() -> frozenset[str]:
+def time_zones() -> frozenset[str]:
     # "localtime" is the server's zone under a file name, not a zone a client can mean.
     return frozenset(zoneinfo.available_timezones() - {"localtime"})
 
@@ -79,7 +79,7 @@ def neutralise(cell: Any) -> Any:
     return cell
 
 
-def _respond(
+def respond(
     table: Table,
     request: Request,
     format: str | None,
@@ -135,7 +135,7 @@ def get_event_stats(
     format: Format = None,
 ) -> Response:
     """Event counts per ``interval`` bucket (in ``timezone``) and ``group_by`` value."""
-    if timezone not in _time_zones():
+    if timezone not in time_zones():
         raise query_error("timezone", f"Unknown time zone {timezone!r}; use an IANA name", timezone)
     query = StatsQuery(
         group_by=_group_by(group_by or []),
@@ -152,7 +152,7 @@ def get_event_stats(
         raise RequestValidationError(
             [{"type": "too_many_rows", "loc": ("query",), "msg": str(exc), "input": None}]
         ) from None
-    return _respond(table, request, format, reader, conn)
+    return respond(table, request, format, reader, conn)
 
 
 @router.get("/flows/{flow_id}/analytics/steps", responses=_JSON_OR_CSV)
@@ -166,7 +166,7 @@ def get_step_analytics(
 ) -> Response:
     """Per step: count, success/failure/error rates, duration (``ms``) p50/p95/max."""
     check_flow(reader, flow_id)
-    return _respond(step_analytics(conn, flow_id, when), request, format, reader, conn)
+    return respond(step_analytics(conn, flow_id, when), request, format, reader, conn)
 
 
 @router.get("/flows/{flow_id}/analytics/reasons", responses=_JSON_OR_CSV)
@@ -183,7 +183,7 @@ def get_reason_analytics(
     """Failure and error reasons, most frequent first, with their share of all of them."""
     check_flow(reader, flow_id)
     table = reason_analytics(conn, flow_id, when, step_id, limit)
-    return _respond(table, request, format, reader, conn)
+    return respond(table, request, format, reader, conn)
 
 
 @router.get("/flows/{flow_id}/analytics/sources", responses=_JSON_OR_CSV)
@@ -198,7 +198,7 @@ def get_source_analytics(
     """Per source, over the leads it submitted in the range: submitted, accepted, delivered,
     cost, revenue, profit."""
     check_flow(reader, flow_id)
-    return _respond(source_analytics(conn, flow_id, when), request, format, reader, conn)
+    return respond(source_analytics(conn, flow_id, when), request, format, reader, conn)
 
 
 @router.get("/flows/{flow_id}/analytics/recipients", responses=_JSON_OR_CSV)
@@ -212,7 +212,7 @@ def get_recipient_analytics(
 ) -> Response:
     """Per recipient: acceptance rate, response time p50/p95, revenue net of returns."""
     check_flow(reader, flow_id)
-    return _respond(recipient_analytics(conn, flow_id, when), request, format, reader, conn)
+    return respond(recipient_analytics(conn, flow_id, when), request, format, reader, conn)
 
 
 _DAILY_GROUPS: dict[str, DailyGroup] = {name: name for name in get_args(DailyGroup)}
@@ -257,4 +257,4 @@ def get_daily_analytics(
                 )
             if name not in names:
                 names.append(_DAILY_GROUPS[name])
-    return _respond(daily_counts(conn, flow_id, start, end, names), request, format, reader, conn)
+    return respond(daily_counts(conn, flow_id, start, end, names), request, format, reader, conn)

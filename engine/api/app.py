@@ -24,6 +24,7 @@ from engine.web.validation import bounded_validation_errors, reject_unstorable_t
 from projectors.api import router as events_router
 from projectors.exports.api import router as exports_router
 from projectors.exports.schedule_api import router as export_schedules_router
+from projectors.insights_api import router as insights_router
 from projectors.stats_api import router as stats_router
 
 
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_router)
     app.include_router(system_events_router)
     app.include_router(stats_router)  # before events: /events/stats is no event id
+    app.include_router(insights_router)
     app.include_router(exports_router)  # before events: /events/export is no event id
     app.include_router(export_schedules_router)
     app.include_router(events_router)

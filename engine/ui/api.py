@@ -20,6 +20,7 @@ from engine.access.guard import EVENTS_READ, EventsReader, hide_foreign, only_fl
 from engine.access.scopes import Principal
 from engine.runtime.calls.status import fetch_status, metrics_urls
 from engine.ui.dashboard import dashboard
+from engine.ui.insights import insights
 from engine.ui.objects import locate
 from engine.ui.queries import (
     LeadFilter,
@@ -220,6 +221,13 @@ def get_dashboard(flow_id: str, reader: EventsReader, conn: Bounded, when: Range
     """Everything the flow dashboard draws, for ``start``..``end`` (default: the last 7 days)."""
     only_flow(reader, flow_id)
     return disclose(conn, reader, "ui:dashboard", dashboard(conn, flow_id, when))
+
+
+@router.get("/flows/{flow_id}/insights")
+def get_insights(flow_id: str, reader: EventsReader, conn: Bounded, when: Range) -> Any:
+    """The analytics panels of the flow dashboard, from the analytics projection."""
+    only_flow(reader, flow_id)
+    return disclose(conn, reader, "ui:insights", insights(conn, flow_id, when))
 
 
 @router.get("/calls")

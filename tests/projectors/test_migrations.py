@@ -30,7 +30,19 @@ SERVING_TABLES = {
     "engine_api_keys",
     "engine_pii_reads",
 }
-VIEWS = {"events", "leads", "daily_event_counts"}
+VIEWS = {
+    "events",
+    "leads",
+    "daily_event_counts",
+    # the analytics of issue #20 (analytics migrations 003 and 004)
+    "hourly_step_stats",
+    "hourly_durations",
+    "hourly_reasons",
+    "lead_facts",
+    "lead_enhancements",
+    "delivery_facts",
+    "hourly_lead_outcomes",
+}
 TIMELINE_TABLES = {
     "events",
     "event_ids",  # each event id once, across the day partitions of events

@@ -17,7 +17,7 @@ from engine.access.store import create_key
 from engine.api.app import create_app
 from engine.settings import Settings
 from projectors.stats import Table
-from projectors.stats_api import _respond
+from projectors.stats_api import respond
 from tests.keys import admin_client
 from tests.security.conftest import Seeded
 
@@ -59,7 +59,7 @@ def test_stats_csv_cells_that_would_start_a_formula_are_neutralised() -> None:
     )
     request = Request({"type": "http", "headers": [], "method": "GET", "path": "/"})
     reader = Principal("k", "k", frozenset({"stats", "pii:read"}))
-    answer = _respond(table, request, "csv", reader)
+    answer = respond(table, request, "csv", reader)
     rows = list(csv.DictReader(io.StringIO(bytes(answer.body).decode())))
     assert [r["reason"] for r in rows] == [
         '\'=HYPERLINK("http://evil.example","x")',

@@ -2,18 +2,10 @@
 // Flow dashboard: outcomes over time as a stacked SVG bar chart, reasons and steps as bars,
 // sources and recipients as tables. SVG is built with createElementNS and textContent.
 (function () {
-  const { $, el, api, status, onReady, duration, money, pct, time, enc, table, utcInput, fromInput } = window.LF;
+  const { $, el, api, status, onReady, duration, money, pct, time, enc, table, utcInput, fromInput, svg, hbars, focusable } = window.LF;
   const flowId = document.getElementById("main").dataset.flowId;
   const url = new URL(location.href);
-  const NS = "http://www.w3.org/2000/svg";
   const OUTCOMES = ["success", "failure", "error"];
-
-  function svg(tag, attrs, text) {
-    const node = document.createElementNS(NS, tag);
-    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
 
   function outcomeChart(rows) {
     const buckets = [...new Set(rows.map((r) => r.bucket))].sort();
@@ -48,34 +40,6 @@
       el("li", {}, el("span", { class: "swatch " + o, "aria-hidden": "true" }), o + " (" + rows.filter((r) => r.outcome === o).reduce((s, r) => s + r.count, 0) + ")")));
     const data = table([{ label: "Bucket", render: (r) => time(r.bucket) }, { label: "Outcome", key: "outcome" }, { label: "Leads", key: "count", num: true }], rows);
     return el("div", {}, chart, legend, el("details", {}, el("summary", {}, "As a table"), data));
-  }
-
-  // Horizontal bars, labelled with text: for ranked values (reasons, durations).
-  function hbars(items, unit) {
-    if (!items.length) return el("p", { class: "hint" }, "Nothing in this range.");
-    const max = Math.max(...items.map((i) => Math.max(...i.values.map((v) => v.value || 0)))) || 1;
-    const rowH = 22 * Math.max(...items.map((i) => i.values.length)) + 8;
-    const W = 600, L = 0;
-    const chart = svg("svg", { viewBox: "0 0 " + W + " " + (items.length * (rowH + 18)), class: "chart hbars", role: "img", "aria-label": "bar chart" });
-    items.forEach((item, i) => {
-      const y0 = i * (rowH + 18);
-      chart.append(svg("text", { x: L, y: y0 + 12, class: "label" }, item.label));
-      item.values.forEach((v, j) => {
-        const w = ((v.value || 0) / max) * (W - 160);
-        const y = y0 + 16 + j * 22;
-        chart.append(svg("rect", { x: L, y: y, width: Math.max(1, w), height: 16, class: "bar " + (v.cls || "") }));
-        chart.append(svg("text", { x: L + w + 6, y: y + 12, class: "axis" }, (v.name ? v.name + " " : "") + unit(v.value)));
-      });
-    });
-    return chart;
-  }
-
-  // A table wider than its card scrolls: keyboard users reach it (Tab, then arrow keys).
-  function focusable(scroll, label) {
-    scroll.tabIndex = 0;
-    scroll.setAttribute("role", "region");
-    scroll.setAttribute("aria-label", label);
-    return scroll;
   }
 
   async function load() {

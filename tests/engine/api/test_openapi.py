@@ -45,6 +45,14 @@ EXPECTED: dict[tuple[str, str], tuple[set[str], dict[str, set[str]]]] = {
         {"200", "422", "503", *GUARD},
         {"200": {JSON, "text/csv"}},
     ),
+    **{
+        ("GET", f"/flows/{{flow_id}}/insights/{name}"): (
+            {"200", "422", "503", *GUARD},
+            {"200": {JSON, "text/csv"}},
+        )
+        for name in ("steps", "rejections", "enhancements", "sources", "buyers", "buyer-hours")
+    },
+    ("GET", "/ui/api/flows/{flow_id}/insights"): ({"200", "422", "503", *GUARD}, {"200": {JSON}}),
     ("GET", "/events/export"): (
         {"200", "422", "503", *GUARD},
         {"200": {"text/csv", "application/x-ndjson"}},

@@ -32,6 +32,7 @@ from tests.engine.ui.conftest import (
     PII_KEY,
     UiStack,
 )
+from tests.projectors.test_insights import every_event, project
 from tests.system_outbox import ensure_outbox
 
 pytestmark = pytest.mark.stack
@@ -149,6 +150,29 @@ def test_find_timeline_inspect_diff_dashboard(page: Page, ui_stack: UiStack) -> 
     expect(page.locator("#calls")).to_contain_text("LEADFLOW_METRICS_PORT")
     audit(page, "dashboard")
     page.screenshot(path=ARTIFACTS / "dashboard.png", full_page=True)
+
+
+def test_dashboard_analytics_panels(page: Page, ui_stack: UiStack) -> None:
+    """The seed 002 panels, from the analytics projection of the fixed leads of
+    ``tests/projectors/test_insights.py`` (2025-11-24), charted and tabled."""
+    with connect(ui_stack.settings) as conn:
+        project(conn, every_event(ui_stack.flow_id))  # counted once however often it runs
+    sign_in(
+        page, f"/ui/flows/{ui_stack.flow_id}?start=2025-11-24T00:00:00Z&end=2025-11-27T00:00:00Z"
+    )
+    expect(page.locator("#in-steps")).to_contain_text("phone-check")
+    # p95 per hour (two hours of three steps), then p50 and p95 per step
+    expect(page.locator("#in-steps svg rect.bar")).to_have_count(6 + 6)
+    expect(page.locator("#in-rejections")).to_contain_text("Service found no data")
+    expect(page.locator("#in-enhancements")).to_contain_text("100.00%")  # delivered with it
+    expect(page.locator("#in-enhancements")).to_contain_text("50.00%")  # and without
+    expect(page.locator("#in-sources")).to_contain_text("partner")
+    expect(page.locator("#in-sources")).to_contain_text("25.00")  # the web source's profit
+    expect(page.locator("#in-buyers svg rect.bar")).to_have_count(2)  # premier at 16h and 17h
+    expect(page.locator("#in-buyers")).to_contain_text("33.33%")  # returns per delivery
+    audit(page, "dashboard-analytics")
+    page.locator("#in-steps").scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "dashboard-analytics.png", full_page=True)
 
 
 def test_hostile_lead_renders_as_text(page: Page, ui_stack: UiStack) -> None:
