@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, ItemsView, Iterable, Mapping, ValuesView
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 from confluent_kafka import Message
@@ -51,12 +51,31 @@ class OpenedSnapshot(dict[str, Any]):
     ``items``, ``values``), once each. Most steps read a few fields (a filter: its rules'),
     so most sealed values are never opened - and since copying a dict (``{**snapshot}``,
     ``dict(snapshot)``) takes its stored values, the events a step writes carry the
-    untouched values' tokens as they came: nothing to seal again."""
+    untouched values' tokens as they came: nothing to seal again.
 
-    def __init__(self, raw: Mapping[str, Any], opener: Callable[[str, str], Any]) -> None:
+    ``sealed_source``: the snapshot it was made from, when every sensitive value there is
+    already sealed - an event that passes this snapshot on unchanged (a filter's) is
+    written with that snapshot itself, so an ``EncodedSnapshot``'s Avro bytes are spliced
+    in as they came rather than the whole map encoded again (the codec's fast path, which
+    a sealing flow's steps would otherwise lose). Read-only, as that snapshot is: the
+    source can never go stale behind it."""
+
+    def __init__(
+        self,
+        raw: Mapping[str, Any],
+        opener: Callable[[str, str], Any],
+        sealed_source: Snapshot | None = None,
+    ) -> None:
         super().__init__(raw)
         self._opener = opener
         self._opened: dict[str, Any] = {}
+        self.sealed_source = sealed_source
+
+    def _read_only(self, *_: Any, **__: Any) -> NoReturn:
+        raise TypeError("an event's snapshot is read-only: build a new dict to change it")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only  # type: ignore[assignment]
+    update = pop = popitem = clear = setdefault = _read_only  # type: ignore[assignment]
 
     def __getitem__(self, key: str) -> Any:
         value = super().__getitem__(key)
@@ -137,11 +156,20 @@ class LeadSealer:
         """``snapshot`` as the step reads it: each sealed value opens when it is read
         (``[erased]`` where the key is gone). Its keys are fetched now, so a key store that
         cannot answer retries the lead rather than let it be decided on markers."""
-        tokens = {k: v for k, v in snapshot.items() if isinstance(v, str) and is_sealed(v)}
-        if not tokens:
+        # One pass over the snapshot: its tokens' owners - the key ids straight from whole
+        # tokens (``enc:v1:<id>:...``), no scan of the text - and whether a sensitive field
+        # holds a clear value (declared sensitive after the lead was sealed): then, passed
+        # on unchanged, it cannot be written as it came.
+        owners: dict[str, str] = {}
+        clear = False
+        start = len(PREFIX)
+        for k, v in snapshot.items():
+            if isinstance(v, str) and v.startswith(PREFIX):
+                owners[k] = v[start : v.find(":", start)]
+            elif v is not None and not clear and sealed_field(k, self.sensitive):
+                clear = True
+        if not owners:
             return snapshot
-        # The key ids straight from whole tokens (``enc:v1:<id>:...``): no scan of the text.
-        owners = {k: v[len(PREFIX) : v.find(":", len(PREFIX))] for k, v in tokens.items()}
         keys = self.keys.fetch(set(owners.values()))
 
         def lookup(key_id: str) -> bytes | None:
@@ -153,7 +181,7 @@ class LeadSealer:
                 self._remember_opened(owners.get(name, ""), name, value, token)
             return value
 
-        return OpenedSnapshot(snapshot, opener)
+        return OpenedSnapshot(snapshot, opener, None if clear else snapshot)
 
     def _remember_opened(self, lead_id: str, name: str, value: Any, token: str) -> None:
         fields = self._opened.get(lead_id)
@@ -209,16 +237,19 @@ class LeadSealer:
         phones = [str(v) for k, v in data.items() if "phone" in k.lower() and isinstance(v, str)]
         self.keys.index_person(self.flow.id, lead_id, emails, phones)
 
-    def _clears(self, snapshot: Snapshot, opened: dict[str, tuple[Any, str]] | None) -> list[str]:
+    def _clears(
+        self,
+        snapshot: Snapshot,
+        opened: dict[str, tuple[Any, str]] | None,
+        *,
+        all_sealed: bool = False,
+    ) -> list[str]:
         """The clear text a request, response or reason may quote: the snapshot's clear
-        sensitive values, and those the step opened (its vars hold their tokens)."""
+        sensitive values (none where ``all_sealed``: a snapshot passed on as it came), and
+        those the step opened (its vars hold their tokens)."""
         values = {k: v for k, (v, _) in (opened or {}).items()}
-        return sorted(
-            set(clear_strings(snapshot, self.sensitive))
-            | set(clear_strings(values, self.sensitive)),
-            key=len,
-            reverse=True,
-        )
+        held = set() if all_sealed else set(clear_strings(snapshot, self.sensitive))
+        return sorted(held | set(clear_strings(values, self.sensitive)), key=len, reverse=True)
 
     def seal_event(self, event: LeadEvent, *, whole_request_body: bool = False) -> LeadEvent:
         """``event`` as it may be written: sensitive vars sealed, and their clear text
@@ -233,15 +264,21 @@ class LeadSealer:
                 out["request"] = {**request, "body": self._sealer(event["lead_id"])(body)}
         # A plain dict of the stored values: an ``OpenedSnapshot`` passed on as the event's
         # vars (a step that changed nothing) would open every value when it is written.
-        snapshot: Snapshot = dict(out["vars"])
+        # But a snapshot passed on unchanged whose sensitive values all came sealed is
+        # written as it came (``OpenedSnapshot.sealed_source``): no dict, no encoding again.
+        given = out["vars"]
+        source = given.sealed_source if isinstance(given, OpenedSnapshot) else None
+        passed_on = source is not None
+        snapshot: Snapshot = source if source is not None else dict(given)
         out["vars"] = snapshot
-        if not any(sealed_field(k, self.sensitive) for k in snapshot):
+        if not passed_on and not any(sealed_field(k, self.sensitive) for k in snapshot):
             return out
         sealer = self._sealer(event["lead_id"])
         reuse = self._opened.get(event["lead_id"])
         quoting = out.get("request") or out.get("response") or out.get("reason")
-        clears = self._clears(snapshot, reuse) if quoting else []
-        out["vars"] = seal_snapshot(snapshot, self.sensitive, sealer, reuse)
+        clears = self._clears(snapshot, reuse, all_sealed=passed_on) if quoting else []
+        if not passed_on:  # else every sensitive value in it is sealed already: kept as is
+            out["vars"] = seal_snapshot(snapshot, self.sensitive, sealer, reuse)
         if clears:
             for part in ("request", "response"):
                 recorded = out.get(part)
