@@ -74,8 +74,8 @@ class OpenedSnapshot(dict[str, Any]):
     def _read_only(self, *_: Any, **__: Any) -> NoReturn:
         raise TypeError("an event's snapshot is read-only: build a new dict to change it")
 
-    __setitem__ = __delitem__ = __ior__ = _read_only  # type: ignore[assignment]
-    update = pop = popitem = clear = setdefault = _read_only  # type: ignore[assignment]
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    update = pop = popitem = clear = setdefault = _read_only
 
     def __getitem__(self, key: str) -> Any:
         value = super().__getitem__(key)

@@ -11,9 +11,10 @@ import pytest
 
 from engine.flows import parse_flow
 from engine.runtime.sealer import LeadSealer
-from engine.sealing import ERASED, PREFIX, new_data_key
+from engine.sealing import ERASED, PREFIX, is_sealed, new_data_key
 from engine.state.errors import StateUnavailableError
 from engine.state.keys import LeadKeys
+from schemas.codec import EncodedSnapshot
 
 LEAD = "01JABCDEFGHJKMNPQRSTVWXYZ0"
 FLOW = parse_flow("""
@@ -122,6 +123,29 @@ def test_a_step_opens_only_what_it_reads_and_its_events_keep_the_tokens_it_came_
     # Passed on whole (a step that changed nothing): written with its tokens, never opened.
     same = sealer.seal_event({"lead_id": LEAD, "reason": None, "vars": opened})
     assert type(same["vars"]) is dict and same["vars"] == first["vars"]
+
+
+def test_a_snapshot_passed_on_unchanged_is_written_as_the_bytes_it_came_in() -> None:
+    sealer, _ = _sealer()
+    first = sealer.seal_event(
+        {"lead_id": LEAD, "reason": None, "vars": {"lead.dob": "1984-07-21", "lead.state": "TX"}}
+    )
+    came = EncodedSnapshot(first["vars"], b"the avro bytes it was read from")
+    opened = sealer.open_snapshot(came)
+    assert opened.get("lead.state") == "TX" and opened["lead.dob"] == "1984-07-21"
+    with pytest.raises(TypeError, match="read-only"):
+        opened["lead.state"] = "CA"  # it stands for what came: a change builds a new dict
+    # A filter's failure quoting what it read: the reason sealed, the snapshot the very
+    # object that came (the codec splices its bytes in rather than encode it again).
+    out = sealer.seal_event({"lead_id": LEAD, "reason": "dob 1984-07-21 too old", "vars": opened})
+    assert out["vars"] is came
+    assert "1984" not in out["reason"]
+    # A sensitive value that came clear (declared sensitive after the lead was sealed) is
+    # sealed on the way out: that snapshot is not passed on as it came.
+    mixed = EncodedSnapshot({**first["vars"], "lead.income": 90000}, b"bytes with 90000 clear")
+    out = sealer.seal_event({"lead_id": LEAD, "reason": None, "vars": sealer.open_snapshot(mixed)})
+    assert out["vars"] is not mixed and is_sealed(out["vars"]["lead.income"])
+    assert out["vars"]["lead.dob"] == first["vars"]["lead.dob"]
 
 
 def test_a_flow_event_without_sensitive_vars_is_written_as_it_is() -> None:
