@@ -98,6 +98,8 @@ class OpenedSnapshot(dict[str, Any]):
 
 # The leads whose opened values are remembered for their events (a batch's, and more).
 _OPENED_LEADS = 4096
+# Snapshot keys whose sensitivity a sealer remembers.
+_NAMES = 8192
 
 
 class LeadSealer:
@@ -110,6 +112,9 @@ class LeadSealer:
         # Per recent lead: field -> (clear value, the token it was opened from), so its
         # events reuse the tokens of what the step did not change (``seal_snapshot``).
         self._opened: OrderedDict[str, dict[str, tuple[Any, str]]] = OrderedDict()
+        # Snapshot key -> whether it holds a sensitive field: a flow's snapshots repeat the
+        # same few hundred names, and a dict answers faster than ``sealed_field``'s cache.
+        self._names: dict[str, bool] = {}
 
     @classmethod
     def for_flow(cls, flow: Flow, settings: Settings | None = None) -> LeadSealer | None:
@@ -163,11 +168,12 @@ class LeadSealer:
         owners: dict[str, str] = {}
         clear = False
         start = len(PREFIX)
+        names = self._names
         for k, v in snapshot.items():
             if isinstance(v, str) and v.startswith(PREFIX):
                 owners[k] = v[start : v.find(":", start)]
-            elif v is not None and not clear and sealed_field(k, self.sensitive):
-                clear = True
+            elif v is not None and not clear:
+                clear = names[k] if k in names else self._sensitive_name(k)
         if not owners:
             return snapshot
         keys = self.keys.fetch(set(owners.values()))
@@ -182,6 +188,12 @@ class LeadSealer:
             return value
 
         return OpenedSnapshot(snapshot, opener, None if clear else snapshot)
+
+    def _sensitive_name(self, name: str) -> bool:
+        if len(self._names) >= _NAMES:
+            self._names.clear()  # names that never repeat (a flow writing ids as keys)
+        sensitive = self._names[name] = sealed_field(name, self.sensitive)
+        return sensitive
 
     def _remember_opened(self, lead_id: str, name: str, value: Any, token: str) -> None:
         fields = self._opened.get(lead_id)

@@ -59,7 +59,9 @@ _NOTIFY = "SELECT pg_notify(%s || current_schema(), %s)"
 # Ids per notification (a payload holds at most 8000 bytes; a lead id is 26 characters).
 _NOTIFY_IDS = 200
 
-_SELECT = "SELECT key_id, wrapped FROM engine_lead_keys WHERE key_id = ANY(%s)"
+# The ids sent and the rows read in binary (``%b``, ``binary=True``): a batch's 500 ids are
+# then neither quoted one by one into an array literal nor its keys decoded from hex.
+_SELECT = "SELECT key_id, wrapped FROM engine_lead_keys WHERE key_id = ANY(%b)"
 _ERASED = "SELECT lead_id FROM engine_erased_leads WHERE lead_id = ANY(%s)"
 _INSERT = """
 INSERT INTO engine_lead_keys (key_id, flow_id, master_key_id, wrapped)
@@ -79,6 +81,10 @@ def _unwrapped(master: MasterKey, rows: Iterable[tuple[Any, ...]]) -> dict[str, 
     return {str(key_id): unwrap_key(master, str(key_id), bytes(w)) for key_id, w in rows}
 
 
+def _read_keys(cur: Cursor, master: MasterKey, ids: list[str]) -> dict[str, bytes]:
+    return _unwrapped(master, cur.execute(_SELECT, (ids,), binary=True).fetchall())
+
+
 def read_wrapped(conn: psycopg.Connection[Any], key_ids: Iterable[str]) -> dict[str, bytes]:
     """The wrapped data keys of ``key_ids`` that still exist. For readers: never makes one."""
     ids = sorted(set(key_ids))
@@ -86,7 +92,7 @@ def read_wrapped(conn: psycopg.Connection[Any], key_ids: Iterable[str]) -> dict[
         return {}
     try:
         with conn.transaction(), conn.cursor() as cur:  # a savepoint inside a caller's transaction
-            rows = cur.execute(_SELECT, (ids,)).fetchall()
+            rows = cur.execute(_SELECT, (ids,), binary=True).fetchall()
     except psycopg.Error as exc:
         raise StateUnavailableError(f"lead keys not readable: {type(exc).__name__}") from exc
     return {str(key_id): bytes(wrapped) for key_id, wrapped in rows}
@@ -227,7 +233,7 @@ class LeadKeys:
             missing.sort()
 
             def work(cur: Cursor) -> dict[str, bytes | None]:
-                found = _unwrapped(self.master, cur.execute(_SELECT, (missing,)).fetchall())
+                found = _read_keys(cur, self.master, missing)
                 erased = {r[0] for r in cur.execute(_ERASED, (missing,)).fetchall()}
                 new = [i for i in missing if i not in found and i not in erased]
                 if new:
@@ -242,7 +248,7 @@ class LeadKeys:
                         ),
                     )
                     # Another process may have made some of them first: read the winners.
-                    found.update(_unwrapped(self.master, cur.execute(_SELECT, (new,)).fetchall()))
+                    found.update(_read_keys(cur, self.master, new))
                 return {i: found.get(i) for i in missing}
 
             made: dict[str, bytes | None] = self._cursor_work("ensure", work)
@@ -262,7 +268,7 @@ class LeadKeys:
             missing.sort()
 
             def work(cur: Cursor) -> dict[str, bytes]:
-                return _unwrapped(self.master, cur.execute(_SELECT, (missing,)).fetchall())
+                return _read_keys(cur, self.master, missing)
 
             found: dict[str, bytes] = self._cursor_work("fetch", work)
             for key_id in missing:
