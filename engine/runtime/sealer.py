@@ -7,9 +7,13 @@ text wherever the event quotes it (a recorded request or response body, a reason
 The intake edge seals the raw body before it is published (``seal_body``), so no
 topic ever holds a clear sensitive value.
 
-Keys come from ``engine.state.keys.LeadKeys``; ``prefetch`` looks up a fetched
-batch's keys in one query, and a loop that does not call it still works (a query per
-lead, then the in-memory cache).
+Keys come from ``engine.state.keys.LeadKeys``, and only when a value is opened or
+sealed: a step that reads no sensitive field and passes the snapshot on (a filter on the
+state) never touches a key. ``prefetch`` notes a fetched batch's leads, and the first key
+the batch needs fetches them all in one query; a loop that does not call it still works
+(a query per lead, then the in-memory cache). A key store that cannot answer raises
+``StateUnavailableError`` where the value is read, so the lead is retried - never decided
+on values read as ``[unreadable]``.
 """
 
 from __future__ import annotations
@@ -115,6 +119,8 @@ class LeadSealer:
         # Snapshot key -> whether it holds a sensitive field: a flow's snapshots repeat the
         # same few hundred names, and a dict answers faster than ``sealed_field``'s cache.
         self._names: dict[str, bool] = {}
+        # The fetched batch's leads whose keys were not looked up yet (``prefetch``).
+        self._pending: set[str] = set()
 
     @classmethod
     def for_flow(cls, flow: Flow, settings: Settings | None = None) -> LeadSealer | None:
@@ -130,10 +136,16 @@ class LeadSealer:
         self.keys.close()
 
     def prefetch(self, messages: Iterable[Message]) -> None:
-        """Look up the keys of a fetched batch's leads (their record keys) in one query."""
-        ids = {k.decode(errors="replace") for m in messages if (k := m.key())}
-        if ids:
-            self.keys.fetch(ids)
+        """Note a fetched batch's leads (their record keys): the first key the batch needs
+        looks them all up in one query. No I/O here - a batch that needs no key makes none."""
+        self._pending = {k.decode(errors="replace") for m in messages if (k := m.key())}
+
+    def _keys(self, key_ids: set[str]) -> dict[str, bytes | None]:
+        """The keys of ``key_ids`` (None: gone), with the batch's still pending leads in the
+        same query; ``StateUnavailableError`` when the store cannot answer."""
+        if self._pending:
+            key_ids, self._pending = key_ids | self._pending, set()
+        return self.keys.fetch(key_ids)
 
     def _sealer(self, lead_id: str) -> Callable[[Any], str]:
         """Seals values under the lead's key, made (or found) at the first value sealed: an
@@ -142,6 +154,8 @@ class LeadSealer:
 
         def sealer(value: Any) -> str:
             if not found:
+                if self._pending:
+                    self._keys({lead_id})  # the batch's keys in one query, this one's among them
                 found.append(self.keys.ensure(self.flow.id, [lead_id])[lead_id])
             key = found[0]
             if key is None:  # an erased lead replayed: nothing of it is kept, not even sealed
@@ -154,37 +168,33 @@ class LeadSealer:
         """The keys ``value`` names, fetched now: a key store that cannot answer (or a master
         key that unwraps nothing) raises here, so the lead is retried - never decided on
         values read as ``[unreadable]``. Only a key that is gone opens as ``[erased]``."""
-        keys = self.keys.fetch(key_ids(value))
+        keys = self._keys(key_ids(value))
         return lambda key_id: keys.get(key_id)
 
     def open_snapshot(self, snapshot: Snapshot) -> Snapshot:
         """``snapshot`` as the step reads it: each sealed value opens when it is read
-        (``[erased]`` where the key is gone). Its keys are fetched now, so a key store that
-        cannot answer retries the lead rather than let it be decided on markers."""
-        # One pass over the snapshot: its tokens' owners - the key ids straight from whole
-        # tokens (``enc:v1:<id>:...``), no scan of the text - and whether a sensitive field
+        (``[erased]`` where the key is gone). Its key is fetched then, before it opens: a
+        key store that cannot answer raises there (``StateUnavailableError``), so the lead
+        is retried rather than decided on markers."""
+        # One pass over the snapshot: whether it holds tokens, and whether a sensitive field
         # holds a clear value (declared sensitive after the lead was sealed): then, passed
         # on unchanged, it cannot be written as it came.
-        owners: dict[str, str] = {}
-        clear = False
-        start = len(PREFIX)
+        sealed = clear = False
         names = self._names
         for k, v in snapshot.items():
             if isinstance(v, str) and v.startswith(PREFIX):
-                owners[k] = v[start : v.find(":", start)]
+                sealed = True
             elif v is not None and not clear:
                 clear = names[k] if k in names else self._sensitive_name(k)
-        if not owners:
+        if not sealed:
             return snapshot
-        keys = self.keys.fetch(set(owners.values()))
-
-        def lookup(key_id: str) -> bytes | None:
-            return keys[key_id] if key_id in keys else self.keys.fetch([key_id])[key_id]
 
         def opener(name: str, token: str) -> Any:
-            value = open_value(token, lookup)
-            if value not in (ERASED, UNREADABLE) and TOKEN.fullmatch(token) is not None:
-                self._remember_opened(owners.get(name, ""), name, value, token)
+            whole = TOKEN.fullmatch(token)
+            keys = self._keys({whole.group(1)} if whole is not None else key_ids(token))
+            value = open_value(token, keys.get)  # every key it names is in ``keys`` now
+            if whole is not None and value not in (ERASED, UNREADABLE):
+                self._remember_opened(whole.group(1), name, value, token)
             return value
 
         return OpenedSnapshot(snapshot, opener, None if clear else snapshot)

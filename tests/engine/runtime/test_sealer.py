@@ -41,6 +41,7 @@ class MemoryKeys:
         self.keys: dict[str, bytes | None] = {}
         self.indexed: list[tuple[str, list[str], list[str]]] = []
         self.fetches = 0
+        self.asked: list[set[str]] = []
 
     def ensure(self, flow_id: str, lead_ids: list[str]) -> dict[str, bytes | None]:
         for lead_id in lead_ids:
@@ -49,6 +50,7 @@ class MemoryKeys:
 
     def fetch(self, lead_ids: Any) -> dict[str, bytes | None]:
         self.fetches += 1
+        self.asked.append(set(lead_ids))
         return {i: self.keys.get(i) for i in lead_ids}
 
     def index_person(
@@ -148,6 +150,41 @@ def test_a_snapshot_passed_on_unchanged_is_written_as_the_bytes_it_came_in() -> 
     assert out["vars"]["lead.dob"] == first["vars"]["lead.dob"]
 
 
+class _Record:
+    def __init__(self, lead_id: str) -> None:
+        self.lead_id = lead_id
+
+    def key(self) -> bytes:
+        return self.lead_id.encode()
+
+
+def test_a_batch_looks_its_keys_up_once_and_only_when_a_sensitive_value_is_read() -> None:
+    sealer, keys = _sealer()
+    leads = [f"01JABCDEFGHJKMNPQRSTVWXY{i:02d}" for i in range(3)]
+    events = [
+        sealer.seal_event(
+            {
+                "lead_id": lead,
+                "reason": None,
+                "vars": {"lead.dob": "1984-07-21", "lead.state": "TX"},
+            }
+        )
+        for lead in leads
+    ]
+    keys.asked.clear()
+    sealer.prefetch(cast(Any, [_Record(lead) for lead in leads]))
+    opened = [sealer.open_snapshot(event["vars"]) for event in events]
+    assert [snapshot.get("lead.state") for snapshot in opened] == ["TX"] * 3
+    passed = [
+        sealer.seal_event({"lead_id": lead, "reason": None, "vars": snapshot})
+        for lead, snapshot in zip(leads, opened, strict=True)
+    ]
+    assert keys.asked == []  # a filter on the state: no key looked up, none unwrapped
+    assert [p["vars"] for p in passed] == [e["vars"] for e in events]
+    assert [snapshot["lead.dob"] for snapshot in opened] == ["1984-07-21"] * 3
+    assert keys.asked[0] == set(leads)  # the first read looks up the whole batch's keys
+
+
 def test_a_flow_event_without_sensitive_vars_is_written_as_it_is() -> None:
     sealer, keys = _sealer()
     event = {"lead_id": LEAD, "vars": {"lead.email": "a@b.co"}, "reason": None}
@@ -172,8 +209,9 @@ def test_a_key_store_that_cannot_answer_stops_the_lead_instead_of_reading_it_unr
         raise StateUnavailableError("lead keys: fetch failed (OperationalError)")
 
     keys.fetch = down  # type: ignore[method-assign,assignment]  # the store goes down
+    opened = sealer.open_snapshot(sealed["vars"])  # nothing read yet: no key needed
     with pytest.raises(StateUnavailableError):
-        sealer.open_snapshot(sealed["vars"])
+        opened["lead.ssn"]  # read: the key is needed, and its store is down
 
 
 def test_a_body_that_is_not_a_mapping_is_sealed_whole_and_opened_back_as_it_came() -> None:
