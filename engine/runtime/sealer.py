@@ -49,6 +49,8 @@ from engine.settings import Settings, get_settings
 from engine.state.keys import LeadKeys
 from engine.steps.base import Snapshot
 
+_ABSENT = object()
+
 
 class OpenedSnapshot(dict[str, Any]):
     """A snapshot whose sealed values open when the step reads them (``[k]``, ``get``,
@@ -82,16 +84,26 @@ class OpenedSnapshot(dict[str, Any]):
     update = pop = popitem = clear = setdefault = _read_only
 
     def __getitem__(self, key: str) -> Any:
-        value = super().__getitem__(key)
-        if not (isinstance(value, str) and is_sealed(value)):
+        value = dict.__getitem__(self, key)
+        if not (isinstance(value, str) and value.startswith(PREFIX)):
             return value
-        if key not in self._opened:
-            self._opened[key] = self._opener(key, value)
-        return self._opened[key]
+        return self._open(key, value)
 
     def get(self, key: str, default: Any = None) -> Any:
-        # Not dict.get (it reads the stored token): the opened value, through __getitem__.
-        return self[key] if key in self else default  # noqa: SIM401
+        # dict.get reads the stored value; a token is opened as ``[key]`` would (a step's
+        # reads are mostly of unsealed fields: one lookup, no further call, for those).
+        value = dict.get(self, key, _ABSENT)
+        if value is _ABSENT:
+            return default
+        if not (isinstance(value, str) and value.startswith(PREFIX)):
+            return value
+        return self._open(key, value)
+
+    def _open(self, key: str, token: str) -> Any:
+        opened = self._opened
+        if key not in opened:
+            opened[key] = self._opener(key, token)
+        return opened[key]
 
     def items(self) -> ItemsView[str, Any]:  # type: ignore[override]  # a view of opened values
         return {k: self[k] for k in self}.items()
