@@ -2,9 +2,11 @@
 personal fields sealed as the source step seals them, their data keys in Postgres.
 
 ``step_sealed`` then runs the same filter step as ``step`` on a flow that declares those
-fields sensitive: each record's keys are looked up (one query per fetched batch, then
-the in-memory cache), its sealed values opened for the filter, its events sealed again.
-The ratio of the two is the cost of encryption for a step.
+fields sensitive: the filter reads the lead's state and consent, neither of them sealed,
+so no key is looked up and its events carry the tokens they came with (a step that reads
+a sealed field looks up its batch's keys in one query and opens what it reads). The
+ratio of the two is the cost of encryption for such a step: larger records, and the
+bookkeeping of what is sealed.
 """
 
 from __future__ import annotations

@@ -138,14 +138,22 @@ def new_data_key() -> bytes:
     return AESGCM.generate_key(bit_length=256)
 
 
+@lru_cache(maxsize=4)
+def _master_cipher(secret: bytes) -> AESGCM:
+    """The master key's cipher, made once: a batch unwraps hundreds of data keys with it."""
+    return AESGCM(secret)
+
+
 def wrap_key(master: MasterKey, key_id: str, data_key: bytes) -> bytes:
     nonce = os.urandom(_NONCE)
-    return nonce + AESGCM(master.secret).encrypt(nonce, data_key, b"leadflow-dk:" + key_id.encode())
+    return nonce + _master_cipher(master.secret).encrypt(
+        nonce, data_key, b"leadflow-dk:" + key_id.encode()
+    )
 
 
 def unwrap_key(master: MasterKey, key_id: str, wrapped: bytes) -> bytes:
     try:
-        return AESGCM(master.secret).decrypt(
+        return _master_cipher(master.secret).decrypt(
             wrapped[:_NONCE], wrapped[_NONCE:], b"leadflow-dk:" + key_id.encode()
         )
     except (InvalidTag, ValueError) as exc:

@@ -75,7 +75,11 @@ def run_round(params: dict[str, Any]) -> dict[str, float]:
     loop.handler = CountedHandler(loop.handler, clock, stop)
     loop.run(stop)  # returns once the final transaction is committed and the worker closed
     clock.finish()
-    figures = {"events_s": clock.rate(), "dead_lettered": float(loop.dead_lettered)}
+    figures = {
+        "events_s": clock.rate(),
+        "cpu_ms_per_event": clock.cpu_ms_per_event(),
+        "dead_lettered": float(loop.dead_lettered),
+    }
     if encoding == "registry":
         figures.update(encoders(settings, params["output_topic"]))
     return figures

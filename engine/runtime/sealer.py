@@ -7,16 +7,20 @@ text wherever the event quotes it (a recorded request or response body, a reason
 The intake edge seals the raw body before it is published (``seal_body``), so no
 topic ever holds a clear sensitive value.
 
-Keys come from ``engine.state.keys.LeadKeys``; ``prefetch`` looks up a fetched
-batch's keys in one query, and a loop that does not call it still works (a query per
-lead, then the in-memory cache).
+Keys come from ``engine.state.keys.LeadKeys``, and only when a value is opened or
+sealed: a step that reads no sensitive field and passes the snapshot on (a filter on the
+state) never touches a key. ``prefetch`` notes a fetched batch's leads, and the first key
+the batch needs fetches them all in one query; a loop that does not call it still works
+(a query per lead, then the in-memory cache). A key store that cannot answer raises
+``StateUnavailableError`` where the value is read, so the lead is retried - never decided
+on values read as ``[unreadable]``.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, ItemsView, Iterable, Mapping, ValuesView
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 from confluent_kafka import Message
@@ -45,30 +49,61 @@ from engine.settings import Settings, get_settings
 from engine.state.keys import LeadKeys
 from engine.steps.base import Snapshot
 
+_ABSENT = object()
+
 
 class OpenedSnapshot(dict[str, Any]):
     """A snapshot whose sealed values open when the step reads them (``[k]``, ``get``,
     ``items``, ``values``), once each. Most steps read a few fields (a filter: its rules'),
     so most sealed values are never opened - and since copying a dict (``{**snapshot}``,
     ``dict(snapshot)``) takes its stored values, the events a step writes carry the
-    untouched values' tokens as they came: nothing to seal again."""
+    untouched values' tokens as they came: nothing to seal again.
 
-    def __init__(self, raw: Mapping[str, Any], opener: Callable[[str, str], Any]) -> None:
+    ``sealed_source``: the snapshot it was made from, when every sensitive value there is
+    already sealed - an event that passes this snapshot on unchanged (a filter's) is
+    written with that snapshot itself, so an ``EncodedSnapshot``'s Avro bytes are spliced
+    in as they came rather than the whole map encoded again (the codec's fast path, which
+    a sealing flow's steps would otherwise lose). Read-only, as that snapshot is: the
+    source can never go stale behind it."""
+
+    def __init__(
+        self,
+        raw: Mapping[str, Any],
+        opener: Callable[[str, str], Any],
+        sealed_source: Snapshot | None = None,
+    ) -> None:
         super().__init__(raw)
         self._opener = opener
         self._opened: dict[str, Any] = {}
+        self.sealed_source = sealed_source
+
+    def _read_only(self, *_: Any, **__: Any) -> NoReturn:
+        raise TypeError("an event's snapshot is read-only: build a new dict to change it")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    update = pop = popitem = clear = setdefault = _read_only
 
     def __getitem__(self, key: str) -> Any:
-        value = super().__getitem__(key)
-        if not (isinstance(value, str) and is_sealed(value)):
+        value = dict.__getitem__(self, key)
+        if not (isinstance(value, str) and value.startswith(PREFIX)):
             return value
-        if key not in self._opened:
-            self._opened[key] = self._opener(key, value)
-        return self._opened[key]
+        return self._open(key, value)
 
     def get(self, key: str, default: Any = None) -> Any:
-        # Not dict.get (it reads the stored token): the opened value, through __getitem__.
-        return self[key] if key in self else default  # noqa: SIM401
+        # dict.get reads the stored value; a token is opened as ``[key]`` would (a step's
+        # reads are mostly of unsealed fields: one lookup, no further call, for those).
+        value = dict.get(self, key, _ABSENT)
+        if value is _ABSENT:
+            return default
+        if not (isinstance(value, str) and value.startswith(PREFIX)):
+            return value
+        return self._open(key, value)
+
+    def _open(self, key: str, token: str) -> Any:
+        opened = self._opened
+        if key not in opened:
+            opened[key] = self._opener(key, token)
+        return opened[key]
 
     def items(self) -> ItemsView[str, Any]:  # type: ignore[override]  # a view of opened values
         return {k: self[k] for k in self}.items()
@@ -79,6 +114,8 @@ class OpenedSnapshot(dict[str, Any]):
 
 # The leads whose opened values are remembered for their events (a batch's, and more).
 _OPENED_LEADS = 4096
+# Snapshot keys whose sensitivity a sealer remembers.
+_NAMES = 8192
 
 
 class LeadSealer:
@@ -91,6 +128,11 @@ class LeadSealer:
         # Per recent lead: field -> (clear value, the token it was opened from), so its
         # events reuse the tokens of what the step did not change (``seal_snapshot``).
         self._opened: OrderedDict[str, dict[str, tuple[Any, str]]] = OrderedDict()
+        # Snapshot key -> whether it holds a sensitive field: a flow's snapshots repeat the
+        # same few hundred names, and a dict answers faster than ``sealed_field``'s cache.
+        self._names: dict[str, bool] = {}
+        # The fetched batch's leads whose keys were not looked up yet (``prefetch``).
+        self._pending: set[str] = set()
 
     @classmethod
     def for_flow(cls, flow: Flow, settings: Settings | None = None) -> LeadSealer | None:
@@ -106,10 +148,16 @@ class LeadSealer:
         self.keys.close()
 
     def prefetch(self, messages: Iterable[Message]) -> None:
-        """Look up the keys of a fetched batch's leads (their record keys) in one query."""
-        ids = {k.decode(errors="replace") for m in messages if (k := m.key())}
-        if ids:
-            self.keys.fetch(ids)
+        """Note a fetched batch's leads (their record keys): the first key the batch needs
+        looks them all up in one query. No I/O here - a batch that needs no key makes none."""
+        self._pending = {k.decode(errors="replace") for m in messages if (k := m.key())}
+
+    def _keys(self, key_ids: set[str]) -> dict[str, bytes | None]:
+        """The keys of ``key_ids`` (None: gone), with the batch's still pending leads in the
+        same query; ``StateUnavailableError`` when the store cannot answer."""
+        if self._pending:
+            key_ids, self._pending = key_ids | self._pending, set()
+        return self.keys.fetch(key_ids)
 
     def _sealer(self, lead_id: str) -> Callable[[Any], str]:
         """Seals values under the lead's key, made (or found) at the first value sealed: an
@@ -118,6 +166,8 @@ class LeadSealer:
 
         def sealer(value: Any) -> str:
             if not found:
+                if self._pending:
+                    self._keys({lead_id})  # the batch's keys in one query, this one's among them
                 found.append(self.keys.ensure(self.flow.id, [lead_id])[lead_id])
             key = found[0]
             if key is None:  # an erased lead replayed: nothing of it is kept, not even sealed
@@ -130,30 +180,42 @@ class LeadSealer:
         """The keys ``value`` names, fetched now: a key store that cannot answer (or a master
         key that unwraps nothing) raises here, so the lead is retried - never decided on
         values read as ``[unreadable]``. Only a key that is gone opens as ``[erased]``."""
-        keys = self.keys.fetch(key_ids(value))
+        keys = self._keys(key_ids(value))
         return lambda key_id: keys.get(key_id)
 
     def open_snapshot(self, snapshot: Snapshot) -> Snapshot:
         """``snapshot`` as the step reads it: each sealed value opens when it is read
-        (``[erased]`` where the key is gone). Its keys are fetched now, so a key store that
-        cannot answer retries the lead rather than let it be decided on markers."""
-        tokens = {k: v for k, v in snapshot.items() if isinstance(v, str) and is_sealed(v)}
-        if not tokens:
+        (``[erased]`` where the key is gone). Its key is fetched then, before it opens: a
+        key store that cannot answer raises there (``StateUnavailableError``), so the lead
+        is retried rather than decided on markers."""
+        # One pass over the snapshot: whether it holds tokens, and whether a sensitive field
+        # holds a clear value (declared sensitive after the lead was sealed): then, passed
+        # on unchanged, it cannot be written as it came.
+        sealed = clear = False
+        names = self._names
+        for k, v in snapshot.items():
+            if isinstance(v, str) and v.startswith(PREFIX):
+                sealed = True
+            elif v is not None and not clear:
+                clear = names[k] if k in names else self._sensitive_name(k)
+        if not sealed:
             return snapshot
-        # The key ids straight from whole tokens (``enc:v1:<id>:...``): no scan of the text.
-        owners = {k: v[len(PREFIX) : v.find(":", len(PREFIX))] for k, v in tokens.items()}
-        keys = self.keys.fetch(set(owners.values()))
-
-        def lookup(key_id: str) -> bytes | None:
-            return keys[key_id] if key_id in keys else self.keys.fetch([key_id])[key_id]
 
         def opener(name: str, token: str) -> Any:
-            value = open_value(token, lookup)
-            if value not in (ERASED, UNREADABLE) and TOKEN.fullmatch(token) is not None:
-                self._remember_opened(owners.get(name, ""), name, value, token)
+            whole = TOKEN.fullmatch(token)
+            keys = self._keys({whole.group(1)} if whole is not None else key_ids(token))
+            value = open_value(token, keys.get)  # every key it names is in ``keys`` now
+            if whole is not None and value not in (ERASED, UNREADABLE):
+                self._remember_opened(whole.group(1), name, value, token)
             return value
 
-        return OpenedSnapshot(snapshot, opener)
+        return OpenedSnapshot(snapshot, opener, None if clear else snapshot)
+
+    def _sensitive_name(self, name: str) -> bool:
+        if len(self._names) >= _NAMES:
+            self._names.clear()  # names that never repeat (a flow writing ids as keys)
+        sensitive = self._names[name] = sealed_field(name, self.sensitive)
+        return sensitive
 
     def _remember_opened(self, lead_id: str, name: str, value: Any, token: str) -> None:
         fields = self._opened.get(lead_id)
@@ -209,16 +271,19 @@ class LeadSealer:
         phones = [str(v) for k, v in data.items() if "phone" in k.lower() and isinstance(v, str)]
         self.keys.index_person(self.flow.id, lead_id, emails, phones)
 
-    def _clears(self, snapshot: Snapshot, opened: dict[str, tuple[Any, str]] | None) -> list[str]:
+    def _clears(
+        self,
+        snapshot: Snapshot,
+        opened: dict[str, tuple[Any, str]] | None,
+        *,
+        all_sealed: bool = False,
+    ) -> list[str]:
         """The clear text a request, response or reason may quote: the snapshot's clear
-        sensitive values, and those the step opened (its vars hold their tokens)."""
+        sensitive values (none where ``all_sealed``: a snapshot passed on as it came), and
+        those the step opened (its vars hold their tokens)."""
         values = {k: v for k, (v, _) in (opened or {}).items()}
-        return sorted(
-            set(clear_strings(snapshot, self.sensitive))
-            | set(clear_strings(values, self.sensitive)),
-            key=len,
-            reverse=True,
-        )
+        held = set() if all_sealed else set(clear_strings(snapshot, self.sensitive))
+        return sorted(held | set(clear_strings(values, self.sensitive)), key=len, reverse=True)
 
     def _seal_rule_values(self, out: dict[str, Any], sealer: Callable[[str], str]) -> None:
         """The values that failed a rule (filter events, acceptance criteria) quote the
@@ -254,15 +319,22 @@ class LeadSealer:
                 out["request"] = {**request, "body": self._sealer(event["lead_id"])(body)}
         # A plain dict of the stored values: an ``OpenedSnapshot`` passed on as the event's
         # vars (a step that changed nothing) would open every value when it is written.
-        snapshot: Snapshot = dict(out["vars"])
+        # But a snapshot passed on unchanged whose sensitive values all came sealed is
+        # written as it came (``OpenedSnapshot.sealed_source``): no dict, no encoding again.
+        given = out["vars"]
+        source = given.sealed_source if isinstance(given, OpenedSnapshot) else None
+        passed_on = source is not None
+        snapshot: Snapshot = source if source is not None else dict(given)
         out["vars"] = snapshot
-        if not any(sealed_field(k, self.sensitive) for k in snapshot):
+        if not passed_on and not any(sealed_field(k, self.sensitive) for k in snapshot):
             return out
         sealer = self._sealer(event["lead_id"])
         reuse = self._opened.get(event["lead_id"])
         quoting = out.get("request") or out.get("response") or out.get("reason")
-        clears = self._clears(snapshot, reuse) if quoting else []
-        out["vars"] = seal_snapshot(snapshot, self.sensitive, sealer, reuse)
+        clears = self._clears(snapshot, reuse, all_sealed=passed_on) if quoting else []
+        if not passed_on:  # else every sensitive value in it is sealed already: kept as is
+            out["vars"] = seal_snapshot(snapshot, self.sensitive, sealer, reuse)
+        # Values quoted in failed rules may be ones the step opened: sealed either way.
         self._seal_rule_values(out, sealer)
         if clears:
             for part in ("request", "response"):

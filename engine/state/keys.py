@@ -6,6 +6,14 @@ keys of recent leads in memory (a lead passes through a step once, and its key n
 changes). Deleting a key (``erase``) is how a person is forgotten: the key row goes, a
 tombstone stays, and no key is ever made again for that lead.
 
+How an erasure reaches a running worker's memory: ``erase_leads`` sends the erased ids on
+a Postgres notification channel (``NOTIFY``, delivered at its commit, never before), and
+every ``LeadKeys`` connection listens on it. Before answering from memory a process reads
+what it has heard - at most every ``_HEAR_EVERY`` seconds, and after each of its queries -
+and drops those leads' keys, so the next use reads the database (no key: ``[erased]``). A
+process that lost its connection heard nothing meanwhile: it forgets every key it held.
+``_CACHE_SECONDS`` stays as a last bound, for a notification lost some other way.
+
 ``reveal_sealed`` is the readers' side: the API's own connection, keys looked up, never made.
 Driver errors become ``StateUnavailableError``; nothing above imports psycopg.
 """
@@ -18,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from engine.errors import ConfigError
 from engine.sealing import (
@@ -36,11 +45,23 @@ from engine.state.errors import StateUnavailableError
 from engine.state.postgres import Connection, Cursor, connect, migrate_state
 
 _CACHE = 20_000
-# A key is trusted from memory this long: a process that still holds an erased lead's key
-# (a delivery retried after the erasure) stops opening its values within this time.
+# A key is trusted from memory this long at most, even if no erasure was heard (a
+# notification lost with its connection is covered by forgetting every key, this is a
+# last bound).
 _CACHE_SECONDS = 30.0
+# How often a process looks for erasures it has heard, before answering from memory: the
+# longest an erased lead's key may still open its values in a running worker after the
+# erasure commits (plus one record's handling). A look is one non-blocking socket poll.
+_HEAR_EVERY = 0.05
+# The notification channel erasures are sent on, per state schema (``current_schema()``).
+_ERASED_CHANNEL = "leadflow_erased:"
+_NOTIFY = "SELECT pg_notify(%s || current_schema(), %s)"
+# Ids per notification (a payload holds at most 8000 bytes; a lead id is 26 characters).
+_NOTIFY_IDS = 200
 
-_SELECT = "SELECT key_id, wrapped FROM engine_lead_keys WHERE key_id = ANY(%s)"
+# The ids sent and the rows read in binary (``%b``, ``binary=True``): a batch's 500 ids are
+# then neither quoted one by one into an array literal nor its keys decoded from hex.
+_SELECT = "SELECT key_id, wrapped FROM engine_lead_keys WHERE key_id = ANY(%b)"
 _ERASED = "SELECT lead_id FROM engine_erased_leads WHERE lead_id = ANY(%s)"
 _INSERT = """
 INSERT INTO engine_lead_keys (key_id, flow_id, master_key_id, wrapped)
@@ -60,6 +81,10 @@ def _unwrapped(master: MasterKey, rows: Iterable[tuple[Any, ...]]) -> dict[str, 
     return {str(key_id): unwrap_key(master, str(key_id), bytes(w)) for key_id, w in rows}
 
 
+def _read_keys(cur: Cursor, master: MasterKey, ids: list[str]) -> dict[str, bytes]:
+    return _unwrapped(master, cur.execute(_SELECT, (ids,), binary=True).fetchall())
+
+
 def read_wrapped(conn: psycopg.Connection[Any], key_ids: Iterable[str]) -> dict[str, bytes]:
     """The wrapped data keys of ``key_ids`` that still exist. For readers: never makes one."""
     ids = sorted(set(key_ids))
@@ -67,7 +92,7 @@ def read_wrapped(conn: psycopg.Connection[Any], key_ids: Iterable[str]) -> dict[
         return {}
     try:
         with conn.transaction(), conn.cursor() as cur:  # a savepoint inside a caller's transaction
-            rows = cur.execute(_SELECT, (ids,)).fetchall()
+            rows = cur.execute(_SELECT, (ids,), binary=True).fetchall()
     except psycopg.Error as exc:
         raise StateUnavailableError(f"lead keys not readable: {type(exc).__name__}") from exc
     return {str(key_id): bytes(wrapped) for key_id, wrapped in rows}
@@ -108,35 +133,86 @@ class LeadKeys:
         self._cache: OrderedDict[str, tuple[bytes | None, float]] = OrderedDict()
         self._conn: Connection | None = None
         self._migrated = False
+        self._heard_at = 0.0
 
     def close(self) -> None:
+        """Close the connection, and forget every key: with no connection listening, an
+        erasure committed meanwhile would not be heard."""
+        self._cache.clear()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    def _remember(self, key_id: str, key: bytes | None) -> None:
-        self._cache[key_id] = (key, time.monotonic())
+    def _remember(self, key_id: str, key: bytes | None, now: float) -> None:
+        self._cache[key_id] = (key, now)
         self._cache.move_to_end(key_id)
         while len(self._cache) > _CACHE:
             self._cache.popitem(last=False)
 
-    def _known(self, key_id: str) -> bool:
-        found = self._cache.get(key_id)
-        return found is not None and time.monotonic() - found[1] < _CACHE_SECONDS
+    def _from_memory(
+        self, ids: Iterable[str], now: float, *, keys_only: bool = False
+    ) -> tuple[dict[str, bytes | None], list[str]]:
+        """What memory answers for ``ids`` (after the erasures heard), and what it does not:
+        a key older than ``_CACHE_SECONDS``, or with ``keys_only`` one remembered as none."""
+        self._hear_erasures(now)
+        cache, out, missing = self._cache, {}, []
+        for key_id in ids:
+            found = cache.get(key_id)
+            if (
+                found is None
+                or now - found[1] >= _CACHE_SECONDS
+                or (keys_only and found[0] is None)
+            ):
+                missing.append(key_id)
+            else:
+                out[key_id] = found[0]
+        return out, missing
 
-    def _cached(self, key_id: str) -> bytes | None:
-        found = self._cache.get(key_id)
-        return None if found is None else found[0]
+    def _hear_erasures(self, now: float, *, force: bool = False) -> None:
+        """Drop the keys of leads whose erasure this process has heard of since it last
+        looked (at most every ``_HEAR_EVERY`` seconds unless ``force``)."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            self.close()  # lost (or never made): with no one listening, no key is trusted
+            return
+        if not force and now - self._heard_at < _HEAR_EVERY:
+            return
+        self._heard_at = now
+        try:
+            notes = list(conn.notifies(timeout=0))
+        except psycopg.Error:
+            self.close()  # forgets every key: nothing heard is nothing missed
+            return
+        for note in notes:
+            for key_id in note.payload.split(","):
+                self._cache.pop(key_id, None)
 
-    def _cursor_work(self, what: str, work: Any) -> Any:
+    def _connection(self) -> Connection:
+        """The connection, listening for erasures before it answers anything (a key read
+        after LISTEN is either still there, or its erasure will be heard)."""
         if self._conn is None or self._conn.closed:
             if not self._migrated:
                 migrate_state(self.settings)
                 self._migrated = True
-            self._conn = connect(self.settings, statement_timeout_ms=5_000)
+            conn = connect(self.settings, statement_timeout_ms=5_000)
+            try:
+                row = conn.execute("SELECT current_schema()").fetchone()
+                channel = _ERASED_CHANNEL + str(row[0] if row else "")
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            except psycopg.Error as exc:
+                conn.close()
+                raise StateUnavailableError(
+                    f"lead keys: listening for erasures failed ({type(exc).__name__})"
+                ) from exc
+            self._cache.clear()  # nothing was listening before: what memory held is not trusted
+            self._conn = conn
+        return self._conn
+
+    def _cursor_work(self, what: str, work: Any) -> Any:
+        conn = self._connection()
         try:
-            with self._conn.transaction(), self._conn.cursor() as cur:
-                return work(cur)
+            with conn.transaction(), conn.cursor() as cur:
+                done = work(cur)
         except psycopg.Error as exc:
             self.close()
             raise StateUnavailableError(f"lead keys: {what} failed ({type(exc).__name__})") from exc
@@ -146,16 +222,18 @@ class LeadKeys:
             raise StateUnavailableError(
                 f"lead keys: {what}: a data key does not unwrap with this master key"
             ) from exc
+        return done
 
     def ensure(self, flow_id: str, lead_ids: Iterable[str]) -> dict[str, bytes | None]:
         """Each lead's data key, made where the lead has none yet; None for an erased lead
         (it never gets a key again)."""
-        ids = sorted(set(lead_ids))
-        missing = [i for i in ids if not self._known(i) or self._cached(i) is None]
+        now = time.monotonic()
+        out, missing = self._from_memory(set(lead_ids), now, keys_only=True)
         if missing:
+            missing.sort()
 
             def work(cur: Cursor) -> dict[str, bytes | None]:
-                found = _unwrapped(self.master, cur.execute(_SELECT, (missing,)).fetchall())
+                found = _read_keys(cur, self.master, missing)
                 erased = {r[0] for r in cur.execute(_ERASED, (missing,)).fetchall()}
                 new = [i for i in missing if i not in found and i not in erased]
                 if new:
@@ -170,26 +248,37 @@ class LeadKeys:
                         ),
                     )
                     # Another process may have made some of them first: read the winners.
-                    found.update(_unwrapped(self.master, cur.execute(_SELECT, (new,)).fetchall()))
+                    found.update(_read_keys(cur, self.master, new))
                 return {i: found.get(i) for i in missing}
 
-            for key_id, key in self._cursor_work("ensure", work).items():
-                self._remember(key_id, key)
-        return {i: self._cached(i) for i in ids}
+            made: dict[str, bytes | None] = self._cursor_work("ensure", work)
+            for key_id, key in made.items():
+                self._remember(key_id, key, now)
+                out[key_id] = key
+            # An erasure heard during the query may have committed after it read: those
+            # keys are dropped now, before the next answer from memory.
+            self._hear_erasures(time.monotonic(), force=True)
+        return out
 
     def fetch(self, lead_ids: Iterable[str]) -> dict[str, bytes | None]:
         """Each lead's data key, None where it has none (erased, or never sealed)."""
-        ids = sorted(set(lead_ids))
-        missing = [i for i in ids if not self._known(i)]
+        now = time.monotonic()
+        out, missing = self._from_memory(set(lead_ids), now)
         if missing:
+            missing.sort()
 
             def work(cur: Cursor) -> dict[str, bytes]:
-                return _unwrapped(self.master, cur.execute(_SELECT, (missing,)).fetchall())
+                return _read_keys(cur, self.master, missing)
 
             found: dict[str, bytes] = self._cursor_work("fetch", work)
             for key_id in missing:
-                self._remember(key_id, found.get(key_id))
-        return {i: self._cached(i) for i in ids}
+                key = found.get(key_id)
+                self._remember(key_id, key, now)
+                out[key_id] = key
+            # An erasure heard during the query may have committed after it read: those
+            # keys are dropped now, before the next answer from memory.
+            self._hear_erasures(time.monotonic(), force=True)
+        return out
 
     def index_person(
         self, flow_id: str, lead_id: str, emails: list[str], phones: list[str]
@@ -245,10 +334,14 @@ def erase_leads(cur: Cursor, lead_ids: list[str], flows: Mapping[str, str] | Non
         (lead_ids, [given.get(i) for i in lead_ids]),
     )
     cur.execute("DELETE FROM engine_lead_keys WHERE key_id = ANY(%s)", (lead_ids,))
+    deleted = int(cur.rowcount)
+    # Running workers drop these keys from memory when they hear this (sent at the commit).
+    for at in range(0, len(lead_ids), _NOTIFY_IDS):
+        cur.execute(_NOTIFY, (_ERASED_CHANNEL, ",".join(lead_ids[at : at + _NOTIFY_IDS])))
     # The person-index rows (keyed hashes, nothing readable) stay until the second phase
     # finishes (``finish_erasure``): the same ``erase --email`` run again after a crash
     # must still find the leads it has to finish.
-    return int(cur.rowcount)
+    return deleted
 
 
 def unfinished_erasures(cur: Cursor) -> list[tuple[str, str | None, int]]:

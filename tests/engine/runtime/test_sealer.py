@@ -11,9 +11,10 @@ import pytest
 
 from engine.flows import parse_flow
 from engine.runtime.sealer import LeadSealer
-from engine.sealing import ERASED, PREFIX, new_data_key
+from engine.sealing import ERASED, PREFIX, is_sealed, new_data_key
 from engine.state.errors import StateUnavailableError
 from engine.state.keys import LeadKeys
+from schemas.codec import EncodedSnapshot
 
 LEAD = "01JABCDEFGHJKMNPQRSTVWXYZ0"
 FLOW = parse_flow("""
@@ -40,6 +41,7 @@ class MemoryKeys:
         self.keys: dict[str, bytes | None] = {}
         self.indexed: list[tuple[str, list[str], list[str]]] = []
         self.fetches = 0
+        self.asked: list[set[str]] = []
 
     def ensure(self, flow_id: str, lead_ids: list[str]) -> dict[str, bytes | None]:
         for lead_id in lead_ids:
@@ -48,6 +50,7 @@ class MemoryKeys:
 
     def fetch(self, lead_ids: Any) -> dict[str, bytes | None]:
         self.fetches += 1
+        self.asked.append(set(lead_ids))
         return {i: self.keys.get(i) for i in lead_ids}
 
     def index_person(
@@ -124,6 +127,64 @@ def test_a_step_opens_only_what_it_reads_and_its_events_keep_the_tokens_it_came_
     assert type(same["vars"]) is dict and same["vars"] == first["vars"]
 
 
+def test_a_snapshot_passed_on_unchanged_is_written_as_the_bytes_it_came_in() -> None:
+    sealer, _ = _sealer()
+    first = sealer.seal_event(
+        {"lead_id": LEAD, "reason": None, "vars": {"lead.dob": "1984-07-21", "lead.state": "TX"}}
+    )
+    came = EncodedSnapshot(first["vars"], b"the avro bytes it was read from")
+    opened = sealer.open_snapshot(came)
+    assert opened.get("lead.state") == "TX" and opened["lead.dob"] == "1984-07-21"
+    with pytest.raises(TypeError, match="read-only"):
+        opened["lead.state"] = "CA"  # it stands for what came: a change builds a new dict
+    # A filter's failure quoting what it read: the reason sealed, the snapshot the very
+    # object that came (the codec splices its bytes in rather than encode it again).
+    out = sealer.seal_event({"lead_id": LEAD, "reason": "dob 1984-07-21 too old", "vars": opened})
+    assert out["vars"] is came
+    assert "1984" not in out["reason"]
+    # A sensitive value that came clear (declared sensitive after the lead was sealed) is
+    # sealed on the way out: that snapshot is not passed on as it came.
+    mixed = EncodedSnapshot({**first["vars"], "lead.income": 90000}, b"bytes with 90000 clear")
+    out = sealer.seal_event({"lead_id": LEAD, "reason": None, "vars": sealer.open_snapshot(mixed)})
+    assert out["vars"] is not mixed and is_sealed(out["vars"]["lead.income"])
+    assert out["vars"]["lead.dob"] == first["vars"]["lead.dob"]
+
+
+class _Record:
+    def __init__(self, lead_id: str) -> None:
+        self.lead_id = lead_id
+
+    def key(self) -> bytes:
+        return self.lead_id.encode()
+
+
+def test_a_batch_looks_its_keys_up_once_and_only_when_a_sensitive_value_is_read() -> None:
+    sealer, keys = _sealer()
+    leads = [f"01JABCDEFGHJKMNPQRSTVWXY{i:02d}" for i in range(3)]
+    events = [
+        sealer.seal_event(
+            {
+                "lead_id": lead,
+                "reason": None,
+                "vars": {"lead.dob": "1984-07-21", "lead.state": "TX"},
+            }
+        )
+        for lead in leads
+    ]
+    keys.asked.clear()
+    sealer.prefetch(cast(Any, [_Record(lead) for lead in leads]))
+    opened = [sealer.open_snapshot(event["vars"]) for event in events]
+    assert [snapshot.get("lead.state") for snapshot in opened] == ["TX"] * 3
+    passed = [
+        sealer.seal_event({"lead_id": lead, "reason": None, "vars": snapshot})
+        for lead, snapshot in zip(leads, opened, strict=True)
+    ]
+    assert keys.asked == []  # a filter on the state: no key looked up, none unwrapped
+    assert [p["vars"] for p in passed] == [e["vars"] for e in events]
+    assert [snapshot["lead.dob"] for snapshot in opened] == ["1984-07-21"] * 3
+    assert keys.asked[0] == set(leads)  # the first read looks up the whole batch's keys
+
+
 def test_a_flow_event_without_sensitive_vars_is_written_as_it_is() -> None:
     sealer, keys = _sealer()
     event = {"lead_id": LEAD, "vars": {"lead.email": "a@b.co"}, "reason": None}
@@ -148,8 +209,9 @@ def test_a_key_store_that_cannot_answer_stops_the_lead_instead_of_reading_it_unr
         raise StateUnavailableError("lead keys: fetch failed (OperationalError)")
 
     keys.fetch = down  # type: ignore[method-assign,assignment]  # the store goes down
+    opened = sealer.open_snapshot(sealed["vars"])  # nothing read yet: no key needed
     with pytest.raises(StateUnavailableError):
-        sealer.open_snapshot(sealed["vars"])
+        opened["lead.ssn"]  # read: the key is needed, and its store is down
 
 
 def test_a_body_that_is_not_a_mapping_is_sealed_whole_and_opened_back_as_it_came() -> None:

@@ -4,6 +4,7 @@ wrapped (never stored clear), gone for good once erased, refused under a wrong m
 from __future__ import annotations
 
 import base64
+import time
 
 import psycopg
 import pytest
@@ -70,3 +71,43 @@ def test_keys_wrapped_by_another_master_key_are_a_transient_error_not_a_wrong_an
             other.fetch(LEADS)
     finally:
         other.close()
+
+
+def test_a_running_process_drops_an_erased_key_from_memory_when_it_hears_the_erasure(
+    state_settings: Settings, db: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """A worker keeps keys in memory (no query per lead), yet an erasure committed by
+    another process reaches it: the erased key is dropped, the next use reads none. The
+    key's 30 s memory bound is far off: only hearing the erasure can pass this."""
+    keys = LeadKeys(state_settings, MASTER)
+    try:
+        made = keys.ensure("solar", LEADS)
+        with db.transaction(), db.cursor() as cur:
+            erase_leads(cur, [LEADS[0]])
+        answers = []
+        for _ in range(100):  # the notification arrives at its own pace: look until heard
+            answers.append(keys.fetch(LEADS))
+            if answers[-1][LEADS[0]] is None:
+                break
+            time.sleep(0.02)
+        assert answers[-1] == {LEADS[0]: None, LEADS[1]: made[LEADS[1]]}
+        assert keys.ensure("solar", LEADS)[LEADS[0]] is None  # and never made again
+    finally:
+        keys.close()
+
+
+def test_a_process_that_lost_its_connection_forgets_the_keys_it_held(
+    state_settings: Settings, db: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """While no connection listens an erasure cannot be heard: a key held from before
+    is not trusted after a reconnect."""
+    keys = LeadKeys(state_settings, MASTER)
+    try:
+        keys.ensure("solar", LEADS)
+        assert keys._conn is not None
+        keys._conn.close()  # lost: the erasure below is sent while nobody listens
+        with db.transaction(), db.cursor() as cur:
+            erase_leads(cur, [LEADS[0]])
+        assert keys.fetch(LEADS)[LEADS[0]] is None
+    finally:
+        keys.close()
