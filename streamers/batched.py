@@ -142,6 +142,10 @@ class BatchedSink:
     """Gathers each partition's records into objects and hands sealed ones out, one per
     partition per round, so a partition's objects become durable (and commit) in order."""
 
+    # One round at a time: an object found covering another range moves the consumer
+    # (a seek), which the next round's batches, cut from the old position, must not outrun.
+    rounds_in_flight = 1
+
     def __init__(
         self,
         codec: EventCodec,

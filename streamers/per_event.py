@@ -6,7 +6,6 @@ targets the same key and the create-only write answers "exists".
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -88,11 +87,8 @@ def next_offsets(messages: Iterable[Message]) -> dict[TopicPartitionKey, int]:
 
 
 def put_object(store: ObjectStore, write: ObjectWrite) -> PutResult:
-    """Create ``write``'s object, with its metadata when it has any."""
-    if write.metadata:
-        body = io.BytesIO(write.body)
-        return store.put_file_if_absent(write.key, body, write.content_type, write.metadata)
-    return store.put_if_absent(write.key, write.body, write.content_type)
+    """Create ``write``'s object, with its metadata when it has any: one PUT of its bytes."""
+    return store.put_if_absent(write.key, write.body, write.content_type, write.metadata or None)
 
 
 def put_job(write: ObjectWrite) -> Job:
@@ -105,6 +101,10 @@ def put_job(write: ObjectWrite) -> Job:
 
 class PerEventSink:
     """Turns each consumed chunk into one round: an object per event, committed together."""
+
+    # Rounds are independent (an object per event, keys of their own): several may be
+    # under way at once, the next one's PUTs overlapping the last one's slowest.
+    rounds_in_flight = 8
 
     def __init__(
         self, codec: EventCodec, prefix: str, key_layout: Layout, on_dead_letter: DeadLetterHook

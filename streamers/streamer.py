@@ -8,6 +8,12 @@ jitter, forever (lag grows, nothing is dropped or skipped); only once the whole
 round is durable are its offsets committed. A crash before the commit replays
 the records, and the replay finds the objects already there.
 
+Overlap: a sink whose rounds are independent (``per_event``) has several under way
+at once (``streamers.flights``): the next round's PUTs start while the last one's
+slowest finish and while the loop fetches and commits, so the writer threads keep
+the store as busy as a bare PUT loop of the same width would. Rounds still commit
+in the order they were read, each once it and every round before it are durable.
+
 Back-pressure: while a round is slow or failing, and while the observer says
 the destination is inactive, every assigned partition is paused and the
 consumer keeps polling: it stays in its group past ``max.poll.interval.ms``,
@@ -22,8 +28,9 @@ import dataclasses
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -43,6 +50,7 @@ from engine.runtime.kafka.metrics import WorkerMetrics
 from engine.runtime.schema_registry import reading_codec
 from engine.settings import Settings
 from streamers.batched import BatchedSink
+from streamers.flights import Flight, Result, Submit
 from streamers.observer import NullObserver, StreamerObserver
 from streamers.per_event import ObjectWrite as ObjectWrite
 from streamers.per_event import PerEventSink
@@ -56,6 +64,8 @@ log = structlog.get_logger(__name__)
 # A round that is not done by then is "slow": partitions are paused and polled.
 _FAST_ROUND_S = 1.0
 _POLL_WHILE_WAITING_S = 0.2
+# With writes under way, a fetch waits this long at most for a first record to top them up.
+_TOP_UP_WAIT_S = 0.05
 # Retries of a failing store back off up to this: an outage's end is noticed within it.
 _MAX_BACKOFF_S = 10.0
 
@@ -77,6 +87,10 @@ def consumer_group_id(flow_id: str, destination: Destination) -> str:
 
 class Sink(Protocol):
     """Turns consumed records into rounds of writes (``per_event``, ``batched``)."""
+
+    # How many of its rounds may be under way at once (``streamers.flights``): 1 where a
+    # round's outcome can move the consumer (a batched object found covering another range).
+    rounds_in_flight: int
 
     def add(self, records: list[Message]) -> None: ...
 
@@ -187,35 +201,77 @@ class Streamer:
         store: ObjectStore,
         stop: threading.Event,
     ) -> None:
+        window: deque[Flight] = deque()
+        blocked_since: float | None = None
+
+        def submit(job: Job) -> Future[Result]:
+            return pool.submit(self._attempt, job, store, stop)
+
         while not stop.is_set():
+            self._settle(consumer, window, submit)
+            if window and not self._has_room(window):
+                # Writes under way fill the window, or are failing: wait for them.
+                blocked_since = blocked_since or time.monotonic()
+                self._wait_for_writes(consumer, window, blocked_since, stop)
+                continue
+            blocked_since = None
             if not self.observer.active():
                 # Deactivated: hold the position, stay in the group, fetch nothing.
                 self._pause(consumer)
                 self._wait_polling(consumer, 1.0, stop)
                 continue
             self._resume(consumer)
-            records = self._consume(consumer, timeout=0.5)
-            started = time.monotonic()
+            self._feed(consumer, window, submit)
+        unfinished = [f for f in window if not f.durable]
+        if unfinished:
+            self._log.info(
+                "stopped mid-round, not committing",
+                rounds=len(unfinished),
+                jobs=sum(len(f.work.jobs) for f in unfinished),
+            )
+        for flight in window:
+            for done in flight.work.done:
+                done()
+
+    def _has_room(self, window: deque[Flight]) -> bool:
+        """Whether another round may start: the destination is active, no round waits for
+        a retry (a failing store gets no new writes), and the window has room - rounds, and
+        jobs enough to keep every writer busy until the next round is ready."""
+        if not self.observer.active():
+            return False
+        if any(f.failed or f.retry_at is not None for f in window):
+            return False
+        if len(window) >= self._sink.rounds_in_flight:
+            return False
+        return sum(f.unfinished() for f in window) < max(self.batch_size, 4 * self.threads)
+
+    def _feed(self, consumer: Consumer, window: deque[Flight], submit: Submit) -> None:
+        """Start the sink's next round; fetch first when it has none ready."""
+        work = self._sink.take_round(time.monotonic(), True)
+        if work is None:
+            # With writes under way, take what has arrived (waiting briefly for a first
+            # record): the writers must not wait for a batch to fill. With none, wait for
+            # a record - for a full batch where rounds go one at a time (batched objects),
+            # there a round per batch, not per record, is worth the wait.
+            timeout = _TOP_UP_WAIT_S if window else 0.5
+            fill = not window and self._sink.rounds_in_flight == 1
+            records = self._consume(consumer, timeout, fill=fill)
             self._sink.add(records)
-            while (work := self._sink.take_round(time.monotonic(), True)) is not None:
-                if not self._complete(consumer, pool, store, work, stop):
-                    self._log.info("stopped mid-round, not committing", jobs=len(work.jobs))
-                    for done in work.done:
-                        done()
-                    return
-            self._report(records, started, consumer)
+            self._report(records, consumer)
+            work = self._sink.take_round(time.monotonic(), True)
+        if work is not None:
+            window.append(Flight.start(work, submit))
 
     # -- consuming ---------------------------------------------------------------------
 
-    def _consume(self, consumer: Consumer, timeout: float) -> list[Message]:
-        """Up to a batch of records, waiting up to ``timeout`` for a full one (a round of
-        objects per batch, not per record); a fatal consume error raises (the kit's fetch)."""
-        return fetch(consumer, self.batch_size, timeout, self._consume_errors, fill=True)
+    def _consume(self, consumer: Consumer, timeout: float, *, fill: bool = True) -> list[Message]:
+        """Up to a batch of records, waiting up to ``timeout`` for a full one (``fill``) or
+        for the first; a fatal consume error raises (the kit's fetch)."""
+        return fetch(consumer, self.batch_size, timeout, self._consume_errors, fill=fill)
 
-    def _report(self, records: list[Message], started: float, consumer: Consumer) -> None:
-        """The records handed to the sink (and the rounds they completed) to the metrics."""
+    def _report(self, records: list[Message], consumer: Consumer) -> None:
+        """The records handed to the sink to the metrics."""
         if records:
-            self.metrics.batch(len(records), time.monotonic() - started)
             per_topic: dict[str, int] = {}
             for msg in records:
                 topic = msg.topic() or ""
@@ -261,53 +317,61 @@ class Streamer:
 
     # -- writing -------------------------------------------------------------------------
 
-    def _complete(
+    def _settle(self, consumer: Consumer, window: deque[Flight], submit: Submit) -> None:
+        """Take in the attempts that ended, start the retries that are due, and commit the
+        rounds at the front of the window that are durable in full (in the order read)."""
+        now = time.monotonic()
+        for flight in window:
+            if flight.collect() and flight.failed:
+                flight.attempt += 1
+                self.stats.failed_attempts += len(flight.failed)
+                for error in flight.errors:
+                    self.observer.failed(error)
+                delay = backoff_delay(flight.attempt, cap_s=_MAX_BACKOFF_S)
+                self._log.warning(
+                    "writes failed, retrying",
+                    failed=len(flight.failed),
+                    of=len(flight.failed) + len(flight.outcomes),
+                    attempt=flight.attempt,
+                    retry_in_s=round(delay, 2),
+                    error=str(flight.errors[0]),
+                )
+                flight.retry_at = now + delay
+            elif flight.retry_at is not None and now >= flight.retry_at:
+                flight.retry(submit)
+        durable: list[Flight] = []
+        while window and window[0].durable:
+            durable.append(window.popleft())
+        if durable:
+            self._apply(consumer, durable)
+
+    def _wait_for_writes(
         self,
         consumer: Consumer,
-        pool: ThreadPoolExecutor,
-        store: ObjectStore,
-        work: Round,
+        window: deque[Flight],
+        blocked_since: float,
         stop: threading.Event,
-    ) -> bool:
-        """Run the round's jobs until all are durable, then commit and apply its seeks.
-        False if ``stop`` came first (nothing of the round is committed)."""
-        pending, outcomes, attempt = work.jobs, list[Outcome](), 0
-        while pending:
-            futures = [pool.submit(self._attempt, job, store, stop) for job in pending]
-            if not self._await(consumer, futures, stop):
-                return False
-            failed: list[Job] = []
-            errors: list[DestinationError] = []
-            for job, future in zip(pending, futures, strict=True):
-                result = future.result()
-                if result is None:
-                    return False
-                if isinstance(result, DestinationError):
-                    failed.append(job)
-                    errors.append(result)
-                else:
-                    outcomes.append(result)
-            if not failed:
-                break
-            attempt += 1
-            self.stats.failed_attempts += len(failed)
-            for error in errors:
-                self.observer.failed(error)
-            delay = backoff_delay(attempt, cap_s=_MAX_BACKOFF_S)
-            self._log.warning(
-                "writes failed, retrying",
-                failed=len(failed),
-                of=len(pending),
-                attempt=attempt,
-                retry_in_s=round(delay, 2),
-                error=str(errors[0]),
-            )
-            self._pause(consumer)
-            if not self._wait_polling(consumer, delay, stop):
-                return False
-            pending = failed
-        self._apply(consumer, work, outcomes)
-        return True
+    ) -> None:
+        """Wait a little for the oldest round's writes (or its retry). A store that is slow
+        (past ``_FAST_ROUND_S``) or failing: the consumer is paused and polled, so it stays
+        in its group without fetching more."""
+        front = window[0]
+        running = front.running()
+        retries = [f.retry_at for f in window if f.retry_at is not None]
+        timeout = _POLL_WHILE_WAITING_S
+        if retries:
+            timeout = max(0.0, min(timeout, min(retries) - time.monotonic()))
+        slow = time.monotonic() - blocked_since >= _FAST_ROUND_S
+        if running and not slow and not retries:
+            wait(running, timeout=timeout)
+            return
+        self._pause(consumer)
+        if running:
+            self._poll_paused(consumer, 0)
+            if not stop.is_set():
+                wait(running, timeout=timeout)
+        else:
+            self._poll_paused(consumer, timeout)
 
     def _attempt(
         self, job: Job, store: ObjectStore, stop: threading.Event
@@ -319,30 +383,24 @@ class Streamer:
         except DestinationError as exc:
             return exc
 
-    def _await(self, consumer: Consumer, futures: list[Future[Any]], stop: threading.Event) -> bool:
-        _, running = wait(futures, timeout=_FAST_ROUND_S, return_when=FIRST_EXCEPTION)
-        while running:
-            # A slow store: keep the consumer in its group without fetching more.
-            self._pause(consumer)
-            self._poll_paused(consumer, 0)
-            if stop.is_set():
-                return False
-            _, running = wait(running, timeout=_POLL_WHILE_WAITING_S)
-        return True
-
-    def _apply(self, consumer: Consumer, work: Round, outcomes: list[Outcome]) -> None:
-        commit = dict(work.commit)
+    def _apply(self, consumer: Consumer, flights: list[Flight]) -> None:
+        commit: dict[TopicPartitionKey, int] = {}
         seeks: dict[TopicPartitionKey, int] = {}
-        for outcome in outcomes:
-            for written in outcome.written:
-                if written.created:
-                    self.stats.created += 1
-                else:
-                    self.stats.existed += 1
-                self.observer.written(written.key, written.size, written.created)
-            self.metrics.records_out(self.destination.key, len(outcome.written))
-            merge_offsets(commit, outcome.commit)
-            seeks.update(outcome.seek)
+        now = time.monotonic()
+        for flight in flights:
+            merge_offsets(commit, flight.work.commit)
+            for outcome in flight.outcomes:
+                for written in outcome.written:
+                    if written.created:
+                        self.stats.created += 1
+                    else:
+                        self.stats.existed += 1
+                    self.observer.written(written.key, written.size, written.created)
+                self.metrics.records_out(self.destination.key, len(outcome.written))
+                merge_offsets(commit, outcome.commit)
+                seeks.update(outcome.seek)
+            # A round's objects, from its start until all were durable (its commit apart).
+            self.metrics.batch(flight.objects(), now - flight.started)
         assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
         self._commit(consumer, {tp: o for tp, o in commit.items() if tp in assigned})
         for (topic, partition), offset in seeks.items():
@@ -359,8 +417,9 @@ class Streamer:
                 partition=partition,
                 offset=offset,
             )
-        for done in work.done:
-            done()
+        for flight in flights:
+            for done in flight.work.done:
+                done()
 
     def _commit(self, consumer: Consumer, offsets: dict[TopicPartitionKey, int]) -> None:
         if not offsets and not self._uncommitted:

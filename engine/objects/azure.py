@@ -58,8 +58,15 @@ class AzureBlobStore:
         kind = ObjectNotFoundError if missing_blob else DestinationError
         return kind(self._name, redact(cause, *self._secrets))
 
-    def put_if_absent(self, key: str, body: bytes, content_type: str) -> PutResult:
-        return self._create(key, body, content_type)
+    def put_if_absent(
+        self,
+        key: str,
+        body: bytes,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> PutResult:
+        extra = {"metadata": dict(metadata)} if metadata else {}
+        return self._create(key, body, content_type, **extra)
 
     def put_file_if_absent(
         self, key: str, file: IO[bytes], content_type: str, metadata: Mapping[str, str]

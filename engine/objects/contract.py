@@ -26,7 +26,17 @@ class ObjectStore(Protocol):
         """The destination's name for logs and errors (no credentials)."""
         ...
 
-    def put_if_absent(self, key: str, body: bytes, content_type: str) -> PutResult: ...
+    def put_if_absent(
+        self,
+        key: str,
+        body: bytes,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> PutResult:
+        """Create ``key`` holding ``body`` (with ``metadata``, names as for
+        ``put_file_if_absent``), unless it exists. One request from bytes in memory: a
+        per-event object pays nothing a bare PUT of the same bytes does not."""
+        ...
 
     def put_file_if_absent(
         self, key: str, file: IO[bytes], content_type: str, metadata: Mapping[str, str]

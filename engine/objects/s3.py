@@ -45,6 +45,12 @@ def _code_and_status(exc: ClientError) -> tuple[str, int | None]:
     return code, status
 
 
+def _headers(metadata: Mapping[str, str]) -> dict[str, str]:
+    # S3 user metadata travels as x-amz-meta-* headers: dashes, not underscores
+    # (proxies may drop header names with underscores).
+    return {name.replace("_", "-"): value for name, value in metadata.items()}
+
+
 class S3Store:
     """One S3 bucket (or an S3-compatible server's), shared by all writer threads;
     boto3 clients are thread-safe."""
@@ -67,21 +73,26 @@ class S3Store:
             return kind(self._name, redact(cause, self._secret))
         return DestinationError(self._name, redact(f"{type(exc).__name__}: {exc}", self._secret))
 
-    def put_if_absent(self, key: str, body: bytes, content_type: str) -> PutResult:
-        return self._create(key, content_type, lambda: body)
+    def put_if_absent(
+        self,
+        key: str,
+        body: bytes,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> PutResult:
+        # Bytes, never a file object: botocore sends every file-like body with
+        # "Expect: 100-continue" and waits for the server's go-ahead before the body,
+        # a round trip per object that a per-event stream would pay on every event.
+        return self._create(key, content_type, lambda: body, _headers(metadata or {}))
 
     def put_file_if_absent(
         self, key: str, file: IO[bytes], content_type: str, metadata: Mapping[str, str]
     ) -> PutResult:
-        # S3 user metadata travels as x-amz-meta-* headers: dashes, not underscores
-        # (proxies may drop header names with underscores).
-        headers = {name.replace("_", "-"): value for name, value in metadata.items()}
-
         def rewound() -> IO[bytes]:
             file.seek(0)  # each attempt sends the whole file
             return file
 
-        return self._create(key, content_type, rewound, headers)
+        return self._create(key, content_type, rewound, _headers(metadata))
 
     def _create(
         self,

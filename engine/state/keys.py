@@ -306,6 +306,57 @@ def find_person(cur: Cursor, master: MasterKey, kind: str, value: str) -> list[s
     return [str(r[0]) for r in rows]
 
 
+# A reader's search (the UI's search box): the person's leads through the keyed hash, never
+# an erased one (its index rows stay until the erasure's second phase finishes).
+_SEARCH_PERSON = """
+SELECT i.lead_id FROM engine_person_index i
+WHERE i.kind = %(kind)s AND i.digest = %(digest)s
+  AND (%(flow)s::text IS NULL OR i.flow_id = %(flow)s)
+  AND NOT EXISTS (SELECT 1 FROM engine_erased_leads e WHERE e.lead_id = i.lead_id)
+ORDER BY i.lead_id DESC LIMIT %(cap)s
+"""
+
+
+def _reader_rows(conn: psycopg.Connection[Any], query: str, params: Any) -> list[str]:
+    """The first column of ``query``'s rows, in a savepoint of the reader's connection; none
+    where the state tables were never made (a schema that has only ever been projected into:
+    nothing in it was sealed or erased). Other driver errors: ``StateUnavailableError``."""
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            return [str(r[0]) for r in cur.execute(query, params).fetchall()]
+    except psycopg.errors.UndefinedTable:
+        return []
+    except psycopg.Error as exc:
+        raise StateUnavailableError(f"person index not readable: {type(exc).__name__}") from exc
+
+
+def search_person(
+    conn: psycopg.Connection[Any], kind: str, value: str, flow_id: str | None, limit: int
+) -> list[str]:
+    """A reader's lookup of the leads recorded under an email or phone (``kind``), newest
+    first: how a lead whose values are sealed is found, since its rows hold only ciphertext.
+    The value is hashed here with the master key from the environment and never leaves this
+    process; erased leads are left out. None found without a master key (nothing sealed can
+    be found, or read, without one) or for a malformed value."""
+    try:
+        master = master_key_from_env()
+    except ConfigError:
+        return []  # a reader with a broken key setting reads sealed values as [unreadable]
+    digest = None if master is None else person_digest(master, kind, value)
+    if digest is None:
+        return []
+    params = {"kind": kind, "digest": digest, "flow": flow_id, "cap": limit}
+    return _reader_rows(conn, _SEARCH_PERSON, params)
+
+
+def erased_among(conn: psycopg.Connection[Any], lead_ids: list[str]) -> set[str]:
+    """Which of ``lead_ids`` are erased (a tombstone), for a reader that must not find them."""
+    if not lead_ids:
+        return set()
+    query = "SELECT lead_id FROM engine_erased_leads WHERE lead_id = ANY(%s)"
+    return set(_reader_rows(conn, query, (lead_ids,)))
+
+
 def known_leads(cur: Cursor, lead_ids: list[str]) -> list[str]:
     """Which of ``lead_ids`` the engine knows: a key, a person-index row or a tombstone."""
     rows = cur.execute(
@@ -364,10 +415,12 @@ __all__ = [
     "LeadKeys",
     "SealingError",
     "erase_leads",
+    "erased_among",
     "find_person",
     "finish_erasure",
     "known_leads",
     "read_wrapped",
     "reveal_sealed",
+    "search_person",
     "unfinished_erasures",
 ]

@@ -6,7 +6,8 @@ lead, ``events (flow_id, type, ts, id)`` for browsing a flow by event type (time
 migration 005: a rare type reads its own entries, not every event back to a page's
 worth of it), ``events (flow_id, id)`` to list flows. Email and phone search
 read ``source.accepted`` snapshots (where the values are normalised) on the
-partial indexes of timeline migration 004.
+partial indexes of timeline migration 004, and the person index's keyed hashes for
+leads whose flow seals them (``engine.state.keys.search_person``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from engine.ids import id_timestamp_ms, is_valid_id
+from engine.state.errors import StateUnavailableError
+from engine.state.keys import erased_among, search_person
+from projectors.errors import StoreUnavailableError
 from projectors.params import iso_utc
 from projectors.store import Connection, translate_errors
 
@@ -78,33 +82,50 @@ def classify(q: str) -> tuple[str, str]:
 
 
 def find_leads(conn: Connection, q: str, flow_id: str | None = None) -> list[dict[str, Any]]:
-    """Leads by id, email or phone (exact, normalised), newest first, at most ``MAX_FOUND``."""
+    """Leads by id, email or phone (exact, normalised), newest first, at most ``MAX_FOUND``.
+
+    An email or phone is looked for twice: in the clear snapshots, and through the person
+    index's keyed hash (``engine.state.keys.search_person``), which is the only way to find
+    a lead whose flow seals that field (its rows hold ciphertext). Erased leads are found by
+    neither: their index rows may outlive the key for a moment, and a flow that does not
+    seal keeps the clear values until the erasure overwrites them. By id a lead is always
+    found, erased or not (its page shows ``[erased]``)."""
     kind, value = classify(q)
     if kind == "unknown":
         return []
-    if kind == "lead_id":
-        ids = sql.SQL("SELECT %(v)s::text AS lead_id").format()
-    else:
-        # The expressions of the timeline's partial indexes (004_lead_identity_indexes.sql).
-        matches = sql.SQL(
-            "snapshot #>> '{vars,lead.email}' = %(v)s"
-            if kind == "email"
-            else "ARRAY["
-            + ", ".join(f"snapshot #>> '{{vars,{f}}}'" for f in _PHONE_FIELDS)
-            + "] @> ARRAY[%(v)s::text]"
-        )
-        ids = sql.SQL(
-            "SELECT DISTINCT lead_id FROM events WHERE type = 'source.accepted'"
-            " AND ({}) AND (%(flow)s::text IS NULL OR flow_id = %(flow)s) LIMIT %(cap)s"
-        ).format(matches)
+    found = [value] if kind == "lead_id" else _person_leads(conn, kind, value, flow_id)
     query = sql.SQL(
         "SELECT l.lead_id, l.flow_id, l.status, l.last_event_type, l.submitted_at, l.updated_at,"
         " l.completed, l.cost, l.revenue, {identity}"
-        " FROM ({ids}) found JOIN leads l USING (lead_id)"
+        " FROM unnest(%(ids)s::text[]) AS found(lead_id) JOIN leads l USING (lead_id)"
         " LEFT JOIN events e ON e.id = l.last_event_id"
         " ORDER BY l.submitted_at DESC, l.lead_id LIMIT %(cap)s"
-    ).format(identity=sql.SQL(_IDENTITY), ids=ids)
-    return _rows(conn, query, {"v": value, "flow": flow_id, "cap": MAX_FOUND})
+    ).format(identity=sql.SQL(_IDENTITY))
+    return _rows(conn, query, {"ids": found, "cap": MAX_FOUND})
+
+
+def _person_leads(conn: Connection, kind: str, value: str, flow_id: str | None) -> list[str]:
+    """The ids of the leads of an email or phone: clear snapshots, then the keyed hash."""
+    # The expressions of the timeline's partial indexes (004_lead_identity_indexes.sql).
+    matches = sql.SQL(
+        "snapshot #>> '{vars,lead.email}' = %(v)s"
+        if kind == "email"
+        else "ARRAY["
+        + ", ".join(f"snapshot #>> '{{vars,{f}}}'" for f in _PHONE_FIELDS)
+        + "] @> ARRAY[%(v)s::text]"
+    )
+    clear = sql.SQL(
+        "SELECT DISTINCT lead_id FROM events WHERE type = 'source.accepted'"
+        " AND ({}) AND (%(flow)s::text IS NULL OR flow_id = %(flow)s) LIMIT %(cap)s"
+    ).format(matches)
+    rows = _rows(conn, clear, {"v": value, "flow": flow_id, "cap": MAX_FOUND})
+    in_clear = [str(r["lead_id"]) for r in rows]
+    try:
+        sealed = search_person(conn, kind, value, flow_id, MAX_FOUND)
+        erased = erased_among(conn, in_clear)
+    except StateUnavailableError as exc:  # the route's 503, as for the timeline's own reads
+        raise StoreUnavailableError(str(exc)) from exc
+    return [i for i in in_clear if i not in erased] + [i for i in sealed if i not in in_clear]
 
 
 def browse_leads(conn: Connection, f: LeadFilter) -> list[dict[str, Any]]:

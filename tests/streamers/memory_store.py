@@ -23,11 +23,19 @@ class MemoryStore:
         if self.failing:
             raise DestinationError(self.name, "down")
 
-    def put_if_absent(self, key: str, body: bytes, content_type: str) -> PutResult:
+    def put_if_absent(
+        self,
+        key: str,
+        body: bytes,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> PutResult:
         self._check()
         if key in self.objects:
             return "exists"
         self.objects[key] = body
+        if metadata:
+            self.meta[key] = dict(metadata)
         return "created"
 
     def put_file_if_absent(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -69,9 +69,15 @@ class RecordingStore:
     def name(self) -> str:
         return self.store.name
 
-    def put_if_absent(self, key: str, body: bytes, content_type: str) -> PutResult:
+    def put_if_absent(
+        self,
+        key: str,
+        body: bytes,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> PutResult:
         self.calls.append(("put", key))
-        return self.store.put_if_absent(key, body, content_type)
+        return self.store.put_if_absent(key, body, content_type, metadata)
 
     def get(self, key: str) -> bytes:
         self.calls.append(("get", key))

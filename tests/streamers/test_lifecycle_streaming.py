@@ -37,10 +37,16 @@ class OutageStore:
         self.store = store
         self.down = threading.Event()
 
-    def put_if_absent(self, key: str, body: bytes, content_type: str) -> PutResult:
+    def put_if_absent(
+        self,
+        key: str,
+        body: bytes,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> PutResult:
         if self.down.is_set():
             raise DestinationError(self.store.name, "ServiceUnavailable (HTTP 503) on PutObject")
-        return self.store.put_if_absent(key, body, content_type)
+        return self.store.put_if_absent(key, body, content_type, metadata)
 
     def put_file_if_absent(
         self, key: str, file: IO[bytes], content_type: str, metadata: Mapping[str, str]

@@ -94,6 +94,16 @@ class ObjectStoreContract(ABC):
         assert sorted(results) == ["created"] + ["exists"] * 7
         assert store.get(key) in {f"{n}".encode() for n in range(8)}
 
+    def test_bytes_are_created_once_with_their_metadata(
+        self, store: ObjectStore, unique_id: str
+    ) -> None:
+        key = f"{unique_id}/lead/with-position.json"
+        position = {"leadflow_topic": "t", "leadflow_partition": "2", "leadflow_offset": "9"}
+        assert store.put_if_absent(key, b"{}", "application/json", position) == "created"
+        assert store.put_if_absent(key, b"[]", "application/json", {}) == "exists"
+        assert store.get(key) == b"{}"
+        assert store.metadata(key) == position
+
     def test_a_file_is_created_once_with_its_metadata_then_reports_exists(
         self, store: ObjectStore, unique_id: str
     ) -> None:

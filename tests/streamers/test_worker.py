@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -13,7 +14,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from engine.destinations import Destination
 from engine.flows import Flow
-from engine.objects.contract import ObjectStore, directory
+from engine.objects.contract import ObjectStore, PutResult, directory
 from engine.objects.destination import open_store
 from engine.objects.errors import DestinationError
 from engine.settings import Settings
@@ -24,6 +25,7 @@ from streamers.observer import NullObserver
 from streamers.per_event import BINARY, JSON, object_for_record
 from streamers.streamer import Streamer, consumer_group_id, events_pattern, run_streamers
 from tests.factories import make_lead_events
+from tests.streamers.memory_store import MemoryStore
 from tests.streamers.support import (
     SETTLE_S,
     all_committed,
@@ -250,3 +252,55 @@ def test_a_failing_destination_holds_back_nothing_skips_nothing_and_catches_up(
         service.delete_container(container)
         service.close()
     assert event_keys(stores["s3"], prefix) == sorted(expected)
+
+
+class GatedStore(MemoryStore):
+    """Holds its first write until ``release`` is set: a round whose slowest PUT hangs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self._first = threading.Lock()
+
+    def put_if_absent(
+        self,
+        key: str,
+        body: bytes,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> PutResult:
+        if self._first.acquire(blocking=False):
+            assert self.release.wait(60), "the test never released the first write"
+        return super().put_if_absent(key, body, content_type, metadata)
+
+
+@pytest.mark.stack
+def test_rounds_overlap_a_slow_write_but_commit_only_in_the_order_read(
+    stack: Settings, unique_id: str
+) -> None:
+    prefix = f"streamer-tests/{unique_id}"
+    flow = streaming_flow(stack, unique_id, prefix)
+    destination = flow.destinations[0]
+    group = consumer_group_id(flow.id, destination)
+    topics = create_topics(stack, flow)
+    events = make_events(unique_id, leads=8)  # 40 events, rounds of at most 10
+    produce_events(stack, flow.id, events)
+    store = GatedStore()
+    streamer = Streamer(stack, flow, destination, store=store, batch_size=10)
+    stop = threading.Event()
+    thread = threading.Thread(target=streamer.run, args=(stop,))
+    thread.start()
+    try:
+        # The first round waits on one write; the rounds read after it are written
+        # meanwhile (more objects than one round holds), and none of them is committed.
+        wait_until(lambda: len(store.objects) >= 15, 60, "later rounds written meanwhile")
+        assert set(offsets(stack, flow, topics)[group].values()) == {0}
+        store.release.set()
+        only = flow.model_copy(update={"destinations": [destination]})
+        wait_until(lambda: all_committed(stack, only, topics), 60, "every round committed")
+    finally:
+        store.release.set()
+        stop.set()
+        thread.join(30)
+    assert sorted(store.objects) == sorted(expected_objects(prefix, events))
+    assert streamer.stats.created == len(events) and streamer.stats.existed == 0

@@ -12,7 +12,7 @@ import pytest
 from engine.sealing import MasterKey, new_master_key_text
 from engine.settings import Settings
 from engine.state.errors import StateUnavailableError
-from engine.state.keys import LeadKeys, erase_leads
+from engine.state.keys import LeadKeys, erase_leads, erased_among, search_person
 
 pytestmark = pytest.mark.stack
 
@@ -111,3 +111,45 @@ def test_a_process_that_lost_its_connection_forgets_the_keys_it_held(
         assert keys.fetch(LEADS)[LEADS[0]] is None
     finally:
         keys.close()
+
+
+def test_a_reader_finds_a_person_by_keyed_hash_never_once_erased(
+    state_settings: Settings,
+    db: psycopg.Connection[tuple[object, ...]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LEADFLOW_MASTER_KEY", base64.b64encode(MASTER.secret).decode())
+    monkeypatch.delenv("LEADFLOW_MASTER_KEY_FILE", raising=False)
+    keys = LeadKeys(state_settings, MASTER)
+    try:
+        keys.index_person("solar", LEADS[0], ["Ada@Example.com"], ["(512) 555-0123"])
+        keys.index_person("roof", LEADS[1], ["ada@example.com "], [])
+    finally:
+        keys.close()
+    assert search_person(db, "email", "ADA@example.com", None, 10) == LEADS[::-1]
+    assert search_person(db, "phone", "+1 512 555 0123", None, 10) == [LEADS[0]]
+    assert search_person(db, "email", "ada@example.com", "roof", 10) == [LEADS[1]]
+    assert search_person(db, "email", "ada@example.com", None, 1) == [LEADS[1]]
+    assert search_person(db, "phone", "555-0123", None, 10) == []  # not a phone: no hash
+    with db.transaction(), db.cursor() as cur:
+        erase_leads(cur, [LEADS[1]])  # the index rows stay until the second phase
+    assert search_person(db, "email", "ada@example.com", None, 10) == [LEADS[0]]
+    assert erased_among(db, LEADS) == {LEADS[1]}
+    # Another master key hashes to other digests; none at all finds nothing.
+    monkeypatch.setenv("LEADFLOW_MASTER_KEY", new_master_key_text())
+    assert search_person(db, "email", "ada@example.com", None, 10) == []
+    monkeypatch.delenv("LEADFLOW_MASTER_KEY")
+    assert search_person(db, "email", "ada@example.com", None, 10) == []
+
+
+def test_a_schema_without_state_tables_has_nobody_to_find(
+    state_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEADFLOW_MASTER_KEY", new_master_key_text())
+    url = state_settings.database_url.get_secret_value()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {state_settings.db_schema}")
+        conn.execute(f"SET search_path TO {state_settings.db_schema}")
+        assert search_person(conn, "email", "ada@example.com", None, 10) == []
+        assert erased_among(conn, LEADS) == set()
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the savepoint left it usable
