@@ -18,6 +18,7 @@ schema: the field that broke is named).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import threading
@@ -168,8 +169,11 @@ class SchemaRegistry:
 
 @cache
 def registry_for(url: str) -> SchemaRegistry:
-    """One client per registry per process: its caches are shared by every codec."""
-    return SchemaRegistry(url)
+    """One client per registry per process: its caches are shared by every codec. Its
+    connections are closed at exit (left to the garbage collector, each is a warning)."""
+    registry = SchemaRegistry(url)
+    atexit.register(registry.close)
+    return registry
 
 
 def register_until_up(

@@ -27,6 +27,7 @@ from engine.api.app import create_app
 from engine.ids import id_timestamp_ms, is_valid_id
 from engine.retention import partition_of
 from engine.settings import Settings
+from engine.state.postgres import migrate_state
 from engine.ui import dashboard
 from projectors.generations import current, migrate
 from projectors.store import connect
@@ -113,6 +114,8 @@ def big_settings(stack: Settings, _ui_env: None) -> Iterator[Settings]:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     try:
+        # The API reads the engine's state too (a sealed lead's erasure marker).
+        migrate_state(settings)
         with connect(settings) as conn:
             migrate(conn, schema)
             timeline = current(conn, schema, "timeline", "active")
