@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from engine.access.guard import STATS, StatsReader, check_flow
+from engine.access.guard import STATS
 from engine.web.responses import answers, as_text, guarded
-from projectors.api import Conn, Id
+from projectors.api import Id
 from projectors.insights import (
     buyer_behaviour,
     buyer_hours,
@@ -26,8 +26,8 @@ from projectors.insights import (
     source_performance,
     step_performance,
 )
-from projectors.params import Range, StrictQuery, query_error
-from projectors.stats_api import Format, respond, time_zones
+from projectors.params import StrictQuery, query_error
+from projectors.stats_api import FlowTable, time_zones
 
 router = APIRouter(
     tags=["stats"],
@@ -39,96 +39,61 @@ _JSON_OR_CSV = as_text("Rows as JSON, or as CSV with format=csv", "text/csv")
 
 @router.get("/flows/{flow_id}/insights/steps", responses=_JSON_OR_CSV)
 def get_step_performance(
-    flow_id: str,
-    request: Request,
-    conn: Conn,
-    reader: StatsReader,
-    when: Range,
+    ask: FlowTable,
     interval: Annotated[
         Literal["hour"] | None, Query(description="hour: a row per step and UTC hour")
     ] = None,
-    format: Format = None,
 ) -> Response:
     """Per step (and hour): decisions, outcomes with percentages, duration mean/p50/p95/max."""
-    check_flow(reader, flow_id)
-    table = step_performance(conn, flow_id, when, per_hour=interval == "hour")
-    return respond(table, request, format, reader, conn)
+    return ask.answer(
+        step_performance(ask.conn, ask.flow_id, ask.when, per_hour=interval == "hour")
+    )
 
 
 @router.get("/flows/{flow_id}/insights/rejections", responses=_JSON_OR_CSV)
 def get_rejections(
-    flow_id: str,
-    request: Request,
-    conn: Conn,
-    reader: StatsReader,
-    when: Range,
+    ask: FlowTable,
     source_id: Id = None,
     step_id: Id = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    format: Format = None,
 ) -> Response:
     """Reasons by source and step, most frequent first, with their percentages."""
-    check_flow(reader, flow_id)
-    table = rejections(conn, flow_id, when, source_id, step_id, limit)
-    return respond(table, request, format, reader, conn)
+    table = rejections(ask.conn, ask.flow_id, ask.when, source_id, step_id, limit)
+    return ask.answer(table)
 
 
 @router.get("/flows/{flow_id}/insights/enhancements", responses=_JSON_OR_CSV)
 def get_enhancement_value(
-    flow_id: str,
-    request: Request,
-    conn: Conn,
-    reader: StatsReader,
-    when: Range,
-    format: Format = None,
+    ask: FlowTable,
 ) -> Response:
     """Per enhancement: delivery rate with and without it, its cost, the revenue difference."""
-    check_flow(reader, flow_id)
-    return respond(enhancement_value(conn, flow_id, when), request, format, reader, conn)
+    return ask.answer(enhancement_value(ask.conn, ask.flow_id, ask.when))
 
 
 @router.get("/flows/{flow_id}/insights/sources", responses=_JSON_OR_CSV)
 def get_source_performance(
-    flow_id: str,
-    request: Request,
-    conn: Conn,
-    reader: StatsReader,
-    when: Range,
-    format: Format = None,
+    ask: FlowTable,
 ) -> Response:
     """Per source: submitted, acceptance, enhancement cost, delivery rate, revenue, profit."""
-    check_flow(reader, flow_id)
-    return respond(source_performance(conn, flow_id, when), request, format, reader, conn)
+    return ask.answer(source_performance(ask.conn, ask.flow_id, ask.when))
 
 
 @router.get("/flows/{flow_id}/insights/buyers", responses=_JSON_OR_CSV)
 def get_buyer_behaviour(
-    flow_id: str,
-    request: Request,
-    conn: Conn,
-    reader: StatsReader,
-    when: Range,
-    format: Format = None,
+    ask: FlowTable,
 ) -> Response:
     """Per buyer: acceptance, response time mean/p95, revenue per lead, returns, conversions."""
-    check_flow(reader, flow_id)
-    return respond(buyer_behaviour(conn, flow_id, when), request, format, reader, conn)
+    return ask.answer(buyer_behaviour(ask.conn, ask.flow_id, ask.when))
 
 
 @router.get("/flows/{flow_id}/insights/buyer-hours", responses=_JSON_OR_CSV)
 def get_buyer_hours(
-    flow_id: str,
-    request: Request,
-    conn: Conn,
-    reader: StatsReader,
-    when: Range,
+    ask: FlowTable,
     timezone: Annotated[
         str, Query(max_length=64, description="IANA name the hours of the day are in")
     ] = "UTC",
-    format: Format = None,
 ) -> Response:
     """Per buyer and hour of the day: answers and acceptance rate."""
-    check_flow(reader, flow_id)
     if timezone not in time_zones():
         raise query_error("timezone", f"Unknown time zone {timezone!r}; use an IANA name", timezone)
-    return respond(buyer_hours(conn, flow_id, when, timezone), request, format, reader, conn)
+    return ask.answer(buyer_hours(ask.conn, ask.flow_id, ask.when, timezone))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import zoneinfo
+from dataclasses import dataclass
 from datetime import date
 from functools import cache
 from typing import Annotated, Any, Literal, get_args
@@ -34,7 +35,7 @@ from engine.state.keys import reveal_sealed
 from engine.web.responses import answers, as_text, guarded
 from projectors.api import Conn, Id
 from projectors.daily import DailyGroup, daily_counts
-from projectors.params import Range, StrictQuery, query_error, span_problem
+from projectors.params import Range, StrictQuery, TimeRange, query_error, span_problem
 from projectors.selection import EventType, iso_only, range_problem
 from projectors.stats import (
     GroupBy,
@@ -48,6 +49,7 @@ from projectors.stats import (
     source_analytics,
     step_analytics,
 )
+from projectors.store import Connection
 
 router = APIRouter(
     tags=["stats"],
@@ -100,6 +102,38 @@ def respond(
     writer.writerow(table.columns)
     writer.writerows([neutralise(row[c]) for c in table.columns] for row in rows)
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRead:
+    """One flow's table over a time range, as a route is asked for it: the flow is checked
+    against the reader's scope before any query runs (the route cannot forget it), and
+    ``answer`` shapes the rows as the caller asked (JSON or CSV, masked for the reader)."""
+
+    flow_id: str
+    conn: Connection
+    when: TimeRange
+    request: Request
+    reader: Principal
+    format: str | None
+
+    def answer(self, table: Table) -> Response:
+        return respond(table, self.request, self.format, self.reader, self.conn)
+
+
+def _flow_read(
+    flow_id: str,
+    request: Request,
+    conn: Conn,
+    reader: StatsReader,
+    when: Range,
+    format: Format = None,
+) -> FlowRead:
+    check_flow(reader, flow_id)
+    return FlowRead(flow_id, conn, when, request, reader, format)
+
+
+FlowTable = Annotated[FlowRead, Depends(_flow_read)]
 
 
 def _group_by(values: list[str]) -> tuple[GroupBy, ...]:
@@ -157,62 +191,38 @@ def get_event_stats(
 
 @router.get("/flows/{flow_id}/analytics/steps", responses=_JSON_OR_CSV)
 def get_step_analytics(
-    flow_id: str,
-    request: Request,
-    conn: Conn,
-    reader: StatsReader,
-    when: Range,
-    format: Format = None,
+    ask: FlowTable,
 ) -> Response:
     """Per step: count, success/failure/error rates, duration (``ms``) p50/p95/max."""
-    check_flow(reader, flow_id)
-    return respond(step_analytics(conn, flow_id, when), request, format, reader, conn)
+    return ask.answer(step_analytics(ask.conn, ask.flow_id, ask.when))
 
 
 @router.get("/flows/{flow_id}/analytics/reasons", responses=_JSON_OR_CSV)
 def get_reason_analytics(
-    flow_id: str,
-    request: Request,
-    conn: Conn,
-    reader: StatsReader,
-    when: Range,
+    ask: FlowTable,
     step_id: Id = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    format: Format = None,
 ) -> Response:
     """Failure and error reasons, most frequent first, with their share of all of them."""
-    check_flow(reader, flow_id)
-    table = reason_analytics(conn, flow_id, when, step_id, limit)
-    return respond(table, request, format, reader, conn)
+    table = reason_analytics(ask.conn, ask.flow_id, ask.when, step_id, limit)
+    return ask.answer(table)
 
 
 @router.get("/flows/{flow_id}/analytics/sources", responses=_JSON_OR_CSV)
 def get_source_analytics(
-    flow_id: str,
-    request: Request,
-    conn: Conn,
-    reader: StatsReader,
-    when: Range,
-    format: Format = None,
+    ask: FlowTable,
 ) -> Response:
     """Per source, over the leads it submitted in the range: submitted, accepted, delivered,
     cost, revenue, profit."""
-    check_flow(reader, flow_id)
-    return respond(source_analytics(conn, flow_id, when), request, format, reader, conn)
+    return ask.answer(source_analytics(ask.conn, ask.flow_id, ask.when))
 
 
 @router.get("/flows/{flow_id}/analytics/recipients", responses=_JSON_OR_CSV)
 def get_recipient_analytics(
-    flow_id: str,
-    request: Request,
-    conn: Conn,
-    reader: StatsReader,
-    when: Range,
-    format: Format = None,
+    ask: FlowTable,
 ) -> Response:
     """Per recipient: acceptance rate, response time p50/p95, revenue net of returns."""
-    check_flow(reader, flow_id)
-    return respond(recipient_analytics(conn, flow_id, when), request, format, reader, conn)
+    return ask.answer(recipient_analytics(ask.conn, ask.flow_id, ask.when))
 
 
 _DAILY_GROUPS: dict[str, DailyGroup] = {name: name for name in get_args(DailyGroup)}
