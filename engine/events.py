@@ -11,7 +11,7 @@ from engine.ids import event_id
 from engine.steps.base import EventDraft, Snapshot
 from engine.steps.pings import ping_limit_objects
 
-EVENT_SCHEMA_VERSION = "5"
+EVENT_SCHEMA_VERSION = "6"
 RETENTION_MS = 90 * 24 * 3600 * 1000  # the default of Flow.retention_days
 
 LeadEvent = dict[str, Any]
@@ -184,6 +184,8 @@ def stamp_events(
                 "timeout_ms": draft.timeout_ms,
                 "timed_out": draft.timed_out,
                 "metrics_changed": draft.metrics_changed,
+                "field_errors": draft.field_errors,
+                "original_failure": draft.original_failure,
             }
         )
     return events

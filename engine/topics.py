@@ -23,6 +23,7 @@ TYPE_HEADER = "leadflow-type"
 ENCODING_HEADER = "leadflow-encoding"
 ATTEMPT_HEADER = "leadflow-attempt"  # on retry records: which attempt this one is (2, 3, ...)
 DUE_HEADER = "leadflow-due-ms"  # on retry records: not to be processed before this epoch ms
+RETRY_CAUSE_HEADER = "leadflow-retry-cause"  # on retry records: the failure retried (UTF-8)
 ERROR_HEADER = "leadflow-error"
 
 RETRYING_KINDS = ("recipient", "enhancement")

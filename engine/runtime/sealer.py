@@ -51,6 +51,9 @@ from engine.steps.base import Snapshot
 
 _ABSENT = object()
 
+# Texts that may quote a lead's values: a reason, and the failure a retry answers.
+_QUOTING_TEXT = ("reason", "original_failure")
+
 
 class OpenedSnapshot(dict[str, Any]):
     """A snapshot whose sealed values open when the step reads them (``[k]``, ``get``,
@@ -330,7 +333,7 @@ class LeadSealer:
             return out
         sealer = self._sealer(event["lead_id"])
         reuse = self._opened.get(event["lead_id"])
-        quoting = out.get("request") or out.get("response") or out.get("reason")
+        quoting = any(out.get(k) for k in ("request", "response", *_QUOTING_TEXT, "field_errors"))
         clears = self._clears(snapshot, reuse, all_sealed=passed_on) if quoting else []
         if not passed_on:  # else every sensitive value in it is sealed already: kept as is
             out["vars"] = seal_snapshot(snapshot, self.sensitive, sealer, reuse)
@@ -346,6 +349,12 @@ class LeadSealer:
                         else v
                         for k, v in recorded.items()
                     }
-            if isinstance(out.get("reason"), str):
-                out["reason"] = seal_text(out["reason"], clears, sealer)
+            for text in _QUOTING_TEXT:
+                if isinstance(out.get(text), str):
+                    out[text] = seal_text(out[text], clears, sealer)
+            if isinstance(out.get("field_errors"), list):
+                out["field_errors"] = [
+                    {**e, "message": seal_text(e["message"], clears, sealer)}
+                    for e in out["field_errors"]
+                ]
         return out

@@ -54,6 +54,10 @@ class EventDraft:
     timeout_ms: int | None = None
     timed_out: bool | None = None
     metrics_changed: list[str] | None = None
+    # source.rejected: each validation failed (the schema's FieldError records).
+    field_errors: list[dict[str, Any]] | None = None
+    # Retry events: the reason of the error that the retry answers.
+    original_failure: str | None = None
 
 
 @dataclass(slots=True)

@@ -21,10 +21,12 @@ from engine.steps.base import EventDraft, StepResult
 
 @dataclass(frozen=True, slots=True)
 class RetryPlan:
-    """Handle the same input again as attempt ``attempt`` once ``due_ms`` has passed."""
+    """Handle the same input again as attempt ``attempt`` once ``due_ms`` has passed;
+    ``cause``: the error retried, which the next attempt's ``retry.attempted`` names."""
 
     attempt: int
     due_ms: int
+    cause: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +44,12 @@ class GiveUp:
     error: str
 
 
-def with_attempt(result: StepResult, attempt: int, retry: RetrySettings | None) -> StepResult:
+def with_attempt(
+    result: StepResult, attempt: int, retry: RetrySettings | None, cause: str | None = None
+) -> StepResult:
     """A later attempt's events begin with ``retry.attempted``, which says which attempt it is
-    (``retry_status`` ``completed`` on the last one, whatever it decides)."""
+    (``retry_status`` ``completed`` on the last one, whatever it decides) and the failure it
+    retries (``cause``: carried with the parked input, ``RetryPlan.cause``)."""
     if attempt <= 1 or retry is None:
         return result
     attempted = EventDraft(
@@ -53,6 +58,7 @@ def with_attempt(result: StepResult, attempt: int, retry: RetrySettings | None) 
         f"Attempt {attempt} of {retry.attempts}",
         entity_id=result.events[0].entity_id,
         retry_status="completed" if attempt >= retry.attempts else None,
+        original_failure=cause,
     )
     return StepResult([attempted, *result.events], result.proceed)
 
@@ -76,8 +82,9 @@ def retry_or_give_up(
             f"Attempt {following} of {retry.attempts} in {delay}ms after: {last.reason}",
             entity_id=last.entity_id,
             retry_status="started",
+            original_failure=last.reason,
         )
-        return TryAgain(scheduled, RetryPlan(following, decided_ms + delay))
+        return TryAgain(scheduled, RetryPlan(following, decided_ms + delay, last.reason))
     if retry.attempts > 1:
         return GiveUp(f"Retries exhausted after {attempt} attempts: {last.reason}")
     return None

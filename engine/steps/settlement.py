@@ -56,17 +56,23 @@ class Settlement:
 
 
 def settle(
-    result: StepResult, before: Snapshot, place: StepPlace, attempt: int, decided_ms: int
+    result: StepResult,
+    before: Snapshot,
+    place: StepPlace,
+    attempt: int,
+    decided_ms: int,
+    retried: str | None = None,
 ) -> Settlement:
     """Settle a step's ``result`` for a lead whose snapshot was ``before``, on attempt
-    ``attempt``, decided at ``decided_ms`` (the time a retry's delay counts from).
+    ``attempt``, decided at ``decided_ms`` (the time a retry's delay counts from);
+    ``retried``: on a later attempt, the failure it retries.
 
     The step's own drafts (and a ``retry.attempted``) are completed in place with the
     step's module; the engine's own events (``retry.scheduled``, ``flow.completed``) name
     none. A step that does not change the snapshot leaves ``before`` as the snapshot of
     every event, so its bytes are reused when they are encoded.
     """
-    result = with_attempt(result, attempt, place.retry)
+    result = with_attempt(result, attempt, place.retry, retried)
     drafts = result.events
     for draft in drafts:
         if draft.module_id is None:

@@ -211,6 +211,20 @@ def _criteria(settings: SourceSettings, typed: Snapshot | None) -> dict[str, Any
     return settings.acceptance.criteria(typed) if settings.acceptance is not None else None
 
 
+def _field_error(field: str | None, check: str, message: str) -> dict[str, Any]:
+    """One failed validation as events record it (the schema's ``FieldError``)."""
+    return {"field": field, "check": check, "message": message}
+
+
+def _unmet_field(criteria: dict[str, Any] | None) -> str | None:
+    """The field the first failed acceptance rule read (None: several, or none named)."""
+    for rule in (criteria or {}).get("rules", []):
+        if rule.get("passed") is False:
+            names = sorted(rule.get("failed_values") or {})
+            return names[0].removeprefix("lead.") if len(names) == 1 else None
+    return None
+
+
 def accept_submission(sub: Submission, settings: SourceSettings) -> StepResult:
     result = _accept(sub, settings)
     # What every source event says about the submission, whatever the verdict.
@@ -257,38 +271,47 @@ def _accept(sub: Submission, settings: SourceSettings) -> StepResult:
             vars=dict(base),
             entity_id=sub.source_id,
             acceptance_criteria=not_evaluated,
+            field_errors=[_field_error(None, "body", problem or "Unreadable body")],
         )
         return StepResult([submitted, rejected], proceed=False)
 
     typed: Snapshot = dict(base)
-    problems: list[str] = []
+    problems: list[dict[str, Any]] = []
     for spec in settings.fields:
         raw = data.get(spec.name)
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             if spec.required:
-                problems.append(f"Missing required field: {spec.name}")
+                message = f"Missing required field: {spec.name}"
+                problems.append(_field_error(spec.name, "required", message))
             continue
         parsed = PARSERS[spec.type](raw)
         typed[f"lead.{spec.name}"] = parsed.value
         for component, value in parsed.components.items():
             typed[f"lead.{spec.name}.{component}"] = value
         if parsed.problem and spec.required:
-            problems.append(f"Invalid {spec.name}: {parsed.problem}")
+            message = f"Invalid {spec.name}: {parsed.problem}"
+            problems.append(_field_error(spec.name, "type", message))
 
+    # The criteria are judged on whatever was typed, so a rejected lead's event says which
+    # of them it met as well as which fields failed; a rule failed only because its field
+    # did (``age`` missing, so ``age >= 18`` fails) is not a second error.
     criteria = not_evaluated
-    if not problems and settings.acceptance is not None:
+    if settings.acceptance is not None:
         criteria = _criteria(settings, typed)
         unmet = settings.acceptance.check(typed)
-        if unmet is not None:
-            problems.append(f"Acceptance criteria not met: {unmet}")
+        field = _unmet_field(criteria)
+        if unmet is not None and (field is None or field not in {p["field"] for p in problems}):
+            message = f"Acceptance criteria not met: {unmet}"
+            problems.append(_field_error(field, "acceptance", message))
     if problems:
         rejected = EventDraft(
             "source.rejected",
             "failure",
-            "; ".join(problems),
+            "; ".join(p["message"] for p in problems),
             vars=typed,
             entity_id=sub.source_id,
             acceptance_criteria=criteria,
+            field_errors=problems,
         )
         return StepResult([submitted, rejected], proceed=False)
 

@@ -91,4 +91,4 @@ def test_events_carry_the_flow_context_and_a_draft_may_record_an_earlier_moment(
         assert event["firehose"] == {"destinations": ["archive"]}
         assert event["flow_ping_limits"] is not None
         assert event["source_ping_limits"] is not None
-        assert event["version"] == "5"
+        assert event["version"] == "6"

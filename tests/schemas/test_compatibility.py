@@ -20,7 +20,7 @@ def _with_field(schema: dict[str, Any], name: str, **changes: Any) -> dict[str, 
 
 
 def test_v4_reads_every_earlier_version_and_widens_the_two_timings() -> None:
-    v3, v4 = historical_schemas()[-2:]
+    v3, v4 = historical_schemas()[2:4]
     assert incompatibilities(v4, v3) == []
     # The reverse (FULL's forward half) is refused: a v3 reader cannot read a long.
     assert incompatibilities(v3, v4) == [
@@ -30,14 +30,21 @@ def test_v4_reads_every_earlier_version_and_widens_the_two_timings() -> None:
 
 
 def test_v5_reads_v4_and_only_the_structured_acceptance_criteria_are_new_to_v4() -> None:
-    v4 = historical_schemas()[-1]
-    assert incompatibilities(CURRENT, v4) == []
+    v4, v5 = historical_schemas()[3:5]
+    assert incompatibilities(v5, v4) == []
     # BACKWARD only: a v4 reader has no branch for the AcceptanceCriteria record (v5 keeps
     # a string branch so v4's JSON text stays readable, but never writes it).
-    assert incompatibilities(v4, CURRENT) == [
+    assert incompatibilities(v4, v5) == [
         "acceptance_criteria: writer record AcceptanceCriteria matches no branch of"
         " union[null, string]"
     ]
+
+
+def test_v6_and_v5_read_each_other() -> None:
+    # Two optional fields added (field_errors, original_failure): FULL, a v5 reader skips them.
+    v5 = historical_schemas()[4]
+    assert incompatibilities(CURRENT, v5) == []
+    assert incompatibilities(v5, CURRENT) == []
 
 
 def test_narrowing_a_field_is_named() -> None:

@@ -53,9 +53,8 @@ CONTENTS: dict[str, dict[str, list[str]]] = {
     },
     "source.rejected": {
         "Rejection reason": ["reason"],
-        # Only in the reason's text ("Missing required field: ...; ..."): see GAPS.
-        "Failed validations": ["reason"],
-        "Specific field errors": ["reason"],
+        "Failed validations": ["field_errors", "acceptance_criteria[passed]"],
+        "Specific field errors": ["field_errors"],
     },
     "filter.passed": {
         "Filter name and ID": ["step_name", "step_id", "rule_set"],
@@ -125,7 +124,7 @@ CONTENTS: dict[str, dict[str, list[str]]] = {
         "Total cost/revenue": ["cost", "revenue"],
     },
     "retry.attempted": {
-        "Original failure": [],  # see GAPS
+        "Original failure": ["original_failure"],
         "Retry count": ["attempt"],
         "Retry result": ["retry_status"],
         "Time elapsed": ["total_ms", "lag_ms"],
@@ -140,20 +139,7 @@ EXCLUDED: dict[tuple[str, str], str] = {
 }
 # Items the seed promises that the run's events do not hold as it says (issue #20): kept
 # here so they stay visible, and this test fails when one is fixed (remove it then).
-GAPS: dict[tuple[str, str], str] = {
-    ("retry.attempted", "Original failure"): (
-        "the failure being retried is in the preceding retry.scheduled's reason "
-        "('Attempt 2 of 2 in 50ms after: Service answered HTTP 503'); retry.attempted's "
-        "reason is only 'Attempt 2 of 2'"
-    ),
-    ("source.rejected", "Failed validations"): (
-        "no typed field: the failed validations are only joined into reason; "
-        "acceptance_criteria is not judged (passed null) when a required field is missing"
-    ),
-    ("source.rejected", "Specific field errors"): (
-        "no typed field per field error: only reason's text ('Missing required field: x; ...')"
-    ),
-}
+GAPS: dict[tuple[str, str], str] = {}
 
 # Each analytics heading of the seed (its "**Heading**:" lines under "Event Analytics"),
 # the insights route that answers it, and the columns that must hold figures there.

@@ -31,6 +31,7 @@ from engine.topics import (
     DUE_HEADER,
     ENCODING_HEADER,
     HANDOFF_HEADER,
+    RETRY_CAUSE_HEADER,
     TYPE_HEADER,
     dlq_topic,
     events_topic,
@@ -150,11 +151,13 @@ class BaseHandler:
         source: Message,
         attempt: int = 1,
         *,
+        retried: str | None = None,
         seal_request_body: bool = False,
     ) -> list[Record]:
         """Settle the step's result (``engine.steps.settlement``) and write what it says:
-        the stamped events, then the input on the retry or the dead-letter topic."""
-        settled = settle(result, before, self.place, attempt, timing.end_ms)
+        the stamped events, then the input on the retry or the dead-letter topic.
+        ``retried``: on a later attempt, the failure it retries (its record's header)."""
+        settled = settle(result, before, self.place, attempt, timing.end_ms, retried)
         events = stamp_events(
             settled.events, self.who, lead_id, submitted_ms, before, timing, attempt
         )
@@ -177,6 +180,11 @@ class BaseHandler:
                 (ATTEMPT_HEADER, str(settled.retry.attempt).encode()),
                 (DUE_HEADER, str(settled.retry.due_ms).encode()),
             ]
+            # The failure retried, as retry.scheduled records it (sealed where it quotes a
+            # sealed value): the next attempt's retry.attempted names it.
+            cause = events[-1].get("original_failure")
+            if isinstance(cause, str):
+                retry_headers.append((RETRY_CAUSE_HEADER, cause.encode()))
             records.append(Record(key, source.value() or b"", retry_headers, self.retry_topic))
         if settled.dead_letter is not None:
             headers = dead_letter_headers(
@@ -260,6 +268,8 @@ class EventInputHandler(BaseHandler):
         try:
             event = self.codec.decode_handoff(msg.value() or b"")
             attempt = int(headers.get(ATTEMPT_HEADER, b"1"))
+            cause = headers.get(RETRY_CAUSE_HEADER)
+            retried = None if cause is None else cause.decode(errors="replace")
         except (SchemaMismatchError, ValueError) as exc:
             # An unknown schema id lands here too, the id in the error.
             raise PoisonMessageError(str(exc)) from exc
@@ -286,7 +296,14 @@ class EventInputHandler(BaseHandler):
                 return Waiting(decided.calls, resume, decided.window_ms, decided.abandon)
             timing = Timing(start, now_ms(), lag, waited)
             records = self._emit(
-                decided, event["lead_id"], submitted_ms, snapshot, timing, msg, attempt
+                decided,
+                event["lead_id"],
+                submitted_ms,
+                snapshot,
+                timing,
+                msg,
+                attempt,
+                retried=retried,
             )
             return records if self.successor is None else self._fused(records, msg)
 

@@ -141,4 +141,4 @@ def test_an_error_event_records_the_destinations_breaker_state(flow: Flow) -> No
     records = handler.handle(handoff(SNAPSHOT, flow_id="calls"))  # type: ignore[arg-type]
     error = decoded([r for r in records if r.topic is None])[0]
     assert (error["type"], error["circuit_breaker_state"]) == ("recipient.error", "open")
-    assert error["version"] == "5"
+    assert error["version"] == "6"

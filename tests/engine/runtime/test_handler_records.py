@@ -30,7 +30,14 @@ from engine.steps.calls import Answer, Call
 from engine.steps.cap_checks import CapCheck, CapCount
 from engine.steps.duplicates import LeadOrder, fingerprint
 from engine.steps.feedback import feedback_events, parse_feedback
-from engine.topics import ATTEMPT_HEADER, DUE_HEADER, ENCODING_HEADER, HANDOFF_HEADER, TYPE_HEADER
+from engine.topics import (
+    ATTEMPT_HEADER,
+    DUE_HEADER,
+    ENCODING_HEADER,
+    HANDOFF_HEADER,
+    RETRY_CAUSE_HEADER,
+    TYPE_HEADER,
+)
 from schemas.codec import default_codec
 from tests.engine.runtime.handler_fakes import LEAD_ID, SUBMITTED_MS, FakeMessage, handoff
 from tests.factories import make_lead_events
@@ -180,13 +187,17 @@ def test_an_error_with_attempts_left_parks_the_input_on_the_retry_topic(flow: Fl
         (HANDOFF_HEADER, b"1"),
         (ATTEMPT_HEADER, b"2"),
         (DUE_HEADER, str(NOW_MS + 100).encode()),
+        (RETRY_CAUSE_HEADER, b"Service answered HTTP 503"),
     ]
 
 
 def test_the_last_attempts_error_goes_on_and_the_input_is_dead_lettered(flow: Flow) -> None:
     message = handoff({"lead.phone_1": "5125550123"}, attempt=3)
+    message._headers.append((RETRY_CAUSE_HEADER, b"Service timed out after 500ms"))
     records = unavailable_service(flow).handle(message)  # type: ignore[arg-type]
     assert types(records) == ["retry.attempted", "enhancement.error"]
+    attempted = default_codec().decode(records[0].value)
+    assert attempted["original_failure"] == "Service timed out after 500ms"
     assert (HANDOFF_HEADER, b"1") in records[1].headers
     kept = records[-1]
     assert (kept.topic, kept.key, kept.value) == (

@@ -13,7 +13,7 @@ ERROR = EventDraft("recipient.error", "error", "Buyer answered HTTP 503", entity
 def test_an_error_before_the_last_attempt_is_tried_again_after_the_backoff() -> None:
     decision = retry_or_give_up(ERROR, 1, THREE, DECIDED)
     assert isinstance(decision, TryAgain)
-    assert decision.plan == RetryPlan(attempt=2, due_ms=DECIDED + 100)
+    assert decision.plan == RetryPlan(attempt=2, due_ms=DECIDED + 100, cause=ERROR.reason)
     scheduled = decision.scheduled
     assert (scheduled.type, scheduled.outcome, scheduled.entity_id, scheduled.retry_status) == (
         "retry.scheduled",
@@ -22,16 +22,17 @@ def test_an_error_before_the_last_attempt_is_tried_again_after_the_backoff() -> 
         "started",
     )
     assert scheduled.reason == "Attempt 2 of 3 in 100ms after: Buyer answered HTTP 503"
+    assert scheduled.original_failure == "Buyer answered HTTP 503"
 
 
 def test_each_retry_waits_longer_up_to_the_maximum_backoff() -> None:
     second = retry_or_give_up(ERROR, 2, THREE, DECIDED)
     assert isinstance(second, TryAgain)
-    assert second.plan == RetryPlan(attempt=3, due_ms=DECIDED + 200)
+    assert second.plan == RetryPlan(attempt=3, due_ms=DECIDED + 200, cause=ERROR.reason)
     five = THREE.model_copy(update={"attempts": 5})
     fourth = retry_or_give_up(ERROR, 3, five, DECIDED)
     assert isinstance(fourth, TryAgain)
-    assert fourth.plan == RetryPlan(attempt=4, due_ms=DECIDED + 250)  # 400 capped at 250
+    assert fourth.plan.due_ms == DECIDED + 250  # 400 capped at 250
     assert fourth.scheduled.reason == "Attempt 4 of 5 in 250ms after: Buyer answered HTTP 503"
 
 

@@ -129,7 +129,7 @@ def test_a_module_the_step_chose_is_kept() -> None:
 def test_an_error_with_attempts_left_is_recorded_and_retried_not_handed_on() -> None:
     settled = settle(error(), BEFORE, BUYER, 1, DECIDED)
     assert types(settled) == ["recipient.error", "retry.scheduled"]
-    assert settled.retry == RetryPlan(2, DECIDED + 100)
+    assert settled.retry == RetryPlan(2, DECIDED + 100, error().last.reason)
     assert not settled.hand_off and settled.dead_letter is None
     # The engine's own event names no module; the step's error does.
     assert [e.module_id for e in settled.events] == ["leadflow.recipient.json", None]
@@ -141,9 +141,12 @@ def test_a_retry_of_a_required_step_does_not_complete_the_lead_yet() -> None:
 
 
 def test_a_later_attempt_that_errs_again_says_so_and_retries_again() -> None:
-    settled = settle(error(), BEFORE, BUYER, 2, DECIDED)
+    settled = settle(error(), BEFORE, BUYER, 2, DECIDED, retried="Buyer timed out")
     assert types(settled) == ["retry.attempted", "recipient.error", "retry.scheduled"]
-    assert settled.retry == RetryPlan(3, DECIDED + 200)
+    assert settled.retry == RetryPlan(3, DECIDED + 200, error().last.reason)
+    # The attempt names the failure it retries; the next retry, this attempt's own.
+    assert settled.events[0].original_failure == "Buyer timed out"
+    assert settled.events[-1].original_failure == error().last.reason
     assert settled.events[0].module_id == "leadflow.recipient.json"
 
 

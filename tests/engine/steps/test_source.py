@@ -266,11 +266,27 @@ def test_criteria_read_parsed_components() -> None:
     )
 
 
-def test_criteria_are_judged_only_once_the_required_fields_are_good() -> None:
+def test_criteria_are_judged_on_what_was_typed_and_a_bad_field_is_named_once() -> None:
     result = accept({"email": "ada@example.com", "age": "sixteen"}, ACCEPTING)
     assert result.last.reason == "Invalid age: expected a number"
+    assert result.last.field_errors == [
+        {"field": "age", "check": "type", "message": "Invalid age: expected a number"}
+    ]
+    assert result.last.acceptance_criteria is not None
+    assert result.last.acceptance_criteria["passed"] is False
     result = accept({"email": "ada@example.com"}, ACCEPTING)
     assert result.last.reason == "Missing required field: age"
+    assert [e["check"] for e in result.last.field_errors or []] == ["required"]
+
+
+def test_each_failed_validation_is_a_field_error() -> None:
+    result = accept({"email": "not-an-email", "age": "16"}, ACCEPTING)
+    assert result.last.type == "source.rejected"
+    errors = result.last.field_errors or []
+    assert [(e["field"], e["check"]) for e in errors] == [("email", "type"), ("age", "acceptance")]
+    assert result.last.reason == "; ".join(e["message"] for e in errors)
+    body = accept(b"not json", ACCEPTING).last.field_errors
+    assert body is not None and [(e["field"], e["check"]) for e in body] == [(None, "body")]
 
 
 def test_a_rejection_before_parsing_still_records_the_criteria() -> None:
