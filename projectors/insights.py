@@ -348,8 +348,10 @@ ORDER BY 1, 2
 """
 ).format(
     hours=_HOURS,
+    # coalesce: a buyer that accepted nothing in an hour accepted 0 %, not an unknown share.
     accepted_pct=_pct(
-        sql.SQL("sum(events) FILTER (WHERE type = 'recipient.delivered')"), sql.SQL("sum(events)")
+        sql.SQL("coalesce(sum(events) FILTER (WHERE type = 'recipient.delivered'), 0)"),
+        sql.SQL("sum(events)"),
     ),
 )
 

@@ -485,8 +485,8 @@ def _timelines(conn: Connection, schema: str) -> dict[str, list[dict[str, Any]]]
 
 def test_every_snapshot_agrees_with_the_events_before_it(demo_run: DemoRun) -> None:
     """Totals in each event's snapshot are those of the lead's events up to it: cost from the
-    source, +1 delivery and its price per ``recipient.delivered``, a return taking one
-    delivery's price back; ``flow.completed`` says the same in its snapshot and its fields."""
+    source plus each paid lookup's, +1 delivery and its price per ``recipient.delivered``, a
+    return taking one delivery's price back; ``flow.completed`` says the same in its snapshot and its fields."""
     checked = 0
     with connect(demo_run.settings) as conn:
         timelines = _timelines(conn, demo_run.live_timeline)
@@ -499,6 +499,8 @@ def test_every_snapshot_agrees_with_the_events_before_it(demo_run: DemoRun) -> N
             kind, totals = event["type"], event["vars"]
             if kind == "source.accepted":
                 cost = event["cost"]
+            elif kind.startswith("enhancement.") and cost is not None:
+                cost += event["cost"] or 0.0  # the phone check's price (0 on an error)
             elif kind == "recipient.delivered":
                 prices[event["id"]] = event["revenue"]
             elif kind == "feedback.processed" and totals["feedback.type"] == "return":
@@ -508,11 +510,14 @@ def test_every_snapshot_agrees_with_the_events_before_it(demo_run: DemoRun) -> N
                 assert "totals.revenue" not in totals, (lead_id, kind)
                 continue
             where = f"lead {lead_id}, {kind} {event['id']}"
-            assert totals["totals.cost"] == cost, where
+            assert totals["totals.cost"] == pytest.approx(cost), where
             assert totals["totals.delivered"] == len(prices), where
             assert totals["totals.revenue"] == pytest.approx(revenue), where
             if kind == "flow.completed":
-                assert (event["cost"], event["revenue"]) == (cost, pytest.approx(revenue)), where
+                assert (event["cost"], event["revenue"]) == (
+                    pytest.approx(cost),
+                    pytest.approx(revenue),
+                ), where
                 assert (event["outcome"] == "success") == bool(prices), where
             if kind == "feedback.processed":
                 assert event["revenue"] == pytest.approx(revenue), where

@@ -355,6 +355,17 @@ def test_buyer_acceptance_by_hour_of_day(db: Connection, flow: str) -> None:
     assert [r["hour_of_day"] for r in chicago] == [10, 11]
 
 
+def test_an_hour_a_buyer_accepted_nothing_in_is_0_pct_not_unknown(
+    db: Connection, flow: str
+) -> None:
+    refused = Lead(flow, "web", BASE_MS + 180 * MINUTE_MS).accepted(1.0, ms=5)
+    project(db, refused.buyer("failure", 90, wait_ms=80, reason="Duplicate lead").events, 1000)
+    last = buyer_hours(db, flow, ALL_TIME).rows[-1]
+    assert (last["hour_of_day"], last["offered"], last["accepted"], last["acceptance_pct"]) == (
+        19, 1, 0, 0.0,
+    )  # fmt: skip
+
+
 def table_rows(conn: Connection, schema: str) -> dict[str, list[tuple[Any, ...]]]:
     return {
         table: conn.execute(

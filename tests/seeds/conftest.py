@@ -1,23 +1,24 @@
-"""Fixtures for the seed tests: a Postgres schema of their own for the run's state tables
-and projections, so a run never depends on what other runs left in the shared schema."""
+"""The seed tests' fixture: the demo flow's run they walk, made once per session in its own
+Postgres schema and topics (dropped after), so a run never depends on what other runs left."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from engine.settings import Settings
+from tests.conftest import _delete_topics_of, _drop_schemas_of
+from tests.seeds.demo_run import DemoRun, run_demo_flow
 
 
-@pytest.fixture
-def own_schema(stack: Settings, unique_id: str) -> Iterator[Settings]:
-    """The stack's settings with a fresh schema (dropped with everything in it after)."""
-    url = stack.database_url.get_secret_value()
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(unique_id)))
-    yield stack.model_copy(update={"db_schema": unique_id})
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(unique_id)))
+@pytest.fixture(scope="session")
+def demo_run(stack: Settings) -> Iterator[DemoRun]:
+    """The demo flow's run that the seed walks read (``tests.seeds.demo_run``), made once."""
+    run_id = "seeds" + uuid.uuid4().hex[:9]
+    try:
+        yield run_demo_flow(stack, run_id)
+    finally:
+        _delete_topics_of(stack, run_id)
+        _drop_schemas_of(stack, run_id)

@@ -1,6 +1,7 @@
 """Seed documents 000 (the event's properties) and 001 (an event's core and type-specific
-fields): every field they list is on the events of a real run, under its name in the
-event schema (README, "Field names"), and set where it applies.
+fields): every field they list is on the events of the demo flow's run
+(``tests.seeds.demo_run``), under its name in the event schema (README, "Field names"), and
+set where it applies.
 
 The documents are kept beside this test as they were given (``seed_000_event_fields.txt``,
 ``seed_001_events.txt``), so the lists are parsed, never copied by hand.
@@ -15,10 +16,9 @@ from typing import Any
 
 import pytest
 
-from engine.settings import Settings
 from projectors.selection import FIELD_ALIASES
 from schemas.codec import load_schema
-from tests.engine.runtime.test_event_fields import run_fields_flow
+from tests.seeds.demo_run import DemoRun
 
 HERE = Path(__file__).parent
 SEED_000 = (HERE / "seed_000_event_fields.txt").read_text(encoding="utf-8")
@@ -91,9 +91,9 @@ def test_every_seed_field_names_a_field_of_the_event_schema() -> None:
 
 
 @pytest.mark.stack
-def test_every_seed_field_is_set_on_the_events_of_a_run(stack: Settings, unique_id: str) -> None:
-    _, _, timelines = run_fields_flow(stack, unique_id)
-    events = [e for timeline in timelines.values() for e in timeline]
+@pytest.mark.xdist_group("seeds")
+def test_every_seed_field_is_set_on_the_events_of_the_demo_run(demo_run: DemoRun) -> None:
+    events = demo_run.events
 
     def unset(fields: list[str], among: list[dict[str, Any]]) -> list[str]:
         """The fields missing from an event of ``among``, or set on none of them."""

@@ -1,5 +1,6 @@
 """Seed document 003 (Streaming Lead Events): each promise it makes, checked against the
-objects the streamers write to SeaweedFS (S3) and Azurite (Azure Blob) for a real run.
+objects the streamers write to SeaweedFS (S3) and Azurite (Azure Blob) for the demo flow's
+run (``tests.seeds.demo_run``).
 
 The document is kept beside this test as it was given (``seed_003_streaming.txt``). It is
 prose, not a field list, so its promises are its bullets, numbered steps, expected result
@@ -10,28 +11,19 @@ and FAQ answers: each is parsed from the text and must be either a check of this
 from __future__ import annotations
 
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from engine.demo.buyer import BuyerServer
-from engine.destinations import AzureCredentials, Destination, S3Credentials, SecretRef
-from engine.flows import Flow
 from engine.objects.contract import ObjectStore
 from engine.objects.destination import open_store
-from engine.ops.submit import publish_leads
-from engine.runtime.step_worker import prepare_topics
+from engine.sealing import is_sealed
 from engine.settings import Settings
 from schemas.codec import event_to_json_dict
 from streamers.readback import duplicate_ids, event_object_keys, read_events
-from streamers.streamer import run_streamers
-from tests.engine.runtime.test_event_fields import GOOD, fields_flow
-from tests.kafka_helpers import read_events as read_kafka_events
-from tests.kafka_helpers import run_steps
-from tests.waiting import wait_until
+from tests.seeds.demo_run import DemoRun
 
 HERE = Path(__file__).parent
 SEED_003 = (HERE / "seed_003_streaming.txt").read_text(encoding="utf-8")
@@ -114,15 +106,6 @@ TROUBLESHOOTING: dict[str, str] = {
     "Access Denied error when retrieving files": "credentials",
 }
 
-# The run's leads: delivered, halted by the filter, rejected at the source, enhanced.
-CASES: dict[str, dict[str, Any]] = {
-    "delivered": {**GOOD, "email": "ada@example.com"},
-    "halted": {**GOOD, "email": "wy@example.com", "state": "WY"},
-    "rejected": {"first_name": "NoEmail"},
-    "no_data": {**GOOD, "email": "e+unknown@example.com"},
-}
-KEY_ID_ENV, SECRET_ENV, AZURE_ENV = "SEED3_S3_KEY_ID", "SEED3_S3_SECRET", "SEED3_AZURE_CONN"
-
 
 def seed_items(text: str) -> list[str]:
     """The seed's bullets, numbered steps, expected result and FAQ questions, each by its
@@ -159,101 +142,21 @@ def test_the_seed_is_read_whole_and_every_item_is_checked_or_excluded() -> None:
     assert {*ITEMS.values(), *TROUBLESHOOTING.values()} - {"excluded"} <= set(PROMISES)
 
 
-def streaming(flow: Flow, settings: Settings, prefix: str) -> Flow:
-    """``flow`` streaming per event to S3 (lead layout, the destination's own access key) and
-    Azure (time layout, its own connection string), and to a third, disabled destination."""
-    destinations = [
-        Destination(
-            kind="s3",
-            bucket=settings.s3_bucket,
-            prefix=f"{prefix}/s3",
-            credentials=S3Credentials(
-                access_key_id=SecretRef(env=KEY_ID_ENV), secret_access_key=SecretRef(env=SECRET_ENV)
-            ),
-        ),
-        Destination(
-            kind="azure_blob",
-            bucket=settings.azure_container,
-            prefix=f"{prefix}/azure",
-            layout="time",
-            credentials=AzureCredentials(connection_string=SecretRef(env=AZURE_ENV)),
-        ),
-        Destination(kind="s3", bucket=settings.s3_bucket, prefix=f"{prefix}/off", enabled=False),
-    ]
-    return flow.model_copy(update={"destinations": destinations})
-
-
-def run_and_stream(
-    stack: Settings, unique_id: str, monkeypatch: pytest.MonkeyPatch
-) -> tuple[Flow, dict[str, str], list[dict[str, Any]]]:
-    """The leads through the flow's steps, then its streamers until every event is written;
-    the stores' default credentials are wrong, so only the destinations' own work."""
-    monkeypatch.setenv(KEY_ID_ENV, stack.aws_access_key_id or "")
-    secret = stack.aws_secret_access_key
-    monkeypatch.setenv(SECRET_ENV, secret.get_secret_value() if secret else "")
-    monkeypatch.setenv(AZURE_ENV, stack.azure_storage_connection_string.get_secret_value())
-    settings = stack.model_copy(
-        update={
-            "aws_access_key_id": "not-the-key",
-            "aws_secret_access_key": None,
-            "azure_storage_connection_string": "UseDevelopmentStorage=false;AccountName=x",
-        }
-    )
-    buyer = BuyerServer(port=0, mix=False)
-    buyer.start_in_thread()
-    flow = fields_flow(unique_id, buyer.url.rsplit("/", 1)[0])
-    flow = streaming(flow, stack, f"seed3/{unique_id}")
-    prepare_topics(settings, flow)
-    stop = threading.Event()
-    threads = run_steps(settings, flow, stop)
-    try:
-        ids = dict(zip(CASES, publish_leads(settings, flow.id, list(CASES.values())), strict=True))
-        events = wait_until(
-            lambda: read_kafka_events(settings, flow, 5),
-            90,
-            "every lead completed",
-            until=lambda events: sum(e["type"] == "flow.completed" for e in events) >= len(ids),
-            every=1,
-        )
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
-        buyer.stop()
-    # The steps write transactionally, so the commit markers keep a consumer's committed
-    # offsets short of the high watermarks: wait for the objects instead.
-    stores = [open_store(d, stack) for d in flow.destinations[:2]]
-    stop = threading.Event()
-    streamer = threading.Thread(target=run_streamers, args=(settings, flow, stop))
-    streamer.start()
-    try:
-        wait_until(
-            lambda: [
-                len(event_object_keys(s, d.prefix))
-                for s, d in zip(stores, flow.destinations, strict=False)
-            ],
-            90,
-            f"{len(events)} event objects in each store",
-            until=lambda counts: all(n >= len(events) for n in counts),
-            every=0.5,
-        )
-    finally:
-        stop.set()
-        streamer.join(30)
-        for store in stores:
-            store.close()
-    return flow, ids, events
-
-
 @pytest.mark.stack
-def test_every_promise_holds_for_the_objects_of_a_run(
-    own_schema: Settings, unique_id: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.xdist_group("seeds")
+def test_every_promise_holds_for_the_objects_of_the_demo_run(
+    demo_run: DemoRun, stack: Settings
 ) -> None:
-    flow, ids, events = run_and_stream(own_schema, unique_id, monkeypatch)
+    """The demo run streams per event to S3 (lead layout, the destination's own access key)
+    and Azure (time layout, its own connection string), and to a third, disabled
+    destination; the stores' default credentials are wrong (``tests.seeds.demo_run``)."""
+    flow, ids, events = demo_run.flow, demo_run.ids, demo_run.events
     s3_dest, azure_dest, off = flow.destinations
+    # Read back with the stack's own credentials, from the stores' roots.
+    bare = [d.model_copy(update={"prefix": "", "credentials": None}) for d in (s3_dest, azure_dest)]
     stores: dict[str, ObjectStore] = {
-        "s3": open_store(s3_dest.model_copy(update={"prefix": ""}), own_schema),
-        "azure_blob": open_store(azure_dest.model_copy(update={"prefix": ""}), own_schema),
+        "s3": open_store(bare[0], stack),
+        "azure_blob": open_store(bare[1], stack),
     }
     prefixes = {"s3": s3_dest.prefix, "azure_blob": azure_dest.prefix}
     try:
@@ -263,7 +166,7 @@ def test_every_promise_holds_for_the_objects_of_a_run(
         outside = {
             kind: [
                 k
-                for k in store.list_keys(f"seed3/{unique_id}/")
+                for k in store.list_keys(f"seeds/{flow.id}/")
                 if not k.startswith(prefixes[kind] + "/")
             ]
             for kind, store in stores.items()
@@ -310,7 +213,9 @@ def test_every_promise_holds_for_the_objects_of_a_run(
         )
         check(
             "snapshot_contents",
-            enhanced["vars"]["lead.email"] == "ada@example.com"
+            # The demo seals personal fields: the email is there, sealed, as on Kafka.
+            is_sealed(enhanced["vars"]["lead.email"])
+            and enhanced["vars"]["lead.state"] == "TX"
             and "appended.phone_check.outcome" in enhanced["vars"]
             and bool(enhanced["timestamp"])
             and enhanced["outcome"] == "success",

@@ -138,13 +138,13 @@ def run_fields_flow(stack: Settings, unique_id: str) -> Run:
     return flow, ids, events_by_lead(read_events(stack, flow))
 
 
-def test_a_runs_events_carry_the_v5_fields_where_they_apply(
+def test_a_runs_events_carry_the_v5_and_v6_fields_where_they_apply(
     stack: Settings, unique_id: str
 ) -> None:
     flow, ids, timelines = run_fields_flow(stack, unique_id)
     delivered, out_of_area, slow = ids["delivered"], ids["out_of_area"], ids["slow"]
     every = [e for timeline in timelines.values() for e in timeline]
-    assert {e["version"] for e in every} == {"5"}
+    assert {e["version"] for e in every} == {"6"}
 
     # Every event: where the flow streams (its two destinations) and its ping limits.
     assert all(e["firehose"] == {"destinations": [d.key for d in flow.destinations]} for e in every)
@@ -184,6 +184,18 @@ def test_a_runs_events_carry_the_v5_fields_where_they_apply(
     assert failed["failed_values"] == {"lead.state": "'WY'"}
     assert failed["would_have_destination"] == "premier"
     assert [r["passed"] for r in failed["rule_results"]] == [False, True]
+
+    # v6: a rejected lead lists each failed validation, and the criteria judged anyway.
+    rejected = by_type(timelines[ids["rejected"]])["source.rejected"]
+    assert [(e["field"], e["check"]) for e in rejected["field_errors"]] == [
+        ("last_name", "required"),
+        ("email", "required"),
+        ("phone_1", "required"),
+        ("state", "required"),
+        ("tcpa_consent", "required"),
+    ]
+    assert rejected["reason"] == "; ".join(e["message"] for e in rejected["field_errors"])
+    assert rejected["acceptance_criteria"]["passed"] is False
 
     # The buyer that did not answer within 500 ms.
     error = by_type(timelines[slow])["recipient.error"]

@@ -149,6 +149,11 @@ def test_errors_are_retried_until_success_or_exhaustion(
     assert flaky_events[4]["reason"] == ("Attempt 2 of 3 in 400ms after: Buyer answered HTTP 503")
     assert flaky_events[4]["retry_status"] == "started"
     assert flaky_events[8]["retry_status"] == "completed"
+    # Each retry names the failure it answers, through the retry topic to the next attempt.
+    assert [e["original_failure"] for e in flaky_events[3:10]] == [
+        None, "Buyer answered HTTP 503", "Buyer answered HTTP 503", None,
+        "Buyer answered HTTP 503", "Buyer answered HTTP 503", None,
+    ]  # fmt: skip
     # Backoff came from the retry topic, not from a sleep: the second attempt ran >= 400 ms later.
     assert flaky_events[5]["start_timestamp"] - flaky_events[3]["end_timestamp"] >= 400
     assert timelines[hopeless][-1]["outcome"] == "error"
