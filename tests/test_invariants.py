@@ -486,7 +486,8 @@ def _timelines(conn: Connection, schema: str) -> dict[str, list[dict[str, Any]]]
 def test_every_snapshot_agrees_with_the_events_before_it(demo_run: DemoRun) -> None:
     """Totals in each event's snapshot are those of the lead's events up to it: cost from the
     source plus each paid lookup's, +1 delivery and its price per ``recipient.delivered``, a
-    return taking one delivery's price back; ``flow.completed`` says the same in its snapshot and its fields."""
+    return taking one delivery's price back; ``flow.completed`` says the same in its snapshot
+    and its fields."""
     checked = 0
     with connect(demo_run.settings) as conn:
         timelines = _timelines(conn, demo_run.live_timeline)
