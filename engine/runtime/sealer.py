@@ -292,22 +292,38 @@ class LeadSealer:
         """The values that failed a rule (filter events, acceptance criteria) quote the
         snapshot: a sensitive field's value is sealed there as it is in ``vars``."""
 
+        names = self._names
+
+        def quotes(values: dict[str, str] | None) -> bool:
+            """Whether ``values`` holds a sensitive field's clear value (mostly: a rule that
+            passed quotes nothing, one that failed quotes the state or the consent)."""
+            return bool(values) and any(
+                (names[k] if k in names else self._sensitive_name(k)) and not is_sealed(v)
+                for k, v in (values or {}).items()
+            )
+
         def sealed(values: dict[str, str]) -> dict[str, str]:
+            if not quotes(values):
+                return values  # shared, not copied: events are not changed after this
             return {
                 k: sealer(v) if sealed_field(k, self.sensitive) and not is_sealed(v) else v
                 for k, v in values.items()
             }
 
+        def rules_sealed(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            if not any(quotes(r["failed_values"]) for r in rules):
+                return rules
+            return [{**r, "failed_values": sealed(r["failed_values"])} for r in rules]
+
         if isinstance(out.get("failed_values"), dict):
             out["failed_values"] = sealed(out["failed_values"])
         if isinstance(out.get("rule_results"), list):
-            out["rule_results"] = [
-                {**r, "failed_values": sealed(r["failed_values"])} for r in out["rule_results"]
-            ]
+            out["rule_results"] = rules_sealed(out["rule_results"])
         criteria = out.get("acceptance_criteria")
         if isinstance(criteria, dict):
-            rules = [{**r, "failed_values": sealed(r["failed_values"])} for r in criteria["rules"]]
-            out["acceptance_criteria"] = {**criteria, "rules": rules}
+            rules = rules_sealed(criteria["rules"])
+            if rules is not criteria["rules"]:
+                out["acceptance_criteria"] = {**criteria, "rules": rules}
 
     def seal_event(self, event: LeadEvent, *, whole_request_body: bool = False) -> LeadEvent:
         """``event`` as it may be written: sensitive vars sealed, and their clear text
@@ -333,7 +349,13 @@ class LeadSealer:
             return out
         sealer = self._sealer(event["lead_id"])
         reuse = self._opened.get(event["lead_id"])
-        quoting = any(out.get(k) for k in ("request", "response", *_QUOTING_TEXT, "field_errors"))
+        quoting = (
+            out.get("request")
+            or out.get("response")
+            or out.get("reason")
+            or out.get("original_failure")
+            or out.get("field_errors")
+        )
         clears = self._clears(snapshot, reuse, all_sealed=passed_on) if quoting else []
         if not passed_on:  # else every sensitive value in it is sealed already: kept as is
             out["vars"] = seal_snapshot(snapshot, self.sensitive, sealer, reuse)
