@@ -27,6 +27,7 @@ from engine.errors import ConfigError, LeadflowError
 from engine.flows import load_flow
 from engine.intake.fake import fake_leads
 from engine.logs import configure_logging
+from engine.ops.alerts_cli import alerts_app
 from engine.ops.calls_cli import calls_app
 from engine.ops.erase_cli import erase
 from engine.ops.feedback_check import check_feedback, parse_or_refuse
@@ -69,6 +70,7 @@ app.command()(erase)
 app.add_typer(projections_app, name="projections")
 app.add_typer(streamer_app, name="streamer")
 app.add_typer(calls_app, name="calls")
+app.add_typer(alerts_app, name="alerts")
 app.add_typer(retention_app, name="retention")
 app.command()(replay)
 console = Console(stderr=True)

@@ -266,3 +266,95 @@ class AlertActionQueue:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertStatus:
+    """One rule instance as an operator reads it (``leadflow alerts status``)."""
+
+    flow_id: str
+    rule_id: str
+    subject: str
+    # firing; resolving (firing, healthy for less than resolve_after_s); breaching (not
+    # firing, past the threshold for less than trigger_after_s); ok
+    state: str
+    since: str | None  # ISO 8601 UTC: when it triggered, or when the current run began
+    alert_id: str | None  # the firing episode's id (events, webhooks)
+    last_alert: str | None  # the last alert.* event's type and time, e.g. "triggered at ..."
+    summary: str | None  # that event's reason, e.g. "rejection_rate 45 % > 30 %"
+    evaluated_at: str  # when the evaluator last saved it
+    actions_pending: int
+    actions_failed: int
+    last_error: str | None  # of the last episode's last failed or retried action
+
+    def as_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+# Per instance, its last alert event (the outbox keeps them, a few per rule and day) and
+# the actions of its last episode.
+_STATUS = """
+SELECT w.flow_id, w.rule_id, w.subject, w.alert, w.updated_at, last.type, last.reason,
+       last.data ->> 'id', last.occurred_at,
+       count(a.id) FILTER (WHERE a.status = 'pending') AS pending,
+       count(a.id) FILTER (WHERE a.status = 'failed') AS failed,
+       (array_agg(a.last_error ORDER BY a.created_at DESC)
+            FILTER (WHERE a.last_error IS NOT NULL))[1] AS last_error
+FROM engine_alert_windows w
+LEFT JOIN LATERAL (
+    SELECT o.type, o.reason, o.data, o.occurred_at FROM system_event_outbox o
+    WHERE o.flow_id = w.flow_id AND o.type IN ('alert.triggered', 'alert.resolved')
+      AND o.data ->> 'rule_id' = w.rule_id AND o.data ->> 'subject' = w.subject
+    ORDER BY o.occurred_at DESC, o.id DESC LIMIT 1
+) last ON true
+LEFT JOIN engine_alert_actions a ON a.flow_id = w.flow_id AND a.alert_id = last.data ->> 'id'
+WHERE %(flow)s::text IS NULL OR w.flow_id = %(flow)s
+GROUP BY w.flow_id, w.rule_id, w.subject, w.alert, w.updated_at,
+         last.type, last.reason, last.data, last.occurred_at
+ORDER BY w.firing DESC, w.flow_id, w.rule_id, w.subject
+"""
+
+
+def _iso(moment: Any) -> str | None:
+    if moment is None:
+        return None
+    if isinstance(moment, datetime):
+        return moment.astimezone(UTC).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(int(moment) / 1000, UTC).isoformat(timespec="seconds")
+
+
+def _state(alert: dict[str, Any]) -> tuple[str, Any]:
+    """The instance's state in words, and the moment it began."""
+    firing, since = bool(alert.get("firing")), alert.get("since_ms")
+    if firing:
+        return ("resolving", since) if since is not None else ("firing", alert.get("triggered_ms"))
+    return ("breaching", since) if since is not None else ("ok", None)
+
+
+def alert_statuses(settings: Settings, flow_id: str | None = None) -> list[AlertStatus]:
+    """Every rule instance the evaluators keep (of ``flow_id``, or of every flow), firing
+    first. Read from the state tables, so it works with no evaluator running."""
+    migrate_state(settings)
+    with _translated("read alert status"), connect(settings) as conn:
+        rows = conn.execute(_STATUS, {"flow": flow_id}).fetchall()
+    out = []
+    for flow, rule, subject, alert, updated, kind, reason, alert_id, at, *actions in rows:
+        state, since = _state(alert)
+        pending, failed, error = actions
+        out.append(
+            AlertStatus(
+                flow_id=str(flow),
+                rule_id=str(rule),
+                subject=str(subject),
+                state=state,
+                since=_iso(since),
+                alert_id=alert.get("alert_id") or (alert_id if kind else None),
+                last_alert=f"{kind.removeprefix('alert.')} at {_iso(at)}" if kind else None,
+                summary=reason,
+                evaluated_at=str(_iso(updated)),
+                actions_pending=int(pending),
+                actions_failed=int(failed),
+                last_error=error,
+            )
+        )
+    return out
