@@ -1,4 +1,5 @@
-"""One run of the demo flow that every seed walk reads (``tests/seeds/test_seed_00*.py``).
+"""One run of the demo flow that the seed walks read (``tests/seeds/test_seed_00[0-3]*.py``;
+seed 004's walk applies the same flow, ``demo_flow``, in a lifecycle of its own).
 
 ``flows/demo.yaml`` as ``make demo`` runs it - its steps (paid phone check retried once,
 service-area filter, two buyers, the first with retries), its sealed personal fields, the
@@ -148,7 +149,7 @@ def demo_flow(flow_id: str, services: str, settings: Settings) -> Flow:
 
 
 @contextmanager
-def _environment(stack: Settings) -> Iterator[None]:
+def demo_environment(stack: Settings) -> Iterator[None]:
     """The run's secrets in the environment, as a deployment gives them: a master key (the
     demo seals), the destinations' own credentials, the intake's key."""
     secret = stack.aws_secret_access_key
@@ -234,7 +235,7 @@ def run_demo_flow(stack: Settings, run_id: str) -> DemoRun:
         assert decide(CASES[case], mix=True).body["outcome"] == "success", case
     buyer = BuyerServer(port=0, mix=True, slow_seconds=2.0)
     buyer.start_in_thread()
-    with _environment(stack):
+    with demo_environment(stack):
         flow = demo_flow(run_id, buyer.url.rsplit("/", 1)[0], stack)
         assert flow.seals
         migrate_state(settings)
