@@ -2,13 +2,16 @@
 
 It decides from the lead itself, so a test can predict every answer:
 an email containing ``+reject`` is refused as a duplicate, ``+error`` gets
-HTTP 500, ``+slow`` answers after ``slow_seconds``, ``+lag`` after 300 ms; with ``mix`` on, other
+HTTP 500, ``+flaky`` HTTP 503 on a delivery's first post and an acceptance on its retry,
+``+slow`` answers after ``slow_seconds``, ``+lag`` after 300 ms; with ``mix`` on, other
 leads are accepted or refused by a hash of the email (about 80/15/5 accept,
 reject, error), which gives the demo a realistic spread.
 
-Every answer is kept by idempotency key (the header a flow's step names,
+Every answer but a 5xx is kept by idempotency key (the header a flow's step names,
 ``Idempotency-Key`` by default): a delivery posted again gets the first answer
-back, marked ``Idempotent-Replayed: true``, and counts as a duplicate. With a
+back, marked ``Idempotent-Replayed: true``, and counts as a duplicate. A 5xx says the
+post was not processed, so a retry is decided anew (as servers of the IETF
+idempotency-key draft treat a request that failed before it ran). With a
 ``Realism`` the buyer answers like a real one (lognormal latency, a share never
 answered); ``GET /stats`` says what it saw (``engine.demo.buyer_realism``).
 Without one it answers at once, as it always has. Run it on its own with
@@ -59,6 +62,8 @@ class BuyerAnswer:
     body: dict[str, Any]
     delay: float = 0.0
 
+
+_UNAVAILABLE = BuyerAnswer(503, {"error": "service unavailable"})
 
 # How long a ``+lag`` lead's answer takes: a real buyer's typical time.
 LAG_SECONDS = 0.3
@@ -188,7 +193,18 @@ class _Handler(BaseHTTPRequestHandler):
             with self.server.lock:
                 calls.append(key)
                 self.server.bodies.append(fields)
-                if key and not (self.path == PING_PATH and self.server.bid_random):
+                if "+flaky" in str(fields.get("email", "")) and self.path != PING_PATH:
+                    # Down for a delivery's first post (by its key), up for its retry.
+                    first = (self.path, key) not in self.server.flaky_seen
+                    if len(self.server.flaky_seen) > REMEMBERED_ANSWERS:
+                        self.server.flaky_seen.clear()
+                    self.server.flaky_seen.add((self.path, key))
+                    answer = _UNAVAILABLE if first else answer
+                if (
+                    key
+                    and answer.status < 500
+                    and not (self.path == PING_PATH and self.server.bid_random)
+                ):
                     # Honour the key: the same delivery gets the same answer, every time
                     # (but a buyer bidding at random prices every ping anew, even a repeat).
                     kept = self.server.answered.setdefault((self.path, key), answer)
@@ -281,6 +297,8 @@ class BuyerServer(ThreadingHTTPServer):
         self.bid_random = random.Random(bid_random_seed) if bid_random_seed is not None else None
         self.stats = BuyerStats()
         self.answered: dict[tuple[str, str], BuyerAnswer] = {}
+        # The deliveries of ``+flaky`` leads posted once already (their retry is accepted).
+        self.flaky_seen: set[tuple[str, str]] = set()
         self.lock = threading.Lock()
         # Idempotency keys of the calls received, leads and phone checks apart.
         self.received: list[str] = []

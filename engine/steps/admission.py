@@ -81,10 +81,10 @@ def admit(
     if duplicate_of is None and capped is None:
         return StepResult([submitted, accepted], proceed=True)
     if duplicate_of is not None:
-        reason = duplicate_reason(duplicate_of)
+        reason, check = duplicate_reason(duplicate_of), "duplicate"
     else:
         assert capped is not None
-        reason = source_cap_reason(capped)
+        reason, check = source_cap_reason(capped), "cap"
     # The accepted draft's source fields (criteria, client, configuration) carry over.
     rejected = replace(
         accepted,
@@ -93,5 +93,7 @@ def admit(
         reason=reason,
         vars={k: v for k, v in accepted.vars.items() if k not in _TOTALS},
         cost=None,
+        # Not a field's fault: the lead as a whole (the schema's FieldError, field null).
+        field_errors=[{"field": None, "check": check, "message": reason}],
     )
     return StepResult([submitted, rejected], proceed=False)

@@ -75,7 +75,7 @@ class SourceSettings(ConfigModel):
     # Reject a lead whose duplicate_fields match a lead accepted within the window.
     duplicate_window_days: Annotated[int, Field(ge=1, le=365)] | None = None
     duplicate_fields: list[str] = Field(default_factory=lambda: ["email", "phone_1"])
-    # Judged on the typed snapshot once every required field is present and valid.
+    # Judged on the typed snapshot (whatever of it was typed: a rejected lead's too).
     acceptance: RuleSet | None = None
     # Leads POSTed over HTTP (engine.api.intake); None: the intake topic only.
     intake: IntakeSettings | None = None

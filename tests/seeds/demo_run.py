@@ -5,15 +5,16 @@ seed 004's walk applies the same flow, ``demo_flow``, in a lifecycle of its own)
 service-area filter, two buyers, the first with retries), its sealed personal fields, the
 demo buyer with its mix of answers (``engine.demo.buyer``), the demo's fake leads
 (``engine.intake.fake``, a fixed seed, malformed ones included) and buyer feedback - under
-the run's own id and Postgres schema. Two things are added, each because a seed names a
-field only they set: the source's HTTP intake with ping limits (the demo publishes to the
-intake topic; ``client_ip`` and the ping-limit fields belong to leads posted over HTTP),
-and the streaming destinations of seed 003 (each with its own credentials, one per
-layout, one disabled) in place of the demo's two.
+the run's own id and Postgres schema. Two things are changed, each because a seed names
+what only they make: the source's HTTP intake with ping limits is added (the demo
+publishes to the intake topic; ``client_ip`` and the ping-limit fields belong to leads
+posted over HTTP), and the streaming destinations of seed 003 (each with its own
+credentials, one per layout, one disabled) replace the demo's two.
 
 A small run of fake leads may miss a rare outcome (1 % of them hit the service outage), so
 one lead per outcome rides along, marked the way the demo buyer and its phone service read
-(``CASES``). The run is made once per session: the walks share it (``xdist_group``).
+(``CASES``; ``DUPLICATE``, sent once the first is in). The run is made once per session:
+the walks share it (``xdist_group``).
 """
 
 from __future__ import annotations
@@ -72,7 +73,12 @@ CASES: dict[str, dict[str, Any]] = {
     "buyer_error": {**GOOD, "email": "d+error@example.com"},  # recipient.error, retried
     "no_data": {**GOOD, "email": "e+unknown@example.com"},  # enhancement.failure
     "service_down": {**GOOD, "email": "f+down@example.com"},  # enhancement.error, retried
+    "service_hung": {**GOOD, "email": "g+hang@example.com"},  # the phone check times out
+    "retried": {**GOOD, "email": "i+flaky@example.com"},  # buyer 503, retried, delivered
 }
+# The "delivered" lead again (same email and phone), once that one was accepted: of two
+# leads that match, only one submitted after the other was admitted is a duplicate.
+DUPLICATE = CASES["delivered"]
 # The destinations of seed 003's checks, and the env variables holding their secrets.
 KEY_ID_ENV, SECRET_ENV, AZURE_ENV = "SEEDS_S3_KEY_ID", "SEEDS_S3_SECRET", "SEEDS_AZURE_CONN"
 INTAKE_KEY_ENV = "SEEDS_INTAKE_KEY"
@@ -233,7 +239,8 @@ def run_demo_flow(stack: Settings, run_id: str) -> DemoRun:
     )
     for case in ("delivered", "converted", "returned"):
         assert decide(CASES[case], mix=True).body["outcome"] == "success", case
-    buyer = BuyerServer(port=0, mix=True, slow_seconds=2.0)
+    # A hung phone check answers after 3 s: past its 2 s timeout.
+    buyer = BuyerServer(port=0, mix=True, slow_seconds=3.0)
     buyer.start_in_thread()
     with demo_environment(stack):
         flow = demo_flow(run_id, buyer.url.rsplit("/", 1)[0], stack)
@@ -249,13 +256,8 @@ def run_demo_flow(stack: Settings, run_id: str) -> DemoRun:
                 fake_ids = publish_leads(
                     settings, flow.id, fake_leads(FAKE_LEADS, seed=FAKE_SEED), sealer
                 )
-                ids = dict(
-                    zip(
-                        CASES,
-                        publish_leads(settings, flow.id, list(CASES.values()), sealer),
-                        strict=True,
-                    )
-                )
+                cases = publish_leads(settings, flow.id, list(CASES.values()), sealer)
+                ids = dict(zip(CASES, cases, strict=True))
             finally:
                 sealer.close()
             ids["over_http"] = post_over_http(
@@ -277,6 +279,7 @@ def run_demo_flow(stack: Settings, run_id: str) -> DemoRun:
                 every=1,
             )
             timelines = events_by_lead(events)
+            ids["duplicate"] = publish_leads(settings, flow.id, [DUPLICATE])[0]
             feedback_sent = _send_feedback(settings, ids, timelines)
             sent = len(feedback_sent)
             loop = build_feedback_loop(settings, RunDeliveries(timelines))
@@ -286,8 +289,11 @@ def run_demo_flow(stack: Settings, run_id: str) -> DemoRun:
             events = wait_until(
                 lambda: read_events(settings, flow, 5),
                 90,
-                f"{sent} feedbacks processed",
-                until=lambda events: sum(e["type"] == "feedback.processed" for e in events) >= sent,
+                f"{sent} feedbacks processed and the duplicate rejected",
+                until=lambda events: (
+                    sum(e["type"] == "feedback.processed" for e in events) >= sent
+                    and sum(e["type"] == "flow.completed" for e in events) > leads
+                ),
                 every=1,
             )
         finally:

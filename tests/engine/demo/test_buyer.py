@@ -7,6 +7,7 @@ import socket
 from collections.abc import Iterator
 from typing import BinaryIO
 
+import httpx
 import pytest
 
 from engine.demo.buyer import PHONE_CHECK_PATH, BuyerServer, bid
@@ -84,3 +85,25 @@ def test_a_randomly_bidding_buyer_prices_every_ping_anew_even_under_one_key() ->
         assert buyer.pinged == ["k1"] * 5
     finally:
         buyer.stop()
+
+
+def _post(server: BuyerServer, body: dict[str, object], key: str) -> tuple[int, str | None]:
+    """The lead posted under idempotency key ``key``: the status, and the replay header."""
+    answer = httpx.post(server.url, json=body, headers={"Idempotency-Key": key}, timeout=5)
+    return answer.status_code, answer.headers.get("Idempotent-Replayed")
+
+
+def test_a_flaky_delivery_is_refused_once_then_accepted_on_its_retry(server: BuyerServer) -> None:
+    flaky = {"email": "ada+flaky@example.com"}
+    assert _post(server, flaky, "d1")[0] == 503
+    assert _post(server, flaky, "d1") == (200, "true")  # the retry: processed now
+    assert _post(server, flaky, "d1") == (200, "true")  # and kept, as any answer but a 5xx
+    assert _post(server, flaky, "d2")[0] == 503  # another delivery of it: down again
+
+
+def test_a_server_error_is_not_kept_for_the_key_an_answer_is(server: BuyerServer) -> None:
+    assert _post(server, {"email": "bo+error@example.com"}, "e1")[0] == 500
+    assert _post(server, {"email": "bo+error@example.com"}, "e1")[0] == 500
+    assert ("/leads", "e1") not in server.answered
+    assert _post(server, {"email": "cy+reject@example.com"}, "r1")[0] == 200
+    assert ("/leads", "r1") in server.answered

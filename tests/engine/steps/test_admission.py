@@ -111,6 +111,9 @@ def test_a_duplicate_is_rejected_with_the_day_of_the_earlier_lead() -> None:
         "Duplicate: previously submitted 2026-02-28",
     )
     assert (rejected.entity_id, rejected.cap_reached) == ("web", None)
+    assert rejected.field_errors == [
+        {"field": None, "check": "duplicate", "message": rejected.reason}
+    ]
 
 
 def test_a_duplicate_in_a_capped_flow_takes_no_slot_and_says_no_cap_was_full() -> None:
@@ -128,6 +131,7 @@ def test_a_lead_over_a_full_cap_is_rejected_naming_the_cap() -> None:
     assert verdict.last.type == "source.rejected"
     assert verdict.last.reason == "Cap reached: Daily flow cap (2/2)"
     assert verdict.last.cap_reached is True
+    assert [(e["field"], e["check"]) for e in verdict.last.field_errors or []] == [(None, "cap")]
 
 
 def test_a_rejected_lead_keeps_its_fields_but_no_running_totals() -> None:
