@@ -22,15 +22,13 @@ What each figure counts:
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from psycopg import sql
-from psycopg.rows import dict_row
 
-from projectors.params import TimeRange, iso_utc
-from projectors.stats import VERDICT_TYPES, Table
-from projectors.store import Connection, translate_errors
+from projectors.params import TimeRange
+from projectors.stats import VERDICT_TYPES, Table, query_table
+from projectors.store import Connection
 
 _HOURS = sql.SQL(
     "hour >= date_trunc('hour', coalesce(%(start)s::timestamptz, '-infinity'), 'UTC')"
@@ -51,17 +49,6 @@ def _pct(part: sql.Composable, whole: sql.Composable) -> sql.Composed:
 
 def _col(name: str) -> sql.Composable:
     return sql.Identifier(*name.split("."))
-
-
-def _table(conn: Connection, query: sql.Composed, params: dict[str, Any]) -> Table:
-    with translate_errors(), conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, params)
-        columns = tuple(column.name for column in cur.description or ())
-        rows = [
-            {k: iso_utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
-            for row in cur.fetchall()
-        ]
-    return Table(columns, rows)
 
 
 def _params(flow_id: str, when: TimeRange, **more: Any) -> dict[str, Any]:
@@ -130,7 +117,7 @@ def step_performance(
         error_pct=_pct(_col("error"), _col("n")),
     )
     params = _params(flow_id, when, verdicts=list(VERDICT_TYPES))
-    return _table(conn, query, params)
+    return query_table(conn, query, params)
 
 
 _REJECTIONS = sql.SQL(
@@ -165,7 +152,7 @@ def rejections(
     first (the first ``limit``): ``pct`` of all of them in the selection, the rows left out
     included, ``pct_of_source`` of the source's."""
     params = _params(flow_id, when, source_id=source_id, step_id=step_id, limit=limit)
-    return _table(conn, _REJECTIONS, params)
+    return query_table(conn, _REJECTIONS, params)
 
 
 # Lead answers read hourly_lead_outcomes: the leads by submission hour, source, whether
@@ -228,7 +215,7 @@ def enhancement_value(conn: Connection, flow_id: str, when: TimeRange) -> Table:
     erred, skipped, or never reached), and the revenue per lead of each side
     (``revenue_difference`` is with minus without, per lead); its cost is what its events
     charged in the range's hours."""
-    return _table(conn, _ENHANCEMENTS, _params(flow_id, when))
+    return query_table(conn, _ENHANCEMENTS, _params(flow_id, when))
 
 
 _SOURCES = sql.SQL(
@@ -263,7 +250,7 @@ def source_performance(conn: Connection, flow_id: str, when: TimeRange) -> Table
     """Per source, over the leads it submitted in the range's hours: acceptance rate, what
     the enhancements cost, delivery rate (of the accepted), revenue net of returns, and
     profit (revenue less everything the steps charged, the source's price included)."""
-    return _table(conn, _SOURCES, _params(flow_id, when))
+    return query_table(conn, _SOURCES, _params(flow_id, when))
 
 
 _BUYERS = sql.SQL(
@@ -331,7 +318,7 @@ def buyer_behaviour(conn: Connection, flow_id: str, when: TimeRange) -> Table:
     max; and of the deliveries made in the range, the revenue net of returns, per lead, and
     the feedback on them: returns and conversions per delivery, mean days to convert."""
     params = _params(flow_id, when, verdicts=list(VERDICT_TYPES))
-    return _table(conn, _BUYERS, params)
+    return query_table(conn, _BUYERS, params)
 
 
 _BUYER_HOURS = sql.SQL(
@@ -360,4 +347,4 @@ def buyer_hours(conn: Connection, flow_id: str, when: TimeRange, timezone: str =
     """Per recipient step and hour of the day (0-23 in ``timezone``, an IANA name the caller
     checked): answers and the acceptance rate; hours without any are left out."""
     params = _params(flow_id, when, verdicts=list(VERDICT_TYPES), timezone=timezone)
-    return _table(conn, _BUYER_HOURS, params)
+    return query_table(conn, _BUYER_HOURS, params)

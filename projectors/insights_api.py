@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Query
 from fastapi.responses import Response
 
-from engine.access.guard import STATS
-from engine.web.responses import answers, as_text, guarded
 from projectors.api import Id
 from projectors.insights import (
     buyer_behaviour,
@@ -26,18 +24,13 @@ from projectors.insights import (
     source_performance,
     step_performance,
 )
-from projectors.params import StrictQuery, query_error
-from projectors.stats_api import FlowTable, time_zones
+from projectors.params import query_error
+from projectors.stats_api import JSON_OR_CSV, FlowTable, stats_router, time_zones
 
-router = APIRouter(
-    tags=["stats"],
-    dependencies=[Depends(STATS), StrictQuery],
-    responses={**guarded(), **answers(503)},
-)
-_JSON_OR_CSV = as_text("Rows as JSON, or as CSV with format=csv", "text/csv")
+router = stats_router()
 
 
-@router.get("/flows/{flow_id}/insights/steps", responses=_JSON_OR_CSV)
+@router.get("/flows/{flow_id}/insights/steps", responses=JSON_OR_CSV)
 def get_step_performance(
     ask: FlowTable,
     interval: Annotated[
@@ -50,7 +43,7 @@ def get_step_performance(
     )
 
 
-@router.get("/flows/{flow_id}/insights/rejections", responses=_JSON_OR_CSV)
+@router.get("/flows/{flow_id}/insights/rejections", responses=JSON_OR_CSV)
 def get_rejections(
     ask: FlowTable,
     source_id: Id = None,
@@ -62,7 +55,7 @@ def get_rejections(
     return ask.answer(table)
 
 
-@router.get("/flows/{flow_id}/insights/enhancements", responses=_JSON_OR_CSV)
+@router.get("/flows/{flow_id}/insights/enhancements", responses=JSON_OR_CSV)
 def get_enhancement_value(
     ask: FlowTable,
 ) -> Response:
@@ -70,7 +63,7 @@ def get_enhancement_value(
     return ask.answer(enhancement_value(ask.conn, ask.flow_id, ask.when))
 
 
-@router.get("/flows/{flow_id}/insights/sources", responses=_JSON_OR_CSV)
+@router.get("/flows/{flow_id}/insights/sources", responses=JSON_OR_CSV)
 def get_source_performance(
     ask: FlowTable,
 ) -> Response:
@@ -78,7 +71,7 @@ def get_source_performance(
     return ask.answer(source_performance(ask.conn, ask.flow_id, ask.when))
 
 
-@router.get("/flows/{flow_id}/insights/buyers", responses=_JSON_OR_CSV)
+@router.get("/flows/{flow_id}/insights/buyers", responses=JSON_OR_CSV)
 def get_buyer_behaviour(
     ask: FlowTable,
 ) -> Response:
@@ -86,7 +79,7 @@ def get_buyer_behaviour(
     return ask.answer(buyer_behaviour(ask.conn, ask.flow_id, ask.when))
 
 
-@router.get("/flows/{flow_id}/insights/buyer-hours", responses=_JSON_OR_CSV)
+@router.get("/flows/{flow_id}/insights/buyer-hours", responses=JSON_OR_CSV)
 def get_buyer_hours(
     ask: FlowTable,
     timezone: Annotated[

@@ -88,6 +88,11 @@ def iso_utc(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def iso_utc_or_none(value: datetime | None) -> str | None:
+    """``iso_utc``, with None (a time not reached yet: a job not started) passed through."""
+    return None if value is None else iso_utc(value)
+
+
 @dataclass(frozen=True, slots=True)
 class TimeRange:
     """``start`` inclusive, ``end`` exclusive, both aware and UTC; None is unbounded."""

@@ -90,7 +90,9 @@ class StatsQuery:
     types: Sequence[str] = ()
 
 
-def _table(conn: Connection, query: sql.Composed, params: dict[str, Any]) -> Table:
+def query_table(conn: Connection, query: sql.Composed, params: dict[str, Any]) -> Table:
+    """Run ``query`` into a ``Table``, times as ISO 8601 UTC: one answer shape for every
+    stats and insights route."""
     with translate_errors(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, params)
         columns = tuple(column.name for column in cur.description or ())
@@ -142,7 +144,7 @@ def event_stats(conn: Connection, query: StatsQuery) -> Table:
         "types": list(query.types),
         "cap": MAX_STATS_ROWS + 1,
     }
-    table = _table(conn, statement, params)
+    table = query_table(conn, statement, params)
     if len(table.rows) > MAX_STATS_ROWS:
         raise TooManyRowsError(
             f"more than {MAX_STATS_ROWS} rows: narrow start/end, use a coarser interval"
@@ -178,7 +180,7 @@ ORDER BY position, step_id
 def step_analytics(conn: Connection, flow_id: str, when: TimeRange) -> Table:
     """Per step, in flow order: decisions made, their outcome rates and how long they took."""
     params = {**_range(when), "flow_id": flow_id, "verdicts": list(VERDICT_TYPES)}
-    table = _table(conn, _STEPS, params)
+    table = query_table(conn, _STEPS, params)
     columns = tuple(c for c in table.columns if c != "position")
     return Table(columns, [{c: row[c] for c in columns} for row in table.rows])
 
@@ -209,7 +211,7 @@ def reason_analytics(
         "step_id": step_id,
         "limit": limit,
     }
-    return _table(conn, _REASONS, params)
+    return query_table(conn, _REASONS, params)
 
 
 # Per source, from a ``per_lead`` CTE of one row per submitted lead (source_id,
@@ -256,7 +258,7 @@ WITH submitted AS (
 def source_analytics(conn: Connection, flow_id: str, when: TimeRange) -> Table:
     """Per source, the leads it submitted in the range and what became of them, whenever that
     was: accepted, delivered (to at least one buyer), cost, revenue and profit."""
-    return _table(conn, _SOURCES, {**_range(when), "flow_id": flow_id})
+    return query_table(conn, _SOURCES, {**_range(when), "flow_id": flow_id})
 
 
 _RECIPIENTS = sql.SQL(
@@ -297,4 +299,4 @@ ORDER BY position, step_id
 def recipient_analytics(conn: Connection, flow_id: str, when: TimeRange) -> Table:
     """Per recipient: of the leads offered to it in the range, how many it accepted; how fast
     it answered (``wait_ms``, over the calls made); the revenue it brought, net of returns."""
-    return _table(conn, _RECIPIENTS, {**_range(when), "flow_id": flow_id})
+    return query_table(conn, _RECIPIENTS, {**_range(when), "flow_id": flow_id})

@@ -51,13 +51,20 @@ from projectors.stats import (
 )
 from projectors.store import Connection
 
-router = APIRouter(
-    tags=["stats"],
-    dependencies=[Depends(STATS), StrictQuery],
-    responses={**guarded(), **answers(503)},
-)
+
+def stats_router() -> APIRouter:
+    """A router for routes under the ``stats`` scope that refuse unknown query parameters:
+    the stats routes' and the insights routes', so both are guarded alike."""
+    return APIRouter(
+        tags=["stats"],
+        dependencies=[Depends(STATS), StrictQuery],
+        responses={**guarded(), **answers(503)},
+    )
+
+
+router = stats_router()
 # Each route answers JSON, or CSV with format=csv (or Accept: text/csv).
-_JSON_OR_CSV = as_text("Rows as JSON, or as CSV with format=csv", "text/csv")
+JSON_OR_CSV = as_text("Rows as JSON, or as CSV with format=csv", "text/csv")
 
 Format = Annotated[Literal["json", "csv"] | None, Query(description="default json")]
 _GROUPS: dict[str, GroupBy] = {name: name for name in get_args(GroupBy)}
@@ -150,7 +157,7 @@ def _group_by(values: list[str]) -> tuple[GroupBy, ...]:
     return tuple(names)
 
 
-@router.get("/events/stats", responses=_JSON_OR_CSV)
+@router.get("/events/stats", responses=JSON_OR_CSV)
 def get_event_stats(
     request: Request,
     conn: Conn,
@@ -189,7 +196,7 @@ def get_event_stats(
     return respond(table, request, format, reader, conn)
 
 
-@router.get("/flows/{flow_id}/analytics/steps", responses=_JSON_OR_CSV)
+@router.get("/flows/{flow_id}/analytics/steps", responses=JSON_OR_CSV)
 def get_step_analytics(
     ask: FlowTable,
 ) -> Response:
@@ -197,7 +204,7 @@ def get_step_analytics(
     return ask.answer(step_analytics(ask.conn, ask.flow_id, ask.when))
 
 
-@router.get("/flows/{flow_id}/analytics/reasons", responses=_JSON_OR_CSV)
+@router.get("/flows/{flow_id}/analytics/reasons", responses=JSON_OR_CSV)
 def get_reason_analytics(
     ask: FlowTable,
     step_id: Id = None,
@@ -208,7 +215,7 @@ def get_reason_analytics(
     return ask.answer(table)
 
 
-@router.get("/flows/{flow_id}/analytics/sources", responses=_JSON_OR_CSV)
+@router.get("/flows/{flow_id}/analytics/sources", responses=JSON_OR_CSV)
 def get_source_analytics(
     ask: FlowTable,
 ) -> Response:
@@ -217,7 +224,7 @@ def get_source_analytics(
     return ask.answer(source_analytics(ask.conn, ask.flow_id, ask.when))
 
 
-@router.get("/flows/{flow_id}/analytics/recipients", responses=_JSON_OR_CSV)
+@router.get("/flows/{flow_id}/analytics/recipients", responses=JSON_OR_CSV)
 def get_recipient_analytics(
     ask: FlowTable,
 ) -> Response:
@@ -230,7 +237,7 @@ _DAILY_GROUPS: dict[str, DailyGroup] = {name: name for name in get_args(DailyGro
 Day = Annotated[date, BeforeValidator(iso_only)]
 
 
-@router.get("/flows/{flow_id}/analytics/daily", responses=_JSON_OR_CSV)
+@router.get("/flows/{flow_id}/analytics/daily", responses=JSON_OR_CSV)
 def get_daily_analytics(
     flow_id: str,
     request: Request,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import structlog
@@ -26,6 +26,7 @@ from engine.settings import Settings
 from projectors.errors import MigrationError
 from projectors.exports.errors import LeaseLostError, UnknownExportError
 from projectors.exports.formats import FORMATS
+from projectors.params import iso_utc, iso_utc_or_none
 from projectors.selection import ExportFormat, ExportQuery
 from projectors.store import Connection, checked_schema, connect, translate_errors
 
@@ -56,12 +57,6 @@ def migrate_exports(settings: Settings) -> list[str]:
     return done
 
 
-def _utc(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 @dataclass(frozen=True, slots=True)
 class Download:
     by: str
@@ -69,7 +64,7 @@ class Download:
     at: datetime
 
     def as_json(self) -> dict[str, Any]:
-        return {"by": self.by, "address": self.address, "at": _utc(self.at)}
+        return {"by": self.by, "address": self.address, "at": iso_utc(self.at)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +102,9 @@ class ExportJob:
             "compression": "gzip",
             "filters": self.filters,
             "requested_by": self.requested_by,
-            "created_at": _utc(self.created_at),
-            "started_at": _utc(self.started_at),
-            "finished_at": _utc(self.finished_at),
+            "created_at": iso_utc(self.created_at),
+            "started_at": iso_utc_or_none(self.started_at),
+            "finished_at": iso_utc_or_none(self.finished_at),
             "attempts": self.attempts,
             "rows": self.row_count,
             "bytes": self.byte_count,

@@ -98,25 +98,16 @@ class ExportWorker:
             prefix=self.settings.export_prefix,
             poll_s=self.poll_s,
         )
-        migrated = False
-        while not stop.is_set():
-            try:
-                if not migrated:
-                    jobs.migrate_exports(self.settings)
-                    migrated = True
-                with connect(self.settings, application_name="leadflow-export-worker") as conn:
-                    while not stop.is_set():
-                        if self.run_once(conn, stop) is None:
-                            stop.wait(self.poll_s)
-            except StoreUnavailableError as exc:
-                log.warning("export worker waiting for postgres", error=self._clean(exc))
-                stop.wait(_UNAVAILABLE_BACKOFF_S)
-            except Exception as exc:
-                # A worker thread inside the API has nobody to raise to: dying
-                # would leave every later job waiting without a word.
-                log.error("export worker failed", error_type=type(exc).__name__,
-                          error=self._clean(exc))  # fmt: skip
-                stop.wait(_UNAVAILABLE_BACKOFF_S)
+        poll_until_stopped(
+            self.settings,
+            stop,
+            role="export worker",
+            migrate=jobs.migrate_exports,
+            run_once=self.run_once,
+            poll_s=self.poll_s,
+            unavailable=(StoreUnavailableError,),
+            clean=self._clean,
+        )
         log.info("export worker stopped", worker=self.name)
 
     def run_once(self, conn: Connection, stop: threading.Event | None = None) -> ExportJob | None:
@@ -199,6 +190,47 @@ class ExportWorker:
 
     def _clean(self, exc: BaseException) -> str:
         return redact(str(exc), *self._secrets)
+
+
+def poll_until_stopped(
+    settings: Settings,
+    stop: threading.Event,
+    *,
+    role: str,
+    migrate: Callable[[Settings], object],
+    run_once: Callable[[Connection, threading.Event], object | None],
+    poll_s: float,
+    unavailable: tuple[type[Exception], ...],
+    clean: Callable[[BaseException], str],
+) -> None:
+    """Call ``run_once`` until ``stop`` is set, waiting ``poll_s`` whenever it found nothing
+    (returned None); shared by the export worker and the scheduler, so both ride out a
+    Postgres outage the same way.
+
+    ``migrate`` runs once, before the first connection (named ``leadflow-<role>`` in
+    ``pg_stat_activity``). An ``unavailable`` error is Postgres away: warned of, then
+    waited out. Any other error is logged and waited out too, never raised: a worker
+    thread inside the API has nobody to raise to (dying would leave every later job
+    waiting without a word), and a supervisor restarting the process would only see it
+    fail the same way at once; waiting keeps the log readable and the retry paced.
+    """
+    migrated = False
+    application_name = f"leadflow-{role.replace(' ', '-')}"
+    while not stop.is_set():
+        try:
+            if not migrated:
+                migrate(settings)
+                migrated = True
+            with connect(settings, application_name=application_name) as conn:
+                while not stop.is_set():
+                    if run_once(conn, stop) is None:
+                        stop.wait(poll_s)
+        except unavailable as exc:
+            log.warning(f"{role} waiting for postgres", error=clean(exc))
+            stop.wait(_UNAVAILABLE_BACKOFF_S)
+        except Exception as exc:
+            log.error(f"{role} failed", error_type=type(exc).__name__, error=clean(exc))
+            stop.wait(_UNAVAILABLE_BACKOFF_S)
 
 
 def settings_secrets(settings: Settings) -> tuple[str, ...]:

@@ -37,16 +37,15 @@ from projectors.errors import StoreUnavailableError
 from projectors.exports import schedules, task_runs
 from projectors.exports.errors import LeaseLostError, OutputError
 from projectors.exports.formats import FORMATS
-from projectors.exports.runner import settings_secrets, spool_export
+from projectors.exports.runner import poll_until_stopped, settings_secrets, spool_export
 from projectors.exports.schedules import Schedule, TaskRun
-from projectors.store import Connection, connect
+from projectors.store import Connection
 
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
 
 DEFAULT_LEASE_S = 120.0
-_UNAVAILABLE_BACKOFF_S = 5.0
 
 
 def utc_now() -> datetime:
@@ -98,25 +97,16 @@ class ExportScheduler:
     def run(self, stop: threading.Event) -> None:
         """Work until ``stop`` is set, riding out Postgres outages with a backoff."""
         log.info("export scheduler started", worker=self.name, poll_s=self.poll_s)
-        migrated = False
-        while not stop.is_set():
-            try:
-                if not migrated:
-                    migrate_state(self.settings)
-                    migrated = True
-                with connect(self.settings, application_name="leadflow-export-scheduler") as conn:
-                    while not stop.is_set():
-                        if not self.run_once(conn, stop):
-                            stop.wait(self.poll_s)
-            except (StoreUnavailableError, StateUnavailableError) as exc:
-                log.warning("export scheduler waiting for postgres", error=self._clean(exc))
-                stop.wait(_UNAVAILABLE_BACKOFF_S)
-            except Exception as exc:
-                # The supervisor would restart the process, but only to fail the same way
-                # at once: waiting keeps the log readable and the retry paced.
-                log.error("export scheduler failed", error_type=type(exc).__name__,
-                          error=self._clean(exc))  # fmt: skip
-                stop.wait(_UNAVAILABLE_BACKOFF_S)
+        poll_until_stopped(
+            self.settings,
+            stop,
+            role="export scheduler",
+            migrate=migrate_state,
+            run_once=self.run_once,
+            poll_s=self.poll_s,
+            unavailable=(StoreUnavailableError, StateUnavailableError),
+            clean=self._clean,
+        )
         log.info("export scheduler stopped", worker=self.name)
 
     def run_once(self, conn: Connection, stop: threading.Event | None = None) -> TaskRun | None:

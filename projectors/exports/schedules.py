@@ -26,6 +26,7 @@ from engine.flows import Flow
 from engine.ids import new_lead_id
 from projectors.exports.errors import UnknownScheduleError
 from projectors.exports.system_events import emit_system_event
+from projectors.params import iso_utc, iso_utc_or_none
 from projectors.selection import ExportQuery
 from projectors.store import Connection, translate_errors
 
@@ -57,12 +58,6 @@ class ScheduleRequest(BaseModel):
     destination: Output
     max_attempts: MaxAttempts = 3
     keep_files: KeepFiles = None
-
-
-def _utc(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +97,9 @@ class Schedule:
             "max_attempts": self.max_attempts,
             "keep_files": self.keep_files,
             "created_by": self.created_by,
-            "created_at": _utc(self.created_at),
+            "created_at": iso_utc(self.created_at),
             "enabled": self.enabled,
-            "last_scheduled_for": _utc(self.last_scheduled_for),
+            "last_scheduled_for": iso_utc(self.last_scheduled_for),
         }
 
 
@@ -131,15 +126,15 @@ class TaskRun:
         return {
             "id": self.id,
             "schedule_id": self.schedule_id,
-            "scheduled_for": _utc(self.scheduled_for),
+            "scheduled_for": iso_utc(self.scheduled_for),
             "status": self.status,
             "attempts": self.attempts,
-            "next_attempt_at": _utc(self.next_attempt_at) if self.status == "queued" else None,
-            "started_at": _utc(self.started_at),
-            "finished_at": _utc(self.finished_at),
+            "next_attempt_at": iso_utc(self.next_attempt_at) if self.status == "queued" else None,
+            "started_at": iso_utc_or_none(self.started_at),
+            "finished_at": iso_utc_or_none(self.finished_at),
             "error": self.error,
             "output_location": self.output_location,
-            "output_deleted_at": _utc(self.output_deleted_at),
+            "output_deleted_at": iso_utc_or_none(self.output_deleted_at),
             "rows": self.row_count,
             "bytes": self.byte_count,
         }

@@ -12,9 +12,10 @@ transaction (``projectors.exports.system_events``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, LiteralString
 
 from psycopg import sql
+from psycopg.abc import Params
 from psycopg.rows import dict_row
 
 from engine.ids import new_lead_id
@@ -41,17 +42,20 @@ def list_runs(
     limit: int = 100,
 ) -> list[TaskRun]:
     """The newest runs first (by scheduled time), all or one schedule's, all or in ``status``."""
+    return _select_runs(
+        conn,
+        "WHERE (%(schedule)s::text IS NULL OR schedule_id = %(schedule)s)"
+        " AND (%(status)s::text IS NULL OR status = %(status)s)"
+        " ORDER BY scheduled_for DESC, id DESC LIMIT %(limit)s",
+        {"schedule": schedule_id, "status": status, "limit": limit},
+    )
+
+
+def _select_runs(conn: Connection, where: LiteralString, params: Params) -> list[TaskRun]:
+    """The runs ``where`` (a WHERE clause and what follows it) selects."""
+    query = sql.SQL("SELECT {} FROM engine_task_runs {}").format(RUN_COLUMNS, sql.SQL(where))
     with translate_errors(), conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            sql.SQL(
-                "SELECT {} FROM engine_task_runs"
-                " WHERE (%(schedule)s::text IS NULL OR schedule_id = %(schedule)s)"
-                " AND (%(status)s::text IS NULL OR status = %(status)s)"
-                " ORDER BY scheduled_for DESC, id DESC LIMIT %(limit)s"
-            ).format(RUN_COLUMNS),
-            {"schedule": schedule_id, "status": status, "limit": limit},
-        ).fetchall()
-    return [TaskRun(**row) for row in rows]
+        return [TaskRun(**row) for row in cur.execute(query, params).fetchall()]
 
 
 def queue_due_runs(conn: Connection, now: datetime) -> list[TaskRun]:
@@ -254,19 +258,16 @@ def files_beyond_kept(conn: Connection, schedule: Schedule) -> list[TaskRun]:
     not deleted yet (none without ``keep_files``)."""
     if schedule.keep_files is None:
         return []
-    with translate_errors(), conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            sql.SQL(
-                # Deleted files are always past the newest kept (or, had keep_files grown
-                # since, leaving them out keeps one more file, never one fewer).
-                "SELECT {} FROM engine_task_runs WHERE schedule_id = %s"
-                " AND status = 'completed' AND output_location IS NOT NULL"
-                " AND output_deleted_at IS NULL"
-                " ORDER BY scheduled_for DESC OFFSET %s"
-            ).format(RUN_COLUMNS),
-            (schedule.id, schedule.keep_files),
-        ).fetchall()
-    return [TaskRun(**row) for row in rows]
+    return _select_runs(
+        conn,
+        # Deleted files are always past the newest kept (or, had keep_files grown
+        # since, leaving them out keeps one more file, never one fewer).
+        "WHERE schedule_id = %s"
+        " AND status = 'completed' AND output_location IS NOT NULL"
+        " AND output_deleted_at IS NULL"
+        " ORDER BY scheduled_for DESC OFFSET %s",
+        (schedule.id, schedule.keep_files),
+    )
 
 
 def record_file_deleted(conn: Connection, run: TaskRun, schedule: Schedule, now: datetime) -> None:

@@ -8,9 +8,14 @@ from typing import Any
 
 from engine.alerts.evaluation import AlertChange, FlowAlerts
 from engine.alerts.rules import AlertRule
+from tests.engine.alerts.support import alert_rule
 
 MIN = 60_000
 T0 = 1_800_000_000_000
+# One event in the window decides: for the tests of what an event counts as.
+RATE_OVER_5_MINUTES = alert_rule(
+    "{id: r, metric: rejection_rate, above: 30, window_minutes: 5, min_events: 1}"
+)
 
 
 def event(
@@ -37,6 +42,11 @@ class Run:
         self.now = T0
         self.changes: list[AlertChange] = []
 
+    @classmethod
+    def of(cls, entry: str) -> Run:
+        """A run of the rule written as in a flow's ``alerts:``."""
+        return cls(alert_rule(entry))
+
     def minute(self, events: list[dict[str, Any]]) -> list[str]:
         self.now += MIN
         self.alerts.observe_all([{**e, "timestamp": self.now - 1} for e in events], self.now)
@@ -53,15 +63,10 @@ def completed(bad: int, good: int) -> list[dict[str, Any]]:
 
 
 def test_rejection_rate_triggers_above_30_and_resolves_below_the_resolve_threshold() -> None:
-    rule = AlertRule(
-        id="rejections",
-        metric="rejection_rate",
-        above=30,
-        resolve=20,
-        window_minutes=10,
-        min_events=10,
+    run = Run.of(
+        "{id: rejections, metric: rejection_rate, above: 30, resolve: 20,"
+        " window_minutes: 10, min_events: 10}"
     )
-    run = Run(rule)
     assert run.minute(completed(2, 8)) == []  # 20 %
     assert run.minute(completed(8, 2)) == ["triggered"]  # 10/20 = 50 %
     change = run.changes[0]
@@ -84,15 +89,10 @@ def test_rejection_rate_triggers_above_30_and_resolves_below_the_resolve_thresho
 
 
 def test_source_rejection_rate_over_50_percent_per_source() -> None:
-    rule = AlertRule(
-        id="bad-source",
-        metric="source_rejection_rate",
-        above=50,
-        resolve=40,
-        window_minutes=5,
-        min_events=4,
+    run = Run.of(
+        "{id: bad-source, metric: source_rejection_rate, above: 50, resolve: 40,"
+        " window_minutes: 5, min_events: 4}"
     )
-    run = Run(rule)
     rejected = [
         event("source.rejected", 0, reason="Missing required field: email", n=i) for i in range(6)
     ]
@@ -109,10 +109,10 @@ def test_source_rejection_rate_over_50_percent_per_source() -> None:
 
 
 def test_buyer_acceptance_under_70_percent_is_judged_per_recipient() -> None:
-    rule = AlertRule(
-        id="buyers", metric="buyer_acceptance", below=70, resolve=80, window_minutes=5, min_events=5
+    run = Run.of(
+        "{id: buyers, metric: buyer_acceptance, below: 70, resolve: 80,"
+        " window_minutes: 5, min_events: 5}"
     )
-    run = Run(rule)
 
     def answers(step: str, delivered: int, failed: int) -> list[dict[str, Any]]:
         return [event("recipient.delivered", 0, step=step, n=i) for i in range(delivered)] + [
@@ -142,17 +142,10 @@ def test_buyer_acceptance_under_70_percent_is_judged_per_recipient() -> None:
 
 
 def test_avg_step_duration_over_2000_ms_holds_for_a_minimum_duration() -> None:
-    rule = AlertRule(
-        id="slow",
-        metric="avg_step_ms",
-        above=2000,
-        resolve=1500,
-        window_minutes=2,
-        min_events=3,
-        trigger_after_s=120,
-        resolve_after_s=60,
+    run = Run.of(
+        "{id: slow, metric: avg_step_ms, above: 2000, resolve: 1500, window_minutes: 2,"
+        " min_events: 3, trigger_after_s: 120, resolve_after_s: 60}"
     )
-    run = Run(rule)
 
     def decisions(ms: int) -> list[dict[str, Any]]:
         return [event("enhancement.success", 0, step="phone-check", ms=ms, n=i) for i in range(5)]
@@ -167,15 +160,10 @@ def test_avg_step_duration_over_2000_ms_holds_for_a_minimum_duration() -> None:
 
 
 def test_a_brief_breach_shorter_than_trigger_after_never_fires() -> None:
-    rule = AlertRule(
-        id="r",
-        metric="rejection_rate",
-        above=30,
-        window_minutes=1,
-        min_events=5,
-        trigger_after_s=180,
+    run = Run.of(
+        "{id: r, metric: rejection_rate, above: 30, window_minutes: 1, min_events: 5,"
+        " trigger_after_s: 180}"
     )
-    run = Run(rule)
     for _ in range(3):
         assert run.minute(completed(9, 1)) == []
         assert run.minute(completed(0, 10)) == []
@@ -183,8 +171,7 @@ def test_a_brief_breach_shorter_than_trigger_after_never_fires() -> None:
 
 
 def test_too_few_events_decide_nothing_and_an_empty_window_resolves() -> None:
-    rule = AlertRule(id="r", metric="rejection_rate", above=30, window_minutes=1, min_events=5)
-    run = Run(rule)
+    run = Run.of("{id: r, metric: rejection_rate, above: 30, window_minutes: 1, min_events: 5}")
     assert run.minute(completed(3, 0)) == []  # 100 % of 3 leads: too few
     assert run.minute(completed(5, 0)) == ["triggered"]
     assert run.minute(completed(1, 0)) == []  # 1 lead: undecided, still firing
@@ -192,8 +179,7 @@ def test_too_few_events_decide_nothing_and_an_empty_window_resolves() -> None:
 
 
 def test_events_older_than_the_window_change_nothing() -> None:
-    rule = AlertRule(id="r", metric="rejection_rate", above=30, window_minutes=5, min_events=1)
-    alerts = FlowAlerts("solar", [rule])
+    alerts = FlowAlerts("solar", [RATE_OVER_5_MINUTES])
     now = T0
     old = [event("flow.completed", now - 10 * MIN, outcome="failure", n=i) for i in range(20)]
     alerts.observe_all(old, now)
@@ -202,7 +188,9 @@ def test_events_older_than_the_window_change_nothing() -> None:
 
 
 def test_state_saved_and_loaded_goes_on_where_it_was() -> None:
-    rule = AlertRule(id="r", metric="rejection_rate", above=30, window_minutes=5, min_events=2)
+    rule = alert_rule(
+        "{id: r, metric: rejection_rate, above: 30, window_minutes: 5, min_events: 2}"
+    )
     first = Run(rule)
     assert first.minute(completed(5, 0)) == ["triggered"]
     saved = {k: (i.window.to_json(), i.state.to_json()) for k, i in first.alerts.take_dirty()}
@@ -216,8 +204,7 @@ def test_state_saved_and_loaded_goes_on_where_it_was() -> None:
 
 
 def test_event_times_decoded_from_avro_count_like_epoch_milliseconds() -> None:
-    rule = AlertRule(id="r", metric="rejection_rate", above=30, window_minutes=5, min_events=1)
-    alerts = FlowAlerts("solar", [rule])
+    alerts = FlowAlerts("solar", [RATE_OVER_5_MINUTES])
     at = datetime.fromtimestamp((T0 - 1) / 1000, UTC)  # what the codec hands back
     alerts.observe(event("flow.completed", 0, outcome="failure") | {"timestamp": at}, T0)
     assert [c.transition for c in alerts.evaluate(T0)] == ["triggered"]

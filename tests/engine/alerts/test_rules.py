@@ -12,23 +12,17 @@ from engine.alerts.rules import AlertRule
 from engine.caps import CapSpec
 from engine.errors import FlowConfigError
 from engine.flows import parse_flow
+from tests.engine.alerts.support import CAPPED_SOURCE_FLOW, alert_rule
 
-FLOW = """
-id: solar
-name: Solar
-steps:
-  - id: source
-    kind: source
-    name: Web form
-    settings:
-      fields: [{name: email, type: email}]
-      caps: [{maximum: 100, duration: day}, {maximum: 7, duration: hour}]
-  - id: premier
+FLOW = (
+    CAPPED_SOURCE_FLOW
+    + """  - id: premier
     kind: recipient
     name: Premier
     settings: {url: "http://127.0.0.1:9/leads"}
 alerts:
 """
+)
 
 
 def test_rules_from_the_seed_are_accepted() -> None:
@@ -94,37 +88,34 @@ def test_lowered_maximum_rounds_down_and_keeps_the_floor() -> None:
     assert lowered_maximum(1, 0.5, 1) == 1
 
 
-def _trigger(rule: AlertRule) -> list:  # type: ignore[type-arg]
+NOW = 1_800_000_000_000
+
+
+def _source_rejections(rule: AlertRule) -> FlowAlerts:
+    """The rule's alerts after ten leads rejected at the source, all in the window at NOW."""
     alerts = FlowAlerts("solar", [rule])
-    now = 1_800_000_000_000
     for i in range(10):
         alerts.observe(
             {
                 "type": "source.rejected",
                 "step_id": "source",
-                "timestamp": now - 1,
+                "timestamp": NOW - 1,
                 "lead_id": f"L{i}",
                 "reason": "Missing required field: email",
             },
-            now,
+            NOW,
         )
-    return alerts.evaluate(now)
+    return alerts
 
 
 def test_a_triggered_source_alert_owes_a_webhook_and_the_lowered_caps() -> None:
-    rule = AlertRule.model_validate(
-        {
-            "id": "bad",
-            "metric": "source_rejection_rate",
-            "above": 50,
-            "lower_source_cap": {"factor": 0.5, "minimum": 2},
-            "webhook": {
-                "url": "https://hooks.example.com/x",
-                "auth": {"kind": "bearer", "secret_env": "HOOK_KEY"},
-            },
-        }
+    rule = alert_rule(
+        "{id: bad, metric: source_rejection_rate, above: 50,"
+        " lower_source_cap: {factor: 0.5, minimum: 2},"
+        " webhook: {url: 'https://hooks.example.com/x',"
+        " auth: {kind: bearer, secret_env: HOOK_KEY}}}"
     )
-    (change,) = _trigger(rule)
+    (change,) = _source_rejections(rule).evaluate(NOW)
     caps = [CapSpec(maximum=100), CapSpec(maximum=3, duration="hour")]
     webhook, lower = actions_for(change, caps)
     assert webhook.kind == "webhook"
@@ -145,30 +136,13 @@ def test_a_triggered_source_alert_owes_a_webhook_and_the_lowered_caps() -> None:
 
 
 def test_a_resolution_owes_the_webhook_only() -> None:
-    rule = AlertRule.model_validate(
-        {
-            "id": "bad",
-            "metric": "source_rejection_rate",
-            "above": 50,
-            "min_events": 5,
-            "lower_source_cap": {"factor": 0.5},
-            "webhook": {"url": "https://hooks.example.com/x"},
-        }
+    rule = alert_rule(
+        "{id: bad, metric: source_rejection_rate, above: 50, min_events: 5,"
+        " lower_source_cap: {factor: 0.5}, webhook: {url: 'https://hooks.example.com/x'}}"
     )
-    alerts = FlowAlerts("solar", [rule])
-    now = 1_800_000_000_000
-    for i in range(10):
-        alerts.observe(
-            {
-                "type": "source.rejected",
-                "step_id": "source",
-                "timestamp": now - 1,
-                "lead_id": f"L{i}",
-            },
-            now,
-        )
-    assert [c.transition for c in alerts.evaluate(now)] == ["triggered"]
-    (resolved,) = alerts.evaluate(now + 2 * 3_600_000)
+    alerts = _source_rejections(rule)
+    assert [c.transition for c in alerts.evaluate(NOW)] == ["triggered"]
+    (resolved,) = alerts.evaluate(NOW + 2 * 3_600_000)
     assert resolved.transition == "resolved"
     assert [d.kind for d in actions_for(resolved, [CapSpec(maximum=10)])] == ["webhook"]
 

@@ -4,20 +4,9 @@ from __future__ import annotations
 
 from engine.flows import parse_flow
 from engine.runtime.alerting.source_caps import with_lowered_caps
+from tests.engine.alerts.support import CAPPED_SOURCE_FLOW
 
-FLOW = parse_flow(
-    """
-id: solar
-name: Solar
-steps:
-  - id: source
-    kind: source
-    name: Web form
-    settings:
-      fields: [{name: email, type: email}]
-      caps: [{maximum: 100, duration: day}, {maximum: 7, duration: hour}]
-"""
-)
+FLOW = parse_flow(CAPPED_SOURCE_FLOW)
 TARGETS = [{"index": 0, "from": 100, "to": 50}, {"index": 1, "from": 7, "to": 3}]
 
 
