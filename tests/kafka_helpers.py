@@ -69,11 +69,14 @@ def run_steps(
     return threads
 
 
-def wait_for_completion(settings: Settings, flow: Flow, leads: int, timeout: float = 60) -> None:
-    wait_until(
-        lambda: sum(e["type"] == "flow.completed" for e in read_events(settings, flow, 5)),
+def wait_for_completion(
+    settings: Settings, flow: Flow, leads: int, timeout: float = 60
+) -> list[dict[str, Any]]:
+    """Every event of the flow once ``leads`` leads have completed (``flow.completed``)."""
+    return wait_until(
+        lambda: read_events(settings, flow, 5),
         timeout,
         f"{leads} leads of {flow.id} to complete",
-        until=lambda completed: completed >= leads,
+        until=lambda events: sum(e["type"] == "flow.completed" for e in events) >= leads,
         every=1,
     )

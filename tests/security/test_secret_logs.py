@@ -26,7 +26,7 @@ from engine.ops.submit import publish_leads
 from engine.runtime.step_worker import prepare_topics
 from engine.settings import Settings
 from tests.factories import DEMO_FLOW
-from tests.kafka_helpers import read_events
+from tests.kafka_helpers import wait_for_completion
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
@@ -109,13 +109,7 @@ def test_no_secret_of_a_whole_run_is_in_its_logs(
     try:
         rng = random.Random(3)
         ids = publish_leads(settings, flow.id, [fake_lead(rng, n) for n in range(LEADS)])
-        events = wait_until(
-            lambda: read_events(settings, flow, 5),
-            120,
-            f"{LEADS} leads to complete",
-            until=lambda found: sum(e["type"] == "flow.completed" for e in found) >= LEADS,
-            every=1,
-        )
+        events = wait_for_completion(settings, flow, LEADS, timeout=120)
         url = f"http://127.0.0.1:{port}/events"
         wait_until(lambda: _status(url, key), 60, "the API to answer", until=lambda s: s == 200)
         assert _status(url, WRONG_KEY) == 401

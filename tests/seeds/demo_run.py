@@ -46,7 +46,7 @@ from engine.state.postgres import migrate_state
 from streamers.readback import event_object_keys
 from streamers.streamer import run_streamers
 from tests.engine.runtime.test_event_fields import post_over_http
-from tests.kafka_helpers import events_by_lead, read_events, run_steps
+from tests.kafka_helpers import events_by_lead, read_events, run_steps, wait_for_completion
 from tests.waiting import wait_until
 
 Event = dict[str, Any]
@@ -271,13 +271,7 @@ def run_demo_flow(stack: Settings, run_id: str) -> DemoRun:
                 ("01PING", 4.5),
             )
             leads = len(fake_ids) + len(ids)
-            events = wait_until(
-                lambda: read_events(settings, flow, 5),
-                180,
-                f"{leads} leads of the demo flow to complete",
-                until=lambda events: sum(e["type"] == "flow.completed" for e in events) >= leads,
-                every=1,
-            )
+            events = wait_for_completion(settings, flow, leads, timeout=180)
             timelines = events_by_lead(events)
             ids["duplicate"] = publish_leads(settings, flow.id, [DUPLICATE])[0]
             feedback_sent = _send_feedback(settings, ids, timelines)
