@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 
-import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
 from engine.runtime.alerting.actions import ActionRunner
 from engine.settings import Settings
 from engine.state.alerts import AlertStateStore, ClaimedAction
+from engine.state.postgres import connect
 
 pytestmark = pytest.mark.stack
 
@@ -34,11 +34,7 @@ def test_a_second_evaluator_of_the_flow_waits_for_the_first(state_settings: Sett
 
 def _add_action(settings: Settings, max_attempts: int) -> None:
     payload = {"webhook": {"url": "http://127.0.0.1:9/x", "max_attempts": max_attempts}}
-    with psycopg.connect(
-        settings.database_url.get_secret_value(),
-        autocommit=True,
-        options=f"-c search_path={settings.db_schema}",
-    ) as conn:
+    with connect(settings) as conn:
         conn.execute(
             "INSERT INTO engine_alert_actions (id, flow_id, alert_id, kind, payload)"
             " VALUES ('a1.triggered.webhook.0', 'solar', 'a1', 'webhook', %s)",
@@ -47,11 +43,7 @@ def _add_action(settings: Settings, max_attempts: int) -> None:
 
 
 def _status(settings: Settings) -> tuple[str, int, str]:
-    with psycopg.connect(
-        settings.database_url.get_secret_value(),
-        autocommit=True,
-        options=f"-c search_path={settings.db_schema}",
-    ) as conn:
+    with connect(settings) as conn:
         row = conn.execute(
             "SELECT status, attempts, last_error FROM engine_alert_actions"
         ).fetchone()

@@ -14,12 +14,12 @@ import signal
 import threading
 from multiprocessing.process import BaseProcess
 
-import psycopg
 import pytest
 
 from engine.flows import Flow
 from engine.runtime.alerting.evaluator import run_alerts
 from engine.settings import Settings
+from engine.state.postgres import connect
 from tests.engine.runtime.alerting.conftest import WebhookReceiver, put_source_events
 from tests.waiting import wait_until
 
@@ -38,11 +38,7 @@ def _start(settings: Settings, flow: Flow) -> BaseProcess:
 
 
 def _rows(settings: Settings, query: str) -> list[tuple[object, ...]]:
-    with psycopg.connect(
-        settings.database_url.get_secret_value(),
-        autocommit=True,
-        options=f"-c search_path={settings.db_schema}",
-    ) as conn:
+    with connect(settings) as conn:
         return conn.execute(query).fetchall()
 
 

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-import psycopg
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from structlog.testing import capture_logs
@@ -25,6 +24,7 @@ from engine.runtime.alerting.evaluator import run_alerts
 from engine.runtime.kafka.clients import new_consumer
 from engine.runtime.registry import FLOWS_TOPIC, FlowRegistry, read_flows
 from engine.settings import Settings
+from engine.state.postgres import connect
 from tests.engine.runtime.alerting.conftest import HOOK_SECRET, WebhookReceiver, put_source_events
 from tests.waiting import wait_until
 
@@ -32,11 +32,7 @@ pytestmark = pytest.mark.stack
 
 
 def outbox(settings: Settings) -> list[tuple[str, str, str, dict[str, Any]]]:
-    with psycopg.connect(
-        settings.database_url.get_secret_value(),
-        autocommit=True,
-        options=f"-c search_path={settings.db_schema}",
-    ) as conn:
+    with connect(settings) as conn:
         rows = conn.execute(
             "SELECT type, subject, reason, data FROM system_event_outbox"
             " WHERE type LIKE 'alert.%' ORDER BY occurred_at, id"
@@ -45,11 +41,7 @@ def outbox(settings: Settings) -> list[tuple[str, str, str, dict[str, Any]]]:
 
 
 def actions(settings: Settings) -> list[tuple[str, str, int, str | None]]:
-    with psycopg.connect(
-        settings.database_url.get_secret_value(),
-        autocommit=True,
-        options=f"-c search_path={settings.db_schema}",
-    ) as conn:
+    with connect(settings) as conn:
         rows = conn.execute(
             "SELECT kind, status, attempts, last_error FROM engine_alert_actions"
             " ORDER BY created_at, id"
