@@ -119,6 +119,8 @@ class OpenedSnapshot(dict[str, Any]):
 _OPENED_LEADS = 4096
 # Snapshot keys whose sensitivity a sealer remembers.
 _NAMES = 8192
+# Snapshot shapes remembered (``LeadSealer._sensitive_keys``): a flow has a few per step.
+_SHAPES = 256
 
 
 class LeadSealer:
@@ -134,6 +136,8 @@ class LeadSealer:
         # Snapshot key -> whether it holds a sensitive field: a flow's snapshots repeat the
         # same few hundred names, and a dict answers faster than ``sealed_field``'s cache.
         self._names: dict[str, bool] = {}
+        # A snapshot's keys, in order -> those of them sensitive (``_sensitive_keys``).
+        self._shapes: dict[tuple[str, ...], tuple[str, ...]] = {}
         # The fetched batch's leads whose keys were not looked up yet (``prefetch``).
         self._pending: set[str] = set()
 
@@ -191,16 +195,20 @@ class LeadSealer:
         (``[erased]`` where the key is gone). Its key is fetched then, before it opens: a
         key store that cannot answer raises there (``StateUnavailableError``), so the lead
         is retried rather than decided on markers."""
-        # One pass over the snapshot: whether it holds tokens, and whether a sensitive field
-        # holds a clear value (declared sensitive after the lead was sealed): then, passed
-        # on unchanged, it cannot be written as it came.
+        # Whether it holds tokens, and whether a sensitive field holds a clear value (declared
+        # sensitive after the lead was sealed): then, passed on unchanged, it cannot be
+        # written as it came. The sensitive names of a snapshot's keys are remembered by
+        # its keys (a flow's snapshots have a few shapes), so only they are read; the
+        # others are scanned only when no sensitive field holds a token.
         sealed = clear = False
-        names = self._names
-        for k, v in snapshot.items():
+        for k in self._sensitive_keys(snapshot):
+            v = snapshot[k]
             if isinstance(v, str) and v.startswith(PREFIX):
                 sealed = True
-            elif v is not None and not clear:
-                clear = names[k] if k in names else self._sensitive_name(k)
+            elif v is not None:
+                clear = True
+        if not sealed:
+            sealed = any(isinstance(v, str) and v.startswith(PREFIX) for v in snapshot.values())
         if not sealed:
             return snapshot
 
@@ -213,6 +221,18 @@ class LeadSealer:
             return value
 
         return OpenedSnapshot(snapshot, opener, None if clear else snapshot)
+
+    def _sensitive_keys(self, snapshot: Snapshot) -> tuple[str, ...]:
+        shape = tuple(snapshot)
+        found = self._shapes.get(shape)
+        if found is None:
+            if len(self._shapes) >= _SHAPES:
+                self._shapes.clear()  # snapshots that never repeat their keys
+            names = self._names
+            found = self._shapes[shape] = tuple(
+                k for k in shape if (names[k] if k in names else self._sensitive_name(k))
+            )
+        return found
 
     def _sensitive_name(self, name: str) -> bool:
         if len(self._names) >= _NAMES:
@@ -284,26 +304,41 @@ class LeadSealer:
         """The clear text a request, response or reason may quote: the snapshot's clear
         sensitive values (none where ``all_sealed``: a snapshot passed on as it came), and
         those the step opened (its vars hold their tokens)."""
+        if all_sealed and not opened:
+            return []  # the common case of a step that passes a lead on: nothing in clear
         values = {k: v for k, (v, _) in (opened or {}).items()}
         held = set() if all_sealed else set(clear_strings(snapshot, self.sensitive))
         return sorted(held | set(clear_strings(values, self.sensitive)), key=len, reverse=True)
+
+    def _quotes(self, values: dict[str, str] | None) -> bool:
+        """Whether ``values`` (a rule's failed values) holds a sensitive field's clear value:
+        mostly not (a rule that passed quotes nothing, one that failed the state)."""
+        if not values:
+            return False
+        names = self._names
+        for k, v in values.items():
+            sensitive = names[k] if k in names else self._sensitive_name(k)
+            if sensitive and not is_sealed(v):
+                return True
+        return False
+
+    def _rules_quote(self, out: dict[str, Any]) -> bool:
+        """Whether any failed value of the event's rules (its own or its acceptance
+        criteria's) must be sealed."""
+        if isinstance(out.get("failed_values"), dict) and self._quotes(out["failed_values"]):
+            return True
+        criteria = out.get("acceptance_criteria")
+        for rules in (out.get("rule_results"), criteria.get("rules") if criteria else None):
+            if isinstance(rules, list) and any(self._quotes(r["failed_values"]) for r in rules):
+                return True
+        return False
 
     def _seal_rule_values(self, out: dict[str, Any], sealer: Callable[[str], str]) -> None:
         """The values that failed a rule (filter events, acceptance criteria) quote the
         snapshot: a sensitive field's value is sealed there as it is in ``vars``."""
 
-        names = self._names
-
-        def quotes(values: dict[str, str] | None) -> bool:
-            """Whether ``values`` holds a sensitive field's clear value (mostly: a rule that
-            passed quotes nothing, one that failed quotes the state or the consent)."""
-            return bool(values) and any(
-                (names[k] if k in names else self._sensitive_name(k)) and not is_sealed(v)
-                for k, v in (values or {}).items()
-            )
-
         def sealed(values: dict[str, str]) -> dict[str, str]:
-            if not quotes(values):
+            if not self._quotes(values):
                 return values  # shared, not copied: events are not changed after this
             return {
                 k: sealer(v) if sealed_field(k, self.sensitive) and not is_sealed(v) else v
@@ -311,7 +346,7 @@ class LeadSealer:
             }
 
         def rules_sealed(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            if not any(quotes(r["failed_values"]) for r in rules):
+            if not any(self._quotes(r["failed_values"]) for r in rules):
                 return rules
             return [{**r, "failed_values": sealed(r["failed_values"])} for r in rules]
 
@@ -347,7 +382,6 @@ class LeadSealer:
         out["vars"] = snapshot
         if not passed_on and not any(sealed_field(k, self.sensitive) for k in snapshot):
             return out
-        sealer = self._sealer(event["lead_id"])
         reuse = self._opened.get(event["lead_id"])
         quoting = (
             out.get("request")
@@ -357,10 +391,15 @@ class LeadSealer:
             or out.get("field_errors")
         )
         clears = self._clears(snapshot, reuse, all_sealed=passed_on) if quoting else []
+        rules_quote = self._rules_quote(out)
+        if passed_on and not clears and not rules_quote:
+            return out  # a lead passed on as it came, quoting nothing in clear: as it is
+        sealer = self._sealer(event["lead_id"])
         if not passed_on:  # else every sensitive value in it is sealed already: kept as is
             out["vars"] = seal_snapshot(snapshot, self.sensitive, sealer, reuse)
         # Values quoted in failed rules may be ones the step opened: sealed either way.
-        self._seal_rule_values(out, sealer)
+        if rules_quote:
+            self._seal_rule_values(out, sealer)
         if clears:
             for part in ("request", "response"):
                 recorded = out.get(part)
