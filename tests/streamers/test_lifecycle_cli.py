@@ -27,9 +27,12 @@ def schema_settings(
 ) -> Iterator[Settings]:
     monkeypatch.setenv("LEADFLOW_DB_SCHEMA", unique_id)
     get_settings.cache_clear()
-    yield stack.model_copy(update={"db_schema": unique_id})
+    own = stack.model_copy(update={"db_schema": unique_id})
+    yield own
     get_settings.cache_clear()
-    delete_flow(stack, unique_id)  # no later `leadflow run` should start its workers
+    # No later `leadflow run` should start its workers; its flow.deleted goes to the test's
+    # own outbox, not the shared schema's.
+    delete_flow(own, unique_id)
 
 
 def test_apply_keeps_the_flow_and_reports_a_failing_destination_users_disable_and_enable(
