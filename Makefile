@@ -58,8 +58,8 @@ chromium:
 TEST_WORKERS ?= 3
 
 test: venv up chromium
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not serial" $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	$(BIN)/pytest -m serial $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not serial" --durations=25 $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/pytest -m serial --durations=10 $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # Every test not marked `stack` (nor `serial`), wherever it lives, with no service running:
 # tests/service_guard.py fails a test that touches one without the marker. No `up` here;

@@ -12,10 +12,13 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from confluent_kafka import Producer
+
 from engine import __version__
 from engine.events import StepIdentity, Timing, stamp_events
 from engine.ids import new_lead_id
 from engine.runtime.kafka.clients import new_producer
+from engine.runtime.kafka.config import transactional_producer_config
 from engine.settings import Settings
 from engine.steps.base import EventDraft
 from engine.topics import HANDOFF_HEADER, TYPE_HEADER
@@ -97,3 +100,26 @@ def fill(settings: Settings, topic: str, records: list[tuple[bytes, bytes, Heade
     if producer.flush(60) != 0:
         raise RuntimeError(f"could not write the bench input to {topic}")
     return size
+
+
+def staged(
+    settings: Settings, topic: str, records: list[tuple[bytes, bytes, Headers]], txn_id: str
+) -> Producer:
+    """The records written in one open transaction: ``commit_transaction`` on the returned
+    producer shows them all at once to ``read_committed`` readers, as a backlog - a step's
+    input at a peak - rather than at the pace one producer writes them."""
+    # A full run's burst takes longer to write than a step's transaction may stay open.
+    config = transactional_producer_config(settings, txn_id)
+    producer = Producer({**config, "transaction.timeout.ms": 300_000})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for key, value, headers in records:
+        while True:
+            try:
+                producer.produce(topic, value, key, headers=headers)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    if producer.flush(60) != 0:
+        raise RuntimeError(f"could not write the bench input to {topic}")
+    return producer

@@ -56,7 +56,8 @@ class RunConfig:
 
 def run_child(name: str, params: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """One round of scenario ``name`` in a fresh interpreter; its figures."""
-    argv = [sys.executable, "-m", "bench.child", name, json.dumps(params)]
+    # faulthandler: a crash in C (librdkafka, fastavro) leaves the Python stack on stderr.
+    argv = [sys.executable, "-X", "faulthandler", "-m", "bench.child", name, json.dumps(params)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)  # noqa: S603 - our own interpreter and module
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:

@@ -5,7 +5,9 @@ the flow's streamer, each its own ``leadflow run -f FLOW ROLE`` process, as depl
 Sustained rate: a burst of leads published at once, rate = leads / (last
 ``flow.completed`` seen - first publish), once per round on the same workers.
 Latency: leads offered at half the sustained median, open loop, for a fixed time;
-submit (produce call) -> ``flow.completed`` seen by a read_committed consumer.
+submit (produce call) -> ``flow.completed`` seen by a read_committed consumer. Then
+the same at a tenth of it (``quiet_*``), with the machine's busy share of each phase:
+the two tell the pipeline's own latency from the queueing for two shared cores.
 The buyer and phone check are ``leadflow buyer`` (engine/demo/buyer.py) in its own process.
 """
 
@@ -67,9 +69,18 @@ def _stop(
     return notes
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    """The machine's (busy, total) CPU ticks so far (/proc/stat's first line)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        ticks = [int(t) for t in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
 def _latency_phase(
     publisher: Publisher, observer: Observer, rate: float, seconds: float
 ) -> dict[str, Any]:
+    busy_before, total_before = _cpu_ticks()
     observer.reset(keep_values=True)
     publisher.sent_at.clear()
     started, sent = time.monotonic(), 0
@@ -81,6 +92,7 @@ def _latency_phase(
         time.sleep(0.002)
     publisher.flush()
     wait_for(observer, sent, timeout_s=120)
+    busy, total = _cpu_ticks()
     seen = observer.reset()
     latencies = [
         (seen.completed[k] - t) * 1000 for k, t in publisher.sent_at.items() if k in seen.completed
@@ -102,6 +114,7 @@ def _latency_phase(
     every = [ms for values in overhead.values() for ms in values]
     return {
         "offered_rate": rate,
+        "machine_busy_pct": (busy - busy_before) * 100 / max(1, total - total_before),
         "latency_p50_ms": percentile(latencies, 50),
         "latency_p95_ms": percentile(latencies, 95),
         "latency_p99_ms": percentile(latencies, 99),
@@ -176,6 +189,10 @@ def run_round(params: dict[str, Any]) -> dict[str, Any]:
         latency = _latency_phase(
             publisher, observer, statistics.median(sustained) / 2, params["latency_seconds"]
         )
+        quiet = _latency_phase(
+            publisher, observer, statistics.median(sustained) / 10, params["latency_seconds"]
+        )
+        latency.update({f"quiet_{k}": v for k, v in quiet.items()})
         latency["projected_events"] = _projected(settings, flow_id)
     finally:
         observer.stop.set()

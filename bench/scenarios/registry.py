@@ -221,6 +221,11 @@ def _e2e(config: RunConfig, _: int) -> ScenarioResult:
                 "latency_p95_ms",
                 "latency_p99_ms",
                 "overhead_ms_median",
+                "machine_busy_pct",
+                "quiet_offered_rate",
+                "quiet_latency_p50_ms",
+                "quiet_latency_p99_ms",
+                "quiet_machine_busy_pct",
                 "projected_events",
             )
         }
@@ -232,12 +237,19 @@ def _e2e(config: RunConfig, _: int) -> ScenarioResult:
         latency_p95_ms="ms",
         latency_p99_ms="ms",
         overhead_ms_median="ms",
+        machine_busy_pct="%",
+        quiet_offered_rate="leads/s",
+        quiet_latency_p50_ms="ms",
+        quiet_latency_p99_ms="ms",
+        quiet_machine_busy_pct="%",
         projected_events="events",
     )
     for step, ms in out["overhead_ms_median_by_step"].items():
         result.add({f"overhead_ms.{step}": ms}, {f"overhead_ms.{step}": "ms"})
     for step, ms in out["lag_ms_p95_by_step"].items():
         result.add({f"lag_ms_p95.{step}": ms}, {f"lag_ms_p95.{step}": "ms"})
+    for step, ms in out["quiet_lag_ms_p95_by_step"].items():
+        result.add({f"quiet_lag_ms_p95.{step}": ms}, {f"quiet_lag_ms_p95.{step}": "ms"})
     for step, ms in out.get("wait_ms_p95_by_step", {}).items():
         result.add({f"wait_ms_p95.{step}": ms}, {f"wait_ms_p95.{step}": "ms"})
     for role, mb in out["rss_peak_mb"].items():
@@ -397,7 +409,7 @@ def _scale_out(config: RunConfig, _: int) -> ScenarioResult:
     """1, 2 and 4 processes of one filter step (bench/scenarios/scale_out.py)."""
     from bench.scenarios import scale_out as scenario
 
-    events = 30_000 if config.quick else 120_000
+    events = 90_000 if config.quick else 240_000
     result = ScenarioResult("scale_out", "events_s_per_process", "events/s")
     result.settings = {
         "step": f"filter ({scenario.STEP}), `leadflow run -f FLOW {scenario.STEP}` per process",

@@ -3,8 +3,10 @@
 Each process is ``leadflow run -f FLOW service-area`` (its own instance id, so its
 own transactional id and static member), as deployed; a fresh flow per process
 count gives each its own group. After a warm-up (every member joined and
-committed), a burst of the shared input's events is produced to the step's input
-topic; the figures are events / (input fully committed - burst start) and the
+committed), a burst of the shared input's events is written to the step's input
+topic in one transaction and committed at once, so every member starts on a backlog (the
+peak the "Scaling" sizing is about) and takes full batches; the figures are events /
+(input fully committed - burst commit) and the
 processes' summed CPU over the same interval, per event; and, measured for 3 s
 before the burst, what the idle members burn, so the CPU per event can also be
 given net of that fixed cost per process.
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.flows import FILTER_FLOW
-from bench.inputs import accepted_events, fill
+from bench.inputs import accepted_events, fill, staged
 from bench.scenarios.e2e import _start, _stop
 from bench.scenarios.slow_buyer import cpu_seconds
 from engine.flows import Flow, parse_flow
@@ -41,8 +43,10 @@ WARM_UP_EVENTS = 600  # 100 per partition: every member has records to commit
 IDLE_S = 3.0
 
 
-def _wait_committed(settings: Settings, flow: Flow, timeout_s: float) -> float:
-    """Poll until the step's group has committed its whole input; the time it was seen."""
+def _wait_committed(settings: Settings, flow: Flow, timeout_s: float, *, markers: int = 0) -> float:
+    """Poll until the step's group has committed its whole input; the time it was seen.
+    ``markers``: transaction markers at each partition's end, which take an offset but
+    are no record a step reads (so its committed offset stops before them)."""
     admin = new_admin(settings)
     parts = topic_partitions(admin, f"^{input_topic(flow, STEP).replace('.', '[.]')}$")
     group = step_group(flow.id, STEP)
@@ -50,7 +54,7 @@ def _wait_committed(settings: Settings, flow: Flow, timeout_s: float) -> float:
     while time.monotonic() < deadline:
         ends = list_offsets(admin, parts, "latest")
         done = committed_offsets(admin, group, parts)
-        if all(done.get(tp, -1) >= end for tp, end in ends.items()):
+        if all(done.get(tp, -1) >= end - markers for tp, end in ends.items()):
             return time.monotonic()
         time.sleep(0.05)
     raise TimeoutError(f"group {group} did not commit its input in {timeout_s:.0f}s")
@@ -88,9 +92,10 @@ def _one_count(settings: Settings, params: dict[str, Any], processes: int) -> di
         idle_before = sum(map(cpu_seconds, pids))
         time.sleep(IDLE_S)
         idle_per_s = (sum(map(cpu_seconds, pids)) - idle_before) / IDLE_S
+        burst = staged(settings, topic, records[WARM_UP_EVENTS:], f"{flow.id}-burst")
         cpu_before, started = sum(map(cpu_seconds, pids)), time.monotonic()
-        fill(settings, topic, records[WARM_UP_EVENTS:])
-        finished = _wait_committed(settings, flow, 900)
+        burst.commit_transaction(60)
+        finished = _wait_committed(settings, flow, 900, markers=1)
         cpu = sum(map(cpu_seconds, pids)) - cpu_before
     finally:
         notes = _stop(procs, workdir)
