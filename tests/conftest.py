@@ -40,6 +40,33 @@ hypothesis_settings.register_profile("leadflow", deadline=None)
 hypothesis_settings.load_profile("leadflow")
 
 
+GROUPING_LOST = (
+    "--dist loadgroup lost this test's xdist_group: this pytest and pytest-xdist do not group"
+    " (pytest-dev/pytest-xdist#1386), so the groups' shared set-ups would run once per worker"
+    " and their tests side by side; see the pin in pyproject.toml"
+)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` (``make test``), each ``xdist_group``ed test must carry its
+    group in its node id, which is how pytest-xdist sends a group to one worker. A test whose
+    group was dropped fails, saying why, rather than running beside its group's others."""
+    if not config.getvalue("loadgroup"):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") and "@" not in item.nodeid:
+            item.stash[_GROUP_LOST] = True
+
+
+_GROUP_LOST = pytest.StashKey[bool]()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.stash.get(_GROUP_LOST, False):
+        pytest.fail(GROUPING_LOST, pytrace=False)
+
+
 def _reachable(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=2):
