@@ -52,7 +52,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Under ``--dist loadgroup`` (``make test``), each ``xdist_group``ed test must carry its
     group in its node id, which is how pytest-xdist sends a group to one worker. A test whose
     group was dropped fails, saying why, rather than running beside its group's others."""
-    if not config.getvalue("loadgroup"):
+    if not config.getoption("loadgroup", default=False):  # set only in an xdist worker
         return
     for item in items:
         if item.get_closest_marker("xdist_group") and "@" not in item.nodeid:
