@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -41,13 +42,14 @@ from typing import Any
 import orjson
 import psycopg
 import structlog
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 from pydantic import ValidationError
 
 from engine.errors import LeadflowError
 from engine.flows import Flow
 from engine.runtime.kafka.clients import new_admin, new_transactional_producer
+from engine.runtime.kafka.offsets import TopicPart, list_offsets
 from engine.runtime.kafka.topics import TopicSpec, ensure_topics
 from engine.settings import Settings
 from engine.state.errors import StateUnavailableError
@@ -212,14 +214,23 @@ class OutboxRelay:
         return len(events)
 
     def _produce(self, events: list[SystemEvent]) -> None:
+        # The last offset written per partition, from the delivery reports.
+        written: dict[TopicPart, int] = {}
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is None:
+                part = (msg.topic() or "", msg.partition() or 0)
+                written[part] = max(written.get(part, -1), msg.offset() or 0)
+
         try:
             producer = self._open()
             producer.begin_transaction()
             try:
                 for event in events:
                     for topic, value, key in records_of(event):
-                        producer.produce(topic, value, key)
+                        producer.produce(topic, value, key, on_delivery=delivered)
                 producer.commit_transaction(self.timeout)
+                producer.poll(0)  # the delivery reports the commit's flush left queued
             except KafkaException:
                 self._abort(producer)
                 raise
@@ -231,6 +242,34 @@ class OutboxRelay:
                 f"{len(events)} system event(s) recorded but not published yet (the relay"
                 f" role publishes them once Kafka answers): {exc.args[0]}"
             ) from exc
+        self._await_readable(written)
+
+    def _await_readable(self, written: dict[TopicPart, int]) -> None:
+        """Return once ``read_committed`` readers can see ``written`` (partition -> last
+        offset): the commit returns when the transaction coordinator has logged it, and
+        it writes the partitions' commit markers after that, so for a moment the records
+        are committed but not yet readable. A command that applied a flow and then reads
+        the registry (the intake's catalogue, a test, an operator's next command) must find
+        the change. Bounded by ``timeout``; past it, a warning: the events are published,
+        and readers see them once the markers land."""
+        if not written:
+            return
+        admin = new_admin(self.settings)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                ends = list_offsets(admin, written, "latest", timeout=self.timeout)
+            except KafkaException as exc:
+                log.warning("published system events not confirmed readable",
+                            error=str(exc.args[0]))  # fmt: skip
+                return
+            if all(ends.get(part, -1) > last for part, last in written.items()):
+                return
+            if time.monotonic() >= deadline:
+                log.warning("published system events not readable yet",
+                            partitions=len(written), waited_s=self.timeout)  # fmt: skip
+                return
+            time.sleep(0.005)
 
     def _open(self) -> Producer:
         if self._producer is None:

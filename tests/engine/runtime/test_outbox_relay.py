@@ -3,6 +3,7 @@ Kafka transaction, and its at-least-once promise (a retry repeats an id, never l
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
+from engine.runtime.kafka.clients import new_admin, new_producer, new_transactional_producer
 from engine.runtime.kafka.compacted import TopicReader
+from engine.runtime.kafka.topics import TopicSpec, ensure_topics
 from engine.runtime.outbox_relay import (
     DESTINATIONS_TOPIC,
     FLOWS_TOPIC,
@@ -155,3 +158,40 @@ def test_a_crash_after_the_kafka_commit_repeats_the_event_under_its_id_never_los
     assert _ids_on_topic(settings, {event_id}) == Counter({event_id: 2})
     with connect(settings) as conn:
         assert [e.id for e in outbox.published_events(conn)] == [event_id]
+
+
+@pytest.mark.stack
+def test_a_publish_returns_only_once_read_committed_readers_can_see_it(
+    stack: Settings, unique_id: str
+) -> None:
+    """A transaction's commit returns before its commit markers reach the partitions, so
+    the relay waits for the last stable offset to pass what it wrote. Held back here by a
+    transaction another producer leaves open on the partition: the wait ends only after
+    that transaction commits (a relay that did not wait returns at once)."""
+    topic = f"leadflow.{unique_id}.relay-visibility"
+    ensure_topics(new_admin(stack), [TopicSpec(topic, 1, 1)])
+    other = new_transactional_producer(stack, f"{unique_id}.other")
+    other.init_transactions(10)
+    other.begin_transaction()
+    other.produce(topic, b"held", b"k")
+    other.flush(10)
+    offsets: list[int] = []
+    mine = new_producer(stack)
+    mine.produce(
+        topic, b"mine", b"k", on_delivery=lambda _err, msg: offsets.append(msg.offset() or 0)
+    )
+    mine.flush(10)
+    relay = OutboxRelay(stack, timeout=30.0)
+    readable = threading.Event()
+
+    def wait() -> None:
+        relay._await_readable({(topic, 0): offsets[0]})  # the step under test
+        readable.set()
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    # Not while the open transaction holds the last stable offset below the record.
+    assert not readable.wait(1.0)
+    other.commit_transaction(10)
+    assert readable.wait(25), "the wait did not end once the record became readable"
+    waiter.join(5)
