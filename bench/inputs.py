@@ -87,7 +87,11 @@ def accepted_events(
 
 def fill(settings: Settings, topic: str, records: list[tuple[bytes, bytes, Headers]]) -> int:
     """Produce the records (idempotent producer, acks=all); returns the value bytes written."""
-    producer = new_producer(settings, **{"linger.ms": 50})
+    return _write(new_producer(settings, **{"linger.ms": 50}), topic, records)
+
+
+def _write(producer: Producer, topic: str, records: list[tuple[bytes, bytes, Headers]]) -> int:
+    """Every record produced and flushed; the value bytes written."""
     size = 0
     for key, value, headers in records:
         while True:
@@ -113,13 +117,5 @@ def staged(
     producer = Producer({**config, "transaction.timeout.ms": 300_000})
     producer.init_transactions(30)
     producer.begin_transaction()
-    for key, value, headers in records:
-        while True:
-            try:
-                producer.produce(topic, value, key, headers=headers)
-                break
-            except BufferError:
-                producer.poll(0.1)
-    if producer.flush(60) != 0:
-        raise RuntimeError(f"could not write the bench input to {topic}")
+    _write(producer, topic, records)
     return producer
