@@ -15,13 +15,14 @@ from engine.objects.errors import DestinationError
 from engine.settings import Settings
 from streamers.destination_observer import DestinationObserver
 from streamers.lifecycle import ACTIVATED, DEACTIVATED, Lifecycle, read_events
-from streamers.streamer import Streamer
+from streamers.streamer import Streamer, consumer_group_id
 from tests.streamers.support import (
     all_committed,
     create_topics,
     event_keys,
     expected_objects,
     make_events,
+    offsets,
     produce_events,
     streaming_flow,
     wait_until,
@@ -31,11 +32,23 @@ pytestmark = pytest.mark.stack
 
 
 class OutageStore:
-    """The real store, refusing every write while ``down`` is set (a storage outage)."""
+    """The real store, refusing every write while ``down`` is set (a storage outage); the
+    keys it refused are kept (``refused()``): they are the rounds the streamer had in flight."""
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
         self.down = threading.Event()
+        self._refused: set[str] = set()
+        self._lock = threading.Lock()
+
+    def refused(self) -> set[str]:
+        with self._lock:  # the streamer's writer threads add to it
+            return set(self._refused)
+
+    def _refuse(self, key: str) -> None:
+        with self._lock:
+            self._refused.add(key)
+        raise DestinationError(self.store.name, "ServiceUnavailable (HTTP 503) on PutObject")
 
     def put_if_absent(
         self,
@@ -45,14 +58,14 @@ class OutageStore:
         metadata: Mapping[str, str] | None = None,
     ) -> PutResult:
         if self.down.is_set():
-            raise DestinationError(self.store.name, "ServiceUnavailable (HTTP 503) on PutObject")
+            self._refuse(key)
         return self.store.put_if_absent(key, body, content_type, metadata)
 
     def put_file_if_absent(
         self, key: str, file: IO[bytes], content_type: str, metadata: Mapping[str, str]
     ) -> PutResult:
         if self.down.is_set():
-            raise DestinationError(self.store.name, "ServiceUnavailable (HTTP 503) on PutObject")
+            self._refuse(key)
         return self.store.put_file_if_absent(key, file, content_type, metadata)
 
     def __getattr__(self, name: str) -> Any:
@@ -94,12 +107,26 @@ def test_deactivated_by_failures_then_re_enabled_loses_nothing(
             return state is not None and state.state == "deactivated"
 
         wait_until(deactivated, 30, "deactivation after failed writes")
+        # The rounds in flight are what the streamer had fetched when writes began to fail
+        # (no new round starts after a failure): all of ``before``, or only the partitions
+        # it was reading first. Every one of their writes was tried, and refused.
+        in_flight = store.refused()
+        assert in_flight and in_flight <= set(expected_objects(unique_id, before))
         store.down.clear()  # storage is back, but the destination stays deactivated
-        wait_until(lambda: all_committed(settings, flow, topics), 30, "the in-flight round")
+
+        def in_flight_committed() -> bool:
+            # Fresh topics: a group that has committed exactly the in-flight records has
+            # committed offsets summing to their count.
+            group = consumer_group_id(flow.id, destination)
+            committed: dict[Any, int] = offsets(settings, flow, topics)[group]
+            return sum(committed.values()) == len(in_flight)
+
+        wait_until(in_flight_committed, 30, "the in-flight rounds written and committed")
         produce_events(settings, flow.id, during)
         wait_until(lambda: not all_committed(settings, flow, topics), 10, "new events")
         stop.wait(3)  # deactivated: the loop holds its position and writes nothing new
-        assert sorted(event_keys(store, unique_id)) == sorted(expected_objects(unique_id, before))
+        assert set(event_keys(store, unique_id)) == in_flight
+        assert in_flight_committed()
 
         assert lifecycle.enable(flow, destination).state == "active"
         wait_until(lambda: all_committed(settings, flow, topics), 30, "every event after enable")
