@@ -16,6 +16,7 @@ from engine.runtime.concurrent_loop import ConcurrentStepLoop
 from engine.runtime.handlers import StepHandler, fused_into, make_handler
 from engine.runtime.handlers.base import EventInputHandler
 from engine.runtime.kafka.clients import new_admin, new_consumer, new_transactional_producer
+from engine.runtime.kafka.config import static_instance_id
 from engine.runtime.kafka.metrics import WorkerMetrics
 from engine.runtime.kafka.topics import ensure_flow_topics
 from engine.runtime.registry import FlowRegistry
@@ -112,9 +113,12 @@ def build_step_loop(
     # A stable transactional.id per (step, instance): a restarted worker fences
     # its killed predecessor at once instead of waiting out its transaction.
     txn_id = f"{group}.{settings.instance_id}.{worker_index}"
-    # Static membership under the same stable id: a restarted worker takes its
-    # partitions back at once instead of waiting out the dead one's session.
-    overrides: dict[str, Any] = {"group.instance.id": txn_id}
+    retries = flow.step(step_id).kind in RETRYING_KINDS
+    source, retry = input_topic(flow, step_id), retry_topic(flow.id, step_id) if retries else None
+    # Static membership under a stable id: a restarted worker takes its partitions back at
+    # once instead of waiting out the dead one's session - while it reads the same topics.
+    reads = [source] + ([retry] if retry else [])
+    overrides: dict[str, Any] = {"group.instance.id": static_instance_id(txn_id, reads)}
     predecessor = fused_into(flow, step_id, settings)
     if predecessor is not None:
         # Its leads are decided in the predecessor's worker; this one only takes hand-offs
@@ -125,15 +129,14 @@ def build_step_loop(
     metrics = WorkerMetrics(f"step:{flow.id}:{step_id}")
     producer = new_transactional_producer(settings, txn_id, metrics)
     handler = make_handler(flow, step_id, settings.instance_id, codec, settings, calls)
-    retries = flow.step(step_id).kind in RETRYING_KINDS
     common: dict[str, Any] = dict(
-        input_topic=input_topic(flow, step_id),
+        input_topic=source,
         output_topic=events_topic(flow.id, step_id),
         dlq_topic=dlq_topic(flow.id),
         batch_size=settings.batch_size,
         commit_interval_ms=settings.commit_interval_ms,
         commit_linger_ms=settings.commit_linger_ms,
-        retry_topic=retry_topic(flow.id, step_id) if retries else None,
+        retry_topic=retry,
         watch=(
             follow_registry(settings, registry, flow, step_id, codec, calls) if registry else None
         ),

@@ -95,10 +95,77 @@ def test_running_steps_pick_up_a_new_version_without_restart(
     assert {e["flow_version"] for e in timelines[after][2:]} == {2}
 
 
-def wait_completed(stack: Settings, flow: Flow, n: int) -> None:
+def with_step_before_premier(flow: Flow) -> Flow:
+    """The next version with a consent filter inserted before the buyer: premier's input
+    moves from service-area's events to the new step's."""
+    data = flow.model_dump(mode="json")
+    consent = {
+        "id": "consent",
+        "kind": "filter",
+        "name": "Consent",
+        "settings": {
+            "rules": [
+                {"name": "Consent", "field": "lead.tcpa_consent", "op": "equals", "value": True}
+            ]
+        },
+    }
+    data["steps"].insert(2, consent)
+    data["version"] = flow.version + 1
+    return Flow.model_validate(data)
+
+
+def run_loops(stack: Settings, flow: Flow, stop: threading.Event) -> list[threading.Thread]:
+    loops = [build_step_loop(stack, flow, s.id, registry=FlowRegistry(stack)) for s in flow.steps]
+    threads = [threading.Thread(target=lp.run, args=(stop,), daemon=True) for lp in loops]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_a_step_whose_input_moved_in_a_new_version_reads_its_new_input(
+    stack: Settings, unique_id: str, buyer: BuyerServer
+) -> None:
+    """Its worker is rebuilt under the same group and instance. A static member that rejoins
+    with other topics is handed its old partitions and no rebalance (KAFKA-12759), and
+    librdkafka then consumed nothing, for good: the instance id now names its topics
+    (``static_instance_id``), so it joins as a new member and the group rebalances."""
+    v1 = apply_flow(stack, with_states(make_flow(unique_id, buyer.url), ["TX", "WY"])).flow
+    stop = threading.Event()
+    threads = run_loops(stack, v1, stop)
+    try:
+        publish_leads(stack, v1.id, [{**LEAD, "email": "a@example.com", "state": "WY"}])
+        wait_completed(stack, v1, 1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    v2 = apply_flow(stack, with_step_before_premier(v1)).flow
+    stop = threading.Event()
+    threads = run_loops(stack, v2, stop)
+    try:
+        [after] = publish_leads(stack, v2.id, [{**LEAD, "email": "b@example.com", "state": "WY"}])
+        # Within a minute: the old static members leave the group when their sessions
+        # (10 s) time out, and the rebalance that follows assigns the moved input.
+        wait_completed(stack, v2, 2, timeout=60)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    timeline = events_by_lead(read_events(stack, v2))[after]
+    assert [(e["step_id"], e["type"]) for e in timeline] == [
+        ("source", "source.submitted"),
+        ("source", "source.accepted"),
+        ("service-area", "filter.passed"),
+        ("consent", "filter.passed"),
+        ("premier", "recipient.delivered"),
+        ("premier", "flow.completed"),
+    ]
+
+
+def wait_completed(stack: Settings, flow: Flow, n: int, timeout: float = 30) -> None:
     wait_until(
         lambda: sum(e["type"] == "flow.completed" for e in read_events(stack, flow, 5)),
-        30,
+        timeout,
         f"{n} leads to complete",
         until=lambda completed: completed >= n,
         every=0.5,

@@ -4,7 +4,9 @@ errors end a worker (and which only mean "ask again in a moment")."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
@@ -119,6 +121,22 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         **_client_logging,
         **overrides,
     }
+
+
+def static_instance_id(member: str, topics: Iterable[str]) -> str:
+    """A ``group.instance.id`` for ``member`` reading ``topics``: the same while it reads the
+    same topics, so a restarted worker takes its partitions straight back (static
+    membership), and a new one when they change.
+
+    A static member that rejoins its group with other topics is handed its previous
+    assignment without a rebalance (the classic protocol compares only the protocol's name
+    on that path: KAFKA-12759, open). The Java client notices and rejoins; librdkafka keeps
+    the partitions of topics it no longer reads and consumes nothing, for good - a step whose
+    input moved in a new flow version (a step inserted before it) stalled. A changed set of
+    topics joins as a new member instead: the old one, which left no LeaveGroup (static
+    members do not), is dropped when its session times out, and the group rebalances."""
+    digest = hashlib.sha256("\n".join(sorted(set(topics))).encode()).hexdigest()[:10]
+    return f"{member}.{digest}"
 
 
 def transactional_producer_config(settings: Settings, transactional_id: str) -> dict[str, Any]:
