@@ -54,14 +54,27 @@ class RunConfig:
         }
 
 
+# A hung round dumps its stacks this long before the harness's timeout.
+_HANG_DUMP_MARGIN_S = 15.0
+
+
 def run_child(name: str, params: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """One round of scenario ``name`` in a fresh interpreter; its figures."""
-    # faulthandler: a crash in C (librdkafka, fastavro) leaves the Python stack on stderr.
-    argv = [sys.executable, "-X", "faulthandler", "-m", "bench.child", name, json.dumps(params)]
+    # faulthandler: a crash in C (librdkafka, fastavro) leaves the Python stack on stderr,
+    # and so does a round that hangs: the child dumps every thread's stack and exits a
+    # little before the timeout would kill it without a word.
+    hang_s = max(timeout_s - _HANG_DUMP_MARGIN_S, timeout_s / 2)
+    argv = [
+        *(sys.executable, "-X", "faulthandler", "-m", "bench.child"),
+        *(name, json.dumps(params), f"{hang_s:.0f}"),
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)  # noqa: S603 - our own interpreter and module
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        err = (done.stderr or done.stdout).strip()
+        if "most recent call first" in err:  # a stack dump: the threads say where it stuck
+            raise RuntimeError(f"exit {done.returncode}, stacks:\n{err[-6000:]}")
+        tail = err.splitlines()[-3:]
         raise RuntimeError(f"exit {done.returncode}: {' | '.join(tail)}")
     figures: dict[str, Any] = json.loads(lines[-1])
     return figures

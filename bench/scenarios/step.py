@@ -65,8 +65,12 @@ def run_round(params: dict[str, Any]) -> dict[str, float]:
         event_encoding=encoding,
     )
     suffix = "" if encoding == "single-object" else "-sr"
+    sealed = bool(params.get("sealed"))
+    # A flow id, so a consumer group, of the round's own: step_sealed's rounds read another
+    # topic than step's, and a group's member may not change its topics under one id.
+    suffix += "-sealed" if sealed else ""
     flow = filter_flow(f"b{params['run_id']}-step-r{params['round']}{suffix}", params["partitions"])
-    if params.get("sealed"):  # step_sealed: the same step, its flow sealing the personal fields
+    if sealed:  # step_sealed: the same step, its flow sealing the personal fields
         settings = settings.model_copy(update={"db_schema": params["db_schema"]})
         flow = sealing(flow)
     loop = build_step_loop(settings, flow, "service-area")
