@@ -223,20 +223,35 @@ def sealed_field(name: str, sensitive: frozenset[str]) -> bool:
     return len(parts) >= 2 and parts[0] == "lead" and parts[1].lower() in sensitive
 
 
+def parse_flag(name: str, value: Any) -> bool:
+    """Whether a snapshot value is a part's flag (``lead.email.valid``, ``lead.phone_1.valid``:
+    a boolean below a field), which says how the value parsed, not who the person is: left
+    clear. Sealed, each flag took a 77-character token (two per lead of the demo flow, a
+    fifth of what sealing added to its events). A field's own boolean (``lead.smoker``,
+    declared sensitive) is the person's data and is sealed."""
+    return isinstance(value, bool) and name.count(".") >= 2
+
+
 def seal_snapshot(
     snapshot: Mapping[str, Any],
     sensitive: frozenset[str],
     sealer: Callable[[Any], str],
     reuse: Mapping[str, tuple[Any, str]] | None = None,
 ) -> dict[str, Any]:
-    """``snapshot`` with every sensitive field's value (and its parts) sealed. ``reuse``:
-    field -> (clear value, the token it was opened from); a field still holding that value
-    gets that token back, which is exactly what sealing it again gives (sealing is
-    deterministic) without the cost - a step changes few of the fields it reads."""
+    """``snapshot`` with every sensitive field's value (and its parts but their flags:
+    ``parse_flag``) sealed. ``reuse``: field -> (clear value, the token it was opened from);
+    a field still holding that value gets that token back, which is exactly what sealing it
+    again gives (sealing is deterministic) without the cost - a step changes few of the
+    fields it reads."""
     known = reuse or {}
 
     def sealed(name: str, value: Any) -> Any:
-        if value is None or is_sealed(value) or not sealed_field(name, sensitive):
+        if (
+            value is None
+            or is_sealed(value)
+            or not sealed_field(name, sensitive)
+            or parse_flag(name, value)
+        ):
             return value
         opened = known.get(name)
         if opened is not None and type(opened[0]) is type(value) and opened[0] == value:

@@ -39,6 +39,7 @@ from engine.sealing import (
     is_sealed,
     key_ids,
     open_value,
+    parse_flag,
     require_master_key,
     seal,
     seal_snapshot,
@@ -79,6 +80,9 @@ class OpenedSnapshot(dict[str, Any]):
         self._opener = opener
         self._opened: dict[str, Any] = {}
         self.sealed_source = sealed_source
+        # Field -> (clear value, its token) of each sealed value this handling opened: what
+        # its events may quote in clear, and must seal (``LeadSealer.seal_event``'s ``read``).
+        self.opened_tokens: dict[str, tuple[Any, str]] = {}
 
     def _read_only(self, *_: Any, **__: Any) -> NoReturn:
         raise TypeError("an event's snapshot is read-only: build a new dict to change it")
@@ -205,7 +209,7 @@ class LeadSealer:
             v = snapshot[k]
             if isinstance(v, str) and v.startswith(PREFIX):
                 sealed = True
-            elif v is not None:
+            elif v is not None and not parse_flag(k, v):
                 clear = True
         if not sealed:
             sealed = any(isinstance(v, str) and v.startswith(PREFIX) for v in snapshot.values())
@@ -218,9 +222,11 @@ class LeadSealer:
             value = open_value(token, keys.get)  # every key it names is in ``keys`` now
             if whole is not None and value not in (ERASED, UNREADABLE):
                 self._remember_opened(whole.group(1), name, value, token)
+                opened.opened_tokens[name] = (value, token)
             return value
 
-        return OpenedSnapshot(snapshot, opener, None if clear else snapshot)
+        opened = OpenedSnapshot(snapshot, opener, None if clear else snapshot)
+        return opened
 
     def _sensitive_keys(self, snapshot: Snapshot) -> tuple[str, ...]:
         shape = tuple(snapshot)
@@ -360,11 +366,16 @@ class LeadSealer:
             if rules is not criteria["rules"]:
                 out["acceptance_criteria"] = {**criteria, "rules": rules}
 
-    def seal_event(self, event: LeadEvent, *, whole_request_body: bool = False) -> LeadEvent:
+    def seal_event(
+        self, event: LeadEvent, *, whole_request_body: bool = False, read: Snapshot | None = None
+    ) -> LeadEvent:
         """``event`` as it may be written: sensitive vars sealed, and their clear text
         sealed wherever the request, response or reason quotes it. ``whole_request_body``
         (the source's events: the body as a source sent it, which may quote anything,
-        parsed or not) seals the recorded request body whole."""
+        parsed or not) seals the recorded request body whole. ``read``: the snapshot the
+        step decided on (``open_snapshot``'s), whose opened values the event may quote -
+        known from it whatever the sealer's memory of recent leads has let go since (a
+        calling step may hold more leads in flight than that memory)."""
         out: dict[str, Any] = dict(event)
         request = out.get("request")
         if whole_request_body and isinstance(request, dict):
@@ -383,6 +394,13 @@ class LeadSealer:
         if not passed_on and not any(sealed_field(k, self.sensitive) for k in snapshot):
             return out
         reuse = self._opened.get(event["lead_id"])
+        for snap in (read, given):
+            if isinstance(snap, OpenedSnapshot) and snap.opened_tokens:
+                reuse = {**(reuse or {}), **snap.opened_tokens}
+        if passed_on and not reuse:
+            # Passed on as it came, and the step opened nothing of it: it never held a
+            # sensitive value in clear, so nothing it wrote can quote one.
+            return out
         quoting = (
             out.get("request")
             or out.get("response")

@@ -17,6 +17,7 @@ from engine.sealing import (
     MasterKeyError,
     SealingError,
     clear_strings,
+    is_sealed,
     key_ids,
     load_master_key,
     new_data_key,
@@ -93,11 +94,18 @@ def test_a_snapshot_seals_its_sensitive_fields_and_their_parts_only() -> None:
         "lead.email": "ada@example.com",
         "lead.dob": "1990-02-03",
         "lead.dob.year": 1990,
+        "lead.dob.valid": True,
         "lead.income": 52000,
         "lead.ssn": None,
     }
     sealed = seal_snapshot(snapshot, SENSITIVE, lambda v: seal(KEY, LEAD, v))
     assert sealed["lead.email"] == "ada@example.com"
+    # A part's flag says how the value parsed, not who the person is: left clear. A
+    # field's own boolean is the person's data.
+    assert sealed["lead.dob.valid"] is True
+    assert is_sealed(
+        seal_snapshot({"lead.income": True}, SENSITIVE, lambda v: seal(KEY, LEAD, v))["lead.income"]
+    )
     assert sealed["lead.id"] == LEAD and sealed["lead.ssn"] is None
     assert all(str(sealed[k]).startswith(PREFIX) for k in ("lead.dob", "lead.dob.year"))
     assert open_value(sealed, _lookup) == snapshot

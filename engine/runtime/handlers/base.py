@@ -166,7 +166,9 @@ class BaseHandler:
         records = []
         if self.sealer is not None:
             sealer, whole = self.sealer, seal_request_body
-            events = [sealer.seal_event(event, whole_request_body=whole) for event in events]
+            events = [
+                sealer.seal_event(event, whole_request_body=whole, read=before) for event in events
+            ]
         for i, event in enumerate(events):
             headers: Headers = [(TYPE_HEADER, event["type"].encode()), self.encoding]
             if i == hand_off_at:

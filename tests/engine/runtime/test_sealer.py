@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from engine.flows import parse_flow
-from engine.runtime.sealer import LeadSealer
+from engine.runtime.sealer import _OPENED_LEADS, LeadSealer
 from engine.sealing import ERASED, PREFIX, is_sealed, new_data_key
 from engine.state.errors import StateUnavailableError
 from engine.state.keys import LeadKeys
@@ -129,9 +129,9 @@ def test_a_step_opens_only_what_it_reads_and_its_events_keep_the_tokens_it_came_
 
 def test_a_snapshot_passed_on_unchanged_is_written_as_the_bytes_it_came_in() -> None:
     sealer, _ = _sealer()
-    first = sealer.seal_event(
-        {"lead_id": LEAD, "reason": None, "vars": {"lead.dob": "1984-07-21", "lead.state": "TX"}}
-    )
+    vars_ = {"lead.dob": "1984-07-21", "lead.dob.valid": True, "lead.state": "TX"}
+    first = sealer.seal_event({"lead_id": LEAD, "reason": None, "vars": vars_})
+    assert first["vars"]["lead.dob.valid"] is True  # a parse flag stays clear
     came = EncodedSnapshot(first["vars"], b"the avro bytes it was read from")
     opened = sealer.open_snapshot(came)
     assert opened.get("lead.state") == "TX" and opened["lead.dob"] == "1984-07-21"
@@ -257,3 +257,33 @@ def test_the_values_that_failed_a_rule_are_sealed_where_the_field_is_sensitive()
     assert "90000" not in text
     assert sealed["failed_values"]["lead.email"] == "'ada@example.com'"  # not sensitive
     assert sealed["failed_values"]["lead.income"].startswith(PREFIX + LEAD)
+
+
+def test_what_a_step_read_is_sealed_where_quoted_after_the_sealer_forgot_its_lead() -> None:
+    """A calling step may hold more leads in flight than the sealer's memory of recent
+    leads: the values a handling opened come from the snapshot it read, so a request that
+    quotes one is sealed however many leads were read in between."""
+    sealer, _ = _sealer()
+    first = sealer.seal_event({"lead_id": LEAD, "reason": None, "vars": {"lead.dob": "1984-07-21"}})
+    opened = sealer.open_snapshot(first["vars"])
+    assert opened["lead.dob"] == "1984-07-21"
+    for i in range(_OPENED_LEADS + 10):
+        other = f"01JOTHER{i:018d}"
+        seen = sealer.seal_event({"lead_id": other, "reason": None, "vars": {"lead.dob": "1990"}})
+        assert sealer.open_snapshot(seen["vars"])["lead.dob"] == "1990"
+    quoted = {
+        "lead_id": LEAD,
+        "reason": None,
+        "vars": opened,
+        "request": {"body": "dob=1984-07-21"},
+    }
+    out = sealer.seal_event(quoted, read=opened)
+    assert out["vars"] is first["vars"] and "1984" not in orjson.dumps(out).decode()
+    # Passed on as it came and nothing of it opened: written as it is, nothing to seal.
+    untouched = sealer.open_snapshot(first["vars"])
+    assert (
+        sealer.seal_event({"lead_id": LEAD, "reason": None, "vars": untouched}, read=untouched)[
+            "vars"
+        ]
+        is first["vars"]
+    )
