@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         type=librdkafka_property,
         action="append",
         default=[],
-        help="extra librdkafka consumer property, e.g. -X group.instance.id=projector-1",
+        help="extra librdkafka consumer property, e.g. -X group.instance.id=projector-1"
+        " (static membership; suffixed with a hash of the topics it matches at start)",
     )
     args = parser.parse_args(argv)
     configure_logging(settings.log_format, settings.log_level)

@@ -35,7 +35,7 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from engine.runtime.backoff import backoff_delay
-from engine.runtime.kafka.clients import new_consumer
+from engine.runtime.kafka.clients import new_pattern_consumer
 from engine.runtime.kafka.fetch import ConsumeErrors, fetch
 from engine.runtime.kafka.metrics import WorkerMetrics
 from engine.runtime.schema_registry import SchemaRegistryUnavailableError, reading_codec
@@ -137,7 +137,9 @@ class Projector:
         except ProjectorStopped:
             self.close()
             return
-        consumer = new_consumer(self.settings, self.group_id, **self._overrides)
+        consumer = new_pattern_consumer(
+            self.settings, self.group_id, self.pattern, **self._overrides
+        )
         consumer.subscribe(
             [self.pattern],
             on_assign=self._on_assign,

@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         type=librdkafka_property,
         action="append",
         default=[],
-        help="extra librdkafka consumer property, e.g. -X group.instance.id=streamer-1",
+        help="extra librdkafka consumer property, e.g. -X group.instance.id=streamer-1"
+        " (static membership; suffixed with a hash of the topics it matches at start)",
     )
     parser.add_argument(
         "--metrics-port",

@@ -43,7 +43,7 @@ from engine.objects.contract import DEFAULT_THREADS, ObjectStore, normalise_pref
 from engine.objects.destination import open_store
 from engine.objects.errors import DestinationError
 from engine.runtime.backoff import backoff_delay
-from engine.runtime.kafka.clients import new_consumer
+from engine.runtime.kafka.clients import new_pattern_consumer
 from engine.runtime.kafka.config import is_fatal
 from engine.runtime.kafka.fetch import ConsumeErrors, fetch
 from engine.runtime.kafka.metrics import WorkerMetrics
@@ -173,10 +173,9 @@ class Streamer:
     def run(self, stop: threading.Event) -> None:
         """Stream until ``stop`` is set. Work interrupted by ``stop`` is not committed."""
         store = self._store or open_store(self.destination, self.settings, threads=self.threads)
-        consumer = new_consumer(self.settings, self.group_id, **self._overrides)
-        consumer.subscribe(
-            [events_pattern(self.flow.id)], on_revoke=self._forget, on_lost=self._lost
-        )
+        pattern = events_pattern(self.flow.id)
+        consumer = new_pattern_consumer(self.settings, self.group_id, pattern, **self._overrides)
+        consumer.subscribe([pattern], on_revoke=self._forget, on_lost=self._lost)
         self._log.info(
             "streamer started",
             threads=self.threads,

@@ -10,6 +10,7 @@ passes through as an override without a translation table.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
@@ -19,6 +20,7 @@ from engine.runtime.kafka.config import (
     admin_config,
     consumer_config,
     producer_config,
+    static_instance_id,
     transactional_producer_config,
 )
 from engine.runtime.kafka.transaction import MeteredProducer, TransactionMetrics
@@ -31,6 +33,36 @@ def new_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consume
     Assign-only readers (no ``subscribe``) still need a group id; they never join it
     and never commit, so it does not appear on the broker."""
     return Consumer(consumer_config(settings, group_id, **overrides))
+
+
+def new_pattern_consumer(
+    settings: Settings, group_id: str, pattern: str, **overrides: Any
+) -> Consumer:
+    """``new_consumer`` for a regex subscription to ``pattern``. A static member id given
+    as an override (an operator's ``-X group.instance.id=projector-1``) is suffixed with
+    the topics the pattern matches now (``static_instance_id``).
+
+    A static member restarted with more matching topics than it had (a flow applied, a step
+    added, while it was down) is handed its old assignment and no rebalance (KAFKA-12759),
+    and librdkafka never notices: the new topics were never read (checked on the stack's
+    broker: none of a new topic's records in 40 s). Topics created while it runs are not
+    affected: the running member rejoins under its own member id, which rebalances."""
+    member = overrides.get("group.instance.id")
+    if member:
+        overrides = {
+            **overrides,
+            "group.instance.id": static_instance_id(str(member), _matching(settings, pattern)),
+        }
+    return new_consumer(settings, group_id, **overrides)
+
+
+def _matching(settings: Settings, pattern: str) -> list[str]:
+    """The topics ``pattern`` matches now (librdkafka's ``^`` regex subscription). A broker
+    that cannot answer raises (``KafkaException``): the consumer needs it anyway, and must
+    not join under an id that may name other topics."""
+    topics = new_admin(settings).list_topics(timeout=15).topics
+    regex = re.compile(pattern)
+    return sorted(t for t in topics if regex.search(t))
 
 
 def new_producer(settings: Settings, **overrides: Any) -> Producer:
