@@ -224,12 +224,14 @@ def sealed_field(name: str, sensitive: frozenset[str]) -> bool:
 
 
 def parse_flag(name: str, value: Any) -> bool:
-    """Whether a snapshot value is a part's flag (``lead.email.valid``, ``lead.phone_1.valid``:
-    a boolean below a field), which says how the value parsed, not who the person is: left
-    clear. Sealed, each flag took a 77-character token (two per lead of the demo flow, a
-    fifth of what sealing added to its events). A field's own boolean (``lead.smoker``,
-    declared sensitive) is the person's data and is sealed."""
-    return isinstance(value, bool) and name.count(".") >= 2
+    """Whether a snapshot value is a typed field's parse flag (``lead.email.valid``,
+    ``lead.phone_1.valid``: whether the value parsed, not who the person is): left clear.
+    Sealed, each took a 77-character token (two per lead of the demo flow, a fifth of what
+    sealing added to its events). Only that component, as ``engine.fields`` names it: any
+    other boolean is sealed - a field's own (``lead.smoker``, declared sensitive), another
+    component (``lead.phone_1.is_tollfree``), or a submitted key with a dot in it
+    (``health.smoker`` is ``lead.health.smoker``)."""
+    return value.__class__ is bool and name.endswith(".valid") and name.count(".") == 2
 
 
 def seal_snapshot(

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+import structlog
+from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from engine.runtime.kafka.config import (
@@ -25,6 +26,11 @@ from engine.runtime.kafka.config import (
 )
 from engine.runtime.kafka.transaction import MeteredProducer, TransactionMetrics
 from engine.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# How long a pattern consumer with a static id waits for the topic list at start.
+LIST_TOPICS_TIMEOUT_S = 15.0
 
 
 def new_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
@@ -46,23 +52,27 @@ def new_pattern_consumer(
     added, while it was down) is handed its old assignment and no rebalance (KAFKA-12759),
     and librdkafka never notices: the new topics were never read (checked on the stack's
     broker: none of a new topic's records in 40 s). Topics created while it runs are not
-    affected: the running member rejoins under its own member id, which rebalances."""
+    affected: the running member rejoins under its own member id, which rebalances. The
+    cost: a restart after new topics waits out the old member's session once. A broker
+    that cannot list its topics now: the consumer joins as a dynamic member (it would wait
+    for the broker either way), never under an id that may name other topics."""
     member = overrides.get("group.instance.id")
     if member:
-        overrides = {
-            **overrides,
-            "group.instance.id": static_instance_id(str(member), _matching(settings, pattern)),
-        }
+        overrides = dict(overrides)
+        try:
+            topics = new_admin(settings).list_topics(timeout=LIST_TOPICS_TIMEOUT_S).topics
+        except KafkaException as exc:
+            del overrides["group.instance.id"]
+            log.warning(
+                "topics not listed: joining as a dynamic member",
+                group=group_id,
+                error=str(exc.args[0]),
+            )
+        else:
+            regex = re.compile(pattern)
+            matching = sorted(t for t in topics if regex.search(t))
+            overrides["group.instance.id"] = static_instance_id(str(member), matching)
     return new_consumer(settings, group_id, **overrides)
-
-
-def _matching(settings: Settings, pattern: str) -> list[str]:
-    """The topics ``pattern`` matches now (librdkafka's ``^`` regex subscription). A broker
-    that cannot answer raises (``KafkaException``): the consumer needs it anyway, and must
-    not join under an id that may name other topics."""
-    topics = new_admin(settings).list_topics(timeout=15).topics
-    regex = re.compile(pattern)
-    return sorted(t for t in topics if regex.search(t))
 
 
 def new_producer(settings: Settings, **overrides: Any) -> Producer:

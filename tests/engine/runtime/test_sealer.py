@@ -279,6 +279,12 @@ def test_what_a_step_read_is_sealed_where_quoted_after_the_sealer_forgot_its_lea
     }
     out = sealer.seal_event(quoted, read=opened)
     assert out["vars"] is first["vars"] and "1984" not in orjson.dumps(out).decode()
+    # An event whose vars are a new dict (a delivery's: the snapshot and what it appended)
+    # knows what was opened only from ``read``.
+    appended = {**quoted, "vars": {**opened, "appended.buyer.id": "b-1"}}
+    out = sealer.seal_event(appended, read=opened)
+    assert out["vars"]["lead.dob"] == first["vars"]["lead.dob"]
+    assert "1984" not in orjson.dumps(out).decode()
     # Passed on as it came and nothing of it opened: written as it is, nothing to seal.
     untouched = sealer.open_snapshot(first["vars"])
     assert (
