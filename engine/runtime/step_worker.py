@@ -50,8 +50,10 @@ def follow_registry(
     codec: EventCodec,
     calls: CallRunner | None = None,
 ) -> Callable[[], StepHandler | None]:
-    """A watch for the step loop: a new handler when a newer version of the flow is applied."""
-    version, source = flow.version, input_topic(flow, step_id)
+    """A watch for the step loop: a new handler when a newer version of the flow is applied;
+    ``FlowChangedError`` when the step is gone, reads other topics, or is of another kind
+    (another loop: a calling step's, a retry topic): its worker is started again."""
+    version, reads, kind = flow.version, topics_read(flow, step_id), flow.step(step_id).kind
 
     def watch() -> StepHandler | None:
         nonlocal version
@@ -60,7 +62,9 @@ def follow_registry(
         if latest is None or latest.version == version:
             return None
         moved = (
-            step_id not in [s.id for s in latest.steps] or input_topic(latest, step_id) != source
+            step_id not in [s.id for s in latest.steps]
+            or latest.step(step_id).kind != kind
+            or topics_read(latest, step_id) != reads
         )
         if moved:
             raise FlowChangedError(f"step {step_id} of {flow.id} moved in v{latest.version}")
@@ -69,6 +73,14 @@ def follow_registry(
         return make_handler(latest, step_id, settings.instance_id, codec, settings, calls)
 
     return watch
+
+
+def topics_read(flow: Flow, step_id: str) -> tuple[str, ...]:
+    """What the step's worker subscribes to: its input, and its retry topic if it retries."""
+    source = input_topic(flow, step_id)
+    if flow.step(step_id).kind in RETRYING_KINDS:
+        return (source, retry_topic(flow.id, step_id))
+    return (source,)
 
 
 def check_call_deadline(settings: Settings, flow: Flow, step_id: str, *, concurrent: bool) -> None:
@@ -117,7 +129,7 @@ def build_step_loop(
     source, retry = input_topic(flow, step_id), retry_topic(flow.id, step_id) if retries else None
     # Static membership under a stable id: a restarted worker takes its partitions back at
     # once instead of waiting out the dead one's session - while it reads the same topics.
-    reads = [source] + ([retry] if retry else [])
+    reads = topics_read(flow, step_id)
     overrides: dict[str, Any] = {"group.instance.id": static_instance_id(txn_id, reads)}
     predecessor = fused_into(flow, step_id, settings)
     if predecessor is not None:

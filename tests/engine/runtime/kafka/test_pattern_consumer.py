@@ -5,7 +5,6 @@ assignment: KAFKA-12759). Needs the stack's broker."""
 from __future__ import annotations
 
 import pytest
-from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
 from engine.runtime.kafka.clients import new_pattern_consumer, new_producer
@@ -24,7 +23,12 @@ def _topic(stack: Settings, admin: AdminClient, name: str) -> None:
     assert producer.flush(15) == 0
 
 
-def _read(consumer: Consumer, topic: str, want: int, timeout: float) -> int:
+def _member_reads(stack: Settings, group: str, pattern: str, topic: str, timeout: float) -> None:
+    """A static member (one operator-given id) of ``group`` reads ``topic``'s 9 records,
+    then closes - leaving no LeaveGroup (static members do not): its session runs on."""
+    member = {"group.instance.id": f"{group}-1"}
+    consumer = new_pattern_consumer(stack, group, pattern, **member)
+    consumer.subscribe([pattern])
     seen = 0
 
     def more() -> int:
@@ -34,30 +38,21 @@ def _read(consumer: Consumer, topic: str, want: int, timeout: float) -> int:
             seen += 1
         return seen
 
-    return wait_until(
-        more, timeout, f"{want} records of {topic}", until=lambda n: n >= want, every=0
-    )
+    try:
+        wait_until(more, timeout, f"9 records of {topic}", until=lambda n: n >= 9, every=0)
+    finally:
+        consumer.close()
 
 
 def test_a_static_member_restarted_reads_the_topics_created_while_it_was_down(
     stack: Settings, admin: AdminClient, unique_id: str
 ) -> None:
     pattern = rf"^leadflow\.{unique_id}\.events\..+$"
-    group, member = f"leadflow.{unique_id}.reader", {"group.instance.id": f"{unique_id}-1"}
+    group = f"leadflow.{unique_id}.reader"
     first, later = f"leadflow.{unique_id}.events.a", f"leadflow.{unique_id}.events.b"
     _topic(stack, admin, first)
-    consumer = new_pattern_consumer(stack, group, pattern, **member)
-    consumer.subscribe([pattern])
-    try:
-        _read(consumer, first, 9, 30)
-    finally:
-        consumer.close()  # a static member leaves no LeaveGroup: its session runs on
+    _member_reads(stack, group, pattern, first, 30)
     _topic(stack, admin, later)
-    consumer = new_pattern_consumer(stack, group, pattern, **member)
-    consumer.subscribe([pattern])
-    try:
-        # Once the old member's session (10 s) has run out. Under the operator's bare id it
-        # was handed the old assignment and read none of the new topic, for good.
-        _read(consumer, later, 9, 45)
-    finally:
-        consumer.close()
+    # Once the old member's session (10 s) has run out. Under the operator's bare id it was
+    # handed the old assignment and read none of the new topic, for good.
+    _member_reads(stack, group, pattern, later, 45)
