@@ -125,11 +125,10 @@ def build_step_loop(
     # A stable transactional.id per (step, instance): a restarted worker fences
     # its killed predecessor at once instead of waiting out its transaction.
     txn_id = f"{group}.{settings.instance_id}.{worker_index}"
-    retries = flow.step(step_id).kind in RETRYING_KINDS
-    source, retry = input_topic(flow, step_id), retry_topic(flow.id, step_id) if retries else None
     # Static membership under a stable id: a restarted worker takes its partitions back at
     # once instead of waiting out the dead one's session - while it reads the same topics.
     reads = topics_read(flow, step_id)
+    source, retry = reads[0], (reads[1] if len(reads) > 1 else None)
     overrides: dict[str, Any] = {"group.instance.id": static_instance_id(txn_id, reads)}
     predecessor = fused_into(flow, step_id, settings)
     if predecessor is not None:
